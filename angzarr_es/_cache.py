@@ -1,0 +1,49 @@
+"""Bounded per-process cache of aggregate positions."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+
+class Position(NamedTuple):
+    """Where an aggregate stands: its next sequence and its last commit's stream sequence."""
+
+    next_sequence: int
+    stream_seq: int
+
+
+NEW = Position(0, 0)
+
+
+class PositionCache:
+    """LRU map subject -> Position that only ever moves forward."""
+
+    __slots__ = ("_data", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._data: OrderedDict[str, Position] = OrderedDict()
+        self._size = size
+
+    def get(self, subject: str) -> Position | None:
+        pos = self._data.get(subject)
+        if pos is not None:
+            self._data.move_to_end(subject)
+        return pos
+
+    def put(self, subject: str, pos: Position) -> None:
+        if self._size <= 0:
+            return
+        old = self._data.get(subject)
+        if old is not None and old.stream_seq > pos.stream_seq:
+            return  # a racing reader saw an older commit; keep the newer one
+        self._data[subject] = pos
+        self._data.move_to_end(subject)
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def drop(self, subject: str) -> None:
+        self._data.pop(subject, None)
+
+    def clear(self) -> None:
+        self._data.clear()

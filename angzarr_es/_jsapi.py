@@ -1,0 +1,140 @@
+"""JetStream API messages as msgspec Structs, with codecs built once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Error codes the store acts on (nats-server's errors.json).
+WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE_CLUSTERED = 10164
+DUPLICATE_IN_PROCESS = 10158
+STREAM_NOT_FOUND = 10059
+NO_MESSAGE_FOUND = 10037
+CONSUMER_NOT_FOUND = 10014
+CONFLICT_CODES = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED})
+
+H_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+H_MSG_ID = "Nats-Msg-Id"
+
+NANOS = 1_000_000_000
+
+
+class ApiError(msgspec.Struct, frozen=True):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class PubAck(msgspec.Struct, frozen=True):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: ApiError | None = None
+
+
+class DirectBatchRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    seq: int = 0
+    next_by_subj: str = ""
+    batch: int = 0
+    max_bytes: int = 0
+    no_hdr: bool = False
+
+
+class MsgGetRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    seq: int = 0
+    last_by_subj: str = ""
+    next_by_subj: str = ""
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    subject: str = ""
+    seq: int = 0
+    data: bytes = b""
+    hdrs: bytes = b""
+
+
+class MsgGetResponse(msgspec.Struct, frozen=True):
+    message: StoredMessage | None = None
+    error: ApiError | None = None
+
+
+class StreamConfig(msgspec.Struct, frozen=True):
+    name: str
+    subjects: list[str] = []
+    retention: str = "limits"
+    storage: str = "file"
+    max_consumers: int = -1
+    max_msgs: int = -1
+    max_bytes: int = -1
+    max_age: int = 0
+    max_msgs_per_subject: int = -1
+    max_msg_size: int = -1
+    discard: str = "new"
+    num_replicas: int = 1
+    duplicate_window: int = 0
+    allow_direct: bool = False
+    allow_atomic: bool = False
+    deny_delete: bool = False
+    deny_purge: bool = False
+    allow_rollup_hdrs: bool = False
+
+
+class StreamState(msgspec.Struct, frozen=True):
+    messages: int = 0
+    bytes: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    num_subjects: int = 0
+    consumer_count: int = 0
+
+
+class StreamInfo(msgspec.Struct, frozen=True):
+    config: dict[str, Any] | None = None
+    state: StreamState | None = None
+    error: ApiError | None = None
+
+
+class ConsumerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str = ""
+    durable_name: str = ""
+    deliver_policy: str = "all"
+    opt_start_seq: int = 0
+    ack_policy: str = "none"
+    replay_policy: str = "instant"
+    filter_subject: str = ""
+    inactive_threshold: int = 0
+    num_replicas: int = 0
+    mem_storage: bool = False
+    max_waiting: int = 0
+
+
+class ConsumerCreateRequest(msgspec.Struct, frozen=True):
+    stream_name: str
+    config: ConsumerConfig
+    action: str = "create"
+
+
+class ConsumerInfo(msgspec.Struct, frozen=True):
+    name: str = ""
+    num_pending: int = 0
+    error: ApiError | None = None
+
+
+class PullRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    batch: int
+    expires: int = 0
+    no_wait: bool = False
+
+
+class ApiResponse(msgspec.Struct, frozen=True):
+    error: ApiError | None = None
+
+
+encode = msgspec.json.Encoder().encode
+pub_ack = msgspec.json.Decoder(PubAck).decode
+msg_get = msgspec.json.Decoder(MsgGetResponse).decode
+stream_info = msgspec.json.Decoder(StreamInfo).decode
+consumer_info = msgspec.json.Decoder(ConsumerInfo).decode
+api_response = msgspec.json.Decoder(ApiResponse).decode

@@ -1,0 +1,80 @@
+"""Records shared by every store implementation."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import msgspec
+
+from angzarr_es.codec import RecordedEvent
+
+
+class Expected(enum.Enum):
+    """Sentinels for `append(expected=...)`."""
+
+    ANY = "any"
+    """Append at whatever the aggregate's next sequence is."""
+
+    def __repr__(self) -> str:
+        return f"angzarr_es.{self.name}"
+
+
+ANY: Literal[Expected.ANY] = Expected.ANY
+ExpectedVersion = int | Literal[Expected.ANY]
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one append wrote."""
+
+    first_sequence: int
+    """Sequence of the first event written (== next_sequence when nothing was)."""
+    next_sequence: int
+    """The aggregate's next sequence after this append."""
+    stream_sequence: int = 0
+    """JetStream stream sequence of the commit (0 when nothing was written)."""
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    """Events of one aggregate, in order."""
+
+    events: list[RecordedEvent]
+    next_sequence: int
+    """The aggregate's next sequence, even when only part of it was loaded."""
+
+
+def check_expected(expected: object) -> ExpectedVersion:
+    """Validate `expected`.
+
+    Raises:
+        TypeError: not an int nor ANY.
+        ValueError: a negative int.
+    """
+    if expected is ANY:
+        return ANY
+    if not isinstance(expected, int) or isinstance(expected, bool):
+        raise TypeError(f"expected must be an int or angzarr_es.ANY, got {expected!r}")
+    if expected < 0:
+        raise ValueError(f"expected must be >= 0, got {expected}")
+    return expected
+
+
+def _check_sequence(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_range(from_sequence: object, to_sequence: object) -> tuple[int, int | None]:
+    """Validate a half-open [from, to) range.
+
+    Raises:
+        TypeError, ValueError: bounds that are not non-negative ints with from <= to.
+    """
+    lo = _check_sequence("from_sequence", from_sequence)
+    hi = None if to_sequence is None else _check_sequence("to_sequence", to_sequence)
+    if hi is not None and hi < lo:
+        raise ValueError(f"to_sequence ({hi}) must be >= from_sequence ({lo})")
+    return lo, hi

@@ -1,0 +1,509 @@
+"""The one seam to nats-py: connection, requests, Direct Get and replay consumers.
+
+Everything above this module speaks bytes, msgspec Structs and angzarr_es
+errors. nats-py exceptions are translated here, in `_translated`, and nowhere
+else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from angzarr_es import _jsapi as js
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import (
+    AngzarrESError,
+    AppendTooLarge,
+    PermissionDenied,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("angzarr_es")
+
+STATUS = "Status"
+H_LAST_SEQ = "Nats-Last-Sequence"
+H_SEQUENCE = "Nats-Sequence"
+
+# Headers a commit carries: the per-message allowance used when estimating how
+# many bytes a Direct Get batch has consumed of its max_bytes budget.
+HEADER_ALLOWANCE = 256
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Map nats-py exceptions raised inside the block to angzarr_es errors."""
+    try:
+        yield
+    except AngzarrESError:
+        raise
+    except (TimeoutError, nats.errors.TimeoutError) as exc:
+        raise StoreTimeout(f"{what}: no answer from NATS in time") from exc
+    except nats.errors.NoRespondersError as exc:
+        raise StoreUnavailable(
+            f"{what}: no responders (is JetStream enabled and the stream provisioned?)"
+        ) from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise AppendTooLarge(0, 0) from exc
+    except (nats.errors.BadSubjectError, nats.errors.BadHeaderError) as exc:
+        raise StoreError(f"{what}: rejected by the client: {exc!r}") from exc
+    except nats.errors.Error as exc:
+        raise StoreUnavailable(f"{what}: {exc!r}") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"{what}: {exc}") from exc
+
+
+def api_error(what: str, err: js.ApiError) -> StoreError:
+    """The typed error for a JetStream API error reply."""
+    message = f"{what}: {err.description} (code {err.code}, err_code {err.err_code})"
+    cls: type[StoreError] = StoreError
+    if err.code == 503 or err.err_code == js.STREAM_NOT_FOUND:
+        cls = StoreUnavailable
+    elif err.code == 408:
+        cls = StoreTimeout
+    elif err.code == 403:
+        cls = PermissionDenied
+    return cls(message, code=err.code, err_code=err.err_code)
+
+
+class _Collector:
+    """Replies to one multi-reply request, filled by the inbox callback."""
+
+    __slots__ = ("done", "expect", "last_seq", "replies", "size", "status")
+
+    def __init__(self, expect: int) -> None:
+        self.replies: list[tuple[bytes, str, str]] = []
+        self.size = 0
+        self.expect = expect
+        self.last_seq = 0
+        self.status = ""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class Wire:
+    """A connected NATS client with the requests the store needs."""
+
+    def __init__(self, nc: NatsClient, cfg: NatsConfig) -> None:
+        self.nc = nc
+        self.cfg = cfg
+        self.timeout = cfg.request_timeout
+        self._inbox_prefix = ""
+        self._inbox_sub: Subscription | None = None
+        self._collectors: dict[str, _Collector] = {}
+        self._next_token = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, cfg: NatsConfig) -> Wire:
+        """Connect to the configured servers.
+
+        Raises:
+            StoreUnavailable: no server could be reached.
+            PermissionDenied: the server refused the credentials.
+        """
+        holder: list[Wire] = []
+
+        async def on_error(exc: Exception) -> None:
+            if holder:
+                holder[0]._on_async_error(exc)
+            else:
+                log.debug("nats: %r", exc)
+
+        options: dict[str, Any] = {
+            "servers": cfg.servers,
+            "name": cfg.name,
+            "connect_timeout": cfg.connect_timeout,
+            "reconnect_time_wait": 0.25,
+            # One retry per server at connect time, so a wrong URL fails fast;
+            # reconnects after that are unlimited (set below).
+            "max_reconnect_attempts": 1,
+            "error_cb": on_error,
+        }
+        if cfg.credentials:
+            options["user_credentials"] = cfg.credentials
+        if cfg.nkey_seed:
+            options["nkeys_seed_str"] = cfg.nkey_seed
+        if cfg.user is not None:
+            options["user"] = cfg.user
+        if cfg.password is not None:
+            options["password"] = cfg.password
+        if cfg.token is not None:
+            options["token"] = cfg.token
+        if cfg.tls_ca or cfg.tls_cert:
+            context = ssl.create_default_context(cafile=cfg.tls_ca)
+            if cfg.tls_cert:
+                context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            options["tls"] = context
+        where = ", ".join(cfg.servers)
+        try:
+            nc = await nats.connect(**options)
+        except nats.errors.NoServersError as exc:
+            cause = exc.__context__ or exc
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from exc
+        except nats.errors.Error as exc:
+            text = str(exc)
+            if "authorization" in text.lower() or "authentication" in text.lower():
+                raise PermissionDenied(f"NATS at {where} refused the credentials: {text}") from exc
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
+        nc.options["max_reconnect_attempts"] = -1
+        wire = cls(nc, cfg)
+        holder.append(wire)
+        await wire._start_inbox()
+        return wire
+
+    async def _start_inbox(self) -> None:
+        self._inbox_prefix = self.nc.new_inbox() + "."
+        with _translated("subscribe to reply inbox"):
+            self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
+
+    async def close(self) -> None:
+        """Drain nothing, close the connection; pending requests fail."""
+        for collector in self._collectors.values():
+            if not collector.done.done():
+                collector.done.set_exception(StoreUnavailable("connection closed"))
+        self._collectors.clear()
+        if not self.nc.is_closed:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self.nc.close()
+
+    def _on_async_error(self, exc: Exception) -> None:
+        text = str(exc)
+        if "permissions violation" in text.lower():
+            log.warning("nats: %s", text)
+            denied = PermissionDenied(f"NATS refused: {text}")
+            for collector in self._collectors.values():
+                if not collector.done.done():
+                    collector.done.set_exception(denied)
+            return
+        log.debug("nats: %r", exc)
+
+    # -- info ----------------------------------------------------------------
+
+    @property
+    def max_payload(self) -> int:
+        """The connected server's max_payload, in bytes."""
+        return int(self.nc.max_payload)
+
+    @property
+    def server_version(self) -> tuple[int, int, int]:
+        """(major, minor, patch) of the connected server."""
+        v = self.nc.connected_server_version
+        return (v.major, v.minor, v.patch)
+
+    @property
+    def jetstream_enabled(self) -> bool:
+        """Whether the connected server announced JetStream."""
+        info = getattr(self.nc, "_server_info", {}) or {}
+        return bool(info.get("jetstream", False))
+
+    # -- plain requests ------------------------------------------------------
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        what: str = "request",
+    ) -> Msg:
+        """One request, one reply.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        with _translated(what):
+            return await self.nc.request(
+                subject, payload, timeout=timeout or self.timeout, headers=headers
+            )
+
+    async def api(self, subject: str, body: bytes = b"", *, what: str = "") -> bytes:
+        """A JetStream API request; returns the raw JSON reply."""
+        msg = await self.request(subject, body, what=what or subject)
+        return msg.data
+
+    async def publish(
+        self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None
+    ) -> None:
+        """Fire-and-forget core NATS publish."""
+        with _translated(f"publish to {subject}"):
+            await self.nc.publish(subject, payload, headers=headers)
+
+    async def publish_commit(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+    ) -> js.PubAck:
+        """Publish to a stream subject and decode the PubAck."""
+        msg = await self.request(
+            subject, payload, headers=headers, timeout=timeout, what=f"append to {subject}"
+        )
+        if msg.headers and msg.headers.get(STATUS) == "503":
+            raise StoreUnavailable(f"append to {subject}: no stream captures this subject")
+        return js.pub_ack(msg.data)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def direct_last(self, stream: str, subject: str) -> tuple[bytes, int] | None:
+        """(payload, stream sequence) of the last message on `subject`, by Direct Get.
+
+        May be answered by any replica, including one that lags.
+        """
+        msg = await self.request(
+            f"$JS.API.DIRECT.GET.{stream}.{subject}", what=f"read last commit of {subject}"
+        )
+        headers = msg.headers or {}
+        status = headers.get(STATUS)
+        if status == "404":
+            return None
+        if status:
+            raise _status_error(f"read last commit of {subject}", status, headers)
+        return msg.data, int(headers.get(H_SEQUENCE, "0"))
+
+    async def leader_last(self, stream: str, subject: str) -> tuple[bytes, int] | None:
+        """Like `direct_last` but answered by the stream leader (never stale)."""
+        return await self._leader_get(stream, subject, js.MsgGetRequest(last_by_subj=subject))
+
+    async def leader_next(self, stream: str, subject: str, seq: int) -> tuple[bytes, int] | None:
+        """(payload, stream sequence) of the first message on `subject` at or after
+        stream sequence `seq`, answered by the stream leader."""
+        return await self._leader_get(
+            stream, subject, js.MsgGetRequest(seq=seq, next_by_subj=subject)
+        )
+
+    async def _leader_get(
+        self, stream: str, subject: str, request: js.MsgGetRequest
+    ) -> tuple[bytes, int] | None:
+        body = js.encode(request)
+        reply = js.msg_get(
+            await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", body, what=f"read {subject}")
+        )
+        if reply.error is not None:
+            if reply.error.err_code == js.NO_MESSAGE_FOUND or reply.error.code == 404:
+                return None
+            raise api_error(f"read last commit of {subject}", reply.error)
+        if reply.message is None:
+            return None
+        return reply.message.data, reply.message.seq
+
+    def _token(self) -> str:
+        self._next_token += 1
+        return str(self._next_token)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        collector = self._collectors.get(msg.subject[len(self._inbox_prefix) :])
+        if collector is not None:
+            _feed(collector, msg)
+
+    async def _gather(
+        self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""
+    ) -> _Collector:
+        """Send one request and collect its replies until `expect` messages or a status.
+
+        With `inbox`, replies go to that dedicated subscription (whose callback
+        feeds `self._collectors[inbox]`); otherwise to the shared reply mux.
+        """
+        if inbox:
+            token, reply = inbox, inbox
+        else:
+            token = self._token()
+            reply = self._inbox_prefix + token
+        collector = _Collector(expect)
+        self._collectors[token] = collector
+        try:
+            with _translated(what):
+                await self.nc.publish(subject, body, reply=reply)
+                await asyncio.wait_for(asyncio.shield(collector.done), self.timeout)
+        finally:
+            del self._collectors[token]
+        return collector
+
+    async def direct_batch(
+        self, stream: str, subject: str, start: int, batch: int, max_bytes: int
+    ) -> tuple[list[bytes], int, bool]:
+        """One page of a subject's messages from stream sequence `start`, without headers.
+
+        Returns (payloads, stream sequence of the last one, whether more may follow).
+        """
+        body = js.encode(
+            js.DirectBatchRequest(
+                seq=start, next_by_subj=subject, batch=batch, max_bytes=max_bytes, no_hdr=True
+            )
+        )
+        what = f"read {subject}"
+        got = await self._gather(f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, what)
+        if got.status == "404":
+            return [], 0, False
+        if got.status != "204":
+            raise _status_error(what, got.status or "?", {})
+        payloads = [data for data, _, _ in got.replies]
+        # The server ends a batch early when it has sent max_bytes (subject,
+        # headers and payload counted); only then may more remain.
+        spent = got.size + len(payloads) * (len(subject) + HEADER_ALLOWANCE)
+        more = len(payloads) == batch or spent >= max_bytes
+        return payloads, got.last_seq, more
+
+    async def direct_sequences(
+        self, stream: str, subject: str, start: int, batch: int
+    ) -> list[int]:
+        """Stream sequences of up to `batch` messages on `subject` from `start`."""
+        body = js.encode(js.DirectBatchRequest(seq=start, next_by_subj=subject, batch=batch))
+        got = await self._gather(
+            f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, f"locate {subject}"
+        )
+        return [int(seq or 0) for _, _, seq in got.replies]
+
+    async def consumer_replay(
+        self, stream: str, subject: str, start: int, batch: int
+    ) -> AsyncGenerator[tuple[list[bytes], int, int], None]:
+        """Replay `subject` from stream sequence `start` through an ephemeral
+        ordered pull consumer (ack none, memory storage, one replica), deleted
+        when the iteration ends. Yields (payloads, first, last stream sequence)
+        pages.
+        """
+        next_seq = max(start, 1)
+        # Pulled messages keep their stream subject, so they cannot be routed
+        # through the shared reply mux: give the replay its own inbox.
+        inbox = self.nc.new_inbox()
+
+        async def on_msg(msg: Msg) -> None:
+            collector = self._collectors.get(inbox)
+            if collector is not None:
+                _feed(collector, msg)
+
+        with _translated(f"replay {subject}"):
+            sub = await self.nc.subscribe(inbox, cb=on_msg)
+        try:
+            async for item in self._replay_from(stream, subject, next_seq, batch, inbox):
+                yield item
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+
+    async def _replay_from(
+        self, stream: str, subject: str, next_seq: int, batch: int, inbox: str
+    ) -> AsyncGenerator[tuple[list[bytes], int, int], None]:
+        while True:
+            name = "angzarr-replay-" + self.nc.new_inbox().rpartition(".")[2]
+            await self._create_replay_consumer(stream, name, subject, next_seq)
+            try:
+                async for page, first, last in self._pull_all(stream, name, batch, inbox):
+                    if page is None:
+                        break  # a gap: recreate from the last sequence seen
+                    next_seq = last + 1
+                    yield page, first, last
+                else:
+                    return
+            finally:
+                await self._delete_consumer(stream, name)
+
+    async def _create_replay_consumer(
+        self, stream: str, name: str, subject: str, start: int
+    ) -> None:
+        config = js.ConsumerConfig(
+            name=name,
+            deliver_policy="by_start_sequence",
+            opt_start_seq=start,
+            ack_policy="none",
+            filter_subject=subject,
+            inactive_threshold=30 * js.NANOS,
+            num_replicas=1,
+            mem_storage=True,
+        )
+        body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=config))
+        reply = js.consumer_info(
+            await self.api(
+                f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body, what=f"replay {subject}"
+            )
+        )
+        if reply.error is not None:
+            raise api_error(f"create replay consumer for {subject}", reply.error)
+
+    async def _pull_all(
+        self, stream: str, name: str, batch: int, inbox: str
+    ) -> AsyncGenerator[tuple[list[bytes] | None, int, int], None]:
+        delivered = 0
+        body = js.encode(js.PullRequest(batch=batch, no_wait=True))
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        while True:
+            got = await self._gather(subject, body, batch, f"replay via {name}", inbox)
+            if got.status not in ("", "404", "408"):
+                raise _status_error(f"replay via {name}", got.status, {})
+            page: list[bytes] = []
+            first = last = pending = 0
+            for data, reply, _ in got.replies:
+                sseq, dseq, pending = _ack_metadata(reply)
+                if dseq != delivered + 1:
+                    yield None, first, last
+                    return
+                delivered = dseq
+                first = first or sseq
+                last = sseq
+                page.append(data)
+            if page:
+                yield page, first, last
+            if not page or pending == 0:
+                return
+
+    async def _delete_consumer(self, stream: str, name: str) -> None:
+        try:
+            reply = js.api_response(
+                await self.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", what="delete consumer")
+            )
+        except StoreError as exc:
+            # The inactive threshold removes it anyway; nothing is lost.
+            log.warning("could not delete replay consumer %s: %s", name, exc)
+            return
+        if reply.error is not None and reply.error.err_code != js.CONSUMER_NOT_FOUND:
+            log.warning("could not delete replay consumer %s: %s", name, reply.error.description)
+
+
+def _feed(collector: _Collector, msg: Msg) -> None:
+    """Add one reply to `collector`, completing it on a status or the expected count."""
+    if collector.done.done():
+        return
+    headers = msg.headers
+    status = headers.get(STATUS) if headers else None
+    if status is None:
+        seq = headers.get(H_SEQUENCE, "") if headers else ""
+        collector.replies.append((msg.data, msg.reply, seq))
+        collector.size += len(msg.data)
+        if len(collector.replies) == collector.expect:
+            collector.done.set_result(None)
+        return
+    collector.status = status
+    if headers is not None:
+        collector.last_seq = int(headers.get(H_LAST_SEQ, "0") or 0)
+    collector.done.set_result(None)
+
+
+def _ack_metadata(reply: str) -> tuple[int, int, int]:
+    """(stream seq, consumer seq, pending) from a `$JS.ACK...` reply subject."""
+    tokens = reply.split(".")
+    # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+    # v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>.<rnd>
+    base = 4 if len(tokens) == 9 else 6
+    return int(tokens[base + 1]), int(tokens[base + 2]), int(tokens[base + 4])
+
+
+def _status_error(what: str, status: str, headers: dict[str, str]) -> StoreError:
+    description = headers.get("Description", "")
+    text = f"{what}: server answered status {status} {description}".rstrip()
+    if status == "503":
+        return StoreUnavailable(text, code=503)
+    if status == "408":
+        return StoreTimeout(text, code=408)
+    return StoreError(text, code=int(status) if status.isdigit() else 0)

@@ -1,0 +1,180 @@
+"""Connecting, provisioning, and handing out stores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from angzarr_es import _jsapi as js
+from angzarr_es._cache import PositionCache
+from angzarr_es._wire import Wire, api_error
+from angzarr_es.config import Config
+from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.store import EventStore, StoreContext
+
+__all__ = ["Client", "connect"]
+
+log = logging.getLogger("angzarr_es")
+
+# Batch Direct Get with no_hdr and the `-Subject` expected header: 2.11.
+MIN_SERVER = (2, 11, 0)
+ATOMIC_SERVER = (2, 12, 0)
+# Settings whose other values would delete or lose events.
+_IMMUTABLE = ("retention", "storage")
+
+
+async def connect(url: str | list[str] | None = None, *, config: Config | None = None) -> Client:
+    """Connect to NATS.
+
+    The server is `url` if given, else the one in `config`, else `NATS_URL`,
+    else nats://localhost:4222. With no `config`, `Config.load()` reads the
+    environment.
+
+    Raises:
+        ConfigError: invalid configuration.
+        StoreUnavailable: no server could be reached.
+        PermissionDenied: the server refused the credentials.
+    """
+    if config is None:
+        config = Config.load(None, os.environ)
+    if url is not None:
+        config = config.with_url(url)
+        config.validate()
+    wire = await Wire.connect(config.nats)
+    return Client(wire, config)
+
+
+class Client:
+    """A connection to NATS: provisions the stream and hands out stores."""
+
+    def __init__(self, wire: Wire, config: Config) -> None:
+        self._wire = wire
+        self._config = config
+        self._ctx = StoreContext(
+            wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
+        )
+
+    @property
+    def config(self) -> Config:
+        """The configuration this client was made with."""
+        return self._config
+
+    @property
+    def server_version(self) -> str:
+        """The connected server's version, e.g. "2.15.1"."""
+        return ".".join(map(str, self._wire.server_version))
+
+    def store(self, domain: str) -> EventStore:
+        """The event store of one domain.
+
+        Raises:
+            InvalidDomain: `domain` is not one safe subject token.
+        """
+        return EventStore(self._ctx, domain)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._wire.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- provisioning --------------------------------------------------------
+
+    def stream_config(self) -> js.StreamConfig:
+        """The event stream's configuration as `provision()` applies it."""
+        n = self._config.nats
+        atomic = self._wire.server_version >= ATOMIC_SERVER
+        return js.StreamConfig(
+            name=n.stream_name,
+            subjects=[f"{n.subject_prefix}.events.>"],
+            num_replicas=n.replicas,
+            max_age=int(n.max_age * js.NANOS),
+            duplicate_window=int(n.duplicate_window * js.NANOS),
+            allow_direct=True,
+            allow_atomic=atomic,
+            deny_delete=True,
+        )
+
+    async def provision(self) -> None:
+        """Create the event stream, or update it to the store's settings. Idempotent.
+
+        Raises:
+            ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
+            StoreUnavailable: JetStream is not enabled.
+            StreamConfigError: an existing stream has settings that cannot be
+                changed to the store's (retention, storage).
+        """
+        self._check_server()
+        wanted = self.stream_config()
+        name = wanted.name
+        info = js.stream_info(await self._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+        if info.error is not None:
+            if info.error.err_code != js.STREAM_NOT_FOUND:
+                raise api_error(f"stream info {name}", info.error)
+            await self._stream_call("CREATE", wanted)
+            log.info("created stream %s", name)
+            return
+        current = info.config or {}
+        changes = _differences(wanted, current)
+        if not changes:
+            return
+        for key in _IMMUTABLE:
+            if key in changes:
+                raise StreamConfigError(
+                    f"stream {name} exists with {key}={current.get(key)!r}; the event store "
+                    f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in place. "
+                    "Move the events to a new stream or pick another bus.nats.stream_name."
+                )
+        subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
+        merged = msgspec.structs.replace(wanted, subjects=subjects)
+        log.warning(
+            "updating stream %s: %s", name, ", ".join(f"{k}: {v}" for k, v in changes.items())
+        )
+        await self._stream_call("UPDATE", merged)
+
+    def _check_server(self) -> None:
+        version = self._wire.server_version
+        if version < MIN_SERVER:
+            raise ServerTooOld(
+                f"nats-server {'.'.join(map(str, version))} is too old: angzarr_es needs "
+                f"{'.'.join(map(str, MIN_SERVER))} or newer (batch Direct Get with no_hdr)"
+            )
+        if not self._wire.jetstream_enabled:
+            raise StoreUnavailable(
+                "the NATS server does not have JetStream enabled (start it with -js)"
+            )
+
+    async def _stream_call(self, verb: str, config: js.StreamConfig) -> None:
+        reply = js.api_response(
+            await self._wire.api(f"$JS.API.STREAM.{verb}.{config.name}", js.encode(config))
+        )
+        if reply.error is not None:
+            raise api_error(f"{verb.lower()} stream {config.name}", reply.error)
+
+
+def _differences(wanted: js.StreamConfig, current: dict[str, Any]) -> dict[str, str]:
+    """Settings of `wanted` the existing stream does not have, as 'old -> new'."""
+    out: dict[str, str] = {}
+    for key, value in msgspec.structs.asdict(wanted).items():
+        if key == "subjects":
+            missing = [s for s in value if s not in current.get("subjects", [])]
+            if missing:
+                out[key] = f"add {missing}"
+            continue
+        have = current.get(key, False if isinstance(value, bool) else None)
+        if have != value:
+            out[key] = f"{have!r} -> {value!r}"
+    return out

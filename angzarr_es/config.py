@@ -1,0 +1,176 @@
+"""Configuration in the angzarr docs' layout, read from TOML and the environment.
+
+    [bus]
+    backend = "nats"
+
+    [bus.nats]
+    url = "nats://localhost:4222"     # or ["nats://a:4222", "nats://b:4222"], or "a,b"
+    jetstream = true
+    stream_name = "angzarr-events"
+
+`NATS_URL` and `BUS_BACKEND` override the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from angzarr_es.errors import ConfigError
+
+__all__ = ["Config", "NatsConfig"]
+
+log = logging.getLogger("angzarr_es")
+
+DEFAULT_URL = "nats://localhost:4222"
+SUPPORTED_BACKENDS = ("nats",)
+
+
+class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[bus.nats]` table."""
+
+    url: str | list[str] = DEFAULT_URL
+    jetstream: bool = True
+    stream_name: str = "angzarr-events"
+    subject_prefix: str = "angzarr"
+    replicas: int = 1
+    # Seconds; 0 keeps events forever. Anything else deletes events.
+    max_age: float = 0.0
+    duplicate_window: float = 120.0
+    request_timeout: float = 2.0
+    connect_timeout: float = 2.0
+    # Attempts for one append when acks are lost (same Nats-Msg-Id each time).
+    append_attempts: int = 3
+    cache_size: int = 100_000
+    replay: Literal["direct", "consumer"] = "direct"
+    credentials: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey_seed: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    name: str = "angzarr-es"
+
+    @property
+    def servers(self) -> list[str]:
+        """The server URLs as a list."""
+        raw = [self.url] if isinstance(self.url, str) else list(self.url)
+        return [u.strip() for part in raw for u in part.split(",") if u.strip()]
+
+
+class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[bus]` table."""
+
+    backend: str = "nats"
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration file; every field has a working default."""
+
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+
+    @property
+    def nats(self) -> NatsConfig:
+        """Shortcut for `config.bus.nats`."""
+        return self.bus.nats
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> Config:
+        """Read `path` (if given), then apply `NATS_URL` and `BUS_BACKEND` from `env`.
+
+        Raises:
+            ConfigError: unreadable file, unknown key, wrong type, bad value or
+                unsupported backend; the message names the key and the file.
+        """
+        env = os.environ if env is None else env
+        where = str(path) if path is not None else "<defaults>"
+        if path is None:
+            config = cls()
+        else:
+            try:
+                raw = Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read configuration: {exc}") from exc
+            try:
+                config = msgspec.toml.decode(raw, type=cls)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"{where}: {_keyed(str(exc))}") from exc
+            except msgspec.DecodeError as exc:
+                raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+        config = config.with_env(env)
+        config.validate(where)
+        return config
+
+    def with_env(self, env: Mapping[str, str]) -> Config:
+        """Return a copy with `NATS_URL` and `BUS_BACKEND` applied."""
+        nats = self.bus.nats
+        backend = self.bus.backend
+        if env.get("NATS_URL"):
+            nats = msgspec.structs.replace(nats, url=env["NATS_URL"])
+        if env.get("BUS_BACKEND"):
+            backend = env["BUS_BACKEND"].strip()
+        return Config(bus=BusConfig(backend=backend, nats=nats))
+
+    def with_url(self, url: str | list[str]) -> Config:
+        """Return a copy connecting to `url`."""
+        nats = msgspec.structs.replace(self.bus.nats, url=url)
+        return msgspec.structs.replace(self, bus=msgspec.structs.replace(self.bus, nats=nats))
+
+    def validate(self, where: str = "<config>") -> None:
+        """Check values msgspec's types cannot express.
+
+        Raises:
+            ConfigError: naming the offending key.
+        """
+        n = self.bus.nats
+        if self.bus.backend not in SUPPORTED_BACKENDS:
+            raise ConfigError(
+                f"{where}: bus.backend = {self.bus.backend!r} is not supported "
+                f"(supported: {', '.join(SUPPORTED_BACKENDS)})"
+            )
+        checks: list[tuple[bool, str]] = [
+            (bool(n.servers), "bus.nats.url is empty"),
+            (n.replicas in (1, 3, 5), "bus.nats.replicas must be 1, 3 or 5"),
+            (n.max_age >= 0, "bus.nats.max_age must be >= 0 seconds"),
+            (n.duplicate_window > 0, "bus.nats.duplicate_window must be > 0 seconds"),
+            (n.request_timeout > 0, "bus.nats.request_timeout must be > 0 seconds"),
+            (n.connect_timeout > 0, "bus.nats.connect_timeout must be > 0 seconds"),
+            (n.append_attempts >= 1, "bus.nats.append_attempts must be >= 1"),
+            (n.cache_size >= 0, "bus.nats.cache_size must be >= 0"),
+            (_token_ok(n.stream_name), "bus.nats.stream_name must be one token of [A-Za-z0-9_-]"),
+            (_prefix_ok(n.subject_prefix), "bus.nats.subject_prefix must be dot-separated tokens"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{where}: {message}")
+        if n.max_age > 0:
+            log.warning(
+                "bus.nats.max_age = %ss: JetStream will DELETE events older than that",
+                n.max_age,
+            )
+
+
+def _token_ok(name: str) -> bool:
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
+
+
+def _prefix_ok(prefix: str) -> bool:
+    return all(_token_ok(tok) for tok in prefix.split("."))
+
+
+def _keyed(message: str) -> str:
+    # msgspec says "... - at `$.bus.nats.x`"; lead with the key instead.
+    text, sep, at = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    return f"{at.rstrip('`')}: {text}"

@@ -1,0 +1,100 @@
+"""Every exception angzarr_es raises.
+
+    AngzarrESError
+    ├── ConfigError              bad or unsupported configuration
+    ├── InvalidDomain            (also ValueError) domain is not one safe subject token
+    ├── InvalidAggregateId       (also ValueError) empty or oversized aggregate id
+    ├── CodecError               a stored payload cannot be decoded
+    ├── ConcurrencyError         optimistic concurrency check failed
+    ├── AppendTooLarge           (also ValueError) commit exceeds the server's max_payload
+    ├── ServerTooOld             the server lacks a feature the store needs
+    ├── StreamConfigError        an existing stream's settings conflict with the store's
+    └── StoreError               the server refused a request
+        ├── StoreUnavailable     (also ConnectionError) no server, no stream, no responders
+        ├── StoreTimeout         (also TimeoutError) no answer in time
+        └── PermissionDenied     (also PermissionError) the account may not do this
+
+Client-library errors are translated in `angzarr_es._wire` and never reach the
+caller untranslated; the original is kept as `__cause__`.
+"""
+
+from __future__ import annotations
+
+
+class AngzarrESError(Exception):
+    """Root of every error raised by angzarr_es."""
+
+
+class ConfigError(AngzarrESError):
+    """The configuration file or environment is invalid."""
+
+
+class InvalidDomain(AngzarrESError, ValueError):
+    """A domain name is not a single safe NATS subject token."""
+
+
+class InvalidAggregateId(AngzarrESError, ValueError):
+    """An aggregate id is empty, of the wrong type or too long."""
+
+
+class CodecError(AngzarrESError):
+    """A stored payload could not be decoded."""
+
+    def __init__(self, message: str, *, subject: str = "", stream_sequence: int = 0) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.stream_sequence = stream_sequence
+
+
+class ConcurrencyError(AngzarrESError):
+    """The aggregate's next sequence is not the one the caller expected."""
+
+    def __init__(self, expected: int, actual: int, *, subject: str = "") -> None:
+        super().__init__(
+            f"expected next sequence {expected} but the aggregate is at {actual}"
+            + (f" ({subject})" if subject else "")
+        )
+        self.expected = expected
+        self.actual = actual
+        self.subject = subject
+
+
+class AppendTooLarge(AngzarrESError, ValueError):
+    """A commit is larger than the server accepts in one message."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"commit of {size} bytes exceeds the server's max_payload of {limit} bytes; "
+            "nothing was written (split the events over several appends)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class ServerTooOld(AngzarrESError):
+    """The connected nats-server lacks a feature the store relies on."""
+
+
+class StreamConfigError(AngzarrESError):
+    """An existing stream is configured in a way the store will not accept."""
+
+
+class StoreError(AngzarrESError):
+    """The server refused or failed a request."""
+
+    def __init__(self, message: str, *, code: int = 0, err_code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.err_code = err_code
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """No server, no JetStream, or no stream answered."""
+
+
+class StoreTimeout(StoreError, TimeoutError):
+    """The server did not answer in time."""
+
+
+class PermissionDenied(StoreError, PermissionError):
+    """The NATS account is not permitted to publish or subscribe there."""

@@ -1,0 +1,142 @@
+"""Subject names: one literal subject per aggregate.
+
+    <prefix>.events.<domain>.<root-token>[.<edition>]
+
+A root token is the aggregate id itself when that is safe (UUIDs and ids made
+of `[A-Za-z0-9_-]`), otherwise `~` followed by the unpadded base64url of the
+id's UTF-8 bytes. `~` never appears in a safe id, so the mapping is reversible
+and no id can land on another aggregate's subject, whatever characters it holds
+(`.`, `*`, `>`, spaces, non-ASCII).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+
+from angzarr_es.errors import InvalidAggregateId, InvalidDomain
+
+__all__ = [
+    "MAX_ID_BYTES",
+    "AggregateId",
+    "decode_root",
+    "domain_filter",
+    "encode_root",
+    "events_filter",
+    "parse_subject",
+    "root_bytes",
+    "validate_domain",
+]
+
+AggregateId = uuid.UUID | str
+
+MAX_ID_BYTES = 1024
+MAX_DOMAIN_LEN = 128
+_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_ENCODED = "~"
+
+
+def validate_domain(domain: object) -> str:
+    """Return `domain` if it is one safe subject token.
+
+    Raises:
+        InvalidDomain: otherwise.
+    """
+    if not isinstance(domain, str) or not domain:
+        raise InvalidDomain(f"domain must be a non-empty string, got {domain!r}")
+    if len(domain) > MAX_DOMAIN_LEN or not _SAFE.fullmatch(domain):
+        raise InvalidDomain(
+            f"domain {domain!r} must be 1-{MAX_DOMAIN_LEN} characters of [A-Za-z0-9_-]"
+        )
+    return domain
+
+
+def _canonical(root: AggregateId) -> str:
+    if isinstance(root, uuid.UUID):
+        return str(root)
+    if not isinstance(root, str):
+        raise InvalidAggregateId(
+            f"aggregate id must be a uuid.UUID or str, got {type(root).__name__}"
+        )
+    if not root:
+        raise InvalidAggregateId("aggregate id must not be empty")
+    return root
+
+
+def encode_root(root: AggregateId) -> str:
+    """The subject token for an aggregate id.
+
+    Raises:
+        InvalidAggregateId: empty, not a str/UUID, or over MAX_ID_BYTES.
+    """
+    text = _canonical(root)
+    if _SAFE.fullmatch(text) and len(text) <= MAX_ID_BYTES:
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_ID_BYTES:
+        raise InvalidAggregateId(
+            f"aggregate id is {len(raw)} bytes; at most {MAX_ID_BYTES} are allowed"
+        )
+    return _ENCODED + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_root(token: str) -> str:
+    """The aggregate id (as given to the store) behind a subject token.
+
+    Raises:
+        InvalidAggregateId: the token is not one `encode_root` produces.
+    """
+    if not token.startswith(_ENCODED):
+        if not _SAFE.fullmatch(token):
+            raise InvalidAggregateId(f"not an aggregate subject token: {token!r}")
+        return token
+    body = token[len(_ENCODED) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        return raw.decode("utf-8", "surrogatepass")
+    except ValueError as exc:
+        raise InvalidAggregateId(f"not an aggregate subject token: {token!r}") from exc
+
+
+def root_bytes(root: AggregateId) -> bytes:
+    """Bytes for `Cover.root.value`: a UUID's 16 bytes, else the id's UTF-8."""
+    if isinstance(root, uuid.UUID):
+        return root.bytes
+    text = _canonical(root)
+    if len(text) == 36:
+        try:
+            parsed = uuid.UUID(text)
+        except ValueError:
+            pass
+        else:
+            if str(parsed) == text:
+                return parsed.bytes
+    return text.encode("utf-8", "surrogatepass")
+
+
+def events_filter(prefix: str, domain: str | None = None) -> str:
+    """Subject filter for all main-timeline aggregates of `domain` (or of every domain)."""
+    if domain is None:
+        return f"{prefix}.events.>"
+    return f"{prefix}.events.{validate_domain(domain)}.*"
+
+
+def domain_filter(prefix: str, domain: str) -> str:
+    """Subject filter for everything of `domain`, editions and sub-subjects included."""
+    return f"{prefix}.events.{validate_domain(domain)}.>"
+
+
+def parse_subject(prefix: str, subject: str) -> tuple[str, str]:
+    """(domain, aggregate id) of an aggregate subject.
+
+    Raises:
+        InvalidAggregateId: `subject` is not an aggregate subject under `prefix`.
+    """
+    head = f"{prefix}.events."
+    if not subject.startswith(head):
+        raise InvalidAggregateId(f"{subject!r} is not under {head!r}")
+    parts = subject[len(head) :].split(".")
+    if len(parts) < 2:
+        raise InvalidAggregateId(f"{subject!r} is not an aggregate subject")
+    return parts[0], decode_root(parts[1])
