@@ -438,8 +438,16 @@ class Wire:
         delivered = 0
         body = js.encode(js.PullRequest(batch=batch, no_wait=True))
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        # In a cluster the new consumer lives on the stream leader and news of
+        # its subscription reaches our server through routes a moment later;
+        # until then a pull gets 503 (no responders). Retry within the timeout.
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             got = await self._gather(subject, body, batch, f"replay via {name}", inbox)
+            if got.status == "503" and delivered == 0:
+                if asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.005)
+                    continue
             if got.status not in ("", "404", "408"):
                 raise _status_error(f"replay via {name}", got.status, {})
             page: list[bytes] = []

@@ -1,0 +1,334 @@
+"""The store on a three-server JetStream cluster (R3) with servers killed and paused.
+
+One cluster serves the whole module (starting one and electing a meta leader
+costs seconds); every test gets its own R3 stream and restarts whatever the
+previous test left dead or paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pytest
+
+import angzarr_es
+from angzarr_es import ConcurrencyError, StoreTimeout, StoreUnavailable
+from angzarr_es._wire import Wire
+from angzarr_es.config import Config
+from angzarr_es.pb import player_pb2
+from tests.cluster import Cluster, eventually
+from tests.conftest import fresh_config
+
+pytestmark = pytest.mark.timeout(180)
+
+TYPED = (StoreUnavailable, StoreTimeout, ConcurrencyError)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with Cluster(3) as c:
+        yield c
+
+
+@pytest.fixture
+async def r3(cluster: Cluster) -> AsyncIterator[Config]:
+    """A fresh R3 stream on a healthy cluster; its config (deleted afterwards)."""
+    cluster.ensure_running()
+    cfg = fresh_config(cluster.urls, replicas=3, request_timeout=1.0)
+    async with await angzarr_es.connect(config=cfg) as admin:
+
+        async def provisioned() -> bool:
+            await admin.provision()
+            return True
+
+        await eventually(provisioned, timeout=30, what="the R3 stream to be created")
+        await cluster.wait_for_leader(admin._wire, cfg.nats.stream_name, current=True)
+        yield cfg
+        cluster.ensure_running()
+        await eventually(
+            lambda: _delete(admin._wire, cfg.nats.stream_name), timeout=30, what="stream delete"
+        )
+
+
+async def _delete(wire: Wire, stream: str) -> bool:
+    await wire.api(f"$JS.API.STREAM.DELETE.{stream}")
+    return True
+
+
+def tagged(tag: str) -> player_pb2.FundsWithdrawn:
+    return player_pb2.FundsWithdrawn(amount_cents=1, currency="EUR", reason=tag)
+
+
+@dataclass
+class Ledger:
+    """What writers were told: acknowledged appends, and every error by type."""
+
+    acked: list[tuple[str, int, list[str]]] = field(default_factory=list)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    ok_at: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) monotonic time of every acknowledged append."""
+    sample: dict[str, str] = field(default_factory=dict)
+    by_writer: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def failed(self, exc: Exception) -> None:
+        name = type(exc).__name__
+        self.errors[name] += 1
+        self.sample.setdefault(name, str(exc))
+
+
+async def backoff() -> None:
+    """A caller's retry pause after StoreUnavailable (no leader yet): without it
+    the writers would spin on instant "no responders" answers during the election."""
+    await asyncio.sleep(0.01)
+
+
+async def own_writer(
+    store: angzarr_es.EventStore, name: str, ledger: Ledger, stop: asyncio.Event
+) -> None:
+    """Append 1-2 events at a time to this writer's own aggregate."""
+    root = f"own-{name}"
+    nxt: int | None = 0
+    i = 0
+    while not stop.is_set():
+        i += 1
+        tags = [f"{name}:{i}:{j}" for j in range(1 + i % 2)]
+        started = time.monotonic()
+        try:
+            if nxt is None:
+                nxt = await store.next_sequence(root)
+            res = await store.append(root, [tagged(t) for t in tags], expected=nxt)
+        except ConcurrencyError as exc:
+            # Only possible if an append that raised did land: resync.
+            ledger.failed(exc)
+            nxt = exc.actual
+            continue
+        except (StoreUnavailable, StoreTimeout) as exc:
+            ledger.failed(exc)
+            nxt = None
+            await backoff()
+            continue
+        ledger.acked.append((root, res.first_sequence, tags))
+        ledger.ok_at.append((started, time.monotonic()))
+        ledger.by_writer[name] += 1
+        nxt = res.next_sequence
+
+
+async def shared_writer(
+    store: angzarr_es.EventStore,
+    name: str,
+    roots: list[str],
+    ledger: Ledger,
+    stop: asyncio.Event,
+    seed: int,
+) -> None:
+    """Read-then-append on aggregates other writers also write: real conflicts."""
+    rnd = random.Random(seed)
+    i = 0
+    while not stop.is_set():
+        i += 1
+        root = rnd.choice(roots)
+        tags = [f"{name}:{i}"]
+        started = time.monotonic()
+        try:
+            nxt = await store.next_sequence(root)
+            res = await store.append(root, [tagged(t) for t in tags], expected=nxt)
+        except TYPED as exc:
+            ledger.failed(exc)
+            if not isinstance(exc, ConcurrencyError):
+                await backoff()
+            continue
+        ledger.acked.append((root, res.first_sequence, tags))
+        ledger.ok_at.append((started, time.monotonic()))
+        ledger.by_writer[name] += 1
+
+
+async def check_ledger(cfg: Config, ledger: Ledger, roots: set[str]) -> int:
+    """Every acked append present exactly once, in order; histories dense. Returns events."""
+    # Read back through the leader (ordered consumer) with a fresh client: no cache.
+    nats = msgspec.structs.replace(cfg.nats, replay="consumer")
+    total = 0
+    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
+        store = c.store("player")
+        histories: dict[str, list[str]] = {}
+        for root in roots:
+            hist = await eventually(
+                lambda r=root: store.load(r), timeout=30, what=f"load {root}"
+            )
+            assert [e.sequence for e in hist.events] == list(range(len(hist.events))), root
+            assert hist.next_sequence == len(hist.events)
+            tags = [e.event.reason for e in hist.events]  # type: ignore[attr-defined]
+            dupes = [t for t, n in collections.Counter(tags).items() if n > 1]
+            assert not dupes, f"{root}: events stored twice: {dupes[:5]}"
+            histories[root] = tags
+            total += len(tags)
+    slots = collections.Counter((root, first) for root, first, _ in ledger.acked)
+    assert max(slots.values(), default=1) == 1, "two writers were told they won one sequence"
+    for root, first, tags in ledger.acked:
+        got = histories[root][first : first + len(tags)]
+        assert got == tags, f"acked append {tags} at {root}[{first}] reads back as {got}"
+    return total
+
+
+class PublishSpy:
+    """Counts what the store sent: attempts per Nats-Msg-Id, duplicate acks, error codes."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.ids: collections.Counter[str] = collections.Counter()
+        self.duplicates = 0
+        self.codes: collections.Counter[int] = collections.Counter()
+        original = wire.publish_commit
+
+        async def spy(subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> Any:
+            self.ids[headers["Nats-Msg-Id"]] += 1
+            ack = await original(subject, payload, headers, timeout)
+            if ack.duplicate:
+                self.duplicates += 1
+            if ack.error is not None:
+                self.codes[ack.error.err_code] += 1
+            return ack
+
+        wire.publish_commit = spy  # type: ignore[method-assign]
+
+    @property
+    def retried(self) -> int:
+        return sum(1 for n in self.ids.values() if n > 1)
+
+
+async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
+    stream = r3.nats.stream_name
+    ledger = Ledger()
+    stop = asyncio.Event()
+    shared = [f"shared-{k}" for k in range(3)]
+    clients = [await angzarr_es.connect(config=r3) for _ in range(2)]
+    spies = [PublishSpy(c._wire) for c in clients]
+    try:
+        tasks = []
+        for w in range(6):
+            store = clients[w % 2].store("player")
+            tasks.append(asyncio.create_task(own_writer(store, f"o{w}", ledger, stop)))
+        for w in range(4):
+            store = clients[w % 2].store("player")
+            tasks.append(
+                asyncio.create_task(shared_writer(store, f"s{w}", shared, ledger, stop, w))
+            )
+        await eventually(
+            lambda: _true(len(ledger.acked) >= 100), timeout=30, what="100 appends before the kill"
+        )
+        leader = await cluster.stream_leader(clients[0]._wire, stream)
+        assert leader is not None
+        before = len(ledger.acked)
+        killed_at = time.monotonic()
+        cluster.kill(leader)
+        new_leader = await cluster.wait_for_leader(
+            clients[0]._wire, stream, not_in=frozenset({leader}), timeout=30
+        )
+        # Every writer must get appends through again, in bounded time.
+        writers = [f"o{w}" for w in range(6)] + [f"s{w}" for w in range(4)]
+        marks = dict(ledger.by_writer)
+        await eventually(
+            lambda: _true(all(ledger.by_writer[w] > marks.get(w, 0) + 2 for w in writers)),
+            timeout=30,
+            what="every writer to append again after the failover",
+        )
+        resumed = min(end for start, end in ledger.ok_at if start > killed_at) - killed_at
+        stop.set()
+        await asyncio.gather(*tasks)  # a non-typed error in a writer fails here
+    finally:
+        stop.set()
+        for c in clients:
+            await c.close()
+    roots = {f"own-o{w}" for w in range(6)} | set(shared)
+    total = await check_ledger(r3, ledger, roots)
+    retried = sum(s.retried for s in spies)
+    dup_acks = sum(s.duplicates for s in spies)
+    codes = sum((s.codes for s in spies), collections.Counter[int]())
+    print(
+        f"\nfailover {leader}->{new_leader}: {before} acked before the kill, "
+        f"{len(ledger.acked)} in all, {total} events stored; first append "
+        f"{resumed:.2f}s after the kill; errors {dict(ledger.errors)}; "
+        f"retried commits {retried}, duplicate acks {dup_acks}, err codes {dict(codes)}; "
+        f"samples {ledger.sample}"
+    )
+    assert resumed < 15.0
+    assert len(ledger.acked) > before
+    assert ledger.errors["ConcurrencyError"] > 0, "shared writers should have conflicted"
+
+
+async def _true(cond: bool) -> bool | None:
+    return True if cond else None
+
+
+async def test_read_your_writes_against_lagging_followers(cluster: Cluster, r3: Config) -> None:
+    """Append then load in one process always sees the append.
+
+    The client is pinned to a follower, whose own replica answers Direct Get
+    first (NATS prefers local queue subscribers), so stale answers really
+    happen; the spy counts them and the store must fall back to the leader.
+    """
+    stream = r3.nats.stream_name
+    async with await angzarr_es.connect(config=r3) as probe:
+        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+    follower = next(n for n in cluster.servers if n != leader)
+    url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
+    cfg = Config(bus=Config().bus.__class__(nats=msgspec.structs.replace(r3.nats, url=url)))
+    stale = 0
+    async with await angzarr_es.connect(config=cfg) as client:
+        wire = client._wire
+        original = wire.direct_batch
+        newest: dict[str, int] = {}
+
+        async def spy(stream: str, subject: str, start: int, batch: int, mb: int) -> Any:
+            nonlocal stale
+            got = await original(stream, subject, start, batch, mb)
+            if got[1] < newest.get(subject, 0):
+                stale += 1
+            return got
+
+        wire.direct_batch = spy  # type: ignore[method-assign]
+        store = client.store("player")
+        pairs = 0
+        nxt_of: dict[str, int] = {}
+        deadline = time.monotonic() + 20
+        while pairs < 3000 and time.monotonic() < deadline:
+            pairs += 1
+            root = f"ryw-{pairs % 50}"
+            if root not in nxt_of:
+                nxt_of[root] = (await store.load(root)).next_sequence
+            nxt = nxt_of[root]
+            res = await store.append(root, [tagged(f"{pairs}")], expected=nxt)
+            newest[store.subject(root)] = res.stream_sequence
+            hist = await store.load(root)
+            assert hist.next_sequence == res.next_sequence
+            assert await store.next_sequence(root) == res.next_sequence
+            assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
+            nxt_of[root] = res.next_sequence
+            if stale >= 20:
+                break
+    print(f"\nread-your-writes: {pairs} append+load pairs, {stale} stale Direct Get answers")
+    assert stale > 0, "no stale replica answer seen: the fallback was not exercised"
+
+
+async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) -> None:
+    """Replay consumers are created on the leader; the pull must not race route interest."""
+    stream = r3.nats.stream_name
+    async with await angzarr_es.connect(config=r3) as probe:
+        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+    follower = next(n for n in cluster.servers if n != leader)
+    url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
+    nats = msgspec.structs.replace(r3.nats, url=url, replay="consumer")
+    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
+        store = c.store("player")
+        for i in range(100):
+            await store.append(f"c{i}", [tagged(str(i))], expected=0)
+            hist = await store.load(f"c{i}")
+            assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
+        info = await cluster.stream_info(c._wire, stream)
+        assert info.state.get("consumer_count", 0) == 0
