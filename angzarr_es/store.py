@@ -118,9 +118,13 @@ class EventStore:
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         subject = self.subject(root)
-        pos = await self._position_for(subject, expected)
         if not packed:
+            # Nothing to write, so no server check: read the current position.
+            pos = await self._fresh_position(subject)
+            if expected is not ANY and expected != pos.next_sequence:
+                raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
+        pos = await self._position_for(subject, expected)
         cover_root = root_bytes(root)
         for _ in range(ANY_ATTEMPTS):
             payload = codec.encode_commit(
@@ -243,7 +247,7 @@ class EventStore:
         Raises:
             InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
         """
-        return await self._fresh_next(self.subject(root))
+        return (await self._fresh_position(self.subject(root))).next_sequence
 
     async def load(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
@@ -284,14 +288,15 @@ class EventStore:
     async def _finish(self, subject: str, scan: _Scan) -> int:
         if scan.complete:
             return scan.next_sequence
-        return await self._fresh_next(subject)
+        return (await self._fresh_position(subject)).next_sequence
 
-    async def _fresh_next(self, subject: str) -> int:
-        pos = await self._lookup(subject)
+    async def _fresh_position(self, subject: str) -> Position:
+        """The aggregate's position, never older than what this process has seen."""
         cached = self._cache.get(subject)
+        pos = await self._lookup(subject)
         if cached is not None and cached.stream_seq > pos.stream_seq:
             pos = await self._leader_position(subject)
-        return pos.next_sequence
+        return pos
 
     async def _scan(
         self, subject: str, lo: int, hi: int | None, scan: _Scan, page_bytes: int

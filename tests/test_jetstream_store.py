@@ -42,7 +42,10 @@ async def test_of_n_racing_writers_with_the_same_expected_exactly_one_wins(
     try:
         for round_ in range(1, 6):
             results = await asyncio.gather(
-                *(c.store("player").append(pid, [deposit(round_)], expected=round_) for c in others),
+                *(
+                    c.store("player").append(pid, [deposit(round_)], expected=round_)
+                    for c in others
+                ),
                 return_exceptions=True,
             )
             wins = [r for r in results if isinstance(r, angzarr_es.AppendResult)]
@@ -235,7 +238,7 @@ async def test_a_lagging_replica_never_hides_our_own_append(
 
     async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
         # A follower that has only the first three commits.
-        payloads, last, more = await real(stream, subject, start, batch, max_bytes)
+        payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
         return payloads[:3], 3, False
 
     monkeypatch.setattr(client._wire, "direct_batch", lagging)
