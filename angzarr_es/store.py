@@ -198,7 +198,12 @@ class EventStore:
                     landed = await self._landed(subject, payload, pos)
                     if landed:
                         return self._committed(subject, pos, count, landed)
-                return await self._leader_position(subject)
+                real = await self._leader_position(subject)
+                if real.stream_seq == pos.stream_seq and attempt < attempts:
+                    # 10164: a rival proposal was in flight but is not applied
+                    # (yet, or it failed): the slot may still be ours.
+                    continue
+                return real
             raise api_error(f"append to {subject}", err)
         raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
 
@@ -322,23 +327,37 @@ class EventStore:
                 if not scan.complete or not more or not payloads:
                     break
                 start = last + 1
-            # A replica that lags serves a correct prefix but may miss the tail
-            # this process has already seen committed: read the rest from the
-            # stream leader through a consumer.
-            if not scan.complete or known is None or scan.stream_seq >= known.stream_seq:
-                self._remember_scan(subject, scan)
-                return
-            start = scan.stream_seq + 1
-        replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
-        async with aclosing(replay) as batches:
-            async for payloads, first, last in batches:
-                async for page in self._decode(
-                    subject, payloads, first, last, lo, hi, scan, per_commit
-                ):
+        else:
+            replay = self._wire.consumer_replay(self._ctx.stream, subject, 1, PAGE_COMMITS)
+            async with aclosing(replay) as batches:
+                async for payloads, first, last in batches:
+                    async for page in self._decode(
+                        subject, payloads, first, last, lo, hi, scan, per_commit
+                    ):
+                        yield page
+                    if not scan.complete:
+                        return
+        if scan.complete and known is not None and scan.stream_seq < known.stream_seq:
+            # A replica that lags served a correct prefix but misses the tail
+            # this process has already seen committed (Direct Get is answered
+            # by any replica, and an R1 replay consumer sits on a random one):
+            # read the rest from the stream leader.
+            async with aclosing(self._leader_tail(subject, lo, hi, scan, per_commit)) as pages:
+                async for page in pages:
                     yield page
-                if not scan.complete:
-                    return
         self._remember_scan(subject, scan)
+
+    async def _leader_tail(
+        self, subject: str, lo: int, hi: int | None, scan: _Scan, per_commit: bool
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        """The commits after `scan.stream_seq`, one leader-served request each."""
+        while scan.complete:
+            got = await self._wire.leader_next(self._ctx.stream, subject, scan.stream_seq + 1)
+            if got is None:
+                return
+            payload, seq = got
+            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, per_commit):
+                yield page
 
     def _remember_scan(self, subject: str, scan: _Scan) -> None:
         if scan.complete and scan.stream_seq:

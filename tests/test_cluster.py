@@ -266,54 +266,59 @@ async def _true(cond: bool) -> bool | None:
     return True if cond else None
 
 
-async def test_read_your_writes_against_lagging_followers(cluster: Cluster, r3: Config) -> None:
+@pytest.mark.parametrize("replay", ["direct", "consumer"])
+async def test_read_your_writes_against_lagging_followers(
+    cluster: Cluster, r3: Config, replay: str
+) -> None:
     """Append then load in one process always sees the append.
 
-    The client is pinned to a follower, whose own replica answers Direct Get
-    first (NATS prefers local queue subscribers), so stale answers really
-    happen; the spy counts them and the store must fall back to the leader.
+    The client is pinned to a follower. Direct Get is answered by that
+    follower's own replica first (NATS prefers local queue subscribers), and an
+    R1 replay consumer sits on a random replica, so stale answers really
+    happen; the store must then read the missing tail from the stream leader.
+    The spy counts those leader reads, so the test fails if none was needed.
     """
     stream = r3.nats.stream_name
     async with await angzarr_es.connect(config=r3) as probe:
         leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
     url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
-    cfg = Config(bus=Config().bus.__class__(nats=msgspec.structs.replace(r3.nats, url=url)))
-    stale = 0
-    async with await angzarr_es.connect(config=cfg) as client:
-        wire = client._wire
-        original = wire.direct_batch
-        newest: dict[str, int] = {}
+    nats = msgspec.structs.replace(r3.nats, url=url, replay=replay)
+    tail_reads = 0
+    loading = False
+    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
+        wire = c._wire
+        original = wire.leader_next
 
-        async def spy(stream: str, subject: str, start: int, batch: int, mb: int) -> Any:
-            nonlocal stale
-            got = await original(stream, subject, start, batch, mb)
-            if got[1] < newest.get(subject, 0):
-                stale += 1
-            return got
+        async def spy(stream: str, subject: str, seq: int) -> Any:
+            nonlocal tail_reads
+            tail_reads += loading
+            return await original(stream, subject, seq)
 
-        wire.direct_batch = spy  # type: ignore[method-assign]
-        store = client.store("player")
+        wire.leader_next = spy  # type: ignore[method-assign]
+        store = c.store("player")
         pairs = 0
         nxt_of: dict[str, int] = {}
-        deadline = time.monotonic() + 20
-        while pairs < 3000 and time.monotonic() < deadline:
+        # Direct Get lags often (tens per thousand pairs); a consumer lands on a
+        # lagging replica rarely (0-6 in 15 s measured), so that variant only
+        # checks the property for a few seconds and reports the count.
+        deadline = time.monotonic() + (15 if replay == "direct" else 5)
+        while pairs < 3000 and time.monotonic() < deadline and tail_reads < 10:
             pairs += 1
             root = f"ryw-{pairs % 50}"
-            if root not in nxt_of:
-                nxt_of[root] = (await store.load(root)).next_sequence
-            nxt = nxt_of[root]
-            res = await store.append(root, [tagged(f"{pairs}")], expected=nxt)
-            newest[store.subject(root)] = res.stream_sequence
-            hist = await store.load(root)
-            assert hist.next_sequence == res.next_sequence
-            assert await store.next_sequence(root) == res.next_sequence
-            assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
+            res = await store.append(root, [tagged(f"{pairs}")], expected=nxt_of.get(root, 0))
             nxt_of[root] = res.next_sequence
-            if stale >= 20:
-                break
-    print(f"\nread-your-writes: {pairs} append+load pairs, {stale} stale Direct Get answers")
-    assert stale > 0, "no stale replica answer seen: the fallback was not exercised"
+            loading = True
+            hist = await store.load(root)
+            tail = [e.event.reason async for e in store.iter(root, res.first_sequence)]  # type: ignore[attr-defined]
+            loading = False
+            assert hist.next_sequence == res.next_sequence
+            assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
+            assert tail == [f"{pairs}"]
+            assert await store.next_sequence(root) == res.next_sequence
+    print(f"\nread-your-writes ({replay}): {pairs} append+load pairs, {tail_reads} leader tail reads")
+    if replay == "direct":
+        assert tail_reads > 0, "no replica ever lagged: the fallback was not exercised"
 
 
 async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) -> None:
