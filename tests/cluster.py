@@ -18,6 +18,7 @@ import asyncio
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.errors import StoreError
+from angzarr_es.errors import StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -112,16 +113,13 @@ class Cluster:
         return [f"nats://127.0.0.1:{s.port}" for s in self.servers.values()]
 
     def start(self) -> Cluster:
-        # A clustered server says "ready" only once routes are up; start all
-        # processes first, then wait, or the first would wait for the others.
-        import threading
-
-        errors: list[BaseException] = []
+        # Start the processes side by side: each waits for its own readiness.
+        errors: list[StoreUnavailable] = []
 
         def run(server: EmbeddedServer) -> None:
             try:
                 server.start()
-            except BaseException as exc:  # reported below
+            except StoreUnavailable as exc:  # re-raised below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(s,)) for s in self.servers.values()]

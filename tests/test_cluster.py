@@ -9,27 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
-from angzarr_es.pb import player_pb2
 from tests.cluster import Cluster, eventually
 from tests.conftest import fresh_config
+from tests.loadgen import (
+    Ledger,
+    PublishSpy,
+    check_ledger,
+    own_writer,
+    shared_writer,
+    tagged,
+    until,
+    with_nats,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-TYPED = (StoreUnavailable, StoreTimeout, ConcurrencyError)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def cluster() -> Iterator[Cluster]:
 async def r3(cluster: Cluster) -> AsyncIterator[Config]:
     """A fresh R3 stream on a healthy cluster; its config (deleted afterwards)."""
     cluster.ensure_running()
-    cfg = fresh_config(cluster.urls, replicas=3, request_timeout=1.0)
+    cfg = fresh_config(",".join(cluster.urls), replicas=3, request_timeout=1.0)
     async with await angzarr_es.connect(config=cfg) as admin:
 
         async def provisioned() -> bool:
@@ -63,145 +66,6 @@ async def _delete(wire: Wire, stream: str) -> bool:
     return True
 
 
-def tagged(tag: str) -> player_pb2.FundsWithdrawn:
-    return player_pb2.FundsWithdrawn(amount_cents=1, currency="EUR", reason=tag)
-
-
-@dataclass
-class Ledger:
-    """What writers were told: acknowledged appends, and every error by type."""
-
-    acked: list[tuple[str, int, list[str]]] = field(default_factory=list)
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    ok_at: list[tuple[float, float]] = field(default_factory=list)
-    """(start, end) monotonic time of every acknowledged append."""
-    sample: dict[str, str] = field(default_factory=dict)
-    by_writer: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def failed(self, exc: Exception) -> None:
-        name = type(exc).__name__
-        self.errors[name] += 1
-        self.sample.setdefault(name, str(exc))
-
-
-async def backoff() -> None:
-    """A caller's retry pause after StoreUnavailable (no leader yet): without it
-    the writers would spin on instant "no responders" answers during the election."""
-    await asyncio.sleep(0.01)
-
-
-async def own_writer(
-    store: angzarr_es.EventStore, name: str, ledger: Ledger, stop: asyncio.Event
-) -> None:
-    """Append 1-2 events at a time to this writer's own aggregate."""
-    root = f"own-{name}"
-    nxt: int | None = 0
-    i = 0
-    while not stop.is_set():
-        i += 1
-        tags = [f"{name}:{i}:{j}" for j in range(1 + i % 2)]
-        started = time.monotonic()
-        try:
-            if nxt is None:
-                nxt = await store.next_sequence(root)
-            res = await store.append(root, [tagged(t) for t in tags], expected=nxt)
-        except ConcurrencyError as exc:
-            # Only possible if an append that raised did land: resync.
-            ledger.failed(exc)
-            nxt = exc.actual
-            continue
-        except (StoreUnavailable, StoreTimeout) as exc:
-            ledger.failed(exc)
-            nxt = None
-            await backoff()
-            continue
-        ledger.acked.append((root, res.first_sequence, tags))
-        ledger.ok_at.append((started, time.monotonic()))
-        ledger.by_writer[name] += 1
-        nxt = res.next_sequence
-
-
-async def shared_writer(
-    store: angzarr_es.EventStore,
-    name: str,
-    roots: list[str],
-    ledger: Ledger,
-    stop: asyncio.Event,
-    seed: int,
-) -> None:
-    """Read-then-append on aggregates other writers also write: real conflicts."""
-    rnd = random.Random(seed)
-    i = 0
-    while not stop.is_set():
-        i += 1
-        root = rnd.choice(roots)
-        tags = [f"{name}:{i}"]
-        started = time.monotonic()
-        try:
-            nxt = await store.next_sequence(root)
-            res = await store.append(root, [tagged(t) for t in tags], expected=nxt)
-        except TYPED as exc:
-            ledger.failed(exc)
-            if not isinstance(exc, ConcurrencyError):
-                await backoff()
-            continue
-        ledger.acked.append((root, res.first_sequence, tags))
-        ledger.ok_at.append((started, time.monotonic()))
-        ledger.by_writer[name] += 1
-
-
-async def check_ledger(cfg: Config, ledger: Ledger, roots: set[str]) -> int:
-    """Every acked append present exactly once, in order; histories dense. Returns events."""
-    # Read back through the leader (ordered consumer) with a fresh client: no cache.
-    nats = msgspec.structs.replace(cfg.nats, replay="consumer")
-    total = 0
-    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
-        store = c.store("player")
-        histories: dict[str, list[str]] = {}
-        for root in roots:
-            hist = await eventually(
-                lambda r=root: store.load(r), timeout=30, what=f"load {root}"
-            )
-            assert [e.sequence for e in hist.events] == list(range(len(hist.events))), root
-            assert hist.next_sequence == len(hist.events)
-            tags = [e.event.reason for e in hist.events]  # type: ignore[attr-defined]
-            dupes = [t for t, n in collections.Counter(tags).items() if n > 1]
-            assert not dupes, f"{root}: events stored twice: {dupes[:5]}"
-            histories[root] = tags
-            total += len(tags)
-    slots = collections.Counter((root, first) for root, first, _ in ledger.acked)
-    assert max(slots.values(), default=1) == 1, "two writers were told they won one sequence"
-    for root, first, tags in ledger.acked:
-        got = histories[root][first : first + len(tags)]
-        assert got == tags, f"acked append {tags} at {root}[{first}] reads back as {got}"
-    return total
-
-
-class PublishSpy:
-    """Counts what the store sent: attempts per Nats-Msg-Id, duplicate acks, error codes."""
-
-    def __init__(self, wire: Wire) -> None:
-        self.ids: collections.Counter[str] = collections.Counter()
-        self.duplicates = 0
-        self.codes: collections.Counter[int] = collections.Counter()
-        original = wire.publish_commit
-
-        async def spy(subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> Any:
-            self.ids[headers["Nats-Msg-Id"]] += 1
-            ack = await original(subject, payload, headers, timeout)
-            if ack.duplicate:
-                self.duplicates += 1
-            if ack.error is not None:
-                self.codes[ack.error.err_code] += 1
-            return ack
-
-        wire.publish_commit = spy  # type: ignore[method-assign]
-
-    @property
-    def retried(self) -> int:
-        return sum(1 for n in self.ids.values() if n > 1)
-
-
 async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
     stream = r3.nats.stream_name
     ledger = Ledger()
@@ -220,7 +84,7 @@ async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
                 asyncio.create_task(shared_writer(store, f"s{w}", shared, ledger, stop, w))
             )
         await eventually(
-            lambda: _true(len(ledger.acked) >= 100), timeout=30, what="100 appends before the kill"
+            lambda: until(len(ledger.acked) >= 100), timeout=30, what="100 appends before the kill"
         )
         leader = await cluster.stream_leader(clients[0]._wire, stream)
         assert leader is not None
@@ -234,7 +98,7 @@ async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
         writers = [f"o{w}" for w in range(6)] + [f"s{w}" for w in range(4)]
         marks = dict(ledger.by_writer)
         await eventually(
-            lambda: _true(all(ledger.by_writer[w] > marks.get(w, 0) + 2 for w in writers)),
+            lambda: until(all(ledger.by_writer[w] > marks.get(w, 0) + 2 for w in writers)),
             timeout=30,
             what="every writer to append again after the failover",
         )
@@ -262,10 +126,6 @@ async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
     assert ledger.errors["ConcurrencyError"] > 0, "shared writers should have conflicted"
 
 
-async def _true(cond: bool) -> bool | None:
-    return True if cond else None
-
-
 @pytest.mark.parametrize("replay", ["direct", "consumer"])
 async def test_read_your_writes_against_lagging_followers(
     cluster: Cluster, r3: Config, replay: str
@@ -286,7 +146,7 @@ async def test_read_your_writes_against_lagging_followers(
     nats = msgspec.structs.replace(r3.nats, url=url, replay=replay)
     tail_reads = 0
     loading = False
-    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
+    async with await angzarr_es.connect(config=with_nats(nats)) as c:
         wire = c._wire
         original = wire.leader_next
 
@@ -316,7 +176,9 @@ async def test_read_your_writes_against_lagging_followers(
             assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
             assert tail == [f"{pairs}"]
             assert await store.next_sequence(root) == res.next_sequence
-    print(f"\nread-your-writes ({replay}): {pairs} append+load pairs, {tail_reads} leader tail reads")
+    print(
+        f"\nread-your-writes ({replay}): {pairs} append+load pairs, {tail_reads} leader tail reads"
+    )
     if replay == "direct":
         assert tail_reads > 0, "no replica ever lagged: the fallback was not exercised"
 
@@ -329,7 +191,7 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
     follower = next(n for n in cluster.servers if n != leader)
     url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
     nats = msgspec.structs.replace(r3.nats, url=url, replay="consumer")
-    async with await angzarr_es.connect(config=Config(bus=Config().bus.__class__(nats=nats))) as c:
+    async with await angzarr_es.connect(config=with_nats(nats)) as c:
         store = c.store("player")
         for i in range(100):
             await store.append(f"c{i}", [tagged(str(i))], expected=0)
