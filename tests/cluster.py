@@ -112,6 +112,9 @@ class Cluster:
     def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{s.port}" for s in self.servers.values()]
 
+    def url_of(self, name: str) -> str:
+        return f"nats://127.0.0.1:{self.servers[name].port}"
+
     def start(self) -> Cluster:
         # Start the processes side by side: each waits for its own readiness.
         errors: list[StoreUnavailable] = []

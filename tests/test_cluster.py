@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -66,64 +67,155 @@ async def _delete(wire: Wire, stream: str) -> bool:
     return True
 
 
+class Load:
+    """Writers on their own aggregates (o*) and on shared ones (s*), spread over clients."""
+
+    def __init__(self, clients: list[angzarr_es.Client], own: int = 6, shared: int = 4) -> None:
+        self.ledger = Ledger()
+        self.stop = asyncio.Event()
+        self.shared = [f"shared-{k}" for k in range(3)]
+        self.writers = [f"o{w}" for w in range(own)] + [f"s{w}" for w in range(shared)]
+        self.spies = [PublishSpy(c._wire) for c in clients]
+        self.tasks: list[asyncio.Task[None]] = []
+        for w, name in enumerate(self.writers):
+            store = clients[w % len(clients)].store("player")
+            if name.startswith("o"):
+                coro = own_writer(store, name, self.ledger, self.stop)
+            else:
+                coro = shared_writer(store, name, self.shared, self.ledger, self.stop, w)
+            self.tasks.append(asyncio.create_task(coro))
+
+    @property
+    def roots(self) -> set[str]:
+        return {f"own-{w}" for w in self.writers if w.startswith("o")} | set(self.shared)
+
+    async def acked(self, n: int, what: str) -> None:
+        mark = len(self.ledger.acked)
+        await eventually(lambda: until(len(self.ledger.acked) >= mark + n), timeout=30, what=what)
+
+    async def all_progress(self, writers: list[str] | None = None, timeout: float = 30) -> None:
+        """Wait until each writer got 3 more appends through."""
+        names = self.writers if writers is None else writers
+        marks = dict(self.ledger.by_writer)
+        await eventually(
+            lambda: until(all(self.ledger.by_writer[w] > marks.get(w, 0) + 2 for w in names)),
+            timeout=timeout,
+            what=f"writers {names} to append again",
+        )
+
+    def first_ok_after(self, t: float) -> float:
+        return min(end for start, end in self.ledger.ok_at if start > t) - t
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)  # a non-typed error in a writer fails here
+
+    def summary(self) -> str:
+        codes = sum((s.codes for s in self.spies), collections.Counter[int]())
+        return (
+            f"{len(self.ledger.acked)} acked; errors {dict(self.ledger.errors)}; "
+            f"retried commits {sum(s.retried for s in self.spies)}, duplicate acks "
+            f"{sum(s.duplicates for s in self.spies)}, err codes {dict(codes)}"
+        )
+
+
+def pinned(cfg: Config, cluster: Cluster, server: str) -> Config:
+    """`cfg` connecting to one server first (others are learned from it)."""
+    return with_nats(msgspec.structs.replace(cfg.nats, url=cluster.url_of(server)))
+
+
 async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
     stream = r3.nats.stream_name
-    ledger = Ledger()
-    stop = asyncio.Event()
-    shared = [f"shared-{k}" for k in range(3)]
     clients = [await angzarr_es.connect(config=r3) for _ in range(2)]
-    spies = [PublishSpy(c._wire) for c in clients]
     try:
-        tasks = []
-        for w in range(6):
-            store = clients[w % 2].store("player")
-            tasks.append(asyncio.create_task(own_writer(store, f"o{w}", ledger, stop)))
-        for w in range(4):
-            store = clients[w % 2].store("player")
-            tasks.append(
-                asyncio.create_task(shared_writer(store, f"s{w}", shared, ledger, stop, w))
-            )
-        await eventually(
-            lambda: until(len(ledger.acked) >= 100), timeout=30, what="100 appends before the kill"
-        )
+        load = Load(clients)
+        await load.acked(100, "100 appends before the kill")
         leader = await cluster.stream_leader(clients[0]._wire, stream)
         assert leader is not None
-        before = len(ledger.acked)
+        before = len(load.ledger.acked)
         killed_at = time.monotonic()
         cluster.kill(leader)
         new_leader = await cluster.wait_for_leader(
             clients[0]._wire, stream, not_in=frozenset({leader}), timeout=30
         )
-        # Every writer must get appends through again, in bounded time.
-        writers = [f"o{w}" for w in range(6)] + [f"s{w}" for w in range(4)]
-        marks = dict(ledger.by_writer)
-        await eventually(
-            lambda: until(all(ledger.by_writer[w] > marks.get(w, 0) + 2 for w in writers)),
-            timeout=30,
-            what="every writer to append again after the failover",
-        )
-        resumed = min(end for start, end in ledger.ok_at if start > killed_at) - killed_at
-        stop.set()
-        await asyncio.gather(*tasks)  # a non-typed error in a writer fails here
+        await load.all_progress()
+        resumed = load.first_ok_after(killed_at)
+        await load.finish()
     finally:
-        stop.set()
         for c in clients:
             await c.close()
-    roots = {f"own-o{w}" for w in range(6)} | set(shared)
-    total = await check_ledger(r3, ledger, roots)
-    retried = sum(s.retried for s in spies)
-    dup_acks = sum(s.duplicates for s in spies)
-    codes = sum((s.codes for s in spies), collections.Counter[int]())
+    total = await check_ledger(r3, load.ledger, load.roots)
     print(
-        f"\nfailover {leader}->{new_leader}: {before} acked before the kill, "
-        f"{len(ledger.acked)} in all, {total} events stored; first append "
-        f"{resumed:.2f}s after the kill; errors {dict(ledger.errors)}; "
-        f"retried commits {retried}, duplicate acks {dup_acks}, err codes {dict(codes)}; "
-        f"samples {ledger.sample}"
+        f"\nfailover {leader}->{new_leader}: {before} acked before the kill, {total} events "
+        f"stored; first append {resumed:.2f}s after the kill; {load.summary()}"
     )
     assert resumed < 15.0
-    assert len(ledger.acked) > before
-    assert ledger.errors["ConcurrencyError"] > 0, "shared writers should have conflicted"
+    assert len(load.ledger.acked) > before
+    assert load.ledger.errors["ConcurrencyError"] > 0, "shared writers should have conflicted"
+
+
+async def test_a_frozen_leader_under_load(cluster: Cluster, r3: Config) -> None:
+    """SIGSTOP the leader: alive but silent. Writers on other servers carry on
+    once a new leader is elected; writers whose own server is frozen get typed
+    errors (StoreTimeout) until it resumes, then carry on."""
+    stream = r3.nats.stream_name
+    async with await angzarr_es.connect(config=r3) as probe:
+        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+    other = next(n for n in cluster.servers if n != leader)
+    frozen_client = await angzarr_es.connect(config=pinned(r3, cluster, leader))
+    live_client = await angzarr_es.connect(config=pinned(r3, cluster, other))
+    try:
+        load = Load([frozen_client, live_client])
+        on_live = load.writers[1::2]
+        await load.acked(100, "100 appends before the pause")
+        paused_at = time.monotonic()
+        cluster.pause(leader)
+        try:
+            new_leader = await cluster.wait_for_leader(
+                live_client._wire, stream, not_in=frozenset({leader}), timeout=30
+            )
+            await load.all_progress(on_live)
+            resumed = load.first_ok_after(paused_at)
+        finally:
+            cluster.resume(leader)
+        await load.all_progress()
+        await load.finish()
+    finally:
+        for c in (frozen_client, live_client):
+            await c.close()
+    total = await check_ledger(r3, load.ledger, load.roots)
+    print(
+        f"\nfrozen leader {leader} (new {new_leader}): {total} events stored; first append "
+        f"{resumed:.2f}s after the pause; {load.summary()}"
+    )
+    assert resumed < 15.0
+
+
+async def test_the_whole_cluster_killed_and_restarted(cluster: Cluster, r3: Config) -> None:
+    """kill -9 all three servers at once during appends (default sync settings,
+    R3: appends are acked once a quorum has them in its Raft log), restart."""
+    stream = r3.nats.stream_name
+    clients = [await angzarr_es.connect(config=r3) for _ in range(2)]
+    try:
+        load = Load(clients)
+        await load.acked(200, "200 appends before the crash")
+        for name in cluster.servers:
+            cluster.servers[name].signal(signal.SIGKILL)
+        acked_at_crash = len(load.ledger.acked)
+        for name in cluster.servers:
+            cluster.kill(name)  # reap
+        cluster.start()
+        await cluster.wait_for_leader(clients[0]._wire, stream, timeout=60)
+        await load.all_progress(timeout=60)
+        await load.finish()
+    finally:
+        for c in clients:
+            await c.close()
+    total = await check_ledger(r3, load.ledger, load.roots)
+    print(
+        f"\nwhole cluster killed: {acked_at_crash} acked before the crash, {total} events "
+        f"stored after restart; {load.summary()}"
+    )
 
 
 @pytest.mark.parametrize("replay", ["direct", "consumer"])
@@ -142,8 +234,7 @@ async def test_read_your_writes_against_lagging_followers(
     async with await angzarr_es.connect(config=r3) as probe:
         leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
-    url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
-    nats = msgspec.structs.replace(r3.nats, url=url, replay=replay)
+    nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay=replay)
     tail_reads = 0
     loading = False
     async with await angzarr_es.connect(config=with_nats(nats)) as c:
@@ -189,8 +280,7 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
     async with await angzarr_es.connect(config=r3) as probe:
         leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
-    url = f"nats://127.0.0.1:{cluster.servers[follower].port}"
-    nats = msgspec.structs.replace(r3.nats, url=url, replay="consumer")
+    nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay="consumer")
     async with await angzarr_es.connect(config=with_nats(nats)) as c:
         store = c.store("player")
         for i in range(100):
