@@ -447,10 +447,10 @@ class Wire:
         deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             got = await self._gather(subject, body, batch, f"replay via {name}", inbox)
-            if got.status == "503" and delivered == 0:
-                if asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.005)
-                    continue
+            retry = got.status == "503" and delivered == 0
+            if retry and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+                continue
             if got.status not in ("", "404", "408"):
                 raise _status_error(f"replay via {name}", got.status, {})
             page: list[bytes] = []

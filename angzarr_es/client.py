@@ -138,7 +138,11 @@ class Client:
                     f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in place. "
                     "Move the events to a new stream or pick another bus.nats.stream_name."
                 )
-        subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
+        # Keep the stream's other subjects, minus those our wildcard now covers
+        # (the server refuses overlapping subjects within one stream).
+        ours = wanted.subjects[0].removesuffix(">")
+        kept = [s for s in current.get("subjects", []) if not s.startswith(ours)]
+        subjects = list(dict.fromkeys([*kept, *wanted.subjects]))
         merged = msgspec.structs.replace(wanted, subjects=subjects)
         log.warning(
             "updating stream %s: %s", name, ", ".join(f"{k}: {v}" for k, v in changes.items())

@@ -418,6 +418,22 @@ def _decode_commits(
         except DecodeError as exc:
             raise _Corrupt(index, str(exc)) from exc
         pages = book.pages
+        # Our commits are dense and never empty; anything else on the subject
+        # was written by someone else and would corrupt the history silently.
+        due = scan.next_sequence
+        for i, page in enumerate(pages):
+            if page.header.sequence != due + i:
+                raise _Corrupt(
+                    index,
+                    f"event sequence {page.header.sequence} where {due + i} was due "
+                    "(not a commit of this store)",
+                )
+        if codec.book_next_sequence(book) != due + len(pages):
+            raise _Corrupt(
+                index,
+                f"commit moves the aggregate to {codec.book_next_sequence(book)}, "
+                f"not {due + len(pages)} (not a commit of this store)",
+            )
         if hi is not None and pages and pages[0].header.sequence >= hi:
             scan.complete = False
             return
