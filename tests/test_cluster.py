@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import random
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -23,8 +26,10 @@ from angzarr_es.config import Config
 from tests.cluster import Cluster, eventually
 from tests.conftest import fresh_config
 from tests.loadgen import (
+    TYPED,
     Ledger,
     PublishSpy,
+    backoff,
     check_ledger,
     own_writer,
     shared_writer,
@@ -289,3 +294,103 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
             assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
         info = await cluster.stream_info(c._wire, stream)
         assert info.state.get("consumer_count", 0) == 0
+
+
+SOAK_SECONDS = float(os.environ.get("ANGZARR_SOAK_SECONDS", "10"))
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def library_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still held that were allocated by angzarr_es or nats-py code."""
+    mine = [
+        tracemalloc.Filter(True, f"*{os.sep}angzarr_es{os.sep}*"),
+        tracemalloc.Filter(True, f"*{os.sep}nats{os.sep}*"),
+    ]
+    stats = snapshot.filter_traces(mine).statistics("lineno")
+    if os.environ.get("ANGZARR_SOAK_DEBUG"):
+        for stat in stats[:12]:
+            print(stat)
+    return sum(stat.size for stat in stats)
+
+
+async def reader(
+    store: angzarr_es.EventStore,
+    roots: list[str],
+    ledger: Ledger,
+    stop: asyncio.Event,
+    seed: int,
+) -> None:
+    """Loads and iterations of aggregates the writers are appending to."""
+    rnd = random.Random(seed)
+    while not stop.is_set():
+        root = rnd.choice(roots)
+        try:
+            if rnd.random() < 0.5:
+                hist = await store.load(root)
+                seqs = [e.sequence for e in hist.events]
+            else:
+                seqs = [e.sequence async for e in store.iter(root)]
+        except TYPED as exc:
+            ledger.failed(exc)
+            await backoff()
+            continue
+        assert seqs == list(range(len(seqs))), f"{root}: not dense"
+        ledger.by_writer["reads"] += 1
+
+
+async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
+    """ANGZARR_SOAK_SECONDS (default 10; the issue's full run is 60) of 64 writers
+    and 8 readers (half replaying through consumers) against the R3 cluster: only
+    typed errors, every ack checked, no consumers or subscriptions left, flat memory."""
+    stream = r3.nats.stream_name
+    consumer_cfg = with_nats(msgspec.structs.replace(r3.nats, replay="consumer"))
+    clients = [await angzarr_es.connect(config=r3) for _ in range(3)]
+    clients.append(await angzarr_es.connect(config=consumer_cfg))
+    for c in clients:  # nats-py opens its reply subscription on the first request
+        await c._wire.api("$JS.API.INFO")
+    subs_before = [len(c._wire.nc._subs) for c in clients]
+    samples: list[float] = []
+    try:
+        load = Load(clients[:3], own=48, shared=16)
+        roots = sorted(load.roots)
+        for i in range(8):
+            store = clients[3 if i % 2 else i % 3].store("player")
+            load.tasks.append(
+                asyncio.create_task(reader(store, roots, load.ledger, load.stop, 100 + i))
+            )
+        started = time.monotonic()
+        while time.monotonic() - started < SOAK_SECONDS:
+            samples.append(rss_mb())
+            if not tracemalloc.is_tracing() and time.monotonic() - started > SOAK_SECONDS / 3:
+                tracemalloc.start()  # after warm-up: caches and buffers are full by now
+            await asyncio.sleep(0.5)  # sampling period, not a wait for a condition
+        await load.finish()
+        # What the library and nats-py allocated since warm-up and still hold
+        # once the load has stopped (nothing is in flight any more).
+        held = library_bytes(tracemalloc.take_snapshot()) / 1e6
+        tracemalloc.stop()
+        leftover = [len(c._wire.nc._subs) for c in clients]
+        info = await cluster.stream_info(clients[0]._wire, stream)
+    finally:
+        for c in clients:
+            await c.close()
+    total = await check_ledger(r3, load.ledger, load.roots)
+    servers = {n: round(rss_mb(s.proc.pid)) for n, s in cluster.servers.items() if s.proc}
+    print(
+        f"\nsoak {SOAK_SECONDS:.0f}s: {len(load.ledger.acked)} appends "
+        f"({len(load.ledger.acked) / SOAK_SECONDS:.0f}/s), "
+        f"{load.ledger.by_writer['reads']} reads, {total} events; {load.summary()}; "
+        f"client RSS {samples[0]:.0f} -> {samples[-1]:.0f} MB (the test's own ledger grows); "
+        f"held by angzarr_es/nats-py since warm-up {held:.2f} MB; server RSS MB {servers}"
+    )
+    assert leftover == subs_before, "subscriptions leaked"
+    assert info.state.get("consumer_count", 0) == 0, "replay consumers leaked"
+    assert load.ledger.by_writer["reads"] > 0
+    assert held < 1.0, f"the library holds {held:.1f} MB allocated after warm-up"
