@@ -124,6 +124,7 @@ class Wire:
         # (an async -ERR naming only the subject) can fail them at once.
         self._requests: dict[str, set[asyncio.Future[Msg]]] = {}
         self._denied: dict[asyncio.Future[Msg], PermissionDenied] = {}
+        self._sub_denied: PermissionDenied | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -223,6 +224,13 @@ class Wire:
         self._inbox_prefix = self.nc.new_inbox() + "."
         with _translated("subscribe to reply inbox"):
             self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
+            # A denied subscription is reported asynchronously, before the PONG.
+            await self.nc.flush(max(1, round(self.cfg.connect_timeout)))
+        if self._sub_denied is not None:
+            await self.close()
+            raise PermissionDenied(
+                f"{self._sub_denied} (the account must be allowed to subscribe to _INBOX.>)"
+            )
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
@@ -242,13 +250,16 @@ class Wire:
         log.warning("nats: %s", text)
         denied = PermissionDenied(f"NATS refused: {text.removeprefix('nats: ')}")
         m = _VIOLATION.search(text)
-        # nats-py lowercases the server's message, subject included.
-        subject = m.group(2) if m else ""
+        # Only a denied publish names the request it concerns (lowercased by
+        # nats-py); a denied subscription (our reply inbox) dooms them all.
+        subject = m.group(2) if m and m.group(1).lower() == "publish" else None
+        if m and subject is None:
+            self._sub_denied = denied
         for collector in self._collectors.values():
-            if not collector.done.done() and (not m or collector.subject.lower() == subject):
+            if not collector.done.done() and subject in (None, collector.subject.lower()):
                 collector.done.set_exception(denied)
         for key, waiting in self._requests.items():
-            if m and key.lower() != subject:
+            if subject is not None and key.lower() != subject:
                 continue
             for fut in waiting:
                 if not fut.done():

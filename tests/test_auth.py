@@ -157,3 +157,14 @@ async def test_an_account_limited_to_player_aggregates(serve: Any) -> None:
             await players.append("p", [deposit(2)], expected=1)
         assert (await admin.store("hand").load("h")).events == []
         await delete_stream(admin, admin_cfg.nats.stream_name)
+
+
+async def test_an_account_that_may_not_subscribe_to_inboxes(serve: Any) -> None:
+    server = serve(
+        "authorization { users = [ { user: mute, password: m, permissions: {"
+        ' subscribe: { deny: ["_INBOX.>"] } } } ] }'
+    )
+    started = time.monotonic()
+    with pytest.raises(PermissionDenied, match="_INBOX"):
+        await angzarr_es.connect(config=fresh_config(server.url, user="mute", password="m"))
+    assert time.monotonic() - started < 2
