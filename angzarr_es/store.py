@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 from collections.abc import AsyncGenerator, Iterable, Iterator
@@ -190,9 +191,16 @@ class EventStore:
             err = ack.error
             if err is None:
                 return self._committed(subject, pos, count, ack.seq)
-            if err.err_code == js.DUPLICATE_IN_PROCESS and attempt < attempts:
+            if err.err_code == js.DUPLICATE_IN_PROCESS:
+                # An earlier attempt is still being proposed: its fate is ours.
                 retried = True
-                continue
+                if attempt < attempts:
+                    await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
+                    continue
+                landed = await self._landed(subject, payload, pos)
+                if landed:
+                    return self._committed(subject, pos, count, landed)
+                raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, payload, pos)

@@ -146,6 +146,7 @@ class PublishSpy:
         self.ids: collections.Counter[str] = collections.Counter()
         self.duplicates = 0
         self.codes: collections.Counter[int] = collections.Counter()
+        self.trail: list[str] = []  # per ack: "ok", "dup" or the err_code
         original = wire.publish_commit
 
         async def spy(subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> Any:
@@ -155,6 +156,9 @@ class PublishSpy:
                 self.duplicates += 1
             if ack.error is not None:
                 self.codes[ack.error.err_code] += 1
+            self.trail.append(
+                "dup" if ack.duplicate else str(ack.error.err_code) if ack.error else "ok"
+            )
             return ack
 
         wire.publish_commit = spy  # type: ignore[method-assign]

@@ -399,3 +399,50 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     assert info.state.get("consumer_count", 0) == 0, "replay consumers leaked"
     assert load.ledger.by_writer["reads"] > 0
     assert held < 1.0, f"the library holds {held:.1f} MB allocated after warm-up"
+
+
+async def test_a_retry_while_the_first_attempt_is_in_flight(
+    cluster: Cluster, r3: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clustered dedupe answers 10158 ("duplicate message id is in process")
+    while the first attempt is still being proposed: the store must wait it
+    out and report one success, never a second commit."""
+    async with await angzarr_es.connect(config=r3) as client:
+        wire = client._wire
+        spy = PublishSpy(wire)
+        observed = wire.publish_commit  # the spy, wrapping the real one
+        in_flight: list[asyncio.Future[Any]] = []
+        first_of: set[str] = set()
+
+        async def late_first_ack(
+            subject: str, payload: bytes, headers: dict[str, str], t: float
+        ) -> Any:
+            msg_id = headers["Nats-Msg-Id"]
+            if msg_id not in first_of:
+                first_of.add(msg_id)
+                in_flight.append(asyncio.ensure_future(observed(subject, payload, headers, t)))
+                await asyncio.sleep(0)  # let it reach the socket first: the retry follows it
+                raise angzarr_es.StoreTimeout("the first ack is late")
+            return await observed(subject, payload, headers, t)
+
+        monkeypatch.setattr(wire, "publish_commit", late_first_ack)
+        store = client.store("player")
+        outcomes: list[object] = []
+        for i in range(30):
+            try:
+                res = await store.append(f"f{i}", [tagged(str(i))], expected=0)
+                outcomes.append(res.first_sequence)
+            except angzarr_es.StoreTimeout as exc:  # allowed: every attempt was "in process"
+                outcomes.append(exc)
+            if spy.codes[10158] >= 3:
+                break
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        for i in range(len(outcomes)):
+            hist = await store.load(f"f{i}")
+            assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
+    print(
+        f"\nin-flight retries: {len(outcomes)} appends, codes {dict(spy.codes)}, "
+        f"acks {spy.trail}, attempts {sorted(spy.ids.values())}, first {[f.result() if not f.exception() else f.exception() for f in in_flight]}, outcomes {collections.Counter(map(type, outcomes))}"
+    )
+    assert spy.codes[10158] > 0, "10158 never seen: the in-process path was not exercised"
+    assert all(o == 0 for o in outcomes if not isinstance(o, BaseException))
