@@ -441,8 +441,8 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
             hist = await store.load(f"f{i}")
             assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
     print(
-        f"\nin-flight retries: {len(outcomes)} appends, codes {dict(spy.codes)}, "
-        f"acks {spy.trail}, attempts {sorted(spy.ids.values())}, first {[f.result() if not f.exception() else f.exception() for f in in_flight]}, outcomes {collections.Counter(map(type, outcomes))}"
+        f"\nin-flight retries: {len(outcomes)} appends; acks seen {spy.trail}; "
+        f"outcomes {collections.Counter(type(o).__name__ for o in outcomes)}"
     )
     assert spy.codes[10158] > 0, "10158 never seen: the in-process path was not exercised"
     assert all(o == 0 for o in outcomes if not isinstance(o, BaseException))
