@@ -12,8 +12,11 @@ import msgspec
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
+from angzarr_es.bus import Bus, CatchUp, Handler, Start
 from angzarr_es.config import Config
 from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.filters import FilterLike
+from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
 
 __all__ = ["Client", "connect"]
@@ -57,6 +60,7 @@ class Client:
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
+        self._bus: Bus | None = None
 
     @property
     def config(self) -> Config:
@@ -75,6 +79,61 @@ class Client:
             InvalidDomain: `domain` is not one safe subject token.
         """
         return EventStore(self._ctx, domain)
+
+    # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
+
+    @property
+    def bus(self) -> Bus:
+        """Publish (core mode) and live subscriptions."""
+        if self._bus is None:
+            self._bus = Bus(self._wire, self._config.nats)
+        return self._bus
+
+    def projector(
+        self,
+        name: str,
+        filter: FilterLike,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        max_deliver: int = 5,
+        ack_wait: float = 30.0,
+        backoff: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0),
+        max_ack_pending: int = 1000,
+        start: Start = "all",
+        partition: tuple[int, int] | None = None,
+    ) -> Projector:
+        """A durable projector (JetStream mode); run it with `async with`.
+
+        See `angzarr_es.projector` for the delivery, retry, dead-letter and
+        ordering semantics.
+
+        Raises:
+            ValueError: invalid settings.
+        """
+        settings = ProjectorSettings(
+            name=name,
+            subject=self.bus.filter(filter),
+            concurrency=concurrency,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            backoff=tuple(backoff),
+            max_ack_pending=max_ack_pending,
+            start=start,
+            partition=partition,
+        )
+        return Projector(self._wire, self._config.nats, settings, handler)
+
+    def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
+        """Catch-up subscription: history from `start`, then live commits.
+
+        Use as `async with client.subscribe(f) as sub: async for d in sub: ...`;
+        leaving the block deletes its ephemeral consumer.
+
+        Raises:
+            ValueError, TypeError: invalid `start`.
+        """
+        return CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
 
     async def close(self) -> None:
         """Close the connection."""
