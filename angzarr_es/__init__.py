@@ -57,5 +57,4 @@ __all__ = [
     "StreamConfigError",
     "Subscription",
     "connect",
-    "filters",
 ]
