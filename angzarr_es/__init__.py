@@ -1,6 +1,6 @@
 """angzarr_es: an asyncio event store and event bus on NATS JetStream."""
 
-from angzarr_es import filters
+from angzarr_es import filters as filters
 from angzarr_es._types import ANY, AppendResult, Expected, History
 from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
 from angzarr_es.client import Client, connect

@@ -38,7 +38,7 @@ import heapq
 import logging
 import time
 import zlib
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -186,13 +186,12 @@ async def provision_consumer(
         changed = [k for k in _UPDATABLE if have.get(k) != wanted_raw.get(k)]
         if not changed:
             return info
-        kept = {
-            key: have[key]
-            for key in ("deliver_policy", "opt_start_seq", "opt_start_time")
-            if have.get(key)
-        }
+        # The start position is the existing consumer's (it cannot change).
         update = msgspec.structs.replace(
-            wanted, deliver_policy="all", opt_start_seq=0, opt_start_time="", **kept
+            wanted,
+            deliver_policy=str(have.get("deliver_policy") or "all"),
+            opt_start_seq=int(have.get("opt_start_seq") or 0),
+            opt_start_time=str(have.get("opt_start_time") or ""),
         )
         log.info("updating consumer %s: %s", name, ", ".join(changed))
         return await bw.consumer_put(wire, stream, update, "update")
@@ -232,7 +231,9 @@ class Projector:
         )
         self._in_hand: dict[int, bw.Pulled] = {}
         self._keys: dict[str, _Key] = {}
-        self._ready: deque[str] = deque()
+        # Runnable aggregates as (stream seq of their next commit, subject):
+        # the oldest commit goes first. Entries may be stale; _pump checks.
+        self._ready: list[tuple[int, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._puller: bw.Puller | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -240,6 +241,7 @@ class Projector:
         self._stopping = False
         self._running = 0
         self._handled = self._failed = self._dead = self._skipped = 0
+        self._settled = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -260,6 +262,20 @@ class Projector:
             dead_lettered=self._dead,
             skipped=self._skipped,
         )
+
+    async def wait(
+        self, predicate: Callable[[ProjectorStats], bool], timeout: float | None = None
+    ) -> ProjectorStats:
+        """Wait until `predicate(stats)` holds, e.g. `await p.wait(lambda s: s.handled >= 10)`.
+
+        Raises:
+            TimeoutError: not within `timeout` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate(stats := self.stats):
+                self._settled.clear()
+                await self._settled.wait()
+        return stats
 
     @property
     def running(self) -> bool:
@@ -370,6 +386,7 @@ class Projector:
         part = self._settings.partition
         if part is not None and zlib.crc32(msg.subject.encode()) % part[1] != part[0]:
             self._skipped += 1
+            self._settled.set()
             self._send_soon(msg.reply, bw.ACK)
             return
         seq = msg.stream_seq
@@ -382,8 +399,7 @@ class Projector:
             heapq.heappush(key.heap, seq)
             if key.blocked_seq == seq:
                 key.blocked_seq = 0
-            if key.runnable(time.monotonic()):
-                self._ready.append(msg.subject)
+            self._mark(msg.subject, key, time.monotonic())
         self._pump()
         self._wake.set()
 
@@ -399,13 +415,17 @@ class Projector:
 
     # -- dispatch ------------------------------------------------------------
 
+    def _mark(self, subject: str, key: _Key, now: float) -> None:
+        if key.runnable(now):
+            heapq.heappush(self._ready, (key.heap[0], subject))
+
     def _pump(self) -> None:
         now = time.monotonic()
         limit = self._settings.concurrency
         while self._ready and self._running < limit and not self._stopping:
-            subject = self._ready.popleft()
+            head, subject = heapq.heappop(self._ready)
             key = self._keys.get(subject)
-            if key is None or not key.runnable(now):
+            if key is None or not key.runnable(now) or key.heap[0] != head:
                 continue
             key.blocked_seq = 0
             key.busy = True
@@ -438,10 +458,11 @@ class Projector:
         except AngzarrESError as exc:
             log.error("projector %s: could not settle %s #%d: %s", self.name, subject, seq, exc)
         finally:
+            self._settled.set()
             key.busy = False
             self._running -= 1
             if key.heap or key.blocked_seq:
-                self._ready.append(subject)
+                self._mark(subject, key, time.monotonic())
             else:
                 self._keys.pop(subject, None)
             self._pump()
@@ -516,7 +537,7 @@ class Projector:
                     if now < key.blocked_until:
                         wake_at = min(wake_at, key.blocked_until)
                     elif key.heap:
-                        self._ready.append(subject)
+                        self._mark(subject, key, now)
                     else:
                         del self._keys[subject]
                 self._pump()

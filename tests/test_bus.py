@@ -36,7 +36,8 @@ def test_filters_follow_the_seed_and_the_prefix() -> None:
 
 def test_root_of_a_cover_inverts_root_bytes() -> None:
     pid = uuid.uuid4()
-    for root, text in [(pid, str(pid)), ("player-7", "player-7"), ("é x", "é x")]:
+    cases: list[tuple[uuid.UUID | str, str]] = [(pid, str(pid)), ("p-7", "p-7"), ("é x", "é x")]
+    for root, text in cases:
         cover = core_pb2.Cover(domain="player")
         cover.root.value = root_bytes(root)
         assert root_of(cover) == text
@@ -119,14 +120,20 @@ async def test_wildcard_routing_per_the_seed(mode: str, config: Config) -> None:
     assert keys(hands) == [("hand", "h1")]
     assert keys(deep_hands) == [("hand", "h1"), ("hand", "h1")]
     assert [d.subject.rsplit(".", 1)[-1] for d in deep_hands.seen] == ["h1", "v2"]
-    assert sorted(keys(everything)) == [("hand", "h1"), ("hand", "h1"), ("player", "p1"), ("player", "p2")]
+    assert sorted(keys(everything)) == [
+        ("hand", "h1"),
+        ("hand", "h1"),
+        ("player", "p1"),
+        ("player", "p2"),
+    ]
     first = players.seen[0]
     assert first.events[0].event == deposit(1)
     if mode == "jetstream":
         assert [d.stream_sequence for d in everything.seen] == [1, 2, 3, 4]
         assert first.delivery_count == 1
     else:
-        assert first.stream_sequence == 0 and first.delivery_count == 0
+        assert first.stream_sequence == 0
+        assert first.delivery_count == 0
 
 
 # -- core mode ----------------------------------------------------------------
