@@ -242,6 +242,7 @@ class Projector:
         self._running = 0
         self._handled = self._failed = self._dead = self._skipped = 0
         self._settled = asyncio.Event()
+        self._advisories: bw.CoreSubscription | None = None
 
     @property
     def name(self) -> str:
@@ -302,6 +303,8 @@ class Projector:
             self._on_msg,
             self._on_status,
         )
+        advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
+        self._advisories = await bw.core_subscribe(self._wire, advisories, self._on_exceeded)
         await puller.start()
         self._puller = puller
         self._stopping = False
@@ -316,6 +319,9 @@ class Projector:
         puller, self._puller = self._puller, None
         if puller is not None:
             await puller.stop()
+        advisories, self._advisories = self._advisories, None
+        if advisories is not None:
+            await advisories.close()
         if self._tasks:
             _, late = await asyncio.wait(set(self._tasks), timeout=drain_timeout)
             for task in late:
@@ -326,7 +332,10 @@ class Projector:
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
         self._loop_task = None
-        returned = list(self._in_hand.values())
+        # A commit on its last delivery is not handed back: the server would
+        # give up on it at once. It expires after ack_wait instead, and the
+        # projector then running dead-letters it from the server's advisory.
+        returned = [m for m in self._in_hand.values() if m.delivered < self._settings.max_deliver]
         self._in_hand.clear()
         self._keys.clear()
         self._ready.clear()
@@ -490,22 +499,70 @@ class Projector:
         await bw.reply(self._wire, msg.reply, bw.nak_body(delay))
 
     async def _dead_letter(self, msg: bw.Pulled, exc: Exception) -> None:
+        await self._publish_dead_letter(
+            msg.subject, msg.data, msg.stream_seq, msg.delivered, _one_line(exc)
+        )
+
+    async def _on_exceeded(self, subject: str, data: bytes) -> None:
+        """The server gave up on a commit by itself (its last delivery expired
+        unacked: a handler hung or a process died): dead-letter it from the stream."""
+        try:
+            advisory = _decode_exceeded(data)
+        except msgspec.DecodeError:
+            log.warning("projector %s: unreadable advisory on %s", self.name, subject)
+            return
+        stream = self._cfg.stream_name
+        try:
+            reply = js.msg_get(
+                await self._wire.api(
+                    f"$JS.API.STREAM.MSG.GET.{stream}",
+                    js.encode(js.MsgGetRequest(seq=advisory.stream_seq)),
+                    what=f"read {stream} #{advisory.stream_seq}",
+                )
+            )
+            if reply.message is None:
+                log.error(
+                    "projector %s: #%d is gone, cannot dead-letter it",
+                    self.name,
+                    advisory.stream_seq,
+                )
+                return
+            await self._publish_dead_letter(
+                reply.message.subject,
+                reply.message.data,
+                advisory.stream_seq,
+                advisory.deliveries,
+                "MaxDeliveriesExceeded: no ack within ack_wait on the last delivery",
+            )
+        except StoreError as exc:
+            log.error(
+                "projector %s: could not dead-letter #%d: %s", self.name, advisory.stream_seq, exc
+            )
+            return
+        self._dead += 1
+        self._settled.set()
+
+    async def _publish_dead_letter(
+        self, subject: str, data: bytes, stream_seq: int, deliveries: int, error: str
+    ) -> None:
         prefix = self._cfg.subject_prefix
         head = f"{prefix}.events."
-        domain = msg.subject[len(head) :].split(".")[0] if msg.subject.startswith(head) else ""
+        domain = subject[len(head) :].split(".")[0] if subject.startswith(head) else ""
+        stream = self._cfg.stream_name
         headers = {
             H_PROJECTOR: self.name,
-            H_ERROR: _one_line(exc)[:MAX_ERROR_HEADER],
-            H_DELIVERIES: str(msg.delivered),
-            H_SUBJECT: msg.subject,
-            H_STREAM: self._cfg.stream_name,
-            H_STREAM_SEQ: str(msg.stream_seq),
-            js.H_MSG_ID: f"dlq-{self._cfg.stream_name}-{msg.stream_seq}-{self._settings.durable}",
+            H_ERROR: error[:MAX_ERROR_HEADER],
+            H_DELIVERIES: str(deliveries),
+            H_SUBJECT: subject,
+            H_STREAM: stream,
+            H_STREAM_SEQ: str(stream_seq),
+            # Several processes may dead-letter the same commit: keep one.
+            js.H_MSG_ID: f"dlq-{stream}-{stream_seq}-{self._settings.durable}",
         }
-        subject = f"{prefix}.dlq.{domain or '_'}"
-        ack = await self._wire.publish_commit(subject, msg.data, headers, self._wire.timeout)
+        target = f"{prefix}.dlq.{domain or '_'}"
+        ack = await self._wire.publish_commit(target, data, headers, self._wire.timeout)
         if ack.error is not None:
-            raise StoreError(f"dead-letter to {subject}: {ack.error.description}")
+            raise StoreError(f"dead-letter to {target}: {ack.error.description}")
 
     # -- the loop: pulls, in-progress acks, unblocking, stalls -----------------
 
@@ -547,6 +604,14 @@ class Projector:
             timeout = max(0.0, min(wake_at - time.monotonic(), puller.heartbeat))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class _Exceeded(msgspec.Struct, frozen=True):
+    stream_seq: int = 0
+    deliveries: int = 0
+
+
+_decode_exceeded = msgspec.json.Decoder(_Exceeded).decode
 
 
 def _one_line(exc: BaseException) -> str:

@@ -394,3 +394,40 @@ def test_settings_are_checked(config: Config) -> None:
         settings = ProjectorSettings(name="p", subject="x.events.>")
         with pytest.raises(ValueError, match="must"):
             msgspec.structs.replace(settings, **bad).check()
+
+
+async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
+    client: angzarr_es.Client,
+) -> None:
+    """A process that takes a commit and dies (never acks) on its last delivery: the
+    server gives up by itself and the running projector dead-letters the commit
+    from the server's MAX_DELIVERIES advisory."""
+    from angzarr_es.projector import provision_consumer
+
+    await append_many(client, ["lost"], 1)
+    seen = Recorder()
+    p = client.projector("proj", filters.domain("player"), seen, max_deliver=2, ack_wait=0.4)
+    await provision_consumer(client._wire, client.config.nats, p.settings)
+    stream = client.config.nats.stream_name
+    steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
+    nc = client._wire.nc
+    inbox = nc.new_inbox()
+    thief = await nc.subscribe(inbox)
+    await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)
+    first = await thief.next_msg(timeout=2)
+    await nc.publish(steal, b'{"batch": 1, "expires": 3000000000}', reply=inbox)
+    second = await thief.next_msg(timeout=4)
+    await thief.unsubscribe()
+    assert first.reply.split(".")[4:6] == ["1", "1"]  # delivery 1 of stream seq 1
+    assert second.reply.split(".")[4:6] == ["2", "1"]  # delivery 2: the last
+    async with p:
+        await p.wait(lambda s: s.dead_lettered == 1, timeout=WAIT)
+    assert seen.seen == []
+    dlq = await client._wire.request(
+        f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
+        msgspec.json.encode({"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}),
+    )
+    headers = dlq.headers or {}
+    assert headers[H_DELIVERIES] == "2"
+    assert headers[H_ERROR].startswith("MaxDeliveriesExceeded")
+    assert headers[H_STREAM_SEQ] == "1"
