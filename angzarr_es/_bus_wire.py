@@ -6,6 +6,7 @@ angzarr_es errors; nats-py errors are translated here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -62,13 +63,31 @@ class Pulled:
 class CoreSubscription:
     """A plain NATS subscription delivering (subject, payload) to a coroutine."""
 
-    def __init__(self, sub: Subscription) -> None:
-        self._sub = sub
+    def __init__(self, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+        self._handler = handler
+        self._sub: Subscription | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if self._closed:
+            return
+        self._idle.clear()
+        try:
+            await self._handler(msg.subject, msg.data)
+        finally:
+            self._idle.set()
 
     async def close(self) -> None:
-        """Unsubscribe; messages already queued are dropped."""
-        with contextlib.suppress(nats.errors.Error):
-            await self._sub.unsubscribe()
+        """Let the handler call in progress finish, then unsubscribe; messages
+        already queued are dropped."""
+        self._closed = True
+        await self._idle.wait()
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+            self._sub = None
 
 
 async def core_subscribe(
@@ -79,15 +98,12 @@ async def core_subscribe(
     Raises:
         StoreUnavailable: the connection is closed.
     """
-
-    async def on_msg(msg: Msg) -> None:
-        await handler(msg.subject, msg.data)
-
+    core = CoreSubscription(handler)
     with _translated(f"subscribe to {subject}"):
-        sub = await wire.nc.subscribe(subject, cb=on_msg)
+        core._sub = await wire.nc.subscribe(subject, cb=core._on_msg)
         # Once the server has the interest, publishes from anywhere reach us.
         await wire.nc.flush(timeout=max(1, int(wire.timeout)))
-    return CoreSubscription(sub)
+    return core
 
 
 class Puller:

@@ -222,13 +222,25 @@ class Bus:
         reader = CatchUp(self._wire, self._cfg, subject, start)
         await reader.open()
 
+        idle = asyncio.Event()
+        idle.set()
+        closing = asyncio.Event()
+
         async def pump() -> None:
             async for delivery in reader:
-                await _call(handler, delivery)
+                if closing.is_set():
+                    return
+                idle.clear()
+                try:
+                    await _call(handler, delivery)
+                finally:
+                    idle.set()
 
         task = asyncio.create_task(pump(), name=f"angzarr-subscribe {subject}")
 
         async def close() -> None:
+            closing.set()
+            await idle.wait()  # the call in progress finishes; the next never starts
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -25,25 +25,25 @@ class Recorder:
     def __init__(self, behaviour: Callable[[Delivery], Awaitable[None]] | None = None) -> None:
         self.seen: list[Delivery] = []
         self._behaviour = behaviour
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
 
     async def __call__(self, delivery: Delivery) -> None:
-        async with self._changed:
-            self.seen.append(delivery)
-            self._changed.notify_all()
+        self.seen.append(delivery)
+        self._changed.set()
         if self._behaviour is not None:
             await self._behaviour(delivery)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(predicate)
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
 
     async def wait_count(self, n: int, timeout: float = WAIT) -> None:
         await self.wait_for(lambda: len(self.seen) >= n, timeout)
 
-    async def notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def notify(self) -> None:
+        self._changed.set()
 
 
 def with_nats(config: Config, **overrides: object) -> Config:

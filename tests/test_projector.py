@@ -185,18 +185,17 @@ async def test_two_processes_share_one_durable(bus_config: Config) -> None:
     in_flight: set[int] = set()
     overlaps: list[int] = []
 
-    def handler(tag: str, rec: Recorder) -> Recorder:
-        async def work(d: Delivery) -> None:
-            if d.stream_sequence in in_flight:
-                overlaps.append(d.stream_sequence)
-            in_flight.add(d.stream_sequence)
-            await asyncio.sleep(0.002)  # the handler's work
-            in_flight.discard(d.stream_sequence)
-            await rec.notify()
+    progress = Recorder()  # woken by either process
 
-        return Recorder(work)
+    async def work(d: Delivery) -> None:
+        progress.notify()
+        if d.stream_sequence in in_flight:
+            overlaps.append(d.stream_sequence)
+        in_flight.add(d.stream_sequence)
+        await asyncio.sleep(0.002)  # the handler's work
+        in_flight.discard(d.stream_sequence)
 
-    one, two = handler("one", Recorder()), handler("two", Recorder())
+    one, two = Recorder(work), Recorder(work)
     async with (
         await angzarr_es.connect(config=bus_config) as c1,
         await angzarr_es.connect(config=bus_config) as c2,
@@ -207,8 +206,7 @@ async def test_two_processes_share_one_durable(bus_config: Config) -> None:
             c2.projector("shared", filters.domain("player"), two, concurrency=2),
         ):
             await append_many(c1, roots, 5)
-            await one.wait_for(lambda: len(one.seen) + len(two.seen) >= 100)
-            await two.wait_for(lambda: len(one.seen) + len(two.seen) >= 100)
+            await progress.wait_for(lambda: len(one.seen) + len(two.seen) >= 100)
         assert await consumer_names(c1, bus_config.nats.stream_name) == ["shared"]
         await delete_stream(c1, bus_config.nats.stream_name)
         await delete_dlq(c1)
