@@ -247,3 +247,52 @@ async def test_catch_up_from_new_sees_only_later_commits(js_client: angzarr_es.C
         await store.append("new", [deposit(2)], expected=0)
         d = await anext(sub)
     assert d.root == "new"
+
+
+async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Client) -> None:
+    """If the server drops the ephemeral consumer mid-stream, the subscription makes
+    a new one from the last sequence it saw: nothing skipped, nothing repeated."""
+    store = js_client.store("player")
+    for i in range(5):
+        await store.append("p", [deposit(i)], expected=i)
+    got: list[int] = []
+    stream = js_client.config.nats.stream_name
+    async with js_client.subscribe(filters.domain("player"), start="all") as sub:
+        async for d in sub:
+            got.append(d.stream_sequence)
+            if len(got) == 3:
+                (name,) = await consumer_names(js_client, stream)
+                await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+                for i in range(5, 7):
+                    await store.append("p", [deposit(i)], expected=i)
+            if len(got) == 7:
+                break
+        (renewed,) = await consumer_names(js_client, stream)
+        assert renewed != name
+    assert got == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "angzarr.toml"
+    path.write_text(
+        "[bus.nats]\n"
+        'dlq_stream = "my-dlq"\n'
+        "[[bus.nats.consumers]]\n"
+        'name = "player-projector"\n'
+        'filter = "angzarr.events.player.*"\n'
+        "max_deliver = 7\n"
+    )
+    cfg = Config.load(path, env={})
+    assert cfg.nats.dlq_stream == "my-dlq"
+    (spec,) = cfg.nats.consumers
+    assert (spec.name, spec.filter, spec.max_deliver, spec.ack_wait) == (
+        "player-projector",
+        "angzarr.events.player.*",
+        7,
+        30.0,
+    )
+    path.write_text('[[bus.nats.consumers]]\nname = "a.b"\nfilter = "x"\n')
+    with pytest.raises(ConfigError, match="consumers"):
+        Config.load(path, env={})
