@@ -305,7 +305,12 @@ class Projector:
         )
         advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
         self._advisories = await bw.core_subscribe(self._wire, advisories, self._on_exceeded)
-        await puller.start()
+        try:
+            await puller.start()
+        except BaseException:
+            await self._advisories.close()
+            self._advisories = None
+            raise
         self._puller = puller
         self._stopping = False
         self._loop_task = asyncio.create_task(self._loop(), name=f"angzarr-projector {self.name}")
@@ -390,7 +395,12 @@ class Projector:
     # -- receiving -----------------------------------------------------------
 
     def _on_msg(self, msg: bw.Pulled) -> None:
-        if self._stopping or msg.consumer != self._settings.durable:
+        if msg.consumer != self._settings.durable:
+            return
+        if self._stopping:
+            # Arrived while stopping: hand it straight back.
+            if msg.delivered < self._settings.max_deliver:
+                self._send_soon(msg.reply, bw.nak_body(0))
             return
         part = self._settings.partition
         if part is not None and zlib.crc32(msg.subject.encode()) % part[1] != part[0]:

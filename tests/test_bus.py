@@ -3,6 +3,7 @@ at-most-once delivery, live JetStream subscriptions and catch-up subscriptions."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -296,3 +297,38 @@ def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object
     path.write_text('[[bus.nats.consumers]]\nname = "a.b"\nfilter = "x"\n')
     with pytest.raises(ConfigError, match="consumers"):
         Config.load(path, env={})
+
+
+@pytest.mark.parametrize("mode", ["core", "jetstream"])
+async def test_closing_a_subscription_lets_the_running_handler_finish(
+    mode: str, config: Config
+) -> None:
+    cfg = with_nats(config, jetstream=mode == "jetstream")
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(d: Delivery) -> None:
+        await release.wait()
+        finished.append(d.root)
+
+    seen = Recorder(slow)
+    async with await angzarr_es.connect(config=cfg) as c:
+        if mode == "jetstream":
+            await c.provision()
+        sub = await c.bus.subscribe(filters.domain("player"), seen)
+        for i in range(3):
+            if mode == "jetstream":
+                await c.store("player").append(f"p{i}", [deposit(i)], expected=0)
+            else:
+                await c.bus.publish(book("player", f"p{i}", deposit(i)))
+        await seen.wait_count(1)
+        closing = asyncio.create_task(sub.close())
+        await asyncio.sleep(0)  # let close() begin: it must wait for the handler
+        assert not closing.done()
+        release.set()
+        await closing
+        if mode == "jetstream":
+            assert await consumer_names(c, cfg.nats.stream_name) == []
+            await delete_stream(c, cfg.nats.stream_name)
+    assert finished == ["p0"]  # finished, not cancelled; nothing started after close
+    assert len(seen.seen) == 1
