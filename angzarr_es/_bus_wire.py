@@ -22,6 +22,7 @@ from angzarr_es._wire import STATUS, Wire, _translated, api_error
 log = logging.getLogger("angzarr_es")
 
 H_PENDING_MSGS = "Nats-Pending-Messages"
+H_PIN_ID = "Nats-Pin-Id"
 H_DESCRIPTION = "Description"
 
 ACK = b"+ACK"
@@ -124,6 +125,7 @@ class Puller:
         *,
         expires: float = 30.0,
         heartbeat: float = 5.0,
+        group: str = "",
     ) -> None:
         self.wire = wire
         self.stream = stream
@@ -132,6 +134,9 @@ class Puller:
         self.on_status = on_status
         self.expires = expires
         self.heartbeat = heartbeat
+        # With a priority group (pinned client policy): the pin we hold, if any.
+        self.group = group
+        self.pin_id = ""
         self.outstanding = 0
         self.last_seen = time.monotonic()
         self._inbox = wire.nc.new_inbox()
@@ -148,6 +153,8 @@ class Puller:
         status = headers.get(STATUS) if headers else None
         if status is None:
             self.outstanding = max(0, self.outstanding - 1)
+            if self.group and headers:
+                self.pin_id = headers.get(H_PIN_ID, self.pin_id)
             self.on_msg(Pulled(msg.subject, msg.data, msg.reply))
             return
         if status == "100":
@@ -158,6 +165,8 @@ class Puller:
             self.outstanding = max(0, self.outstanding - int(left))
         else:
             self.outstanding = 0
+        if status == "423":
+            self.pin_id = ""  # another client holds the pin: ask again, unpinned
         self.on_status(status, headers.get(H_DESCRIPTION, ""))
 
     async def pull(self, batch: int) -> None:
@@ -167,12 +176,28 @@ class Puller:
                 batch=batch,
                 expires=int(self.expires * js.NANOS),
                 idle_heartbeat=int(self.heartbeat * js.NANOS),
+                group=self.group,
+                id=self.pin_id,
             )
         )
         self.outstanding += batch
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
         with _translated(f"pull from {self.consumer}"):
             await self.wire.nc.publish(subject, body, reply=self._inbox)
+
+    async def unpin(self) -> None:
+        """Give up the pin (if held) so a standby client takes over at once."""
+        if not (self.group and self.pin_id):
+            return
+        self.pin_id = ""
+        body = js.encode(js.UnpinRequest(group=self.group))
+        reply_ = js.api_response(
+            await self.wire.api(
+                f"$JS.API.CONSUMER.UNPIN.{self.stream}.{self.consumer}", body, what="unpin"
+            )
+        )
+        if reply_.error is not None:
+            log.warning("could not unpin %s: %s", self.consumer, reply_.error.description)
 
     def stalled(self) -> bool:
         """Whether requests are outstanding but the server has gone quiet past two heartbeats."""

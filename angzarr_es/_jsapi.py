@@ -114,6 +114,10 @@ class ConsumerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     ack_wait: int = 0
     max_deliver: int = 0
     max_ack_pending: int = 0
+    # Partitioned projectors: one pinned client per consumer, the others on standby.
+    priority_policy: str = ""
+    priority_groups: list[str] = []
+    priority_timeout: int = 0
 
 
 class ConsumerCreateRequest(msgspec.Struct, frozen=True):
@@ -133,6 +137,12 @@ class PullRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     expires: int = 0
     no_wait: bool = False
     idle_heartbeat: int = 0
+    group: str = ""
+    id: str = ""
+
+
+class UnpinRequest(msgspec.Struct, frozen=True):
+    group: str
 
 
 class SequenceInfo(msgspec.Struct, frozen=True):

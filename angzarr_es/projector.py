@@ -27,7 +27,10 @@ Semantics (all measured against nats-server in tests/test_projector.py):
   order across processes run partitions: process i of n uses
   `partition=(i, n)`; each partition has its own consumer
   (`<name>-<i>of<n>`), sees every commit and handles only aggregates whose
-  subject hashes (CRC-32) to i, acking the others unhandled.
+  subject hashes (CRC-32) to i, acking the others unhandled. A partition's
+  consumer pins one process at a time (`pinned_client` policy); a second
+  process on the same partition is a standby that takes over when the first
+  stops or goes silent.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ H_STREAM = "Angzarr-Stream"
 H_STREAM_SEQ = "Angzarr-Stream-Sequence"
 MAX_ERROR_HEADER = 1024
 ALREADY_EXISTS = 10148
+# Partitions: the pinned process keeps its pin by pulling at least this often;
+# a standby takes over this long after the pinned one went silent (at once
+# after a clean stop, which unpins).
+PIN_GROUP = "angzarr"
+PIN_TTL = 15.0
 
 
 class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +129,9 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
             ack_wait=int(self.ack_wait * js.NANOS),
             max_deliver=self.max_deliver,
             max_ack_pending=self.max_ack_pending,
+            priority_policy="pinned_client" if self.partition else "",
+            priority_groups=[PIN_GROUP] if self.partition else [],
+            priority_timeout=int(PIN_TTL * js.NANOS) if self.partition else 0,
             **start_config(self.start),  # type: ignore[arg-type]
         )
 
@@ -139,7 +150,7 @@ class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):
 
 # Settings the server cannot change in place, or that would make another
 # program's consumer ours: a difference is a conflict.
-_FIXED = ("filter_subject", "ack_policy", "replay_policy", "deliver_subject")
+_FIXED = ("filter_subject", "ack_policy", "replay_policy", "deliver_subject", "priority_policy")
 # Settings an update may change.
 _UPDATABLE = ("ack_wait", "max_deliver", "max_ack_pending", "description")
 
@@ -173,7 +184,7 @@ async def provision_consumer(
         conflicts = [
             f"{key}: {have.get(key)!r} (wanted {wanted_raw.get(key) or None!r})"
             for key in _FIXED
-            if (have.get(key) or None) != (wanted_raw.get(key) or None)
+            if _unset_none(have.get(key)) != _unset_none(wanted_raw.get(key))
         ]
         if have.get("filter_subjects"):
             conflicts.append(f"filter_subjects: {have['filter_subjects']!r}")
@@ -296,12 +307,16 @@ class Projector:
             return
         await provision_dlq(self._wire, self._cfg)
         await provision_consumer(self._wire, self._cfg, self._settings)
+        pinned = self._settings.partition is not None
         puller = bw.Puller(
             self._wire,
             self._cfg.stream_name,
             self._settings.durable,
             self._on_msg,
             self._on_status,
+            expires=PIN_TTL / 3 if pinned else 30.0,
+            heartbeat=1.0 if pinned else 5.0,
+            group=PIN_GROUP if pinned else "",
         )
         advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
         self._advisories = await bw.core_subscribe(self._wire, advisories, self._on_exceeded)
@@ -348,6 +363,9 @@ class Projector:
             for msg in returned:
                 await bw.reply(self._wire, msg.reply, bw.nak_body(0))
             await bw.flush(self._wire)
+            if puller is not None:
+                # Only now, with nothing of ours in flight, may a standby take over.
+                await puller.unpin()
         except StoreError as exc:
             log.warning(
                 "projector %s: could not hand back %d commits: %s", self.name, len(returned), exc
@@ -423,7 +441,7 @@ class Projector:
         self._wake.set()
 
     def _on_status(self, status: str, description: str) -> None:
-        if status not in ("404", "408"):
+        if status not in ("404", "408", "423"):
             log.warning("projector %s: server says %s %s", self.name, status, description)
         self._wake.set()
 
@@ -614,6 +632,11 @@ class Projector:
             timeout = max(0.0, min(wake_at - time.monotonic(), puller.heartbeat))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _unset_none(value: object) -> object:
+    """Absent, empty and the server's "none" policy compare equal."""
+    return None if value in (None, "", "none") else value
 
 
 class _Exceeded(msgspec.Struct, frozen=True):

@@ -429,3 +429,47 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     assert headers[H_DELIVERIES] == "2"
     assert headers[H_ERROR].startswith("MaxDeliveriesExceeded")
     assert headers[H_STREAM_SEQ] == "1"
+
+
+async def test_a_partition_has_one_active_process_and_a_standby_takes_over(
+    bus_config: Config,
+) -> None:
+    """Two processes on the same partition: one is pinned and handles it, the other
+    waits; when the first stops, the standby takes over where it left off."""
+    roots = [f"r{i}" for i in range(8)]
+    async with (
+        await angzarr_es.connect(config=bus_config) as c1,
+        await angzarr_es.connect(config=bus_config) as c2,
+    ):
+        await c1.provision()
+        rec = {c1: Recorder(), c2: Recorder()}
+        ps = [c.projector("part", filters.domain("player"), rec[c], partition=(0, 1)) for c in rec]
+        for p in ps:
+            await p.start()
+        await append_many(c1, roots, 2)
+        waits = [asyncio.create_task(p.wait(lambda s: s.handled == 16)) for p in ps]
+        done, pending = await asyncio.wait(waits, timeout=WAIT, return_when="FIRST_COMPLETED")
+        for task in pending:
+            task.cancel()
+        assert done
+        pinned, standby = ps if ps[0].stats.handled else ps[::-1]
+        assert (pinned.stats.handled, standby.stats.handled) == (16, 0)
+        await pinned.stop()  # unpins: the standby takes over at once
+        await append_many_from(c1, roots, 2, 2)
+        await standby.wait(lambda s: s.handled == 16, timeout=WAIT)
+        assert pinned.stats.handled == 16
+        await standby.stop()
+        await delete_stream(c1, bus_config.nats.stream_name)
+        await delete_dlq(c1)
+    first, then = (rec[c1], rec[c2]) if pinned is ps[0] else (rec[c2], rec[c1])
+    assert [d.stream_sequence for d in first.seen] == list(range(1, 17))
+    assert [d.stream_sequence for d in then.seen] == list(range(17, 33))
+
+
+async def append_many_from(
+    client: angzarr_es.Client, roots: list[str], start: int, per_root: int
+) -> None:
+    store = client.store("player")
+    for i in range(start, start + per_root):
+        for root in roots:
+            await store.append(root, [deposit(i)], expected=i)
