@@ -103,6 +103,10 @@ async def core_subscribe(
     with _translated(f"subscribe to {subject}"):
         core._sub = await wire.nc.subscribe(subject, cb=core._on_msg)
         # Once the server has the interest, publishes from anywhere reach us.
+        # nats-py 2.16 writes flush()'s PING straight to the socket, ahead of
+        # the still-buffered SUB (measured: 13 of 600 publishes right after a
+        # subscribe+flush were missed); the second PING goes out after it.
+        await wire.nc.flush(timeout=max(1, int(wire.timeout)))
         await wire.nc.flush(timeout=max(1, int(wire.timeout)))
     return core
 

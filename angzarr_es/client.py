@@ -14,7 +14,7 @@ from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.bus import Bus, CatchUp, Handler, Start
 from angzarr_es.config import Config
-from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.errors import ConfigError, ServerTooOld, StoreUnavailable, StreamConfigError
 from angzarr_es.filters import FilterLike
 from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
@@ -109,8 +109,10 @@ class Client:
         ordering semantics.
 
         Raises:
+            ConfigError: the bus is in core mode (projectors need JetStream).
             ValueError: invalid settings.
         """
+        self._need_jetstream("projectors")
         settings = ProjectorSettings(
             name=name,
             subject=self.bus.filter(filter),
@@ -131,9 +133,15 @@ class Client:
         leaving the block deletes its ephemeral consumer.
 
         Raises:
+            ConfigError: the bus is in core mode (there is no history).
             ValueError, TypeError: invalid `start`.
         """
+        self._need_jetstream("catch-up subscriptions")
         return CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+
+    def _need_jetstream(self, what: str) -> None:
+        if not self._config.nats.jetstream:
+            raise ConfigError(f"{what} need JetStream ([bus.nats] jetstream = true)")
 
     async def close(self) -> None:
         """Close the connection."""

@@ -176,6 +176,10 @@ async def test_core_mode_refuses_history_and_jetstream_refuses_publish(
     async with await angzarr_es.connect(config=core_config) as c:
         with pytest.raises(ValueError, match="no history"):
             await c.bus.subscribe(filters.everything(), Recorder(), start="all")
+        with pytest.raises(ConfigError, match="need JetStream"):
+            c.projector("p", filters.everything(), Recorder())
+        with pytest.raises(ConfigError, match="need JetStream"):
+            c.subscribe(filters.everything())
     with pytest.raises(ConfigError, match="JetStream mode"):
         await js_client.bus.publish(book("player", "p", deposit(1)))
 
