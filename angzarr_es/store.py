@@ -154,12 +154,12 @@ class EventStore:
             pos = await self._lookup(subject)
         if expected is ANY or expected == pos.next_sequence:
             return pos
-        if expected > pos.next_sequence:
-            # Our view may be behind (another process wrote, or a lagging
-            # replica answered): only the stream leader can tell.
-            pos = await self._leader_position(subject)
-            if expected == pos.next_sequence:
-                return pos
+        # A mismatch: nothing is published, but our view may be behind (another
+        # process wrote, or a lagging replica answered), so the stream leader
+        # decides, and gives the real position for the error.
+        pos = await self._leader_position(subject)
+        if expected == pos.next_sequence:
+            return pos
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
