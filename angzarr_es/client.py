@@ -60,7 +60,7 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
         config = Config.load(None, os.environ)
     if url is not None:
         config = config.with_url(url)
-        config.validate()
+    config.validate()
     wire = await Wire.connect(config.nats)
     return Client(wire, config)
 

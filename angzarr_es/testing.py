@@ -54,7 +54,6 @@ class InMemoryEventStore:
         if expected is not ANY and expected != first:
             raise ConcurrencyError(expected, first)
         now = dt.datetime.now(dt.UTC)
-        now = now.replace(microsecond=now.microsecond)  # same precision as the wire
         for offset, item in enumerate(packed):
             history.append(
                 RecordedEvent(
