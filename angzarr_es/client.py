@@ -71,6 +71,8 @@ class Client:
     def __init__(self, wire: Wire, config: Config) -> None:
         self._wire = wire
         self._config = config
+        # angzarr_es.metrics swaps in a measuring subclass.
+        self._store_type: type[EventStore] = EventStore
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
@@ -91,7 +93,7 @@ class Client:
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
         """
-        return EventStore(self._ctx, domain)
+        return self._store_type(self._ctx, domain)
 
     async def close(self) -> None:
         """Close the connection."""

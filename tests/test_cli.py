@@ -331,7 +331,8 @@ def test_bench_passes_arguments_and_exit_status_through(tmp_path: Path) -> None:
     env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     env["NATS_URL"] = "nats://example:4222"
-    done = run_cli("bench", "--quick", "-n", "5", env=env)
+    # From tmp_path: `python -m` puts the working directory first on sys.path.
+    done = run_cli("bench", "--quick", "-n", "5", env=env, cwd=tmp_path)
     assert done.returncode == 3
     assert "args ['--quick', '-n', '5'] nats://example:4222" in done.stdout
 
