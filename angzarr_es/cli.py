@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     p.add_argument("--count", type=int, default=0, help="with --watch: stop after N screens")
     p.add_argument(
+        "--lag-threshold", type=int, default=1000, help="consumer lag reported as a problem"
+    )
+    p.add_argument(
         "--monitor-url",
         metavar="URL",
         help="nats-server monitoring endpoint, e.g. http://localhost:8222 "

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
+import prometheus_client as prom
 import pytest
 
 import angzarr_es
 from angzarr_es import _jsapi as js
+from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
+from angzarr_es.embedded import find_nats_server
 from angzarr_es.pb import player_pb2
 from tests.cli_helpers import cli_env, run_cli, start_cli, stop, write_config
 from tests.conftest import delete_stream
@@ -391,3 +396,55 @@ async def test_status_with_rich_tables(conf: Path, client: angzarr_es.Client) ->
     assert done.returncode == 0, done.stderr
     assert "┃ stream" in done.stdout  # a rich table, not the plain fallback
     assert f"{client.config.nats.stream_name} *" in done.stdout
+
+
+@pytest.fixture
+def plain_nats_url() -> Iterator[str]:
+    """A nats-server without JetStream."""
+    proc = subprocess.Popen(
+        [find_nats_server(), "-a", "127.0.0.1", "-p", "-1"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        url = ""
+        for line in proc.stderr:
+            if m := re.search(r"Listening for client connections on (\S+):(\d+)", line):
+                url = f"nats://127.0.0.1:{m.group(2)}"
+            if "Server is ready" in line:
+                break
+        assert url, "nats-server did not start"
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_a_server_without_jetstream(plain_nats_url: str) -> None:
+    env = cli_env(NATS_URL=plain_nats_url)
+    done = run_cli("status", env=env)
+    assert done.returncode == 1
+    assert "! jetstream  NOT ENABLED" in done.stdout
+    assert "problem: JetStream is not enabled on the server" in done.stdout
+    done = run_cli("provision", env=env)
+    assert done.returncode == 1
+    assert "does not have JetStream enabled" in one_error_line(done.stderr)
+
+
+async def test_tail_shows_the_trace_an_instrumented_append_started(
+    conf: Path, client: angzarr_es.Client
+) -> None:
+    await client.provision()
+    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+    tail = start_cli("tail", ">", "--count", "1", "--json", "--config", str(conf))
+    try:
+        tail.until(lambda line: line.startswith("tailing "))
+        with tracing.span() as span:
+            await client.store("player").append("t", [player_pb2.PlayerRegistered()], expected=0)
+        (line,) = tail.rest()[1:]
+    finally:
+        stop(tail)
+    received = tracing.TraceContext.parse(json.loads(line)["traceparent"])
+    assert received is not None
+    assert received.trace_id == span.trace_id

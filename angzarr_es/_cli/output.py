@@ -7,6 +7,7 @@ Set `ANGZARR_ES_PLAIN=1` to force plain text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -64,6 +65,13 @@ class Output:
                 *(Text(c, style="bold red") if isinstance(c, Bad) else Text(c) for c in row)
             )
         self.console.print(table)
+
+    def busy(self, text: str) -> contextlib.AbstractContextManager[object]:
+        """A transient spinner on a terminal (rich only) while something slow runs."""
+        if self.console is None or not self.console.is_terminal:
+            return contextlib.nullcontext()
+        status: contextlib.AbstractContextManager[object] = self.console.status(text)
+        return status
 
     def clear(self) -> None:
         if self.console is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from contextlib import aclosing
 
 import msgspec
 
@@ -33,14 +34,21 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, config: angzarr_es.Config) -> int:
     async with await angzarr_es.connect(config=config) as client:
         store = client.store(args.domain)
-        history = await store.load(args.id, args.from_seq, args.to_seq)
+        out = Output()
+        if args.json:
+            # Streamed a page at a time: fine for aggregates of any size.
+            shown = 0
+            async with aclosing(store.iter(args.id, args.from_seq, args.to_seq)) as events:
+                async for ev in events:
+                    print(_json.encode(record(args.domain, args.id, ev)).decode())
+                    shown += 1
+            if not shown and await store.next_sequence(args.id) == 0:
+                await _explain_missing(client, config, args.domain, store.subject(args.id))
+            return 0
+        with out.busy(f"loading {args.domain}/{args.id}"):
+            history = await store.load(args.id, args.from_seq, args.to_seq)
         if history.next_sequence == 0:
             await _explain_missing(client, config, args.domain, store.subject(args.id))
-        if args.json:
-            for ev in history.events:
-                print(_json.encode(record(args.domain, args.id, ev)).decode())
-            return 0
-        out = Output()
         out.line(
             f"{args.domain}/{args.id}: {len(history.events)} event(s) shown, "
             f"next sequence {history.next_sequence} ({store.subject(args.id)})"

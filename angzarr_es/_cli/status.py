@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     monitor = args.monitor_url or os.environ.get("NATS_MONITOR_URL") or None
     if args.interval <= 0:
         raise ConfigError("--interval must be > 0 seconds")
+    if args.lag_threshold < 0:
+        raise ConfigError("--lag-threshold must be >= 0")
     return asyncio.run(_run(args, config, monitor))
 
 
@@ -28,7 +30,7 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str
     screens = 0
     async with await angzarr_es.connect(config=config) as client:
         while True:
-            health = await client.health(monitor_url=monitor)
+            health = await client.health(monitor_url=monitor, lag_threshold=args.lag_threshold)
             screens += 1
             if args.json:
                 data = msgspec.to_builtins(health)
@@ -37,13 +39,13 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str
             else:
                 if args.watch:
                     out.clear()
-                render(out, health)
+                render(out, health, args.lag_threshold)
             if not args.watch or (args.count and screens >= args.count):
                 return 0 if health.ok else 1
             await asyncio.sleep(args.interval)
 
 
-def render(out: Output, h: Health) -> None:
+def render(out: Output, h: Health, lag_threshold: int) -> None:
     """The human screen."""
     out.line(
         f"angzarr-es status  {h.server_url}  nats-server {h.server_version}  "
@@ -110,7 +112,9 @@ def render(out: Output, h: Health) -> None:
                 [
                     f"{c.stream}/{c.name}",
                     c.filter_subject or ">",
-                    Bad(str(c.num_pending)) if c.num_pending > 1000 else str(c.num_pending),
+                    Bad(str(c.num_pending))
+                    if c.num_pending > lag_threshold
+                    else str(c.num_pending),
                     str(c.num_ack_pending),
                     Bad(str(c.num_redelivered)) if c.num_redelivered else "0",
                     when(c.last_active),
