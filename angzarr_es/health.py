@@ -239,6 +239,7 @@ class _ConsumerInfo(msgspec.Struct, frozen=True):
 
 
 class _ConsumerList(msgspec.Struct, frozen=True):
+    total: int = 0
     consumers: list[_ConsumerInfo] | None = None
     error: js.ApiError | None = None
 
@@ -314,6 +315,10 @@ async def check(
             problems.append("JetStream is not enabled on the server (start it with -js)")
         else:
             problems.append(f"JetStream API: {exc}")
+    except BaseException:
+        if monitor is not None:
+            monitor.cancel()
+        raise
     server: ServerStats | None = None
     connections: list[ClientConnection] = []
     if monitor is not None:
@@ -362,12 +367,18 @@ def _usage(account: _AccountInfo) -> JetStreamUsage:
 async def _streams(
     wire: Wire, wanted: js.StreamConfig, differ: Callable[[dict[str, Any]], dict[str, str]]
 ) -> tuple[list[StreamStatus], list[ConsumerStatus]]:
-    listing = _stream_list(await wire.api("$JS.API.STREAM.LIST", b"{}", what="list streams"))
-    if listing.error is not None:
-        raise StoreError(f"list streams: {listing.error.description}")
+    infos: list[_StreamInfo] = []
+    while True:  # the server answers in pages of 256
+        body = b'{"offset": %d}' % len(infos)
+        listing = _stream_list(await wire.api("$JS.API.STREAM.LIST", body, what="list streams"))
+        if listing.error is not None:
+            raise StoreError(f"list streams: {listing.error.description}")
+        infos.extend(listing.streams or [])
+        if not listing.streams or len(infos) >= listing.total:
+            break
     streams: list[StreamStatus] = []
     consumers: list[ConsumerStatus] = []
-    for info in listing.streams or []:
+    for info in infos:
         name = str(info.config.get("name", ""))
         is_events = name == wanted.name
         st = info.state
@@ -397,11 +408,19 @@ async def _streams(
 
 
 async def _consumers(wire: Wire, stream: str) -> list[ConsumerStatus]:
-    listing = _consumer_list(
-        await wire.api(f"$JS.API.CONSUMER.LIST.{stream}", b"{}", what=f"list consumers of {stream}")
-    )
-    if listing.error is not None:
-        raise StoreError(f"list consumers of {stream}: {listing.error.description}")
+    infos: list[_ConsumerInfo] = []
+    while True:  # pages of 256, like streams
+        body = b'{"offset": %d}' % len(infos)
+        listing = _consumer_list(
+            await wire.api(
+                f"$JS.API.CONSUMER.LIST.{stream}", body, what=f"list consumers of {stream}"
+            )
+        )
+        if listing.error is not None:
+            raise StoreError(f"list consumers of {stream}: {listing.error.description}")
+        infos.extend(listing.consumers or [])
+        if not listing.consumers or len(infos) >= listing.total:
+            break
     return [
         ConsumerStatus(
             stream=stream,
@@ -416,7 +435,7 @@ async def _consumers(wire: Wire, stream: str) -> list[ConsumerStatus]:
             ack_floor_stream_seq=c.ack_floor.stream_seq,
             last_active=_time(c.delivered.last_active),
         )
-        for c in listing.consumers or []
+        for c in infos
     ]
 
 

@@ -113,3 +113,25 @@ async def test_unreachable_after_the_server_goes_away() -> None:
     assert not health.reachable
     assert not health.ok
     assert health.problems[0].startswith("server unreachable")
+
+
+async def test_every_page_of_streams_and_consumers_is_read() -> None:
+    # The JetStream API answers lists in pages of 256.
+    with EmbeddedServer() as server:
+        async with await angzarr_es.connect(server.url) as client:
+            await client.provision()
+            wire = client._wire
+            for i in range(260):
+                cfg = js.StreamConfig(name=f"extra-{i}", subjects=[f"extra.{i}"], storage="memory")
+                await wire.api(f"$JS.API.STREAM.CREATE.extra-{i}", js.encode(cfg))
+            stream = client.config.nats.stream_name
+            for i in range(260):
+                consumer = js.ConsumerConfig(durable_name=f"c{i}", ack_policy="explicit")
+                body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
+                await wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.c{i}", body)
+            health = await client.health()
+    assert len(health.streams) == 261
+    assert health.jetstream is not None
+    assert health.jetstream.streams == 261
+    assert len(health.consumers) == 260
+    assert {c.name for c in health.consumers} == {f"c{i}" for i in range(260)}
