@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -16,10 +16,12 @@ from angzarr_es.bus import Bus, CatchUp, Handler, Start
 from angzarr_es.config import Config
 from angzarr_es.errors import ConfigError, ServerTooOld, StoreUnavailable, StreamConfigError
 from angzarr_es.filters import FilterLike
+from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
+from angzarr_es.health import check as check_health
 from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "ProvisionPlan", "connect"]
 
 log = logging.getLogger("angzarr_es")
 
@@ -28,6 +30,21 @@ MIN_SERVER = (2, 11, 0)
 ATOMIC_SERVER = (2, 12, 0)
 # Settings whose other values would delete or lose events.
 _IMMUTABLE = ("retention", "storage")
+
+
+class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What provisioning does to the event stream."""
+
+    action: Literal["create", "update", "none", "blocked"]
+    """create it, update it, leave it, or refuse (see `blocker`)."""
+    config: js.StreamConfig
+    """The configuration applied (for an update: with the stream's extra subjects kept)."""
+    current: dict[str, Any] | None = None
+    """The existing stream's configuration as the server reported it."""
+    changes: dict[str, str] = {}
+    """Setting -> "old -> new" for every setting that differs."""
+    blocker: str = ""
+    """Why the stream cannot be changed in place (action "blocked")."""
 
 
 async def connect(url: str | list[str] | None = None, *, config: Config | None = None) -> Client:
@@ -57,6 +74,8 @@ class Client:
     def __init__(self, wire: Wire, config: Config) -> None:
         self._wire = wire
         self._config = config
+        # angzarr_es.metrics swaps in a measuring subclass.
+        self._store_type: type[EventStore] = EventStore
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
@@ -78,7 +97,7 @@ class Client:
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
         """
-        return EventStore(self._ctx, domain)
+        return self._store_type(self._ctx, domain)
 
     # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
 
@@ -158,6 +177,25 @@ class Client:
     ) -> None:
         await self.close()
 
+    async def health(
+        self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD
+    ) -> Health:
+        """A typed summary: server reachable, JetStream, streams, consumer lags.
+
+        `monitor_url` (default `bus.nats.monitor_url`) adds the server's
+        `/varz`, `/connz` and `/jsz`. Never raises for an unhealthy system:
+        look at `Health.ok` and `Health.problems`.
+        """
+        wanted = self.stream_config()
+        url = self._config.nats.monitor_url if monitor_url is None else monitor_url
+        return await check_health(
+            self._wire,
+            wanted,
+            lambda current: _differences(wanted, current),
+            monitor_url=url,
+            lag_threshold=lag_threshold,
+        )
+
     # -- provisioning --------------------------------------------------------
 
     def stream_config(self) -> js.StreamConfig:
@@ -175,14 +213,12 @@ class Client:
             deny_delete=True,
         )
 
-    async def provision(self) -> None:
-        """Create the event stream, or update it to the store's settings. Idempotent.
+    async def plan_provision(self) -> ProvisionPlan:
+        """What `provision()` would do to the event stream, changing nothing.
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
             StoreUnavailable: JetStream is not enabled.
-            StreamConfigError: an existing stream has settings that cannot be
-                changed to the store's (retention, storage).
         """
         self._check_server()
         wanted = self.stream_config()
@@ -191,26 +227,55 @@ class Client:
         if info.error is not None:
             if info.error.err_code != js.STREAM_NOT_FOUND:
                 raise api_error(f"stream info {name}", info.error)
-            await self._stream_call("CREATE", wanted)
-            log.info("created stream %s", name)
-            return
+            return ProvisionPlan(action="create", config=wanted)
         current = info.config or {}
         changes = _differences(wanted, current)
         if not changes:
-            return
+            return ProvisionPlan(action="none", config=wanted, current=current)
         for key in _IMMUTABLE:
             if key in changes:
-                raise StreamConfigError(
-                    f"stream {name} exists with {key}={current.get(key)!r}; the event store "
-                    f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in place. "
-                    "Move the events to a new stream or pick another bus.nats.stream_name."
+                return ProvisionPlan(
+                    action="blocked",
+                    config=wanted,
+                    current=current,
+                    changes=changes,
+                    blocker=(
+                        f"stream {name} exists with {key}={current.get(key)!r}; the event store "
+                        f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in "
+                        "place. Move the events to a new stream or pick another "
+                        "bus.nats.stream_name."
+                    ),
                 )
         subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
         merged = msgspec.structs.replace(wanted, subjects=subjects)
-        log.warning(
-            "updating stream %s: %s", name, ", ".join(f"{k}: {v}" for k, v in changes.items())
-        )
-        await self._stream_call("UPDATE", merged)
+        return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
+
+    async def provision(self) -> ProvisionPlan:
+        """Create the event stream, or update it to the store's settings. Idempotent.
+
+        Returns the plan it carried out (`plan_provision()`).
+
+        Raises:
+            ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
+            StoreUnavailable: JetStream is not enabled.
+            StreamConfigError: an existing stream has settings that cannot be
+                changed to the store's (retention, storage).
+        """
+        plan = await self.plan_provision()
+        name = plan.config.name
+        if plan.action == "blocked":
+            raise StreamConfigError(plan.blocker)
+        if plan.action == "create":
+            await self._stream_call("CREATE", plan.config)
+            log.info("created stream %s", name)
+        elif plan.action == "update":
+            log.warning(
+                "updating stream %s: %s",
+                name,
+                ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
+            )
+            await self._stream_call("UPDATE", plan.config)
+        return plan
 
     def _check_server(self) -> None:
         version = self._wire.server_version
