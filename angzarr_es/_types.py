@@ -6,6 +6,7 @@ import enum
 from typing import Literal
 
 import msgspec
+from google.protobuf.message import Message
 
 from angzarr_es.codec import RecordedEvent
 
@@ -35,12 +36,23 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     """JetStream stream sequence of the commit (0 when nothing was written)."""
 
 
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregate's state as saved after the event with `sequence`."""
+
+    sequence: int
+    """Sequence of the last event the state includes."""
+    state: Message
+    """The decoded protobuf state, or the raw `Any` if its type is unknown here."""
+
+
 class History(msgspec.Struct, frozen=True, kw_only=True):
     """Events of one aggregate, in order."""
 
     events: list[RecordedEvent]
     next_sequence: int
     """The aggregate's next sequence, even when only part of it was loaded."""
+    snapshot: Snapshot | None = None
+    """The snapshot the events follow (`load(..., snapshot=True)`), else None."""
 
 
 def check_expected(expected: object) -> ExpectedVersion:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
 import msgspec
 
+from angzarr_es import _correlation, _discovery, _editions, _snapshots
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
+from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
-from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.errors import InvalidEdition, ServerTooOld, StoreUnavailable, StreamConfigError
 from angzarr_es.store import EventStore, StoreContext
+from angzarr_es.subjects import validate_edition
 
 __all__ = ["Client", "connect"]
 
@@ -68,13 +73,88 @@ class Client:
         """The connected server's version, e.g. "2.15.1"."""
         return ".".join(map(str, self._wire.server_version))
 
-    def store(self, domain: str) -> EventStore:
-        """The event store of one domain.
+    def store(self, domain: str, edition: str | None = None) -> EventStore:
+        """The event store of one domain, on the main timeline or on `edition`.
+
+        An edition is an independent timeline of the same aggregates (own
+        sequences from 0, own concurrency checks); None, "" and "angzarr" name
+        the main timeline.
 
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
+            InvalidEdition: `edition` is not one safe subject token.
         """
-        return EventStore(self._ctx, domain)
+        return EventStore(self._ctx, domain, edition)
+
+    async def list_domains(self) -> AsyncIterator[str]:
+        """Every domain with at least one main-timeline aggregate, in order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates of all domains); holds one page and the set of domain names.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        prefix = f"{self._config.nats.subject_prefix}.events."
+        seen: set[str] = set()
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, prefix + "*.*")
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for subject in page:
+                    domain = subject[len(prefix) :].partition(".")[0]
+                    if domain not in seen:
+                        seen.add(domain)
+                        yield domain
+
+    async def events_by_correlation(
+        self, correlation_id: str, *, edition: str | None = None
+    ) -> dict[tuple[str, str], list[RecordedEvent]]:
+        """The events of every commit stamped `correlation_id`, per (domain, root).
+
+        Across domains, on the main timeline or on `edition`. Aggregates come in
+        the order of their first such commit, events in sequence order.
+
+        Raises:
+            ServerTooOld: the server has no atomic batches (needs >= 2.12), so
+                no index was written.
+            InvalidAggregateId: empty or oversized `correlation_id`.
+            InvalidEdition, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        if self._wire.server_version < _correlation.ATOMIC_SERVER:
+            raise ServerTooOld(
+                "the correlation index needs atomic batches (nats-server >= 2.12), "
+                f"connected to {self.server_version}"
+            )
+        return await _correlation.by_correlation(
+            self._wire,
+            self._ctx.stream,
+            self._config.nats.subject_prefix,
+            correlation_id,
+            validate_edition(edition),
+        )
+
+    async def delete_edition(self, edition: str) -> int:
+        """Delete every event and snapshot of `edition`, in every domain.
+
+        Returns the number of commits removed. Other processes keep their
+        cached positions of the edition's aggregates until they evict them.
+
+        Raises:
+            InvalidEdition: bad name, or the main timeline ("", "angzarr").
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        name = validate_edition(edition)
+        if not name:
+            raise InvalidEdition("the main timeline cannot be deleted")
+        n = self._config.nats
+        purged = await _editions.purge(
+            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
+        )
+        await _editions.purge(
+            self._wire, n.snapshot_stream, f"{n.subject_prefix}.snapshots.*.*.{name}"
+        )
+        self._ctx.cache.clear()
+        return purged
 
     async def close(self) -> None:
         """Close the connection."""
@@ -97,9 +177,12 @@ class Client:
         """The event stream's configuration as `provision()` applies it."""
         n = self._config.nats
         atomic = self._wire.server_version >= ATOMIC_SERVER
+        subjects = [f"{n.subject_prefix}.events.>"]
+        if atomic:
+            subjects.append(f"{n.subject_prefix}.correlation.>")
         return js.StreamConfig(
             name=n.stream_name,
-            subjects=[f"{n.subject_prefix}.events.>"],
+            subjects=subjects,
             num_replicas=n.replicas,
             max_age=int(n.max_age * js.NANOS),
             duplicate_window=int(n.duplicate_window * js.NANOS),
@@ -109,7 +192,8 @@ class Client:
         )
 
     async def provision(self) -> None:
-        """Create the event stream, or update it to the store's settings. Idempotent.
+        """Create the event and snapshot streams, or update them to the store's
+        settings. Idempotent.
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
@@ -118,6 +202,10 @@ class Client:
                 changed to the store's (retention, storage).
         """
         self._check_server()
+        await self._provision_events()
+        await _snapshots.provision(self._wire, self._config.nats)
+
+    async def _provision_events(self) -> None:
         wanted = self.stream_config()
         name = wanted.name
         info = js.stream_info(await self._wire.api(f"$JS.API.STREAM.INFO.{name}"))

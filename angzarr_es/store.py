@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
+from angzarr_es import _correlation, _discovery, _snapshots, codec
 from angzarr_es import _jsapi as js
-from angzarr_es import codec
 from angzarr_es._cache import NEW, Position, PositionCache
 from angzarr_es._types import (
     ANY,
@@ -31,7 +31,14 @@ from angzarr_es.errors import (
     StoreTimeout,
 )
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import AggregateId, encode_root, root_bytes, validate_domain
+from angzarr_es.subjects import (
+    AggregateId,
+    decode_root,
+    encode_root,
+    root_bytes,
+    validate_domain,
+    validate_edition,
+)
 
 __all__ = ["EventStore"]
 
@@ -73,21 +80,32 @@ class EventStore:
     client's connection and position cache.
     """
 
-    def __init__(self, ctx: StoreContext, domain: str) -> None:
+    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._domain = validate_domain(domain)
+        self._edition = validate_edition(edition)
+        self._suffix = f".{self._edition}" if self._edition else ""
         self._prefix = f"{ctx.cfg.subject_prefix}.events.{domain}."
+        self._snap_prefix = f"{ctx.cfg.subject_prefix}.snapshots.{domain}."
 
     @property
     def domain(self) -> str:
         """The domain this store is bound to."""
         return self._domain
 
+    @property
+    def edition(self) -> str:
+        """The edition this store writes and reads ("" for the main timeline)."""
+        return self._edition
+
     def subject(self, root: AggregateId) -> str:
         """The NATS subject holding `root`'s commits."""
-        return self._prefix + encode_root(root)
+        return self._prefix + encode_root(root) + self._suffix
+
+    def _snapshot_subject(self, root: AggregateId) -> str:
+        return self._snap_prefix + encode_root(root) + self._suffix
 
     # -- writes --------------------------------------------------------------
 
@@ -116,6 +134,7 @@ class EventStore:
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         subject = self.subject(root)
+        send = self._sender(correlation_id)
         pos = await self._position_for(subject, expected)
         if not packed:
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
@@ -128,11 +147,12 @@ class EventStore:
                 events=packed,
                 correlation_id=correlation_id,
                 created_at=dt.datetime.now(dt.UTC),
+                edition=self._edition,
             )
             size = len(payload) + len(subject) + COMMIT_OVERHEAD
             if size > self._wire.max_payload:
                 raise AppendTooLarge(size, self._wire.max_payload)
-            result = await self._publish(subject, payload, pos, len(packed))
+            result = await self._publish(subject, payload, pos, len(packed), send)
             if isinstance(result, AppendResult):
                 return result
             # Lost the race: `result` is the aggregate's real position.
@@ -140,6 +160,13 @@ class EventStore:
                 raise ConcurrencyError(expected, result.next_sequence, subject=subject)
             pos = result
         raise ConcurrencyError(pos.next_sequence, pos.next_sequence, subject=subject)
+
+    def _sender(self, correlation_id: str) -> _correlation.Sender | None:
+        """How to publish a commit: with its correlation index entry when it has an id."""
+        if not correlation_id or self._wire.server_version < _correlation.ATOMIC_SERVER:
+            return None
+        entry = _correlation.index_subject(self._ctx.cfg.subject_prefix, correlation_id)
+        return _correlation.indexed_sender(self._wire, entry)
 
     async def _position_for(self, subject: str, expected: ExpectedVersion) -> Position:
         """The position to append at, raising early when `expected` is already wrong."""
@@ -157,7 +184,12 @@ class EventStore:
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
-        self, subject: str, payload: bytes, pos: Position, count: int
+        self,
+        subject: str,
+        payload: bytes,
+        pos: Position,
+        count: int,
+        send: _correlation.Sender | None = None,
     ) -> AppendResult | Position:
         """Publish one commit with retries on lost acks.
 
@@ -172,7 +204,7 @@ class EventStore:
         retried = False
         for attempt in range(1, attempts + 1):
             try:
-                ack = await self._wire.publish_commit(subject, payload, headers, timeout)
+                ack = await (send or self._wire.publish_commit)(subject, payload, headers, timeout)
             except StoreTimeout:
                 retried = True
                 if attempt < attempts:
@@ -244,21 +276,95 @@ class EventStore:
         return await self._fresh_next(self.subject(root))
 
     async def load(
-        self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
     ) -> History:
         """The aggregate's events with sequence in [from_sequence, to_sequence).
 
+        With `snapshot=True` the latest snapshot below `to_sequence` (if any)
+        is returned as `History.snapshot` and only the events after it are
+        read, starting at the commit that holds the snapshot's event. With
+        `as_of`, the history ends before the first event created after that
+        instant. `next_sequence` is always the aggregate's own.
+
         Raises:
+            ValueError: `as_of` is naive, or combined with `snapshot=True`.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         lo, hi = check_range(from_sequence, to_sequence)
+        check_as_of(as_of, snapshot)
         subject = self.subject(root)
+        snap, start = None, 1
+        if snapshot:
+            found = await _snapshots.latest(
+                self._wire, self._ctx.cfg.snapshot_stream, self._snapshot_subject(root)
+            )
+            if found is not None and (hi is None or found[0].sequence < hi):
+                snap, start = found
+                lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
         scan = _Scan()
-        async with aclosing(self._scan(subject, lo, hi, scan)) as pages:
+        async with aclosing(self._scan(subject, lo, hi, scan, start)) as pages:
             async for page in pages:
-                events.extend(page)
-        return History(events=events, next_sequence=await self._finish(subject, scan))
+                kept = page if as_of is None else _until(page, as_of)
+                events.extend(kept)
+                if len(kept) < len(page):
+                    scan.complete = False
+                    break
+        if start > 1 and not scan.stream_seq:
+            scan.complete = False  # nothing at or after the snapshot's commit
+        nxt = await self._finish(subject, scan)
+        return History(events=events, next_sequence=nxt, snapshot=snap)
+
+    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
+        """Store `state` as the aggregate's state after its event `sequence`.
+
+        Keeps the latest snapshot per aggregate plus `snapshot_history` older
+        ones (in the snapshot stream).
+
+        Raises:
+            TypeError: `state` is not a protobuf message.
+            InvalidSnapshot: the aggregate has no event `sequence` (yet).
+            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        if not isinstance(state, Message):
+            raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
+        sequence = _snapshots.check_sequence(sequence)
+        commit = await _snapshots.covering_commit(
+            self._wire, self._ctx.stream, self.subject(root), sequence
+        )
+        await _snapshots.save(
+            self._wire,
+            self._ctx.cfg.snapshot_stream,
+            self._snapshot_subject(root),
+            state,
+            sequence,
+            commit,
+        )
+
+    async def list_roots(self) -> AsyncIterator[str]:
+        """Every aggregate id of this domain and edition, exactly as given, in subject order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates); holds one page at a time. A UUID root is listed as its
+        canonical string.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        filt = f"{self._prefix}*{self._suffix}"
+        cut = len(self._suffix)
+        head = len(self._prefix)
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, filt)
+        async with aclosing(pages):
+            async for page in pages:
+                for subject in page:
+                    yield decode_root(subject[head : len(subject) - cut])
 
     async def iter(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
@@ -289,13 +395,13 @@ class EventStore:
         return pos.next_sequence
 
     async def _scan(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan
+        self, subject: str, lo: int, hi: int | None, scan: _Scan, start: int = 1
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        """Yield pages of events in [lo, hi); fill `scan` with where the aggregate ends."""
+        """Yield pages of events in [lo, hi) from commits at or after stream
+        sequence `start`; fill `scan` with where the aggregate ends."""
         known = self._cache.get(subject)
-        start = 1
         if self._ctx.cfg.replay == "direct":
-            async with aclosing(self._scan_direct(subject, lo, hi, scan)) as pages:
+            async with aclosing(self._scan_direct(subject, lo, hi, scan, start)) as pages:
                 async for page in pages:
                     yield page
             # A replica that lags serves a correct prefix but may miss the tail
@@ -304,7 +410,7 @@ class EventStore:
             if not scan.complete or known is None or scan.stream_seq >= known.stream_seq:
                 self._remember_scan(subject, scan)
                 return
-            start = scan.stream_seq + 1
+            start = max(start, scan.stream_seq + 1)
         async with aclosing(self._scan_consumer(subject, start, lo, hi, scan)) as pages:
             async for page in pages:
                 yield page
@@ -315,9 +421,8 @@ class EventStore:
             self._cache.put(subject, Position(scan.next_sequence, scan.stream_seq))
 
     async def _scan_direct(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan
+        self, subject: str, lo: int, hi: int | None, scan: _Scan, start: int
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        start = 1
         while True:
             payloads, last, more = await self._wire.direct_batch(
                 self._ctx.stream, subject, start, PAGE_COMMITS, PAGE_BYTES
@@ -363,6 +468,31 @@ class EventStore:
                 subject=subject,
                 stream_sequence=seq,
             ) from bad.__cause__
+
+
+def check_as_of(as_of: object, snapshot: bool) -> None:
+    """Validate `load(..., as_of=)`.
+
+    Raises:
+        TypeError: not a datetime.
+        ValueError: naive, or combined with `snapshot=True`.
+    """
+    if as_of is None:
+        return
+    if not isinstance(as_of, dt.datetime):
+        raise TypeError(f"as_of must be a datetime, got {as_of!r}")
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
+    if snapshot:
+        raise ValueError("as_of cannot be combined with snapshot=True")
+
+
+def _until(page: list[RecordedEvent], as_of: dt.datetime) -> list[RecordedEvent]:
+    """The leading events of `page` created at or before `as_of`."""
+    for index, event in enumerate(page):
+        if event.created_at > as_of:
+            return page[:index]
+    return page
 
 
 class _Corrupt(Exception):
