@@ -387,8 +387,11 @@ class Wire:
         with _translated(f"replay {subject}"):
             sub = await self.nc.subscribe(inbox, cb=on_msg)
         try:
-            async for item in self._replay_from(stream, subject, next_seq, batch, inbox):
-                yield item
+            async with contextlib.aclosing(
+                self._replay_from(stream, subject, next_seq, batch, inbox)
+            ) as pages:
+                async for item in pages:
+                    yield item
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -42,9 +42,11 @@ from angzarr_es.subjects import (
 
 __all__ = ["EventStore"]
 
-# Direct Get page: commits per request and the byte budget the server may send.
+# Direct Get page: commits per request, and the byte budget the server may send
+# for a load (as few round trips as possible) and for iter (bounded memory).
 PAGE_COMMITS = 1000
-PAGE_BYTES = 8 * 1024 * 1024
+LOAD_BYTES = 8 * 1024 * 1024
+ITER_BYTES = 1024 * 1024
 # Headers and protocol framing around a commit, counted against max_payload.
 COMMIT_OVERHEAD = 512
 # How often an `expected=ANY` append re-reads and retries after losing a race.
@@ -135,9 +137,13 @@ class EventStore:
         packed = [codec.pack(e) for e in events]
         subject = self.subject(root)
         send = self._sender(correlation_id)
-        pos = await self._position_for(subject, expected)
         if not packed:
+            # Nothing to write, so no server check: read the current position.
+            pos = await self._fresh_position(subject)
+            if expected is not ANY and expected != pos.next_sequence:
+                raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
+        pos = await self._position_for(subject, expected)
         cover_root = root_bytes(root)
         for _ in range(ANY_ATTEMPTS):
             payload = codec.encode_commit(
@@ -273,7 +279,7 @@ class EventStore:
         Raises:
             InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
         """
-        return await self._fresh_next(self.subject(root))
+        return (await self._fresh_position(self.subject(root))).next_sequence
 
     async def load(
         self,
@@ -309,7 +315,7 @@ class EventStore:
                 lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
         scan = _Scan()
-        async with aclosing(self._scan(subject, lo, hi, scan, start)) as pages:
+        async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES, start)) as pages:
             async for page in pages:
                 kept = page if as_of is None else _until(page, as_of)
                 events.extend(kept)
@@ -369,7 +375,10 @@ class EventStore:
     async def iter(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
     ) -> AsyncGenerator[RecordedEvent, None]:
-        """Stream the aggregate's events page by page, holding one page at a time.
+        """Stream the aggregate's events, holding one page of commits at a time.
+
+        Leaving the loop early? Wrap in `contextlib.aclosing` so the read is
+        released at once rather than when the generator is collected.
 
         Raises:
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
@@ -377,7 +386,7 @@ class EventStore:
         lo, hi = check_range(from_sequence, to_sequence)
         subject = self.subject(root)
         scan = _Scan()
-        async with aclosing(self._scan(subject, lo, hi, scan)) as pages:
+        async with aclosing(self._scan(subject, lo, hi, scan, ITER_BYTES)) as pages:
             async for page in pages:
                 for event in page:
                     yield event
@@ -385,25 +394,46 @@ class EventStore:
     async def _finish(self, subject: str, scan: _Scan) -> int:
         if scan.complete:
             return scan.next_sequence
-        return await self._fresh_next(subject)
+        return (await self._fresh_position(subject)).next_sequence
 
-    async def _fresh_next(self, subject: str) -> int:
-        pos = await self._lookup(subject)
+    async def _fresh_position(self, subject: str) -> Position:
+        """The aggregate's position, never older than what this process has seen."""
         cached = self._cache.get(subject)
+        pos = await self._lookup(subject)
         if cached is not None and cached.stream_seq > pos.stream_seq:
             pos = await self._leader_position(subject)
-        return pos.next_sequence
+        return pos
 
     async def _scan(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan, start: int = 1
+        self,
+        subject: str,
+        lo: int,
+        hi: int | None,
+        scan: _Scan,
+        page_bytes: int,
+        start: int = 1,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        """Yield pages of events in [lo, hi) from commits at or after stream
-        sequence `start`; fill `scan` with where the aggregate ends."""
+        """Yield the events in [lo, hi), a commit or a page at a time, from the
+        commits at or after stream sequence `start`; fill `scan` with where the
+        aggregate ends.
+
+        `page_bytes` bounds each Direct Get reply; below LOAD_BYTES, events are
+        yielded one commit at a time so memory stays bounded by the page.
+        """
         known = self._cache.get(subject)
+        per_commit = page_bytes < LOAD_BYTES
         if self._ctx.cfg.replay == "direct":
-            async with aclosing(self._scan_direct(subject, lo, hi, scan, start)) as pages:
-                async for page in pages:
+            while True:
+                payloads, last, more = await self._wire.direct_batch(
+                    self._ctx.stream, subject, start, PAGE_COMMITS, page_bytes
+                )
+                async for page in self._decode(
+                    subject, payloads, start, last, lo, hi, scan, per_commit
+                ):
                     yield page
+                if not scan.complete or not more or not payloads:
+                    break
+                start = last + 1
             # A replica that lags serves a correct prefix but may miss the tail
             # this process has already seen committed: read the rest from the
             # stream leader through a consumer.
@@ -411,42 +441,22 @@ class EventStore:
                 self._remember_scan(subject, scan)
                 return
             start = max(start, scan.stream_seq + 1)
-        async with aclosing(self._scan_consumer(subject, start, lo, hi, scan)) as pages:
-            async for page in pages:
-                yield page
+        replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
+        async with aclosing(replay) as batches:
+            async for payloads, first, last in batches:
+                async for page in self._decode(
+                    subject, payloads, first, last, lo, hi, scan, per_commit
+                ):
+                    yield page
+                if not scan.complete:
+                    return
         self._remember_scan(subject, scan)
 
     def _remember_scan(self, subject: str, scan: _Scan) -> None:
         if scan.complete and scan.stream_seq:
             self._cache.put(subject, Position(scan.next_sequence, scan.stream_seq))
 
-    async def _scan_direct(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan, start: int
-    ) -> AsyncGenerator[list[RecordedEvent], None]:
-        while True:
-            payloads, last, more = await self._wire.direct_batch(
-                self._ctx.stream, subject, start, PAGE_COMMITS, PAGE_BYTES
-            )
-            page = await self._page(subject, payloads, start, last, lo, hi, scan)
-            if page:
-                yield page
-            if not scan.complete or not more or not payloads:
-                return
-            start = last + 1
-
-    async def _scan_consumer(
-        self, subject: str, start: int, lo: int, hi: int | None, scan: _Scan
-    ) -> AsyncGenerator[list[RecordedEvent], None]:
-        replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
-        async with aclosing(replay) as pages:
-            async for payloads, first, last in pages:
-                page = await self._page(subject, payloads, first, last, lo, hi, scan)
-                if page:
-                    yield page
-                if not scan.complete:
-                    return
-
-    async def _page(
+    async def _decode(
         self,
         subject: str,
         payloads: list[bytes],
@@ -455,9 +465,18 @@ class EventStore:
         lo: int,
         hi: int | None,
         scan: _Scan,
-    ) -> list[RecordedEvent]:
+        per_commit: bool,
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        """Decode a page of commits; name the stream sequence of a corrupt one."""
         try:
-            return _decode_page(subject, payloads, last, lo, hi, scan)
+            if per_commit:
+                for commit in _decode_commits(subject, payloads, last, lo, hi, scan):
+                    yield commit
+            else:
+                page: list[RecordedEvent] = []
+                for commit in _decode_commits(subject, payloads, last, lo, hi, scan):
+                    page.extend(commit)
+                yield page
         except _Corrupt as bad:
             seqs = await self._wire.direct_sequences(
                 self._ctx.stream, subject, start, bad.index + 1
@@ -502,16 +521,15 @@ class _Corrupt(Exception):
         self.reason = reason
 
 
-def _decode_page(
+def _decode_commits(
     subject: str,
     payloads: list[bytes],
     last: int,
     lo: int,
     hi: int | None,
     scan: _Scan,
-) -> list[RecordedEvent]:
-    """Decode one page of commits into the events in [lo, hi), updating `scan`."""
-    out: list[RecordedEvent] = []
+) -> Iterator[list[RecordedEvent]]:
+    """Decode commits into their events in [lo, hi), one list per commit, updating `scan`."""
     for index, payload in enumerate(payloads):
         try:
             book = core_pb2.EventBook.FromString(payload)
@@ -520,10 +538,9 @@ def _decode_page(
         pages = book.pages
         if hi is not None and pages and pages[0].header.sequence >= hi:
             scan.complete = False
-            return out
+            return
         scan.next_sequence = codec.book_next_sequence(book)
         if pages and pages[-1].header.sequence >= lo:
-            out.extend(codec.recorded(book, lo, hi, subject=subject))
+            yield codec.recorded(book, lo, hi, subject=subject)
     if payloads:
         scan.stream_seq = last
-    return out

@@ -122,10 +122,16 @@ def decode_root(token: str) -> str:
         return token
     body = token[len(_ENCODED) :]
     try:
+        if not _SAFE.fullmatch(body):
+            raise ValueError("not base64url")
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        return raw.decode("utf-8", "surrogatepass")
-    except ValueError as exc:
+        root = raw.decode("utf-8", "surrogatepass")
+        # Only the one token encode_root makes for an id names that id.
+        if encode_root(root) != token:
+            raise ValueError("not canonical")
+    except (ValueError, InvalidAggregateId) as exc:
         raise InvalidAggregateId(f"not an aggregate subject token: {token!r}") from exc
+    return root
 
 
 def root_bytes(root: AggregateId) -> bytes:

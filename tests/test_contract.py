@@ -171,7 +171,17 @@ async def test_partial_ranges(store: Store) -> None:
     await store.append(pid, [deposit(i) for i in range(3)], expected=0)
     await store.append(pid, [deposit(i) for i in range(3, 7)], expected=3)
     await store.append(pid, [deposit(7)], expected=7)
-    for lo, hi in [(0, None), (0, 8), (2, 5), (3, 7), (7, 8), (5, 5), (8, None), (20, None), (0, 1)]:
+    for lo, hi in [
+        (0, None),
+        (0, 8),
+        (2, 5),
+        (3, 7),
+        (7, 8),
+        (5, 5),
+        (8, None),
+        (20, None),
+        (0, 1),
+    ]:
         hist = await store.load(pid, lo, hi)
         expect = list(range(8))[lo:hi]
         assert [e.sequence for e in hist.events] == expect, (lo, hi)

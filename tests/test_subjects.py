@@ -1,0 +1,95 @@
+"""Subject mapping: reversible, injective, and always a single safe token."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from angzarr_es import InvalidAggregateId, InvalidDomain
+from angzarr_es.subjects import (
+    MAX_ID_BYTES,
+    decode_root,
+    domain_filter,
+    encode_root,
+    events_filter,
+    parse_subject,
+    root_bytes,
+    validate_domain,
+)
+
+ids = st.text(min_size=1, max_size=200).filter(
+    lambda s: len(s.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES
+)
+
+
+@given(ids)
+def test_encoding_round_trips(root: str) -> None:
+    assert decode_root(encode_root(root)) == root
+
+
+@given(ids)
+def test_tokens_are_single_safe_subject_tokens(root: str) -> None:
+    token = encode_root(root)
+    assert token
+    assert not any(c in token for c in ".*> \t\r\n\x00")
+    assert token.isascii()
+
+
+@given(ids, ids)
+def test_distinct_ids_get_distinct_tokens(a: str, b: str) -> None:
+    if a != b:
+        assert encode_root(a) != encode_root(b)
+
+
+@given(st.uuids())
+def test_uuid_and_canonical_string_share_a_token(u: uuid.UUID) -> None:
+    assert encode_root(u) == encode_root(str(u)) == str(u)
+    assert root_bytes(u) == root_bytes(str(u)) == u.bytes
+
+
+def test_non_canonical_uuid_strings_are_plain_ids() -> None:
+    u = uuid.uuid4()
+    assert encode_root(str(u).upper()) != encode_root(u)
+    assert root_bytes(str(u).upper()) == str(u).upper().encode()
+
+
+@pytest.mark.parametrize("bad", ["", None, 3, b"x", "x" * (MAX_ID_BYTES + 1), "é" * 600])
+def test_bad_ids(bad: object) -> None:
+    with pytest.raises(InvalidAggregateId):
+        encode_root(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["~~~", "~!", "a.b", "~" + "A" * 5])
+def test_tokens_not_made_by_encode_are_rejected(bad: str) -> None:
+    with pytest.raises(InvalidAggregateId):
+        decode_root(bad)
+
+
+@given(st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True))
+def test_safe_domains_are_accepted(domain: str) -> None:
+    assert validate_domain(domain) == domain
+
+
+@given(
+    st.text().filter(
+        lambda s: not s or any(not (c.isascii() and (c.isalnum() or c in "_-")) for c in s)
+    )
+)
+def test_unsafe_domains_are_rejected(domain: str) -> None:
+    with pytest.raises(InvalidDomain):
+        validate_domain(domain)
+
+
+def test_filters_follow_the_seed_examples() -> None:
+    assert events_filter("angzarr", "player") == "angzarr.events.player.*"
+    assert events_filter("angzarr") == "angzarr.events.>"
+    assert domain_filter("angzarr", "hand") == "angzarr.events.hand.>"
+
+
+@given(st.from_regex(r"[a-z]{1,10}", fullmatch=True), ids)
+def test_parse_subject_inverts_the_mapping(domain: str, root: str) -> None:
+    subject = f"angzarr.events.{domain}.{encode_root(root)}"
+    assert parse_subject("angzarr", subject) == (domain, root)
