@@ -1,6 +1,6 @@
 """angzarr_es: an asyncio event store and event bus on NATS JetStream."""
 
-from angzarr_es._types import ANY, AppendResult, Expected, History
+from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
 from angzarr_es.client import Client, connect
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
@@ -12,6 +12,8 @@ from angzarr_es.errors import (
     ConfigError,
     InvalidAggregateId,
     InvalidDomain,
+    InvalidEdition,
+    InvalidSnapshot,
     PermissionDenied,
     ServerTooOld,
     StoreError,
@@ -38,9 +40,12 @@ __all__ = [
     "History",
     "InvalidAggregateId",
     "InvalidDomain",
+    "InvalidEdition",
+    "InvalidSnapshot",
     "PermissionDenied",
     "RecordedEvent",
     "ServerTooOld",
+    "Snapshot",
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",

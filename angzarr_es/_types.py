@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Literal
 
@@ -90,3 +91,20 @@ def check_range(from_sequence: object, to_sequence: object) -> tuple[int, int | 
     if hi is not None and hi < lo:
         raise ValueError(f"to_sequence ({hi}) must be >= from_sequence ({lo})")
     return lo, hi
+
+
+def check_as_of(as_of: object, snapshot: bool) -> None:
+    """Validate `load(..., as_of=)`.
+
+    Raises:
+        TypeError: not a datetime.
+        ValueError: naive, or combined with `snapshot=True`.
+    """
+    if as_of is None:
+        return
+    if not isinstance(as_of, dt.datetime):
+        raise TypeError(f"as_of must be a datetime, got {as_of!r}")
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
+    if snapshot:
+        raise ValueError("as_of cannot be combined with snapshot=True")

@@ -18,6 +18,7 @@ from angzarr_es._types import (
     AppendResult,
     ExpectedVersion,
     History,
+    check_as_of,
     check_expected,
     check_range,
 )
@@ -487,23 +488,6 @@ class EventStore:
                 subject=subject,
                 stream_sequence=seq,
             ) from bad.__cause__
-
-
-def check_as_of(as_of: object, snapshot: bool) -> None:
-    """Validate `load(..., as_of=)`.
-
-    Raises:
-        TypeError: not a datetime.
-        ValueError: naive, or combined with `snapshot=True`.
-    """
-    if as_of is None:
-        return
-    if not isinstance(as_of, dt.datetime):
-        raise TypeError(f"as_of must be a datetime, got {as_of!r}")
-    if as_of.tzinfo is None or as_of.utcoffset() is None:
-        raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
-    if snapshot:
-        raise ValueError("as_of cannot be combined with snapshot=True")
 
 
 def _until(page: list[RecordedEvent], as_of: dt.datetime) -> list[RecordedEvent]:
