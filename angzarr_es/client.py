@@ -105,6 +105,7 @@ class Client:
                     if domain not in seen:
                         seen.add(domain)
                         yield domain
+                del page  # before the next page arrives: hold one at a time
 
     async def events_by_correlation(
         self, correlation_id: str, *, edition: str | None = None

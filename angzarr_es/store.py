@@ -372,6 +372,7 @@ class EventStore:
             async for page in pages:
                 for subject in page:
                     yield decode_root(subject[head : len(subject) - cut])
+                del page  # before the next page arrives: hold one at a time
 
     async def iter(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
