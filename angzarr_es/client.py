@@ -116,16 +116,9 @@ class Client:
         the order of their first such commit, events in sequence order.
 
         Raises:
-            ServerTooOld: the server has no atomic batches (needs >= 2.12), so
-                no index was written.
             InvalidAggregateId: empty or oversized `correlation_id`.
             InvalidEdition, CodecError, StoreTimeout, StoreUnavailable, StoreError
         """
-        if self._wire.server_version < _correlation.ATOMIC_SERVER:
-            raise ServerTooOld(
-                "the correlation index needs atomic batches (nats-server >= 2.12), "
-                f"connected to {self.server_version}"
-            )
         return await _correlation.by_correlation(
             self._wire,
             self._ctx.stream,
@@ -178,9 +171,7 @@ class Client:
         """The event stream's configuration as `provision()` applies it."""
         n = self._config.nats
         atomic = self._wire.server_version >= ATOMIC_SERVER
-        subjects = [f"{n.subject_prefix}.events.>"]
-        if atomic:
-            subjects.append(f"{n.subject_prefix}.correlation.>")
+        subjects = [f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"]
         return js.StreamConfig(
             name=n.stream_name,
             subjects=subjects,

@@ -137,7 +137,7 @@ class EventStore:
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         subject = self.subject(root)
-        send = self._sender(correlation_id)
+        entry = self._entry_subject(correlation_id)
         if not packed:
             # Nothing to write, so no server check: read the current position.
             pos = await self._fresh_position(subject)
@@ -159,7 +159,9 @@ class EventStore:
             size = len(payload) + len(subject) + COMMIT_OVERHEAD
             if size > self._wire.max_payload:
                 raise AppendTooLarge(size, self._wire.max_payload)
-            result = await self._publish(subject, payload, pos, len(packed), send)
+            if entry:
+                await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
+            result = await self._publish(subject, payload, pos, len(packed))
             if isinstance(result, AppendResult):
                 return result
             # Lost the race: `result` is the aggregate's real position.
@@ -168,12 +170,11 @@ class EventStore:
             pos = result
         raise ConcurrencyError(pos.next_sequence, pos.next_sequence, subject=subject)
 
-    def _sender(self, correlation_id: str) -> _correlation.Sender | None:
-        """How to publish a commit: with its correlation index entry when it has an id."""
-        if not correlation_id or self._wire.server_version < _correlation.ATOMIC_SERVER:
-            return None
-        entry = _correlation.index_subject(self._ctx.cfg.subject_prefix, correlation_id)
-        return _correlation.indexed_sender(self._wire, entry)
+    def _entry_subject(self, correlation_id: str) -> str:
+        """Where a commit stamped `correlation_id` is indexed ("" for no id)."""
+        if not correlation_id:
+            return ""
+        return _correlation.index_subject(self._ctx.cfg.subject_prefix, correlation_id)
 
     async def _position_for(self, subject: str, expected: ExpectedVersion) -> Position:
         """The position to append at, raising early when `expected` is already wrong."""
@@ -191,12 +192,7 @@ class EventStore:
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
-        self,
-        subject: str,
-        payload: bytes,
-        pos: Position,
-        count: int,
-        send: _correlation.Sender | None = None,
+        self, subject: str, payload: bytes, pos: Position, count: int
     ) -> AppendResult | Position:
         """Publish one commit with retries on lost acks.
 
@@ -211,7 +207,7 @@ class EventStore:
         retried = False
         for attempt in range(1, attempts + 1):
             try:
-                ack = await (send or self._wire.publish_commit)(subject, payload, headers, timeout)
+                ack = await self._wire.publish_commit(subject, payload, headers, timeout)
             except StoreTimeout:
                 retried = True
                 if attempt < attempts:

@@ -52,7 +52,7 @@ async def test_commits_without_a_correlation_id_are_one_message_each(
     assert await index_entries(client) == {}
 
 
-async def test_a_correlated_commit_and_its_index_entry_are_adjacent(
+async def test_a_correlated_commit_is_preceded_by_its_index_entry(
     client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
@@ -60,33 +60,52 @@ async def test_a_correlated_commit_and_its_index_entry_are_adjacent(
     await store.append("p", [deposit(3)], expected=2)
     assert await messages(client) == 3
     prefix = client.config.nats.subject_prefix
-    assert await index_entries(client) == {f"{prefix}.correlation.~d2YuMQ": 1}
-    # The entry follows the commit, and the commit's position is what the
-    # store returned and caches (the next append's expected check passed).
-    entry = await client._wire.leader_next(
-        client.config.nats.stream_name, f"{prefix}.correlation.~d2YuMQ", 1
-    )
+    entry_subject = f"{prefix}.correlation.~d2YuMQ"
+    assert await index_entries(client) == {entry_subject: 1}
+    entry = await client._wire.leader_next(client.config.nats.stream_name, entry_subject, 1)
     assert entry is not None
-    assert entry[1] == res.stream_sequence + 1
-    assert entry[0] == store.subject("p").encode()
+    assert entry[1] < res.stream_sequence
+    assert msgspec.json.decode(entry[0]) == [store.subject("p"), 0]
 
 
-async def test_a_refused_correlated_commit_stores_nothing(client: angzarr_es.Client) -> None:
+async def test_a_refused_correlated_commit_is_not_reported(client: angzarr_es.Client) -> None:
     store = client.store("player")
     await store.append("p", [deposit(1)], expected=0, correlation_id="wf")
     async with await angzarr_es.connect(config=client.config) as other:
-        await other.store("player").append("p", [deposit(2)], expected=1)
-    before = await messages(client)
-    assert before == 3
-    # Our cached position is stale, so the batch reaches the server and the
-    # server refuses its expected-last-subject-sequence: neither message stays.
+        await other.store("player").append("p", [deposit(2)], expected=1, correlation_id="wf")
+    assert await messages(client) == 4
+    # Our cached position is stale, so the commit reaches the server, which
+    # refuses it: its entry stays behind, pointing at someone else's commit.
     with pytest.raises(angzarr_es.ConcurrencyError) as info_:
         await store.append("p", [deposit(3)], expected=1, correlation_id="wf")
     assert info_.value.actual == 2
-    assert await messages(client) == before
-    assert list((await index_entries(client)).values()) == [1]
+    assert await messages(client) == 5
+    assert list((await index_entries(client)).values()) == [3]
     found = await client.events_by_correlation("wf")
-    assert [e.sequence for e in found[("player", "p")]] == [0]
+    assert [e.sequence for e in found[("player", "p")]] == [0, 1]
+
+
+async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.Client) -> None:
+    from angzarr_es import _correlation
+
+    store = client.store("player")
+    prefix = client.config.nats.subject_prefix
+    entry = _correlation.index_subject(prefix, "wf")
+    # A writer that died between its entry and its commit...
+    await _correlation.write_entry(client._wire, entry, store.subject("p"), 0)
+    assert await client.events_by_correlation("wf") == {}
+    # ...and the commit that later took that slot under another workflow.
+    await store.append("p", [deposit(1)], expected=0, correlation_id="other")
+    assert await client.events_by_correlation("wf") == {}
+    # An entry naming the right slot but a commit of another workflow.
+    await _correlation.write_entry(client._wire, entry, store.subject("p"), 1)
+    await store.append("p", [deposit(2)], expected=1)
+    assert await client.events_by_correlation("wf") == {}
+    # Garbage on the index subject is skipped.
+    await client._wire.publish_commit(entry, b"not an entry", {}, 2.0)
+    await store.append("p", [deposit(3)], expected=2, correlation_id="wf")
+    found = await client.events_by_correlation("wf")
+    assert {k: [e.sequence for e in v] for k, v in found.items()} == {("player", "p"): [2]}
 
 
 async def test_a_correlated_append_with_expected_any_retries_after_a_race(
@@ -101,7 +120,7 @@ async def test_a_correlated_append_with_expected_any_retries_after_a_race(
     assert (res.first_sequence, res.next_sequence) == (2, 3)
     found = await client.events_by_correlation("wf")
     assert [e.sequence for e in found[("player", "p")]] == [2]
-    assert await messages(client) == 4
+    assert await messages(client) == 5  # three commits, two entries (one dangling)
 
 
 # -- snapshots -----------------------------------------------------------------
