@@ -168,6 +168,7 @@ async def bench_correlation(client: angzarr_es.Client, appends: int) -> None:
     print(
         f"{'ratio (p50 correlated / p50 plain)':<44} {pct(correlated, 0.5) / pct(plain, 0.5):9.2f}x"
     )
+    print(line("atomic batch commit + entry (not used)", batched))
     q = await timed(lambda: client.events_by_correlation("wf-7"), 20)
     print(line(f"events_by_correlation ({appends // 100} commits)", q))
 
