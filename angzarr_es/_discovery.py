@@ -44,6 +44,10 @@ class _SubjectsPage(msgspec.Struct, frozen=True):
 
 _decode_page = msgspec.json.Decoder(_SubjectsPage).decode
 
+# The server sorts every matching subject for each page (O(n log n)), and a
+# page is a few megabytes: allow more than a point request's timeout.
+PAGE_TIMEOUT = 30.0
+
 
 async def subject_pages(
     wire: Wire, stream: str, subjects_filter: str
@@ -61,7 +65,14 @@ async def subject_pages(
     last = ""
     while True:
         body = js.encode(_StreamInfoRequest(subjects_filter=subjects_filter, offset=offset))
-        reply = _decode_page(await wire.api(subject, body, what=f"list {subjects_filter}"))
+        msg = await wire.request(
+            subject,
+            body,
+            timeout=max(wire.timeout, PAGE_TIMEOUT),
+            what=f"list {subjects_filter}",
+        )
+        reply = _decode_page(msg.data)
+        del msg
         if reply.error is not None:
             raise api_error(f"list {subjects_filter}", reply.error)
         found = reply.state.subjects if reply.state is not None else None

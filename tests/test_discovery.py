@@ -8,6 +8,8 @@ import datetime as dt
 import gc
 import tracemalloc
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
 import msgspec
 import pytest
@@ -101,15 +103,15 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     del subjects
 
     pages = 0
-    api = client._wire.api
+    request = client._wire.request
 
-    async def counting_api(subject: str, body: bytes = b"", *, what: str = "") -> bytes:
+    async def counting_request(subject: str, body: bytes = b"", **kw: Any) -> Any:
         nonlocal pages
         if subject.startswith("$JS.API.STREAM.INFO.") and b"subjects_filter" in body:
             pages += 1
-        return await api(subject, body, what=what)
+        return await request(subject, body, **kw)
 
-    client._wire.api = counting_api  # type: ignore[method-assign]
+    client._wire.request = counting_request  # type: ignore[method-assign,assignment]
 
     # One full server page versus three: if the client held every id, the big
     # listing would need more than twice the memory of the small one.
@@ -133,13 +135,15 @@ class FakeIndex:
         self.states = states
         self.calls = 0
 
-    async def api(self, subject: str, body: bytes = b"", *, what: str = "") -> bytes:
+    timeout = 2.0
+
+    async def request(self, subject: str, body: bytes = b"", **kw: Any) -> Any:
         request = msgspec.json.decode(body)
         state = sorted(self.states[min(self.calls, len(self.states) - 1)])
         self.calls += 1
         offset = request.get("offset", 0)
         page = state[offset : offset + self.page_size]
-        return msgspec.json.encode(
+        data = msgspec.json.encode(
             {
                 "total": len(state),
                 "offset": offset,
@@ -147,6 +151,7 @@ class FakeIndex:
                 "state": {"subjects": dict.fromkeys(page, 1)},
             }
         )
+        return SimpleNamespace(data=data)
 
 
 async def test_subjects_created_between_pages_are_not_listed_twice() -> None:
