@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -18,10 +18,12 @@ from angzarr_es._wire import Wire, api_error
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.errors import InvalidEdition, ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
+from angzarr_es.health import check as check_health
 from angzarr_es.store import EventStore, StoreContext
 from angzarr_es.subjects import validate_edition
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "ProvisionPlan", "connect"]
 
 log = logging.getLogger("angzarr_es")
 
@@ -30,6 +32,21 @@ MIN_SERVER = (2, 11, 0)
 ATOMIC_SERVER = (2, 12, 0)
 # Settings whose other values would delete or lose events.
 _IMMUTABLE = ("retention", "storage")
+
+
+class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What provisioning does to the event stream."""
+
+    action: Literal["create", "update", "none", "blocked"]
+    """create it, update it, leave it, or refuse (see `blocker`)."""
+    config: js.StreamConfig
+    """The configuration applied (for an update: with the stream's extra subjects kept)."""
+    current: dict[str, Any] | None = None
+    """The existing stream's configuration as the server reported it."""
+    changes: dict[str, str] = {}
+    """Setting -> "old -> new" for every setting that differs."""
+    blocker: str = ""
+    """Why the stream cannot be changed in place (action "blocked")."""
 
 
 async def connect(url: str | list[str] | None = None, *, config: Config | None = None) -> Client:
@@ -48,7 +65,7 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
         config = Config.load(None, os.environ)
     if url is not None:
         config = config.with_url(url)
-        config.validate()
+    config.validate()
     wire = await Wire.connect(config.nats)
     return Client(wire, config)
 
@@ -59,6 +76,8 @@ class Client:
     def __init__(self, wire: Wire, config: Config) -> None:
         self._wire = wire
         self._config = config
+        # angzarr_es.metrics swaps in a measuring subclass.
+        self._store_type: type[EventStore] = EventStore
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
@@ -84,7 +103,7 @@ class Client:
             InvalidDomain: `domain` is not one safe subject token.
             InvalidEdition: `edition` is not one safe subject token.
         """
-        return EventStore(self._ctx, domain, edition)
+        return self._store_type(self._ctx, domain, edition)
 
     async def list_domains(self) -> AsyncIterator[str]:
         """Every domain with at least one main-timeline aggregate, in order.
@@ -165,16 +184,34 @@ class Client:
     ) -> None:
         await self.close()
 
+    async def health(
+        self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD
+    ) -> Health:
+        """A typed summary: server reachable, JetStream, streams, consumer lags.
+
+        `monitor_url` (default `bus.nats.monitor_url`) adds the server's
+        `/varz`, `/connz` and `/jsz`. Never raises for an unhealthy system:
+        look at `Health.ok` and `Health.problems`.
+        """
+        wanted = self.stream_config()
+        url = self._config.nats.monitor_url if monitor_url is None else monitor_url
+        return await check_health(
+            self._wire,
+            wanted,
+            lambda current: _differences(wanted, current),
+            monitor_url=url,
+            lag_threshold=lag_threshold,
+        )
+
     # -- provisioning --------------------------------------------------------
 
     def stream_config(self) -> js.StreamConfig:
         """The event stream's configuration as `provision()` applies it."""
         n = self._config.nats
         atomic = self._wire.server_version >= ATOMIC_SERVER
-        subjects = [f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"]
         return js.StreamConfig(
             name=n.stream_name,
-            subjects=subjects,
+            subjects=[f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"],
             num_replicas=n.replicas,
             max_age=int(n.max_age * js.NANOS),
             duplicate_window=int(n.duplicate_window * js.NANOS),
@@ -183,9 +220,48 @@ class Client:
             deny_delete=True,
         )
 
-    async def provision(self) -> None:
-        """Create the event and snapshot streams, or update them to the store's
-        settings. Idempotent.
+    async def plan_provision(self) -> ProvisionPlan:
+        """What `provision()` would do to the event stream, changing nothing.
+
+        Raises:
+            ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
+            StoreUnavailable: JetStream is not enabled.
+        """
+        self._check_server()
+        wanted = self.stream_config()
+        name = wanted.name
+        info = js.stream_info(await self._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+        if info.error is not None:
+            if info.error.err_code != js.STREAM_NOT_FOUND:
+                raise api_error(f"stream info {name}", info.error)
+            return ProvisionPlan(action="create", config=wanted)
+        current = info.config or {}
+        changes = _differences(wanted, current)
+        if not changes:
+            return ProvisionPlan(action="none", config=wanted, current=current)
+        for key in _IMMUTABLE:
+            if key in changes:
+                return ProvisionPlan(
+                    action="blocked",
+                    config=wanted,
+                    current=current,
+                    changes=changes,
+                    blocker=(
+                        f"stream {name} exists with {key}={current.get(key)!r}; the event store "
+                        f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in "
+                        "place. Move the events to a new stream or pick another "
+                        "bus.nats.stream_name."
+                    ),
+                )
+        subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
+        merged = msgspec.structs.replace(wanted, subjects=subjects)
+        return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
+
+    async def provision(self) -> ProvisionPlan:
+        """Create the event stream, or update it to the store's settings, and
+        create or update the snapshot stream. Idempotent.
+
+        Returns the plan it carried out on the event stream (`plan_provision()`).
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
@@ -193,37 +269,22 @@ class Client:
             StreamConfigError: an existing stream has settings that cannot be
                 changed to the store's (retention, storage).
         """
-        self._check_server()
-        await self._provision_events()
-        await _snapshots.provision(self._wire, self._config.nats)
-
-    async def _provision_events(self) -> None:
-        wanted = self.stream_config()
-        name = wanted.name
-        info = js.stream_info(await self._wire.api(f"$JS.API.STREAM.INFO.{name}"))
-        if info.error is not None:
-            if info.error.err_code != js.STREAM_NOT_FOUND:
-                raise api_error(f"stream info {name}", info.error)
-            await self._stream_call("CREATE", wanted)
+        plan = await self.plan_provision()
+        name = plan.config.name
+        if plan.action == "blocked":
+            raise StreamConfigError(plan.blocker)
+        if plan.action == "create":
+            await self._stream_call("CREATE", plan.config)
             log.info("created stream %s", name)
-            return
-        current = info.config or {}
-        changes = _differences(wanted, current)
-        if not changes:
-            return
-        for key in _IMMUTABLE:
-            if key in changes:
-                raise StreamConfigError(
-                    f"stream {name} exists with {key}={current.get(key)!r}; the event store "
-                    f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in place. "
-                    "Move the events to a new stream or pick another bus.nats.stream_name."
-                )
-        subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
-        merged = msgspec.structs.replace(wanted, subjects=subjects)
-        log.warning(
-            "updating stream %s: %s", name, ", ".join(f"{k}: {v}" for k, v in changes.items())
-        )
-        await self._stream_call("UPDATE", merged)
+        elif plan.action == "update":
+            log.warning(
+                "updating stream %s: %s",
+                name,
+                ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
+            )
+            await self._stream_call("UPDATE", plan.config)
+        await _snapshots.provision(self._wire, self._config.nats)
+        return plan
 
     def _check_server(self) -> None:
         version = self._wire.server_version

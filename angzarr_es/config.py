@@ -61,6 +61,8 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     tls_cert: str | None = None
     tls_key: str | None = None
     name: str = "angzarr-es"
+    # nats-server's HTTP monitoring endpoint (e.g. http://localhost:8222), for health().
+    monitor_url: str = ""
 
     @property
     def snapshot_stream(self) -> str:

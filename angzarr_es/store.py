@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError, Message
 from angzarr_es import _correlation, _discovery, _snapshots, codec
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import NEW, Position, PositionCache
+from angzarr_es._observe import StoreObserver
 from angzarr_es._types import (
     ANY,
     AppendResult,
@@ -61,6 +62,7 @@ class StoreContext:
     wire: Wire
     cfg: NatsConfig
     cache: PositionCache
+    observer: StoreObserver | None = None
 
     @property
     def stream(self) -> str:
@@ -167,6 +169,8 @@ class EventStore:
             # Lost the race: `result` is the aggregate's real position.
             if expected is not ANY:
                 raise ConcurrencyError(expected, result.next_sequence, subject=subject)
+            if self._ctx.observer is not None:
+                self._ctx.observer.retried(self._domain, "lost_race")
             pos = result
         raise ConcurrencyError(pos.next_sequence, pos.next_sequence, subject=subject)
 
@@ -183,12 +187,12 @@ class EventStore:
             pos = await self._lookup(subject)
         if expected is ANY or expected == pos.next_sequence:
             return pos
-        if expected > pos.next_sequence:
-            # Our view may be behind (another process wrote, or a lagging
-            # replica answered): only the stream leader can tell.
-            pos = await self._leader_position(subject)
-            if expected == pos.next_sequence:
-                return pos
+        # A mismatch: nothing is published, but our view may be behind (another
+        # process wrote, or a lagging replica answered), so the stream leader
+        # decides, and gives the real position for the error.
+        pos = await self._leader_position(subject)
+        if expected == pos.next_sequence:
+            return pos
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
@@ -202,6 +206,9 @@ class EventStore:
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
             js.H_MSG_ID: f"{secrets.token_hex(12)}-{pos.next_sequence}",
         }
+        observer = self._ctx.observer
+        if observer is not None:
+            observer.commit_headers(headers)
         attempts = self._ctx.cfg.append_attempts
         timeout = self._wire.timeout
         retried = False
@@ -211,6 +218,8 @@ class EventStore:
             except StoreTimeout:
                 retried = True
                 if attempt < attempts:
+                    if observer is not None:
+                        observer.retried(self._domain, "timeout")
                     continue
                 landed = await self._landed(subject, payload, pos)
                 if landed:
@@ -221,6 +230,8 @@ class EventStore:
                 return self._committed(subject, pos, count, ack.seq)
             if err.err_code == js.DUPLICATE_IN_PROCESS and attempt < attempts:
                 retried = True
+                if observer is not None:
+                    observer.retried(self._domain, "in_process")
                 continue
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
