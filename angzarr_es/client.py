@@ -149,8 +149,8 @@ class Client:
     async def delete_edition(self, edition: str) -> int:
         """Delete every event and snapshot of `edition`, in every domain.
 
-        Returns the number of commits removed. Other processes keep their
-        cached positions of the edition's aggregates until they evict them.
+        Returns the number of commits removed. Other processes notice on
+        their next read or append of each aggregate (one stream-leader read).
 
         Raises:
             InvalidEdition: bad name, or the main timeline ("", "angzarr").

@@ -250,3 +250,19 @@ async def test_the_event_stream_denies_deletes_but_allows_the_edition_purge(
     )
     assert reply["error"]["code"] >= 400
     assert await client.delete_edition("x") == 1
+
+
+async def test_another_process_recovers_after_an_edition_is_deleted(
+    client: angzarr_es.Client,
+) -> None:
+    async with await angzarr_es.connect(config=client.config) as other:
+        theirs = other.store("player", "what-if")
+        await theirs.append("p", [deposit(1), deposit(2)], expected=0)
+        assert await theirs.next_sequence("p") == 2  # their cache is warm
+        assert await client.delete_edition("what-if") == 1
+        hist = await theirs.load("p")
+        assert (hist.events, hist.next_sequence) == ([], 0)
+        assert await theirs.next_sequence("p") == 0
+        res = await theirs.append("p", [deposit(3)], expected=0)
+        assert (res.first_sequence, res.next_sequence) == (0, 1)
+        assert [e.event for e in (await theirs.load("p")).events] == [deposit(3)]
