@@ -1,6 +1,8 @@
 """angzarr_es: an asyncio event store and event bus on NATS JetStream."""
 
+from angzarr_es import filters as filters
 from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
+from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
 from angzarr_es.client import Client, connect
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
@@ -10,6 +12,7 @@ from angzarr_es.errors import (
     CodecError,
     ConcurrencyError,
     ConfigError,
+    ConsumerConfigError,
     InvalidAggregateId,
     InvalidDomain,
     InvalidEdition,
@@ -21,6 +24,7 @@ from angzarr_es.errors import (
     StoreUnavailable,
     StreamConfigError,
 )
+from angzarr_es.projector import Projector, ProjectorStats
 from angzarr_es.store import EventStore
 
 __version__ = "0.1.0"
@@ -30,11 +34,15 @@ __all__ = [
     "AngzarrESError",
     "AppendResult",
     "AppendTooLarge",
+    "Bus",
+    "CatchUp",
     "Client",
     "CodecError",
     "ConcurrencyError",
     "Config",
     "ConfigError",
+    "ConsumerConfigError",
+    "Delivery",
     "EventStore",
     "Expected",
     "History",
@@ -43,6 +51,8 @@ __all__ = [
     "InvalidEdition",
     "InvalidSnapshot",
     "PermissionDenied",
+    "Projector",
+    "ProjectorStats",
     "RecordedEvent",
     "ServerTooOld",
     "Snapshot",
@@ -50,5 +60,6 @@ __all__ = [
     "StoreTimeout",
     "StoreUnavailable",
     "StreamConfigError",
+    "Subscription",
     "connect",
 ]

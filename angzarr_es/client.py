@@ -15,11 +15,20 @@ from angzarr_es import _correlation, _discovery, _editions, _snapshots
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
+from angzarr_es.bus import Bus, CatchUp, Handler, Start
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
-from angzarr_es.errors import InvalidEdition, ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.errors import (
+    ConfigError,
+    InvalidEdition,
+    ServerTooOld,
+    StoreUnavailable,
+    StreamConfigError,
+)
+from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
 from angzarr_es.health import check as check_health
+from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
 from angzarr_es.subjects import validate_edition
 
@@ -81,6 +90,7 @@ class Client:
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
+        self._bus: Bus | None = None
 
     @property
     def config(self) -> Config:
@@ -168,6 +178,69 @@ class Client:
         )
         self._ctx.cache.clear()
         return purged
+
+    # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
+
+    @property
+    def bus(self) -> Bus:
+        """Publish (core mode) and live subscriptions."""
+        if self._bus is None:
+            self._bus = Bus(self._wire, self._config.nats)
+        return self._bus
+
+    def projector(
+        self,
+        name: str,
+        filter: FilterLike,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        max_deliver: int = 5,
+        ack_wait: float = 30.0,
+        backoff: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0),
+        max_ack_pending: int = 1000,
+        start: Start = "all",
+        partition: tuple[int, int] | None = None,
+    ) -> Projector:
+        """A durable projector (JetStream mode); run it with `async with`.
+
+        See `angzarr_es.projector` for the delivery, retry, dead-letter and
+        ordering semantics.
+
+        Raises:
+            ConfigError: the bus is in core mode (projectors need JetStream).
+            ValueError: invalid settings.
+        """
+        self._need_jetstream("projectors")
+        settings = ProjectorSettings(
+            name=name,
+            subject=self.bus.filter(filter),
+            concurrency=concurrency,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            backoff=tuple(backoff),
+            max_ack_pending=max_ack_pending,
+            start=start,
+            partition=partition,
+        )
+        return Projector(self._wire, self._config.nats, settings, handler)
+
+    def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
+        """Catch-up subscription: history from `start`, then live commits.
+
+        Use as `async with client.subscribe(f) as sub: async for d in sub: ...`;
+        leaving the block deletes its ephemeral consumer.
+
+        Raises:
+            ConfigError: the bus is in core mode (there is no history).
+            ValueError, TypeError: invalid `start`.
+        """
+        self._need_jetstream("catch-up subscriptions")
+        return CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+
+    def _need_jetstream(self, what: str) -> None:
+        if not self._config.nats.jetstream:
+            raise ConfigError(f"{what} need JetStream ([bus.nats] jetstream = true)")
 
     async def close(self) -> None:
         """Close the connection."""

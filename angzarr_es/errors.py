@@ -11,6 +11,7 @@
     ├── AppendTooLarge           (also ValueError) commit exceeds the server's max_payload
     ├── ServerTooOld             the server lacks a feature the store needs
     ├── StreamConfigError        an existing stream's settings conflict with the store's
+    ├── ConsumerConfigError      an existing durable consumer conflicts with a projector's
     └── StoreError               the server refused a request
         ├── StoreUnavailable     (also ConnectionError) no server, no stream, no responders
         ├── StoreTimeout         (also TimeoutError) no answer in time
@@ -87,6 +88,10 @@ class ServerTooOld(AngzarrESError):
 
 class StreamConfigError(AngzarrESError):
     """An existing stream is configured in a way the store will not accept."""
+
+
+class ConsumerConfigError(AngzarrESError):
+    """An existing durable consumer is defined in a way a projector will not accept."""
 
 
 class StoreError(AngzarrESError):
