@@ -1,7 +1,7 @@
 """angzarr_es: an asyncio event store and event bus on NATS JetStream."""
 
 from angzarr_es import filters as filters
-from angzarr_es._types import ANY, AppendResult, Expected, History
+from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
 from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
 from angzarr_es.client import Client, connect
 from angzarr_es.codec import RecordedEvent
@@ -15,6 +15,8 @@ from angzarr_es.errors import (
     ConsumerConfigError,
     InvalidAggregateId,
     InvalidDomain,
+    InvalidEdition,
+    InvalidSnapshot,
     PermissionDenied,
     ServerTooOld,
     StoreError,
@@ -46,11 +48,14 @@ __all__ = [
     "History",
     "InvalidAggregateId",
     "InvalidDomain",
+    "InvalidEdition",
+    "InvalidSnapshot",
     "PermissionDenied",
     "Projector",
     "ProjectorStats",
     "RecordedEvent",
     "ServerTooOld",
+    "Snapshot",
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal
 
 import msgspec
 
+from angzarr_es import _correlation, _discovery, _editions, _snapshots
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.bus import Bus, CatchUp, Handler, Start
+from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
-from angzarr_es.errors import ConfigError, ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.errors import (
+    ConfigError,
+    InvalidEdition,
+    ServerTooOld,
+    StoreUnavailable,
+    StreamConfigError,
+)
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
 from angzarr_es.health import check as check_health
 from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
+from angzarr_es.subjects import validate_edition
 
 __all__ = ["Client", "ProvisionPlan", "connect"]
 
@@ -91,13 +102,82 @@ class Client:
         """The connected server's version, e.g. "2.15.1"."""
         return ".".join(map(str, self._wire.server_version))
 
-    def store(self, domain: str) -> EventStore:
-        """The event store of one domain.
+    def store(self, domain: str, edition: str | None = None) -> EventStore:
+        """The event store of one domain, on the main timeline or on `edition`.
+
+        An edition is an independent timeline of the same aggregates (own
+        sequences from 0, own concurrency checks); None, "" and "angzarr" name
+        the main timeline.
 
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
+            InvalidEdition: `edition` is not one safe subject token.
         """
-        return self._store_type(self._ctx, domain)
+        return self._store_type(self._ctx, domain, edition)
+
+    async def list_domains(self) -> AsyncIterator[str]:
+        """Every domain with at least one main-timeline aggregate, in order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates of all domains); holds one page and the set of domain names.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        prefix = f"{self._config.nats.subject_prefix}.events."
+        seen: set[str] = set()
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, prefix + "*.*")
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for subject in page:
+                    domain = subject[len(prefix) :].partition(".")[0]
+                    if domain not in seen:
+                        seen.add(domain)
+                        yield domain
+                del page  # before the next page arrives: hold one at a time
+
+    async def events_by_correlation(
+        self, correlation_id: str, *, edition: str | None = None
+    ) -> dict[tuple[str, str], list[RecordedEvent]]:
+        """The events of every commit stamped `correlation_id`, per (domain, root).
+
+        Across domains, on the main timeline or on `edition`. Aggregates come in
+        the order of their first such commit, events in sequence order.
+
+        Raises:
+            InvalidAggregateId: empty or oversized `correlation_id`.
+            InvalidEdition, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        return await _correlation.by_correlation(
+            self._wire,
+            self._ctx.stream,
+            self._config.nats.subject_prefix,
+            correlation_id,
+            validate_edition(edition),
+        )
+
+    async def delete_edition(self, edition: str) -> int:
+        """Delete every event and snapshot of `edition`, in every domain.
+
+        Returns the number of commits removed. Other processes notice on
+        their next read or append of each aggregate (one stream-leader read).
+
+        Raises:
+            InvalidEdition: bad name, or the main timeline ("", "angzarr").
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        name = validate_edition(edition)
+        if not name:
+            raise InvalidEdition("the main timeline cannot be deleted")
+        n = self._config.nats
+        purged = await _editions.purge(
+            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
+        )
+        await _editions.purge(
+            self._wire, n.snapshot_stream, f"{n.subject_prefix}.snapshots.*.*.{name}"
+        )
+        self._ctx.cache.clear()
+        return purged
 
     # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
 
@@ -204,7 +284,7 @@ class Client:
         atomic = self._wire.server_version >= ATOMIC_SERVER
         return js.StreamConfig(
             name=n.stream_name,
-            subjects=[f"{n.subject_prefix}.events.>"],
+            subjects=[f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"],
             num_replicas=n.replicas,
             max_age=int(n.max_age * js.NANOS),
             duplicate_window=int(n.duplicate_window * js.NANOS),
@@ -251,9 +331,10 @@ class Client:
         return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
 
     async def provision(self) -> ProvisionPlan:
-        """Create the event stream, or update it to the store's settings. Idempotent.
+        """Create the event stream, or update it to the store's settings, and
+        create or update the snapshot stream. Idempotent.
 
-        Returns the plan it carried out (`plan_provision()`).
+        Returns the plan it carried out on the event stream (`plan_provision()`).
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
@@ -275,6 +356,7 @@ class Client:
                 ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
             )
             await self._stream_call("UPDATE", plan.config)
+        await _snapshots.provision(self._wire, self._config.nats)
         return plan
 
     def _check_server(self) -> None:

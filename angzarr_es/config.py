@@ -56,6 +56,10 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     jetstream: bool = True
     stream_name: str = "angzarr-events"
     subject_prefix: str = "angzarr"
+    # Snapshots' own stream; "" derives it from stream_name ("-events" -> "-snapshots").
+    snapshot_stream_name: str = ""
+    # Older snapshots kept per aggregate besides the latest.
+    snapshot_history: int = 0
     replicas: int = 1
     # Seconds; 0 keeps events forever. Anything else deletes events.
     max_age: float = 0.0
@@ -79,6 +83,14 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     monitor_url: str = ""
     dlq_stream: str = "angzarr-dlq"
     consumers: list[ConsumerSpec] = msgspec.field(default_factory=list)
+
+    @property
+    def snapshot_stream(self) -> str:
+        """The snapshot stream's name (default `angzarr-snapshots`)."""
+        if self.snapshot_stream_name:
+            return self.snapshot_stream_name
+        base = self.stream_name.removesuffix("-events")
+        return base + "-snapshots"
 
     @property
     def servers(self) -> list[str]:
@@ -170,6 +182,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             (n.append_attempts >= 1, "bus.nats.append_attempts must be >= 1"),
             (n.cache_size >= 0, "bus.nats.cache_size must be >= 0"),
             (_token_ok(n.stream_name), "bus.nats.stream_name must be one token of [A-Za-z0-9_-]"),
+            (
+                not n.snapshot_stream_name or _token_ok(n.snapshot_stream_name),
+                "bus.nats.snapshot_stream_name must be one token of [A-Za-z0-9_-]",
+            ),
+            (n.snapshot_history >= 0, "bus.nats.snapshot_history must be >= 0"),
             (_prefix_ok(n.subject_prefix), "bus.nats.subject_prefix must be dot-separated tokens"),
             (_token_ok(n.dlq_stream), "bus.nats.dlq_stream must be one token of [A-Za-z0-9_-]"),
         ]

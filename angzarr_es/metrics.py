@@ -20,6 +20,7 @@ store's hot path checks one attribute.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable
 
@@ -119,8 +120,8 @@ class StoreMetrics:
 class MeteredEventStore(EventStore):
     """`EventStore` that times appends and loads; made by an instrumented client."""
 
-    def __init__(self, ctx: StoreContext, domain: str) -> None:
-        super().__init__(ctx, domain)
+    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
+        super().__init__(ctx, domain, edition)
         observer = ctx.observer
         if not isinstance(observer, StoreMetrics):
             raise ConfigError("MeteredEventStore needs a client set up by metrics.instrument()")
@@ -160,12 +161,20 @@ class MeteredEventStore(EventStore):
         self._metrics.append_seconds.labels(self.domain, outcome).observe(elapsed)
 
     async def load(
-        self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
     ) -> History:
         """See `EventStore.load`."""
         start = time.perf_counter()
         try:
-            return await super().load(root, from_sequence, to_sequence)
+            return await super().load(
+                root, from_sequence, to_sequence, snapshot=snapshot, as_of=as_of
+            )
         finally:
             self._load.observe(time.perf_counter() - start)
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import angzarr_es
+from angzarr_es import _snapshots
 from angzarr_es.config import BusConfig, Config, NatsConfig
 from angzarr_es.embedded import find_nats_server
 from angzarr_es.subjects import events_filter
@@ -41,15 +42,27 @@ async def test_stream_json_is_what_provision_applies_with_r3(nats_url: str) -> N
         wanted = msgspec.to_builtins(client.stream_config())
     assert _json("angzarr-events.stream.json") == wanted
     assert wanted["name"] == DEFAULTS.stream_name
-    assert wanted["subjects"] == [events_filter(DEFAULTS.subject_prefix)]
+    assert wanted["subjects"] == [
+        events_filter(DEFAULTS.subject_prefix),
+        f"{DEFAULTS.subject_prefix}.correlation.>",
+    ]
     assert (wanted["retention"], wanted["max_age"], wanted["num_replicas"]) == ("limits", 0, 3)
+
+
+def test_snapshot_stream_json_is_what_provision_applies_with_r3() -> None:
+    wanted = msgspec.to_builtins(
+        _snapshots.stream_config(msgspec.structs.replace(DEFAULTS, replicas=3))
+    )
+    assert _json("angzarr-snapshots.stream.json") == wanted
+    assert wanted["name"] == DEFAULTS.snapshot_stream == "angzarr-snapshots"
 
 
 async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> None:
     # Renamed into this test's namespace and R1 (the suite runs one server).
     prefix = config.nats.subject_prefix
     stream = _json("angzarr-events.stream.json")
-    stream.update(name=config.nats.stream_name, subjects=[events_filter(prefix)], num_replicas=1)
+    subjects = [events_filter(prefix), f"{prefix}.correlation.>"]
+    stream.update(name=config.nats.stream_name, subjects=subjects, num_replicas=1)
     consumer = _json("player-projector.consumer.json")
     assert consumer["filter_subject"] == f"{DEFAULTS.subject_prefix}.events.player.*"
     assert (consumer["ack_policy"], consumer["max_deliver"]) == ("explicit", 5)

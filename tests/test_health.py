@@ -130,8 +130,9 @@ async def test_every_page_of_streams_and_consumers_is_read() -> None:
                 body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
                 await wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.c{i}", body)
             health = await client.health()
-    assert len(health.streams) == 261
+    # The event stream, the snapshot stream, and the extras.
+    assert len(health.streams) == 262
     assert health.jetstream is not None
-    assert health.jetstream.streams == 261
+    assert health.jetstream.streams == 262
     assert len(health.consumers) == 260
     assert {c.name for c in health.consumers} == {f"c{i}" for i in range(260)}
