@@ -1,6 +1,8 @@
 """angzarr_es: an asyncio event store and event bus on NATS JetStream."""
 
-from angzarr_es._types import ANY, AppendResult, Expected, History
+from angzarr_es import filters as filters
+from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
+from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
 from angzarr_es.client import Client, connect
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
@@ -10,8 +12,11 @@ from angzarr_es.errors import (
     CodecError,
     ConcurrencyError,
     ConfigError,
+    ConsumerConfigError,
     InvalidAggregateId,
     InvalidDomain,
+    InvalidEdition,
+    InvalidSnapshot,
     PermissionDenied,
     ServerTooOld,
     StoreError,
@@ -19,6 +24,7 @@ from angzarr_es.errors import (
     StoreUnavailable,
     StreamConfigError,
 )
+from angzarr_es.projector import Projector, ProjectorStats
 from angzarr_es.store import EventStore
 
 __version__ = "0.1.0"
@@ -28,22 +34,32 @@ __all__ = [
     "AngzarrESError",
     "AppendResult",
     "AppendTooLarge",
+    "Bus",
+    "CatchUp",
     "Client",
     "CodecError",
     "ConcurrencyError",
     "Config",
     "ConfigError",
+    "ConsumerConfigError",
+    "Delivery",
     "EventStore",
     "Expected",
     "History",
     "InvalidAggregateId",
     "InvalidDomain",
+    "InvalidEdition",
+    "InvalidSnapshot",
     "PermissionDenied",
+    "Projector",
+    "ProjectorStats",
     "RecordedEvent",
     "ServerTooOld",
+    "Snapshot",
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",
     "StreamConfigError",
+    "Subscription",
     "connect",
 ]

@@ -108,6 +108,16 @@ class ConsumerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     num_replicas: int = 0
     mem_storage: bool = False
     max_waiting: int = 0
+    # Durable projectors (angzarr_es.projector).
+    description: str = ""
+    opt_start_time: str = ""
+    ack_wait: int = 0
+    max_deliver: int = 0
+    max_ack_pending: int = 0
+    # Partitioned projectors: one pinned client per consumer, the others on standby.
+    priority_policy: str = ""
+    priority_groups: list[str] = []
+    priority_timeout: int = 0
 
 
 class ConsumerCreateRequest(msgspec.Struct, frozen=True):
@@ -126,6 +136,29 @@ class PullRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     batch: int
     expires: int = 0
     no_wait: bool = False
+    idle_heartbeat: int = 0
+    group: str = ""
+    id: str = ""
+
+
+class UnpinRequest(msgspec.Struct, frozen=True):
+    group: str
+
+
+class SequenceInfo(msgspec.Struct, frozen=True):
+    consumer_seq: int = 0
+    stream_seq: int = 0
+
+
+class DurableInfo(msgspec.Struct, frozen=True):
+    name: str = ""
+    config: dict[str, Any] = {}
+    delivered: SequenceInfo = SequenceInfo()
+    ack_floor: SequenceInfo = SequenceInfo()
+    num_ack_pending: int = 0
+    num_redelivered: int = 0
+    num_pending: int = 0
+    error: ApiError | None = None
 
 
 class ApiResponse(msgspec.Struct, frozen=True):
@@ -138,3 +171,4 @@ msg_get = msgspec.json.Decoder(MsgGetResponse).decode
 stream_info = msgspec.json.Decoder(StreamInfo).decode
 consumer_info = msgspec.json.Decoder(ConsumerInfo).decode
 api_response = msgspec.json.Decoder(ApiResponse).decode
+durable_info = msgspec.json.Decoder(DurableInfo).decode

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Literal
 
 import msgspec
+from google.protobuf.message import Message
 
 from angzarr_es.codec import RecordedEvent
 
@@ -35,12 +37,23 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     """JetStream stream sequence of the commit (0 when nothing was written)."""
 
 
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregate's state as saved after the event with `sequence`."""
+
+    sequence: int
+    """Sequence of the last event the state includes."""
+    state: Message
+    """The decoded protobuf state, or the raw `Any` if its type is unknown here."""
+
+
 class History(msgspec.Struct, frozen=True, kw_only=True):
     """Events of one aggregate, in order."""
 
     events: list[RecordedEvent]
     next_sequence: int
     """The aggregate's next sequence, even when only part of it was loaded."""
+    snapshot: Snapshot | None = None
+    """The snapshot the events follow (`load(..., snapshot=True)`), else None."""
 
 
 def check_expected(expected: object) -> ExpectedVersion:
@@ -78,3 +91,20 @@ def check_range(from_sequence: object, to_sequence: object) -> tuple[int, int | 
     if hi is not None and hi < lo:
         raise ValueError(f"to_sequence ({hi}) must be >= from_sequence ({lo})")
     return lo, hi
+
+
+def check_as_of(as_of: object, snapshot: bool) -> None:
+    """Validate `load(..., as_of=)`.
+
+    Raises:
+        TypeError: not a datetime.
+        ValueError: naive, or combined with `snapshot=True`.
+    """
+    if as_of is None:
+        return
+    if not isinstance(as_of, dt.datetime):
+        raise TypeError(f"as_of must be a datetime, got {as_of!r}")
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
+    if snapshot:
+        raise ValueError("as_of cannot be combined with snapshot=True")

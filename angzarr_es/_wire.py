@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import nats
@@ -278,6 +278,17 @@ class Wire:
         """(major, minor, patch) of the connected server."""
         v = self.nc.connected_server_version
         return (v.major, v.minor, v.patch)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (not reconnecting, not closed)."""
+        return bool(self.nc.is_connected)
+
+    @property
+    def connected_url(self) -> str:
+        """The URL of the server currently connected to ("" if none)."""
+        url = self.nc.connected_url
+        return url.geturl() if url is not None else ""
 
     @property
     def jetstream_enabled(self) -> bool:
@@ -567,6 +578,36 @@ class Wire:
             return
         if reply.error is not None and reply.error.err_code != js.CONSUMER_NOT_FOUND:
             log.warning("could not delete replay consumer %s: %s", name, reply.error.description)
+
+    # -- live subscriptions ----------------------------------------------------
+
+    async def listen(self, subject: str) -> Listener:
+        """Subscribe (core NATS) to `subject`; the server has the interest on return.
+
+        Raises:
+            StoreUnavailable, StoreTimeout, StoreError
+        """
+        with _translated(f"subscribe to {subject}"):
+            sub = await self.nc.subscribe(subject)
+            await self.nc.flush(max(1, round(self.timeout)))
+        return Listener(sub)
+
+
+class Listener:
+    """Messages of one subscription as (subject, payload, headers); `close()` when done."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes, dict[str, str]]]:
+        with _translated(f"receive on {self._sub.subject}"):
+            async for msg in self._sub.messages:
+                yield msg.subject, msg.data, dict(msg.headers or {})
+
+    async def close(self) -> None:
+        """Unsubscribe."""
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
 
 
 def _feed(collector: _Collector, msg: Msg) -> None:

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from angzarr_es.errors import AngzarrESError, ConfigError
+from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, InvalidDomain
 
 __all__ = ["main"]
 
@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     p.add_argument("--count", type=int, default=0, help="with --watch: stop after N screens")
     p.add_argument(
+        "--lag-threshold", type=int, default=1000, help="consumer lag reported as a problem"
+    )
+    p.add_argument(
         "--monitor-url",
         metavar="URL",
         help="nats-server monitoring endpoint, e.g. http://localhost:8222 "
@@ -94,18 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--count", type=int, default=0, help="exit after N events")
 
-    p = cmds["bench"]
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
+    cmds[
+        "bench"
+    ].usage = f"{PROG} bench [--config PATH] [ARGS...]  (ARGS go to python -m benchmarks)"
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.args = extra  # everything else belongs to the benchmarks
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = importlib.import_module(f"angzarr_es._cli.{args.command}")
     try:
         status: int = handler.run(args)
-    except ConfigError as exc:
+    except (ConfigError, InvalidDomain, InvalidAggregateId) as exc:
         return _fail(exc, EXIT_USAGE)
     except AngzarrESError as exc:
         return _fail(exc, EXIT_FAILURE)

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from angzarr_es import _correlation, _discovery, _editions, _snapshots
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
+from angzarr_es.bus import Bus, CatchUp, Handler, Start
+from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
-from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.errors import (
+    ConfigError,
+    InvalidEdition,
+    ServerTooOld,
+    StoreUnavailable,
+    StreamConfigError,
+)
+from angzarr_es.filters import FilterLike
+from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
+from angzarr_es.health import check as check_health
+from angzarr_es.projector import Projector, ProjectorSettings
 from angzarr_es.store import EventStore, StoreContext
+from angzarr_es.subjects import validate_edition
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "ProvisionPlan", "connect"]
 
 log = logging.getLogger("angzarr_es")
 
@@ -25,6 +41,21 @@ MIN_SERVER = (2, 11, 0)
 ATOMIC_SERVER = (2, 12, 0)
 # Settings whose other values would delete or lose events.
 _IMMUTABLE = ("retention", "storage")
+
+
+class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What provisioning does to the event stream."""
+
+    action: Literal["create", "update", "none", "blocked"]
+    """create it, update it, leave it, or refuse (see `blocker`)."""
+    config: js.StreamConfig
+    """The configuration applied (for an update: with the stream's extra subjects kept)."""
+    current: dict[str, Any] | None = None
+    """The existing stream's configuration as the server reported it."""
+    changes: dict[str, str] = {}
+    """Setting -> "old -> new" for every setting that differs."""
+    blocker: str = ""
+    """Why the stream cannot be changed in place (action "blocked")."""
 
 
 async def connect(url: str | list[str] | None = None, *, config: Config | None = None) -> Client:
@@ -43,7 +74,7 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
         config = Config.load(None, os.environ)
     if url is not None:
         config = config.with_url(url)
-        config.validate()
+    config.validate()
     wire = await Wire.connect(config.nats)
     return Client(wire, config)
 
@@ -54,9 +85,12 @@ class Client:
     def __init__(self, wire: Wire, config: Config) -> None:
         self._wire = wire
         self._config = config
+        # angzarr_es.metrics swaps in a measuring subclass.
+        self._store_type: type[EventStore] = EventStore
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
+        self._bus: Bus | None = None
 
     @property
     def config(self) -> Config:
@@ -68,13 +102,145 @@ class Client:
         """The connected server's version, e.g. "2.15.1"."""
         return ".".join(map(str, self._wire.server_version))
 
-    def store(self, domain: str) -> EventStore:
-        """The event store of one domain.
+    def store(self, domain: str, edition: str | None = None) -> EventStore:
+        """The event store of one domain, on the main timeline or on `edition`.
+
+        An edition is an independent timeline of the same aggregates (own
+        sequences from 0, own concurrency checks); None, "" and "angzarr" name
+        the main timeline.
 
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
+            InvalidEdition: `edition` is not one safe subject token.
         """
-        return EventStore(self._ctx, domain)
+        return self._store_type(self._ctx, domain, edition)
+
+    async def list_domains(self) -> AsyncIterator[str]:
+        """Every domain with at least one main-timeline aggregate, in order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates of all domains); holds one page and the set of domain names.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        prefix = f"{self._config.nats.subject_prefix}.events."
+        seen: set[str] = set()
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, prefix + "*.*")
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for subject in page:
+                    domain = subject[len(prefix) :].partition(".")[0]
+                    if domain not in seen:
+                        seen.add(domain)
+                        yield domain
+                del page  # before the next page arrives: hold one at a time
+
+    async def events_by_correlation(
+        self, correlation_id: str, *, edition: str | None = None
+    ) -> dict[tuple[str, str], list[RecordedEvent]]:
+        """The events of every commit stamped `correlation_id`, per (domain, root).
+
+        Across domains, on the main timeline or on `edition`. Aggregates come in
+        the order of their first such commit, events in sequence order.
+
+        Raises:
+            InvalidAggregateId: empty or oversized `correlation_id`.
+            InvalidEdition, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        return await _correlation.by_correlation(
+            self._wire,
+            self._ctx.stream,
+            self._config.nats.subject_prefix,
+            correlation_id,
+            validate_edition(edition),
+        )
+
+    async def delete_edition(self, edition: str) -> int:
+        """Delete every event and snapshot of `edition`, in every domain.
+
+        Returns the number of commits removed. Other processes notice on
+        their next read or append of each aggregate (one stream-leader read).
+
+        Raises:
+            InvalidEdition: bad name, or the main timeline ("", "angzarr").
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        name = validate_edition(edition)
+        if not name:
+            raise InvalidEdition("the main timeline cannot be deleted")
+        n = self._config.nats
+        purged = await _editions.purge(
+            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
+        )
+        await _editions.purge(
+            self._wire, n.snapshot_stream, f"{n.subject_prefix}.snapshots.*.*.{name}"
+        )
+        self._ctx.cache.clear()
+        return purged
+
+    # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
+
+    @property
+    def bus(self) -> Bus:
+        """Publish (core mode) and live subscriptions."""
+        if self._bus is None:
+            self._bus = Bus(self._wire, self._config.nats)
+        return self._bus
+
+    def projector(
+        self,
+        name: str,
+        filter: FilterLike,
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        max_deliver: int = 5,
+        ack_wait: float = 30.0,
+        backoff: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0),
+        max_ack_pending: int = 1000,
+        start: Start = "all",
+        partition: tuple[int, int] | None = None,
+    ) -> Projector:
+        """A durable projector (JetStream mode); run it with `async with`.
+
+        See `angzarr_es.projector` for the delivery, retry, dead-letter and
+        ordering semantics.
+
+        Raises:
+            ConfigError: the bus is in core mode (projectors need JetStream).
+            ValueError: invalid settings.
+        """
+        self._need_jetstream("projectors")
+        settings = ProjectorSettings(
+            name=name,
+            subject=self.bus.filter(filter),
+            concurrency=concurrency,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            backoff=tuple(backoff),
+            max_ack_pending=max_ack_pending,
+            start=start,
+            partition=partition,
+        )
+        return Projector(self._wire, self._config.nats, settings, handler)
+
+    def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
+        """Catch-up subscription: history from `start`, then live commits.
+
+        Use as `async with client.subscribe(f) as sub: async for d in sub: ...`;
+        leaving the block deletes its ephemeral consumer.
+
+        Raises:
+            ConfigError: the bus is in core mode (there is no history).
+            ValueError, TypeError: invalid `start`.
+        """
+        self._need_jetstream("catch-up subscriptions")
+        return CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+
+    def _need_jetstream(self, what: str) -> None:
+        if not self._config.nats.jetstream:
+            raise ConfigError(f"{what} need JetStream ([bus.nats] jetstream = true)")
 
     async def close(self) -> None:
         """Close the connection."""
@@ -91,6 +257,25 @@ class Client:
     ) -> None:
         await self.close()
 
+    async def health(
+        self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD
+    ) -> Health:
+        """A typed summary: server reachable, JetStream, streams, consumer lags.
+
+        `monitor_url` (default `bus.nats.monitor_url`) adds the server's
+        `/varz`, `/connz` and `/jsz`. Never raises for an unhealthy system:
+        look at `Health.ok` and `Health.problems`.
+        """
+        wanted = self.stream_config()
+        url = self._config.nats.monitor_url if monitor_url is None else monitor_url
+        return await check_health(
+            self._wire,
+            wanted,
+            lambda current: _differences(wanted, current),
+            monitor_url=url,
+            lag_threshold=lag_threshold,
+        )
+
     # -- provisioning --------------------------------------------------------
 
     def stream_config(self) -> js.StreamConfig:
@@ -99,7 +284,7 @@ class Client:
         atomic = self._wire.server_version >= ATOMIC_SERVER
         return js.StreamConfig(
             name=n.stream_name,
-            subjects=[f"{n.subject_prefix}.events.>"],
+            subjects=[f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"],
             num_replicas=n.replicas,
             max_age=int(n.max_age * js.NANOS),
             duplicate_window=int(n.duplicate_window * js.NANOS),
@@ -108,14 +293,12 @@ class Client:
             deny_delete=True,
         )
 
-    async def provision(self) -> None:
-        """Create the event stream, or update it to the store's settings. Idempotent.
+    async def plan_provision(self) -> ProvisionPlan:
+        """What `provision()` would do to the event stream, changing nothing.
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
             StoreUnavailable: JetStream is not enabled.
-            StreamConfigError: an existing stream has settings that cannot be
-                changed to the store's (retention, storage).
         """
         self._check_server()
         wanted = self.stream_config()
@@ -124,19 +307,24 @@ class Client:
         if info.error is not None:
             if info.error.err_code != js.STREAM_NOT_FOUND:
                 raise api_error(f"stream info {name}", info.error)
-            await self._stream_call("CREATE", wanted)
-            log.info("created stream %s", name)
-            return
+            return ProvisionPlan(action="create", config=wanted)
         current = info.config or {}
         changes = _differences(wanted, current)
         if not changes:
-            return
+            return ProvisionPlan(action="none", config=wanted, current=current)
         for key in _IMMUTABLE:
             if key in changes:
-                raise StreamConfigError(
-                    f"stream {name} exists with {key}={current.get(key)!r}; the event store "
-                    f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in place. "
-                    "Move the events to a new stream or pick another bus.nats.stream_name."
+                return ProvisionPlan(
+                    action="blocked",
+                    config=wanted,
+                    current=current,
+                    changes=changes,
+                    blocker=(
+                        f"stream {name} exists with {key}={current.get(key)!r}; the event store "
+                        f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in "
+                        "place. Move the events to a new stream or pick another "
+                        "bus.nats.stream_name."
+                    ),
                 )
         # Keep the stream's other subjects, minus those our wildcard now covers
         # (the server refuses overlapping subjects within one stream).
@@ -144,10 +332,36 @@ class Client:
         kept = [s for s in current.get("subjects", []) if not s.startswith(ours)]
         subjects = list(dict.fromkeys([*kept, *wanted.subjects]))
         merged = msgspec.structs.replace(wanted, subjects=subjects)
-        log.warning(
-            "updating stream %s: %s", name, ", ".join(f"{k}: {v}" for k, v in changes.items())
-        )
-        await self._stream_call("UPDATE", merged)
+        return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
+
+    async def provision(self) -> ProvisionPlan:
+        """Create the event stream, or update it to the store's settings, and
+        create or update the snapshot stream. Idempotent.
+
+        Returns the plan it carried out on the event stream (`plan_provision()`).
+
+        Raises:
+            ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
+            StoreUnavailable: JetStream is not enabled.
+            StreamConfigError: an existing stream has settings that cannot be
+                changed to the store's (retention, storage).
+        """
+        plan = await self.plan_provision()
+        name = plan.config.name
+        if plan.action == "blocked":
+            raise StreamConfigError(plan.blocker)
+        if plan.action == "create":
+            await self._stream_call("CREATE", plan.config)
+            log.info("created stream %s", name)
+        elif plan.action == "update":
+            log.warning(
+                "updating stream %s: %s",
+                name,
+                ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
+            )
+            await self._stream_call("UPDATE", plan.config)
+        await _snapshots.provision(self._wire, self._config.nats)
+        return plan
 
     def _check_server(self) -> None:
         version = self._wire.server_version

@@ -7,6 +7,11 @@
     url = "nats://localhost:4222"     # or ["nats://a:4222", "nats://b:4222"], or "a,b"
     jetstream = true
     stream_name = "angzarr-events"
+    dlq_stream = "angzarr-dlq"        # dead letters, subjects <prefix>.dlq.<domain>
+
+    [[bus.nats.consumers]]            # durable projectors made by `client.bus.provision()`
+    name = "player-projector"
+    filter = "angzarr.events.player.*"
 
 `NATS_URL` and `BUS_BACKEND` override the file.
 """
@@ -23,12 +28,25 @@ import msgspec
 
 from angzarr_es.errors import ConfigError
 
-__all__ = ["Config", "NatsConfig"]
+__all__ = ["Config", "ConsumerSpec", "NatsConfig"]
 
 log = logging.getLogger("angzarr_es")
 
 DEFAULT_URL = "nats://localhost:4222"
 SUPPORTED_BACKENDS = ("nats",)
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One `[[bus.nats.consumers]]` entry: a durable projector's consumer."""
+
+    name: str
+    filter: str
+    max_deliver: int = 5
+    # Seconds the server waits for an ack before redelivering.
+    ack_wait: float = 30.0
+    # Seconds before redelivery after the handler's 1st, 2nd, ... failure (last repeats).
+    backoff: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 15.0, 30.0])
+    max_ack_pending: int = 1000
 
 
 class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -38,6 +56,10 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     jetstream: bool = True
     stream_name: str = "angzarr-events"
     subject_prefix: str = "angzarr"
+    # Snapshots' own stream; "" derives it from stream_name ("-events" -> "-snapshots").
+    snapshot_stream_name: str = ""
+    # Older snapshots kept per aggregate besides the latest.
+    snapshot_history: int = 0
     replicas: int = 1
     # Seconds; 0 keeps events forever. Anything else deletes events.
     max_age: float = 0.0
@@ -57,6 +79,18 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     tls_cert: str | None = None
     tls_key: str | None = None
     name: str = "angzarr-es"
+    # nats-server's HTTP monitoring endpoint (e.g. http://localhost:8222), for health().
+    monitor_url: str = ""
+    dlq_stream: str = "angzarr-dlq"
+    consumers: list[ConsumerSpec] = msgspec.field(default_factory=list)
+
+    @property
+    def snapshot_stream(self) -> str:
+        """The snapshot stream's name (default `angzarr-snapshots`)."""
+        if self.snapshot_stream_name:
+            return self.snapshot_stream_name
+        base = self.stream_name.removesuffix("-events")
+        return base + "-snapshots"
 
     @property
     def servers(self) -> list[str]:
@@ -148,8 +182,21 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             (n.append_attempts >= 1, "bus.nats.append_attempts must be >= 1"),
             (n.cache_size >= 0, "bus.nats.cache_size must be >= 0"),
             (_token_ok(n.stream_name), "bus.nats.stream_name must be one token of [A-Za-z0-9_-]"),
+            (
+                not n.snapshot_stream_name or _token_ok(n.snapshot_stream_name),
+                "bus.nats.snapshot_stream_name must be one token of [A-Za-z0-9_-]",
+            ),
+            (n.snapshot_history >= 0, "bus.nats.snapshot_history must be >= 0"),
             (_prefix_ok(n.subject_prefix), "bus.nats.subject_prefix must be dot-separated tokens"),
+            (_token_ok(n.dlq_stream), "bus.nats.dlq_stream must be one token of [A-Za-z0-9_-]"),
         ]
+        for c in n.consumers:
+            checks += [
+                (_token_ok(c.name), f"bus.nats.consumers: name {c.name!r} must be [A-Za-z0-9_-]"),
+                (c.max_deliver >= 1, f"bus.nats.consumers[{c.name}].max_deliver must be >= 1"),
+                (c.ack_wait > 0, f"bus.nats.consumers[{c.name}].ack_wait must be > 0"),
+                (all(b >= 0 for b in c.backoff), f"bus.nats.consumers[{c.name}].backoff < 0"),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{where}: {message}")

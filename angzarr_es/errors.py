@@ -4,11 +4,14 @@
     ├── ConfigError              bad or unsupported configuration
     ├── InvalidDomain            (also ValueError) domain is not one safe subject token
     ├── InvalidAggregateId       (also ValueError) empty or oversized aggregate id
+    ├── InvalidEdition           (also ValueError) bad edition name, or the main timeline where refused
+    ├── InvalidSnapshot          (also ValueError) snapshot of a sequence the aggregate has not reached
     ├── CodecError               a stored payload cannot be decoded
     ├── ConcurrencyError         optimistic concurrency check failed
     ├── AppendTooLarge           (also ValueError) commit exceeds the server's max_payload
     ├── ServerTooOld             the server lacks a feature the store needs
     ├── StreamConfigError        an existing stream's settings conflict with the store's
+    ├── ConsumerConfigError      an existing durable consumer conflicts with a projector's
     └── StoreError               the server refused a request
         ├── StoreUnavailable     (also ConnectionError) no server, no stream, no responders
         ├── StoreTimeout         (also TimeoutError) no answer in time
@@ -35,6 +38,14 @@ class InvalidDomain(AngzarrESError, ValueError):
 
 class InvalidAggregateId(AngzarrESError, ValueError):
     """An aggregate id is empty, of the wrong type or too long."""
+
+
+class InvalidEdition(AngzarrESError, ValueError):
+    """An edition name is not a safe subject token, or names the main timeline where refused."""
+
+
+class InvalidSnapshot(AngzarrESError, ValueError):
+    """A snapshot's sequence is negative or beyond the aggregate's last event."""
 
 
 class CodecError(AngzarrESError):
@@ -77,6 +88,10 @@ class ServerTooOld(AngzarrESError):
 
 class StreamConfigError(AngzarrESError):
     """An existing stream is configured in a way the store will not accept."""
+
+
+class ConsumerConfigError(AngzarrESError):
+    """An existing durable consumer is defined in a way a projector will not accept."""
 
 
 class StoreError(AngzarrESError):

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
+from angzarr_es import _correlation, _discovery, _snapshots, codec
 from angzarr_es import _jsapi as js
-from angzarr_es import codec
 from angzarr_es._cache import NEW, Position, PositionCache
+from angzarr_es._observe import StoreObserver
 from angzarr_es._types import (
     ANY,
     AppendResult,
     ExpectedVersion,
     History,
+    check_as_of,
     check_expected,
     check_range,
 )
@@ -32,7 +34,14 @@ from angzarr_es.errors import (
     StoreTimeout,
 )
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import AggregateId, encode_root, root_bytes, validate_domain
+from angzarr_es.subjects import (
+    AggregateId,
+    decode_root,
+    encode_root,
+    root_bytes,
+    validate_domain,
+    validate_edition,
+)
 
 __all__ = ["EventStore"]
 
@@ -54,6 +63,7 @@ class StoreContext:
     wire: Wire
     cfg: NatsConfig
     cache: PositionCache
+    observer: StoreObserver | None = None
 
     @property
     def stream(self) -> str:
@@ -67,6 +77,9 @@ class _Scan:
     next_sequence: int = 0
     stream_seq: int = 0
     complete: bool = True
+    # False while reading from mid-aggregate (a snapshot's commit): the first
+    # commit read sets where the sequence stands.
+    anchored: bool = True
 
 
 class EventStore:
@@ -76,21 +89,32 @@ class EventStore:
     client's connection and position cache.
     """
 
-    def __init__(self, ctx: StoreContext, domain: str) -> None:
+    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._domain = validate_domain(domain)
+        self._edition = validate_edition(edition)
+        self._suffix = f".{self._edition}" if self._edition else ""
         self._prefix = f"{ctx.cfg.subject_prefix}.events.{domain}."
+        self._snap_prefix = f"{ctx.cfg.subject_prefix}.snapshots.{domain}."
 
     @property
     def domain(self) -> str:
         """The domain this store is bound to."""
         return self._domain
 
+    @property
+    def edition(self) -> str:
+        """The edition this store writes and reads ("" for the main timeline)."""
+        return self._edition
+
     def subject(self, root: AggregateId) -> str:
         """The NATS subject holding `root`'s commits."""
-        return self._prefix + encode_root(root)
+        return self._prefix + encode_root(root) + self._suffix
+
+    def _snapshot_subject(self, root: AggregateId) -> str:
+        return self._snap_prefix + encode_root(root) + self._suffix
 
     # -- writes --------------------------------------------------------------
 
@@ -119,6 +143,7 @@ class EventStore:
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         subject = self.subject(root)
+        entry = self._entry_subject(correlation_id)
         if not packed:
             # Nothing to write, so no server check: read the current position.
             pos = await self._fresh_position(subject)
@@ -135,18 +160,29 @@ class EventStore:
                 events=packed,
                 correlation_id=correlation_id,
                 created_at=dt.datetime.now(dt.UTC),
+                edition=self._edition,
             )
             size = len(payload) + len(subject) + COMMIT_OVERHEAD
             if size > self._wire.max_payload:
                 raise AppendTooLarge(size, self._wire.max_payload)
+            if entry:
+                await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
             result = await self._publish(subject, payload, pos, len(packed))
             if isinstance(result, AppendResult):
                 return result
             # Lost the race: `result` is the aggregate's real position.
             if expected is not ANY:
                 raise ConcurrencyError(expected, result.next_sequence, subject=subject)
+            if self._ctx.observer is not None:
+                self._ctx.observer.retried(self._domain, "lost_race")
             pos = result
         raise ConcurrencyError(pos.next_sequence, pos.next_sequence, subject=subject)
+
+    def _entry_subject(self, correlation_id: str) -> str:
+        """Where a commit stamped `correlation_id` is indexed ("" for no id)."""
+        if not correlation_id:
+            return ""
+        return _correlation.index_subject(self._ctx.cfg.subject_prefix, correlation_id)
 
     async def _position_for(self, subject: str, expected: ExpectedVersion) -> Position:
         """The position to append at, raising early when `expected` is already wrong."""
@@ -155,12 +191,12 @@ class EventStore:
             pos = await self._lookup(subject)
         if expected is ANY or expected == pos.next_sequence:
             return pos
-        if expected > pos.next_sequence:
-            # Our view may be behind (another process wrote, or a lagging
-            # replica answered): only the stream leader can tell.
-            pos = await self._leader_position(subject)
-            if expected == pos.next_sequence:
-                return pos
+        # A mismatch: nothing is published, but our view may be behind (another
+        # process wrote, or a lagging replica answered), so the stream leader
+        # decides, and gives the real position for the error.
+        pos = await self._leader_position(subject)
+        if expected == pos.next_sequence:
+            return pos
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
@@ -174,6 +210,9 @@ class EventStore:
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
             js.H_MSG_ID: f"{secrets.token_hex(12)}-{pos.next_sequence}",
         }
+        observer = self._ctx.observer
+        if observer is not None:
+            observer.commit_headers(headers)
         attempts = self._ctx.cfg.append_attempts
         timeout = self._wire.timeout
         retried = False
@@ -183,6 +222,8 @@ class EventStore:
             except StoreTimeout:
                 retried = True
                 if attempt < attempts:
+                    if observer is not None:
+                        observer.retried(self._domain, "timeout")
                     continue
                 landed = await self._landed(subject, payload, pos)
                 if landed:
@@ -195,6 +236,8 @@ class EventStore:
                 # An earlier attempt is still being proposed: its fate is ours.
                 retried = True
                 if attempt < attempts:
+                    if observer is not None:
+                        observer.retried(self._domain, "in_process")
                     await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
                     continue
                 landed = await self._landed(subject, payload, pos)
@@ -263,21 +306,96 @@ class EventStore:
         return (await self._fresh_position(self.subject(root))).next_sequence
 
     async def load(
-        self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
     ) -> History:
         """The aggregate's events with sequence in [from_sequence, to_sequence).
 
+        With `snapshot=True` the latest snapshot below `to_sequence` (if any)
+        is returned as `History.snapshot` and only the events after it are
+        read, starting at the commit that holds the snapshot's event. With
+        `as_of`, the history ends before the first event created after that
+        instant. `next_sequence` is always the aggregate's own.
+
         Raises:
+            ValueError: `as_of` is naive, or combined with `snapshot=True`.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         lo, hi = check_range(from_sequence, to_sequence)
+        check_as_of(as_of, snapshot)
         subject = self.subject(root)
+        snap, start = None, 1
+        if snapshot:
+            found = await _snapshots.latest(
+                self._wire, self._ctx.cfg.snapshot_stream, self._snapshot_subject(root)
+            )
+            if found is not None and (hi is None or found[0].sequence < hi):
+                snap, start = found
+                lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
         scan = _Scan()
-        async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES)) as pages:
+        async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES, start)) as pages:
             async for page in pages:
-                events.extend(page)
-        return History(events=events, next_sequence=await self._finish(subject, scan))
+                kept = page if as_of is None else _until(page, as_of)
+                events.extend(kept)
+                if len(kept) < len(page):
+                    scan.complete = False
+                    break
+        if start > 1 and not scan.stream_seq:
+            scan.complete = False  # nothing at or after the snapshot's commit
+        nxt = await self._finish(subject, scan)
+        return History(events=events, next_sequence=nxt, snapshot=snap)
+
+    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
+        """Store `state` as the aggregate's state after its event `sequence`.
+
+        Keeps the latest snapshot per aggregate plus `snapshot_history` older
+        ones (in the snapshot stream).
+
+        Raises:
+            TypeError: `state` is not a protobuf message.
+            InvalidSnapshot: the aggregate has no event `sequence` (yet).
+            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        if not isinstance(state, Message):
+            raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
+        sequence = _snapshots.check_sequence(sequence)
+        commit = await _snapshots.covering_commit(
+            self._wire, self._ctx.stream, self.subject(root), sequence
+        )
+        await _snapshots.save(
+            self._wire,
+            self._ctx.cfg.snapshot_stream,
+            self._snapshot_subject(root),
+            state,
+            sequence,
+            commit,
+        )
+
+    async def list_roots(self) -> AsyncIterator[str]:
+        """Every aggregate id of this domain and edition, exactly as given, in subject order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates); holds one page at a time. A UUID root is listed as its
+        canonical string.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        filt = f"{self._prefix}*{self._suffix}"
+        cut = len(self._suffix)
+        head = len(self._prefix)
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, filt)
+        async with aclosing(pages):
+            async for page in pages:
+                for subject in page:
+                    yield decode_root(subject[head : len(subject) - cut])
+                del page  # before the next page arrives: hold one at a time
 
     async def iter(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
@@ -312,17 +430,25 @@ class EventStore:
         return pos
 
     async def _scan(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan, page_bytes: int
+        self,
+        subject: str,
+        lo: int,
+        hi: int | None,
+        scan: _Scan,
+        page_bytes: int,
+        start: int = 1,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        """Yield the events in [lo, hi), a commit or a page at a time; fill `scan`
-        with where the aggregate ends.
+        """Yield the events in [lo, hi), a commit or a page at a time, from the
+        commits at or after stream sequence `start`; fill `scan` with where the
+        aggregate ends.
 
         `page_bytes` bounds each Direct Get reply; below LOAD_BYTES, events are
         yielded one commit at a time so memory stays bounded by the page.
         """
         known = self._cache.get(subject)
-        start = 1
         per_commit = page_bytes < LOAD_BYTES
+        origin = start
+        scan.anchored = start <= 1
         if self._ctx.cfg.replay == "direct":
             while True:
                 payloads, last, more = await self._wire.direct_batch(
@@ -336,7 +462,7 @@ class EventStore:
                     break
                 start = last + 1
         else:
-            replay = self._wire.consumer_replay(self._ctx.stream, subject, 1, PAGE_COMMITS)
+            replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
             async with aclosing(replay) as batches:
                 async for payloads, first, last in batches:
                     async for page in self._decode(
@@ -350,22 +476,24 @@ class EventStore:
             # this process has already seen committed (Direct Get is answered
             # by any replica, and an R1 replay consumer sits on a random one):
             # read the rest from the stream leader.
-            async with aclosing(self._leader_tail(subject, lo, hi, scan, per_commit)) as pages:
+            tail = self._leader_tail(subject, max(origin, scan.stream_seq + 1), lo, hi, scan)
+            async with aclosing(tail) as pages:
                 async for page in pages:
                     yield page
         self._remember_scan(subject, scan)
 
     async def _leader_tail(
-        self, subject: str, lo: int, hi: int | None, scan: _Scan, per_commit: bool
+        self, subject: str, start: int, lo: int, hi: int | None, scan: _Scan
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        """The commits after `scan.stream_seq`, one leader-served request each."""
+        """The commits at or after stream sequence `start`, one leader-served request each."""
         while scan.complete:
-            got = await self._wire.leader_next(self._ctx.stream, subject, scan.stream_seq + 1)
+            got = await self._wire.leader_next(self._ctx.stream, subject, start)
             if got is None:
                 return
             payload, seq = got
-            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, per_commit):
+            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, True):
                 yield page
+            start = seq + 1
 
     def _remember_scan(self, subject: str, scan: _Scan) -> None:
         if scan.complete and scan.stream_seq:
@@ -404,6 +532,14 @@ class EventStore:
             ) from bad.__cause__
 
 
+def _until(page: list[RecordedEvent], as_of: dt.datetime) -> list[RecordedEvent]:
+    """The leading events of `page` created at or before `as_of`."""
+    for index, event in enumerate(page):
+        if event.created_at > as_of:
+            return page[:index]
+    return page
+
+
 class _Corrupt(Exception):
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
@@ -428,6 +564,9 @@ def _decode_commits(
         pages = book.pages
         # Our commits are dense and never empty; anything else on the subject
         # was written by someone else and would corrupt the history silently.
+        if not scan.anchored and pages:
+            scan.next_sequence = pages[0].header.sequence
+            scan.anchored = True
         due = scan.next_sequence
         for i, page in enumerate(pages):
             if page.header.sequence != due + i:

@@ -1,6 +1,11 @@
 """Subject names: one literal subject per aggregate.
 
     <prefix>.events.<domain>.<root-token>[.<edition>]
+    <prefix>.snapshots.<domain>.<root-token>[.<edition>]
+    <prefix>.correlation.<correlation-token>
+
+The main timeline has no edition token; it is also reachable by the edition
+names "" and "angzarr".
 
 A root token is the aggregate id itself when that is safe (UUIDs and ids made
 of `[A-Za-z0-9_-]`), otherwise `~` followed by the unpadded base64url of the
@@ -15,9 +20,10 @@ import base64
 import re
 import uuid
 
-from angzarr_es.errors import InvalidAggregateId, InvalidDomain
+from angzarr_es.errors import InvalidAggregateId, InvalidDomain, InvalidEdition
 
 __all__ = [
+    "MAIN_EDITION",
     "MAX_ID_BYTES",
     "AggregateId",
     "decode_root",
@@ -27,6 +33,7 @@ __all__ = [
     "parse_subject",
     "root_bytes",
     "validate_domain",
+    "validate_edition",
 ]
 
 AggregateId = uuid.UUID | str
@@ -50,6 +57,28 @@ def validate_domain(domain: object) -> str:
             f"domain {domain!r} must be 1-{MAX_DOMAIN_LEN} characters of [A-Za-z0-9_-]"
         )
     return domain
+
+
+MAIN_EDITION = "angzarr"
+
+
+def validate_edition(edition: object) -> str:
+    """The edition's subject token, "" for the main timeline (None, "" or "angzarr").
+
+    Raises:
+        InvalidEdition: not a str of 1-128 characters of [A-Za-z0-9_-].
+    """
+    if edition is None or edition == "" or edition == MAIN_EDITION:
+        return ""
+    if (
+        not isinstance(edition, str)
+        or len(edition) > MAX_DOMAIN_LEN
+        or not _SAFE.fullmatch(edition)
+    ):
+        raise InvalidEdition(
+            f"edition {edition!r} must be 1-{MAX_DOMAIN_LEN} characters of [A-Za-z0-9_-]"
+        )
+    return edition
 
 
 def _canonical(root: AggregateId) -> str:

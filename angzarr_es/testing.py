@@ -1,39 +1,90 @@
-"""Test doubles for users' unit tests: an in-memory store with the same API and semantics."""
+"""Test doubles for users' unit tests: an in-memory store with the same API and semantics.
+
+`InMemoryClient` stands in for `Client` (stores per domain and edition,
+discovery, correlation, deleting editions); `InMemoryEventStore(domain)` alone
+is a store with a private world of its own.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from angzarr_es import codec
+from angzarr_es import _snapshots, codec
 from angzarr_es._types import (
     ANY,
     AppendResult,
     ExpectedVersion,
     History,
+    Snapshot,
+    check_as_of,
     check_expected,
     check_range,
 )
 from angzarr_es.codec import RecordedEvent
-from angzarr_es.errors import ConcurrencyError
-from angzarr_es.subjects import AggregateId, encode_root, validate_domain
+from angzarr_es.errors import ConcurrencyError, InvalidEdition, InvalidSnapshot
+from angzarr_es.subjects import (
+    AggregateId,
+    decode_root,
+    encode_root,
+    validate_domain,
+    validate_edition,
+)
 
-__all__ = ["InMemoryEventStore"]
+__all__ = ["InMemoryClient", "InMemoryEventStore"]
+
+# (domain, edition, root token)
+_Key = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class _Commit:
+    correlation_id: str
+    key: _Key
+    events: list[RecordedEvent]
+
+
+@dataclass(slots=True)
+class _World:
+    """Everything one in-memory "server" holds."""
+
+    snapshot_history: int = 0
+    events: dict[_Key, list[RecordedEvent]] = field(default_factory=dict)
+    commits: dict[_Key, int] = field(default_factory=dict)
+    snapshots: dict[_Key, list[Snapshot]] = field(default_factory=dict)
+    log: list[_Commit] = field(default_factory=list)
+
+
+def _sort_key(key: _Key) -> str:
+    # The JetStream store lists in subject order: root token, then edition.
+    return key[2] + (f".{key[1]}" if key[1] else "")
 
 
 class InMemoryEventStore:
     """`EventStore`'s contract in a dict; events go through the same codec."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(
+        self, domain: str, edition: str | None = None, *, world: _World | None = None
+    ) -> None:
         self._domain = validate_domain(domain)
-        self._events: dict[str, list[RecordedEvent]] = {}
+        self._edition = validate_edition(edition)
+        self._world = world if world is not None else _World()
 
     @property
     def domain(self) -> str:
         """The domain this store is bound to."""
         return self._domain
+
+    @property
+    def edition(self) -> str:
+        """The edition this store writes and reads ("" for the main timeline)."""
+        return self._edition
+
+    def _key(self, root: AggregateId) -> _Key:
+        return (self._domain, self._edition, encode_root(root))
 
     async def append(
         self,
@@ -48,40 +99,65 @@ class InMemoryEventStore:
         if isinstance(events, Message):
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
-        key = encode_root(root)
-        history = self._events.setdefault(key, [])
+        key = self._key(root)
+        if correlation_id:
+            encode_root(correlation_id)  # the index subject token: same limits
+        history = self._world.events.get(key, [])
         first = len(history)
         if expected is not ANY and expected != first:
             raise ConcurrencyError(expected, first)
+        if not packed:
+            return AppendResult(first_sequence=first, next_sequence=first)
         now = dt.datetime.now(dt.UTC)
-        now = now.replace(microsecond=now.microsecond)  # same precision as the wire
-        for offset, item in enumerate(packed):
-            history.append(
-                RecordedEvent(
-                    sequence=first + offset,
-                    event=codec.unpack(item),
-                    type_name=codec.type_name_of(item.type_url),
-                    created_at=now,
-                    correlation_id=correlation_id,
-                )
+        written = [
+            RecordedEvent(
+                sequence=first + offset,
+                event=codec.unpack(item),
+                type_name=codec.type_name_of(item.type_url),
+                created_at=now,
+                correlation_id=correlation_id,
             )
-        if not history:
-            del self._events[key]
+            for offset, item in enumerate(packed)
+        ]
+        self._world.events[key] = [*history, *written]
+        self._world.commits[key] = self._world.commits.get(key, 0) + 1
+        if correlation_id:
+            self._world.log.append(_Commit(correlation_id, key, written))
         return AppendResult(
             first_sequence=first, next_sequence=first + len(packed), stream_sequence=0
         )
 
     async def load(
-        self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
     ) -> History:
         """See `EventStore.load`."""
         lo, hi = check_range(from_sequence, to_sequence)
-        history = self._events.get(encode_root(root), [])
-        return History(events=history[lo:hi], next_sequence=len(history))
+        check_as_of(as_of, snapshot)
+        key = self._key(root)
+        history = self._world.events.get(key, [])
+        snap = None
+        if snapshot:
+            saved = self._world.snapshots.get(key)
+            if saved and (hi is None or saved[-1].sequence < hi):
+                snap = saved[-1]
+                lo = max(lo, snap.sequence + 1)
+        events = history[lo:hi]
+        if as_of is not None:
+            for index, event in enumerate(events):
+                if event.created_at > as_of:
+                    events = events[:index]
+                    break
+        return History(events=events, next_sequence=len(history), snapshot=snap)
 
     async def next_sequence(self, root: AggregateId) -> int:
         """See `EventStore.next_sequence`."""
-        return len(self._events.get(encode_root(root), []))
+        return len(self._world.events.get(self._key(root), []))
 
     async def iter(
         self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
@@ -89,3 +165,70 @@ class InMemoryEventStore:
         """See `EventStore.iter`."""
         for event in (await self.load(root, from_sequence, to_sequence)).events:
             yield event
+
+    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
+        """See `EventStore.save_snapshot`."""
+        if not isinstance(state, Message):
+            raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
+        sequence = _snapshots.check_sequence(sequence)
+        key = self._key(root)
+        nxt = len(self._world.events.get(key, []))
+        if sequence >= nxt:
+            raise InvalidSnapshot(
+                f"aggregate is at next sequence {nxt}; cannot snapshot sequence {sequence}"
+            )
+        copy = codec.unpack(codec.pack(state))
+        kept = [*self._world.snapshots.get(key, []), Snapshot(sequence=sequence, state=copy)]
+        self._world.snapshots[key] = kept[-(1 + self._world.snapshot_history) :]
+
+    async def list_roots(self) -> AsyncIterator[str]:
+        """See `EventStore.list_roots`."""
+        keys = [k for k in self._world.events if k[0] == self._domain and k[1] == self._edition]
+        for key in sorted(keys, key=_sort_key):
+            yield decode_root(key[2])
+
+
+class InMemoryClient:
+    """`Client`'s store operations over one in-memory world."""
+
+    def __init__(self, *, snapshot_history: int = 0) -> None:
+        self._world = _World(snapshot_history=snapshot_history)
+
+    def store(self, domain: str, edition: str | None = None) -> InMemoryEventStore:
+        """See `Client.store`."""
+        return InMemoryEventStore(domain, edition, world=self._world)
+
+    async def list_domains(self) -> AsyncIterator[str]:
+        """See `Client.list_domains`."""
+        for domain in sorted({k[0] for k in self._world.events if not k[1]}):
+            yield domain
+
+    async def events_by_correlation(
+        self, correlation_id: str, *, edition: str | None = None
+    ) -> dict[tuple[str, str], list[RecordedEvent]]:
+        """See `Client.events_by_correlation`."""
+        encode_root(correlation_id)
+        wanted = validate_edition(edition)
+        out: dict[tuple[str, str], list[RecordedEvent]] = {}
+        for commit in self._world.log:
+            domain, commit_edition, token = commit.key
+            if commit.correlation_id != correlation_id or commit_edition != wanted:
+                continue
+            if commit.key not in self._world.events:
+                continue  # deleted with its edition
+            out.setdefault((domain, decode_root(token)), []).extend(commit.events)
+        return out
+
+    async def delete_edition(self, edition: str) -> int:
+        """See `Client.delete_edition`."""
+        name = validate_edition(edition)
+        if not name:
+            raise InvalidEdition("the main timeline cannot be deleted")
+        doomed = [k for k in self._world.events if k[1] == name]
+        purged = 0
+        for key in doomed:
+            del self._world.events[key]
+            purged += self._world.commits.pop(key, 0)
+            self._world.snapshots.pop(key, None)
+        self._world.log = [c for c in self._world.log if c.key[1] != name]
+        return purged

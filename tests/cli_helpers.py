@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from angzarr_es.config import Config
@@ -17,12 +21,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "BUS_BACKEND")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.pop("ANGZARR_ES_DEBUG", None)
+    env["ANGZARR_ES_PLAIN"] = "1"  # stable text; one test covers rich
     env.update(extra)
     return env
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the command line to completion, capturing text output."""
     return subprocess.run(
@@ -32,6 +37,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -48,3 +54,70 @@ def write_config(path: Path, config: Config) -> Path:
         f'subject_prefix = "{n.subject_prefix}"\n'
     )
     return path
+
+
+class Lines:
+    """Lines of a child's stdout, read by a thread, awaited with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def until(self, predicate: Callable[[str], bool], timeout: float = 20.0) -> str:
+        """The first new line matching `predicate`; fails on EOF or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching line in {timeout}s; got {self.lines}")
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"output ended; got {self.lines}")
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def rest(self, timeout: float = 20.0) -> list[str]:
+        """Wait for the process to exit; all lines read so far plus the remainder."""
+        self.proc.wait(timeout)
+        self._thread.join(timeout)
+        while not self._queue.empty():
+            line = self._queue.get_nowait()
+            if line is not None:
+                self.lines.append(line)
+        return self.lines
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
+    """Start the command line in the background, stdout as `Lines`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "angzarr_es", *args],
+        env=cli_env() if env is None else env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return Lines(proc)
+
+
+def stop(lines: Lines) -> None:
+    """Make sure the child is gone (tests call this in `finally`)."""
+    proc = lines.proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

@@ -54,6 +54,7 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
         await c.provision()
         yield c
         await delete_stream(c, config.nats.stream_name)
+        await delete_stream(c, config.nats.snapshot_stream)
 
 
 async def delete_stream(client: angzarr_es.Client, name: str) -> None:

@@ -385,7 +385,10 @@ async def test_provision_is_idempotent_and_applies_event_store_settings(
     assert not [r for r in caplog.records if "updating stream" in r.message]
     cfg = (await stream_info(client))["config"]
     nats = client.config.nats
-    assert cfg["subjects"] == [f"{nats.subject_prefix}.events.>"]
+    assert cfg["subjects"] == [
+        f"{nats.subject_prefix}.events.>",
+        f"{nats.subject_prefix}.correlation.>",
+    ]
     assert cfg["retention"] == "limits"
     assert cfg["storage"] == "file"
     assert cfg["max_msgs"] == -1

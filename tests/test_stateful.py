@@ -5,7 +5,9 @@ step by step against InMemoryEventStore as the model."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,17 +24,38 @@ from tests.conftest import delete_stream, fresh_config
 ROOTS = ["alice", "b.o.b", "*", "🃏", str(uuid.UUID(int=7)), uuid.UUID(int=8)]
 
 
+class Shared:
+    """One event loop, one stream and two clients for every example of a run;
+    each example gets a domain of its own, so examples never interfere."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.config = fresh_config(url)
+        self.clients = [
+            self.loop.run_until_complete(angzarr_es.connect(config=self.config)) for _ in range(2)
+        ]
+        self.loop.run_until_complete(self.clients[0].provision())
+        self.domains = itertools.count()
+
+    def close(self) -> None:
+        try:
+            name = self.config.nats.stream_name
+            self.loop.run_until_complete(delete_stream(self.clients[0], name))
+            for c in self.clients:
+                self.loop.run_until_complete(c.close())
+        finally:
+            self.loop.close()
+
+
 class StoreMachine(RuleBasedStateMachine):
-    url = ""
+    shared: Shared
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.config = fresh_config(self.url)
-        self.clients = [self.run(angzarr_es.connect(config=self.config)) for _ in range(2)]
-        self.run(self.clients[0].provision())
-        self.real = [c.store("player") for c in self.clients]
-        self.model = InMemoryEventStore("player")
+        self.loop = self.shared.loop
+        domain = f"d{next(self.shared.domains)}"
+        self.real = [c.store(domain) for c in self.shared.clients]
+        self.model = InMemoryEventStore(domain)
         self.amount = 0
 
     def run(self, coro: Any) -> Any:
@@ -84,17 +107,19 @@ class StoreMachine(RuleBasedStateMachine):
         got = self.run(self.real[reader].next_sequence(root))
         assert got == self.run(self.model.next_sequence(root))
 
-    def teardown(self) -> None:
-        try:
-            self.run(delete_stream(self.clients[0], self.config.nats.stream_name))
-            for c in self.clients:
-                self.run(c.close())
-        finally:
-            self.loop.close()
+
+@pytest.fixture
+def shared(nats_url: str) -> Iterator[Shared]:
+    state = Shared(nats_url)
+    try:
+        yield state
+    finally:
+        state.close()
 
 
-def test_store_matches_the_model(nats_url: str) -> None:
-    StoreMachine.url = nats_url
+@pytest.mark.timeout(300)
+def test_store_matches_the_model(shared: Shared) -> None:
+    StoreMachine.shared = shared
     run_state_machine_as_test(  # type: ignore[no-untyped-call]
         StoreMachine,
         settings=settings(
@@ -106,7 +131,8 @@ def test_store_matches_the_model(nats_url: str) -> None:
     )
 
 
-def test_machine_detects_a_broken_store(nats_url: str) -> None:
+@pytest.mark.timeout(300)
+def test_machine_detects_a_broken_store(shared: Shared) -> None:
     """The machine can fail: a store that drops every third event is caught."""
 
     class Broken(StoreMachine):
@@ -121,9 +147,9 @@ def test_machine_detects_a_broken_store(nats_url: str) -> None:
                     events = events[:2]
                 return await original(root, events, **kw)
 
-            real.append = lossy
+            real.append = lossy  # type: ignore[method-assign]
 
-    Broken.url = nats_url
+    Broken.shared = shared
     with pytest.raises(AssertionError):
         run_state_machine_as_test(  # type: ignore[no-untyped-call]
             Broken,

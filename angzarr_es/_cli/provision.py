@@ -1,0 +1,56 @@
+"""`angzarr-es provision [--dry-run]`: create or update the event stream."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import msgspec
+
+import angzarr_es
+from angzarr_es import _jsapi as js
+from angzarr_es._cli.common import load_config
+from angzarr_es.client import ProvisionPlan
+
+_DRY = {
+    "create": "would be created",
+    "update": "would be updated",
+    "none": "is up to date; nothing to do",
+    "blocked": "cannot be changed in place",
+}
+_DONE = {"create": "created", "update": "updated", "none": "is up to date"}
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    return asyncio.run(_run(config, dry_run=args.dry_run))
+
+
+async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
+    async with await angzarr_es.connect(config=config) as client:
+        where = f"on {client.config.nats.servers[0]} (nats-server {client.server_version})"
+        if dry_run:
+            plan = await client.plan_provision()
+            print(f"stream {plan.config.name} {where} {_DRY[plan.action]}")
+            _describe(plan)
+            if plan.action == "blocked":
+                print(f"blocked: {plan.blocker}")
+                return 1
+            return 0
+        plan = await client.provision()
+        print(f"stream {plan.config.name} {where} {_DONE[plan.action]}")
+        _changes(plan)
+        return 0
+
+
+def _describe(plan: ProvisionPlan) -> None:
+    print("configuration (JSON for `nats stream add --config`):")
+    print(msgspec.json.format(js.encode(plan.config), indent=2).decode())
+    _changes(plan)
+
+
+def _changes(plan: ProvisionPlan) -> None:
+    if plan.changes:
+        print("differences from the existing stream (existing -> wanted):")
+        for key, change in plan.changes.items():
+            print(f"  {key}: {change}")

@@ -1,0 +1,54 @@
+"""`angzarr-es server`: the embedded nats-server in the foreground until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from angzarr_es._cli.common import load_config
+from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.errors import StoreUnavailable
+
+_VERSION = re.compile(r"Version:\s+(\S+)")
+
+
+def run(args: argparse.Namespace) -> int:
+    load_config(args)  # validated like everywhere; the server itself needs no client config
+    data_dir = Path(args.data_dir).resolve()
+    server = EmbeddedServer(
+        store_dir=data_dir, port=args.port, monitor_port=args.monitor_port, host=args.host
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        version = next((m.group(1) for line in server.log if (m := _VERSION.search(line))), "?")
+        print(
+            f"nats-server {version} with JetStream is running (pid {server.proc.pid if server.proc else '?'})"
+        )
+        print(f"  client URL   {server.url}    (export NATS_URL={server.url})")
+        if server.monitor_url:
+            print(f"  monitoring   {server.monitor_url}    (/varz /connz /jsz /healthz)")
+        print(f"  data dir     {data_dir}")
+        print("Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):
+            if not server.running:
+                # A Ctrl-C in a terminal reaches the child too: give our handler its turn.
+                if stop.wait(1.0):
+                    break
+                tail = next((line for line in reversed(server.log) if line.strip()), "")
+                raise StoreUnavailable(f"nats-server exited unexpectedly: {tail}")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("nats-server stopped", flush=True)
+    return 0

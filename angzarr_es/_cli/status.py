@@ -1,0 +1,145 @@
+"""`angzarr-es status`: one screen of health; exit status 1 when something needs attention."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import msgspec
+
+import angzarr_es
+from angzarr_es._cli.common import load_config
+from angzarr_es._cli.output import Bad, Output, size, when
+from angzarr_es.errors import ConfigError
+from angzarr_es.health import Health
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    monitor = args.monitor_url or os.environ.get("NATS_MONITOR_URL") or None
+    if args.interval <= 0:
+        raise ConfigError("--interval must be > 0 seconds")
+    if args.lag_threshold < 0:
+        raise ConfigError("--lag-threshold must be >= 0")
+    return asyncio.run(_run(args, config, monitor))
+
+
+async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str | None) -> int:
+    out = Output()
+    screens = 0
+    async with await angzarr_es.connect(config=config) as client:
+        while True:
+            health = await client.health(monitor_url=monitor, lag_threshold=args.lag_threshold)
+            screens += 1
+            if args.json:
+                data = msgspec.to_builtins(health)
+                data["ok"] = health.ok
+                print(msgspec.json.encode(data).decode(), flush=True)
+            else:
+                if args.watch:
+                    out.clear()
+                render(out, health, args.lag_threshold)
+            if not args.watch or (args.count and screens >= args.count):
+                return 0 if health.ok else 1
+            await asyncio.sleep(args.interval)
+
+
+def render(out: Output, h: Health, lag_threshold: int) -> None:
+    """The human screen."""
+    out.line(
+        f"angzarr-es status  {h.server_url}  nats-server {h.server_version}  "
+        f"checked {h.checked_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    rtt = f"{h.rtt_ms:.1f} ms" if h.rtt_ms is not None else "-"
+    if h.server is not None:
+        s = h.server
+        out.line(
+            f"server     {s.server_name[:20]}  up {s.uptime}  connections {s.connections} "
+            f"(total {s.total_connections})  mem {size(s.mem)}  cpu {s.cpu:.0f}%  "
+            f"slow consumers {s.slow_consumers}  api rtt {rtt}",
+            bad=s.slow_consumers > 0,
+        )
+    else:
+        out.line(
+            f"server     reachable, api rtt {rtt}  (no monitoring URL: --monitor-url)", dim=True
+        )
+    u = h.jetstream
+    if not h.jetstream_enabled:
+        out.line("jetstream  NOT ENABLED", bad=True)
+    elif u is not None:
+        server = ""
+        if u.server_storage is not None:
+            server = (
+                f"  server storage {size(u.server_storage)} / {size(u.server_max_storage)}"
+                f"  memory {size(u.server_memory)} / {size(u.server_max_memory)}"
+            )
+        out.line(
+            f"jetstream  account storage {size(u.storage)} / {size(u.max_storage)}  memory "
+            f"{size(u.memory)} / {size(u.max_memory)}  streams {u.streams}  consumers "
+            f"{u.consumers}  api {u.api_total} calls, {u.api_errors} errors{server}"
+        )
+    out.line()
+    rows = []
+    for st in h.streams:
+        name = st.name + (" *" if st.is_event_stream else "")
+        if not st.present:
+            rows.append([Bad(name), Bad("missing"), "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                Bad(name) if st.config_differences else name,
+                str(st.replicas),
+                str(st.messages),
+                size(st.bytes),
+                str(st.num_subjects),
+                str(st.first_seq),
+                str(st.last_seq),
+                when(st.last_ts),
+                str(st.consumer_count),
+            ]
+        )
+    out.table(
+        "streams (* = event stream)",
+        ["stream", "R", "messages", "bytes", "subjects", "first seq", "last seq", "last", "cons"],
+        rows,
+    )
+    if h.consumers:
+        out.table(
+            "consumers",
+            ["stream/consumer", "filter", "pending", "ack pending", "redelivered", "last active"],
+            [
+                [
+                    f"{c.stream}/{c.name}",
+                    c.filter_subject or ">",
+                    Bad(str(c.num_pending))
+                    if c.num_pending > lag_threshold
+                    else str(c.num_pending),
+                    str(c.num_ack_pending),
+                    Bad(str(c.num_redelivered)) if c.num_redelivered else "0",
+                    when(c.last_active),
+                ]
+                for c in h.consumers
+            ],
+        )
+    if h.connections:
+        out.table(
+            "connections (most pending bytes first)",
+            ["name", "address", "client", "subs", "pending", "rtt", "idle"],
+            [
+                [
+                    c.name or f"cid {c.cid}",
+                    f"{c.ip}:{c.port}",
+                    f"{c.lang} {c.version}",
+                    str(c.subscriptions),
+                    Bad(size(c.pending_bytes)) if c.pending_bytes else "0 B",
+                    c.rtt,
+                    c.idle,
+                ]
+                for c in h.connections
+            ],
+        )
+    if h.ok:
+        out.line("healthy")
+    for problem in h.problems:
+        out.line(f"problem: {problem}", bad=True)

@@ -1,0 +1,169 @@
+"""Correlation index: which commits carry a workflow's correlation id.
+
+The index is a list of hints; the answer is derived from the events. Before a
+commit stamped with a correlation id is published, an entry is stored on
+`<prefix>.correlation.<correlation-token>` (in the event stream) naming the
+commit's subject and first sequence. Then the commit is published as usual.
+
+A reader takes each entry and reads, from the stream leader, the first commit
+on that subject after the entry. Because the commit was published with the
+aggregate's expected last sequence, it landed only if no other commit came
+between the entry and it, so the commit that follows the entry *is* the
+entry's commit when it landed at all. The reader keeps it only if it carries
+the id and starts at the entry's sequence. Hence:
+
+- a commit that landed always has its entry (the entry is acknowledged first);
+- an entry whose commit was refused, or never sent (crash, conflict), or
+  purged with its edition, yields nothing;
+- so the index never disagrees with the events.
+
+Measured alternative (docs/operations.md): writing the commit and the entry as
+one atomic batch (server >= 2.12) costs about 3 ms per commit on a one-replica
+file stream, because the server stages every batch in a temporary file store;
+the entry-first write costs one extra round trip (~0.1-0.3 ms). Commits
+without a correlation id are published exactly as before: no entry, no header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import msgspec
+
+from angzarr_es import codec
+from angzarr_es._jsapi import H_MSG_ID
+from angzarr_es._wire import Wire, api_error
+from angzarr_es.codec import RecordedEvent
+from angzarr_es.errors import InvalidAggregateId
+from angzarr_es.subjects import decode_root, encode_root
+
+__all__ = ["by_correlation", "index_subject", "write_entry"]
+
+# Index entries read per Direct Get batch, and commits fetched concurrently.
+INDEX_PAGE = 1000
+INDEX_BYTES = 1024 * 1024
+FETCH_CONCURRENCY = 32
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One index entry: the commit's subject and its first sequence."""
+
+    subject: str
+    first_sequence: int
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Entry).decode
+
+
+def index_subject(prefix: str, correlation_id: str) -> str:
+    """The index subject of one correlation id (hostile ids are encoded like roots).
+
+    Raises:
+        InvalidAggregateId: empty or over 1024 bytes.
+    """
+    return f"{prefix}.correlation.{encode_root(correlation_id)}"
+
+
+async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequence: int) -> None:
+    """Store the index entry for a commit about to be published.
+
+    Raises:
+        StoreTimeout, StoreUnavailable, StoreError: it was not stored; the
+            commit must not be published.
+    """
+    payload = _encode(Entry(subject, first_sequence))
+    headers = {H_MSG_ID: f"ix-{secrets.token_hex(12)}"}
+    attempts = wire.cfg.append_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            ack = await wire.publish_commit(entry_subject, payload, headers, wire.timeout)
+        except TimeoutError:
+            if attempt == attempts:
+                raise
+            continue  # same Nats-Msg-Id: a stored first attempt is deduplicated
+        if ack.error is not None:
+            raise api_error(f"index {subject} under {entry_subject}", ack.error)
+        return
+
+
+def _parse(prefix: str, subject: str) -> tuple[str, str, str] | None:
+    """(domain, root, edition) of a commit subject, or None if it is not one."""
+    head = f"{prefix}.events."
+    if not subject.startswith(head):
+        return None
+    parts = subject[len(head) :].split(".")
+    if len(parts) not in (2, 3):
+        return None
+    try:
+        root = decode_root(parts[1])
+    except InvalidAggregateId:
+        return None
+    return parts[0], root, parts[2] if len(parts) == 3 else ""
+
+
+async def _entries(wire: Wire, stream: str, subject: str) -> list[tuple[int, Entry]]:
+    """(stream sequence, entry) of every index entry on `subject`."""
+    out: list[tuple[int, Entry]] = []
+    start = 1
+    while True:
+        seqs = await wire.direct_sequences(stream, subject, start, INDEX_PAGE)
+        if not seqs:
+            return out
+        payloads, _, _ = await wire.direct_batch(stream, subject, start, len(seqs), INDEX_BYTES)
+        count = min(len(seqs), len(payloads))
+        if not count:
+            return out
+        for seq, payload in zip(seqs[:count], payloads[:count], strict=True):
+            try:
+                out.append((seq, _decode(payload)))
+            except msgspec.DecodeError:
+                continue  # not an entry this version wrote: no commit to find
+        if count == len(seqs) < INDEX_PAGE:
+            return out
+        start = seqs[count - 1] + 1
+
+
+async def by_correlation(
+    wire: Wire, stream: str, prefix: str, correlation_id: str, edition: str
+) -> dict[tuple[str, str], list[RecordedEvent]]:
+    """Events of every commit stamped `correlation_id` in `edition`, per (domain, root).
+
+    Aggregates appear in the order of their first such commit; events in
+    sequence order.
+
+    Raises:
+        InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+    """
+    entries = await _entries(wire, stream, index_subject(prefix, correlation_id))
+    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+    wanted = [
+        (seq, entry, where)
+        for seq, entry in entries
+        if (where := _parse(prefix, entry.subject)) is not None and where[2] == edition
+    ]
+
+    async def fetch(seq: int, entry: Entry) -> tuple[bytes, int] | None:
+        async with limit:
+            # The leader: a lagging replica could miss a landed commit.
+            return await wire.leader_next(stream, entry.subject, seq + 1)
+
+    commits = await asyncio.gather(*(fetch(seq, entry) for seq, entry, _ in wanted))
+    found: dict[int, tuple[tuple[str, str], list[RecordedEvent]]] = {}
+    for (_, entry, where), commit in zip(wanted, commits, strict=True):
+        if commit is None or commit[1] in found:
+            continue
+        payload, commit_seq = commit
+        book = codec.decode_book(payload, subject=entry.subject, stream_sequence=commit_seq)
+        if book.cover.correlation_id != correlation_id or not book.pages:
+            continue
+        if book.pages[0].header.sequence != entry.first_sequence:
+            continue
+        events = codec.recorded(book, subject=entry.subject)
+        found[commit_seq] = ((where[0], where[1]), events)
+    out: dict[tuple[str, str], list[RecordedEvent]] = {}
+    for commit_seq in sorted(found):
+        key, events = found[commit_seq]
+        out.setdefault(key, []).extend(events)
+    return out

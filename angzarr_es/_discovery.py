@@ -1,0 +1,96 @@
+"""Discovery: which aggregates and domains exist, paged through the server's subject listing.
+
+The server keeps an index of the stream's subjects; `STREAM.INFO` with a
+`subjects_filter` and an `offset` answers one page of it, at most 100,000
+subjects (nats-server's `JSMaxSubjectDetails`), sorted by subject when the
+match is larger than one page. One aggregate is one subject, so a page is at
+most 100,000 aggregates and the client holds one page at a time whatever the
+number of aggregates.
+
+Direct Get `multi_last` was measured as the alternative (docs/operations.md):
+it answers at most 1024 subjects per filter and fails with `413 Too Many
+Results` beyond that, and it sends every aggregate's last commit rather than
+its name, so it cannot page through a large domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import msgspec
+
+from angzarr_es import _jsapi as js
+from angzarr_es._wire import Wire, api_error
+
+__all__ = ["subject_pages"]
+
+
+class _StreamInfoRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    subjects_filter: str
+    offset: int = 0
+
+
+class _SubjectsState(msgspec.Struct, frozen=True):
+    subjects: dict[str, int] | None = None
+
+
+class _SubjectsPage(msgspec.Struct, frozen=True):
+    total: int = 0
+    offset: int = 0
+    limit: int = 0
+    state: _SubjectsState | None = None
+    error: js.ApiError | None = None
+
+
+_decode_page = msgspec.json.Decoder(_SubjectsPage).decode
+
+# The server sorts every matching subject for each page (O(n log n)), and a
+# page is a few megabytes: allow more than a point request's timeout.
+PAGE_TIMEOUT = 30.0
+
+
+async def subject_pages(
+    wire: Wire, stream: str, subjects_filter: str
+) -> AsyncGenerator[list[str], None]:
+    """Yield the stream's subjects matching `subjects_filter`, one sorted page at a time.
+
+    Each subject is yielded at most once. Subjects created while the listing
+    runs may or may not be included; every subject that exists throughout is.
+
+    Raises:
+        StoreUnavailable, StoreTimeout, StoreError
+    """
+    subject = f"$JS.API.STREAM.INFO.{stream}"
+    offset = 0
+    last = ""
+    while True:
+        body = js.encode(_StreamInfoRequest(subjects_filter=subjects_filter, offset=offset))
+        msg = await wire.request(
+            subject,
+            body,
+            timeout=max(wire.timeout, PAGE_TIMEOUT),
+            what=f"list {subjects_filter}",
+        )
+        reply = _decode_page(msg.data)
+        del msg
+        if reply.error is not None:
+            raise api_error(f"list {subjects_filter}", reply.error)
+        found = reply.state.subjects if reply.state is not None else None
+        if not found:
+            return
+        # One page of sorted subjects. Subjects created since the previous page
+        # can shift the window back by a few: drop what was already yielded.
+        page = sorted(found)
+        total = reply.total
+        del found, reply
+        count = len(page)
+        newest = page[-1]
+        if page[0] <= last:
+            page = [s for s in page if s > last]
+        if page:
+            yield page
+        del page
+        last = newest
+        offset += count
+        if offset >= total:
+            return

@@ -1,0 +1,166 @@
+"""Snapshots: an aggregate's state after one of its events, in a stream of their own.
+
+    stream   <stream_name minus "-events">-snapshots (default angzarr-snapshots)
+    subject  <prefix>.snapshots.<domain>.<root-token>[.<edition>]
+    payload  core.Snapshot {sequence, state: Any}
+    header   Angzarr-Commit-Sequence: stream sequence of the event commit holding `sequence`
+
+The event stream denies purges, which rules out rollups there, so snapshots
+live in their own stream whose `max_msgs_per_subject` keeps the latest one per
+aggregate plus `snapshot_history` older ones. The header lets a load start its
+Direct Get batch at the covering commit instead of the aggregate's first.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError, Message
+
+from angzarr_es import _jsapi as js
+from angzarr_es import codec
+from angzarr_es._types import Snapshot
+from angzarr_es._wire import Wire, api_error
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import CodecError, InvalidSnapshot, StoreError
+from angzarr_es.pb import core_pb2
+
+__all__ = ["covering_commit", "latest", "provision", "save", "stream_config"]
+
+H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
+STREAM_IN_USE = 10058
+MAX_SEQUENCE = 2**32 - 1  # core.Snapshot.sequence is a uint32
+
+
+def stream_config(cfg: NatsConfig) -> js.StreamConfig:
+    """The snapshot stream's configuration."""
+    return js.StreamConfig(
+        name=cfg.snapshot_stream,
+        subjects=[f"{cfg.subject_prefix}.snapshots.>"],
+        num_replicas=cfg.replicas,
+        max_msgs_per_subject=1 + cfg.snapshot_history,
+        discard="old",
+        duplicate_window=int(cfg.duplicate_window * js.NANOS),
+        allow_direct=True,
+    )
+
+
+async def provision(wire: Wire, cfg: NatsConfig) -> None:
+    """Create the snapshot stream, or update it to `stream_config`. Idempotent.
+
+    Raises:
+        StoreError: the server refused both.
+    """
+    wanted = stream_config(cfg)
+    body = js.encode(wanted)
+    for verb in ("CREATE", "UPDATE"):
+        reply = js.api_response(
+            await wire.api(f"$JS.API.STREAM.{verb}.{wanted.name}", body, what="snapshot stream")
+        )
+        if reply.error is None:
+            return
+        if verb == "CREATE" and reply.error.err_code == STREAM_IN_USE:
+            continue
+        raise api_error(f"{verb.lower()} stream {wanted.name}", reply.error)
+
+
+def check_sequence(sequence: object) -> int:
+    """Validate a snapshot's sequence.
+
+    Raises:
+        InvalidSnapshot: not an int in [0, 2**32).
+    """
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise InvalidSnapshot(f"snapshot sequence must be an int, got {sequence!r}")
+    if not 0 <= sequence <= MAX_SEQUENCE:
+        raise InvalidSnapshot(f"snapshot sequence must be in [0, 2**32), got {sequence}")
+    return sequence
+
+
+def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:
+    book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
+    first = book.pages[0].header.sequence if book.pages else 0
+    return first, codec.book_next_sequence(book)
+
+
+async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) -> int:
+    """Stream sequence of the commit on `subject` holding event `sequence`.
+
+    The last commit usually holds it (a snapshot is taken right after a load);
+    otherwise a binary search over the stream with leader reads finds it in
+    O(log stream length) requests.
+
+    Raises:
+        InvalidSnapshot: the aggregate has no event `sequence` yet.
+        CodecError, StoreTimeout, StoreUnavailable
+    """
+    last = await wire.direct_last(stream, subject)
+    if last is None or _first_and_next(last[0], subject, last[1])[1] <= sequence:
+        # A lagging replica may not have the commit yet: ask the leader.
+        last = await wire.leader_last(stream, subject)
+    if last is None:
+        raise InvalidSnapshot(f"{subject} has no events; cannot snapshot sequence {sequence}")
+    first, nxt = _first_and_next(last[0], subject, last[1])
+    if sequence >= nxt:
+        raise InvalidSnapshot(
+            f"{subject} is at next sequence {nxt}; cannot snapshot sequence {sequence}"
+        )
+    if first <= sequence:
+        return last[1]
+    lo, hi, found = 1, last[1] - 1, 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        hit = await wire.leader_next(stream, subject, mid)
+        if hit is None or hit[1] > hi:
+            hi = mid - 1
+            continue
+        start, _ = _first_and_next(hit[0], subject, hit[1])
+        if start <= sequence:
+            found = hit[1]
+            lo = hit[1] + 1
+        else:
+            hi = mid - 1
+    return found
+
+
+async def save(
+    wire: Wire, stream: str, subject: str, state: Message, sequence: int, commit_seq: int
+) -> None:
+    """Store one snapshot.
+
+    Raises:
+        TypeError: `state` is not a protobuf message.
+        StoreTimeout, StoreUnavailable, StoreError
+    """
+    snap = core_pb2.Snapshot(sequence=sequence)
+    snap.state.CopyFrom(codec.pack(state))
+    headers = {H_COMMIT_SEQ: str(commit_seq)}
+    ack = await wire.publish_commit(subject, snap.SerializeToString(), headers, wire.timeout)
+    if ack.error is not None:
+        raise api_error(f"save snapshot to {subject}", ack.error)
+
+
+async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] | None:
+    """The latest snapshot on `subject` and its covering commit's stream sequence.
+
+    Raises:
+        CodecError, StoreTimeout, StoreUnavailable, StoreError
+    """
+    msg = await wire.request(
+        f"$JS.API.DIRECT.GET.{stream}.{subject}", what=f"read snapshot {subject}"
+    )
+    headers = msg.headers or {}
+    status = headers.get("Status")
+    if status == "404":
+        return None
+    if status:
+        description = headers.get("Description", "")
+        raise StoreError(
+            f"read snapshot {subject}: server answered status {status} {description}".rstrip(),
+            code=int(status) if status.isdigit() else 0,
+        )
+    try:
+        snap = core_pb2.Snapshot.FromString(msg.data)
+    except DecodeError as exc:
+        raise CodecError(f"corrupt snapshot on {subject}: {exc}", subject=subject) from exc
+    commit_seq = int(headers.get(H_COMMIT_SEQ, "1") or 1)
+    record = Snapshot(sequence=snap.sequence, state=codec.unpack(snap.state))
+    return record, commit_seq

@@ -1,0 +1,462 @@
+"""The event bus: commits as EventBooks on `<prefix>.events.<domain>.<root>`.
+
+Two modes, chosen by `[bus.nats] jetstream`:
+
+- JetStream (default): every committed `append` already is the bus event: the
+  stream stores the EventBook message and NATS routes the same message to
+  subscribers. There is no second write. Subscriptions and projectors read
+  through consumers and see stream sequences and delivery counts.
+- Core (`jetstream = false`): `bus.publish(book)` sends the EventBook with a
+  plain NATS publish: at most once, lowest latency, no stream. Subscribers
+  receive it only while connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Literal
+
+import msgspec
+
+from angzarr_es import _bus_wire as bw
+from angzarr_es import _jsapi as js
+from angzarr_es import codec
+from angzarr_es._wire import Wire, api_error
+from angzarr_es.codec import RecordedEvent
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, StoreError
+from angzarr_es.filters import FilterLike, resolve
+from angzarr_es.pb import core_pb2
+from angzarr_es.subjects import AggregateId, encode_root, parse_subject, validate_domain
+
+__all__ = ["Bus", "CatchUp", "Delivery", "Handler", "Start", "Subscription"]
+
+log = logging.getLogger("angzarr_es")
+
+Start = Literal["all", "new"] | int | dt.datetime
+"""Where reading starts: every commit, only new ones, a stream sequence, or a time."""
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One commit handed to a subscriber or projector."""
+
+    subject: str
+    domain: str
+    root: str
+    """The aggregate id (a UUID in its canonical text form)."""
+    book: core_pb2.EventBook
+    """The commit as stored: cover and the new pages."""
+    events: list[RecordedEvent]
+    """The book's pages, decoded."""
+    stream_sequence: int = 0
+    """JetStream stream sequence (0 in core mode)."""
+    delivery_count: int = 0
+    """1 on first delivery, more on redelivery (0 when there is no consumer)."""
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+def decode_delivery(
+    prefix: str, subject: str, data: bytes, *, stream_sequence: int = 0, delivery_count: int = 0
+) -> Delivery:
+    """Decode a bus message.
+
+    Raises:
+        CodecError: the payload is not an EventBook or an event does not parse.
+        InvalidAggregateId: `subject` is not an aggregate subject under `prefix`.
+    """
+    domain, root = parse_subject(prefix, subject)
+    book = codec.decode_book(data, subject=subject, stream_sequence=stream_sequence)
+    return Delivery(
+        subject=subject,
+        domain=domain,
+        root=root,
+        book=book,
+        events=codec.recorded(book, subject=subject),
+        stream_sequence=stream_sequence,
+        delivery_count=delivery_count,
+    )
+
+
+def start_config(start: Start) -> dict[str, object]:
+    """Consumer settings for `start`.
+
+    Raises:
+        ValueError, TypeError: an unknown start.
+    """
+    if start == "all":
+        return {"deliver_policy": "all"}
+    if start == "new":
+        return {"deliver_policy": "new"}
+    if isinstance(start, bool) or not isinstance(start, int | dt.datetime):
+        raise TypeError(f"start must be 'all', 'new', a stream sequence or a datetime: {start!r}")
+    if isinstance(start, int):
+        if start < 1:
+            raise ValueError(f"a start stream sequence must be >= 1, got {start}")
+        return {"deliver_policy": "by_start_sequence", "opt_start_seq": start}
+    if start.tzinfo is None:
+        raise ValueError("a start time must be timezone-aware")
+    stamp = start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return {"deliver_policy": "by_start_time", "opt_start_time": stamp}
+
+
+def root_of(cover: core_pb2.Cover) -> str:
+    """The aggregate id in a cover: 16 bytes read as a UUID, anything else as UTF-8.
+
+    Raises:
+        InvalidAggregateId: empty or not UTF-8.
+    """
+    raw = cover.root.value
+    if len(raw) == 16:
+        return str(uuid.UUID(bytes=raw))
+    try:
+        text = raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise InvalidAggregateId("the cover's root is neither a UUID nor UTF-8") from exc
+    if not text:
+        raise InvalidAggregateId("the cover has no root")
+    return text
+
+
+class Subscription:
+    """A running subscription; `close()` (or leaving `async with`) stops it."""
+
+    def __init__(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._close = close
+        self._closed = False
+
+    async def close(self) -> None:
+        """Stop delivering; waits for the handler call in progress."""
+        if not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Bus:
+    """Publish and subscribe; obtain it as `client.bus`."""
+
+    def __init__(self, wire: Wire, cfg: NatsConfig) -> None:
+        self._wire = wire
+        self._cfg = cfg
+        self._prefix = cfg.subject_prefix
+
+    @property
+    def jetstream(self) -> bool:
+        """Whether this bus runs on JetStream (else core NATS)."""
+        return self._cfg.jetstream
+
+    def subject(self, domain: str, root: AggregateId) -> str:
+        """The subject an aggregate's commits travel on."""
+        return f"{self._prefix}.events.{validate_domain(domain)}.{encode_root(root)}"
+
+    def filter(self, f: FilterLike) -> str:
+        """The NATS subject filter for `f` under this client's prefix."""
+        return resolve(f, self._prefix)
+
+    async def publish(self, book: core_pb2.EventBook, *, root: AggregateId | None = None) -> None:
+        """Core mode: send `book` on its aggregate's subject, at most once.
+
+        The subject comes from `book.cover` (domain, and the root read as a
+        UUID when it is 16 bytes, else UTF-8); pass `root` to override.
+
+        Raises:
+            ConfigError: the bus is in JetStream mode, where `append` publishes.
+            InvalidDomain, InvalidAggregateId: the cover does not name an aggregate.
+            StoreUnavailable: not connected.
+        """
+        if self._cfg.jetstream:
+            raise ConfigError(
+                "bus.publish() is for core mode ([bus.nats] jetstream = false); in "
+                "JetStream mode every committed append is published by the stream"
+            )
+        subject = self.subject(book.cover.domain, root if root is not None else root_of(book.cover))
+        await self._wire.publish(subject, book.SerializeToString())
+
+    async def subscribe(
+        self, f: FilterLike, handler: Handler, *, start: Start = "new"
+    ) -> Subscription:
+        """Call `handler` for every commit matching `f`, one at a time, in order.
+
+        Core mode: a plain NATS subscription (`start` must be "new"). JetStream
+        mode: an ephemeral consumer from `start`, removed on `close()`; the
+        delivery carries the stream sequence. A handler that raises is logged
+        and the next commit is delivered.
+
+        Raises:
+            ValueError: `start` other than "new" in core mode.
+            StoreUnavailable: not connected; StoreError: the consumer was refused.
+        """
+        subject = self.filter(f)
+        if not self._cfg.jetstream:
+            if start != "new":
+                raise ValueError("core NATS has no history: start must be 'new'")
+
+            async def on_core(subj: str, data: bytes) -> None:
+                try:
+                    delivery = decode_delivery(self._prefix, subj, data)
+                except AngzarrESError as exc:
+                    log.warning("dropping undecodable message on %s: %s", subj, exc)
+                    return
+                await _call(handler, delivery)
+
+            sub = await bw.core_subscribe(self._wire, subject, on_core)
+            return Subscription(sub.close)
+        reader = CatchUp(self._wire, self._cfg, subject, start)
+        await reader.open()
+
+        idle = asyncio.Event()
+        idle.set()
+        closing = asyncio.Event()
+
+        async def pump() -> None:
+            async for delivery in reader:
+                if closing.is_set():
+                    return
+                idle.clear()
+                try:
+                    await _call(handler, delivery)
+                finally:
+                    idle.set()
+
+        task = asyncio.create_task(pump(), name=f"angzarr-subscribe {subject}")
+
+        async def close() -> None:
+            closing.set()
+            await idle.wait()  # the call in progress finishes; the next never starts
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await reader.aclose()
+
+        return Subscription(close)
+
+    async def provision(self) -> None:
+        """Create the dead-letter stream and every `[[bus.nats.consumers]]` durable. Idempotent.
+
+        Raises:
+            ConsumerConfigError: an existing consumer conflicts with its definition.
+            StoreError: the server refused.
+        """
+        from angzarr_es.projector import ProjectorSettings, provision_consumer
+
+        await provision_dlq(self._wire, self._cfg)
+        for spec in self._cfg.consumers:
+            settings = ProjectorSettings(
+                name=spec.name,
+                subject=spec.filter,
+                max_deliver=spec.max_deliver,
+                ack_wait=spec.ack_wait,
+                backoff=tuple(spec.backoff),
+                max_ack_pending=spec.max_ack_pending,
+            )
+            await provision_consumer(self._wire, self._cfg, settings)
+
+
+async def _call(handler: Handler, delivery: Delivery) -> None:
+    try:
+        await handler(delivery)
+    except Exception:
+        log.exception("subscription handler failed on %s", delivery.subject)
+
+
+async def provision_dlq(wire: Wire, cfg: NatsConfig) -> None:
+    """Create the dead-letter stream `<dlq_stream>` on `<prefix>.dlq.>` if it is missing."""
+    name = cfg.dlq_stream
+    subject = f"{cfg.subject_prefix}.dlq.>"
+    info = js.stream_info(await wire.api(f"$JS.API.STREAM.INFO.{name}", what="dlq stream info"))
+    if info.error is None:
+        subjects = list((info.config or {}).get("subjects", []))
+        if subject in subjects:
+            return
+        config = msgspec.structs.replace(_dlq_config(cfg), subjects=[*subjects, subject])
+        verb = "UPDATE"
+    elif info.error.err_code == js.STREAM_NOT_FOUND:
+        config, verb = _dlq_config(cfg), "CREATE"
+    else:
+        raise api_error(f"dead-letter stream {name}", info.error)
+    reply = js.api_response(
+        await wire.api(f"$JS.API.STREAM.{verb}.{name}", js.encode(config), what="dlq stream")
+    )
+    if reply.error is not None:
+        raise api_error(f"{verb.lower()} dead-letter stream {name}", reply.error)
+
+
+def _dlq_config(cfg: NatsConfig) -> js.StreamConfig:
+    return js.StreamConfig(
+        name=cfg.dlq_stream,
+        subjects=[f"{cfg.subject_prefix}.dlq.>"],
+        num_replicas=cfg.replicas,
+        duplicate_window=int(cfg.duplicate_window * js.NANOS),
+        allow_direct=True,
+    )
+
+
+class CatchUp:
+    """Replay a filter's history from `start`, then follow live commits.
+
+    Reads through an ephemeral pull consumer (no acks, memory storage) that is
+    recreated from the last sequence seen if a gap or a stall is detected, and
+    deleted by `aclose()`. Use it as
+
+        async with client.subscribe(filters.domain("player"), start="all") as sub:
+            async for delivery in sub:
+                ...
+    """
+
+    def __init__(
+        self, wire: Wire, cfg: NatsConfig, subject: str, start: Start, *, window: int = 256
+    ) -> None:
+        self._wire = wire
+        self._cfg = cfg
+        self._subject = subject
+        self._start = start
+        start_config(start)  # validate early
+        self._window = window
+        self._queue: asyncio.Queue[bw.Pulled] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._name = ""
+        self._puller: bw.Puller | None = None
+        self._dseq = 0
+        self._last_sseq = 0
+        self._broken = False
+        self._closed = False
+
+    @property
+    def subject(self) -> str:
+        """The subject filter being followed."""
+        return self._subject
+
+    async def open(self) -> None:
+        """Create the consumer and start pulling (done by the first `__anext__` otherwise)."""
+        if self._puller is not None:
+            return
+        await self._create(self._start)
+
+    async def _create(self, start: Start) -> None:
+        stream = self._cfg.stream_name
+        self._name = "angzarr-sub-" + uuid.uuid4().hex[:16]
+        config = js.ConsumerConfig(
+            name=self._name,
+            ack_policy="none",
+            filter_subject=self._subject,
+            inactive_threshold=30 * js.NANOS,
+            num_replicas=1,
+            mem_storage=True,
+            **start_config(start),  # type: ignore[arg-type]
+        )
+        info = await bw.consumer_put(self._wire, stream, config, "create")
+        if start == "new":
+            self._last_sseq = info.delivered.stream_seq
+        self._dseq = 0
+        self._broken = False
+        puller = bw.Puller(self._wire, stream, self._name, self._on_msg, self._on_status)
+        await puller.start()
+        self._puller = puller
+        await self._top_up()
+
+    def _on_msg(self, msg: bw.Pulled) -> None:
+        if self._broken or msg.consumer != self._name:
+            return
+        if msg.consumer_seq != self._dseq + 1:
+            self._broken = True
+        else:
+            self._dseq = msg.consumer_seq
+            self._last_sseq = msg.stream_seq
+            self._queue.put_nowait(msg)
+        self._wake.set()
+
+    def _on_status(self, status: str, description: str) -> None:
+        if status not in ("404", "408"):
+            log.debug("subscription %s: %s %s", self._name, status, description)
+            self._broken = True
+        self._wake.set()
+
+    async def _top_up(self) -> None:
+        puller = self._puller
+        assert puller is not None
+        have = puller.outstanding + self._queue.qsize()
+        if have <= self._window // 2:
+            await puller.pull(self._window - have)
+
+    async def _recreate(self) -> None:
+        old = self._puller
+        self._puller = None
+        if old is not None:
+            await old.stop()
+        with contextlib.suppress(StoreError):
+            await bw.consumer_delete(self._wire, self._cfg.stream_name, self._name)
+        start: Start = self._last_sseq + 1 if self._last_sseq else self._start
+        await self._create(start)
+
+    def __aiter__(self) -> CatchUp:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._puller is None:
+            await self.open()
+        while True:
+            puller = self._puller
+            assert puller is not None
+            self._wake.clear()
+            if not self._queue.empty():
+                msg = self._queue.get_nowait()
+                await self._top_up()
+                return decode_delivery(
+                    self._cfg.subject_prefix,
+                    msg.subject,
+                    msg.data,
+                    stream_sequence=msg.stream_seq,
+                    delivery_count=msg.delivered,
+                )
+            if self._broken or puller.stalled():
+                await self._recreate()
+                continue
+            await self._top_up()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), puller.heartbeat)
+
+    async def aclose(self) -> None:
+        """Stop following and delete the consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        puller, self._puller = self._puller, None
+        if puller is not None:
+            await puller.stop()
+            try:
+                await bw.consumer_delete(self._wire, self._cfg.stream_name, self._name)
+            except StoreError as exc:
+                # Its inactive threshold removes it anyway.
+                log.warning("could not delete subscription consumer %s: %s", self._name, exc)
+
+    async def __aenter__(self) -> CatchUp:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

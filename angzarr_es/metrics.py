@@ -1,0 +1,200 @@
+"""Prometheus metrics for the store and the bus (the `metrics` extra: prometheus-client).
+
+    metrics = angzarr_es.metrics.instrument(client)      # stores made afterwards are measured
+    angzarr_es.metrics.serve(9464)                       # or expose REGISTRY your own way
+
+Series (label values in braces):
+
+    angzarr_es_append_seconds{domain,outcome}       histogram: ok | conflict | error
+    angzarr_es_load_seconds{domain}                 histogram
+    angzarr_es_appended_events_total{domain}        events written
+    angzarr_es_append_conflicts_total{domain}       ConcurrencyError raised
+    angzarr_es_append_retries_total{domain,reason}  timeout | in_process | lost_race
+    angzarr_es_bus_redeliveries_total{consumer}     for the bus: `metrics.redelivered(...)`
+    angzarr_es_bus_dead_letters_total{consumer}     for the bus: `metrics.dead_lettered(...)`
+
+Instrumented clients also stamp every commit with a W3C `traceparent` header
+(see `angzarr_es.tracing`). Without `instrument()` nothing here runs: the
+store's hot path checks one attribute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+
+from google.protobuf.message import Message
+
+from angzarr_es import tracing
+from angzarr_es._types import AppendResult, ExpectedVersion, History
+from angzarr_es.client import Client
+from angzarr_es.errors import AngzarrESError, ConcurrencyError, ConfigError
+from angzarr_es.store import EventStore, StoreContext
+from angzarr_es.subjects import AggregateId
+
+try:
+    import prometheus_client as prom
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "angzarr_es.metrics needs prometheus-client: pip install 'angzarr-es[metrics]'"
+    ) from exc
+
+__all__ = ["LATENCY_BUCKETS", "MeteredEventStore", "StoreMetrics", "instrument", "serve"]
+
+# Seconds: sub-millisecond resolution where the store lives, up to a failover.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+
+class StoreMetrics:
+    """The metric families, registered once per registry; also the store's observer."""
+
+    def __init__(self, registry: prom.CollectorRegistry | None = None, *, trace: bool = True):
+        registry = prom.REGISTRY if registry is None else registry
+        self.registry = registry
+        self.trace = trace
+        self.append_seconds = prom.Histogram(
+            "angzarr_es_append_seconds",
+            "Time to append one commit, by outcome.",
+            ["domain", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.load_seconds = prom.Histogram(
+            "angzarr_es_load_seconds",
+            "Time to load an aggregate's history.",
+            ["domain"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.appended_events = prom.Counter(
+            "angzarr_es_appended_events", "Events written.", ["domain"], registry=registry
+        )
+        self.conflicts = prom.Counter(
+            "angzarr_es_append_conflicts",
+            "Appends rejected with ConcurrencyError.",
+            ["domain"],
+            registry=registry,
+        )
+        self.retries = prom.Counter(
+            "angzarr_es_append_retries",
+            "Extra publish attempts inside one append.",
+            ["domain", "reason"],
+            registry=registry,
+        )
+        self.redeliveries = prom.Counter(
+            "angzarr_es_bus_redeliveries",
+            "Messages delivered again to a projector.",
+            ["consumer"],
+            registry=registry,
+        )
+        self.dead_letters = prom.Counter(
+            "angzarr_es_bus_dead_letters",
+            "Messages moved to the dead-letter stream.",
+            ["consumer"],
+            registry=registry,
+        )
+
+    # -- StoreObserver ---------------------------------------------------------
+
+    def commit_headers(self, headers: dict[str, str]) -> None:
+        if self.trace:
+            tracing.inject(headers)
+
+    def retried(self, domain: str, reason: str) -> None:
+        self.retries.labels(domain, reason).inc()
+
+    # -- for the bus -------------------------------------------------------------
+
+    def redelivered(self, consumer: str, count: int = 1) -> None:
+        """Count redeliveries to `consumer`."""
+        self.redeliveries.labels(consumer).inc(count)
+
+    def dead_lettered(self, consumer: str) -> None:
+        """Count one message of `consumer` moved to the dead-letter stream."""
+        self.dead_letters.labels(consumer).inc()
+
+
+class MeteredEventStore(EventStore):
+    """`EventStore` that times appends and loads; made by an instrumented client."""
+
+    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
+        super().__init__(ctx, domain, edition)
+        observer = ctx.observer
+        if not isinstance(observer, StoreMetrics):
+            raise ConfigError("MeteredEventStore needs a client set up by metrics.instrument()")
+        self._metrics = observer
+        self._append_ok = observer.append_seconds.labels(domain, "ok")
+        self._load = observer.load_seconds.labels(domain)
+
+    async def append(
+        self,
+        root: AggregateId,
+        events: Iterable[Message],
+        *,
+        expected: ExpectedVersion,
+        correlation_id: str = "",
+    ) -> AppendResult:
+        """See `EventStore.append`."""
+        start = time.perf_counter()
+        try:
+            result = await super().append(
+                root, events, expected=expected, correlation_id=correlation_id
+            )
+        except ConcurrencyError:
+            self._observe("conflict", start)
+            self._metrics.conflicts.labels(self.domain).inc()
+            raise
+        except AngzarrESError:
+            self._observe("error", start)
+            raise
+        self._append_ok.observe(time.perf_counter() - start)
+        written = result.next_sequence - result.first_sequence
+        if written:
+            self._metrics.appended_events.labels(self.domain).inc(written)
+        return result
+
+    def _observe(self, outcome: str, start: float) -> None:
+        elapsed = time.perf_counter() - start
+        self._metrics.append_seconds.labels(self.domain, outcome).observe(elapsed)
+
+    async def load(
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
+    ) -> History:
+        """See `EventStore.load`."""
+        start = time.perf_counter()
+        try:
+            return await super().load(
+                root, from_sequence, to_sequence, snapshot=snapshot, as_of=as_of
+            )
+        finally:
+            self._load.observe(time.perf_counter() - start)
+
+
+def instrument(
+    client: Client, metrics: StoreMetrics | None = None, *, trace: bool = True
+) -> StoreMetrics:
+    """Measure every store `client` hands out from now on; returns the metrics.
+
+    With `trace`, commits carry a `traceparent` header. Pass one `StoreMetrics`
+    to several clients to share the series (families register once per registry).
+    """
+    metrics = StoreMetrics(trace=trace) if metrics is None else metrics
+    client._ctx.observer = metrics
+    client._store_type = MeteredEventStore
+    return metrics
+
+
+def serve(port: int, addr: str = "0.0.0.0", registry: prom.CollectorRegistry | None = None) -> None:
+    """Serve `/metrics` over HTTP from a background thread."""
+    prom.start_http_server(
+        port, addr=addr, registry=prom.REGISTRY if registry is None else registry
+    )

@@ -1,0 +1,652 @@
+"""Durable projectors: a named JetStream pull consumer feeding a handler.
+
+    async with client.projector("player-projector", filters.domain("player"), handle,
+                                concurrency=8) as p:
+        ...
+
+Semantics (all measured against nats-server in tests/test_projector.py):
+
+- Explicit acks. A handler that returns acks its commit; one that raises gets
+  a NAK with the delay `backoff[n-1]` after its n-th delivery (the last value
+  repeats), and after the `max_deliver`-th failed delivery the commit is
+  copied to the dead-letter stream (`<prefix>.dlq.<domain>`, headers naming
+  the projector, the error and the delivery count) and terminated (+TERM).
+- A handler that runs past `ack_wait` keeps its commit alive: every message in
+  hand gets an in-progress ack (+WPI) every `ack_wait / 3`.
+- Up to `concurrency` commits run at once, never two of the same aggregate
+  (subject); an aggregate's later commit starts only after the earlier one is
+  acked or dead-lettered. A commit NAKed for retry holds back that aggregate's
+  later commits until it comes back (or, if another process got it, until
+  its retry delay plus `ack_wait` has passed).
+- The consumer's ack floor is the checkpoint: a restarted projector resumes
+  after the last acked commit. `start` applies when the consumer is created;
+  `reset(start)` recreates it to replay from another point.
+- Two processes running the same projector share its consumer: each commit is
+  handled by one process at a time, but commits of one aggregate may be
+  handled by both processes in overlapping time. For strict per-aggregate
+  order across processes run partitions: process i of n uses
+  `partition=(i, n)`; each partition has its own consumer
+  (`<name>-<i>of<n>`), sees every commit and handles only aggregates whose
+  subject hashes (CRC-32) to i, acking the others unhandled. A partition's
+  consumer pins one process at a time (`pinned_client` policy); a second
+  process on the same partition is a standby that takes over when the first
+  stops or goes silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import msgspec
+
+from angzarr_es import _bus_wire as bw
+from angzarr_es import _jsapi as js
+from angzarr_es._wire import Wire
+from angzarr_es.bus import Handler, Start, decode_delivery, provision_dlq, start_config
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import AngzarrESError, ConsumerConfigError, StoreError
+
+__all__ = ["Projector", "ProjectorSettings", "ProjectorStats", "provision_consumer"]
+
+log = logging.getLogger("angzarr_es")
+
+H_PROJECTOR = "Angzarr-Projector"
+H_ERROR = "Angzarr-Error"
+H_DELIVERIES = "Angzarr-Delivery-Count"
+H_SUBJECT = "Angzarr-Subject"
+H_STREAM = "Angzarr-Stream"
+H_STREAM_SEQ = "Angzarr-Stream-Sequence"
+MAX_ERROR_HEADER = 1024
+ALREADY_EXISTS = 10148
+# Partitions: the pinned process keeps its pin by pulling at least this often;
+# a standby takes over this long after the pinned one went silent (at once
+# after a clean stop, which unpins).
+PIN_GROUP = "angzarr"
+PIN_TTL = 15.0
+
+
+class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What defines a projector's durable consumer and its dispatch."""
+
+    name: str
+    """Durable consumer name (one token of [A-Za-z0-9_-])."""
+    subject: str
+    """Subject filter."""
+    max_deliver: int = 5
+    ack_wait: float = 30.0
+    backoff: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0)
+    max_ack_pending: int = 1000
+    concurrency: int = 1
+    start: Start = "all"
+    partition: tuple[int, int] | None = None
+    buffer: int = 0
+    """Commits held in hand at most (0: max(4 * concurrency, 64))."""
+
+    @property
+    def durable(self) -> str:
+        """The consumer's name on the server."""
+        if self.partition is None:
+            return self.name
+        index, count = self.partition
+        return f"{self.name}-{index}of{count}"
+
+    def check(self) -> None:
+        """Raises ValueError on settings the server or the dispatcher cannot honour."""
+        if not self.name or not all(c.isascii() and (c.isalnum() or c in "_-") for c in self.name):
+            raise ValueError(f"projector name {self.name!r} must be [A-Za-z0-9_-]")
+        if self.max_deliver < 1:
+            raise ValueError("max_deliver must be >= 1")
+        if self.ack_wait <= 0:
+            raise ValueError("ack_wait must be > 0 seconds")
+        if any(b < 0 for b in self.backoff):
+            raise ValueError("backoff delays must be >= 0 seconds")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if self.partition is not None:
+            index, count = self.partition
+            if count < 1 or not 0 <= index < count:
+                raise ValueError(
+                    f"partition must be (index, count) with 0 <= index < count: {self.partition}"
+                )
+        start_config(self.start)
+
+    def consumer_config(self) -> js.ConsumerConfig:
+        """The durable consumer as the server should hold it."""
+        return js.ConsumerConfig(
+            durable_name=self.durable,
+            description=f"angzarr_es projector {self.name}",
+            ack_policy="explicit",
+            replay_policy="instant",
+            filter_subject=self.subject,
+            ack_wait=int(self.ack_wait * js.NANOS),
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            priority_policy="pinned_client" if self.partition else "",
+            priority_groups=[PIN_GROUP] if self.partition else [],
+            priority_timeout=int(PIN_TTL * js.NANOS) if self.partition else 0,
+            **start_config(self.start),  # type: ignore[arg-type]
+        )
+
+
+class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters since the projector object was made."""
+
+    handled: int
+    """Commits whose handler returned (acked)."""
+    failed: int
+    """Handler calls that raised (each is retried or dead-lettered)."""
+    dead_lettered: int
+    skipped: int
+    """Commits of other partitions, acked unhandled."""
+
+
+# Settings the server cannot change in place, or that would make another
+# program's consumer ours: a difference is a conflict.
+_FIXED = ("filter_subject", "ack_policy", "replay_policy", "deliver_subject", "priority_policy")
+# Settings an update may change.
+_UPDATABLE = ("ack_wait", "max_deliver", "max_ack_pending", "description")
+
+
+async def provision_consumer(
+    wire: Wire, cfg: NatsConfig, settings: ProjectorSettings
+) -> js.DurableInfo:
+    """Create the projector's durable consumer, or bring an existing one to its settings.
+
+    Idempotent. The start position applies only at creation.
+
+    Raises:
+        ConsumerConfigError: the existing consumer has another filter, ack or
+            replay policy, or is a push consumer.
+        StoreError: the server refused.
+    """
+    settings.check()
+    stream, name = cfg.stream_name, settings.durable
+    wanted = settings.consumer_config()
+    for _ in range(3):
+        info = await bw.consumer_info(wire, stream, name)
+        if info is None:
+            try:
+                return await bw.consumer_put(wire, stream, wanted, "create")
+            except StoreError as exc:
+                if exc.err_code == ALREADY_EXISTS:
+                    continue  # another process made it first: compare with theirs
+                raise
+        have = info.config
+        wanted_raw = msgspec.structs.asdict(wanted)
+        conflicts = [
+            f"{key}: {have.get(key)!r} (wanted {wanted_raw.get(key) or None!r})"
+            for key in _FIXED
+            if _unset_none(have.get(key)) != _unset_none(wanted_raw.get(key))
+        ]
+        if have.get("filter_subjects"):
+            conflicts.append(f"filter_subjects: {have['filter_subjects']!r}")
+        if conflicts:
+            raise ConsumerConfigError(
+                f"consumer {name} on stream {stream} exists with a conflicting definition: "
+                + "; ".join(conflicts)
+                + ". Delete it (nats consumer rm) or choose another projector name."
+            )
+        changed = [k for k in _UPDATABLE if have.get(k) != wanted_raw.get(k)]
+        if not changed:
+            return info
+        # The start position is the existing consumer's (it cannot change).
+        update = msgspec.structs.replace(
+            wanted,
+            deliver_policy=str(have.get("deliver_policy") or "all"),
+            opt_start_seq=int(have.get("opt_start_seq") or 0),
+            opt_start_time=str(have.get("opt_start_time") or ""),
+        )
+        log.info("updating consumer %s: %s", name, ", ".join(changed))
+        return await bw.consumer_put(wire, stream, update, "update")
+    raise ConsumerConfigError(f"consumer {name} keeps changing while being provisioned")
+
+
+@dataclass(slots=True)
+class _Key:
+    """Dispatch state of one aggregate (subject)."""
+
+    heap: list[int] = field(default_factory=list)
+    busy: bool = False
+    blocked_seq: int = 0
+    blocked_until: float = 0.0
+
+    def runnable(self, now: float) -> bool:
+        return (
+            bool(self.heap)
+            and not self.busy
+            and (not self.blocked_seq or now >= self.blocked_until)
+        )
+
+
+class Projector:
+    """A running durable projector; make it with `client.projector(...)`."""
+
+    def __init__(
+        self, wire: Wire, cfg: NatsConfig, settings: ProjectorSettings, handler: Handler
+    ) -> None:
+        settings.check()
+        self._wire = wire
+        self._cfg = cfg
+        self._settings = settings
+        self._handler = handler
+        self._buffer = min(
+            settings.buffer or max(4 * settings.concurrency, 64), settings.max_ack_pending
+        )
+        self._in_hand: dict[int, bw.Pulled] = {}
+        self._keys: dict[str, _Key] = {}
+        # Runnable aggregates as (stream seq of their next commit, subject):
+        # the oldest commit goes first. Entries may be stale; _pump checks.
+        self._ready: list[tuple[int, str]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._puller: bw.Puller | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running = 0
+        self._handled = self._failed = self._dead = self._skipped = 0
+        self._settled = asyncio.Event()
+        self._advisories: bw.CoreSubscription | None = None
+
+    @property
+    def name(self) -> str:
+        """The projector's name."""
+        return self._settings.name
+
+    @property
+    def settings(self) -> ProjectorSettings:
+        """The settings it runs with."""
+        return self._settings
+
+    @property
+    def stats(self) -> ProjectorStats:
+        """Counters so far."""
+        return ProjectorStats(
+            handled=self._handled,
+            failed=self._failed,
+            dead_lettered=self._dead,
+            skipped=self._skipped,
+        )
+
+    async def wait(
+        self, predicate: Callable[[ProjectorStats], bool], timeout: float | None = None
+    ) -> ProjectorStats:
+        """Wait until `predicate(stats)` holds, e.g. `await p.wait(lambda s: s.handled >= 10)`.
+
+        Raises:
+            TimeoutError: not within `timeout` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate(stats := self.stats):
+                self._settled.clear()
+                await self._settled.wait()
+        return stats
+
+    @property
+    def running(self) -> bool:
+        """Whether it is pulling commits."""
+        return self._loop_task is not None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Provision the dead-letter stream and the consumer, then start handling.
+
+        Raises:
+            ConsumerConfigError: the existing consumer conflicts.
+            StoreError: the server refused.
+        """
+        if self._loop_task is not None:
+            return
+        await provision_dlq(self._wire, self._cfg)
+        await provision_consumer(self._wire, self._cfg, self._settings)
+        pinned = self._settings.partition is not None
+        puller = bw.Puller(
+            self._wire,
+            self._cfg.stream_name,
+            self._settings.durable,
+            self._on_msg,
+            self._on_status,
+            expires=PIN_TTL / 3 if pinned else 30.0,
+            heartbeat=1.0 if pinned else 5.0,
+            group=PIN_GROUP if pinned else "",
+        )
+        advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
+        self._advisories = await bw.core_subscribe(self._wire, advisories, self._on_exceeded)
+        try:
+            await puller.start()
+        except BaseException:
+            await self._advisories.close()
+            self._advisories = None
+            raise
+        self._puller = puller
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._loop(), name=f"angzarr-projector {self.name}")
+
+    async def stop(self, *, drain_timeout: float | None = 30.0) -> None:
+        """Stop pulling, wait for running handlers (acking what finishes), and
+        hand back (NAK) commits that were received but not started."""
+        if self._loop_task is None:
+            return
+        self._stopping = True
+        puller, self._puller = self._puller, None
+        if puller is not None:
+            await puller.stop()
+        advisories, self._advisories = self._advisories, None
+        if advisories is not None:
+            await advisories.close()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        self._loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loop_task
+        self._loop_task = None
+        # A commit on its last delivery is not handed back: the server would
+        # give up on it at once. It expires after ack_wait instead, and the
+        # projector then running dead-letters it from the server's advisory.
+        returned = [m for m in self._in_hand.values() if m.delivered < self._settings.max_deliver]
+        self._in_hand.clear()
+        self._keys.clear()
+        self._ready.clear()
+        try:
+            for msg in returned:
+                await bw.reply(self._wire, msg.reply, bw.nak_body(0))
+            await bw.flush(self._wire)
+            if puller is not None:
+                # Only now, with nothing of ours in flight, may a standby take over.
+                await puller.unpin()
+        except StoreError as exc:
+            log.warning(
+                "projector %s: could not hand back %d commits: %s", self.name, len(returned), exc
+            )
+
+    async def reset(self, start: Start = "all") -> None:
+        """Replay from `start`: recreate the consumer there (dropping its checkpoint).
+
+        A running projector is stopped (drained) and restarted around it.
+
+        Raises:
+            StoreError: the server refused.
+        """
+        was_running = self.running
+        await self.stop()
+        self._settings = msgspec.structs.replace(self._settings, start=start)
+        self._settings.check()
+        await bw.consumer_delete(self._wire, self._cfg.stream_name, self._settings.durable)
+        await provision_consumer(self._wire, self._cfg, self._settings)
+        if was_running:
+            await self.start()
+
+    async def checkpoint(self) -> int:
+        """Stream sequence of the consumer's ack floor (every commit up to it is acked)."""
+        info = await bw.consumer_info(self._wire, self._cfg.stream_name, self._settings.durable)
+        return 0 if info is None else info.ack_floor.stream_seq
+
+    async def delete(self) -> None:
+        """Stop and remove the durable consumer (its checkpoint is lost)."""
+        await self.stop()
+        await bw.consumer_delete(self._wire, self._cfg.stream_name, self._settings.durable)
+
+    async def __aenter__(self) -> Projector:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- receiving -----------------------------------------------------------
+
+    def _on_msg(self, msg: bw.Pulled) -> None:
+        if msg.consumer != self._settings.durable:
+            return
+        if self._stopping:
+            # Arrived while stopping: hand it straight back.
+            if msg.delivered < self._settings.max_deliver:
+                self._send_soon(msg.reply, bw.nak_body(0))
+            return
+        part = self._settings.partition
+        if part is not None and zlib.crc32(msg.subject.encode()) % part[1] != part[0]:
+            self._skipped += 1
+            self._settled.set()
+            self._send_soon(msg.reply, bw.ACK)
+            return
+        seq = msg.stream_seq
+        known = seq in self._in_hand
+        self._in_hand[seq] = msg  # a redelivery replaces the reply subject
+        if not known:
+            key = self._keys.get(msg.subject)
+            if key is None:
+                key = self._keys[msg.subject] = _Key()
+            heapq.heappush(key.heap, seq)
+            if key.blocked_seq == seq:
+                key.blocked_seq = 0
+            self._mark(msg.subject, key, time.monotonic())
+        self._pump()
+        self._wake.set()
+
+    def _on_status(self, status: str, description: str) -> None:
+        if status not in ("404", "408", "423"):
+            log.warning("projector %s: server says %s %s", self.name, status, description)
+        self._wake.set()
+
+    def _send_soon(self, subject: str, body: bytes) -> None:
+        task = asyncio.create_task(bw.reply(self._wire, subject, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- dispatch ------------------------------------------------------------
+
+    def _mark(self, subject: str, key: _Key, now: float) -> None:
+        if key.runnable(now):
+            heapq.heappush(self._ready, (key.heap[0], subject))
+
+    def _pump(self) -> None:
+        now = time.monotonic()
+        limit = self._settings.concurrency
+        while self._ready and self._running < limit and not self._stopping:
+            head, subject = heapq.heappop(self._ready)
+            key = self._keys.get(subject)
+            if key is None or not key.runnable(now) or key.heap[0] != head:
+                continue
+            key.blocked_seq = 0
+            key.busy = True
+            self._running += 1
+            seq = heapq.heappop(key.heap)
+            task = asyncio.create_task(self._handle(subject, key, seq))
+            task.set_name("handler")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, subject: str, key: _Key, seq: int) -> None:
+        try:
+            msg = self._in_hand[seq]
+            try:
+                delivery = decode_delivery(
+                    self._cfg.subject_prefix,
+                    msg.subject,
+                    msg.data,
+                    stream_sequence=seq,
+                    delivery_count=msg.delivered,
+                )
+                await self._handler(delivery)
+            except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
+                self._failed += 1
+                await self._on_failure(key, seq, exc)
+            else:
+                msg = self._in_hand.pop(seq, msg)
+                await bw.reply(self._wire, msg.reply, bw.ACK)
+                self._handled += 1
+        except AngzarrESError as exc:
+            log.error("projector %s: could not settle %s #%d: %s", self.name, subject, seq, exc)
+        finally:
+            self._settled.set()
+            key.busy = False
+            self._running -= 1
+            if key.heap or key.blocked_seq:
+                self._mark(subject, key, time.monotonic())
+            else:
+                self._keys.pop(subject, None)
+            self._pump()
+            self._wake.set()
+
+    async def _on_failure(self, key: _Key, seq: int, exc: Exception) -> None:
+        msg = self._in_hand.pop(seq)
+        s = self._settings
+        if msg.delivered >= s.max_deliver:
+            log.error(
+                "projector %s: %s #%d failed on delivery %d of %d, dead-lettering: %r",
+                self.name, msg.subject, seq, msg.delivered, s.max_deliver, exc,
+            )  # fmt: skip
+            await self._dead_letter(msg, exc)
+            await bw.reply(self._wire, msg.reply, bw.TERM + b" " + _one_line(exc).encode()[:200])
+            self._dead += 1
+            return
+        delay = s.backoff[min(msg.delivered, len(s.backoff)) - 1] if s.backoff else 0.0
+        log.warning(
+            "projector %s: %s #%d failed on delivery %d, retry in %.3gs: %r",
+            self.name, msg.subject, seq, msg.delivered, delay, exc,
+        )  # fmt: skip
+        key.blocked_seq = seq
+        key.blocked_until = time.monotonic() + delay + s.ack_wait + 1.0
+        await bw.reply(self._wire, msg.reply, bw.nak_body(delay))
+
+    async def _dead_letter(self, msg: bw.Pulled, exc: Exception) -> None:
+        await self._publish_dead_letter(
+            msg.subject, msg.data, msg.stream_seq, msg.delivered, _one_line(exc)
+        )
+
+    async def _on_exceeded(self, subject: str, data: bytes) -> None:
+        """The server gave up on a commit by itself (its last delivery expired
+        unacked: a handler hung or a process died): dead-letter it from the stream."""
+        try:
+            advisory = _decode_exceeded(data)
+        except msgspec.DecodeError:
+            log.warning("projector %s: unreadable advisory on %s", self.name, subject)
+            return
+        stream = self._cfg.stream_name
+        try:
+            reply = js.msg_get(
+                await self._wire.api(
+                    f"$JS.API.STREAM.MSG.GET.{stream}",
+                    js.encode(js.MsgGetRequest(seq=advisory.stream_seq)),
+                    what=f"read {stream} #{advisory.stream_seq}",
+                )
+            )
+            if reply.message is None:
+                log.error(
+                    "projector %s: #%d is gone, cannot dead-letter it",
+                    self.name,
+                    advisory.stream_seq,
+                )
+                return
+            await self._publish_dead_letter(
+                reply.message.subject,
+                reply.message.data,
+                advisory.stream_seq,
+                advisory.deliveries,
+                "MaxDeliveriesExceeded: no ack within ack_wait on the last delivery",
+            )
+        except StoreError as exc:
+            log.error(
+                "projector %s: could not dead-letter #%d: %s", self.name, advisory.stream_seq, exc
+            )
+            return
+        self._dead += 1
+        self._settled.set()
+
+    async def _publish_dead_letter(
+        self, subject: str, data: bytes, stream_seq: int, deliveries: int, error: str
+    ) -> None:
+        prefix = self._cfg.subject_prefix
+        head = f"{prefix}.events."
+        domain = subject[len(head) :].split(".")[0] if subject.startswith(head) else ""
+        stream = self._cfg.stream_name
+        headers = {
+            H_PROJECTOR: self.name,
+            H_ERROR: error[:MAX_ERROR_HEADER],
+            H_DELIVERIES: str(deliveries),
+            H_SUBJECT: subject,
+            H_STREAM: stream,
+            H_STREAM_SEQ: str(stream_seq),
+            # Several processes may dead-letter the same commit: keep one.
+            js.H_MSG_ID: f"dlq-{stream}-{stream_seq}-{self._settings.durable}",
+        }
+        target = f"{prefix}.dlq.{domain or '_'}"
+        ack = await self._wire.publish_commit(target, data, headers, self._wire.timeout)
+        if ack.error is not None:
+            raise StoreError(f"dead-letter to {target}: {ack.error.description}")
+
+    # -- the loop: pulls, in-progress acks, unblocking, stalls -----------------
+
+    async def _loop(self) -> None:
+        s = self._settings
+        keepalive = max(s.ack_wait / 3, 0.05)
+        next_keepalive = time.monotonic() + keepalive
+        while not self._stopping:
+            puller = self._puller
+            if puller is None:
+                return
+            self._wake.clear()
+            try:
+                if puller.stalled():
+                    log.warning("projector %s: no heartbeat, pulling again", self.name)
+                    puller.forget()
+                have = puller.outstanding + len(self._in_hand)
+                if have <= self._buffer // 2:
+                    await puller.pull(self._buffer - have)
+                now = time.monotonic()
+                if now >= next_keepalive:
+                    next_keepalive = now + keepalive
+                    for msg in list(self._in_hand.values()):
+                        await bw.reply(self._wire, msg.reply, bw.PROGRESS)
+                wake_at = next_keepalive
+                for subject, key in list(self._keys.items()):
+                    if not key.blocked_seq or key.busy:
+                        continue
+                    if now < key.blocked_until:
+                        wake_at = min(wake_at, key.blocked_until)
+                    elif key.heap:
+                        self._mark(subject, key, now)
+                    else:
+                        del self._keys[subject]
+                self._pump()
+            except StoreError as exc:
+                log.warning("projector %s: %s", self.name, exc)
+                wake_at = time.monotonic() + 1.0
+            timeout = max(0.0, min(wake_at - time.monotonic(), puller.heartbeat))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _unset_none(value: object) -> object:
+    """Absent, empty and the server's "none" policy compare equal."""
+    return None if value in (None, "", "none") else value
+
+
+class _Exceeded(msgspec.Struct, frozen=True):
+    stream_seq: int = 0
+    deliveries: int = 0
+
+
+_decode_exceeded = msgspec.json.Decoder(_Exceeded).decode
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())

@@ -1,0 +1,338 @@
+"""The bus against a real server: filters and wildcard routing, core mode's
+at-most-once delivery, live JetStream subscriptions and catch-up subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+import angzarr_es
+from angzarr_es import ConfigError, filters
+from angzarr_es.bus import Delivery, root_of
+from angzarr_es.config import Config
+from angzarr_es.pb import core_pb2, hand_pb2
+from angzarr_es.subjects import root_bytes
+from tests.bushelp import Recorder, consumer_names, deposit, with_nats
+from tests.conftest import delete_stream
+
+# -- filters (pure) -----------------------------------------------------------
+
+
+def test_filters_follow_the_seed_and_the_prefix() -> None:
+    assert filters.domain("player").subject("angzarr") == "angzarr.events.player.*"
+    assert filters.domain("hand", deep=True).subject("angzarr") == "angzarr.events.hand.>"
+    assert filters.everything().subject("angzarr") == "angzarr.events.>"
+    assert filters.domain("player").subject("acme.prod") == "acme.prod.events.player.*"
+    assert filters.aggregate("player", "p 1").subject("a") == "a.events.player.~cCAx"
+    assert filters.resolve("angzarr.events.*.>", "ignored") == "angzarr.events.*.>"
+    with pytest.raises(angzarr_es.InvalidDomain):
+        filters.domain("a.b")
+    with pytest.raises(TypeError):
+        filters.resolve(3, "a")  # type: ignore[arg-type]
+
+
+def test_root_of_a_cover_inverts_root_bytes() -> None:
+    pid = uuid.uuid4()
+    cases: list[tuple[uuid.UUID | str, str]] = [(pid, str(pid)), ("p-7", "p-7"), ("é x", "é x")]
+    for root, text in cases:
+        cover = core_pb2.Cover(domain="player")
+        cover.root.value = root_bytes(root)
+        assert root_of(cover) == text
+
+
+# -- fixtures -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def js_client(config: Config) -> AsyncIterator[angzarr_es.Client]:
+    async with await angzarr_es.connect(config=config) as c:
+        await c.provision()
+        yield c
+        assert await consumer_names(c, config.nats.stream_name) == []
+        await delete_stream(c, config.nats.stream_name)
+
+
+@pytest.fixture
+def core_config(config: Config) -> Config:
+    return with_nats(config, jetstream=False)
+
+
+def book(domain: str, root: str, *events: object) -> core_pb2.EventBook:
+    b = core_pb2.EventBook()
+    b.cover.domain = domain
+    b.cover.root.value = root_bytes(root)
+    for i, e in enumerate(events):
+        page = b.pages.add()
+        page.header.sequence = i
+        page.event.Pack(e, type_url_prefix="")  # type: ignore[arg-type]
+    return b
+
+
+# -- wildcard routing -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["core", "jetstream"])
+async def test_wildcard_routing_per_the_seed(mode: str, config: Config) -> None:
+    cfg = with_nats(config, jetstream=mode == "jetstream")
+    prefix = cfg.nats.subject_prefix
+    async with await angzarr_es.connect(config=cfg) as c:
+        if mode == "jetstream":
+            await c.provision()
+        players, hands, everything, deep_hands = Recorder(), Recorder(), Recorder(), Recorder()
+        subs = [
+            await c.bus.subscribe(filters.domain("player"), players),
+            await c.bus.subscribe(filters.domain("hand"), hands),
+            await c.bus.subscribe(f"{prefix}.events.*.>", everything),
+            await c.bus.subscribe(filters.domain("hand", deep=True), deep_hands),
+        ]
+        edition = book("hand", "h1", hand_pb2.CardsDealt())
+        if mode == "jetstream":
+            await c.store("player").append("p1", [deposit(1)], expected=0)
+            await c.store("hand").append("h1", [hand_pb2.CardsDealt()], expected=0)
+            await c.store("player").append("p2", [deposit(2)], expected=0)
+            # A deeper sub-subject (an edition), as stored by a future writer.
+            ack = await c._wire.publish_commit(
+                f"{prefix}.events.hand.h1.v2", edition.SerializeToString(), {}, 2.0
+            )
+            assert ack.error is None
+        else:
+            await c.bus.publish(book("player", "p1", deposit(1)))
+            await c.bus.publish(book("hand", "h1", hand_pb2.CardsDealt()))
+            await c.bus.publish(book("player", "p2", deposit(2)))
+            await c._wire.publish(f"{prefix}.events.hand.h1.v2", edition.SerializeToString())
+        await everything.wait_count(4)
+        await deep_hands.wait_count(2)
+        await players.wait_count(2)
+        await hands.wait_count(1)
+        for s in subs:
+            await s.close()
+        if mode == "jetstream":
+            assert await consumer_names(c, cfg.nats.stream_name) == []
+            await delete_stream(c, cfg.nats.stream_name)
+
+    def keys(r: Recorder) -> list[tuple[str, str]]:
+        return [(d.domain, d.root) for d in r.seen]
+
+    assert keys(players) == [("player", "p1"), ("player", "p2")]
+    assert keys(hands) == [("hand", "h1")]
+    assert keys(deep_hands) == [("hand", "h1"), ("hand", "h1")]
+    assert [d.subject.rsplit(".", 1)[-1] for d in deep_hands.seen] == ["h1", "v2"]
+    assert sorted(keys(everything)) == [
+        ("hand", "h1"),
+        ("hand", "h1"),
+        ("player", "p1"),
+        ("player", "p2"),
+    ]
+    first = players.seen[0]
+    assert first.events[0].event == deposit(1)
+    if mode == "jetstream":
+        assert [d.stream_sequence for d in everything.seen] == [1, 2, 3, 4]
+        assert first.delivery_count == 1
+    else:
+        assert first.stream_sequence == 0
+        assert first.delivery_count == 0
+
+
+# -- core mode ----------------------------------------------------------------
+
+
+async def test_core_mode_is_at_most_once(core_config: Config) -> None:
+    """A connected subscriber gets every event; one that is not connected misses them,
+    and no stream is involved."""
+    async with (
+        await angzarr_es.connect(config=core_config) as publisher,
+        await angzarr_es.connect(config=core_config) as listener,
+    ):
+        steady, flaky = Recorder(), Recorder()
+        await listener.bus.subscribe(filters.domain("player"), steady)
+        sub = await listener.bus.subscribe(filters.domain("player"), flaky)
+        for i in range(10):
+            await publisher.bus.publish(book("player", f"p{i}", deposit(i)))
+        await flaky.wait_count(10)
+        await sub.close()  # disconnected from here ...
+        for i in range(10, 20):
+            await publisher.bus.publish(book("player", f"p{i}", deposit(i)))
+        await steady.wait_count(20)
+        sub = await listener.bus.subscribe(filters.domain("player"), flaky)  # ... back
+        for i in range(20, 25):
+            await publisher.bus.publish(book("player", f"p{i}", deposit(i)))
+        await steady.wait_count(25)
+        await flaky.wait_count(15)
+        await sub.close()
+        info = await publisher._wire.api(f"$JS.API.STREAM.INFO.{core_config.nats.stream_name}")
+        assert b"stream not found" in info
+    assert [d.root for d in steady.seen] == [f"p{i}" for i in range(25)]
+    missed = [f"p{i}" for i in range(10)] + [f"p{i}" for i in range(20, 25)]
+    assert [d.root for d in flaky.seen] == missed
+
+
+async def test_core_mode_refuses_history_and_jetstream_refuses_publish(
+    core_config: Config, js_client: angzarr_es.Client
+) -> None:
+    async with await angzarr_es.connect(config=core_config) as c:
+        with pytest.raises(ValueError, match="no history"):
+            await c.bus.subscribe(filters.everything(), Recorder(), start="all")
+        with pytest.raises(ConfigError, match="need JetStream"):
+            c.projector("p", filters.everything(), Recorder())
+        with pytest.raises(ConfigError, match="need JetStream"):
+            c.subscribe(filters.everything())
+    with pytest.raises(ConfigError, match="JetStream mode"):
+        await js_client.bus.publish(book("player", "p", deposit(1)))
+
+
+async def test_a_failing_subscription_handler_does_not_stop_the_subscription(
+    js_client: angzarr_es.Client,
+) -> None:
+    async def fail_on_first(d: Delivery) -> None:
+        if d.root == "p0":
+            raise RuntimeError("boom")
+
+    seen = Recorder(fail_on_first)
+    async with await js_client.bus.subscribe(filters.domain("player"), seen):
+        for i in range(3):
+            await js_client.store("player").append(f"p{i}", [deposit(i)], expected=0)
+        await seen.wait_count(3)
+    assert [d.root for d in seen.seen] == ["p0", "p1", "p2"]
+
+
+# -- catch-up subscriptions -------------------------------------------------------
+
+
+async def test_catch_up_replays_history_then_follows_live(js_client: angzarr_es.Client) -> None:
+    store = js_client.store("player")
+    for i in range(5):
+        await store.append("p", [deposit(i)], expected=i)
+    await js_client.store("hand").append("h", [hand_pb2.CardsDealt()], expected=0)
+    got: list[int] = []
+    async with js_client.subscribe(filters.domain("player"), start="all") as sub:
+        assert len(await consumer_names(js_client, js_client.config.nats.stream_name)) == 1
+        async for d in sub:
+            got.append(d.events[0].sequence)
+            if len(got) == 5:
+                # history done: now write live events while following
+                for i in range(5, 8):
+                    await store.append("p", [deposit(i)], expected=i)
+            if len(got) == 8:
+                break
+    assert got == list(range(8))
+
+
+async def test_catch_up_from_a_sequence_or_a_time(js_client: angzarr_es.Client) -> None:
+    store = js_client.store("player")
+    r = [await store.append("p", [deposit(i)], expected=i) for i in range(3)]
+    middle = dt.datetime.now(dt.UTC)
+    r += [await store.append("p", [deposit(i)], expected=i) for i in range(3, 6)]
+    seqs = [x.stream_sequence for x in r]
+
+    async def first_n(start: object, n: int) -> list[int]:
+        out: list[int] = []
+        async with js_client.subscribe(filters.everything(), start=start) as sub:  # type: ignore[arg-type]
+            async for d in sub:
+                out.append(d.stream_sequence)
+                if len(out) == n:
+                    break
+        return out
+
+    assert await first_n(seqs[4], 2) == seqs[4:]
+    assert await first_n(middle, 3) == seqs[3:]
+    with pytest.raises(ValueError, match="timezone"):
+        js_client.subscribe(filters.everything(), start=dt.datetime.now())
+    with pytest.raises(TypeError):
+        js_client.subscribe(filters.everything(), start="beginning")  # type: ignore[arg-type]
+
+
+async def test_catch_up_from_new_sees_only_later_commits(js_client: angzarr_es.Client) -> None:
+    store = js_client.store("player")
+    await store.append("old", [deposit(1)], expected=0)
+    async with js_client.subscribe(filters.domain("player"), start="new") as sub:
+        await store.append("new", [deposit(2)], expected=0)
+        d = await anext(sub)
+    assert d.root == "new"
+
+
+async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Client) -> None:
+    """If the server drops the ephemeral consumer mid-stream, the subscription makes
+    a new one from the last sequence it saw: nothing skipped, nothing repeated."""
+    store = js_client.store("player")
+    for i in range(5):
+        await store.append("p", [deposit(i)], expected=i)
+    got: list[int] = []
+    stream = js_client.config.nats.stream_name
+    async with js_client.subscribe(filters.domain("player"), start="all") as sub:
+        async for d in sub:
+            got.append(d.stream_sequence)
+            if len(got) == 3:
+                (name,) = await consumer_names(js_client, stream)
+                await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+                for i in range(5, 7):
+                    await store.append("p", [deposit(i)], expected=i)
+            if len(got) == 7:
+                break
+        (renewed,) = await consumer_names(js_client, stream)
+        assert renewed != name
+    assert got == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "angzarr.toml"
+    path.write_text(
+        "[bus.nats]\n"
+        'dlq_stream = "my-dlq"\n'
+        "[[bus.nats.consumers]]\n"
+        'name = "player-projector"\n'
+        'filter = "angzarr.events.player.*"\n'
+        "max_deliver = 7\n"
+    )
+    cfg = Config.load(path, env={})
+    assert cfg.nats.dlq_stream == "my-dlq"
+    (spec,) = cfg.nats.consumers
+    assert (spec.name, spec.filter, spec.max_deliver, spec.ack_wait) == (
+        "player-projector",
+        "angzarr.events.player.*",
+        7,
+        30.0,
+    )
+    path.write_text('[[bus.nats.consumers]]\nname = "a.b"\nfilter = "x"\n')
+    with pytest.raises(ConfigError, match="consumers"):
+        Config.load(path, env={})
+
+
+@pytest.mark.parametrize("mode", ["core", "jetstream"])
+async def test_closing_a_subscription_lets_the_running_handler_finish(
+    mode: str, config: Config
+) -> None:
+    cfg = with_nats(config, jetstream=mode == "jetstream")
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(d: Delivery) -> None:
+        await release.wait()
+        finished.append(d.root)
+
+    seen = Recorder(slow)
+    async with await angzarr_es.connect(config=cfg) as c:
+        if mode == "jetstream":
+            await c.provision()
+        sub = await c.bus.subscribe(filters.domain("player"), seen)
+        for i in range(3):
+            if mode == "jetstream":
+                await c.store("player").append(f"p{i}", [deposit(i)], expected=0)
+            else:
+                await c.bus.publish(book("player", f"p{i}", deposit(i)))
+        await seen.wait_count(1)
+        closing = asyncio.create_task(sub.close())
+        await asyncio.sleep(0)  # let close() begin: it must wait for the handler
+        assert not closing.done()
+        release.set()
+        await closing
+        if mode == "jetstream":
+            assert await consumer_names(c, cfg.nats.stream_name) == []
+            await delete_stream(c, cfg.nats.stream_name)
+    assert finished == ["p0"]  # finished, not cancelled; nothing started after close
+    assert len(seen.seen) == 1

@@ -1,0 +1,156 @@
+"""Prometheus metrics and W3C trace context on commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import prometheus_client as prom
+import pytest
+
+import angzarr_es
+from angzarr_es import _jsapi as js
+from angzarr_es import metrics, tracing
+from angzarr_es.config import Config
+from angzarr_es.pb import player_pb2
+from angzarr_es.tracing import TraceContext
+from tests.conftest import delete_stream
+
+VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+    ],
+)
+def test_invalid_traceparent_is_ignored(header: str) -> None:
+    assert TraceContext.parse(header) is None
+
+
+def test_traceparent_round_trip_and_children() -> None:
+    ctx = TraceContext.parse(VALID)
+    assert ctx == TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", True)
+    assert ctx.traceparent == VALID
+    # A later version may add fields; version 00 readers keep the first four.
+    assert TraceContext.parse(VALID.replace("00-", "01-", 1) + "-more") is not None
+    child = ctx.child()
+    assert child.trace_id == ctx.trace_id
+    assert child.span_id != ctx.span_id
+    unsampled = TraceContext.parse(VALID[:-2] + "00")
+    assert unsampled is not None
+    assert not unsampled.sampled
+
+
+def test_inject_continues_the_current_trace_or_starts_one() -> None:
+    assert tracing.current() is None
+    headers: dict[str, str] = {}
+    fresh = tracing.inject(headers)
+    assert TraceContext.parse(headers["traceparent"]) == fresh
+    with tracing.continue_from({"traceparent": VALID, "tracestate": "k=v"}) as handling:
+        assert handling.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+        with tracing.span() as inner:
+            sent = tracing.inject(headers)
+        assert inner.trace_id == sent.trace_id == handling.trace_id
+        assert sent.span_id not in (inner.span_id, handling.span_id)
+        assert headers["tracestate"] == "k=v"
+    assert tracing.current() is None
+
+
+@pytest.fixture
+async def instrumented(
+    config: Config,
+) -> AsyncIterator[tuple[angzarr_es.Client, metrics.StoreMetrics]]:
+    async with await angzarr_es.connect(config=config) as client:
+        await client.provision()
+        m = metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+        yield client, m
+        await delete_stream(client, config.nats.stream_name)
+
+
+def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
+    got = m.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+async def _stored_headers(client: angzarr_es.Client, subject: str) -> str:
+    body = js.encode(js.MsgGetRequest(last_by_subj=subject))
+    reply = js.msg_get(
+        await client._wire.api(f"$JS.API.STREAM.MSG.GET.{client.config.nats.stream_name}", body)
+    )
+    assert reply.message is not None
+    return reply.message.hdrs.decode()
+
+
+async def test_appends_loads_and_conflicts_are_counted(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    client, m = instrumented
+    store = client.store("player")
+    assert isinstance(store, metrics.MeteredEventStore)
+    pid = uuid.uuid4()
+    await store.append(pid, [player_pb2.PlayerRegistered(name="a")], expected=0)
+    await store.append(pid, [player_pb2.FundsDeposited(), player_pb2.FundsDeposited()], expected=1)
+    with pytest.raises(angzarr_es.ConcurrencyError):
+        await store.append(pid, [player_pb2.FundsDeposited()], expected=1)
+    await store.load(pid)
+
+    ok = {"domain": "player", "outcome": "ok"}
+    assert value(m, "angzarr_es_append_seconds_count", **ok) == 2
+    assert value(m, "angzarr_es_append_seconds_sum", **ok) > 0
+    conflict = {"domain": "player", "outcome": "conflict"}
+    assert value(m, "angzarr_es_append_seconds_count", **conflict) == 1
+    assert value(m, "angzarr_es_append_conflicts_total", domain="player") == 1
+    assert value(m, "angzarr_es_appended_events_total", domain="player") == 3
+    assert value(m, "angzarr_es_load_seconds_count", domain="player") == 1
+
+
+async def test_a_lost_race_with_any_is_a_retry(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics], config: Config
+) -> None:
+    client, m = instrumented
+    store = client.store("player")
+    await store.append("p", [player_pb2.PlayerRegistered()], expected=0)  # cached: next 1
+    async with await angzarr_es.connect(config=config) as other:
+        await other.store("player").append("p", [player_pb2.FundsDeposited()], expected=1)
+    result = await store.append("p", [player_pb2.FundsDeposited()], expected=angzarr_es.ANY)
+    assert result.first_sequence == 2
+    assert value(m, "angzarr_es_append_retries_total", domain="player", reason="lost_race") == 1
+
+
+async def test_commits_carry_the_current_trace(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    client, _ = instrumented
+    store = client.store("player")
+    with tracing.continue_from({"traceparent": VALID}):
+        await store.append("traced", [player_pb2.PlayerRegistered()], expected=0)
+    stored = await _stored_headers(client, store.subject("traced"))
+    line = next(x for x in stored.split("\r\n") if x.lower().startswith("traceparent:"))
+    sent = TraceContext.parse(line.partition(":")[2])
+    assert sent is not None
+    assert sent.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert sent.span_id != "00f067aa0ba902b7"
+
+
+async def test_uninstrumented_commits_carry_no_trace(client: angzarr_es.Client) -> None:
+    store = client.store("player")
+    assert type(store) is angzarr_es.EventStore
+    assert client._ctx.observer is None
+    await store.append("plain", [player_pb2.PlayerRegistered()], expected=0)
+    assert "traceparent" not in (await _stored_headers(client, store.subject("plain"))).lower()
+
+
+def test_bus_counters() -> None:
+    m = metrics.StoreMetrics(prom.CollectorRegistry())
+    m.redelivered("player-projector", 2)
+    m.dead_lettered("player-projector")
+    assert value(m, "angzarr_es_bus_redeliveries_total", consumer="player-projector") == 2
+    assert value(m, "angzarr_es_bus_dead_letters_total", consumer="player-projector") == 1

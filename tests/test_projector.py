@@ -1,0 +1,475 @@
+"""Durable projectors against a real server: acks, retries with backoff, dead
+letters, in-progress acks, per-aggregate order under concurrency, scale-out,
+partitions, checkpoints, replay, provisioning and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import random
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+import angzarr_es
+from angzarr_es import ConsumerConfigError, Delivery, filters
+from angzarr_es.config import Config, ConsumerSpec
+from angzarr_es.projector import (
+    H_DELIVERIES,
+    H_ERROR,
+    H_PROJECTOR,
+    H_STREAM_SEQ,
+    H_SUBJECT,
+)
+from tests.bushelp import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
+from tests.conftest import delete_stream
+
+
+@pytest.fixture
+def bus_config(config: Config) -> Config:
+    return with_nats(config, dlq_stream=config.nats.stream_name + "-dlq")
+
+
+@pytest.fixture
+async def client(bus_config: Config) -> AsyncIterator[angzarr_es.Client]:
+    async with await angzarr_es.connect(config=bus_config) as c:
+        await c.provision()
+        yield c
+        await delete_stream(c, bus_config.nats.stream_name)
+        await delete_dlq(c)
+
+
+async def append_many(client: angzarr_es.Client, roots: list[str], per_root: int) -> None:
+    store = client.store("player")
+    for i in range(per_root):
+        for root in roots:
+            await store.append(root, [deposit(i)], expected=i)
+
+
+def sequences_by_root(seen: list[Delivery]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for d in seen:
+        out[d.root].append(d.events[0].sequence)
+    return dict(out)
+
+
+async def test_handled_commits_are_acked_and_checkpointed(client: angzarr_es.Client) -> None:
+    await append_many(client, ["a", "b"], 3)
+    seen = Recorder()
+    async with client.projector("proj", filters.domain("player"), seen) as p:
+        await seen.wait_count(6)
+        assert p.stats.handled <= 6
+    assert p.stats.handled == 6
+    assert await p.checkpoint() == 6
+    assert [d.delivery_count for d in seen.seen] == [1] * 6
+    assert [d.stream_sequence for d in seen.seen] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_failures_are_retried_with_backoff_then_dead_lettered(
+    client: angzarr_es.Client,
+) -> None:
+    """The poisoned aggregate's commit is delivered 5 times, with the backoff between
+    deliveries, copied to the DLQ with its headers and terminated; the other
+    aggregates keep flowing meanwhile."""
+    backoff = (0.05, 0.1, 0.2, 0.3)
+    times: list[float] = []
+
+    async def poisoned(d: Delivery) -> None:
+        if d.root == "bad":
+            times.append(time.monotonic())
+            raise ValueError(f"cannot project\r\n {d.root}")
+
+    store = client.store("player")
+    bad = await store.append("bad", [deposit(13)], expected=0)
+    await append_many(client, ["good"], 3)
+    seen = Recorder(poisoned)
+    async with client.projector("proj", filters.domain("player"), seen, backoff=backoff) as p:
+        await p.wait(lambda s: s.dead_lettered == 1 and s.handled == 3, timeout=WAIT)
+        dlq = await client._wire.request(
+            f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
+            msgspec.json.encode(
+                {"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}
+            ),
+        )
+        checkpoint = await p.checkpoint()
+    bad_deliveries = [d.delivery_count for d in seen.seen if d.root == "bad"]
+    assert bad_deliveries == [1, 2, 3, 4, 5]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, backoff, strict=True)), gaps
+    assert sequences_by_root(seen.seen)["good"] == [0, 1, 2]
+    assert p.stats.failed == 5
+    # The dead letter: the original payload, and headers naming what happened.
+    headers = dlq.headers or {}
+    assert headers[H_PROJECTOR] == "proj"
+    assert headers[H_DELIVERIES] == "5"
+    assert headers[H_ERROR] == "ValueError: cannot project bad"
+    assert headers[H_STREAM_SEQ] == str(bad.stream_sequence)
+    assert headers[H_SUBJECT] == store.subject("bad")
+    original = await client._wire.leader_last(client.config.nats.stream_name, store.subject("bad"))
+    assert original is not None
+    assert dlq.data == original[0]
+    # Terminated: nothing is pending and the floor moved past it.
+    assert checkpoint == 4
+
+
+async def test_a_slow_handler_keeps_its_commit_with_in_progress_acks(
+    client: angzarr_es.Client,
+) -> None:
+    async def slow(d: Delivery) -> None:
+        await asyncio.sleep(2.2)  # the work itself: longer than ack_wait (0.6 s)
+
+    await append_many(client, ["a"], 1)
+    seen = Recorder(slow)
+    async with client.projector("proj", filters.domain("player"), seen, ack_wait=0.6) as p:
+        await p.wait(lambda s: s.handled == 1, timeout=10)
+    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    info = msgspec.json.decode(raw)
+    assert info["num_redelivered"] == 0
+    assert info["delivered"]["consumer_seq"] == 1  # delivered exactly once
+    assert info["ack_floor"]["stream_seq"] == 1
+    assert [d.delivery_count for d in seen.seen] == [1]
+
+
+async def test_per_aggregate_order_holds_under_concurrency_and_retries(
+    client: angzarr_es.Client,
+) -> None:
+    rng = random.Random(4)
+    roots = [f"agg{i}" for i in range(6)]
+    per_root = 8
+    await append_many(client, roots, per_root)
+    running: set[str] = set()
+    peak = 0
+    violations: list[str] = []
+    flaky = {(r, s) for r in roots for s in range(per_root) if rng.random() < 0.15}
+
+    async def work(d: Delivery) -> None:
+        nonlocal peak
+        if d.root in running:
+            violations.append(f"{d.root} ran twice at once")
+        running.add(d.root)
+        peak = max(peak, len(running))
+        try:
+            await asyncio.sleep(rng.uniform(0, 0.01))  # the handler's work
+            if (d.root, d.events[0].sequence) in flaky and d.delivery_count == 1:
+                raise RuntimeError("transient")
+        finally:
+            running.discard(d.root)
+
+    seen = Recorder(work)
+    async with client.projector(
+        "proj", filters.domain("player"), seen, concurrency=4, backoff=(0.02,)
+    ) as p:
+        await p.wait(lambda s: s.handled == len(roots) * per_root, timeout=WAIT)
+    assert flaky, "the seed should make some deliveries fail"
+    assert violations == []
+    assert 1 < peak <= 4
+    # Each aggregate's successful handling happened in order, every commit once.
+    done: dict[str, list[int]] = defaultdict(list)
+    for d in seen.seen:
+        failed_here = (d.root, d.events[0].sequence) in flaky and d.delivery_count == 1
+        if not failed_here:
+            done[d.root].append(d.events[0].sequence)
+        else:
+            assert done[d.root] == list(range(d.events[0].sequence))
+    assert done == {r: list(range(per_root)) for r in roots}
+
+
+async def test_two_processes_share_one_durable(bus_config: Config) -> None:
+    """Two connections (as two processes would) run the same projector: each commit
+    is handled exactly once, by one of them, and both take part."""
+    roots = [f"r{i}" for i in range(20)]
+    in_flight: set[int] = set()
+    overlaps: list[int] = []
+
+    progress = Recorder()  # woken by either process
+
+    async def work(d: Delivery) -> None:
+        progress.notify()
+        if d.stream_sequence in in_flight:
+            overlaps.append(d.stream_sequence)
+        in_flight.add(d.stream_sequence)
+        await asyncio.sleep(0.002)  # the handler's work
+        in_flight.discard(d.stream_sequence)
+
+    one, two = Recorder(work), Recorder(work)
+    async with (
+        await angzarr_es.connect(config=bus_config) as c1,
+        await angzarr_es.connect(config=bus_config) as c2,
+    ):
+        await c1.provision()
+        async with (
+            c1.projector("shared", filters.domain("player"), one, concurrency=2),
+            c2.projector("shared", filters.domain("player"), two, concurrency=2),
+        ):
+            await append_many(c1, roots, 5)
+            await progress.wait_for(lambda: len(one.seen) + len(two.seen) >= 100)
+        assert await consumer_names(c1, bus_config.nats.stream_name) == ["shared"]
+        await delete_stream(c1, bus_config.nats.stream_name)
+        await delete_dlq(c1)
+    seqs = [d.stream_sequence for d in one.seen + two.seen]
+    assert sorted(seqs) == list(range(1, 101))
+    assert one.seen
+    assert two.seen
+    assert overlaps == []
+
+
+async def test_partitions_keep_each_aggregate_in_order_across_processes(
+    bus_config: Config,
+) -> None:
+    roots = [f"r{i}" for i in range(12)]
+    async with (
+        await angzarr_es.connect(config=bus_config) as c1,
+        await angzarr_es.connect(config=bus_config) as c2,
+    ):
+        await c1.provision()
+        one, two = Recorder(), Recorder()
+        async with (
+            c1.projector(
+                "part", filters.domain("player"), one, partition=(0, 2), concurrency=3
+            ) as p1,
+            c2.projector(
+                "part", filters.domain("player"), two, partition=(1, 2), concurrency=3
+            ) as p2,
+        ):
+            await append_many(c1, roots, 4)
+            await p1.wait(lambda s: s.handled + s.skipped == 48, timeout=WAIT)
+            await p2.wait(lambda s: s.handled + s.skipped == 48, timeout=WAIT)
+        names = sorted(await consumer_names(c1, bus_config.nats.stream_name))
+        await delete_stream(c1, bus_config.nats.stream_name)
+        await delete_dlq(c1)
+    assert names == ["part-0of2", "part-1of2"]
+    by_one, by_two = sequences_by_root(one.seen), sequences_by_root(two.seen)
+    assert not set(by_one) & set(by_two), "an aggregate was handled by both partitions"
+    assert {**by_one, **by_two} == {r: [0, 1, 2, 3] for r in roots}
+    assert by_one
+    assert by_two
+
+
+async def test_restart_resumes_at_the_checkpoint(client: angzarr_es.Client) -> None:
+    await append_many(client, ["a", "b"], 5)
+    first = Recorder()
+    async with client.projector("proj", filters.domain("player"), first) as p:
+        await p.wait(lambda s: s.handled == 10, timeout=WAIT)
+    store = client.store("player")
+    for i in range(5, 8):
+        await store.append("a", [deposit(i)], expected=i)
+    second = Recorder()
+    async with client.projector("proj", filters.domain("player"), second) as p:
+        await p.wait(lambda s: s.handled == 3, timeout=WAIT)
+        assert await consumer_names(client, client.config.nats.stream_name) == ["proj"]
+    assert [d.stream_sequence for d in first.seen] == list(range(1, 11))
+    assert [d.stream_sequence for d in second.seen] == [11, 12, 13]
+    assert await p.checkpoint() == 13
+
+
+async def test_new_projectors_and_resets_start_where_asked(client: angzarr_es.Client) -> None:
+    store = client.store("player")
+    for i in range(3):
+        await store.append("a", [deposit(i)], expected=i)
+    middle = dt.datetime.now(dt.UTC)
+    for i in range(3, 6):
+        await store.append("a", [deposit(i)], expected=i)
+    from_seq, from_time, replay = Recorder(), Recorder(), Recorder()
+    async with client.projector("s", filters.everything(), from_seq, start=5) as p:
+        await p.wait(lambda s: s.handled == 2, timeout=WAIT)
+    async with client.projector("t", filters.everything(), from_time, start=middle) as p:
+        await p.wait(lambda s: s.handled == 3, timeout=WAIT)
+    async with client.projector("r", filters.everything(), replay) as p:
+        await p.wait(lambda s: s.handled == 6, timeout=WAIT)
+        await p.reset(2)
+        await p.wait(lambda s: s.handled == 11, timeout=WAIT)
+        await p.reset("all")
+        await p.wait(lambda s: s.handled == 17, timeout=WAIT)
+    await p.reset(middle)  # not running: recreated, not started
+    assert not p.running
+    assert [d.stream_sequence for d in from_seq.seen] == [5, 6]
+    assert [d.stream_sequence for d in from_time.seen] == [4, 5, 6]
+    seqs = [d.stream_sequence for d in replay.seen]
+    assert seqs == [1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]
+    await p.delete()
+    assert "r" not in await consumer_names(client, client.config.nats.stream_name)
+
+
+async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Config) -> None:
+    specs = [
+        ConsumerSpec(
+            name="player-projector", filter=f"{bus_config.nats.subject_prefix}.events.player.*"
+        ),
+        ConsumerSpec(
+            name="hand-projector",
+            filter=f"{bus_config.nats.subject_prefix}.events.hand.>",
+            max_deliver=3,
+        ),
+    ]
+    cfg = with_nats(bus_config, consumers=specs)
+    stream = cfg.nats.stream_name
+    async with await angzarr_es.connect(config=cfg) as c:
+        await c.provision()
+        await c.bus.provision()
+        await c.bus.provision()  # idempotent
+        assert sorted(await consumer_names(c, stream)) == ["hand-projector", "player-projector"]
+        info = msgspec.json.decode(
+            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.hand-projector")
+        )
+        assert info["config"]["max_deliver"] == 3
+        assert info["config"]["ack_policy"] == "explicit"
+        # An updatable setting is updated in place ...
+        async with c.projector(
+            "player-projector", filters.domain("player"), Recorder(), ack_wait=7.0
+        ):
+            pass
+        info = msgspec.json.decode(
+            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.player-projector")
+        )
+        assert info["config"]["ack_wait"] == 7 * 10**9
+        # ... a conflicting definition is refused, naming what differs.
+        with pytest.raises(ConsumerConfigError, match="filter_subject"):
+            async with c.projector("player-projector", filters.domain("hand"), Recorder()):
+                pass
+        # a consumer made by someone else, without acks, is not taken over
+        body = msgspec.json.encode(
+            {"stream_name": stream, "config": {"durable_name": "other", "ack_policy": "none"}}
+        )
+        await c._wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.other", body)
+        with pytest.raises(ConsumerConfigError, match="ack_policy"):
+            async with c.projector("other", filters.everything(), Recorder()):
+                pass
+        await delete_stream(c, stream)
+        await delete_dlq(c)
+
+
+async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_es.Client) -> None:
+    release = asyncio.Event()
+
+    async def blocking(d: Delivery) -> None:
+        await release.wait()
+
+    await append_many(client, ["a", "b", "c"], 2)
+    nc = client._wire.nc
+    subs_before = len(nc._subs)
+    tasks_before = len(asyncio.all_tasks())
+    seen = Recorder(blocking)
+    p = client.projector("proj", filters.domain("player"), seen, concurrency=2)
+    async with p:
+        await seen.wait_count(2)  # two handlers in flight, four commits waiting
+        stopping = asyncio.create_task(p.stop())
+        await asyncio.sleep(0)  # let stop() begin: it must wait for the handlers
+        assert not stopping.done()
+        release.set()
+        await stopping
+    assert p.stats.handled == 2  # the in-flight ones finished and were acked
+    assert len(nc._subs) == subs_before
+    assert len(asyncio.all_tasks()) == tasks_before
+    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    info = msgspec.json.decode(raw)
+    assert info["num_ack_pending"] == 4  # handed back (NAK), awaiting redelivery
+    assert info["ack_floor"]["stream_seq"] == 2
+    # The four commits handed back are picked up by the next run, none lost.
+    rest = Recorder()
+    async with client.projector("proj", filters.domain("player"), rest, concurrency=2) as p2:
+        await p2.wait(lambda s: s.handled == 4, timeout=WAIT)
+    handled = {d.stream_sequence for d in seen.seen[:2]} | {d.stream_sequence for d in rest.seen}
+    assert handled == set(range(1, 7))
+
+
+def test_settings_are_checked(config: Config) -> None:
+    from angzarr_es.projector import ProjectorSettings
+
+    cases: list[dict[str, object]] = [
+        {"name": "a.b"},
+        {"max_deliver": 0},
+        {"ack_wait": 0},
+        {"concurrency": 0},
+        {"backoff": (-1.0,)},
+        {"partition": (2, 2)},
+        {"start": 0},
+    ]
+    for bad in cases:
+        settings = ProjectorSettings(name="p", subject="x.events.>")
+        with pytest.raises(ValueError, match="must"):
+            msgspec.structs.replace(settings, **bad).check()
+
+
+async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
+    client: angzarr_es.Client,
+) -> None:
+    """A process that takes a commit and dies (never acks) on its last delivery: the
+    server gives up by itself and the running projector dead-letters the commit
+    from the server's MAX_DELIVERIES advisory."""
+    from angzarr_es.projector import provision_consumer
+
+    await append_many(client, ["lost"], 1)
+    seen = Recorder()
+    p = client.projector("proj", filters.domain("player"), seen, max_deliver=2, ack_wait=0.4)
+    await provision_consumer(client._wire, client.config.nats, p.settings)
+    stream = client.config.nats.stream_name
+    steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
+    nc = client._wire.nc
+    inbox = nc.new_inbox()
+    thief = await nc.subscribe(inbox)
+    await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)
+    first = await thief.next_msg(timeout=2)
+    await nc.publish(steal, b'{"batch": 1, "expires": 3000000000}', reply=inbox)
+    second = await thief.next_msg(timeout=4)
+    await thief.unsubscribe()
+    assert first.reply.split(".")[4:6] == ["1", "1"]  # delivery 1 of stream seq 1
+    assert second.reply.split(".")[4:6] == ["2", "1"]  # delivery 2: the last
+    async with p:
+        await p.wait(lambda s: s.dead_lettered == 1, timeout=WAIT)
+    assert seen.seen == []
+    dlq = await client._wire.request(
+        f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
+        msgspec.json.encode({"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}),
+    )
+    headers = dlq.headers or {}
+    assert headers[H_DELIVERIES] == "2"
+    assert headers[H_ERROR].startswith("MaxDeliveriesExceeded")
+    assert headers[H_STREAM_SEQ] == "1"
+
+
+async def test_a_partition_has_one_active_process_and_a_standby_takes_over(
+    bus_config: Config,
+) -> None:
+    """Two processes on the same partition: one is pinned and handles it, the other
+    waits; when the first stops, the standby takes over where it left off."""
+    roots = [f"r{i}" for i in range(8)]
+    async with (
+        await angzarr_es.connect(config=bus_config) as c1,
+        await angzarr_es.connect(config=bus_config) as c2,
+    ):
+        await c1.provision()
+        rec = {c1: Recorder(), c2: Recorder()}
+        ps = [c.projector("part", filters.domain("player"), rec[c], partition=(0, 1)) for c in rec]
+        for p in ps:
+            await p.start()
+        await append_many(c1, roots, 2)
+        waits = [asyncio.create_task(p.wait(lambda s: s.handled == 16)) for p in ps]
+        done, pending = await asyncio.wait(waits, timeout=WAIT, return_when="FIRST_COMPLETED")
+        for task in pending:
+            task.cancel()
+        assert done
+        pinned, standby = ps if ps[0].stats.handled else ps[::-1]
+        assert (pinned.stats.handled, standby.stats.handled) == (16, 0)
+        await pinned.stop()  # unpins: the standby takes over at once
+        await append_many_from(c1, roots, 2, 2)
+        await standby.wait(lambda s: s.handled == 16, timeout=WAIT)
+        assert pinned.stats.handled == 16
+        await standby.stop()
+        await delete_stream(c1, bus_config.nats.stream_name)
+        await delete_dlq(c1)
+    first, then = (rec[c1], rec[c2]) if pinned is ps[0] else (rec[c2], rec[c1])
+    assert [d.stream_sequence for d in first.seen] == list(range(1, 17))
+    assert [d.stream_sequence for d in then.seen] == list(range(17, 33))
+
+
+async def append_many_from(
+    client: angzarr_es.Client, roots: list[str], start: int, per_root: int
+) -> None:
+    store = client.store("player")
+    for i in range(start, start + per_root):
+        for root in roots:
+            await store.append(root, [deposit(i)], expected=i)
