@@ -39,6 +39,8 @@ class Ledger:
     """(start, end) monotonic time of every acknowledged append."""
     sample: dict[str, str] = field(default_factory=dict)
     by_writer: collections.Counter[str] = field(default_factory=collections.Counter)
+    histories: dict[str, list[str]] = field(default_factory=dict)
+    """Filled by check_ledger: every aggregate's event tags as stored."""
 
     def failed(self, exc: Exception) -> None:
         name = type(exc).__name__
@@ -136,6 +138,7 @@ async def check_ledger(cfg: Config, ledger: Ledger, roots: set[str]) -> int:
     for root, first, tags in ledger.acked:
         got = histories[root][first : first + len(tags)]
         assert got == tags, f"acked append {tags} at {root}[{first}] reads back as {got}"
+    ledger.histories = histories
     return total
 
 

@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 import angzarr_es
+from angzarr_es import filters
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
 from tests.cluster import Cluster, eventually
@@ -351,18 +352,36 @@ async def reader(
 
 
 async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
-    """ANGZARR_SOAK_SECONDS (default 10; the issue's full run is 60) of 64 writers
-    and 8 readers (half replaying through consumers) against the R3 cluster: only
-    typed errors, every ack checked, no consumers or subscriptions left, flat memory."""
+    """ANGZARR_SOAK_SECONDS (default 10; the issue's full run is 60) of 64 writers,
+    8 readers (half replaying through consumers) and 4 durable projectors against
+    the R3 cluster: only typed errors, every ack checked, every event projected by
+    every projector, no consumers or subscriptions left, flat memory."""
     stream = r3.nats.stream_name
-    consumer_cfg = with_nats(msgspec.structs.replace(r3.nats, replay="consumer"))
-    clients = [await angzarr_es.connect(config=r3) for _ in range(3)]
+    cfg = with_nats(msgspec.structs.replace(r3.nats, dlq_stream=stream + "-dlq"))
+    consumer_cfg = with_nats(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    clients = [await angzarr_es.connect(config=cfg) for _ in range(3)]
     clients.append(await angzarr_es.connect(config=consumer_cfg))
+    clients.append(await angzarr_es.connect(config=cfg))  # the projectors'
     for c in clients:  # nats-py opens its reply subscription on the first request
         await c._wire.api("$JS.API.INFO")
     subs_before = [len(c._wire.nc._subs) for c in clients]
     samples: list[float] = []
+    projected: list[set[str]] = [set() for _ in range(4)]
+
+    def handler(k: int) -> Any:
+        async def handle(d: angzarr_es.Delivery) -> None:
+            # Keys made here, so the memory check does not count them as the library's.
+            projected[k].update(f"{d.root}:{e.sequence}" for e in d.events)
+
+        return handle
+
+    projectors = [
+        clients[4].projector(f"soak-{k}", filters.domain("player"), handler(k), concurrency=4)
+        for k in range(4)
+    ]
     try:
+        for p in projectors:
+            await p.start()
         load = Load(clients[:3], own=48, shared=16, spy=False)
         roots = sorted(load.roots)
         for i in range(8):
@@ -377,27 +396,43 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
                 tracemalloc.start()  # after warm-up: caches and buffers are full by now
             await asyncio.sleep(0.5)  # sampling period, not a wait for a condition
         await load.finish()
+        total = await check_ledger(cfg, load.ledger, load.roots)
+        caught_up = time.monotonic()
+        await eventually(
+            lambda: until(all(len(seen) == total for seen in projected)),
+            timeout=60,
+            what="every projector to handle every event",
+        )
+        lag = time.monotonic() - caught_up
+        dead = sum(p.stats.dead_lettered for p in projectors)
+        for p in projectors:
+            await p.delete()
         # What the library and nats-py allocated since warm-up and still hold
-        # once the load has stopped (nothing is in flight any more).
+        # once everything has stopped (nothing is in flight any more).
         held = library_bytes(tracemalloc.take_snapshot()) / 1e6
         tracemalloc.stop()
         leftover = [len(c._wire.nc._subs) for c in clients]
         info = await cluster.stream_info(clients[0]._wire, stream)
     finally:
+        for p in projectors:
+            if p.running:
+                await p.stop()
+        await clients[0]._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
         for c in clients:
             await c.close()
-    total = await check_ledger(r3, load.ledger, load.roots)
     servers = {n: round(rss_mb(s.proc.pid)) for n, s in cluster.servers.items() if s.proc}
     print(
         f"\nsoak {SOAK_SECONDS:.0f}s: {len(load.ledger.acked)} appends "
         f"({len(load.ledger.acked) / SOAK_SECONDS:.0f}/s), "
-        f"{load.ledger.by_writer['reads']} reads, {total} events; {load.summary()}; "
+        f"{load.ledger.by_writer['reads']} reads, {total} events, projectors done "
+        f"{lag:.1f}s after the read-back, {dead} dead-lettered; {load.summary()}; "
         f"client RSS {samples[0]:.0f} -> {samples[-1]:.0f} MB (the test's own ledger grows); "
         f"held by angzarr_es/nats-py since warm-up {held:.2f} MB; server RSS MB {servers}"
     )
     assert leftover == subs_before, "subscriptions leaked"
-    assert info.state.get("consumer_count", 0) == 0, "replay consumers leaked"
+    assert info.state.get("consumer_count", 0) == 0, "consumers leaked"
     assert load.ledger.by_writer["reads"] > 0
+    assert dead == 0
     assert held < 1.0, f"the library holds {held:.1f} MB allocated after warm-up"
 
 
@@ -446,3 +481,77 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
     )
     assert spy.codes[10158] > 0, "10158 never seen: the in-process path was not exercised"
     assert all(o == 0 for o in outcomes if not isinstance(o, BaseException))
+
+
+async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3: Config) -> None:
+    """A durable projector (R3 consumer, concurrency 4) handles commits while
+    the stream leader is killed and while the projector itself is restarted:
+    every event of every aggregate is handled at least once, each aggregate's
+    commits are first handled in order, and nothing is dead-lettered."""
+    cfg = with_nats(msgspec.structs.replace(r3.nats, dlq_stream=r3.nats.stream_name + "-dlq"))
+    stream = r3.nats.stream_name
+    seen: dict[str, set[int]] = collections.defaultdict(set)
+    order: dict[str, list[int]] = collections.defaultdict(list)
+    calls = collections.Counter[str]()
+
+    async def handle(d: angzarr_es.Delivery) -> None:
+        first = d.events[0].sequence
+        if first not in order[d.root]:
+            order[d.root].append(first)
+        seen[d.root].update(e.sequence for e in d.events)
+        calls["redelivered" if d.delivery_count > 1 else "first"] += 1
+        calls["all"] += 1
+
+    def projector(c: angzarr_es.Client) -> Any:
+        return c.projector(
+            "failover-projector",
+            filters.domain("player"),
+            handle,
+            concurrency=4,
+            ack_wait=2.0,
+            max_deliver=100,
+            backoff=(0.1,),
+        )
+
+    writers = [await angzarr_es.connect(config=cfg) for _ in range(2)]
+    reader = await angzarr_es.connect(config=cfg)
+    try:
+        load = Load(writers, own=4, shared=2)
+        p = projector(reader)
+        async with p:
+            await p.wait(lambda s: s.handled >= 100, timeout=30)
+            leader = await cluster.stream_leader(reader._wire, stream)
+            assert leader is not None
+            cluster.kill(leader)
+            await cluster.wait_for_leader(reader._wire, stream, not_in=frozenset({leader}))
+            mark = p.stats.handled
+            await p.wait(lambda s: s.handled >= mark + 100, timeout=30)
+        # A projector restart while the writers carry on.
+        await load.acked(50, "appends while the projector is down")
+        cluster.restart(leader)
+        p2 = projector(reader)
+        async with p2:
+            await p2.wait(lambda s: s.handled >= 50, timeout=30)
+            await load.finish()
+            await check_ledger(cfg, load.ledger, load.roots)
+            want = {root: len(tags) for root, tags in load.ledger.histories.items()}
+            await eventually(
+                lambda: until(all(len(seen[r]) == n for r, n in want.items())),
+                timeout=30,
+                what="the projector to catch up with every event",
+            )
+            dead = p.stats.dead_lettered + p2.stats.dead_lettered
+    finally:
+        for c in writers:
+            await c.close()
+        await reader._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+        await reader.close()
+    for root, n in want.items():
+        assert seen[root] == set(range(n)), f"{root}: events skipped"
+        assert order[root] == sorted(order[root]), f"{root}: commits first handled out of order"
+    print(
+        f"\nprojector through failover + restart: {sum(want.values())} events in "
+        f"{len(want)} aggregates; handler calls {dict(calls)}; dead-lettered {dead}; "
+        f"{load.summary()}"
+    )
+    assert dead == 0
