@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
@@ -32,6 +33,9 @@ from angzarr_es.errors import (
 )
 
 log = logging.getLogger("angzarr_es")
+
+# nats-server: Permissions Violation for Publish to "<subject>" / Subscription to ...
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
 
 STATUS = "Status"
 H_LAST_SEQ = "Nats-Last-Sequence"
@@ -65,6 +69,18 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {exc}") from exc
 
 
+class _GaveUp(Exception):
+    """Connect abandoned: a fatal error was reported, or nats-py stopped progressing."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connect-time error means the server rejected our credentials."""
+    if isinstance(exc, nats.errors.AuthorizationError):
+        return True
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text
+
+
 def api_error(what: str, err: js.ApiError) -> StoreError:
     """The typed error for a JetStream API error reply."""
     message = f"{what}: {err.description} (code {err.code}, err_code {err.err_code})"
@@ -81,9 +97,10 @@ def api_error(what: str, err: js.ApiError) -> StoreError:
 class _Collector:
     """Replies to one multi-reply request, filled by the inbox callback."""
 
-    __slots__ = ("done", "expect", "last_seq", "replies", "size", "status")
+    __slots__ = ("done", "expect", "last_seq", "replies", "size", "status", "subject")
 
-    def __init__(self, expect: int) -> None:
+    def __init__(self, expect: int, subject: str = "") -> None:
+        self.subject = subject
         self.replies: list[tuple[bytes, str, str]] = []
         self.size = 0
         self.expect = expect
@@ -103,6 +120,11 @@ class Wire:
         self._inbox_sub: Subscription | None = None
         self._collectors: dict[str, _Collector] = {}
         self._next_token = 0
+        # Plain requests in flight by subject, so that a permissions violation
+        # (an async -ERR naming only the subject) can fail them at once.
+        self._requests: dict[str, set[asyncio.Future[Msg]]] = {}
+        self._denied: dict[asyncio.Future[Msg], PermissionDenied] = {}
+        self._sub_denied: PermissionDenied | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -115,12 +137,19 @@ class Wire:
             PermissionDenied: the server refused the credentials.
         """
         holder: list[Wire] = []
+        # Errors that retrying cannot cure end the connect at once (nats-py
+        # would retry, report "no servers", or hang after a failed TLS handshake).
+        fatal: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+        last: list[Exception] = []
 
         async def on_error(exc: Exception) -> None:
             if holder:
                 holder[0]._on_async_error(exc)
-            else:
-                log.debug("nats: %r", exc)
+                return
+            log.debug("nats: %r", exc)
+            last.append(exc)
+            if not fatal.done() and (_refused(exc) or isinstance(exc, ssl.SSLError)):
+                fatal.set_result(exc)
 
         options: dict[str, Any] = {
             "servers": cfg.servers,
@@ -148,10 +177,24 @@ class Wire:
                 context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             options["tls"] = context
         where = ", ".join(cfg.servers)
+        nc = NatsClient()
+        attempt: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**options))
+        # Each server is tried twice; past that nats-py is stuck, not trying.
+        budget = 2 * len(cfg.servers) * (cfg.connect_timeout + 0.25) + 1
         try:
-            nc = await nats.connect(**options)
+            await asyncio.wait([attempt, fatal], timeout=budget, return_when="FIRST_COMPLETED")
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+                    await attempt
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await nc.close()
+                raise _GaveUp
+            attempt.result()
         except nats.errors.NoServersError as exc:
-            cause = exc.__context__ or exc
+            cause = fatal.result() if fatal.done() else (last[-1] if last else exc)
+            if _refused(cause):
+                raise PermissionDenied(f"NATS at {where} refused the credentials: {cause}") from exc
             raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from exc
         except nats.errors.Error as exc:
             text = str(exc)
@@ -160,6 +203,17 @@ class Wire:
             raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
         except (TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
+        except _GaveUp:
+            if not fatal.done():
+                raise StoreUnavailable(
+                    f"cannot connect to NATS at {where}: no answer in time"
+                ) from None
+            cause = fatal.result()
+            if _refused(cause):
+                raise PermissionDenied(
+                    f"NATS at {where} refused the credentials: {cause}"
+                ) from cause
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from cause
         nc.options["max_reconnect_attempts"] = -1
         wire = cls(nc, cfg)
         holder.append(wire)
@@ -170,6 +224,13 @@ class Wire:
         self._inbox_prefix = self.nc.new_inbox() + "."
         with _translated("subscribe to reply inbox"):
             self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
+            # A denied subscription is reported asynchronously, before the PONG.
+            await self.nc.flush(max(1, round(self.cfg.connect_timeout)))
+        if self._sub_denied is not None:
+            await self.close()
+            raise PermissionDenied(
+                f"{self._sub_denied} (the account must be allowed to subscribe to _INBOX.>)"
+            )
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
@@ -183,14 +244,27 @@ class Wire:
 
     def _on_async_error(self, exc: Exception) -> None:
         text = str(exc)
-        if "permissions violation" in text.lower():
-            log.warning("nats: %s", text)
-            denied = PermissionDenied(f"NATS refused: {text}")
-            for collector in self._collectors.values():
-                if not collector.done.done():
-                    collector.done.set_exception(denied)
+        if "permissions violation" not in text.lower():
+            log.debug("nats: %r", exc)
             return
-        log.debug("nats: %r", exc)
+        log.warning("nats: %s", text)
+        denied = PermissionDenied(f"NATS refused: {text.removeprefix('nats: ')}")
+        m = _VIOLATION.search(text)
+        # Only a denied publish names the request it concerns (lowercased by
+        # nats-py); a denied subscription (our reply inbox) dooms them all.
+        subject = m.group(2) if m and m.group(1).lower() == "publish" else None
+        if m and subject is None:
+            self._sub_denied = denied
+        for collector in self._collectors.values():
+            if not collector.done.done() and subject in (None, collector.subject.lower()):
+                collector.done.set_exception(denied)
+        for key, waiting in self._requests.items():
+            if subject is not None and key.lower() != subject:
+                continue
+            for fut in waiting:
+                if not fut.done():
+                    self._denied[fut] = denied
+                    fut.cancel()
 
     # -- info ----------------------------------------------------------------
 
@@ -238,10 +312,23 @@ class Wire:
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
-        with _translated(what):
-            return await self.nc.request(
-                subject, payload, timeout=timeout or self.timeout, headers=headers
-            )
+        fut = asyncio.ensure_future(
+            self.nc.request(subject, payload, timeout=timeout or self.timeout, headers=headers)
+        )
+        waiting = self._requests.setdefault(subject, set())
+        waiting.add(fut)
+        try:
+            with _translated(what):
+                return await fut
+        except asyncio.CancelledError:
+            denied = self._denied.pop(fut, None)
+            if denied is None:
+                raise
+            raise PermissionDenied(f"{what}: {denied}") from None
+        finally:
+            waiting.discard(fut)
+            if not waiting:
+                self._requests.pop(subject, None)
 
     async def api(self, subject: str, body: bytes = b"", *, what: str = "") -> bytes:
         """A JetStream API request; returns the raw JSON reply."""
@@ -332,7 +419,7 @@ class Wire:
         else:
             token = self._token()
             reply = self._inbox_prefix + token
-        collector = _Collector(expect)
+        collector = _Collector(expect, subject)
         self._collectors[token] = collector
         try:
             with _translated(what):
@@ -452,8 +539,16 @@ class Wire:
         delivered = 0
         body = js.encode(js.PullRequest(batch=batch, no_wait=True))
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        # In a cluster the new consumer lives on the stream leader and news of
+        # its subscription reaches our server through routes a moment later;
+        # until then a pull gets 503 (no responders). Retry within the timeout.
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             got = await self._gather(subject, body, batch, f"replay via {name}", inbox)
+            retry = got.status == "503" and delivered == 0
+            if retry and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+                continue
             if got.status not in ("", "404", "408"):
                 raise _status_error(f"replay via {name}", got.status, {})
             page: list[bytes] = []

@@ -326,7 +326,11 @@ class Client:
                         "bus.nats.stream_name."
                     ),
                 )
-        subjects = list(dict.fromkeys([*current.get("subjects", []), *wanted.subjects]))
+        # Keep the stream's other subjects, minus those our wildcard now covers
+        # (the server refuses overlapping subjects within one stream).
+        ours = wanted.subjects[0].removesuffix(">")
+        kept = [s for s in current.get("subjects", []) if not s.startswith(ours)]
+        subjects = list(dict.fromkeys([*kept, *wanted.subjects]))
         merged = msgspec.structs.replace(wanted, subjects=subjects)
         return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
@@ -228,17 +229,29 @@ class EventStore:
             err = ack.error
             if err is None:
                 return self._committed(subject, pos, count, ack.seq)
-            if err.err_code == js.DUPLICATE_IN_PROCESS and attempt < attempts:
+            if err.err_code == js.DUPLICATE_IN_PROCESS:
+                # An earlier attempt is still being proposed: its fate is ours.
                 retried = True
                 if observer is not None:
                     observer.retried(self._domain, "in_process")
-                continue
+                if attempt < attempts:
+                    await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
+                    continue
+                landed = await self._landed(subject, payload, pos)
+                if landed:
+                    return self._committed(subject, pos, count, landed)
+                raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, payload, pos)
                     if landed:
                         return self._committed(subject, pos, count, landed)
-                return await self._leader_position(subject)
+                real = await self._leader_position(subject)
+                if real.stream_seq == pos.stream_seq and attempt < attempts:
+                    # 10164: a rival proposal was in flight but is not applied
+                    # (yet, or it failed): the slot may still be ours.
+                    continue
+                return real
             raise api_error(f"append to {subject}", err)
         raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
 
@@ -431,6 +444,7 @@ class EventStore:
         """
         known = self._cache.get(subject)
         per_commit = page_bytes < LOAD_BYTES
+        origin = start
         if self._ctx.cfg.replay == "direct":
             while True:
                 payloads, last, more = await self._wire.direct_batch(
@@ -443,23 +457,40 @@ class EventStore:
                 if not scan.complete or not more or not payloads:
                     break
                 start = last + 1
-            # A replica that lags serves a correct prefix but may miss the tail
-            # this process has already seen committed: read the rest from the
-            # stream leader through a consumer.
-            if not scan.complete or known is None or scan.stream_seq >= known.stream_seq:
-                self._remember_scan(subject, scan)
-                return
-            start = max(start, scan.stream_seq + 1)
-        replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
-        async with aclosing(replay) as batches:
-            async for payloads, first, last in batches:
-                async for page in self._decode(
-                    subject, payloads, first, last, lo, hi, scan, per_commit
-                ):
+        else:
+            replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
+            async with aclosing(replay) as batches:
+                async for payloads, first, last in batches:
+                    async for page in self._decode(
+                        subject, payloads, first, last, lo, hi, scan, per_commit
+                    ):
+                        yield page
+                    if not scan.complete:
+                        return
+        if scan.complete and known is not None and scan.stream_seq < known.stream_seq:
+            # A replica that lags served a correct prefix but misses the tail
+            # this process has already seen committed (Direct Get is answered
+            # by any replica, and an R1 replay consumer sits on a random one):
+            # read the rest from the stream leader.
+            begin = max(origin, scan.stream_seq + 1)
+            tail = self._leader_tail(subject, begin, lo, hi, scan, per_commit)
+            async with aclosing(tail) as pages:
+                async for page in pages:
                     yield page
-                if not scan.complete:
-                    return
         self._remember_scan(subject, scan)
+
+    async def _leader_tail(
+        self, subject: str, begin: int, lo: int, hi: int | None, scan: _Scan, per_commit: bool
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        """The commits from stream sequence `begin`, one leader-served request each."""
+        while scan.complete:
+            got = await self._wire.leader_next(self._ctx.stream, subject, begin)
+            if got is None:
+                return
+            payload, seq = got
+            begin = seq + 1
+            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, per_commit):
+                yield page
 
     def _remember_scan(self, subject: str, scan: _Scan) -> None:
         if scan.complete and scan.stream_seq:
@@ -528,6 +559,22 @@ def _decode_commits(
         except DecodeError as exc:
             raise _Corrupt(index, str(exc)) from exc
         pages = book.pages
+        # Our commits are dense and never empty; anything else on the subject
+        # was written by someone else and would corrupt the history silently.
+        due = scan.next_sequence
+        for i, page in enumerate(pages):
+            if page.header.sequence != due + i:
+                raise _Corrupt(
+                    index,
+                    f"event sequence {page.header.sequence} where {due + i} was due "
+                    "(not a commit of this store)",
+                )
+        if codec.book_next_sequence(book) != due + len(pages):
+            raise _Corrupt(
+                index,
+                f"commit moves the aggregate to {codec.book_next_sequence(book)}, "
+                f"not {due + len(pages)} (not a commit of this store)",
+            )
         if hi is not None and pages and pages[0].header.sequence >= hi:
             scan.complete = False
             return
