@@ -77,6 +77,9 @@ class _Scan:
     next_sequence: int = 0
     stream_seq: int = 0
     complete: bool = True
+    # False when the scan starts mid-subject (after a snapshot): the first
+    # commit read then fixes where the dense sequence stands.
+    anchored: bool = True
 
 
 class EventStore:
@@ -335,7 +338,7 @@ class EventStore:
                 snap, start = found
                 lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
-        scan = _Scan()
+        scan = _Scan(anchored=start <= 1)
         async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES, start)) as pages:
             async for page in pages:
                 kept = page if as_of is None else _until(page, as_of)
@@ -561,6 +564,9 @@ def _decode_commits(
         pages = book.pages
         # Our commits are dense and never empty; anything else on the subject
         # was written by someone else and would corrupt the history silently.
+        if not scan.anchored and pages:
+            scan.next_sequence = pages[0].header.sequence
+            scan.anchored = True
         due = scan.next_sequence
         for i, page in enumerate(pages):
             if page.header.sequence != due + i:
