@@ -77,8 +77,8 @@ class _Scan:
     next_sequence: int = 0
     stream_seq: int = 0
     complete: bool = True
-    # False while reading from mid-aggregate (a snapshot's commit): the first
-    # commit read sets where the sequence stands.
+    # False when the scan starts mid-subject (after a snapshot): the first
+    # commit read then fixes where the dense sequence stands.
     anchored: bool = True
 
 
@@ -235,9 +235,9 @@ class EventStore:
             if err.err_code == js.DUPLICATE_IN_PROCESS:
                 # An earlier attempt is still being proposed: its fate is ours.
                 retried = True
+                if observer is not None:
+                    observer.retried(self._domain, "in_process")
                 if attempt < attempts:
-                    if observer is not None:
-                        observer.retried(self._domain, "in_process")
                     await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
                     continue
                 landed = await self._landed(subject, payload, pos)
@@ -338,7 +338,7 @@ class EventStore:
                 snap, start = found
                 lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
-        scan = _Scan()
+        scan = _Scan(anchored=start <= 1)
         async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES, start)) as pages:
             async for page in pages:
                 kept = page if as_of is None else _until(page, as_of)
@@ -448,7 +448,6 @@ class EventStore:
         known = self._cache.get(subject)
         per_commit = page_bytes < LOAD_BYTES
         origin = start
-        scan.anchored = start <= 1
         if self._ctx.cfg.replay == "direct":
             while True:
                 payloads, last, more = await self._wire.direct_batch(
@@ -476,24 +475,25 @@ class EventStore:
             # this process has already seen committed (Direct Get is answered
             # by any replica, and an R1 replay consumer sits on a random one):
             # read the rest from the stream leader.
-            tail = self._leader_tail(subject, max(origin, scan.stream_seq + 1), lo, hi, scan)
+            begin = max(origin, scan.stream_seq + 1)
+            tail = self._leader_tail(subject, begin, lo, hi, scan, per_commit)
             async with aclosing(tail) as pages:
                 async for page in pages:
                     yield page
         self._remember_scan(subject, scan)
 
     async def _leader_tail(
-        self, subject: str, start: int, lo: int, hi: int | None, scan: _Scan
+        self, subject: str, begin: int, lo: int, hi: int | None, scan: _Scan, per_commit: bool
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        """The commits at or after stream sequence `start`, one leader-served request each."""
+        """The commits from stream sequence `begin`, one leader-served request each."""
         while scan.complete:
-            got = await self._wire.leader_next(self._ctx.stream, subject, start)
+            got = await self._wire.leader_next(self._ctx.stream, subject, begin)
             if got is None:
                 return
             payload, seq = got
-            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, True):
+            begin = seq + 1
+            async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, per_commit):
                 yield page
-            start = seq + 1
 
     def _remember_scan(self, subject: str, scan: _Scan) -> None:
         if scan.complete and scan.stream_seq:
