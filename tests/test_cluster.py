@@ -486,17 +486,24 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
 async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3: Config) -> None:
     """A durable projector (R3 consumer, concurrency 4) handles commits while
     the stream leader is killed and while the projector itself is restarted:
-    every event of every aggregate is handled at least once, each aggregate's
-    commits are first handled in order, and nothing is dead-lettered."""
+    every event of every aggregate is handled at least once and nothing is
+    dead-lettered. Each aggregate's commits are first handled in order, except
+    redeliveries after a fault: a commit the stopped projector had been sent
+    but never received (its pull request outlives it on the server) comes back
+    after ack_wait, after later commits of its aggregate (seen 2 per run)."""
     cfg = with_nats(msgspec.structs.replace(r3.nats, dlq_stream=r3.nats.stream_name + "-dlq"))
     stream = r3.nats.stream_name
     seen: dict[str, set[int]] = collections.defaultdict(set)
     order: dict[str, list[int]] = collections.defaultdict(list)
+    late: list[tuple[str, int, str, int]] = []  # first handled after a later commit
     calls = collections.Counter[str]()
+    phase = "steady"
 
     async def handle(d: angzarr_es.Delivery) -> None:
         first = d.events[0].sequence
         if first not in order[d.root]:
+            if order[d.root] and first < max(order[d.root]):
+                late.append((d.root, first, phase, d.delivery_count))
             order[d.root].append(first)
         seen[d.root].update(e.sequence for e in d.events)
         calls["redelivered" if d.delivery_count > 1 else "first"] += 1
@@ -522,6 +529,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
             await p.wait(lambda s: s.handled >= 100, timeout=30)
             leader = await cluster.stream_leader(reader._wire, stream)
             assert leader is not None
+            phase = "leader killed"
             cluster.kill(leader)
             await cluster.wait_for_leader(reader._wire, stream, not_in=frozenset({leader}))
             mark = p.stats.handled
@@ -530,6 +538,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
         await load.acked(50, "appends while the projector is down")
         cluster.restart(leader)
         p2 = projector(reader)
+        phase = "projector restarted"
         async with p2:
             await p2.wait(lambda s: s.handled >= 50, timeout=30)
             await load.finish()
@@ -548,10 +557,13 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
         await reader.close()
     for root, n in want.items():
         assert seen[root] == set(range(n)), f"{root}: events skipped"
-        assert order[root] == sorted(order[root]), f"{root}: commits first handled out of order"
     print(
         f"\nprojector through failover + restart: {sum(want.values())} events in "
         f"{len(want)} aggregates; handler calls {dict(calls)}; dead-lettered {dead}; "
-        f"{load.summary()}"
+        f"first handled after a later commit of its aggregate: {late[:8]} "
+        f"({len(late)} in all); {load.summary()}"
     )
     assert dead == 0
+    # Before any fault, each aggregate's commits are first handled in order;
+    # after one, only a redelivered commit may come late.
+    assert not [x for x in late if x[2] == "steady" or x[3] < 2], late
