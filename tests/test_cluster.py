@@ -488,9 +488,9 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
     the stream leader is killed and while the projector itself is restarted:
     every event of every aggregate is handled at least once and nothing is
     dead-lettered. Each aggregate's commits are first handled in order, except
-    redeliveries after a fault: a commit the stopped projector had been sent
-    but never received (its pull request outlives it on the server) comes back
-    after ack_wait, after later commits of its aggregate (seen 2 per run)."""
+    redeliveries after a fault: after the projector restart a few commits
+    (2 per run) come back only after ack_wait, with delivery_count 2, behind
+    later commits of their aggregate (see docs/reliability.md)."""
     cfg = with_nats(msgspec.structs.replace(r3.nats, dlq_stream=r3.nats.stream_name + "-dlq"))
     stream = r3.nats.stream_name
     seen: dict[str, set[int]] = collections.defaultdict(set)
