@@ -40,10 +40,16 @@ _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "(
 STATUS = "Status"
 H_LAST_SEQ = "Nats-Last-Sequence"
 H_SEQUENCE = "Nats-Sequence"
+H_NUM_PENDING = "Nats-Num-Pending"
 
-# Headers a commit carries: the per-message allowance used when estimating how
-# many bytes a Direct Get batch has consumed of its max_bytes budget.
-HEADER_ALLOWANCE = 256
+# Headers a commit carries (ours, plus trace context capped by angzarr_es.tracing):
+# the per-message allowance when estimating how much of a Direct Get batch's
+# max_bytes budget the server has counted.
+HEADER_ALLOWANCE = 1024
+# Direct Get pages in flight at once per connection: with the store's page
+# sizes this keeps replies well under the server's per-client pending limit
+# (64 MiB), past which it drops the connection as a slow consumer.
+PAGES_IN_FLIGHT = 16
 
 
 @contextlib.contextmanager
@@ -97,7 +103,7 @@ def api_error(what: str, err: js.ApiError) -> StoreError:
 class _Collector:
     """Replies to one multi-reply request, filled by the inbox callback."""
 
-    __slots__ = ("done", "expect", "last_seq", "replies", "size", "status", "subject")
+    __slots__ = ("done", "expect", "last_seq", "pending", "replies", "size", "status", "subject")
 
     def __init__(self, expect: int, subject: str = "") -> None:
         self.subject = subject
@@ -105,6 +111,7 @@ class _Collector:
         self.size = 0
         self.expect = expect
         self.last_seq = 0
+        self.pending = 0
         self.status = ""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -120,6 +127,8 @@ class Wire:
         self._inbox_sub: Subscription | None = None
         self._collectors: dict[str, _Collector] = {}
         self._next_token = 0
+        self._pages = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        self._cleanups: set[asyncio.Future[None]] = set()
         # Plain requests in flight by subject, so that a permissions violation
         # (an async -ERR naming only the subject) can fail them at once.
         self._requests: dict[str, set[asyncio.Future[Msg]]] = {}
@@ -151,6 +160,12 @@ class Wire:
             if not fatal.done() and (_refused(exc) or isinstance(exc, ssl.SSLError)):
                 fatal.set_result(exc)
 
+        async def on_disconnect() -> None:
+            if holder:
+                holder[0]._fail_collectors(
+                    StoreUnavailable("connection to NATS lost during the read; retry it")
+                )
+
         options: dict[str, Any] = {
             "servers": cfg.servers,
             "name": cfg.name,
@@ -160,6 +175,7 @@ class Wire:
             # reconnects after that are unlimited (set below).
             "max_reconnect_attempts": 1,
             "error_cb": on_error,
+            "disconnected_cb": on_disconnect,
         }
         if cfg.credentials:
             options["user_credentials"] = cfg.credentials
@@ -231,6 +247,13 @@ class Wire:
             raise PermissionDenied(
                 f"{self._sub_denied} (the account must be allowed to subscribe to _INBOX.>)"
             )
+
+    def _fail_collectors(self, exc: Exception) -> None:
+        """Fail every multi-reply read in flight: replies sent before a
+        reconnect are lost, so a partial page must never look complete."""
+        for collector in self._collectors.values():
+            if not collector.done.done():
+                collector.done.set_exception(exc)
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
@@ -382,6 +405,21 @@ class Wire:
             stream, subject, js.MsgGetRequest(seq=seq, next_by_subj=subject)
         )
 
+    async def leader_msg_id(self, stream: str, subject: str, seq: int) -> tuple[str, int] | None:
+        """(Nats-Msg-Id, stream sequence) of the first message on `subject` at or
+        after stream sequence `seq`, answered by the stream leader."""
+        body = js.encode(js.MsgGetRequest(seq=seq, next_by_subj=subject))
+        reply = js.msg_get(
+            await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", body, what=f"read {subject}")
+        )
+        if reply.error is not None:
+            if reply.error.err_code == js.NO_MESSAGE_FOUND or reply.error.code == 404:
+                return None
+            raise api_error(f"read {subject}", reply.error)
+        if reply.message is None:
+            return None
+        return _header_value(reply.message.hdrs, js.H_MSG_ID), reply.message.seq
+
     async def _leader_get(
         self, stream: str, subject: str, request: js.MsgGetRequest
     ) -> tuple[bytes, int] | None:
@@ -426,7 +464,7 @@ class Wire:
                 await self.nc.publish(subject, body, reply=reply)
                 await asyncio.wait_for(asyncio.shield(collector.done), self.timeout)
         finally:
-            del self._collectors[token]
+            self._collectors.pop(token, None)
         return collector
 
     async def direct_batch(
@@ -442,17 +480,14 @@ class Wire:
             )
         )
         what = f"read {subject}"
-        got = await self._gather(f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, what)
+        async with self._pages:
+            got = await self._gather(f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, what)
         if got.status == "404":
             return [], 0, False
         if got.status != "204":
             raise _status_error(what, got.status or "?", {})
         payloads = [data for data, _, _ in got.replies]
-        # The server ends a batch early when it has sent max_bytes (subject,
-        # headers and payload counted); only then may more remain.
-        spent = got.size + len(payloads) * (len(subject) + HEADER_ALLOWANCE)
-        more = len(payloads) == batch or spent >= max_bytes
-        return payloads, got.last_seq, more
+        return payloads, got.last_seq, _more_after(got, batch, max_bytes, len(subject))
 
     async def direct_sequences(
         self, stream: str, subject: str, start: int, batch: int
@@ -499,8 +534,11 @@ class Wire:
     ) -> AsyncGenerator[tuple[list[bytes], int, int], None]:
         while True:
             name = "angzarr-replay-" + self.nc.new_inbox().rpartition(".")[2]
-            await self._create_replay_consumer(stream, name, subject, next_seq)
+            create = asyncio.ensure_future(
+                self._create_replay_consumer(stream, name, subject, next_seq)
+            )
             try:
+                await asyncio.shield(create)
                 async for page, first, last in self._pull_all(stream, name, batch, inbox):
                     if page is None:
                         break  # a gap: recreate from the last sequence seen
@@ -509,7 +547,20 @@ class Wire:
                 else:
                     return
             finally:
-                await self._delete_consumer(stream, name)
+                # The create may still be in flight (we were cancelled while
+                # waiting for it): let it finish, then delete, in a task a
+                # cancellation cannot abort. Otherwise the consumer would live
+                # until its inactive threshold.
+                cleanup = asyncio.ensure_future(self._discard_consumer(create, stream, name))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+                await asyncio.shield(cleanup)
+
+    async def _discard_consumer(self, create: asyncio.Future[None], stream: str, name: str) -> None:
+        # Nothing made, or its fate unknown: the delete below settles it.
+        with contextlib.suppress(AngzarrESError, asyncio.CancelledError):
+            await create
+        await self._delete_consumer(stream, name)
 
     async def _create_replay_consumer(
         self, stream: str, name: str, subject: str, start: int
@@ -610,6 +661,27 @@ class Listener:
             await self._sub.unsubscribe()
 
 
+def _more_after(got: _Collector, batch: int, max_bytes: int, subject_len: int) -> bool:
+    """Whether messages may remain after a no_hdr Direct Get batch.
+
+    The EOB's Nats-Num-Pending is, with no_hdr, the count at the *start* of the
+    batch (nats-server decrements it only when it sends headers), unless the
+    stream grew meanwhile: then it is recounted after the last message sent.
+    0 means nothing remains either way; anything but the count received means
+    more remain. Only when it equals the count received is it ambiguous, and
+    then the batch stopped early only if it was full or hit max_bytes.
+    """
+    sent = len(got.replies)
+    if sent == batch:
+        return True
+    if got.pending == 0:
+        return False
+    if got.pending != sent:
+        return True
+    spent = got.size + sent * (subject_len + HEADER_ALLOWANCE)
+    return spent >= max_bytes
+
+
 def _feed(collector: _Collector, msg: Msg) -> None:
     """Add one reply to `collector`, completing it on a status or the expected count."""
     if collector.done.done():
@@ -626,7 +698,18 @@ def _feed(collector: _Collector, msg: Msg) -> None:
     collector.status = status
     if headers is not None:
         collector.last_seq = int(headers.get(H_LAST_SEQ, "0") or 0)
+        collector.pending = int(headers.get(H_NUM_PENDING, "0") or 0)
     collector.done.set_result(None)
+
+
+def _header_value(raw: bytes, name: str) -> str:
+    """One header's value from a raw `NATS/1.0` header block ("" if absent)."""
+    key = name.lower().encode()
+    for line in raw.split(b"\r\n")[1:]:
+        k, sep, v = line.partition(b":")
+        if sep and k.strip().lower() == key:
+            return v.strip().decode(errors="replace")
+    return ""
 
 
 def _ack_metadata(reply: str) -> tuple[int, int, int]:

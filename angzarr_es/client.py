@@ -309,6 +309,11 @@ class Client:
                 raise api_error(f"stream info {name}", info.error)
             return ProvisionPlan(action="create", config=wanted)
         current = info.config or {}
+        have = int(current.get("num_replicas", 1) or 1)
+        if have > wanted.num_replicas:
+            # Fewer copies never makes an event store safer: an operator who
+            # scaled the stream up (say to R3) keeps it, whatever the default.
+            wanted = msgspec.structs.replace(wanted, num_replicas=have)
         changes = _differences(wanted, current)
         if not changes:
             return ProvisionPlan(action="none", config=wanted, current=current)

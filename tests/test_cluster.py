@@ -446,3 +446,17 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
     )
     assert spy.codes[10158] > 0, "10158 never seen: the in-process path was not exercised"
     assert all(o == 0 for o in outcomes if not isinstance(o, BaseException))
+
+
+async def test_provision_with_the_default_replicas_never_scales_an_r3_stream_down(
+    cluster: Cluster, r3: Config
+) -> None:
+    one = msgspec.structs.replace(r3.nats, replicas=1)
+    cfg = Config(bus=msgspec.structs.replace(r3.bus, nats=one))
+    async with await angzarr_es.connect(config=cfg) as client:
+        plan = await client.provision()
+        assert "num_replicas" not in plan.changes
+        info = msgspec.json.decode(
+            await client._wire.api(f"$JS.API.STREAM.INFO.{cfg.nats.stream_name}")
+        )
+        assert info["config"]["num_replicas"] == 3
