@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import nats
@@ -92,6 +92,55 @@ class _Collector:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+class _Client(NatsClient):
+    """nats-py's client with one shortcut for the store's own inboxes.
+
+    nats-py hands every message to a subscription through an asyncio queue
+    and a task per subscription. For the reply inbox and replay inboxes, whose
+    handlers only resolve a future or append to a list, that hop costs more
+    than the handling: messages of the subscriptions registered in `direct`
+    are handed to their handler in the reader task instead (`_process_msg` is
+    nats-py's per-message hook; other subscriptions are untouched).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct: dict[int, Callable[[Msg], None]] = {}
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        handler = self.direct.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        hdr = await self._process_headers(headers) if headers else None
+        handler(
+            Msg(
+                _client=self,
+                subject=subject.decode(),
+                reply=reply.decode(),
+                data=data,
+                headers=hdr,
+                _sid=sid,
+            )
+        )
+
+
+def _serve_directly(nc: NatsClient, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+    """Route `sub`'s messages to `handler` in the reader task, when `nc` allows it."""
+    sid = getattr(sub, "_id", None)
+    if isinstance(nc, _Client) and isinstance(sid, int):
+        nc.direct[sid] = handler
+
+
+def _stop_serving(nc: NatsClient, sub: Subscription) -> None:
+    if isinstance(nc, _Client):
+        nc.direct.pop(getattr(sub, "_id", -1), None)
+
+
 class Wire:
     """A connected NATS client with the requests the store needs."""
 
@@ -150,7 +199,8 @@ class Wire:
             options["tls"] = context
         where = ", ".join(cfg.servers)
         try:
-            nc = await nats.connect(**options)
+            nc = _Client()
+            await nc.connect(**options)
         except nats.errors.NoServersError as exc:
             cause = exc.__context__ or exc
             raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from exc
@@ -171,6 +221,7 @@ class Wire:
         self._inbox_prefix = self.nc.new_inbox() + "."
         with _translated("subscribe to reply inbox"):
             self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
+        _serve_directly(self.nc, self._inbox_sub, self._route_reply)
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
@@ -341,6 +392,9 @@ class Wire:
         return str(self._next_token)
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._route_reply(msg)
+
+    def _route_reply(self, msg: Msg) -> None:
         token = msg.subject[len(self._inbox_prefix) :]
         waiter = self._replies.pop(token, None)
         if waiter is not None:
@@ -422,17 +476,22 @@ class Wire:
         # through the shared reply mux: give the replay its own inbox.
         inbox = self.nc.new_inbox()
 
-        async def on_msg(msg: Msg) -> None:
+        def route(msg: Msg) -> None:
             collector = self._collectors.get(inbox)
             if collector is not None:
                 _feed(collector, msg)
 
+        async def on_msg(msg: Msg) -> None:
+            route(msg)
+
         with _translated(f"replay {subject}"):
             sub = await self.nc.subscribe(inbox, cb=on_msg)
+        _serve_directly(self.nc, sub, route)
         try:
             async for item in self._replay_from(stream, subject, next_seq, batch, inbox):
                 yield item
         finally:
+            _stop_serving(self.nc, sub)
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
 

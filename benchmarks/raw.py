@@ -16,10 +16,12 @@ import contextlib
 import msgspec
 import nats
 import nats.js.errors
+from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from angzarr_es import codec
 from angzarr_es.pb import core_pb2
 
 H_EXPECTED = "Nats-Expected-Last-Subject-Sequence"
@@ -30,6 +32,8 @@ class Ack(msgspec.Struct):
     seq: int = 0
     error: dict[str, object] | None = None
 
+
+_classes: dict[str, type[Message] | None] = {}
 
 decode_ack = msgspec.json.Decoder(Ack).decode
 encode_json = msgspec.json.Encoder().encode
@@ -106,10 +110,12 @@ class RawClient:
     async def _on_direct(self, msg: Msg) -> None:
         self._on_direct_msg(msg)
 
-    async def direct_load(self, subject: str, batch: int = 1000) -> int:
+    async def direct_load(self, subject: str, batch: int = 1000, *, decode: bool = False) -> int:
         """The floor for loads: batch Direct Get with no_hdr, every payload parsed.
 
-        Returns the number of events read.
+        With `decode`, each event is also decoded to its message class (the
+        least a caller that reads every event needs). Returns the number of
+        events read.
         """
         events = 0
         start = 1
@@ -126,7 +132,15 @@ class RawClient:
             for book in books:
                 for page in book.pages:
                     events += 1
-                    _ = page.event
+                    packed = page.event
+                    if decode:
+                        cls = _classes.get(packed.type_url)
+                        if cls is None:
+                            cls = _classes[packed.type_url] = codec._class_for(
+                                packed.type_url.rpartition("/")[2]
+                            )
+                        if cls is not None:
+                            cls.FromString(packed.value)
             if len(books) < batch or not last:
                 return events
             start = last + 1

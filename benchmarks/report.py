@@ -12,6 +12,7 @@ from benchmarks.harness import Measured, Stats
 
 OURS = "angzarr_es"
 FLOOR = "raw nats-py (floor)"
+FLOOR_DECODED = "raw nats-py (floor + event decode)"
 NAIVE = "naive nats-py"
 PEERS = ("eventsourcing-sqlite", "eventsourcing-postgres")
 
@@ -106,6 +107,13 @@ def targets(results: Sequence[Stats], memory: dict[str, dict[str, float]]) -> li
             op = f"load {size} events ({per_commit}/commit)"
             ours, floor, naive = by.get((op, OURS)), by.get((op, FLOOR)), by.get((op, NAIVE))
             ratio(f"{op}: p50 <= 1.3x Direct Get floor", ours, floor, "p50", 1.3)
+            ratio(
+                f"{op}: p50 <= 1.3x Direct Get floor that also decodes each event",
+                ours,
+                by.get((op, FLOOR_DECODED)),
+                "p50",
+                1.3,
+            )
             ratio(
                 f"{op}: naive ordered consumer >= 3x slower (p50)",
                 naive,

@@ -36,6 +36,7 @@ DOMAIN = "player"
 OURS = "angzarr_es"
 OURS_CONSUMER = "angzarr_es (consumer)"
 FLOOR = "raw nats-py (floor)"
+FLOOR_DECODED = "raw nats-py (floor + event decode)"
 NAIVE = "naive nats-py"
 CODEC = "codec only (in memory)"
 
@@ -398,6 +399,12 @@ async def bench_loads(run: Run) -> None:
                     raise RuntimeError(f"floor read {got} of {size} events")
                 return got
 
+            async def floor_decoded(_: int, subject: str = subject, size: int = size) -> object:
+                got = await run.raw.direct_load(subject, decode=True)
+                if got != size:
+                    raise RuntimeError(f"floor read {got} of {size} events")
+                return got
+
             async def naive(_: int, subject: str = subject, size: int = size) -> object:
                 return await run.raw.naive_load(subject, size)
 
@@ -405,7 +412,11 @@ async def bench_loads(run: Run) -> None:
                 await run.raw.delete_leftovers()
                 return None
 
-            cases += [Case(FLOOR, floor), Case(NAIVE, naive, prepare=tidy)]
+            cases += [
+                Case(FLOOR, floor),
+                Case(FLOOR_DECODED, floor_decoded),
+                Case(NAIVE, naive, prepare=tidy),
+            ]
             codec_root = f"load-{size}-{per_commit}"
             for first in range(0, size, per_commit):
                 run.codec_only.append(
