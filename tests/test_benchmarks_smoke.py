@@ -48,7 +48,7 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     assert all(r["n"] > 0 and 0 < r["p50"] <= r["p99"] for r in data["results"])
     assert {t["name"] for t in data["targets"]} >= {
         "append (cached) p50 <= 1.10x floor p50",
-        "append 10 events p50 <= 1.3x append 1 p50",
+        "append 10 events p50 <= 1.3x append 1 p50 (interleaved)",
     }
     assert data["memory"]["iter 1000 events (direct)"]["events"] == 1000
     for key in ("python", "nats-server", "nats-py", "msgspec", "protobuf", "cpu", "cores"):
