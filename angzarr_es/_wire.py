@@ -103,6 +103,10 @@ class _Collector:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
+# (subject, reply, payload, parsed headers) of one message, straight from the parser.
+RawHandler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
+
+
 class _Client(NatsClient):
     """nats-py's client with one shortcut for the store's own inboxes.
 
@@ -116,7 +120,7 @@ class _Client(NatsClient):
 
     def __init__(self) -> None:
         super().__init__()
-        self.direct: dict[int, Callable[[Msg], None]] = {}
+        self.direct: dict[int, RawHandler] = {}
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -127,20 +131,11 @@ class _Client(NatsClient):
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        hdr = await self._process_headers(headers) if headers else None
-        handler(
-            Msg(
-                _client=self,
-                subject=subject.decode(),
-                reply=reply.decode(),
-                data=data,
-                headers=hdr,
-                _sid=sid,
-            )
-        )
+        # No Msg object per message: the handlers need only these pieces.
+        handler(subject, reply, data, await self._process_headers(headers) if headers else None)
 
 
-def _serve_directly(nc: NatsClient, sub: Subscription, handler: Callable[[Msg], None]) -> None:
+def _serve_directly(nc: NatsClient, sub: Subscription, handler: RawHandler) -> None:
     """Route `sub`'s messages to `handler` in the reader task, when `nc` allows it."""
     sid = getattr(sub, "_id", None)
     if isinstance(nc, _Client) and isinstance(sid, int):
@@ -233,7 +228,7 @@ class Wire:
         self._inbox_prefix = self.nc.new_inbox() + "."
         with _translated("subscribe to reply inbox"):
             self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
-        _serve_directly(self.nc, self._inbox_sub, self._route_reply)
+        _serve_directly(self.nc, self._inbox_sub, self._route_raw)
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
@@ -426,18 +421,35 @@ class Wire:
         return str(self._next_token)
 
     async def _on_reply(self, msg: Msg) -> None:
-        self._route_reply(msg)
+        self._deliver(msg.subject[len(self._inbox_prefix) :], msg.reply, msg.data, msg.headers)
 
-    def _route_reply(self, msg: Msg) -> None:
-        token = msg.subject[len(self._inbox_prefix) :]
+    def _route_raw(
+        self, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        self._deliver(
+            subject[len(self._inbox_prefix) :].decode(),
+            reply.decode() if reply else "",
+            data,
+            headers,
+        )
+
+    def _deliver(self, token: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
         pending = self._replies.pop(token, None)
         if pending is not None:
             if not pending.waiter.done():
-                pending.waiter.set_result(msg)
+                pending.waiter.set_result(
+                    Msg(
+                        _client=self.nc,
+                        subject=self._inbox_prefix + token,
+                        reply=reply,
+                        data=data,
+                        headers=headers,
+                    )
+                )
             return
         collector = self._collectors.get(token)
         if collector is not None:
-            _feed(collector, msg)
+            _feed(collector, data, reply, headers)
 
     async def _gather(
         self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""
@@ -510,13 +522,17 @@ class Wire:
         # through the shared reply mux: give the replay its own inbox.
         inbox = self.nc.new_inbox()
 
-        def route(msg: Msg) -> None:
+        def route(
+            subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+        ) -> None:
             collector = self._collectors.get(inbox)
             if collector is not None:
-                _feed(collector, msg)
+                _feed(collector, data, reply.decode(), headers)
 
         async def on_msg(msg: Msg) -> None:
-            route(msg)
+            collector = self._collectors.get(inbox)
+            if collector is not None:
+                _feed(collector, msg.data, msg.reply, msg.headers)
 
         with _translated(f"replay {subject}"):
             sub = await self.nc.subscribe(inbox, cb=on_msg)
@@ -607,16 +623,15 @@ class Wire:
             log.warning("could not delete replay consumer %s: %s", name, reply.error.description)
 
 
-def _feed(collector: _Collector, msg: Msg) -> None:
+def _feed(collector: _Collector, data: bytes, reply: str, headers: dict[str, str] | None) -> None:
     """Add one reply to `collector`, completing it on a status or the expected count."""
     if collector.done.done():
         return
-    headers = msg.headers
     status = headers.get(STATUS) if headers else None
     if status is None:
         seq = headers.get(H_SEQUENCE, "") if headers else ""
-        collector.replies.append((msg.data, msg.reply, seq))
-        collector.size += len(msg.data)
+        collector.replies.append((data, reply, seq))
+        collector.size += len(data)
         if len(collector.replies) == collector.expect:
             collector.done.set_result(None)
         return

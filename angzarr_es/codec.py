@@ -211,7 +211,7 @@ def recorded(
         stamp = page.created_at
         key = (stamp.seconds, stamp.nanos)
         if key != last_stamp:
-            created_at = _EPOCH + _timedelta(seconds=key[0], microseconds=key[1] // 1000)
+            created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
             last_stamp = key
         append(
             RecordedEvent(

@@ -35,6 +35,21 @@ class Ack(msgspec.Struct):
 
 _classes: dict[str, type[Message] | None] = {}
 
+
+def _decode_events(book: core_pb2.EventBook) -> int:
+    """Decode each event of `book` to its message class; returns how many."""
+    count = 0
+    for page in book.pages:
+        packed = page.event
+        cls = _classes.get(packed.type_url)
+        if cls is None:
+            cls = _classes[packed.type_url] = codec._class_for(packed.type_url.rpartition("/")[2])
+        if cls is not None:
+            cls.FromString(packed.value)
+        count += 1
+    return count
+
+
 decode_ack = msgspec.json.Decoder(Ack).decode
 encode_json = msgspec.json.Encoder().encode
 
@@ -130,30 +145,25 @@ class RawClient:
             last = await asyncio.wait_for(self._done, TIMEOUT)
             books = self._books
             for book in books:
-                for page in book.pages:
-                    events += 1
-                    packed = page.event
-                    if decode:
-                        cls = _classes.get(packed.type_url)
-                        if cls is None:
-                            cls = _classes[packed.type_url] = codec._class_for(
-                                packed.type_url.rpartition("/")[2]
-                            )
-                        if cls is not None:
-                            cls.FromString(packed.value)
+                if decode:
+                    events += _decode_events(book)
+                else:
+                    for page in book.pages:
+                        events += 1
+                        _ = page.event
             if len(books) < batch or not last:
                 return events
             start = last + 1
 
     async def naive_load(self, subject: str, expect_events: int) -> int:
-        """What a nats-py user writes: an ordered consumer, read until nothing is pending."""
+        """What a nats-py user writes: an ordered consumer, read until nothing is
+        pending, each event decoded to its message class."""
         sub = await self.js.subscribe(subject, ordered_consumer=True)
         events = 0
         try:
             while True:
                 msg = await sub.next_msg(timeout=TIMEOUT)
-                book = core_pb2.EventBook.FromString(msg.data)
-                events += len(book.pages)
+                events += _decode_events(core_pb2.EventBook.FromString(msg.data))
                 meta = msg.metadata
                 if meta.num_pending == 0:
                     self._leftover.append(meta.consumer or "")
