@@ -186,12 +186,25 @@ def recorded(
     out: list[RecordedEvent] = []
     append = out.append
     correlation_id = book.cover.correlation_id
-    # The pages of one commit normally share one timestamp: build its
-    # datetime once per commit, not once per event.
-    last_stamp: tuple[int, int] | None = None
+    pages = book.pages
+    count = len(pages)
+    # A commit's pages carry consecutive sequences and non-decreasing
+    # timestamps (normally one timestamp). When the first and last page show
+    # exactly that, the pages between need not be asked for theirs: reading
+    # a header and a timestamp per event was a third of the decoding cost.
+    uniform = False
+    first = 0
     created_at = _EPOCH
-    for page in book.pages:
-        seq = page.header.sequence
+    last_stamp: tuple[int, int] | None = None
+    if count > 1:
+        head, tail = pages[0], pages[count - 1]
+        first = head.header.sequence
+        stamp = head.created_at
+        if tail.header.sequence == first + count - 1 and tail.created_at == stamp:
+            uniform = True
+            created_at = _EPOCH + _timedelta(0, stamp.seconds, stamp.nanos // 1000)
+    for index, page in enumerate(pages):
+        seq = first + index if uniform else page.header.sequence
         if seq < lo or (hi is not None and seq >= hi):
             continue
         packed = page.event
@@ -208,11 +221,12 @@ def recorded(
                     f"event of type {type_url!r} does not decode: {exc} (sequence {seq} on {subject})",
                     subject=subject,
                 ) from exc
-        stamp = page.created_at
-        key = (stamp.seconds, stamp.nanos)
-        if key != last_stamp:
-            created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
-            last_stamp = key
+        if not uniform:
+            stamp = page.created_at
+            key = (stamp.seconds, stamp.nanos)
+            if key != last_stamp:
+                created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
+                last_stamp = key
         append(
             RecordedEvent(
                 sequence=seq,

@@ -166,6 +166,21 @@ def _nats_server_version() -> str:
     return out.stdout.strip().removeprefix("nats-server: ")
 
 
+def filesystem(path: str) -> str:
+    """Type and device of the filesystem holding `path` (where fsync lands)."""
+    try:
+        out = (
+            subprocess.run(
+                ["df", "-T", path], capture_output=True, text=True, timeout=10, check=True
+            )
+            .stdout.splitlines()[-1]
+            .split()
+        )
+    except (OSError, subprocess.SubprocessError, IndexError) as exc:
+        return f"unknown ({exc})"
+    return f"{out[1]} on {out[0]}"
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
     load = os.getloadavg()

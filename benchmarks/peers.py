@@ -64,6 +64,22 @@ class Recorder:
         recorder.create_table()
         return cls("eventsourcing-postgres", recorder, datastore)
 
+    def settings(self) -> str:
+        """The durability settings the recorder runs with."""
+        datastore = self._closer
+        if isinstance(datastore, SQLiteDatastore):
+            with datastore.transaction(commit=False) as c:
+                c.execute("PRAGMA journal_mode")
+                journal = c.fetchone()
+                c.execute("PRAGMA synchronous")
+                sync = c.fetchone()
+            modes = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+            return (
+                f"{self.name}: journal_mode={journal[0] if journal else '?'}, synchronous="
+                f"{modes.get(sync[0], sync[0]) if sync else '?'}"
+            )
+        return self.name
+
     def close(self) -> None:
         close = getattr(self._closer, "close", None)
         if close is not None:

@@ -100,15 +100,18 @@ class RawClient:
         ack = await self.js.publish(subject, payload, headers={H_EXPECTED: str(last)})
         return int(ack.seq)
 
-    async def bulk_fill(self, subject: str, payloads: list[bytes]) -> None:
-        """Store `payloads` on `subject` in order: plain publishes, then one
-        request whose ack proves every earlier message of this connection was
-        stored."""
-        for payload in payloads[:-1]:
-            await self.nc.publish(subject, payload)
-        ack = decode_ack((await self.nc.request(subject, payloads[-1], timeout=TIMEOUT)).data)
-        if ack.error is not None or not ack.seq:
-            raise RuntimeError(f"filling {subject} failed: {ack.error}")
+    async def bulk_fill(self, subject: str, payloads: list[bytes], window: int = 500) -> None:
+        """Store `payloads` on `subject` in order: plain publishes, each window
+        closed by one request whose ack proves every earlier message of this
+        connection was stored (with `sync_interval: always` each is fsynced)."""
+        for start in range(0, len(payloads), window):
+            chunk = payloads[start : start + window]
+            for payload in chunk[:-1]:
+                await self.nc.publish(subject, payload)
+            reply = await self.nc.request(subject, chunk[-1], timeout=6 * TIMEOUT)
+            ack = decode_ack(reply.data)
+            if ack.error is not None or not ack.seq:
+                raise RuntimeError(f"filling {subject} failed: {ack.error}")
 
     # -- loads -----------------------------------------------------------------
 

@@ -173,7 +173,8 @@ def markdown(data: Results) -> str:
         f"Python {m.get('python', '?')}, nats-server {m.get('nats-server', '?')}, nats-py "
         f"{m.get('nats-py', '?')}, msgspec {m.get('msgspec', '?')}, protobuf "
         f"{m.get('protobuf', '?')}, eventsourcing {m.get('eventsourcing', '?')}, SQLite "
-        f"{m.get('sqlite', '?')}. Run took {m.get('seconds', '?')} s.",
+        f"{m.get('sqlite', '?')}. Storage: {m.get('storage', '?')} (NATS, SQLite and, when "
+        f"started by the run's operator, PostgreSQL data). Run took {m.get('seconds', '?')} s.",
         "",
     ]
     for note in data.notes:

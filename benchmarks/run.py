@@ -25,7 +25,7 @@ from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
 from angzarr_es.store import EventStore
 from benchmarks import peers, report
-from benchmarks.harness import Case, Measured, machine, measure, summarize
+from benchmarks.harness import Case, Measured, filesystem, machine, measure, summarize
 from benchmarks.raw import RawClient
 
 STREAM = "bench-events"
@@ -650,6 +650,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
     notes: list[str] = []
     if args.peers and peers.available():
         recorders.append(peers.Recorder.sqlite(tmp / "eventsourcing.sqlite"))
+        notes.append(recorders[0].settings())
         pg_dsn, why = _find_pg(args.pg_dsn)
         notes.append(why)
         if pg_dsn:
@@ -712,6 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "file store, sync_interval: always" if args.sync_always else "file store, default sync"
     )
     meta["started"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta["storage"] = filesystem(tempfile.gettempdir())
     t0 = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="angzarr-bench-") as tmp,
