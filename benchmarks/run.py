@@ -58,7 +58,7 @@ class Sizes:
 PRESETS = {
     "full": Sizes(
         samples=2000,
-        rounds=5,
+        rounds=20,
         warmup=50,
         load_sizes=(10, 100, 1000, 10_000),
         load_samples={10: 500, 100: 300, 1000: 60, 10_000: 10},
@@ -69,7 +69,7 @@ PRESETS = {
     ),
     "quick": Sizes(
         samples=400,
-        rounds=4,
+        rounds=8,
         warmup=20,
         load_sizes=(10, 100, 1000),
         load_samples={10: 100, 100: 60, 1000: 12},
