@@ -285,3 +285,82 @@ def write(
         chart(png, f"angzarr_es latency, {meta.get('nats_mode', '')}", measured)
         paths.append(png)
     return paths
+
+
+SUMMARY_START = "<!-- summary:start (written by python -m benchmarks) -->"
+SUMMARY_END = "<!-- summary:end -->"
+SUMMARY_COLUMNS = (
+    OURS,
+    FLOOR,
+    FLOOR_DECODED,
+    NAIVE,
+    "eventsourcing-sqlite",
+    "eventsourcing-postgres",
+)
+MODES = (("default", "default file store"), ("sync-always", "`sync_interval: always`"))
+
+
+def summary(out: Path) -> str:
+    """Targets and p50s of every full run in `out`, side by side."""
+    runs: dict[str, Results] = {}
+    for mode, _ in MODES:
+        path = out / f"results-{mode}.json"
+        if path.exists():
+            runs[mode] = msgspec.json.decode(path.read_bytes(), type=Results)
+    if not runs:
+        return ""
+    lines = ["| target | " + " | ".join(label for mode, label in MODES if mode in runs) + " |"]
+    lines.append("|---|" + "---:|" * len(runs))
+    names: list[str] = []
+    for data in runs.values():
+        names += [t.name for t in data.targets if t.name not in names]
+    for name in names:
+        cells = []
+        for data in runs.values():
+            t = next((t for t in data.targets if t.name == name), None)
+            cells.append("" if t is None else f"{t.measured:g} {t.unit} {'✓' if t.met else '✗'}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for mode, label in MODES:
+        if mode not in runs:
+            continue
+        data = runs[mode]
+        present = [c for c in SUMMARY_COLUMNS if any(s.contender == c for s in data.results)]
+        lines += [
+            "",
+            f"p50 per operation, {label} ({data.machine.get('started', '')}, load average "
+            f"{data.machine.get('loadavg_start', '?')}):",
+            "",
+            "| operation | " + " | ".join(present) + " |",
+            "|---|" + "---:|" * len(present),
+        ]
+        ops: dict[str, dict[str, Stats]] = {}
+        for s in data.results:
+            ops.setdefault(s.op, {})[s.contender] = s
+        for op, row in ops.items():
+            if op.startswith("64"):
+                cells = [fmt_rate(row[c].ops_per_s) + "/s" if c in row else "" for c in present]
+            else:
+                cells = [fmt_us(row[c].p50) if c in row else "" for c in present]
+            lines.append(f"| {op} | " + " | ".join(cells) + " |")
+        for key, got in data.memory.items():
+            lines.append(
+                f"| {key} | {fmt_rate(got['events_per_s'])} events/s, peak RSS +"
+                f"{got['peak_growth_mb']:.1f} MB |" + " |" * (len(present) - 1)
+            )
+    return "\n".join(lines)
+
+
+def update_readme(out: Path) -> Path | None:
+    """Replace the summary block of `out`/README.md, if it has one."""
+    readme = out / "README.md"
+    if not readme.exists():
+        return None
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
+    if start < 0 or end < start:
+        return None
+    block = summary(out)
+    readme.write_text(
+        text[: start + len(SUMMARY_START)] + "\n" + block + "\n" + text[end:], encoding="utf-8"
+    )
+    return readme

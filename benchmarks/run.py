@@ -727,6 +727,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = report.write(
         args.out, suffix, meta, run.notes, run.results, run.memory, chart_png=args.chart
     )
+    if preset == "full":
+        readme = report.update_readme(args.out)
+        if readme is not None:
+            paths.append(readme)
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -57,3 +57,18 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     assert "| angzarr_es |" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latency-default-tiny.png").read_bytes().startswith(b"\x89PNG")
+    # The README's summary block is rebuilt from the full runs' JSON.
+    from benchmarks import report
+
+    (tmp_path / "results-default.json").write_bytes(
+        (tmp_path / "results-default-tiny.json").read_bytes()
+    )
+    (tmp_path / "README.md").write_text(
+        f"intro\n{report.SUMMARY_START}\nold block\n{report.SUMMARY_END}\nrest\n"
+    )
+    assert report.update_readme(tmp_path) is not None
+    readme = (tmp_path / "README.md").read_text()
+    assert "old block" not in readme
+    assert "| append 1 event (cached) |" in readme
+    assert readme.startswith("intro\n")
+    assert readme.endswith(f"{report.SUMMARY_END}\nrest\n")
