@@ -254,7 +254,7 @@ def chart(path: Path, title: str, measured: Sequence[Measured]) -> None:
     fig.suptitle(
         f"{title}; latency in µs, log scale (box p25-p75, line p50, whiskers p1-p99)", fontsize=10
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
