@@ -192,6 +192,8 @@ class EventStore:
         """The position to append at, raising early when `expected` is already wrong."""
         pos = self._cache.get(subject)
         if pos is None:
+            if expected == 0:
+                return NEW  # the server checks the subject is empty: no lookup needed
             pos = await self._lookup(subject)
         if expected is ANY or expected == pos.next_sequence:
             return pos
@@ -611,7 +613,7 @@ def _decode_commits(
             scan.complete = False
             return
         scan.next_sequence = codec.book_next_sequence(book)
-        if pages and pages[-1].header.sequence >= lo:
+        if pages and (not lo or pages[-1].header.sequence >= lo):
             yield codec.recorded(book, lo, hi, subject=subject)
     if payloads:
         scan.stream_seq = last
