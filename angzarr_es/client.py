@@ -223,7 +223,7 @@ class Client:
             start=start,
             partition=partition,
         )
-        return Projector(self._wire, self._config.nats, settings, handler)
+        return Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
 
     def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
         """Catch-up subscription: history from `start`, then live commits.
