@@ -49,6 +49,7 @@ import msgspec
 
 from angzarr_es import _bus_wire as bw
 from angzarr_es import _jsapi as js
+from angzarr_es import tracing
 from angzarr_es._observe import StoreObserver
 from angzarr_es._wire import Wire
 from angzarr_es.bus import Handler, Start, decode_delivery, provision_dlq, start_config
@@ -493,7 +494,12 @@ class Projector:
                     stream_sequence=seq,
                     delivery_count=msg.delivered,
                 )
-                await self._handler(delivery)
+                if msg.headers and tracing.HEADER in msg.headers:
+                    # The handler runs as a child span of the append's trace.
+                    with tracing.continue_from(msg.headers):
+                        await self._handler(delivery)
+                else:
+                    await self._handler(delivery)
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
                 self._failed += 1
                 await self._on_failure(key, seq, exc)

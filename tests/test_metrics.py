@@ -178,3 +178,29 @@ async def test_projector_redeliveries_and_dead_letters_are_counted(
     assert done.is_set()
     assert value(m, "angzarr_es_bus_redeliveries_total", consumer="counted") == 1
     assert value(m, "angzarr_es_bus_dead_letters_total", consumer="counted") == 1
+
+
+async def test_a_trace_follows_an_event_from_append_to_projector(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    from angzarr_es import filters
+
+    client, _ = instrumented
+    parent = TraceContext.parse(VALID)
+    assert parent is not None
+    with tracing.use(parent):
+        await client.store("player").append("traced", [player_pb2.FundsDeposited()], expected=0)
+    seen: list[TraceContext | None] = []
+    got = asyncio.Event()
+
+    async def handler(d: angzarr_es.Delivery) -> None:
+        seen.append(tracing.current())
+        got.set()
+
+    async with client.projector("traced", filters.domain("player"), handler):
+        await asyncio.wait_for(got.wait(), 20)
+    context = seen[0]
+    assert context is not None
+    # Same trace id as the caller of append, a span of its own.
+    assert context.traceparent.split("-")[1] == VALID.split("-")[1]
+    assert context.traceparent.split("-")[2] != VALID.split("-")[2]
