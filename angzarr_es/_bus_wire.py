@@ -38,6 +38,7 @@ class Pulled:
         "consumer_seq",
         "data",
         "delivered",
+        "headers",
         "pending",
         "reply",
         "stream_seq",
@@ -45,10 +46,14 @@ class Pulled:
         "timestamp_ns",
     )
 
-    def __init__(self, subject: str, data: bytes, reply: str) -> None:
+    def __init__(
+        self, subject: str, data: bytes, reply: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.subject = subject
         self.data = data
         self.reply = reply
+        # The commit's stored headers (trace context, for one).
+        self.headers = headers
         tokens = reply.split(".")
         # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
         # v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>...<pending>.<rnd>
@@ -159,7 +164,7 @@ class Puller:
             self.outstanding = max(0, self.outstanding - 1)
             if self.group and headers:
                 self.pin_id = headers.get(H_PIN_ID, self.pin_id)
-            self.on_msg(Pulled(msg.subject, msg.data, msg.reply))
+            self.on_msg(Pulled(msg.subject, msg.data, msg.reply, headers))
             return
         if status == "100":
             return

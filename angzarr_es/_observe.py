@@ -17,3 +17,9 @@ class StoreObserver(Protocol):
 
     def retried(self, domain: str, reason: str) -> None:
         """One more attempt at an append: `timeout`, `in_process` or `lost_race`."""
+
+    def redelivered(self, consumer: str, count: int = 1) -> None:
+        """A projector was handed a commit again (delivery count above 1)."""
+
+    def dead_lettered(self, consumer: str) -> None:
+        """A projector moved a commit to the dead-letter stream."""

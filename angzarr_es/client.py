@@ -223,7 +223,7 @@ class Client:
             start=start,
             partition=partition,
         )
-        return Projector(self._wire, self._config.nats, settings, handler)
+        return Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
 
     def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
         """Catch-up subscription: history from `start`, then live commits.
@@ -309,6 +309,11 @@ class Client:
                 raise api_error(f"stream info {name}", info.error)
             return ProvisionPlan(action="create", config=wanted)
         current = info.config or {}
+        have = int(current.get("num_replicas", 1) or 1)
+        if have > wanted.num_replicas:
+            # Fewer copies never makes an event store safer: an operator who
+            # scaled the stream up (say to R3) keeps it, whatever the default.
+            wanted = msgspec.structs.replace(wanted, num_replicas=have)
         changes = _differences(wanted, current)
         if not changes:
             return ProvisionPlan(action="none", config=wanted, current=current)

@@ -49,6 +49,8 @@ import msgspec
 
 from angzarr_es import _bus_wire as bw
 from angzarr_es import _jsapi as js
+from angzarr_es import tracing
+from angzarr_es._observe import StoreObserver
 from angzarr_es._wire import Wire
 from angzarr_es.bus import Handler, Start, decode_delivery, provision_dlq, start_config
 from angzarr_es.config import NatsConfig
@@ -230,9 +232,15 @@ class Projector:
     """A running durable projector; make it with `client.projector(...)`."""
 
     def __init__(
-        self, wire: Wire, cfg: NatsConfig, settings: ProjectorSettings, handler: Handler
+        self,
+        wire: Wire,
+        cfg: NatsConfig,
+        settings: ProjectorSettings,
+        handler: Handler,
+        observer: StoreObserver | None = None,
     ) -> None:
         settings.check()
+        self._observer = observer
         self._wire = wire
         self._cfg = cfg
         self._settings = settings
@@ -476,6 +484,8 @@ class Projector:
     async def _handle(self, subject: str, key: _Key, seq: int) -> None:
         try:
             msg = self._in_hand[seq]
+            if msg.delivered > 1 and self._observer is not None:
+                self._observer.redelivered(self.name)
             try:
                 delivery = decode_delivery(
                     self._cfg.subject_prefix,
@@ -484,7 +494,12 @@ class Projector:
                     stream_sequence=seq,
                     delivery_count=msg.delivered,
                 )
-                await self._handler(delivery)
+                if msg.headers and tracing.HEADER in msg.headers:
+                    # The handler runs as a child span of the append's trace.
+                    with tracing.continue_from(msg.headers):
+                        await self._handler(delivery)
+                else:
+                    await self._handler(delivery)
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
                 self._failed += 1
                 await self._on_failure(key, seq, exc)
@@ -588,6 +603,8 @@ class Projector:
             js.H_MSG_ID: f"dlq-{stream}-{stream_seq}-{self._settings.durable}",
         }
         target = f"{prefix}.dlq.{domain or '_'}"
+        if self._observer is not None:
+            self._observer.dead_lettered(self.name)
         ack = await self._wire.publish_commit(target, data, headers, self._wire.timeout)
         if ack.error is not None:
             raise StoreError(f"dead-letter to {target}: {ack.error.description}")

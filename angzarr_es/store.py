@@ -48,10 +48,12 @@ __all__ = ["EventStore"]
 # Direct Get page: commits per request, and the byte budget the server may send
 # for a load (as few round trips as possible) and for iter (bounded memory).
 PAGE_COMMITS = 1000
-LOAD_BYTES = 8 * 1024 * 1024
+LOAD_BYTES = 2 * 1024 * 1024
 ITER_BYTES = 1024 * 1024
 # Headers and protocol framing around a commit, counted against max_payload.
-COMMIT_OVERHEAD = 512
+COMMIT_OVERHEAD = 1024
+# Leader re-reads (1, 2, 4, ... ms apart) waiting for a rival's commit to appear.
+SETTLE_READS = 6
 # How often an `expected=ANY` append re-reads and retries after losing a race.
 ANY_ATTEMPTS = 64
 
@@ -148,6 +150,8 @@ class EventStore:
             # Nothing to write, so no server check: read the current position.
             pos = await self._fresh_position(subject)
             if expected is not ANY and expected != pos.next_sequence:
+                pos = await self._leader_position(subject)  # a lagging replica?
+            if expected is not ANY and expected != pos.next_sequence:
                 raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
         pos = await self._position_for(subject, expected)
@@ -188,6 +192,8 @@ class EventStore:
         """The position to append at, raising early when `expected` is already wrong."""
         pos = self._cache.get(subject)
         if pos is None:
+            if expected == 0:
+                return NEW  # the server checks the subject is empty: no lookup needed
             pos = await self._lookup(subject)
         if expected is ANY or expected == pos.next_sequence:
             return pos
@@ -206,9 +212,10 @@ class EventStore:
 
         Returns the result, or the aggregate's real position on a conflict.
         """
+        msg_id = f"{secrets.token_hex(12)}-{pos.next_sequence}"
         headers = {
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
-            js.H_MSG_ID: f"{secrets.token_hex(12)}-{pos.next_sequence}",
+            js.H_MSG_ID: msg_id,
         }
         observer = self._ctx.observer
         if observer is not None:
@@ -225,7 +232,7 @@ class EventStore:
                     if observer is not None:
                         observer.retried(self._domain, "timeout")
                     continue
-                landed = await self._landed(subject, payload, pos)
+                landed = await self._landed(subject, msg_id, pos)
                 if landed:
                     return self._committed(subject, pos, count, landed)
                 raise
@@ -240,20 +247,24 @@ class EventStore:
                 if attempt < attempts:
                     await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
                     continue
-                landed = await self._landed(subject, payload, pos)
+                landed = await self._landed(subject, msg_id, pos)
                 if landed:
                     return self._committed(subject, pos, count, landed)
                 raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
-                    landed = await self._landed(subject, payload, pos)
+                    landed = await self._landed(subject, msg_id, pos)
                     if landed:
                         return self._committed(subject, pos, count, landed)
-                real = await self._leader_position(subject)
-                if real.stream_seq == pos.stream_seq and attempt < attempts:
-                    # 10164: a rival proposal was in flight but is not applied
-                    # (yet, or it failed): the slot may still be ours.
-                    continue
+                real = await self._settled_position(subject, pos)
+                if real.stream_seq == pos.stream_seq:
+                    # 10164: a rival proposal was in flight but never applied
+                    # (it failed): the slot may still be ours.
+                    if attempt < attempts:
+                        continue
+                    raise StoreTimeout(
+                        f"append to {subject}: a rival write was reported but never applied"
+                    )
                 return real
             raise api_error(f"append to {subject}", err)
         raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
@@ -265,16 +276,33 @@ class EventStore:
             first_sequence=pos.next_sequence, next_sequence=nxt, stream_sequence=seq
         )
 
-    async def _landed(self, subject: str, payload: bytes, pos: Position) -> int:
+    async def _landed(self, subject: str, msg_id: str, pos: Position) -> int:
         """Stream sequence of our commit if an earlier attempt was stored, else 0.
 
         The commit that won the slot after `pos` is the first one on the
-        subject past `pos.stream_seq`; it is ours iff the bytes are ours.
+        subject past `pos.stream_seq`; it is ours iff it carries our
+        Nats-Msg-Id (random per append call, so identical commands from two
+        writers in the same clock tick are still told apart).
         """
-        winner = await self._wire.leader_next(self._ctx.stream, subject, pos.stream_seq + 1)
-        if winner is not None and winner[0] == payload:
+        winner = await self._wire.leader_msg_id(self._ctx.stream, subject, pos.stream_seq + 1)
+        if winner is not None and winner[0] == msg_id:
             return winner[1]
         return 0
+
+    async def _settled_position(self, subject: str, pos: Position) -> Position:
+        """The leader's position after a conflict on `pos`.
+
+        In a cluster the server may refuse us (10164) while the rival's commit
+        is still being applied, so the leader can briefly still show `pos`:
+        re-read a few times, with a short backoff, until it moves.
+        """
+        real = await self._leader_position(subject)
+        for attempt in range(SETTLE_READS):
+            if real.stream_seq != pos.stream_seq:
+                break
+            await asyncio.sleep(0.001 * 2**attempt)
+            real = await self._leader_position(subject)
+        return real
 
     async def _lookup(self, subject: str) -> Position:
         """The aggregate's position from its last commit (any replica)."""
@@ -585,7 +613,7 @@ def _decode_commits(
             scan.complete = False
             return
         scan.next_sequence = codec.book_next_sequence(book)
-        if pages and pages[-1].header.sequence >= lo:
+        if pages and (not lo or pages[-1].header.sequence >= lo):
             yield codec.recorded(book, lo, hi, subject=subject)
     if payloads:
         scan.stream_seq = last

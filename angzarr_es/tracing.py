@@ -25,6 +25,7 @@ __all__ = ["HEADER", "TraceContext", "continue_from", "current", "extract", "inj
 
 HEADER = "traceparent"
 STATE_HEADER = "tracestate"
+MAX_STATE = 512
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 
@@ -116,6 +117,8 @@ def inject(headers: dict[str, str]) -> TraceContext:
     parent = _current.get()
     sent = parent.child() if parent is not None else TraceContext.new()
     headers[HEADER] = sent.traceparent
-    if sent.state:
+    # W3C caps a useful tracestate at 512 characters; a longer one (from an
+    # untrusted caller) is dropped rather than allowed to bloat every commit.
+    if sent.state and len(sent.state) <= MAX_STATE:
         headers[STATE_HEADER] = sent.state
     return sent

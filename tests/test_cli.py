@@ -131,10 +131,42 @@ async def test_provision_dry_run_creates_nothing_then_provision_creates(
 
     done = run_cli("provision", "--config", str(conf))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.rstrip().endswith(f"(nats-server {client.server_version}) created")
+    assert f"(nats-server {client.server_version}) created\n" in done.stdout
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert "is up to date; nothing to do" in done.stdout
     assert "differences" not in done.stdout
+
+
+async def test_provision_creates_the_configured_consumers_and_streams(
+    config: Config, client: angzarr_es.Client, tmp_path: Path
+) -> None:
+    n = config.nats
+    dlq = f"{n.stream_name}-dlq"
+    conf = write_config(tmp_path / "angzarr.toml", config)
+    conf.write_text(
+        conf.read_text()
+        + f'dlq_stream = "{dlq}"\n\n'
+        + "[[bus.nats.consumers]]\n"
+        + 'name = "player-projector"\n'
+        + f'filter = "{n.subject_prefix}.events.player.*"\n'
+    )
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "consumer player-projector" in done.stdout
+    assert "would be created or checked" in done.stdout
+    done = run_cli("provision", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "consumer player-projector" in done.stdout
+    names = msgspec.json.decode(await client._wire.api(f"$JS.API.CONSUMER.NAMES.{n.stream_name}"))
+    assert names["consumers"] == ["player-projector"]
+    for stream in (dlq, n.snapshot_stream):
+        info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{stream}"))
+        assert info.error is None, stream
+        await delete_stream(client, stream)
+    again = run_cli("provision", "--config", str(conf))
+    assert again.returncode == 0, again.stderr
+    await delete_stream(client, dlq)
+    await delete_stream(client, n.snapshot_stream)
 
 
 async def test_provision_dry_run_shows_differences_then_fixes_them(

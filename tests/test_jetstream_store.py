@@ -145,7 +145,7 @@ async def test_load_then_append_costs_one_round_trip(
     await store.load(pid)
     calls: list[str] = []
     wire = client._wire
-    for name in ("request", "_gather"):
+    for name in ("_ask", "_gather"):
         real = getattr(wire, name)
 
         def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
@@ -154,7 +154,7 @@ async def test_load_then_append_costs_one_round_trip(
 
         monkeypatch.setattr(wire, name, spy)
     await store.append(pid, [deposit(2)], expected=1)
-    assert calls == ["request"]
+    assert calls == ["_ask"]
 
 
 async def test_a_lost_ack_is_retried_without_writing_twice(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -154,3 +155,52 @@ def test_bus_counters() -> None:
     m.dead_lettered("player-projector")
     assert value(m, "angzarr_es_bus_redeliveries_total", consumer="player-projector") == 2
     assert value(m, "angzarr_es_bus_dead_letters_total", consumer="player-projector") == 1
+
+
+async def test_projector_redeliveries_and_dead_letters_are_counted(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    from angzarr_es import filters
+
+    client, m = instrumented
+    await client.store("player").append("bad", [player_pb2.FundsDeposited()], expected=0)
+    done = asyncio.Event()
+
+    async def poisoned(d: angzarr_es.Delivery) -> None:
+        if d.delivery_count == 2:
+            done.set()
+        raise ValueError("cannot project")
+
+    async with client.projector(
+        "counted", filters.domain("player"), poisoned, max_deliver=2, backoff=(0.01,)
+    ) as p:
+        await p.wait(lambda s: s.dead_lettered == 1, timeout=20)
+    assert done.is_set()
+    assert value(m, "angzarr_es_bus_redeliveries_total", consumer="counted") == 1
+    assert value(m, "angzarr_es_bus_dead_letters_total", consumer="counted") == 1
+
+
+async def test_a_trace_follows_an_event_from_append_to_projector(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    from angzarr_es import filters
+
+    client, _ = instrumented
+    parent = TraceContext.parse(VALID)
+    assert parent is not None
+    with tracing.use(parent):
+        await client.store("player").append("traced", [player_pb2.FundsDeposited()], expected=0)
+    seen: list[TraceContext | None] = []
+    got = asyncio.Event()
+
+    async def handler(d: angzarr_es.Delivery) -> None:
+        seen.append(tracing.current())
+        got.set()
+
+    async with client.projector("traced", filters.domain("player"), handler):
+        await asyncio.wait_for(got.wait(), 20)
+    context = seen[0]
+    assert context is not None
+    # Same trace id as the caller of append, a span of its own.
+    assert context.traceparent.split("-")[1] == VALID.split("-")[1]
+    assert context.traceparent.split("-")[2] != VALID.split("-")[2]

@@ -153,5 +153,11 @@ def test_machine_detects_a_broken_store(shared: Shared) -> None:
     with pytest.raises(AssertionError):
         run_state_machine_as_test(  # type: ignore[no-untyped-call]
             Broken,
-            settings=settings(max_examples=50, stateful_step_count=25, deadline=None),
+            settings=settings(
+                max_examples=50,
+                stateful_step_count=25,
+                derandomize=True,
+                database=None,
+                deadline=None,
+            ),
         )

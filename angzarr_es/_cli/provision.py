@@ -1,4 +1,5 @@
-"""`angzarr-es provision [--dry-run]`: create or update the event stream."""
+"""`angzarr-es provision [--dry-run]`: create or update the event stream, the
+snapshot and dead-letter streams, and the configured durable consumers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import angzarr_es
 from angzarr_es import _jsapi as js
 from angzarr_es._cli.common import load_config
 from angzarr_es.client import ProvisionPlan
+from angzarr_es.config import NatsConfig
 
 _DRY = {
     "create": "would be created",
@@ -36,11 +38,30 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
             if plan.action == "blocked":
                 print(f"blocked: {plan.blocker}")
                 return 1
+            _bus_plan(client.config.nats)
             return 0
         plan = await client.provision()
         print(f"stream {plan.config.name} {where} {_DONE[plan.action]}")
         _changes(plan)
+        n = client.config.nats
+        print(f"snapshot stream {n.snapshot_stream} is in place")
+        if n.jetstream:
+            await client.bus.provision()
+            print(f"dead-letter stream {n.dlq_stream} is in place")
+            for spec in n.consumers:
+                print(f"consumer {spec.name} ({spec.filter}) is in place")
         return 0
+
+
+def _bus_plan(n: NatsConfig) -> None:
+    print(f"snapshot stream {n.snapshot_stream} would be created if missing")
+    if n.jetstream:
+        print(f"dead-letter stream {n.dlq_stream} would be created if missing")
+        for spec in n.consumers:
+            print(
+                f"consumer {spec.name} ({spec.filter}, max_deliver {spec.max_deliver}, "
+                f"ack_wait {spec.ack_wait}s) would be created or checked"
+            )
 
 
 def _describe(plan: ProvisionPlan) -> None:

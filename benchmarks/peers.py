@@ -1,0 +1,143 @@
+"""Peers: the `eventsourcing` library's recorders, and a codec-only baseline.
+
+The recorders store one row per event; the benchmark gives them the same
+protobuf bytes our store writes for each event and decodes each row back to
+the protobuf message on load, so the codec work is the same on both sides and
+the difference is the storage path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf.message import Message
+
+from angzarr_es import codec
+from angzarr_es.codec import RecordedEvent
+
+try:
+    from eventsourcing.persistence import AggregateRecorder, IntegrityError, StoredEvent
+    from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteDatastore
+except ImportError:  # the `bench` extra is not installed
+    AggregateRecorder = None  # type: ignore[assignment,misc]
+
+
+def available() -> bool:
+    """Whether the `eventsourcing` library is installed."""
+    return AggregateRecorder is not None
+
+
+class Recorder:
+    """An eventsourcing AggregateRecorder driven with protobuf events."""
+
+    def __init__(self, name: str, recorder: AggregateRecorder, closer: object) -> None:
+        self.name = name
+        self.recorder = recorder
+        self._closer = closer
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Recorder:
+        datastore = SQLiteDatastore(db_name=str(path))
+        recorder = SQLiteAggregateRecorder(datastore)
+        recorder.create_table()
+        return cls("eventsourcing-sqlite", recorder, datastore)
+
+    @classmethod
+    def postgres(cls, dsn: str) -> Recorder:
+        from eventsourcing.postgres import PostgresAggregateRecorder, PostgresDatastore
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn)
+        datastore = PostgresDatastore(
+            dbname=str(params.get("dbname", "postgres")),
+            host=str(params.get("host", "127.0.0.1")),
+            port=str(params.get("port", "5432")),
+            user=str(params.get("user", "postgres")),
+            password=str(params.get("password", "")),
+            pool_size=70,
+        )
+        table = f"bench_{uuid.uuid4().hex[:12]}"
+        recorder = PostgresAggregateRecorder(datastore, events_table_name=table)
+        recorder.create_table()
+        return cls("eventsourcing-postgres", recorder, datastore)
+
+    def settings(self) -> str:
+        """The durability settings the recorder runs with."""
+        datastore = self._closer
+        if isinstance(datastore, SQLiteDatastore):
+            with datastore.transaction(commit=False) as c:
+                c.execute("PRAGMA journal_mode")
+                journal = c.fetchone()
+                c.execute("PRAGMA synchronous")
+                sync = c.fetchone()
+            modes = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+            return (
+                f"{self.name}: journal_mode={journal[0] if journal else '?'}, synchronous="
+                f"{modes.get(sync[0], sync[0]) if sync else '?'}"
+            )
+        return self.name
+
+    def close(self) -> None:
+        close = getattr(self._closer, "close", None)
+        if close is not None:
+            close()
+
+    def append(self, root: uuid.UUID, first: int, events: Sequence[Message]) -> None:
+        """Insert one row per event in one transaction (IntegrityError on conflict)."""
+        self.recorder.insert_events(
+            [
+                StoredEvent(
+                    originator_id=root,
+                    originator_version=first + i,
+                    topic=e.DESCRIPTOR.full_name,
+                    state=e.SerializeToString(),
+                )
+                for i, e in enumerate(events)
+            ]
+        )
+
+    def load(self, root: uuid.UUID) -> int:
+        """Select the aggregate's rows and decode every event; returns the count."""
+        count = 0
+        for row in self.recorder.select_events(root):
+            cls = codec._class_for(row.topic)
+            assert cls is not None
+            cls.FromString(row.state)
+            count += 1
+        return count
+
+    def conflicts(self, root: uuid.UUID, version: int, event: Message) -> bool:
+        """Insert at an existing version; True when the recorder rejected it."""
+        try:
+            self.append(root, version, [event])
+        except IntegrityError:
+            return True
+        return False
+
+
+class CodecOnly:
+    """Our store's encode and decode work with no I/O: commits kept as bytes in a dict."""
+
+    def __init__(self, domain: str) -> None:
+        self.domain = domain
+        self.commits: dict[str, list[bytes]] = {}
+
+    def append(self, root: str, first: int, events: Sequence[Message]) -> None:
+        payload = codec.encode_commit(
+            domain=self.domain,
+            root=root.encode(),
+            first_sequence=first,
+            events=[codec.pack(e) for e in events],
+            correlation_id="",
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        self.commits.setdefault(root, []).append(payload)
+
+    def load(self, root: str) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for payload in self.commits.get(root, []):
+            out.extend(codec.recorded(codec.decode_book(payload)))
+        return out

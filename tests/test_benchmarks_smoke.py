@@ -1,0 +1,74 @@
+"""`python -m benchmarks --tiny` runs end to end, so the benchmark suite cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(90)
+def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Never let the smoke test touch a real PostgreSQL.
+    env["ANGZARR_BENCH_PG_DSN"] = "postgresql://nobody@127.0.0.1:1/none"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "results-default-tiny.json").read_text())
+    ops = {(r["op"], r["contender"]) for r in data["results"]}
+    for op in (
+        "append 1 event (cached)",
+        "append 10 events (cached)",
+        "append 1 event (lookup, existing)",
+        "append 1 event (new aggregate)",
+        "conflict (stale expected)",
+        "load 100 events (1/commit)",
+        "64 concurrent writers",
+    ):
+        assert (op, "angzarr_es") in ops, op
+        assert (op, "raw nats-py (floor)") in ops, op
+    if importlib.util.find_spec("eventsourcing") is not None:
+        assert ("append 1 event (cached)", "eventsourcing-sqlite") in ops
+    assert ("load 100 events (1/commit)", "naive nats-py") in ops
+    assert all(r["n"] > 0 and 0 < r["p50"] <= r["p99"] for r in data["results"])
+    assert {t["name"] for t in data["targets"]} >= {
+        "append (cached) p50 <= 1.10x floor p50",
+        "append 10 events p50 <= 1.3x append 1 p50 (interleaved)",
+    }
+    assert data["memory"]["iter 1000 events (direct)"]["events"] == 1000
+    for key in ("python", "nats-server", "nats-py", "msgspec", "protobuf", "cpu", "cores"):
+        assert data["machine"][key]
+    table = (tmp_path / "results-default-tiny.md").read_text()
+    assert "| angzarr_es |" in table
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "latency-default-tiny.png").read_bytes().startswith(b"\x89PNG")
+    # The README's summary block is rebuilt from the full runs' JSON.
+    from benchmarks import report
+
+    (tmp_path / "results-default.json").write_bytes(
+        (tmp_path / "results-default-tiny.json").read_bytes()
+    )
+    (tmp_path / "README.md").write_text(
+        f"intro\n{report.SUMMARY_START}\nold block\n{report.SUMMARY_END}\nrest\n"
+    )
+    assert report.update_readme(tmp_path) is not None
+    readme = (tmp_path / "README.md").read_text()
+    assert "old block" not in readme
+    assert "| append 1 event (cached) |" in readme
+    assert readme.startswith("intro\n")
+    assert readme.endswith(f"{report.SUMMARY_END}\nrest\n")

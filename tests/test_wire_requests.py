@@ -1,0 +1,107 @@
+"""The wire's own request path: reply routing, timeouts, no responders."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from angzarr_es._wire import SWEEP_INTERVAL, Wire, _Client
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import StoreTimeout, StoreUnavailable
+
+
+@pytest.fixture
+async def wire(nats_url: str) -> AsyncIterator[Wire]:
+    w = await Wire.connect(NatsConfig(url=nats_url, request_timeout=0.3))
+    yield w
+    await w.close()
+
+
+async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: str) -> None:
+    responder = await nats.connect(nats_url)
+
+    async def echo(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data[::-1])
+
+    await responder.subscribe("echo.*", cb=echo)
+    await responder.flush()
+    try:
+        bodies = [f"request-{i}".encode() for i in range(300)]
+        replies = await asyncio.gather(
+            *(wire.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
+        )
+        assert [r.data for r in replies] == [b[::-1] for b in bodies]
+        assert not wire._replies  # nothing left behind
+    finally:
+        await responder.close()
+    # Replies were handed over in the reader task, not through nats-py's queue.
+    assert isinstance(wire.nc, _Client)
+    assert wire._inbox_sub is not None
+    assert wire._inbox_sub._id in wire.nc.direct
+
+
+async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> None:
+    silent = await nats.connect(nats_url)
+    await silent.subscribe("silent")
+    await silent.flush()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreTimeout, match="no answer"):
+            await wire.request("silent", b"x", timeout=0.2, what="ask silent")
+        waited = time.monotonic() - started
+        assert 0.2 <= waited < 0.2 + SWEEP_INTERVAL + 1.0
+        assert not wire._replies
+    finally:
+        await silent.close()
+
+
+async def test_no_responders_is_unavailable(wire: Wire) -> None:
+    with pytest.raises(StoreUnavailable, match="no responders"):
+        await wire.request("nobody.listens.here", b"x")
+
+
+async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
+    silent = await nats.connect(nats_url)
+    arrived = asyncio.Event()
+
+    async def swallow(msg: Msg) -> None:
+        arrived.set()
+
+    await silent.subscribe("silent2", cb=swallow)
+    await silent.flush()
+    try:
+        pending = asyncio.ensure_future(wire.request("silent2", b"x", timeout=5))
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert len(wire._replies) == 1
+        await wire.close()
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await asyncio.wait_for(pending, 2)
+    finally:
+        await silent.close()
+
+
+async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
+    responder = await nats.connect(nats_url)
+
+    async def echo_headers(msg: Msg) -> None:
+        headers = msg.headers or {}
+        await responder.publish(
+            msg.reply, "|".join(f"{k}={v}" for k, v in headers.items()).encode()
+        )
+
+    await responder.subscribe("headers", cb=echo_headers)
+    await responder.flush()
+    try:
+        got = await wire.request("headers", b"x", headers={"A-B": "1", "Nats-Msg-Id": "abc-2"})
+        assert got.data == b"A-B=1|Nats-Msg-Id=abc-2"
+        # A value with a line break goes through nats-py, which escapes it.
+        got = await wire.request("headers", b"x", headers={"A": "x\r\ny"})
+        assert b"\r" not in got.data
+        assert got.data.startswith(b"A=x")
+    finally:
+        await responder.close()
