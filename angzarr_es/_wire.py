@@ -326,8 +326,11 @@ class Wire:
         with _translated("subscribe to reply inbox"):
             self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
             _serve_directly(self.nc, self._inbox_sub, self._route_raw)
-            # A denied subscription is reported asynchronously, before the PONG.
-            await self.nc.flush(max(1, round(self.cfg.connect_timeout)))
+            # A denied subscription is reported asynchronously, before the PONG
+            # that follows the SUB; nats-py may write its PING ahead of the
+            # buffered SUB, so only the second round trip is sure to follow it.
+            for _ in range(2):
+                await self.nc.flush(max(1, round(self.cfg.connect_timeout)))
         if self._sub_denied is not None:
             await self.close()
             raise PermissionDenied(
