@@ -76,7 +76,7 @@ def test_server_prints_urls_serves_and_stops_cleanly(tmp_path: Path, sig: signal
         done = run_cli("provision", env=env)
         assert done.returncode == 0, done.stderr
         assert "stream angzarr-events" in done.stdout
-        assert done.stdout.rstrip().endswith("created")
+        assert ") created\n" in done.stdout
         done = run_cli("status", "--json", "--monitor-url", monitor, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
         health = json.loads(done.stdout)
