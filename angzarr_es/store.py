@@ -174,8 +174,11 @@ class EventStore:
             result = await self._publish(subject, payload, pos, len(packed))
             if isinstance(result, AppendResult):
                 return result
-            # Lost the race: `result` is the aggregate's real position.
-            if expected is not ANY:
+            # Refused: `result` is the aggregate's real position. If it is the
+            # one the caller expected, only our idea of the last commit's
+            # stream sequence was stale (an edition was deleted and rewritten
+            # since we cached it): publish again at the real position.
+            if expected is not ANY and result.next_sequence != expected:
                 raise ConcurrencyError(expected, result.next_sequence, subject=subject)
             if self._ctx.observer is not None:
                 self._ctx.observer.retried(self._domain, "lost_race")

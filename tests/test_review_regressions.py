@@ -153,3 +153,21 @@ async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
         left = info.get("consumers") or []
         assert left == [], names
         await client._wire.api(f"$JS.API.STREAM.DELETE.{nats.stream_name}")
+
+
+async def test_a_stale_cached_stream_position_is_not_a_conflict(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    """Another process deletes an edition and rewrites the aggregate: our cache
+    holds an old stream sequence for the same next sequence. The server refuses
+    the first publish; the store must retry at the real position, not report a
+    conflict whose actual equals expected."""
+    ours = client.store("player", edition="what-if")
+    await ours.append("r", [deposit(1)], expected=0)  # cached: next 1 at stream seq s
+    async with await angzarr_es.connect(config=config) as other:
+        await other.delete_edition("what-if")
+        await other.store("player", edition="what-if").append("r", [deposit(2)], expected=0)
+    res = await ours.append("r", [deposit(3)], expected=1)
+    assert (res.first_sequence, res.next_sequence) == (1, 2)
+    amounts = [e.event.amount_cents for e in (await ours.load("r")).events]  # type: ignore[attr-defined]
+    assert amounts == [2, 3]
