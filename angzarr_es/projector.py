@@ -71,6 +71,8 @@ ALREADY_EXISTS = 10148
 # after a clean stop, which unpins).
 PIN_GROUP = "angzarr"
 PIN_TTL = 15.0
+# Idle heartbeat asked for with every pull.
+HEARTBEAT = 1.0
 
 
 class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -315,7 +317,9 @@ class Projector:
             self._on_msg,
             self._on_status,
             expires=PIN_TTL / 3 if pinned else 30.0,
-            heartbeat=1.0 if pinned else 5.0,
+            # A pull request lost with its server (or sent while the consumer
+            # has no leader) is noticed after two missed heartbeats: keep that short.
+            heartbeat=HEARTBEAT,
             group=PIN_GROUP if pinned else "",
         )
         advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
