@@ -371,8 +371,16 @@ class Tally:
     async def __call__(self, d: Delivery) -> None:
         self.count[f"{d.root}:{d.events[0].sequence}"] += 1
 
+        self.checked = 0
+
     def covers(self, acked: list[tuple[str, int, list[str]]]) -> bool:
-        return all(f"{root}:{first}" in self.count for root, first, _ in acked)
+        """Whether every acked append was handled (resumes where the last call stopped)."""
+        while self.checked < len(acked):
+            root, first, _ = acked[self.checked]
+            if f"{root}:{first}" not in self.count:
+                return False
+            self.checked += 1
+        return True
 
 
 def library_bytes(snapshot: tracemalloc.Snapshot) -> int:
@@ -461,16 +469,39 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
                 tracemalloc.start()  # after warm-up: caches and buffers are full by now
             await asyncio.sleep(0.5)  # sampling period, not a wait for a condition
         await writers.finish()
-        acked = writers.ledger.acked
-        await eventually(
-            lambda: until(all(t.covers(acked) for t in tallies)),
-            timeout=60,
-            what="every projector to handle every acked append",
-        )
-        # Held by the library and nats-py since warm-up, with the projectors
-        # idle and still running (their consumers are durable).
+        # Held by the library and nats-py since warm-up, once the writers have
+        # stopped (projectors still hold at most their buffers). Tracing slows
+        # Python down ~3x, so it stops before the projectors catch up.
         held = library_bytes(tracemalloc.take_snapshot()) / 1e6
         tracemalloc.stop()
+        acked = writers.ledger.acked
+        load_end = time.monotonic()
+        cpu_start = sum(os.times()[:2])
+        server_cpu_start = {n: _cpu(s.proc.pid) for n, s in cluster.servers.items() if s.proc}
+        try:
+            await eventually(
+                lambda: until(all(t.covers(acked) for t in tallies)),
+                timeout=60,
+                what="every projector to handle every acked append",
+            )
+        except AssertionError:
+            for i, (t, p) in enumerate(zip(tallies, projectors, strict=True)):
+                missing = [a for a in acked if f"{a[0]}:{a[1]}" not in t.count]
+                info = await consumer_state(clients[0]._wire, stream, p.settings.durable)
+                print(
+                    f"projector {i}: {len(missing)} missing, e.g. {missing[:3]}; {p.stats}; "
+                    f"running {p.running}; in hand {len(p._in_hand)}; "
+                    f"pending {info.get('num_pending')} ack pending "
+                    f"{info.get('num_ack_pending')} redelivered {info.get('num_redelivered')} "
+                    f"waiting {info.get('num_waiting')}"
+                )
+            raise
+        catch_up = time.monotonic() - load_end
+        cpu = (sum(os.times()[:2]) - cpu_start) / catch_up
+        server_cpu = {
+            n: round((_cpu(cluster.servers[n].proc.pid) - c) / catch_up, 2)  # type: ignore[union-attr]
+            for n, c in server_cpu_start.items()
+        }
         durables = await eventually(
             lambda: _only_durables(clients[0]._wire, stream),
             timeout=15,
@@ -496,7 +527,9 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     print(
         f"\nprojector soak {SOAK_SECONDS:.0f}s: {len(acked)} acked appends "
         f"({len(acked) / SOAK_SECONDS:.0f}/s), {writers.ledger.by_writer['loads']} loads, "
-        f"{total} events; handled per projector {handled}, redeliveries {dupes}; "
+        f"{total} events; projectors caught up {catch_up:.1f}s after the load (CPU use "
+        f"meanwhile: client {cpu:.2f}, servers {server_cpu}); "
+        f"handled per projector {handled}, redeliveries {dupes}; "
         f"errors {dict(writers.ledger.errors)}; client RSS {samples[0]:.0f} -> "
         f"{samples[-1]:.0f} MB; held by angzarr_es/nats-py since warm-up {held:.2f} MB"
     )
@@ -506,6 +539,13 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     assert all(s.failed == 0 and s.dead_lettered == 0 for s in stats), stats
     assert writers.ledger.by_writer["loads"] > 0
     assert held < 1.0, f"the library holds {held:.1f} MB allocated after warm-up"
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _only_durables(wire: Wire, stream: str) -> list[str] | None:
