@@ -184,10 +184,16 @@ class Seen:
 
     async def grown(self, by: int, timeout: float, what: str) -> None:
         mark = self.handled
-        async with asyncio.timeout(timeout):
-            while self.handled < mark + by:
-                self.changed.clear()
-                await self.changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while self.handled < mark + by:
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} "
+                f"(handled {self.handled - mark} of {by} in phase {self.phase!r})"
+            ) from None
 
 
 class ProjectorProcess:
@@ -214,8 +220,11 @@ class ProjectorProcess:
         )
         self.ready.clear()
         self.reader = asyncio.create_task(self._read(self.proc))
-        async with asyncio.timeout(30):
-            await self.ready.wait()
+        try:
+            async with asyncio.timeout(30):
+                await self.ready.wait()
+        except TimeoutError:
+            raise AssertionError("the projector process did not start within 30 s") from None
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
