@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 
 import msgspec
 
 import angzarr_es
-from angzarr_es import Delivery, filters
+from angzarr_es import Delivery, StoreTimeout, StoreUnavailable, filters
 from angzarr_es.config import Config
 
 ACK_WAIT = 2.0
@@ -44,10 +45,23 @@ async def main(raw: str, name: str) -> None:
             max_ack_pending=MAX_ACK_PENDING,
             backoff=(0.1,),
         )
-        async with projector:
+        # Starting needs the JetStream API (stream and consumer info), which
+        # times out while a meta leader is being elected: retry like a supervisor.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await projector.start()
+                break
+            except (StoreTimeout, StoreUnavailable):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)  # retry pause
+        try:
             out.write("READY\n")
             out.flush()
             await stop.wait()
+        finally:
+            await projector.stop()
     out.write("STOPPED\n")
     out.flush()
 

@@ -205,6 +205,7 @@ class ProjectorProcess:
         self.reader: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
+        self.exited = asyncio.Event()
 
     async def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT_DIR))
@@ -219,12 +220,18 @@ class ProjectorProcess:
             env=env,
         )
         self.ready.clear()
+        self.exited.clear()
         self.reader = asyncio.create_task(self._read(self.proc))
         try:
-            async with asyncio.timeout(30):
-                await self.ready.wait()
+            async with asyncio.timeout(40):
+                ready = asyncio.ensure_future(self.ready.wait())
+                exited = asyncio.ensure_future(self.exited.wait())
+                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                exited.cancel()
+            assert self.ready.is_set(), "the projector process exited before it was ready"
         except TimeoutError:
-            raise AssertionError("the projector process did not start within 30 s") from None
+            raise AssertionError("the projector process did not start within 40 s") from None
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -236,6 +243,7 @@ class ProjectorProcess:
                 self.ready.set()
             elif parts[0] == "STOPPED":
                 self.stopped.set()
+        self.exited.set()
 
     async def kill(self) -> None:
         """SIGKILL: a crashed projector process."""
