@@ -73,6 +73,10 @@ ALREADY_EXISTS = 10148
 # after a clean stop, which unpins).
 PIN_GROUP = "angzarr"
 PIN_TTL = 15.0
+# Idle heartbeat asked for with every pull.
+HEARTBEAT = 1.0
+# Pause before pulling again when the consumer has no leader (status 503).
+NO_LEADER_PAUSE = 0.1
 
 
 class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -261,6 +265,8 @@ class Projector:
         self._running = 0
         self._handled = self._failed = self._dead = self._skipped = 0
         self._settled = asyncio.Event()
+        self._pull_after = 0.0
+        self._no_leader = 0
         self._advisories: bw.CoreSubscription | None = None
 
     @property
@@ -323,7 +329,9 @@ class Projector:
             self._on_msg,
             self._on_status,
             expires=PIN_TTL / 3 if pinned else 30.0,
-            heartbeat=1.0 if pinned else 5.0,
+            # A pull request lost with its server (or sent while the consumer
+            # has no leader) is noticed after two missed heartbeats: keep that short.
+            heartbeat=HEARTBEAT,
             group=PIN_GROUP if pinned else "",
         )
         advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
@@ -423,6 +431,7 @@ class Projector:
     def _on_msg(self, msg: bw.Pulled) -> None:
         if msg.consumer != self._settings.durable:
             return
+        self._no_leader = 0
         if self._stopping:
             # Arrived while stopping: hand it straight back.
             if msg.delivered < self._settings.max_deliver:
@@ -449,6 +458,16 @@ class Projector:
         self._wake.set()
 
     def _on_status(self, status: str, description: str) -> None:
+        if status == "503":
+            # No responders: the consumer has no leader (an election is under
+            # way). Pulling again at once would spin; wait a moment.
+            self._pull_after = time.monotonic() + NO_LEADER_PAUSE
+            self._no_leader += 1
+            if self._no_leader == 1:
+                log.warning("projector %s: consumer has no leader, waiting", self.name)
+            self._wake.set()
+            return
+        self._no_leader = 0
         if status not in ("404", "408", "423"):
             log.warning("projector %s: server says %s %s", self.name, status, description)
         self._wake.set()
@@ -625,14 +644,16 @@ class Projector:
                     log.warning("projector %s: no heartbeat, pulling again", self.name)
                     puller.forget()
                 have = puller.outstanding + len(self._in_hand)
-                if have <= self._buffer // 2:
-                    await puller.pull(self._buffer - have)
                 now = time.monotonic()
+                if have <= self._buffer // 2 and now >= self._pull_after:
+                    await puller.pull(self._buffer - have)
                 if now >= next_keepalive:
                     next_keepalive = now + keepalive
                     for msg in list(self._in_hand.values()):
                         await bw.reply(self._wire, msg.reply, bw.PROGRESS)
                 wake_at = next_keepalive
+                if now < self._pull_after:
+                    wake_at = min(wake_at, self._pull_after)
                 for subject, key in list(self._keys.items()):
                     if not key.blocked_seq or key.busy:
                         continue
