@@ -593,29 +593,34 @@ def _decode_commits(
         except DecodeError as exc:
             raise _Corrupt(index, str(exc)) from exc
         pages = book.pages
+        count = len(pages)
+        nxt = codec.book_next_sequence(book)
         # Our commits are dense and never empty; anything else on the subject
         # was written by someone else and would corrupt the history silently.
-        if not scan.anchored and pages:
-            scan.next_sequence = pages[0].header.sequence
+        # The first and last page and the book's next sequence catch a foreign,
+        # repeated or skipping commit without touching every page (the codec
+        # checks the pages between when it reads them).
+        first = pages[0].header.sequence if count else scan.next_sequence
+        if not scan.anchored and count:
+            scan.next_sequence = first
             scan.anchored = True
         due = scan.next_sequence
-        for i, page in enumerate(pages):
-            if page.header.sequence != due + i:
-                raise _Corrupt(
-                    index,
-                    f"event sequence {page.header.sequence} where {due + i} was due "
-                    "(not a commit of this store)",
-                )
-        if codec.book_next_sequence(book) != due + len(pages):
+        if count and (first != due or pages[count - 1].header.sequence != due + count - 1):
             raise _Corrupt(
                 index,
-                f"commit moves the aggregate to {codec.book_next_sequence(book)}, "
-                f"not {due + len(pages)} (not a commit of this store)",
+                f"events {first}..{pages[count - 1].header.sequence} where {due}.. was due "
+                "(not a commit of this store)",
             )
-        if hi is not None and pages and pages[0].header.sequence >= hi:
+        if nxt != due + count:
+            raise _Corrupt(
+                index,
+                f"commit moves the aggregate to {nxt}, not {due + count} "
+                "(not a commit of this store)",
+            )
+        if hi is not None and count and first >= hi:
             scan.complete = False
             return
-        scan.next_sequence = codec.book_next_sequence(book)
+        scan.next_sequence = nxt
         if pages and (not lo or pages[-1].header.sequence >= lo):
             yield codec.recorded(book, lo, hi, subject=subject)
     if payloads:
