@@ -116,7 +116,14 @@ def stop(lines: Lines) -> None:
     """Make sure the child is gone (tests call this in `finally`)."""
     proc = lines.proc
     if proc.poll() is None:
-        proc.kill()
+        # SIGTERM first: a `server` child stops its nats-server on it, while
+        # SIGKILL would orphan that nats-server (a failed assertion used to
+        # leave servers running).
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     proc.wait(10)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
