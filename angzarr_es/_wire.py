@@ -352,9 +352,18 @@ class Wire:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        # A reconnect loop whose cancellation Python 3.11's wait_for swallowed
+        # would retry forever (seen with the server gone); with a bounded
+        # budget it gives up on its own after one more try per server.
+        self.nc.options["max_reconnect_attempts"] = 1
         if not self.nc.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await self.nc.close()
+        reconnecting: asyncio.Task[None] | None = getattr(self.nc, "_reconnection_task", None)
+        if reconnecting is not None and not reconnecting.done():
+            reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+                await asyncio.wait({reconnecting}, timeout=self.cfg.connect_timeout + 1)
 
     def _on_async_error(self, exc: Exception) -> None:
         text = str(exc)
