@@ -120,7 +120,7 @@ def shared(nats_url: str) -> Iterator[Shared]:
 @pytest.mark.timeout(300)
 def test_store_matches_the_model(shared: Shared) -> None:
     StoreMachine.shared = shared
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(
         StoreMachine,
         settings=settings(
             max_examples=30,
@@ -151,7 +151,7 @@ def test_machine_detects_a_broken_store(shared: Shared) -> None:
 
     Broken.shared = shared
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(  # type: ignore[no-untyped-call]
+        run_state_machine_as_test(
             Broken,
             settings=settings(
                 max_examples=50,

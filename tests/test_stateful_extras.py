@@ -177,7 +177,7 @@ def shared(nats_url: str) -> Iterator[Shared]:
 @pytest.mark.timeout(300)
 def test_extras_match_the_model(shared: Shared) -> None:
     ExtrasMachine.shared = shared
-    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(
         ExtrasMachine,
         settings=settings(
             max_examples=50,
@@ -207,7 +207,7 @@ def test_machine_detects_a_broken_store(shared: Shared) -> None:
 
     Broken.shared = shared
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(  # type: ignore[no-untyped-call]
+        run_state_machine_as_test(
             Broken,
             settings=settings(
                 max_examples=100,
