@@ -8,11 +8,20 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from angzarr_es._wire import SWEEP_INTERVAL, Wire, _Client
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
+
+
+async def interest_registered(nc: NatsClient) -> None:
+    """Return once the server has our subscriptions: nats-py 2.16's flush()
+    writes its PING ahead of a still-buffered SUB, so one PONG does not prove
+    the SUB arrived; a second round trip, sent after it, does."""
+    await nc.flush()
+    await nc.flush()
 
 
 @pytest.fixture
@@ -29,7 +38,7 @@ async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: s
         await responder.publish(msg.reply, msg.data[::-1])
 
     await responder.subscribe("echo.*", cb=echo)
-    await responder.flush()
+    await interest_registered(responder)
     try:
         bodies = [f"request-{i}".encode() for i in range(300)]
         replies = await asyncio.gather(
@@ -48,7 +57,7 @@ async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: s
 async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> None:
     silent = await nats.connect(nats_url)
     await silent.subscribe("silent")
-    await silent.flush()
+    await interest_registered(silent)
     try:
         started = time.monotonic()
         with pytest.raises(StoreTimeout, match="no answer"):
@@ -73,7 +82,7 @@ async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
         arrived.set()
 
     await silent.subscribe("silent2", cb=swallow)
-    await silent.flush()
+    await interest_registered(silent)
     try:
         pending = asyncio.ensure_future(wire.request("silent2", b"x", timeout=5))
         await asyncio.wait_for(arrived.wait(), 5)
@@ -95,7 +104,7 @@ async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
         )
 
     await responder.subscribe("headers", cb=echo_headers)
-    await responder.flush()
+    await interest_registered(responder)
     try:
         got = await wire.request("headers", b"x", headers={"A-B": "1", "Nats-Msg-Id": "abc-2"})
         assert got.data == b"A-B=1|Nats-Msg-Id=abc-2"
