@@ -824,6 +824,9 @@ class Wire:
         """
         with _translated(f"subscribe to {subject}"):
             sub = await self.nc.subscribe(subject)
+            # Two round trips: nats-py 2.16's flush() can overtake the
+            # buffered SUB, so only the second PONG proves the interest.
+            await self.nc.flush(max(1, round(self.timeout)))
             await self.nc.flush(max(1, round(self.timeout)))
         return Listener(sub)
 
