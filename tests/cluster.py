@@ -15,20 +15,24 @@ restarted server must come back on the same client port so clients reconnect).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 
+import angzarr_es
+from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.errors import StoreError, StoreUnavailable
+from tests.conftest import fresh_config
 
 T = TypeVar("T")
 
@@ -220,3 +224,32 @@ class Cluster:
             return info.cluster.leader
 
         return await eventually(probe, timeout=timeout, what=f"a leader for stream {stream}")
+
+
+@contextlib.asynccontextmanager
+async def r3_stream(cluster: Cluster, *, own_dlq: bool = False) -> AsyncIterator[Config]:
+    """A fresh R3 event stream (and, with `own_dlq`, a dead-letter stream of its
+    own) on a healthy cluster; yields its config and deletes the streams after."""
+    cluster.ensure_running()
+    cfg = fresh_config(",".join(cluster.urls), replicas=3, request_timeout=1.0)
+    if own_dlq:
+        nats = msgspec.structs.replace(cfg.nats, dlq_stream=cfg.nats.stream_name + "-dlq")
+        cfg = Config(bus=msgspec.structs.replace(cfg.bus, nats=nats))
+    async with await angzarr_es.connect(config=cfg) as admin:
+
+        async def provisioned() -> bool:
+            await admin.provision()
+            return True
+
+        await eventually(provisioned, timeout=30, what="the R3 stream to be created")
+        await cluster.wait_for_leader(admin._wire, cfg.nats.stream_name, current=True)
+        yield cfg
+        cluster.ensure_running()
+        streams = [cfg.nats.stream_name] + ([cfg.nats.dlq_stream] if own_dlq else [])
+        for stream in streams:
+
+            async def deleted(name: str = stream) -> bool:
+                await admin._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+                return True
+
+            await eventually(deleted, timeout=30, what=f"delete {stream}")

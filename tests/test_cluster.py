@@ -22,10 +22,8 @@ import pytest
 
 import angzarr_es
 from angzarr_es import filters
-from angzarr_es._wire import Wire
 from angzarr_es.config import Config
-from tests.cluster import Cluster, eventually
-from tests.conftest import fresh_config
+from tests.cluster import Cluster, eventually, r3_stream
 from tests.loadgen import (
     TYPED,
     Ledger,
@@ -51,26 +49,8 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 async def r3(cluster: Cluster) -> AsyncIterator[Config]:
     """A fresh R3 stream on a healthy cluster; its config (deleted afterwards)."""
-    cluster.ensure_running()
-    cfg = fresh_config(",".join(cluster.urls), replicas=3, request_timeout=1.0)
-    async with await angzarr_es.connect(config=cfg) as admin:
-
-        async def provisioned() -> bool:
-            await admin.provision()
-            return True
-
-        await eventually(provisioned, timeout=30, what="the R3 stream to be created")
-        await cluster.wait_for_leader(admin._wire, cfg.nats.stream_name, current=True)
+    async with r3_stream(cluster) as cfg:
         yield cfg
-        cluster.ensure_running()
-        await eventually(
-            lambda: _delete(admin._wire, cfg.nats.stream_name), timeout=30, what="stream delete"
-        )
-
-
-async def _delete(wire: Wire, stream: str) -> bool:
-    await wire.api(f"$JS.API.STREAM.DELETE.{stream}")
-    return True
 
 
 class Load:

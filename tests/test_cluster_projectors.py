@@ -28,8 +28,7 @@ from angzarr_es import Delivery, filters
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
 from tests import projector_proc
-from tests.cluster import Cluster, eventually
-from tests.conftest import fresh_config
+from tests.cluster import Cluster, eventually, r3_stream
 from tests.loadgen import (
     TYPED,
     Ledger,
@@ -60,35 +59,8 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 async def r3(cluster: Cluster) -> AsyncIterator[Config]:
     """A fresh R3 event stream (and dead-letter stream) on a healthy cluster."""
-    cluster.ensure_running()
-    cfg = fresh_config(",".join(cluster.urls), replicas=3, request_timeout=1.0)
-    cfg = Config(
-        bus=msgspec.structs.replace(
-            cfg.bus,
-            nats=msgspec.structs.replace(cfg.nats, dlq_stream=cfg.nats.stream_name + "-dlq"),
-        )
-    )
-    async with await angzarr_es.connect(config=cfg) as admin:
-
-        async def provisioned() -> bool:
-            await admin.provision()
-            return True
-
-        await eventually(provisioned, timeout=30, what="the R3 stream to be created")
-        await cluster.wait_for_leader(admin._wire, cfg.nats.stream_name, current=True)
+    async with r3_stream(cluster, own_dlq=True) as cfg:
         yield cfg
-        cluster.ensure_running()
-        for stream in (cfg.nats.stream_name, cfg.nats.dlq_stream):
-            await eventually(
-                lambda s=stream: _delete(admin._wire, s),  # type: ignore[misc]
-                timeout=30,
-                what=f"delete {stream}",
-            )
-
-
-async def _delete(wire: Wire, stream: str) -> bool:
-    await wire.api(f"$JS.API.STREAM.DELETE.{stream}")
-    return True
 
 
 class Writers:
