@@ -598,8 +598,9 @@ def _decode_commits(
         # Our commits are dense and never empty; anything else on the subject
         # was written by someone else and would corrupt the history silently.
         # The first and last page and the book's next sequence catch a foreign,
-        # repeated or skipping commit without touching every page (the codec
-        # checks the pages between when it reads them).
+        # repeated or skipping commit without touching every page (a commit of
+        # ours has one timestamp, and the codec then numbers the pages between
+        # from the first).
         first = pages[0].header.sequence if count else scan.next_sequence
         if not scan.anchored and count:
             scan.next_sequence = first
