@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -253,3 +255,24 @@ async def r3_stream(cluster: Cluster, *, own_dlq: bool = False) -> AsyncIterator
                 return True
 
             await eventually(deleted, timeout=30, what=f"delete {stream}")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def library_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    """Bytes still held that were allocated by angzarr_es or nats-py code."""
+    mine = [
+        tracemalloc.Filter(True, f"*{os.sep}angzarr_es{os.sep}*"),
+        tracemalloc.Filter(True, f"*{os.sep}nats{os.sep}*"),
+    ]
+    stats = snapshot.filter_traces(mine).statistics("lineno")
+    if os.environ.get("ANGZARR_SOAK_DEBUG"):
+        for stat in stats[:12]:
+            print(stat)
+    return sum(stat.size for stat in stats)

@@ -23,7 +23,7 @@ import pytest
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
-from tests.cluster import Cluster, eventually, r3_stream
+from tests.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
 from tests.loadgen import (
     TYPED,
     Ledger,
@@ -289,27 +289,6 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
 
 
 SOAK_SECONDS = float(os.environ.get("ANGZARR_SOAK_SECONDS", "10"))
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def library_bytes(snapshot: tracemalloc.Snapshot) -> int:
-    """Bytes still held that were allocated by angzarr_es or nats-py code."""
-    mine = [
-        tracemalloc.Filter(True, f"*{os.sep}angzarr_es{os.sep}*"),
-        tracemalloc.Filter(True, f"*{os.sep}nats{os.sep}*"),
-    ]
-    stats = snapshot.filter_traces(mine).statistics("lineno")
-    if os.environ.get("ANGZARR_SOAK_DEBUG"):
-        for stat in stats[:12]:
-            print(stat)
-    return sum(stat.size for stat in stats)
 
 
 async def reader(

@@ -28,7 +28,7 @@ from angzarr_es import Delivery, filters
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
 from tests import projector_proc
-from tests.cluster import Cluster, eventually, r3_stream
+from tests.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
 from tests.loadgen import (
     TYPED,
     Ledger,
@@ -370,27 +370,6 @@ class Tally:
                 return False
             self.checked += 1
         return True
-
-
-def library_bytes(snapshot: tracemalloc.Snapshot) -> int:
-    """Bytes still held that were allocated by angzarr_es or nats-py code."""
-    mine = [
-        tracemalloc.Filter(True, f"*{os.sep}angzarr_es{os.sep}*"),
-        tracemalloc.Filter(True, f"*{os.sep}nats{os.sep}*"),
-    ]
-    stats = snapshot.filter_traces(mine).statistics("lineno")
-    if os.environ.get("ANGZARR_SOAK_DEBUG"):
-        for stat in stats[:12]:
-            print(stat)
-    return sum(stat.size for stat in stats)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def loader(
