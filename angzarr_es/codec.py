@@ -27,7 +27,7 @@ _kinds: dict[str, tuple[str, type[Message] | None]] = {}
 _symbols = symbol_database.Default()
 
 
-class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
+class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One stored event of one aggregate."""
 
     sequence: int
@@ -184,32 +184,66 @@ def recorded(
         CodecError: an event's bytes do not parse as its type.
     """
     out: list[RecordedEvent] = []
-    append = out.append
-    correlation_id = book.cover.correlation_id
     pages = book.pages
     count = len(pages)
-    # A commit's pages carry consecutive sequences and non-decreasing
-    # timestamps (normally one timestamp). When the first and last page show
-    # exactly that, the pages between need not be asked for theirs: reading
-    # a header and a timestamp per event was a third of the decoding cost.
-    uniform = False
-    first = 0
-    created_at = _EPOCH
-    last_stamp: tuple[int, int] | None = None
+    if count:
+        first = pages[0].header.sequence
+        last = pages[count - 1].header.sequence if count > 1 else first
+        extend_recorded(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
+    return out
+
+
+def extend_recorded(
+    out: list[RecordedEvent],
+    pages: Sequence[core_pb2.EventPage],
+    first: int,
+    last: int,
+    correlation_id: str,
+    lo: int,
+    hi: int | None,
+    subject: str,
+) -> None:
+    """Append to `out` the events of a commit's (non-empty) `pages` in [lo, hi).
+
+    `first` and `last` are the first and last page's sequences. This is the
+    read path's inner loop, so it touches as few protobuf wrappers per event
+    as it can: a commit's pages normally carry consecutive sequences and one
+    timestamp, and when the first and last page show exactly that, the pages
+    between are numbered from the first and share its timestamp (reading a
+    header and a timestamp per event was a third of the decoding cost).
+
+    Raises:
+        CodecError: an event's bytes do not parse as its type.
+    """
+    count = len(pages)
+    head = pages[0]
+    stamp = head.created_at
+    seconds, nanos = stamp.seconds, stamp.nanos
+    uniform = True
     if count > 1:
-        head, tail = pages[0], pages[count - 1]
-        first = head.header.sequence
-        stamp = head.created_at
-        if tail.header.sequence == first + count - 1 and tail.created_at == stamp:
-            uniform = True
-            created_at = _EPOCH + _timedelta(0, stamp.seconds, stamp.nanos // 1000)
-    for index, page in enumerate(pages):
-        seq = first + index if uniform else page.header.sequence
-        if seq < lo or (hi is not None and seq >= hi):
-            continue
+        tail = pages[count - 1].created_at
+        uniform = last == first + count - 1 and tail.seconds == seconds and tail.nanos == nanos
+    if not uniform:
+        _extend_each(out, pages, correlation_id, lo, hi, subject)
+        return
+    created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
+    begin = lo - first if lo > first else 0
+    end = count if hi is None or hi - first >= count else hi - first
+    if begin >= end:
+        return
+    selected = pages if begin == 0 and end == count else pages[begin:end]
+    seq = first + begin
+    append = out.append
+    kinds = _kinds
+    type_url = ""
+    name = ""
+    cls: type[Message] | None = None
+    for page in selected:
         packed = page.event
-        type_url = packed.type_url
-        name, cls = _kinds.get(type_url) or _kind(type_url)
+        url = packed.type_url
+        if url != type_url:
+            name, cls = kinds.get(url) or _kind(url)
+            type_url = url
         event: Message
         if cls is None:
             event = packed
@@ -217,16 +251,7 @@ def recorded(
             try:
                 event = cls.FromString(packed.value)
             except DecodeError as exc:
-                raise CodecError(
-                    f"event of type {type_url!r} does not decode: {exc} (sequence {seq} on {subject})",
-                    subject=subject,
-                ) from exc
-        if not uniform:
-            stamp = page.created_at
-            key = (stamp.seconds, stamp.nanos)
-            if key != last_stamp:
-                created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
-                last_stamp = key
+                raise _undecodable(url, exc, seq, subject) from exc
         append(
             RecordedEvent(
                 sequence=seq,
@@ -236,4 +261,50 @@ def recorded(
                 correlation_id=correlation_id,
             )
         )
-    return out
+        seq += 1
+
+
+def _extend_each(
+    out: list[RecordedEvent],
+    pages: Sequence[core_pb2.EventPage],
+    correlation_id: str,
+    lo: int,
+    hi: int | None,
+    subject: str,
+) -> None:
+    """The general case: every page's own sequence and timestamp."""
+    last_stamp: tuple[int, int] | None = None
+    created_at = _EPOCH
+    for page in pages:
+        seq = page.header.sequence
+        if seq < lo or (hi is not None and seq >= hi):
+            continue
+        stamp = page.created_at
+        key = (stamp.seconds, stamp.nanos)
+        if key != last_stamp:
+            created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
+            last_stamp = key
+        packed = page.event
+        name, cls = _kind(packed.type_url)
+        event: Message = packed
+        if cls is not None:
+            try:
+                event = cls.FromString(packed.value)
+            except DecodeError as exc:
+                raise _undecodable(packed.type_url, exc, seq, subject) from exc
+        out.append(
+            RecordedEvent(
+                sequence=seq,
+                event=event,
+                type_name=name,
+                created_at=created_at,
+                correlation_id=correlation_id,
+            )
+        )
+
+
+def _undecodable(type_url: str, exc: DecodeError, seq: int, subject: str) -> CodecError:
+    return CodecError(
+        f"event of type {type_url!r} does not decode: {exc} (sequence {seq} on {subject})",
+        subject=subject,
+    )

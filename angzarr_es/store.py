@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -544,13 +544,21 @@ class EventStore:
         """Decode a page of commits; name the stream sequence of a corrupt one."""
         try:
             if per_commit:
-                for commit in _decode_commits(subject, payloads, last, lo, hi, scan):
-                    yield commit
+                for index, payload in enumerate(payloads):
+                    commit: list[RecordedEvent] = []
+                    if not _decode_commits(subject, (payload,), lo, hi, scan, commit, index):
+                        return
+                    if commit:
+                        yield commit
             else:
                 page: list[RecordedEvent] = []
-                for commit in _decode_commits(subject, payloads, last, lo, hi, scan):
-                    page.extend(commit)
+                if not _decode_commits(subject, payloads, lo, hi, scan, page):
+                    if page:
+                        yield page
+                    return
                 yield page
+            if payloads:
+                scan.stream_seq = last
         except _Corrupt as bad:
             seqs = await self._wire.direct_sequences(
                 self._ctx.stream, subject, start, bad.index + 1
@@ -580,49 +588,60 @@ class _Corrupt(Exception):
 
 def _decode_commits(
     subject: str,
-    payloads: list[bytes],
-    last: int,
+    payloads: Sequence[bytes],
     lo: int,
     hi: int | None,
     scan: _Scan,
-) -> Iterator[list[RecordedEvent]]:
-    """Decode commits into their events in [lo, hi), one list per commit, updating `scan`."""
-    for index, payload in enumerate(payloads):
+    out: list[RecordedEvent],
+    offset: int = 0,
+) -> bool:
+    """Decode commits, appending their events in [lo, hi) to `out` and updating `scan`.
+
+    Returns False if it stopped at a commit that starts at or after `hi`.
+    `offset` is the index of `payloads[0]` in its page (for `_Corrupt`).
+    """
+    parse = core_pb2.EventBook.FromString
+    extend = codec.extend_recorded
+    for index, payload in enumerate(payloads, offset):
         try:
-            book = core_pb2.EventBook.FromString(payload)
+            book = parse(payload)
         except DecodeError as exc:
             raise _Corrupt(index, str(exc)) from exc
         pages = book.pages
         count = len(pages)
-        nxt = codec.book_next_sequence(book)
-        # Our commits are dense and never empty; anything else on the subject
-        # was written by someone else and would corrupt the history silently.
-        # The first and last page and the book's next sequence catch a foreign,
-        # repeated or skipping commit without touching every page (a commit of
-        # ours has one timestamp, and the codec then numbers the pages between
-        # from the first).
-        first = pages[0].header.sequence if count else scan.next_sequence
-        if not scan.anchored and count:
-            scan.next_sequence = first
-            scan.anchored = True
+        nxt = book.next_sequence
         due = scan.next_sequence
-        if count and (first != due or pages[count - 1].header.sequence != due + count - 1):
-            raise _Corrupt(
-                index,
-                f"events {first}..{pages[count - 1].header.sequence} where {due}.. was due "
-                "(not a commit of this store)",
-            )
+        if count:
+            # Our commits are dense and never empty; anything else on the
+            # subject was written by someone else and would corrupt the history
+            # silently. The first and last page and the book's next sequence
+            # catch a foreign, repeated or skipping commit without touching
+            # every page (a commit of ours has one timestamp, and the codec
+            # then numbers the pages between from the first).
+            first = pages[0].header.sequence
+            last = pages[count - 1].header.sequence if count > 1 else first
+            if not nxt:
+                nxt = last + 1
+            if not scan.anchored:
+                scan.next_sequence = due = first
+                scan.anchored = True
+            if first != due or last != due + count - 1:
+                raise _Corrupt(
+                    index,
+                    f"events {first}..{last} where {due}.. was due (not a commit of this store)",
+                )
         if nxt != due + count:
             raise _Corrupt(
                 index,
                 f"commit moves the aggregate to {nxt}, not {due + count} "
                 "(not a commit of this store)",
             )
-        if hi is not None and count and first >= hi:
+        if not count:
+            continue
+        if hi is not None and first >= hi:
             scan.complete = False
-            return
+            return False
         scan.next_sequence = nxt
-        if pages and (not lo or pages[-1].header.sequence >= lo):
-            yield codec.recorded(book, lo, hi, subject=subject)
-    if payloads:
-        scan.stream_seq = last
+        if last >= lo:
+            extend(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
+    return True
