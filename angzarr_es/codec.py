@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from google.protobuf import any_pb2, symbol_database, timestamp_pb2
@@ -20,7 +21,7 @@ from angzarr_es.pb import core_pb2
 __all__ = ["RecordedEvent", "decode_book", "encode_commit", "pack", "type_name_of", "unpack"]
 
 _UTC = dt.UTC
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+EPOCH = _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _timedelta = dt.timedelta
 _classes: dict[str, type[Message] | None] = {}
 _kinds: dict[str, tuple[str, type[Message] | None]] = {}
@@ -163,7 +164,7 @@ def book_next_sequence(book: core_pb2.EventBook) -> int:
     return 0
 
 
-def _kind(type_url: str) -> tuple[str, type[Message] | None]:
+def kind_of(type_url: str) -> tuple[str, type[Message] | None]:
     """(type name, message class or None) for a type URL, cached once the class is known."""
     kind = _kinds.get(type_url)
     if kind is None:
@@ -205,34 +206,25 @@ def extend_recorded(
 ) -> None:
     """Append to `out` the events of a commit's (non-empty) `pages` in [lo, hi).
 
-    `first` and `last` are the first and last page's sequences. This is the
-    read path's inner loop, so it touches as few protobuf wrappers per event
-    as it can: a commit's pages normally carry consecutive sequences and one
-    timestamp, and when the first and last page show exactly that, the pages
-    between are numbered from the first and share its timestamp (reading a
-    header and a timestamp per event was a third of the decoding cost).
+    `first` and `last` are the first and last page's sequences. A commit's
+    pages normally carry consecutive sequences and one timestamp; when the
+    first and last page show exactly that, the pages between are numbered from
+    the first and share its timestamp (reading a header and a timestamp per
+    event was a third of the decoding cost).
 
     Raises:
         CodecError: an event's bytes do not parse as its type.
     """
     count = len(pages)
-    head = pages[0]
-    stamp = head.created_at
+    stamp = pages[0].created_at
     seconds, nanos = stamp.seconds, stamp.nanos
-    uniform = True
     if count > 1:
         tail = pages[count - 1].created_at
-        uniform = last == first + count - 1 and tail.seconds == seconds and tail.nanos == nanos
-    if not uniform:
-        _extend_each(out, pages, correlation_id, lo, hi, subject)
-        return
+        if last != first + count - 1 or tail.seconds != seconds or tail.nanos != nanos:
+            _extend_each(out, pages, correlation_id, lo, hi, subject)
+            return
     created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
-    begin = lo - first if lo > first else 0
-    end = count if hi is None or hi - first >= count else hi - first
-    if begin >= end:
-        return
-    selected = pages if begin == 0 and end == count else pages[begin:end]
-    seq = first + begin
+    selected, seq = span(pages, first, lo, hi)
     append = out.append
     kinds = _kinds
     type_url = ""
@@ -242,7 +234,7 @@ def extend_recorded(
         packed = page.event
         url = packed.type_url
         if url != type_url:
-            name, cls = kinds.get(url) or _kind(url)
+            name, cls = kinds.get(url) or kind_of(url)
             type_url = url
         event: Message
         if cls is None:
@@ -262,6 +254,17 @@ def extend_recorded(
             )
         )
         seq += 1
+
+
+def span(pages: Sequence[Any], first: int, lo: int, hi: int | None) -> tuple[Sequence[Any], int]:
+    """The pages of a dense commit starting at `first` whose sequence lies in [lo, hi),
+    and the sequence of the first of them."""
+    count = len(pages)
+    begin = lo - first if lo > first else 0
+    end = count if hi is None or hi - first >= count else hi - first
+    if begin == 0 and end == count:
+        return pages, first
+    return (pages[begin:end] if begin < end else ()), first + begin
 
 
 def _extend_each(
@@ -285,7 +288,7 @@ def _extend_each(
             created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
             last_stamp = key
         packed = page.event
-        name, cls = _kind(packed.type_url)
+        name, cls = kind_of(packed.type_url)
         event: Message = packed
         if cls is not None:
             try:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from angzarr_es import _correlation, _discovery, _snapshots, codec
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import NEW, Position, PositionCache
+from angzarr_es._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es._observe import StoreObserver
 from angzarr_es._types import (
     ANY,
@@ -33,7 +34,6 @@ from angzarr_es.errors import (
     ConcurrencyError,
     StoreTimeout,
 )
-from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import (
     AggregateId,
     decode_root,
@@ -66,22 +66,12 @@ class StoreContext:
     cfg: NatsConfig
     cache: PositionCache
     observer: StoreObserver | None = None
+    # Per domain: the event type its next commit is expected to hold (_commits).
+    guesses: dict[str, Guess] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
         return self.cfg.stream_name
-
-
-@dataclass(slots=True)
-class _Scan:
-    """Outcome of reading an aggregate's commits."""
-
-    next_sequence: int = 0
-    stream_seq: int = 0
-    complete: bool = True
-    # False when the scan starts mid-subject (after a snapshot): the first
-    # commit read then fixes where the dense sequence stands.
-    anchored: bool = True
 
 
 class EventStore:
@@ -96,6 +86,7 @@ class EventStore:
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._domain = validate_domain(domain)
+        self._guess = ctx.guesses.setdefault(self._domain, Guess())
         self._edition = validate_edition(edition)
         self._suffix = f".{self._edition}" if self._edition else ""
         self._prefix = f"{ctx.cfg.subject_prefix}.events.{domain}."
@@ -369,7 +360,7 @@ class EventStore:
                 snap, start = found
                 lo = max(lo, snap.sequence + 1)
         events: list[RecordedEvent] = []
-        scan = _Scan(anchored=start <= 1)
+        scan = Scan(anchored=start <= 1, guess=self._guess)
         async with aclosing(self._scan(subject, lo, hi, scan, LOAD_BYTES, start)) as pages:
             async for page in pages:
                 kept = page if as_of is None else _until(page, as_of)
@@ -441,13 +432,13 @@ class EventStore:
         """
         lo, hi = check_range(from_sequence, to_sequence)
         subject = self.subject(root)
-        scan = _Scan()
+        scan = Scan(guess=self._guess)
         async with aclosing(self._scan(subject, lo, hi, scan, ITER_BYTES)) as pages:
             async for page in pages:
                 for event in page:
                     yield event
 
-    async def _finish(self, subject: str, scan: _Scan) -> int:
+    async def _finish(self, subject: str, scan: Scan) -> int:
         if scan.complete:
             return scan.next_sequence
         return (await self._fresh_position(subject)).next_sequence
@@ -465,7 +456,7 @@ class EventStore:
         subject: str,
         lo: int,
         hi: int | None,
-        scan: _Scan,
+        scan: Scan,
         page_bytes: int,
         start: int = 1,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
@@ -514,7 +505,7 @@ class EventStore:
         self._remember_scan(subject, scan)
 
     async def _leader_tail(
-        self, subject: str, begin: int, lo: int, hi: int | None, scan: _Scan, per_commit: bool
+        self, subject: str, begin: int, lo: int, hi: int | None, scan: Scan, per_commit: bool
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """The commits from stream sequence `begin`, one leader-served request each."""
         while scan.complete:
@@ -526,7 +517,7 @@ class EventStore:
             async for page in self._decode(subject, [payload], seq, seq, lo, hi, scan, per_commit):
                 yield page
 
-    def _remember_scan(self, subject: str, scan: _Scan) -> None:
+    def _remember_scan(self, subject: str, scan: Scan) -> None:
         if scan.complete and scan.stream_seq:
             self._cache.put(subject, Position(scan.next_sequence, scan.stream_seq))
 
@@ -538,7 +529,7 @@ class EventStore:
         last: int,
         lo: int,
         hi: int | None,
-        scan: _Scan,
+        scan: Scan,
         per_commit: bool,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """Decode a page of commits; name the stream sequence of a corrupt one."""
@@ -546,20 +537,20 @@ class EventStore:
             if per_commit:
                 for index, payload in enumerate(payloads):
                     commit: list[RecordedEvent] = []
-                    if not _decode_commits(subject, (payload,), lo, hi, scan, commit, index):
+                    if not decode_commits(subject, (payload,), lo, hi, scan, commit, index):
                         return
                     if commit:
                         yield commit
             else:
                 page: list[RecordedEvent] = []
-                if not _decode_commits(subject, payloads, lo, hi, scan, page):
+                if not decode_commits(subject, payloads, lo, hi, scan, page):
                     if page:
                         yield page
                     return
                 yield page
             if payloads:
                 scan.stream_seq = last
-        except _Corrupt as bad:
+        except Corrupt as bad:
             seqs = await self._wire.direct_sequences(
                 self._ctx.stream, subject, start, bad.index + 1
             )
@@ -577,71 +568,3 @@ def _until(page: list[RecordedEvent], as_of: dt.datetime) -> list[RecordedEvent]
         if event.created_at > as_of:
             return page[:index]
     return page
-
-
-class _Corrupt(Exception):
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
-
-
-def _decode_commits(
-    subject: str,
-    payloads: Sequence[bytes],
-    lo: int,
-    hi: int | None,
-    scan: _Scan,
-    out: list[RecordedEvent],
-    offset: int = 0,
-) -> bool:
-    """Decode commits, appending their events in [lo, hi) to `out` and updating `scan`.
-
-    Returns False if it stopped at a commit that starts at or after `hi`.
-    `offset` is the index of `payloads[0]` in its page (for `_Corrupt`).
-    """
-    parse = core_pb2.EventBook.FromString
-    extend = codec.extend_recorded
-    for index, payload in enumerate(payloads, offset):
-        try:
-            book = parse(payload)
-        except DecodeError as exc:
-            raise _Corrupt(index, str(exc)) from exc
-        pages = book.pages
-        count = len(pages)
-        nxt = book.next_sequence
-        due = scan.next_sequence
-        if count:
-            # Our commits are dense and never empty; anything else on the
-            # subject was written by someone else and would corrupt the history
-            # silently. The first and last page and the book's next sequence
-            # catch a foreign, repeated or skipping commit without touching
-            # every page (a commit of ours has one timestamp, and the codec
-            # then numbers the pages between from the first).
-            first = pages[0].header.sequence
-            last = pages[count - 1].header.sequence if count > 1 else first
-            if not nxt:
-                nxt = last + 1
-            if not scan.anchored:
-                scan.next_sequence = due = first
-                scan.anchored = True
-            if first != due or last != due + count - 1:
-                raise _Corrupt(
-                    index,
-                    f"events {first}..{last} where {due}.. was due (not a commit of this store)",
-                )
-        if nxt != due + count:
-            raise _Corrupt(
-                index,
-                f"commit moves the aggregate to {nxt}, not {due + count} "
-                "(not a commit of this store)",
-            )
-        if not count:
-            continue
-        if hi is not None and first >= hi:
-            scan.complete = False
-            return False
-        scan.next_sequence = nxt
-        if last >= lo:
-            extend(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
-    return True

@@ -27,8 +27,8 @@ async def workload(url: str, what: str, count: int, size: int) -> tuple[object, 
     events = [player_pb2.FundsDeposited(amount_cents=i, currency="EUR") for i in range(size)]
     root = uuid.uuid4()
     if what == "load":
-        for first in range(0, count, 1):
-            await store.append(root, events[:1], expected=first)
+        for first in range(0, count, size):
+            await store.append(root, events, expected=first)
     profiler = Profiler(interval=0.0002, async_mode="disabled")
     t0 = time.perf_counter()
     profiler.start()
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     parser.add_argument("what", choices=["append", "load", "writers"])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--size", type=int, default=1, help="events per append")
+    parser.add_argument("--size", type=int, default=1, help="events per append (and per commit of the loaded aggregate)")
     parser.add_argument("--html", type=Path)
     args = parser.parse_args()
     with EmbeddedServer() as server:

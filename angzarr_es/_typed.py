@@ -1,0 +1,126 @@
+"""Typed views of an EventBook: one parse decodes a commit's events too.
+
+A stored commit is an `EventBook` whose pages hold each event as an `Any`
+(`type_url` = 1, `value` = 2, the event's serialized bytes). Decoding it takes
+one parse for the book and then one `FromString` per event, and that per-event
+call (a new arena, a new wrapper, the bytes copied out of the book first) was
+the largest single cost of a load.
+
+An embedded message is encoded exactly like a `bytes` field holding its
+serialization, so the same payload also parses as a book whose `Any.value` is
+declared as the event's own message type. For each event class seen on the
+read path this module adds such a mirror of `EventBook` to the class's
+descriptor pool (under a private package, its field numbers and types copied
+from the real descriptors, never written by hand); parsing with it decodes every
+event inside the one C parse, and `page.event.value` is then an instance of the
+event class itself.
+
+A typed view is only right for a commit whose events all have that type, so the
+reader checks each page's `type_url` and falls back to the plain `EventBook`
+when one differs (see `_commits.decode_commits`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import descriptor_pb2, message_factory
+from google.protobuf.message import Message
+
+from angzarr_es.pb import core_pb2
+
+__all__ = ["parser_for"]
+
+Parser = Callable[[bytes], core_pb2.EventBook]
+
+_PACKAGE = "angzarr_es.internal.typed"
+_Field = descriptor_pb2.FieldDescriptorProto
+_parsers: dict[type[Message], Parser] = {}
+_lock = threading.Lock()
+
+
+def parser_for(cls: type[Message]) -> Parser:
+    """`FromString` of the EventBook mirror whose events are typed as `cls`.
+
+    The result reads like an `EventBook` (same field names and numbers), except
+    that `page.event.value` is a `cls` message instead of bytes.
+    """
+    parse = _parsers.get(cls)
+    if parse is None:
+        with _lock:
+            parse = _parsers.get(cls)
+            if parse is None:
+                parse = _parsers[cls] = _build(cls.DESCRIPTOR)
+    return parse
+
+
+def _build(event: Any) -> Parser:
+    pool = event.file.pool
+    package = f"{_PACKAGE}.{event.full_name}"
+    name = f"{package.replace('.', '/')}.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        pool.Add(_mirror_file(event, package, name))
+    book: Any = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Book"))
+    parse: Parser = book.FromString
+    return parse
+
+
+def _mirror_file(event: Any, package: str, name: str) -> descriptor_pb2.FileDescriptorProto:
+    """Book/Page/Any mirroring EventBook/EventPage/Any, with Any.value typed as `event`."""
+    book: Any = core_pb2.EventBook.DESCRIPTOR
+    page: Any = book.fields_by_name["pages"].message_type
+    packed: Any = page.fields_by_name["event"].message_type
+    proto = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
+    deps = {event.file.name}
+    typed_any = proto.message_type.add(name="Any")
+    _copy(typed_any, packed.fields_by_name["type_url"], deps)
+    value = packed.fields_by_name["value"]
+    typed_any.field.add(
+        name=value.name,
+        number=value.number,
+        label=_Field.LABEL_OPTIONAL,
+        type=_Field.TYPE_MESSAGE,
+        type_name="." + event.full_name,
+    )
+    typed_page = proto.message_type.add(name="Page")
+    for field in page.fields:
+        if field.name == "event":
+            _local(typed_page, field, f".{package}.Any")
+        else:
+            _copy(typed_page, field, deps)
+    typed_book = proto.message_type.add(name="Book")
+    for field in book.fields:
+        if field.name == "pages":
+            _local(typed_book, field, f".{package}.Page")
+        else:
+            _copy(typed_book, field, deps)
+    proto.dependency.extend(sorted(deps - {name}))
+    return proto
+
+
+def _copy(target: descriptor_pb2.DescriptorProto, field: Any, deps: set[str]) -> None:
+    """Declare `field` in `target` exactly as it is declared in its own message."""
+    copied = target.field.add(name=field.name, number=field.number, type=field.type)
+    copied.label = _Field.LABEL_REPEATED if _repeated(field) else _Field.LABEL_OPTIONAL
+    if field.message_type is not None:
+        copied.type_name = "." + field.message_type.full_name
+        deps.add(field.message_type.file.name)
+
+
+def _local(target: descriptor_pb2.DescriptorProto, field: Any, type_name: str) -> None:
+    """Declare `field` in `target` with its message type replaced by `type_name`."""
+    target.field.add(
+        name=field.name,
+        number=field.number,
+        type=_Field.TYPE_MESSAGE,
+        type_name=type_name,
+        label=_Field.LABEL_REPEATED if _repeated(field) else _Field.LABEL_OPTIONAL,
+    )
+
+
+def _repeated(field: Any) -> bool:
+    return bool(field.is_repeated)
