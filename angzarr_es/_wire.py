@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from angzarr_es import _jsapi as js
+from angzarr_es._parser import FastParser
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AngzarrESError,
@@ -146,6 +147,7 @@ class _Client(NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self.direct: dict[int, RawHandler] = {}
+        self._ps = FastParser(self, self.direct)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -212,6 +214,9 @@ class Wire:
         self._inbox_prefix = ""
         self._inbox_sub: Subscription | None = None
         self._collectors: dict[str, _Collector] = {}
+        # The collector of the last batch reply routed, by its inbox subject.
+        self._hot_subject = b""
+        self._hot: _Collector | None = None
         self._replies: dict[str, _Pending] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._next_token = 0
@@ -348,6 +353,7 @@ class Wire:
         """Drain nothing, close the connection; pending requests fail."""
         self._fail_waiters(StoreUnavailable("connection closed"))
         self._collectors.clear()
+        self._hot_subject, self._hot = b"", None
         self._replies.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -594,12 +600,17 @@ class Wire:
     def _route_raw(
         self, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
     ) -> None:
-        self._deliver(
-            subject[len(self._inbox_prefix) :].decode(),
-            reply.decode() if reply else "",
-            data,
-            headers,
-        )
+        if subject == self._hot_subject:
+            # The next message of the batch just seen: no token decoding and lookups.
+            hot = self._hot
+            if hot is not None:
+                _feed(hot, data, reply.decode() if reply else "", headers)
+                return
+        token = subject[len(self._inbox_prefix) :].decode()
+        collector = self._collectors.get(token)
+        if collector is not None:
+            self._hot_subject, self._hot = subject, collector
+        self._deliver(token, reply.decode() if reply else "", data, headers)
 
     def _deliver(self, token: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
         pending = self._replies.pop(token, None)
@@ -640,6 +651,8 @@ class Wire:
                 await asyncio.wait_for(asyncio.shield(collector.done), self.timeout)
         finally:
             self._collectors.pop(token, None)
+            if self._hot is collector:
+                self._hot_subject, self._hot = b"", None
         return collector
 
     async def direct_batch(

@@ -1,0 +1,149 @@
+"""FastParser dispatches exactly what nats-py's own parser dispatches, for any
+stream of protocol operations cut into chunks at any points."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.errors import ProtocolError
+from nats.protocol.parser import Parser
+
+from angzarr_es._parser import FastParser
+
+DIRECT_SID = 7
+
+
+class Recorder:
+    """Stands in for the nats-py client: records what the parser hands over."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.stats = {"in_msgs": 0, "in_bytes": 0}
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        self.calls.append(("msg", sid, bytes(subject), bytes(reply), data, headers or None))
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+
+    async def _process_ping(self) -> None:
+        self.calls.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.calls.append(("pong",))
+
+    async def _process_info(self, info: dict[str, Any]) -> None:
+        self.calls.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.calls.append(("err", err))
+
+
+def direct_handler(rec: Recorder) -> Any:
+    def handle(subject: bytes, reply: bytes, data: bytes, headers: object) -> None:
+        assert headers is None
+        # The client's own _process_msg would do this for a direct subscription.
+        rec.calls.append(("msg", DIRECT_SID, bytes(subject), bytes(reply), data, None))
+
+    return handle
+
+
+tokens = st.text("abcXYZ019_-$>*", min_size=1, max_size=12)
+subjects = st.lists(tokens, min_size=1, max_size=4).map(".".join)
+payloads = st.binary(max_size=80) | st.sampled_from([b"MSG x 1 3\r\n", b"\r\n\r\n", b"PING\r\n"])
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["msg", "msg", "hmsg", "ping", "pong", "ok", "info", "err"]))
+    if kind in ("msg", "hmsg"):
+        subject = draw(subjects).encode()
+        sid = draw(st.sampled_from([1, 2, DIRECT_SID]))
+        reply = draw(st.none() | subjects)
+        parts = [subject, str(sid).encode()] + ([reply.encode()] if reply else [])
+        payload = draw(payloads)
+        if kind == "msg":
+            return (
+                b"MSG "
+                + b" ".join([*parts, str(len(payload)).encode()])
+                + b"\r\n"
+                + payload
+                + b"\r\n"
+            )
+        header = b"NATS/1.0\r\nK: " + draw(tokens).encode() + b"\r\n\r\n"
+        sizes = [str(len(header)).encode(), str(len(header) + len(payload)).encode()]
+        return b"HMSG " + b" ".join(parts + sizes) + b"\r\n" + header + payload + b"\r\n"
+    return {
+        "ping": b"PING\r\n",
+        "pong": b"PONG\r\n",
+        "ok": b"+OK\r\n",
+        "info": b'INFO {"server_id":"x","max_payload":1048576}\r\n',
+        "err": b"-ERR 'Permissions Violation for Subscription to \"x\"'\r\n",
+    }[kind]
+
+
+def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces, last = [], 0
+    for point in [*points, len(stream)]:
+        pieces.append(stream[last:point])
+        last = point
+    return [p for p in pieces if p]
+
+
+async def feed(parser: Any, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        await parser.parse(piece)
+
+
+def run(pieces: list[bytes], direct: bool) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    plain_rec, fast_rec = Recorder(), Recorder()
+    handlers = {DIRECT_SID: direct_handler(fast_rec)} if direct else {}
+    asyncio.run(feed(Parser(plain_rec), pieces))
+    asyncio.run(feed(FastParser(fast_rec, handlers), pieces))
+    return plain_rec.calls, fast_rec.calls
+
+
+@settings(deadline=None, max_examples=400)
+@given(
+    ops=st.lists(operations(), min_size=1, max_size=25),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+    direct=st.booleans(),
+)
+def test_fast_parser_dispatches_what_nats_py_dispatches(
+    ops: list[bytes], cuts: list[int], direct: bool
+) -> None:
+    stream = b"".join(ops)
+    plain, fast = run(chunked(stream, cuts), direct)
+    assert fast == plain
+    assert len([c for c in fast if c[0] == "msg"]) == sum(
+        op.startswith((b"MSG", b"HMSG")) for op in ops
+    )
+
+
+def test_a_large_message_in_many_chunks_is_assembled_once() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    stream = b"MSG big.subject 1 %d\r\n%b\r\nPING\r\n" % (len(payload), payload)
+    pieces = [stream[i : i + 32768] for i in range(0, len(stream), 32768)]
+    plain, fast = run(pieces, direct=False)
+    assert fast == plain
+    assert fast[0][4] == payload
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MSG a 1 -3\r\nabc\r\n",
+        b"MSG a x 3\r\nabc\r\n",
+        b"MSG a 1 2 3 4\r\nabc\r\n",
+        b"HMSG a 1 9 3\r\nabc\r\n",
+    ],
+)
+def test_malformed_messages_are_protocol_errors(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        asyncio.run(FastParser(Recorder(), {}).parse(line))
