@@ -42,7 +42,7 @@ class Guess:
     """The event type a store expects in the next commit it reads."""
 
     parse: Callable[[bytes], core_pb2.EventBook] | None = None
-    typed: tuple[str, str] = ("", "")
+    typed: tuple[bytes, str] = (b"", "")
     credit: int = 0
     cooldown: int = 0
 
@@ -61,7 +61,7 @@ class Guess:
         if cls is None:
             self.parse = None
         else:
-            self.parse, self.typed = _typed.parser_for(cls), (url, name)
+            self.parse, self.typed = _typed.parser_for(cls), (url.encode(), name)
 
 
 @dataclass(slots=True)
@@ -107,6 +107,7 @@ def decode_commits(
     extend = codec.extend_recorded
     span = codec.span
     guess = scan.guess
+    append = out.append
     for index, payload in enumerate(payloads, offset):
         parse = guessed = guess.parse
         book: Any = None
@@ -169,8 +170,10 @@ def decode_commits(
                 created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
                 type_url, name = guess.typed
                 mark = len(out)
-                append = out.append
-                selected, seq = span(pages, first, lo, hi)
+                if lo <= first and (hi is None or hi > last):
+                    selected, seq = pages, first
+                else:
+                    selected, seq = span(pages, first, lo, hi)
                 for page in selected:
                     packed = page.event
                     if packed.type_url != type_url:

@@ -77,7 +77,10 @@ def _mirror_file(event: Any, package: str, name: str) -> descriptor_pb2.FileDesc
     proto = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
     deps = {event.file.name}
     typed_any = proto.message_type.add(name="Any")
-    _copy(typed_any, packed.fields_by_name["type_url"], deps)
+    url = packed.fields_by_name["type_url"]
+    typed_any.field.add(
+        name=url.name, number=url.number, label=_Field.LABEL_OPTIONAL, type=_Field.TYPE_BYTES
+    )
     value = packed.fields_by_name["value"]
     typed_any.field.add(
         name=value.name,

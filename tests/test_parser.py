@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nats.aio.client import Client as NatsClient
 from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
-from angzarr_es._parser import FastParser
+from angzarr_es._parser import FastParser, parse_headers
 
 DIRECT_SID = 7
 
@@ -27,9 +28,16 @@ class Recorder:
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
     ) -> None:
-        self.calls.append(("msg", sid, bytes(subject), bytes(reply), data, headers or None))
+        # Headers as nats-py's client reads them (its own method, run on this stand-in).
+        parsed = await NatsClient._process_headers(self, headers)  # type: ignore[arg-type]
+        self.calls.append(("msg", sid, bytes(subject), bytes(reply), data, parsed))
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
+
+    _parse_header_lines = staticmethod(NatsClient._parse_header_lines)
+
+    async def _error_cb(self, exc: Exception) -> None:
+        raise AssertionError(f"nats-py could not read headers: {exc}")
 
     async def _process_ping(self) -> None:
         self.calls.append(("ping",))
@@ -46,9 +54,7 @@ class Recorder:
 
 def direct_handler(rec: Recorder) -> Any:
     def handle(subject: bytes, reply: bytes, data: bytes, headers: object) -> None:
-        assert headers is None
-        # The client's own _process_msg would do this for a direct subscription.
-        rec.calls.append(("msg", DIRECT_SID, bytes(subject), bytes(reply), data, None))
+        rec.calls.append(("msg", DIRECT_SID, bytes(subject), bytes(reply), data, headers))
 
     return handle
 
@@ -56,6 +62,33 @@ def direct_handler(rec: Recorder) -> Any:
 tokens = st.text("abcXYZ019_-$>*", min_size=1, max_size=12)
 subjects = st.lists(tokens, min_size=1, max_size=4).map(".".join)
 payloads = st.binary(max_size=80) | st.sampled_from([b"MSG x 1 3\r\n", b"\r\n\r\n", b"PING\r\n"])
+
+
+header_lines = st.lists(
+    st.tuples(st.sampled_from(["Nats-Num-Pending", "Nats-Last-Sequence", "K", "x y", "Ü"]), tokens),
+    max_size=3,
+).map(lambda kv: "".join(f"{k}: {v}\r\n" for k, v in kv))
+statuses = st.sampled_from(
+    [
+        "",
+        " 204 EOB",
+        " 404 Message Not Found",
+        " 503",
+        " 408 Request Timeout",
+        " 100 Idle Heartbeat",
+    ]
+)
+
+
+@st.composite
+def header_blocks(draw: st.DrawFn) -> bytes:
+    status, lines = draw(statuses), draw(header_lines)
+    if status == " 503":
+        # nats-py reads the header lines after a bare status into its
+        # Description ("\nName: value"); parse_headers reads them as headers
+        # (test_a_bare_status_keeps_its_headers). Elsewhere both agree.
+        lines = ""
+    return f"NATS/1.0{status}\r\n{lines}\r\n".encode()
 
 
 @st.composite
@@ -75,7 +108,7 @@ def operations(draw: st.DrawFn) -> bytes:
                 + payload
                 + b"\r\n"
             )
-        header = b"NATS/1.0\r\nK: " + draw(tokens).encode() + b"\r\n\r\n"
+        header = draw(header_blocks())
         sizes = [str(len(header)).encode(), str(len(header) + len(payload)).encode()]
         return b"HMSG " + b" ".join(parts + sizes) + b"\r\n" + header + payload + b"\r\n"
     return {
@@ -124,6 +157,19 @@ def test_fast_parser_dispatches_what_nats_py_dispatches(
     assert len([c for c in fast if c[0] == "msg"]) == sum(
         op.startswith((b"MSG", b"HMSG")) for op in ops
     )
+
+
+@settings(deadline=None, max_examples=300)
+@given(block=header_blocks())
+def test_headers_read_as_nats_py_reads_them(block: bytes) -> None:
+    rec = Recorder()
+    expected = asyncio.run(NatsClient._process_headers(rec, block))  # type: ignore[arg-type]
+    assert parse_headers(block) == expected
+
+
+def test_a_bare_status_keeps_its_headers() -> None:
+    got = parse_headers(b"NATS/1.0 503\r\nNats-Last-Sequence: 5\r\n\r\n")
+    assert got == {"Status": "503", "Nats-Last-Sequence": "5"}
 
 
 def test_a_large_message_in_many_chunks_is_assembled_once() -> None:
