@@ -171,7 +171,9 @@ def decode_commits(
                 type_url, name = guess.typed
                 mark = len(out)
                 if lo <= first and (hi is None or hi > last):
-                    selected, seq = pages, first
+                    # A slice builds the page wrappers in one call (cheaper
+                    # than iterating the container); one page is the head.
+                    selected, seq = (pages[:] if tail is not head else (head,)), first
                 else:
                     selected, seq = span(pages, first, lo, hi)
                 for page in selected:

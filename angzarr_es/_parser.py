@@ -93,7 +93,7 @@ class FastParser(Parser):
         direct = self._direct
         nc = self.nc
         size = len(data)
-        pos = 0
+        pos = msgs = nbytes = 0
         while pos < size:
             if data.startswith(_MSG, pos):
                 headed = False
@@ -142,9 +142,8 @@ class FastParser(Parser):
             sid = int(sid_arg)
             handler = direct.get(sid)
             if handler is not None:
-                stats = nc.stats
-                stats["in_msgs"] += 1
-                stats["in_bytes"] += stop - start - hsize
+                msgs += 1
+                nbytes += stop - start - hsize
                 if hsize:
                     payload = data[start + hsize : stop]
                     handler(args[1], reply, payload, parse_headers(data[start : start + hsize]))
@@ -156,6 +155,10 @@ class FastParser(Parser):
                 )
             else:
                 await nc._process_msg(sid, args[1], reply, data[start:stop], None)
+        if msgs:
+            stats = nc.stats
+            stats["in_msgs"] += msgs
+            stats["in_bytes"] += nbytes
         if pos < size:
             buf.extend(data[pos:] if pos else data)
             if not self._need:

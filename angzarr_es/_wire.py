@@ -116,10 +116,25 @@ class _Pending(NamedTuple):
 class _Collector:
     """Replies to one multi-reply request, filled by the inbox callback."""
 
-    __slots__ = ("done", "expect", "last_seq", "pending", "replies", "size", "status", "subject")
+    __slots__ = (
+        "deadline",
+        "done",
+        "expect",
+        "last_seq",
+        "pending",
+        "replies",
+        "size",
+        "status",
+        "subject",
+        "what",
+    )
 
-    def __init__(self, expect: int, subject: str = "") -> None:
+    def __init__(
+        self, expect: int, subject: str = "", what: str = "", deadline: float = 0.0
+    ) -> None:
         self.subject = subject
+        self.what = what
+        self.deadline = deadline
         self.replies: list[tuple[bytes, str, str]] = []
         self.size = 0
         self.expect = expect
@@ -494,9 +509,10 @@ class Wire:
             self._replies.pop(token, None)
 
     def _sweep(self) -> None:
-        """Fail the requests whose deadline has passed; re-arm while any are waiting."""
+        """Fail the requests and batch reads whose deadline has passed; re-arm
+        while any are waiting."""
         self._sweeper = None
-        if not self._replies:
+        if not self._replies and not self._collectors:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -507,7 +523,12 @@ class Wire:
                     pending.waiter.set_exception(
                         StoreTimeout(f"{pending.what}: no answer from NATS in time")
                     )
-        if self._replies:
+        for collector in self._collectors.values():
+            if collector.deadline <= now and not collector.done.done():
+                collector.done.set_exception(
+                    StoreTimeout(f"{collector.what}: no answer from NATS in time")
+                )
+        if self._replies or self._collectors:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def api(self, subject: str, body: bytes = b"", *, what: str = "") -> bytes:
@@ -643,12 +664,15 @@ class Wire:
         else:
             token = self._token()
             reply = self._inbox_prefix + token
-        collector = _Collector(expect, subject)
+        loop = asyncio.get_running_loop()
+        collector = _Collector(expect, subject, what, loop.time() + self.timeout)
         self._collectors[token] = collector
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
             with _translated(what):
                 await self.nc.publish(subject, body, reply=reply)
-                await asyncio.wait_for(asyncio.shield(collector.done), self.timeout)
+            await collector.done
         finally:
             self._collectors.pop(token, None)
             if self._hot is collector:

@@ -139,6 +139,7 @@ def run(pieces: list[bytes], direct: bool) -> tuple[list[tuple[Any, ...]], list[
     handlers = {DIRECT_SID: direct_handler(fast_rec)} if direct else {}
     asyncio.run(feed(Parser(plain_rec), pieces))
     asyncio.run(feed(FastParser(fast_rec, handlers), pieces))
+    assert fast_rec.stats == plain_rec.stats
     return plain_rec.calls, fast_rec.calls
 
 
