@@ -60,7 +60,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     parser.add_argument("what", choices=["append", "load", "writers"])
     parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--size", type=int, default=1, help="events per append (and per commit of the loaded aggregate)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=1,
+        help="events per append (and per commit of the loaded aggregate)",
+    )
     parser.add_argument("--html", type=Path)
     args = parser.parse_args()
     with EmbeddedServer() as server:
