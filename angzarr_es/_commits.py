@@ -58,10 +58,8 @@ class Guess:
             return
         url = pages[len(pages) - 1].event.type_url
         name, cls = codec.kind_of(url)
-        if cls is None:
-            self.parse = None
-        else:
-            self.parse, self.typed = _typed.parser_for(cls), (url.encode(), name)
+        self.parse = None if cls is None else _typed.parser_for(cls)
+        self.typed = (url.encode(), name)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ when one differs (see `_commits.decode_commits`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,24 +37,32 @@ __all__ = ["parser_for"]
 Parser = Callable[[bytes], core_pb2.EventBook]
 
 _PACKAGE = "angzarr_es.internal.typed"
+_log = logging.getLogger(__name__)
 _Field = descriptor_pb2.FieldDescriptorProto
-_parsers: dict[type[Message], Parser] = {}
+_parsers: dict[type[Message], Parser | None] = {}
 _lock = threading.Lock()
 
 
-def parser_for(cls: type[Message]) -> Parser:
+def parser_for(cls: type[Message]) -> Parser | None:
     """`FromString` of the EventBook mirror whose events are typed as `cls`.
 
     The result reads like an `EventBook` (same field names and numbers), except
-    that `page.event.value` is a `cls` message instead of bytes.
+    that `page.event.value` is a `cls` message instead of bytes. None when no
+    mirror can be built for `cls` (its descriptor pool lacks the EventBook's
+    own types, as a pool of its own would): such events are decoded one by one.
     """
-    parse = _parsers.get(cls)
-    if parse is None:
-        with _lock:
-            parse = _parsers.get(cls)
-            if parse is None:
-                parse = _parsers[cls] = _build(cls.DESCRIPTOR)
-    return parse
+    try:
+        return _parsers[cls]
+    except KeyError:
+        pass
+    with _lock:
+        if cls not in _parsers:
+            try:
+                _parsers[cls] = _build(cls.DESCRIPTOR)
+            except (KeyError, TypeError, ValueError) as exc:
+                _log.debug("no typed view for %s: %s", cls.DESCRIPTOR.full_name, exc)
+                _parsers[cls] = None
+        return _parsers[cls]
 
 
 def _build(event: Any) -> Parser:

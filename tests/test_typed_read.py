@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,7 +109,9 @@ def test_guessing_decode_matches_plain_decoding(
 
 def test_typed_view_hands_out_the_generated_class() -> None:
     payload = commit(0, ["deposit", "deposit"])
-    book = _typed.parser_for(player_pb2.FundsDeposited)(payload)
+    parse = _typed.parser_for(player_pb2.FundsDeposited)
+    assert parse is not None
+    book = parse(payload)
     value: object = book.pages[1].event.value
     assert type(value) is player_pb2.FundsDeposited
     assert value == player_pb2.FundsDeposited(amount_cents=1, currency="EUR")
@@ -144,3 +146,18 @@ def test_an_undecodable_event_of_the_guessed_type_is_reported() -> None:
     bad_book.pages[0].event.value = b"\xff\xff"  # not a FundsDeposited
     with pytest.raises(CodecError, match="does not decode"):
         decode([good, bad_book.SerializeToString()], 0, None, guess)
+
+
+def test_an_event_class_from_a_pool_without_the_book_types_gets_no_typed_view() -> None:
+    pool = descriptor_pool.DescriptorPool()
+    proto = descriptor_pb2.FileDescriptorProto(name="own/x.proto", package="own", syntax="proto3")
+    proto.message_type.add(name="Ev").field.add(
+        name="n",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    pool.Add(proto)
+    own = message_factory.GetMessageClass(pool.FindMessageTypeByName("own.Ev"))
+    assert _typed.parser_for(own) is None
+    assert _typed.parser_for(player_pb2.FundsDeposited) is not None
