@@ -42,7 +42,7 @@ class Guess:
     """The event type a store expects in the next commit it reads."""
 
     parse: Callable[[bytes], core_pb2.EventBook] | None = None
-    typed: tuple[bytes, str] = (b"", "")
+    typed: tuple[str, str] = ("", "")
     credit: int = 0
     cooldown: int = 0
 
@@ -59,7 +59,7 @@ class Guess:
         url = pages[len(pages) - 1].event.type_url
         name, cls = codec.kind_of(url)
         self.parse = None if cls is None else _typed.parser_for(cls)
-        self.typed = (url.encode(), name)
+        self.typed = (url, name)
 
 
 @dataclass(slots=True)

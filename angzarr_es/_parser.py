@@ -17,10 +17,11 @@ parsers dispatch the same calls for arbitrary streams cut at arbitrary points.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 __all__ = ["FastParser"]
@@ -31,6 +32,9 @@ Handler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
 _MSG = b"MSG "
 _HMSG = b"HMSG "
 _CRLF = b"\r\n"
+_BLANK = frozenset(b" \t")
+_log = logging.getLogger(__name__)
+_reports: set[asyncio.Future[None]] = set()
 _VERSION = b"NATS/1.0"
 
 
@@ -60,7 +64,7 @@ def parse_headers(raw: bytes) -> dict[str, str] | None:
         if not sep:
             continue
         key = name.strip()
-        if not key.isascii() or any(c in b" \t\r\n\x0b\x0c" for c in key):
+        if not key.isascii() or any(chr(c).isspace() for c in key):
             continue
         out[key.decode()] = value.strip().decode("utf-8", "replace")
     return out or None
@@ -79,14 +83,33 @@ class FastParser(Parser):
         self._need = 0
 
     async def parse(self, data: bytes = b"") -> None:
+        while True:
+            if self.state != AWAITING_CONTROL_LINE:
+                # nats-py has read a message's line (an operation it parsed
+                # for us): give it exactly the bytes that complete the message.
+                need = self.needed + 2 - len(self.buf)
+                if need > len(data):
+                    await super().parse(data)
+                    return
+                await super().parse(data[:need])
+                data = data[need:]
+                if self.state != AWAITING_CONTROL_LINE or not data:
+                    return
+            rest = await self._fast(data)
+            if rest is None:
+                return
+            data = rest
+
+    async def _fast(self, data: bytes) -> bytes | None:
+        """Dispatch the messages in `data`; hand any other operation, one at a
+        time, to nats-py. Returns the bytes after an operation that left
+        nats-py waiting for a message's payload, or None when all is consumed
+        or buffered."""
         buf = self.buf
-        if self.state != AWAITING_CONTROL_LINE:
-            await super().parse(data)  # nats-py is in the middle of a message
-            return
         if buf:
             buf.extend(data)
             if len(buf) < self._need:
-                return  # still short of the message that is arriving
+                return None  # still short of the message that is arriving
             data = bytes(buf)
             buf.clear()
         self._need = 0
@@ -94,74 +117,92 @@ class FastParser(Parser):
         nc = self.nc
         size = len(data)
         pos = msgs = nbytes = 0
-        while pos < size:
-            if data.startswith(_MSG, pos):
-                headed = False
-            elif data.startswith(_HMSG, pos):
-                headed = True
-            else:
-                break
-            end = data.find(_CRLF, pos)
-            if end < 0:
-                break
-            args = data[pos:end].split()
-            count = len(args)
-            if headed:
-                if count == 6:
-                    reply = args[3]
-                elif count == 5:
-                    reply = b""
-                else:
-                    raise ProtocolError("nats: malformed HMSG")
-                head, total = args[count - 2], args[count - 1]
-                if not (head.isdigit() and total.isdigit()):
-                    raise ProtocolError("nats: malformed HMSG")
-                hsize = int(head)
-            else:
-                if count == 5:
-                    reply = args[3]
-                elif count == 4:
-                    reply = b""
-                else:
-                    raise ProtocolError("nats: malformed MSG")
-                total = args[count - 1]
-                if not total.isdigit():
-                    raise ProtocolError("nats: malformed MSG")
-                hsize = 0
-            sid_arg = args[2]
-            if not sid_arg.isdigit():
-                raise ProtocolError("nats: malformed MSG")
-            start = end + 2
-            stop = start + int(total)
-            if stop + 2 > size:
-                self._need = stop + 2 - pos
-                break
-            if hsize > stop - start:
-                raise ProtocolError("nats: malformed HMSG")
-            pos = stop + 2
-            sid = int(sid_arg)
-            handler = direct.get(sid)
-            if handler is not None:
+        try:
+            while pos < size:
+                end = data.find(_CRLF, pos)
+                if end < 0:
+                    break
+                frame = None
+                if data.startswith(_MSG, pos) or data.startswith(_HMSG, pos):
+                    frame = _frame(data[pos:end].split(), data[end - 1])
+                if frame is None:
+                    # Not a message, or one written in a form this parser does
+                    # not take: nats-py parses that one operation (or raises).
+                    buf.extend(data[pos : end + 2])
+                    pos = end + 2
+                    await super().parse()
+                    if self.state != AWAITING_CONTROL_LINE:
+                        return data[pos:]
+                    continue
+                subject, sid, reply, hsize, total = frame
+                start = end + 2
+                stop = start + total
+                if stop + 2 > size:
+                    self._need = stop + 2 - pos
+                    break
+                pos = stop + 2
+                handler = direct.get(sid)
+                if handler is None:
+                    await nc._process_msg(
+                        sid,
+                        subject,
+                        reply,
+                        data[start + hsize : stop],
+                        data[start : start + hsize] if hsize else None,
+                    )
+                    continue
                 msgs += 1
-                nbytes += stop - start - hsize
-                if hsize:
-                    payload = data[start + hsize : stop]
-                    handler(args[1], reply, payload, parse_headers(data[start : start + hsize]))
-                else:
-                    handler(args[1], reply, data[start:stop], None)
-            elif hsize:
-                await nc._process_msg(
-                    sid, args[1], reply, data[start + hsize : stop], data[start : start + hsize]
-                )
-            else:
-                await nc._process_msg(sid, args[1], reply, data[start:stop], None)
-        if msgs:
-            stats = nc.stats
-            stats["in_msgs"] += msgs
-            stats["in_bytes"] += nbytes
+                nbytes += total - hsize
+                try:
+                    if hsize:
+                        headers = parse_headers(data[start : start + hsize])
+                        handler(subject, reply, data[start + hsize : stop], headers)
+                    else:
+                        handler(subject, reply, data[start:stop], None)
+                except Exception as exc:  # noqa: BLE001 - reported, and the stream goes on
+                    report_handler_error(nc, exc)
+        finally:
+            if msgs:
+                stats = nc.stats
+                stats["in_msgs"] += msgs
+                stats["in_bytes"] += nbytes
         if pos < size:
             buf.extend(data[pos:] if pos else data)
-            if not self._need:
-                # Not a message, or a message's line not yet complete: nats-py
-                # parses what it recognises and keeps the rest.
-                await super().parse()
+        return None
+
+
+def _frame(args: list[bytes], before_crlf: int) -> tuple[bytes, int, bytes, int, int] | None:
+    """(subject, sid, reply, header size, total size) of a MSG/HMSG line split
+    into `args`, or None if nats-py's own expressions would not take it as is."""
+    if before_crlf in _BLANK:
+        return None  # nats-py requires the size right before the line's end
+    count = len(args)
+    if args[0] == b"HMSG" and count in (5, 6):
+        head, total = args[count - 2], args[count - 1]
+        if not head.isdigit():
+            return None
+        hsize = int(head)
+        reply = args[3] if count == 6 else b""
+    elif args[0] == b"MSG" and count in (4, 5):
+        total, hsize = args[count - 1], 0
+        reply = args[3] if count == 5 else b""
+    else:
+        return None
+    sid = args[2]
+    if not (total.isdigit() and sid.isdigit()):
+        return None
+    size = int(total)
+    if hsize > size:
+        return None
+    return args[1], int(sid), reply, hsize, size
+
+
+def report_handler_error(nc: Any, exc: Exception) -> None:
+    """A direct handler failed: tell the client's error callback (as nats-py
+    does for a subscription callback) and keep reading the connection."""
+    _log.error("angzarr_es: inbox handler failed", exc_info=exc)
+    callback = getattr(nc, "_error_cb", None)
+    if callback is not None:
+        task = asyncio.ensure_future(callback(exc))
+        _reports.add(task)
+        task.add_done_callback(_reports.discard)

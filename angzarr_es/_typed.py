@@ -17,7 +17,14 @@ event class itself.
 
 A typed view is only right for a commit whose events all have that type, so the
 reader checks each page's `type_url` and falls back to the plain `EventBook`
-when one differs (see `_commits.decode_commits`).
+when one differs (see `_commits.decode_commits`). Every other field is copied
+as declared, so the typed parse validates exactly what the plain one does
+(UTF-8 of strings included) plus the events' own bytes.
+
+One reading differs, on bytes no protobuf encoder writes: an `Any` carrying
+its `value` field twice. As bytes (plain) the last occurrence wins; as a
+message (typed) the occurrences are merged. A writer able to store such a
+commit could store a commit with the merged content just as well.
 """
 
 from __future__ import annotations
@@ -86,10 +93,7 @@ def _mirror_file(event: Any, package: str, name: str) -> descriptor_pb2.FileDesc
     proto = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
     deps = {event.file.name}
     typed_any = proto.message_type.add(name="Any")
-    url = packed.fields_by_name["type_url"]
-    typed_any.field.add(
-        name=url.name, number=url.number, label=_Field.LABEL_OPTIONAL, type=_Field.TYPE_BYTES
-    )
+    _copy(typed_any, packed.fields_by_name["type_url"], deps)
     value = packed.fields_by_name["value"]
     typed_any.field.add(
         name=value.name,

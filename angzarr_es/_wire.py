@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from angzarr_es import _jsapi as js
-from angzarr_es._parser import FastParser, parse_headers
+from angzarr_es._parser import FastParser, parse_headers, report_handler_error
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AngzarrESError,
@@ -174,7 +174,10 @@ class _Client(NatsClient):
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
         # No Msg object per message: the handlers need only these pieces.
-        handler(subject, reply, data, parse_headers(headers) if headers else None)
+        try:
+            handler(subject, reply, data, parse_headers(headers) if headers else None)
+        except Exception as exc:  # noqa: BLE001 - reported, and the stream goes on
+            report_handler_error(self, exc)
 
     async def send(
         self, subject: str, reply: str, payload: bytes, headers: dict[str, str] | None

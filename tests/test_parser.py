@@ -182,15 +182,68 @@ def test_a_large_message_in_many_chunks_is_assembled_once() -> None:
     assert fast[0][4] == payload
 
 
+def outcome(parser: Any, rec: Recorder, line: bytes) -> object:
+    try:
+        asyncio.run(parser.parse(line))
+    except ProtocolError as exc:
+        return ("error", type(exc))
+    return ("calls", rec.calls)
+
+
 @pytest.mark.parametrize(
     "line",
     [
         b"MSG a 1 -3\r\nabc\r\n",
         b"MSG a x 3\r\nabc\r\n",
         b"MSG a 1 2 3 4\r\nabc\r\n",
-        b"HMSG a 1 9 3\r\nabc\r\n",
+        b"MSG a 1 3 \r\nabc\r\n",
+        b"MSG\ta\t1\t3\r\nabc\r\nPING\r\n",
+        b"NOPE\r\n",
     ],
 )
-def test_malformed_messages_are_protocol_errors(line: bytes) -> None:
-    with pytest.raises(ProtocolError):
-        asyncio.run(FastParser(Recorder(), {}).parse(line))
+def test_odd_lines_get_the_outcome_nats_py_gives_them(line: bytes) -> None:
+    plain_rec, fast_rec = Recorder(), Recorder()
+    expected = outcome(Parser(plain_rec), plain_rec, line)
+    assert outcome(FastParser(fast_rec, {}), fast_rec, line) == expected
+
+
+def test_the_fast_path_resumes_after_an_operation_it_hands_over() -> None:
+    payload = b"x" * 200
+    msg = b"MSG _INBOX.t.1 %d %d\r\n%b\r\n" % (DIRECT_SID, len(payload), payload)
+    stream = b"PONG\r\n" + msg * 2000
+    rec = Recorder()
+    fast: list[bytes] = []
+    parser = FastParser(rec, {DIRECT_SID: lambda s, r, d, h: fast.append(d)})
+    asyncio.run(feed(parser, [stream[i : i + 32768] for i in range(0, len(stream), 32768)]))
+    assert rec.calls[0] == ("pong",)
+    assert len(fast) == 2000  # none through nats-py's slow path (rec would record them)
+    assert len(rec.calls) == 1
+
+
+def test_a_failing_handler_is_reported_and_the_stream_goes_on() -> None:
+    reported: list[BaseException] = []
+
+    class Reporting(Recorder):
+        async def _error_cb(self, exc: Exception) -> None:
+            reported.append(exc)
+
+    rec = Reporting()
+    seen: list[bytes] = []
+
+    def handler(subject: bytes, reply: bytes, data: bytes, headers: object) -> None:
+        if data == b"bad":
+            raise RuntimeError("handler bug")
+        seen.append(data)
+
+    stream = b"".join(
+        b"MSG s %d %d\r\n%b\r\n" % (DIRECT_SID, len(d), d) for d in (b"one", b"bad", b"two")
+    )
+
+    async def go() -> None:
+        await FastParser(rec, {DIRECT_SID: handler}).parse(stream)
+        await asyncio.sleep(0)  # the report is scheduled on the loop
+
+    asyncio.run(go())
+    assert seen == [b"one", b"two"]
+    assert [str(e) for e in reported] == ["handler bug"]
+    assert rec.stats["in_msgs"] == 3

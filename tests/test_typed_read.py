@@ -161,3 +161,23 @@ def test_an_event_class_from_a_pool_without_the_book_types_gets_no_typed_view() 
     own = message_factory.GetMessageClass(pool.FindMessageTypeByName("own.Ev"))
     assert _typed.parser_for(own) is None
     assert _typed.parser_for(player_pb2.FundsDeposited) is not None
+
+
+def test_a_type_url_that_is_not_utf8_fails_both_paths_even_outside_the_range() -> None:
+    def raw_commit(seq: int, packed: bytes) -> bytes:
+        page = core_pb2.EventPage()
+        page.header.sequence = seq
+        page.created_at.seconds = 5
+        page_bytes = page.SerializeToString() + b"\x1a" + bytes([len(packed)]) + packed
+        book = core_pb2.EventBook(next_sequence=seq + 1).SerializeToString()
+        return book + b"\x1a" + bytes([len(page_bytes)]) + page_bytes
+
+    good = codec.pack(player_pb2.FundsDeposited(amount_cents=1)).SerializeToString()
+    bad_url = b"\x0a\x03/\xff\xfe\x12\x00"
+    payloads = [raw_commit(0, good), raw_commit(1, good), raw_commit(2, bad_url)]
+    for warm in (False, True):
+        guess = _commits.Guess()
+        if warm:
+            guess.learn(core_pb2.EventBook.FromString(payloads[0]).pages, missed=False)
+        with pytest.raises(_commits.Corrupt, match="UTF-8"):
+            decode(payloads, 3, None, guess)
