@@ -15,6 +15,7 @@ FLOOR = "raw nats-py (floor)"
 OURS_ONE = "angzarr_es, 1 event per call"
 FLOOR_DECODED = "raw nats-py (floor + event decode)"
 NAIVE = "naive nats-py"
+WIRE = "socket only (no client)"
 PEERS = ("eventsourcing-sqlite", "eventsourcing-postgres")
 
 
@@ -296,6 +297,7 @@ SUMMARY_COLUMNS = (
     OURS,
     FLOOR,
     FLOOR_DECODED,
+    WIRE,
     NAIVE,
     "eventsourcing-sqlite",
     "eventsourcing-postgres",

@@ -27,6 +27,7 @@ from angzarr_es.store import EventStore
 from benchmarks import peers, report
 from benchmarks.harness import Case, Measured, filesystem, machine, measure, summarize
 from benchmarks.raw import RawClient
+from benchmarks.wire import WireClient
 
 STREAM = "bench-events"
 PREFIX = "bench"
@@ -40,6 +41,7 @@ FLOOR = "raw nats-py (floor)"
 FLOOR_DECODED = "raw nats-py (floor + event decode)"
 NAIVE = "naive nats-py"
 CODEC = "codec only (in memory)"
+WIRE = "socket only (no client)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class Run:
     ours_consumer: angzarr_es.Client
     rival: angzarr_es.Client
     raw: RawClient
+    wire: WireClient
     recorders: list[peers.Recorder]
     codec_only: peers.CodecOnly
     results: list[Measured] = field(default_factory=list)
@@ -183,6 +186,15 @@ def _append_cases(run: Run, count: int) -> list[Case]:
         return ack
 
     cases.append(Case(FLOOR, floor))
+
+    wire_subject = store.subject(uuid.uuid4())
+    wire_last = [0]
+
+    async def wire(_: int) -> object:
+        wire_last[0] = await run.wire.append(wire_subject, floor_payload, wire_last[0])
+        return None
+
+    cases.append(Case(WIRE, wire))
 
     naive_subject = store.subject(uuid.uuid4())
     naive_state = [0, 0]  # next sequence, last stream sequence
@@ -423,6 +435,17 @@ async def bench_loads(run: Run) -> None:
                 Case(FLOOR_DECODED, floor_decoded),
                 Case(NAIVE, naive, prepare=tidy),
             ]
+            commits = size // per_commit
+            request = run.wire.load_request(subject, commits)
+            got = await run.wire.check_load(request)
+            if got == commits:
+
+                async def wire(_: int, request: bytes = request) -> object:
+                    return await run.wire.load(request)
+
+                cases.append(Case(WIRE, wire))
+            else:
+                print(f"  {WIRE}: one batch held {got} of {commits} commits; row left out")
             codec_root = f"load-{size}-{per_commit}"
             for first in range(0, size, per_commit):
                 run.codec_only.append(
@@ -646,6 +669,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
     ours_consumer = await angzarr_es.connect(config=_config(url, "consumer"))
     rival = await angzarr_es.connect(config=_config(url, "direct"))
     raw = await RawClient.connect(url, STREAM)
+    wire = await WireClient.connect(url, STREAM)
     recorders: list[peers.Recorder] = []
     notes: list[str] = []
     if args.peers and peers.available():
@@ -664,6 +688,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
         ours_consumer=ours_consumer,
         rival=rival,
         raw=raw,
+        wire=wire,
         recorders=recorders,
         codec_only=peers.CodecOnly(DOMAIN),
         notes=notes,
@@ -678,6 +703,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
         for recorder in recorders:
             recorder.close()
         await raw.close()
+        await wire.close()
         for client in (ours, ours_consumer, rival):
             await client.close()
     return run

@@ -45,6 +45,9 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     if importlib.util.find_spec("eventsourcing") is not None:
         assert ("append 1 event (cached)", "eventsourcing-sqlite") in ops
     assert ("load 100 events (1/commit)", "naive nats-py") in ops
+    # The server's share: the same requests over a bare socket.
+    assert ("append 1 event (cached)", "socket only (no client)") in ops
+    assert ("load 100 events (1/commit)", "socket only (no client)") in ops
     assert all(r["n"] > 0 and 0 < r["p50"] <= r["p99"] for r in data["results"])
     assert {t["name"] for t in data["targets"]} >= {
         "append (cached) p50 <= 1.10x floor p50",
@@ -72,3 +75,21 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     assert "| append 1 event (cached) |" in readme
     assert readme.startswith("intro\n")
     assert readme.endswith(f"{report.SUMMARY_END}\nrest\n")
+
+
+def test_the_socket_baseline_counts_messages_up_to_the_end_of_batch() -> None:
+    from benchmarks.wire import count_messages
+
+    eob = b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 0\r\n\r\n"
+    hdr = b"NATS/1.0\r\nA: b\r\n\r\n"
+    reply = (
+        b"MSG _in 1 5\r\nab\r\nc\r\n"  # a payload holding CRLF
+        + b"HMSG _in 1 %d %d\r\n%bxyz\r\n" % (len(hdr), len(hdr) + 3, hdr)
+        + b"MSG _in 1 0\r\n\r\n"
+        + b"HMSG _in 1 %d %d\r\n%b\r\n" % (len(eob), len(eob), eob)
+    )
+    assert count_messages(reply) == 3
+    with pytest.raises(ValueError, match="end-of-batch"):
+        count_messages(reply[: reply.rindex(b"HMSG")])
+    with pytest.raises(ValueError, match="unexpected operation"):
+        count_messages(b"-ERR 'boom'\r\n")

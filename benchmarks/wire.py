@@ -1,0 +1,168 @@
+"""The server's share: the same requests over a bare asyncio socket, no client library.
+
+No NATS client runs here: a protocol object writes the request's bytes and
+resolves a future when the reply's last bytes have arrived. What it measures
+is nats-server, the kernel and one pass of the event loop, so the rows it adds
+show how much of each operation no client-side work can remove.
+
+A load is one batch Direct Get; the reply is complete when its end-of-batch
+status (`NATS/1.0 204`) has arrived. The timed loop only looks for that marker
+at the tail of the bytes received; `check_load` parses a whole reply and counts
+its messages, so a run cannot silently time truncated reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from urllib.parse import urlsplit
+
+import msgspec
+
+_CONNECT = (
+    b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,'
+    b'"protocol":0,"name":"bench-wire"}\r\n'
+)
+_INBOX = b"_BENCH_WIRE.reply"
+_EOB = b"NATS/1.0 204"
+_ACK_END = b"}\r\n"
+_TAIL = 256
+
+
+class _Reply(msgspec.Struct):
+    seq: int = 0
+    error: dict[str, object] | None = None
+
+
+_decode_reply = msgspec.json.Decoder(_Reply).decode
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.tail = b""
+        self.mark = b"PONG\r\n"
+        self.waiter: asyncio.Future[bytes] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        chunks = self.chunks
+        chunks.append(data)
+        if data.endswith(b"PING\r\n") and self.transport is not None:
+            # The server's keep-alive (a PONG that was not asked for is harmless).
+            self.transport.write(b"PONG\r\n")
+        waiter = self.waiter
+        if waiter is None:
+            return
+        tail = self.tail + (data if len(data) <= 4 * _TAIL else data[-_TAIL:])
+        self.tail = tail[-_TAIL:]
+        if self.mark in tail:
+            self.waiter = None
+            self.tail = b""
+            whole = b"".join(chunks)
+            chunks.clear()
+            if not waiter.done():
+                waiter.set_result(whole)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("nats-server closed the connection")
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(self.lost)
+
+
+class WireClient:
+    """One bare TCP connection speaking just enough NATS for a request."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol, stream: str) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._direct = f"$JS.API.DIRECT.GET.{stream}".encode()
+
+    @classmethod
+    async def connect(cls, url: str, stream: str) -> WireClient:
+        parts = urlsplit(url)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            _Protocol, parts.hostname or "127.0.0.1", parts.port or 4222
+        )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = cls(transport, protocol, stream)
+        await client._exchange(_CONNECT + b"SUB " + _INBOX + b" 1\r\nPING\r\n", b"PONG\r\n")
+        return client
+
+    async def close(self) -> None:
+        self._transport.close()
+
+    async def _exchange(self, request: bytes, mark: bytes) -> bytes:
+        protocol = self._protocol
+        if protocol.lost is not None:
+            raise protocol.lost
+        protocol.chunks.clear()
+        protocol.tail = b""
+        protocol.mark = mark
+        waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(request)
+        return await asyncio.wait_for(waiter, 10.0)
+
+    def append_request(self, subject: str, payload: bytes, last: int) -> bytes:
+        """The bytes of one append carrying the expected-subject-sequence header."""
+        hdr = b"NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: %d\r\n\r\n" % last
+        return b"HPUB %b %b %d %d\r\n%b%b\r\n" % (
+            subject.encode(),
+            _INBOX,
+            len(hdr),
+            len(hdr) + len(payload),
+            hdr,
+            payload,
+        )
+
+    async def append(self, subject: str, payload: bytes, last: int) -> int:
+        """Append; returns the stream sequence from the PubAck."""
+        reply = await self._exchange(self.append_request(subject, payload, last), _ACK_END)
+        body = reply[reply.index(b"\r\n") + 2 : -2]
+        ack = _decode_reply(body)
+        if ack.error is not None or not ack.seq:
+            raise RuntimeError(f"wire append refused: {ack.error}")
+        return ack.seq
+
+    def load_request(self, subject: str, batch: int) -> bytes:
+        body = msgspec.json.encode(
+            {"seq": 1, "next_by_subj": subject, "batch": batch, "no_hdr": True}
+        )
+        return b"PUB %b %b %d\r\n%b\r\n" % (self._direct, _INBOX, len(body), body)
+
+    async def load(self, request: bytes) -> int:
+        """Send a prepared batch Direct Get; returns the bytes of the whole reply."""
+        return len(await self._exchange(request, _EOB))
+
+    async def check_load(self, request: bytes) -> int:
+        """Send a batch Direct Get and count the messages before its status."""
+        return count_messages(await self._exchange(request, _EOB))
+
+
+def count_messages(data: bytes) -> int:
+    """Messages in a stream of MSG/HMSG operations, up to the status-only end of batch."""
+    count = pos = 0
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        fields = data[pos:end].split()
+        if fields[0] == b"MSG":
+            size = int(fields[-1])
+            count += 1
+        elif fields[0] == b"HMSG":
+            size = int(fields[-1])
+            head = data[end + 2 : end + 2 + int(fields[-2])]
+            if head.startswith(_EOB):
+                return count
+            count += 1
+        else:
+            raise ValueError(f"unexpected operation {fields[0]!r}")
+        pos = end + 2 + size + 2
+    raise ValueError("no end-of-batch status in the reply")
