@@ -173,7 +173,7 @@ def markdown(data: Results) -> str:
         "",
         f"Measured {m.get('started', '')} on {m.get('cpu', '?')}, {m.get('cores', '?')} cores "
         f"(load average {m.get('loadavg_start', '?')} at start, {m.get('loadavg_end', '?')} at "
-        f"end; the machine was shared), {m.get('os', '')}.",
+        f"end), {m.get('os', '')}.",
         f"Python {m.get('python', '?')}, nats-server {m.get('nats-server', '?')}, nats-py "
         f"{m.get('nats-py', '?')}, msgspec {m.get('msgspec', '?')}, protobuf "
         f"{m.get('protobuf', '?')}, eventsourcing {m.get('eventsourcing', '?')}, SQLite "
@@ -181,6 +181,8 @@ def markdown(data: Results) -> str:
         f"started by the run's operator, PostgreSQL data). Run took {m.get('seconds', '?')} s.",
         "",
     ]
+    if m.get("command"):
+        lines += [f"Command: `{m['command']}`", ""]
     for note in data.notes:
         lines.append(f"- {note}")
     if data.notes:

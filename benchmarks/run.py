@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -728,6 +730,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*(@)|(password\s*=\s*)\S+")
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command that made a run, for its results, with any password hidden."""
+    shown = [_PASSWORD.sub(lambda m: f"{m[1]}***{m[2]}" if m[1] else f"{m[3]}***", a) for a in argv]
+    return shlex.join(["python", "-m", "benchmarks", *shown])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -735,6 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "sync-always" if args.sync_always else "default"
     meta = machine()
     meta["preset"] = preset
+    meta["command"] = command_line(sys.argv[1:] if argv is None else argv)
     meta["nats_mode"] = (
         "file store, sync_interval: always" if args.sync_always else "file store, default sync"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,11 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     assert data["memory"]["iter 1000 events (direct)"]["events"] == 1000
     for key in ("python", "nats-server", "nats-py", "msgspec", "protobuf", "cpu", "cores"):
         assert data["machine"][key]
+    command = shlex.join(["python", "-m", "benchmarks", "--tiny", "--out", str(tmp_path)])
+    assert data["machine"]["command"] == command
     table = (tmp_path / "results-default-tiny.md").read_text()
     assert "| angzarr_es |" in table
+    assert f"Command: `{command}`" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "latency-default-tiny.png").read_bytes().startswith(b"\x89PNG")
     # The README's summary block is rebuilt from the full runs' JSON.
@@ -93,3 +97,13 @@ def test_the_socket_baseline_counts_messages_up_to_the_end_of_batch() -> None:
         count_messages(reply[: reply.rindex(b"HMSG")])
     with pytest.raises(ValueError, match="unexpected operation"):
         count_messages(b"-ERR 'boom'\r\n")
+
+
+def test_the_recorded_command_hides_passwords() -> None:
+    from benchmarks.run import command_line
+
+    url = command_line(["--pg-dsn", "postgresql://bench:s3cret@db:5432/x", "--sync-always"])
+    assert url == "python -m benchmarks --pg-dsn 'postgresql://bench:***@db:5432/x' --sync-always"
+    assert "s3cret" not in command_line(["--pg-dsn", "host=db password=s3cret user=bench"])
+    plain = "postgresql://postgres@127.0.0.1:5432/postgres"
+    assert command_line(["--pg-dsn", plain]).endswith(plain)
