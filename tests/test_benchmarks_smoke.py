@@ -107,3 +107,21 @@ def test_the_recorded_command_hides_passwords() -> None:
     assert "s3cret" not in command_line(["--pg-dsn", "host=db password=s3cret user=bench"])
     plain = "postgresql://postgres@127.0.0.1:5432/postgres"
     assert command_line(["--pg-dsn", plain]).endswith(plain)
+
+
+async def test_the_socket_baseline_times_out_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from angzarr_es.embedded import EmbeddedServer
+    from benchmarks import wire
+
+    monkeypatch.setattr(wire, "TIMEOUT", 0.2)
+    with EmbeddedServer() as server:
+        client = await wire.WireClient.connect(server.url, "none")
+        try:
+            # No stream captures the subject: the server answers with a status
+            # that carries no PubAck, so the reply never completes.
+            with pytest.raises(TimeoutError, match="no reply"):
+                await client.append("nowhere.at.all", b"x", 0)
+        finally:
+            await client.close()
