@@ -68,10 +68,24 @@ class RawClient:
 
     @classmethod
     async def connect(cls, url: str, stream: str) -> RawClient:
-        nc = await nats.connect(url, name="bench-raw")
+        """Connect to `url` (comma-separated URLs: a cluster)."""
+        servers = [u.strip() for u in url.split(",") if u.strip()]
+        nc = await nats.connect(servers, name="bench-raw")
         raw = cls(nc, stream)
         await nc.subscribe(raw._inbox, cb=raw._on_direct)
         return raw
+
+    @property
+    def server_version(self) -> str:
+        """The connected server's version, as nats-server prints it."""
+        v = self.nc.connected_server_version
+        return f"v{v.major}.{v.minor}.{v.patch}" + (f"-{v.dev}" if v.dev else "")
+
+    async def delete_streams(self, *names: str) -> None:
+        """Delete the named streams; a missing one is not an error."""
+        for name in names:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_stream(name)
 
     async def close(self) -> None:
         await self.nc.close()

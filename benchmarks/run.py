@@ -29,7 +29,7 @@ from angzarr_es.store import EventStore
 from benchmarks import peers, report
 from benchmarks.harness import Case, Measured, filesystem, machine, measure, summarize
 from benchmarks.raw import RawClient
-from benchmarks.wire import WireClient
+from benchmarks.wire import Unsupported, WireClient
 
 STREAM = "bench-events"
 PREFIX = "bench"
@@ -110,12 +110,15 @@ class Run:
     ours_consumer: angzarr_es.Client
     rival: angzarr_es.Client
     raw: RawClient
-    wire: WireClient
+    wire: WireClient | None
     recorders: list[peers.Recorder]
     codec_only: peers.CodecOnly
+    stream: str = STREAM
+    prefix: str = PREFIX
     results: list[Measured] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     memory: dict[str, dict[str, float]] = field(default_factory=dict)
+    server_version: str = ""
 
     @property
     def store(self) -> EventStore:
@@ -189,14 +192,10 @@ def _append_cases(run: Run, count: int) -> list[Case]:
 
     cases.append(Case(FLOOR, floor))
 
-    wire_subject = store.subject(uuid.uuid4())
-    wire_last = [0]
-
-    async def wire(_: int) -> object:
-        wire_last[0] = await run.wire.append(wire_subject, floor_payload, wire_last[0])
-        return None
-
-    cases.append(Case(WIRE, wire))
+    if run.wire is not None:
+        cases.append(
+            Case(WIRE, _wire_appender(run.wire, store.subject(uuid.uuid4()), floor_payload))
+        )
 
     naive_subject = store.subject(uuid.uuid4())
     naive_state = [0, 0]  # next sequence, last stream sequence
@@ -228,6 +227,18 @@ def _append_cases(run: Run, count: int) -> list[Case]:
 
     cases.append(Case(CODEC, _sync(codec_append)))
     return cases
+
+
+def _wire_appender(
+    wire: WireClient, subject: str, payload: bytes
+) -> Callable[[int], Awaitable[object]]:
+    last = [0]
+
+    async def append(_: int) -> object:
+        last[0] = await wire.append(subject, payload, last[0])
+        return None
+
+    return append
 
 
 def _recorder_appender(
@@ -437,17 +448,8 @@ async def bench_loads(run: Run) -> None:
                 Case(FLOOR_DECODED, floor_decoded),
                 Case(NAIVE, naive, prepare=tidy),
             ]
-            commits = size // per_commit
-            request = run.wire.load_request(subject, commits)
-            got = await run.wire.check_load(request)
-            if got == commits:
-
-                async def wire(_: int, request: bytes = request) -> object:
-                    return await run.wire.load(request)
-
-                cases.append(Case(WIRE, wire))
-            else:
-                print(f"  {WIRE}: one batch held {got} of {commits} commits; row left out")
+            if run.wire is not None:
+                cases += await _wire_loader(run.wire, subject, size // per_commit)
             codec_root = f"load-{size}-{per_commit}"
             for first in range(0, size, per_commit):
                 run.codec_only.append(
@@ -489,6 +491,20 @@ async def bench_loads(run: Run) -> None:
                 size,
             )
             await run.raw.delete_leftovers()
+
+
+async def _wire_loader(wire: WireClient, subject: str, commits: int) -> list[Case]:
+    """The socket-only load, if one batch holds the whole aggregate."""
+    request = wire.load_request(subject, commits)
+    got = await wire.check_load(request)
+    if got != commits:
+        print(f"  {WIRE}: one batch held {got} of {commits} commits; row left out")
+        return []
+
+    async def load(_: int) -> object:
+        return await wire.load(request)
+
+    return [Case(WIRE, load)]
 
 
 def _ours_loader(
@@ -600,8 +616,8 @@ async def bench_iter(run: Run) -> None:
                 "-m",
                 "benchmarks.memchild",
                 run.url,
-                STREAM,
-                PREFIX,
+                run.stream,
+                run.prefix,
                 DOMAIN,
                 str(root),
                 replay,
@@ -627,15 +643,42 @@ async def bench_iter(run: Run) -> None:
 # -- driver ----------------------------------------------------------------------
 
 
-def _config(url: str, replay: str) -> Config:
+def _config(
+    url: str, replay: str, stream: str = STREAM, prefix: str = PREFIX, replicas: int = 1
+) -> Config:
     nats = NatsConfig(
         url=url,
-        stream_name=STREAM,
-        subject_prefix=PREFIX,
+        stream_name=stream,
+        subject_prefix=prefix,
+        replicas=replicas,
         replay="consumer" if replay == "consumer" else "direct",
         request_timeout=10.0,
     )
     return Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The server a run measures, and the names its streams get there."""
+
+    url: str
+    external: bool = False
+    replicas: int = 1
+    stream: str = STREAM
+    prefix: str = PREFIX
+
+    @classmethod
+    def elsewhere(cls, url: str, replicas: int) -> Target:
+        """A server this run did not start: streams named for this run alone,
+        so that deleting them afterwards touches nothing else. Every contender
+        connects to the first URL given, so none is a route hop closer to the
+        stream leader than another."""
+        tag = uuid.uuid4().hex[:8]
+        first = url.split(",")[0].strip()
+        return cls(first, True, replicas, f"bench-{tag}-events", f"bench-{tag}")
+
+    def config(self, replay: str) -> Config:
+        return _config(self.url, replay, self.stream, self.prefix, self.replicas)
 
 
 def _find_pg(dsn: str | None) -> tuple[str | None, str]:
@@ -665,15 +708,20 @@ def _find_pg(dsn: str | None) -> tuple[str | None, str]:
     return None, reason if candidates else "no PostgreSQL DSN"
 
 
-async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -> Run:
-    ours = await angzarr_es.connect(config=_config(url, "direct"))
+async def run_all(args: argparse.Namespace, sizes: Sizes, target: Target, tmp: Path) -> Run:
+    url = target.url
+    ours = await angzarr_es.connect(config=target.config("direct"))
     await ours.provision()
-    ours_consumer = await angzarr_es.connect(config=_config(url, "consumer"))
-    rival = await angzarr_es.connect(config=_config(url, "direct"))
-    raw = await RawClient.connect(url, STREAM)
-    wire = await WireClient.connect(url, STREAM)
+    ours_consumer = await angzarr_es.connect(config=target.config("consumer"))
+    rival = await angzarr_es.connect(config=target.config("direct"))
+    raw = await RawClient.connect(url, target.stream)
     recorders: list[peers.Recorder] = []
     notes: list[str] = []
+    wire: WireClient | None = None
+    try:
+        wire = await WireClient.connect(url, target.stream)
+    except Unsupported as exc:
+        notes.append(f"no {WIRE} rows: {exc}")
     if args.peers and peers.available():
         recorders.append(peers.Recorder.sqlite(tmp / "eventsourcing.sqlite"))
         notes.append(recorders[0].settings())
@@ -693,6 +741,8 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
         wire=wire,
         recorders=recorders,
         codec_only=peers.CodecOnly(DOMAIN),
+        stream=target.stream,
+        prefix=target.prefix,
         notes=notes,
     )
     try:
@@ -704,10 +754,14 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, url: str, tmp: Path) -
     finally:
         for recorder in recorders:
             recorder.close()
+        if target.external:
+            await raw.delete_streams(target.stream, ours.config.nats.snapshot_stream)
         await raw.close()
-        await wire.close()
+        if wire is not None:
+            await wire.close()
         for client in (ours, ours_consumer, rival):
             await client.close()
+    run.server_version = raw.server_version
     return run
 
 
@@ -719,6 +773,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sync-always", action="store_true", help="nats-server with sync_interval: always"
     )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("NATS_URL") or None,
+        help="measure the server at this URL (of a comma-separated list, the first; with "
+        "--replicas, its cluster) instead of starting one (default: $NATS_URL); the run's "
+        "streams get names of their own and are deleted after",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="replicas of the run's streams (with --url)"
+    )
     parser.add_argument("--pg-dsn", help="PostgreSQL DSN for the eventsourcing peer")
     parser.add_argument(
         "--no-peers", dest="peers", action="store_false", help="skip the eventsourcing peers"
@@ -727,45 +791,69 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=Path("docs/benchmarks"), help="where to write results"
     )
     parser.add_argument("--no-chart", dest="chart", action="store_false", help="skip the PNG")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.url and args.sync_always:
+        parser.error("--sync-always configures the server this run starts; not with --url")
+    if args.replicas != 1 and not args.url:
+        parser.error("--replicas needs a cluster: give its servers with --url")
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    return args
 
 
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*(@)|(password\s*=\s*)\S+")
 
 
+def hide_password(text: str) -> str:
+    """`text` (a URL or DSN) with any password replaced by ***."""
+    return _PASSWORD.sub(lambda m: f"{m[1]}***{m[2]}" if m[1] else f"{m[3]}***", text)
+
+
 def command_line(argv: Sequence[str]) -> str:
     """The command that made a run, for its results, with any password hidden."""
-    shown = [_PASSWORD.sub(lambda m: f"{m[1]}***{m[2]}" if m[1] else f"{m[3]}***", a) for a in argv]
-    return shlex.join(["python", "-m", "benchmarks", *shown])
+    return shlex.join(["python", "-m", "benchmarks", *map(hide_password, argv)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = PRESETS[preset]
-    mode = "sync-always" if args.sync_always else "default"
+    mode = "external" if args.url else "sync-always" if args.sync_always else "default"
     meta = machine()
     meta["preset"] = preset
     meta["command"] = command_line(sys.argv[1:] if argv is None else argv)
-    meta["nats_mode"] = (
-        "file store, sync_interval: always" if args.sync_always else "file store, default sync"
-    )
     meta["started"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    meta["storage"] = filesystem(tempfile.gettempdir())
     t0 = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory(prefix="angzarr-bench-") as tmp,
-        EmbeddedServer(sync_always=args.sync_always, store_dir=Path(tmp) / "nats") as server,
-    ):
-        print(f"nats-server {meta['nats-server']} at {server.url} ({meta['nats_mode']})")
-        run = asyncio.run(run_all(args, sizes, server.url, Path(tmp)))
+    with tempfile.TemporaryDirectory(prefix="angzarr-bench-") as tmp:
+        if args.url:
+            target = Target.elsewhere(args.url, args.replicas)
+            meta["nats_mode"] = (
+                f"the server at {hide_password(target.url)}, its own storage and sync "
+                f"settings, R{args.replicas} streams"
+            )
+            meta["storage"] = "the server's own"
+            print(f"benchmarking {meta['nats_mode']}; streams {target.stream}, deleted after")
+            run = asyncio.run(run_all(args, sizes, target, Path(tmp)))
+            meta["nats-server"] = run.server_version
+        else:
+            meta["nats_mode"] = (
+                "file store, sync_interval: always"
+                if args.sync_always
+                else "file store, default sync"
+            )
+            meta["storage"] = filesystem(tempfile.gettempdir())
+            with EmbeddedServer(
+                sync_always=args.sync_always, store_dir=Path(tmp) / "nats"
+            ) as server:
+                print(f"nats-server {meta['nats-server']} at {server.url} ({meta['nats_mode']})")
+                run = asyncio.run(run_all(args, sizes, Target(server.url), Path(tmp)))
     meta["seconds"] = f"{time.perf_counter() - t0:.1f}"
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = mode if preset == "full" else f"{mode}-{preset}"
     paths = report.write(
         args.out, suffix, meta, run.notes, run.results, run.memory, chart_png=args.chart
     )
-    if preset == "full":
+    if preset == "full" and not args.url:
         readme = report.update_readme(args.out)
         if readme is not None:
             paths.append(readme)

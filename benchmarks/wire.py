@@ -30,6 +30,10 @@ _TAIL = 256
 TIMEOUT = 10.0
 
 
+class Unsupported(Exception):
+    """The server needs more than this bare client speaks (credentials, TLS)."""
+
+
 class _Reply(msgspec.Struct):
     seq: int = 0
     error: dict[str, object] | None = None
@@ -88,7 +92,14 @@ class WireClient:
 
     @classmethod
     async def connect(cls, url: str, stream: str) -> WireClient:
-        parts = urlsplit(url)
+        """Connect to the first server of `url` (comma-separated URLs allowed).
+
+        Raises:
+            Unsupported: the server requires credentials or TLS.
+        """
+        parts = urlsplit(url.split(",")[0].strip())
+        if parts.scheme not in ("nats", ""):
+            raise Unsupported(f"{parts.scheme}:// is not plain TCP")
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_connection(
             _Protocol, parts.hostname or "127.0.0.1", parts.port or 4222
@@ -97,7 +108,15 @@ class WireClient:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = cls(transport, protocol, stream)
-        await client._exchange(_CONNECT + b"SUB " + _INBOX + b" 1\r\nPING\r\n", b"PONG\r\n")
+        try:
+            greeting = await client._greeting()
+            info = msgspec.json.decode(greeting.partition(b"INFO ")[2].partition(b"\r\n")[0])
+            if info.get("auth_required") or info.get("tls_required"):
+                raise Unsupported("the server asks for credentials or TLS, which it does not speak")
+            await client._exchange(_CONNECT + b"SUB " + _INBOX + b" 1\r\nPING\r\n", b"PONG\r\n")
+        except BaseException:
+            await client.close()
+            raise
         return client
 
     async def close(self) -> None:
@@ -106,6 +125,17 @@ class WireClient:
             self._watchdog = None
         self._transport.close()
 
+    async def _greeting(self) -> bytes:
+        """The server's INFO line, which may have arrived before anyone waited."""
+        protocol = self._protocol
+        early = b"".join(protocol.chunks)
+        if b"\r\n" in early:
+            return early
+        protocol.chunks[:] = [early] if early else []
+        protocol.tail = early[-_TAIL:]
+        protocol.mark = b"\r\n"
+        return await self._wait(b"")
+
     async def _exchange(self, request: bytes, mark: bytes) -> bytes:
         protocol = self._protocol
         if protocol.lost is not None:
@@ -113,6 +143,10 @@ class WireClient:
         protocol.chunks.clear()
         protocol.tail = b""
         protocol.mark = mark
+        return await self._wait(request)
+
+    async def _wait(self, request: bytes) -> bytes:
+        protocol = self._protocol
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes] = loop.create_future()
         protocol.waiter = waiter
@@ -122,7 +156,8 @@ class WireClient:
         self._deadline = loop.time() + TIMEOUT
         if self._watchdog is None:
             self._watchdog = loop.call_later(min(1.0, TIMEOUT), self._watch)
-        self._transport.write(request)
+        if request:
+            self._transport.write(request)
         return await waiter
 
     def _watch(self) -> None:

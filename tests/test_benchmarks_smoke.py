@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(90)
 def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NATS_URL", None)  # the run starts its own server
     # Never let the smoke test touch a real PostgreSQL.
     env["ANGZARR_BENCH_PG_DSN"] = "postgresql://nobody@127.0.0.1:1/none"
     done = subprocess.run(
@@ -125,3 +127,65 @@ async def test_the_socket_baseline_times_out_instead_of_hanging(
                 await client.append("nowhere.at.all", b"x", 0)
         finally:
             await client.close()
+
+
+@pytest.mark.timeout(90)
+async def test_benchmarks_measure_a_server_they_did_not_start_and_leave_it_clean(
+    tmp_path: Path,
+) -> None:
+    import nats
+
+    from angzarr_es.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="theirs", subjects=["theirs.>"])
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "NATS_URL": server.url}
+        args = ["--tiny", "--no-peers", "--no-chart", "--out", str(tmp_path)]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "benchmarks", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=80,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        # Only the run's own streams were created, and they are gone again.
+        assert [s.config.name for s in await js.streams_info()] == ["theirs"]
+        await nc.close()
+    data = json.loads((tmp_path / "results-external-tiny.json").read_text())
+    assert server.url in data["machine"]["nats_mode"]
+    assert data["machine"]["nats-server"].startswith("v2.")
+    ops = {(r["op"], r["contender"]) for r in data["results"]}
+    assert ("load 100 events (1/commit)", "angzarr_es") in ops
+    assert ("load 100 events (1/commit)", "socket only (no client)") in ops
+    assert not (tmp_path / "README.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "nats://127.0.0.1:1", "--sync-always"], "not with --url"),
+        (["--replicas", "3"], "needs a cluster"),
+    ],
+)
+def test_benchmark_options_that_cannot_work_together_are_refused(
+    args: list[str], message: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NATS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
