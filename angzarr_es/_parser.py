@@ -30,6 +30,7 @@ __all__ = ["FastParser"]
 Handler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
 
 _MSG = b"MSG "
+_MSG_OP = b"MSG"
 _HMSG = b"HMSG "
 _CRLF = b"\r\n"
 _BLANK = frozenset(b" \t")
@@ -76,11 +77,17 @@ class FastParser(Parser):
     def __init__(self, nc: Any, direct: dict[int, Handler]) -> None:
         self._direct = direct
         self._need = 0
+        # The last plain MSG line up to its size ("MSG <subject> <sid> ") and
+        # what it parsed to: the messages of a batch reply share it, so the
+        # next line needs only its size read.
+        self._prefix = b""
+        self._known: tuple[bytes, int] = (b"", 0)
         super().__init__(nc)
 
     def reset(self) -> None:
         super().reset()
         self._need = 0
+        self._prefix = b""
 
     async def parse(self, data: bytes = b"") -> None:
         while True:
@@ -117,24 +124,43 @@ class FastParser(Parser):
         nc = self.nc
         size = len(data)
         pos = msgs = nbytes = 0
+        prefix = self._prefix
+        cut = len(prefix)
         try:
             while pos < size:
                 end = data.find(_CRLF, pos)
                 if end < 0:
                     break
-                frame = None
-                if data.startswith(_MSG, pos) or data.startswith(_HMSG, pos):
-                    frame = _frame(data[pos:end].split(), data[end - 1])
-                if frame is None:
-                    # Not a message, or one written in a form this parser does
-                    # not take: nats-py parses that one operation (or raises).
-                    buf.extend(data[pos : end + 2])
-                    pos = end + 2
-                    await super().parse()
-                    if self.state != AWAITING_CONTROL_LINE:
-                        return data[pos:]
-                    continue
-                subject, sid, reply, hsize, total = frame
+                if (
+                    cut
+                    and data.startswith(prefix, pos)
+                    and (digits := data[pos + cut : end]).isdigit()
+                ):
+                    # Same subject and sid as the last plain MSG: only the size differs.
+                    subject, sid = self._known
+                    reply, hsize, total = b"", 0, int(digits)
+                else:
+                    frame = args = None
+                    if data.startswith(_MSG, pos) or data.startswith(_HMSG, pos):
+                        args = data[pos:end].split()
+                        frame = _frame(args, data[end - 1])
+                    if frame is None or args is None:
+                        # Not a message, or one written in a form this parser does
+                        # not take: nats-py parses that one operation (or raises).
+                        buf.extend(data[pos : end + 2])
+                        pos = end + 2
+                        await super().parse()
+                        if self.state != AWAITING_CONTROL_LINE:
+                            return data[pos:]
+                        continue
+                    subject, sid, reply, hsize, total = frame
+                    if len(args) == 4 and args[0] == _MSG_OP:
+                        # A plain MSG; its prefix is reusable if written with single spaces.
+                        head = 6 + len(args[1]) + len(args[2])
+                        if end - pos == head + len(args[3]):
+                            prefix = self._prefix = data[pos : pos + head]
+                            cut = head
+                            self._known = (subject, sid)
                 start = end + 2
                 stop = start + total
                 if stop + 2 > size:

@@ -247,3 +247,72 @@ def test_a_failing_handler_is_reported_and_the_stream_goes_on() -> None:
     assert seen == [b"one", b"two"]
     assert [str(e) for e in reported] == ["handler bug"]
     assert rec.stats["in_msgs"] == 3
+
+
+@st.composite
+def batch_replies(draw: st.DrawFn) -> bytes:
+    """Runs of messages to one subject and sid, as a batch reply arrives, with
+    lines that share the run's prefix but are not plain MSGs of it mixed in."""
+    subject = draw(subjects).encode()
+    sid = str(draw(st.sampled_from([1, DIRECT_SID]))).encode()
+    prefix = b"MSG " + subject + b" " + sid + b" "
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        payload = draw(payloads)
+        size = str(len(payload)).encode()
+        line = draw(
+            st.sampled_from(
+                [
+                    prefix + size,  # the run's own form
+                    prefix + size,
+                    prefix + b"0" + size,  # leading zero: still a size
+                    prefix + b"reply.x " + size,  # the prefix, then a reply
+                    prefix.replace(b" ", b"\t", 1) + size,  # another separator
+                    prefix.replace(b" ", b"  ", 1) + size,  # a wider one
+                    prefix.replace(b" ", b"  ", 1)[:-1] + size,  # wider, the size glued on
+                    prefix[:-1] + size,  # the size glued to the sid: not a MSG
+                    b"MSG " + subject + b" " + sid + b"0 " + size,  # a longer sid
+                    b"MSG " + subject + b".y " + sid + b" " + size,  # a longer subject
+                ]
+            )
+        )
+        out.append(line + b"\r\n" + payload + b"\r\n")
+        if draw(st.integers(0, 5)) == 0:
+            out.append(draw(operations()))
+    return b"".join(out)
+
+
+@settings(deadline=None, max_examples=400)
+@given(
+    runs=st.lists(batch_replies(), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+    direct=st.booleans(),
+)
+def test_runs_of_one_subject_are_read_as_nats_py_reads_them(
+    runs: list[bytes], cuts: list[int], direct: bool
+) -> None:
+    pieces = chunked(b"".join(runs), cuts)
+    plain_rec, fast_rec = Recorder(), Recorder()
+    handlers = {DIRECT_SID: direct_handler(fast_rec)} if direct else {}
+    expected = fed(Parser(plain_rec), plain_rec, pieces)
+    assert fed(FastParser(fast_rec, handlers), fast_rec, pieces) == expected
+
+
+def fed(parser: Any, rec: Recorder, pieces: list[bytes]) -> object:
+    """What the parser handed over, and the protocol error it stopped at, if any."""
+    try:
+        asyncio.run(feed(parser, pieces))
+    except ProtocolError as exc:
+        return rec.calls, type(exc)
+    return rec.calls, None
+
+
+def test_a_batch_reply_reuses_the_line_it_has_seen() -> None:
+    rec = Recorder()
+    parser = FastParser(rec, {DIRECT_SID: direct_handler(rec)})
+    stream = b"".join(
+        b"MSG _INBOX.a.1 %d %d\r\n%s\r\n" % (DIRECT_SID, i, b"x" * i) for i in range(50)
+    )
+    asyncio.run(feed(parser, [stream]))
+    assert [len(c[4]) for c in rec.calls] == list(range(50))
+    assert parser._prefix == b"MSG _INBOX.a.1 %d " % DIRECT_SID
