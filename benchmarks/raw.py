@@ -81,12 +81,6 @@ class RawClient:
         v = self.nc.connected_server_version
         return f"v{v.major}.{v.minor}.{v.patch}" + (f"-{v.dev}" if v.dev else "")
 
-    async def delete_streams(self, *names: str) -> None:
-        """Delete the named streams; a missing one is not an error."""
-        for name in names:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.js.delete_stream(name)
-
     async def close(self) -> None:
         await self.nc.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import re
@@ -702,7 +703,7 @@ def _find_pg(dsn: str | None) -> tuple[str | None, str]:
                 f"{sync[0] if sync else '?'}, fsync={fsync[0] if fsync else '?'}"
             )
         except psycopg.Error as exc:
-            reason = f"no PostgreSQL at {candidate}: {str(exc).strip()[:120]}"
+            reason = f"no PostgreSQL at {hide_password(candidate)}: {str(exc).strip()[:120]}"
             if dsn:
                 raise SystemExit(f"--pg-dsn: {reason}") from exc
     return None, reason if candidates else "no PostgreSQL DSN"
@@ -710,59 +711,70 @@ def _find_pg(dsn: str | None) -> tuple[str | None, str]:
 
 async def run_all(args: argparse.Namespace, sizes: Sizes, target: Target, tmp: Path) -> Run:
     url = target.url
-    ours = await angzarr_es.connect(config=target.config("direct"))
-    await ours.provision()
-    ours_consumer = await angzarr_es.connect(config=target.config("consumer"))
-    rival = await angzarr_es.connect(config=target.config("direct"))
-    raw = await RawClient.connect(url, target.stream)
-    recorders: list[peers.Recorder] = []
-    notes: list[str] = []
-    wire: WireClient | None = None
-    try:
-        wire = await WireClient.connect(url, target.stream)
-    except Unsupported as exc:
-        notes.append(f"no {WIRE} rows: {exc}")
-    if args.peers and peers.available():
-        recorders.append(peers.Recorder.sqlite(tmp / "eventsourcing.sqlite"))
-        notes.append(recorders[0].settings())
-        pg_dsn, why = _find_pg(args.pg_dsn)
-        notes.append(why)
-        if pg_dsn:
-            recorders.append(peers.Recorder.postgres(pg_dsn))
-    elif args.peers:
-        notes.append("eventsourcing is not installed: pip install 'angzarr-es[bench]'")
-    run = Run(
-        sizes=sizes,
-        url=url,
-        ours=ours,
-        ours_consumer=ours_consumer,
-        rival=rival,
-        raw=raw,
-        wire=wire,
-        recorders=recorders,
-        codec_only=peers.CodecOnly(DOMAIN),
-        stream=target.stream,
-        prefix=target.prefix,
-        notes=notes,
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # Each cleanup is registered as soon as there is something to clean up,
+        # so a failure part way leaves no connection and (elsewhere) no stream.
+        ours = await angzarr_es.connect(config=target.config("direct"))
+        stack.push_async_callback(ours.close)
+        if target.external:
+            names = (target.stream, ours.config.nats.snapshot_stream)
+            stack.push_async_callback(_drop_streams, ours, names)
+        await ours.provision()
+        ours_consumer = await angzarr_es.connect(config=target.config("consumer"))
+        stack.push_async_callback(ours_consumer.close)
+        rival = await angzarr_es.connect(config=target.config("direct"))
+        stack.push_async_callback(rival.close)
+        raw = await RawClient.connect(url, target.stream)
+        stack.push_async_callback(raw.close)
+        recorders: list[peers.Recorder] = []
+        notes: list[str] = []
+        wire: WireClient | None = None
+        try:
+            wire = await WireClient.connect(url, target.stream)
+            stack.push_async_callback(wire.close)
+        except Unsupported as exc:
+            notes.append(f"no {WIRE} rows: {exc}")
+        if args.peers and peers.available():
+            recorders.append(peers.Recorder.sqlite(tmp / "eventsourcing.sqlite"))
+            stack.callback(recorders[0].close)
+            notes.append(recorders[0].settings())
+            pg_dsn, why = _find_pg(args.pg_dsn)
+            notes.append(why)
+            if pg_dsn:
+                recorders.append(peers.Recorder.postgres(pg_dsn))
+                stack.callback(recorders[-1].close)
+        elif args.peers:
+            notes.append("eventsourcing is not installed: pip install 'angzarr-es[bench]'")
+        run = Run(
+            sizes=sizes,
+            url=url,
+            ours=ours,
+            ours_consumer=ours_consumer,
+            rival=rival,
+            raw=raw,
+            wire=wire,
+            recorders=recorders,
+            codec_only=peers.CodecOnly(DOMAIN),
+            stream=target.stream,
+            prefix=target.prefix,
+            notes=notes,
+            server_version=raw.server_version,
+        )
         await bench_appends(run)
         await bench_conflicts(run)
         await bench_loads(run)
         await bench_writers(run)
         await bench_iter(run)
-    finally:
-        for recorder in recorders:
-            recorder.close()
-        if target.external:
-            await raw.delete_streams(target.stream, ours.config.nats.snapshot_stream)
-        await raw.close()
-        if wire is not None:
-            await wire.close()
-        for client in (ours, ours_consumer, rival):
-            await client.close()
-    run.server_version = raw.server_version
-    return run
+        return run
+
+
+async def _drop_streams(client: angzarr_es.Client, names: Sequence[str]) -> None:
+    """Delete the run's streams on a server it did not start; say so if one stays."""
+    for name in names:
+        try:
+            await client._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+        except Exception as exc:  # noqa: BLE001 - the other stream and the report go on
+            print(f"could not delete stream {name}: {exc}", file=sys.stderr)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -801,12 +813,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*(@)|(password\s*=\s*)\S+")
+# A URL's whole user information (a password, or a token standing alone), and a
+# libpq key=value password, quoted or not.
+_USERINFO = re.compile(r"(://)[^/\s]*@")
+_PG_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 
 def hide_password(text: str) -> str:
-    """`text` (a URL or DSN) with any password replaced by ***."""
-    return _PASSWORD.sub(lambda m: f"{m[1]}***{m[2]}" if m[1] else f"{m[3]}***", text)
+    """`text` (a URL or DSN) with any credentials replaced by ***."""
+    return _PG_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def command_line(argv: Sequence[str]) -> str:

@@ -101,14 +101,25 @@ def test_the_socket_baseline_counts_messages_up_to_the_end_of_batch() -> None:
         count_messages(b"-ERR 'boom'\r\n")
 
 
-def test_the_recorded_command_hides_passwords() -> None:
-    from benchmarks.run import command_line
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("postgresql://bench:s3cret@db:5432/x", "postgresql://***@db:5432/x"),
+        ("nats://s3cretToken@nats.example:4222", "nats://***@nats.example:4222"),
+        ("nats://bench:s3c@ret@nats.example:4222", "nats://***@nats.example:4222"),
+        (
+            "host=db user=bench password='s3cret phrase' port=5",
+            "host=db user=bench password=*** port=5",
+        ),
+        ("postgresql://db/x?password=s3cret", "postgresql://db/x?password=***"),
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+    ],
+)
+def test_the_recorded_command_hides_credentials(given: str, shown: str) -> None:
+    from benchmarks.run import command_line, hide_password
 
-    url = command_line(["--pg-dsn", "postgresql://bench:s3cret@db:5432/x", "--sync-always"])
-    assert url == "python -m benchmarks --pg-dsn 'postgresql://bench:***@db:5432/x' --sync-always"
-    assert "s3cret" not in command_line(["--pg-dsn", "host=db password=s3cret user=bench"])
-    plain = "postgresql://postgres@127.0.0.1:5432/postgres"
-    assert command_line(["--pg-dsn", plain]).endswith(plain)
+    assert hide_password(given) == shown
+    assert "s3c" not in command_line(["--pg-dsn", given, "--sync-always"])
 
 
 async def test_the_socket_baseline_times_out_instead_of_hanging(
@@ -189,3 +200,54 @@ def test_benchmark_options_that_cannot_work_together_are_refused(
     )
     assert done.returncode == 2
     assert message in done.stderr
+
+
+async def test_two_socket_baselines_on_one_server_keep_to_their_own_replies() -> None:
+    import nats
+
+    from angzarr_es.embedded import EmbeddedServer
+    from benchmarks import wire
+
+    with EmbeddedServer() as server:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().add_stream(name="w", subjects=["w.>"])
+        await nc.close()
+        # Without a scheme, as nats-py also takes it.
+        a = await wire.WireClient.connect(server.url.removeprefix("nats://"), "w")
+        b = await wire.WireClient.connect(server.url, "w")
+        try:
+            last = {"a": 0, "b": 0}
+            for _ in range(20):
+                got = await asyncio.gather(
+                    a.append("w.a", b"x", last["a"]), b.append("w.b", b"y", last["b"])
+                )
+                assert got[0] != got[1]
+                last = {"a": got[0], "b": got[1]}
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_run_that_fails_part_way_leaves_no_stream_behind(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import nats
+
+    from angzarr_es.embedded import EmbeddedServer
+    from benchmarks import run
+
+    async def broken(_: object) -> None:
+        raise RuntimeError("part way")
+
+    monkeypatch.setattr(run, "bench_appends", broken)
+    with EmbeddedServer() as server:
+        args = run.parse_args(["--tiny", "--no-peers", "--url", server.url])
+        with pytest.raises(RuntimeError, match="part way"):
+            await run.run_all(
+                args, run.PRESETS["tiny"], run.Target.elsewhere(server.url, 1), tmp_path
+            )
+        nc = await nats.connect(server.url)
+        try:
+            assert [s.config.name for s in await nc.jetstream().streams_info()] == []
+        finally:
+            await nc.close()
