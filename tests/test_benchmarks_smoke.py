@@ -16,20 +16,30 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(90)
-def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("NATS_URL", None)  # the run starts its own server
-    # Never let the smoke test touch a real PostgreSQL.
-    env["ANGZARR_BENCH_PG_DSN"] = "postgresql://nobody@127.0.0.1:1/none"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tiny", "--out", str(tmp_path)],
+def benchmarks(
+    args: list[str], timeout: float = 80, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks ARGS` from the checkout; NATS_URL only if given."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environ.pop("NATS_URL", None)
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=ROOT,
-        env=env,
+        env=environ,
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=timeout,
         check=False,
+    )
+
+
+@pytest.mark.timeout(90)
+def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
+    # The run starts its own server, and never touches a real PostgreSQL.
+    done = benchmarks(
+        ["--tiny", "--out", str(tmp_path)],
+        ANGZARR_BENCH_PG_DSN="postgresql://nobody@127.0.0.1:1/none",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "results-default-tiny.json").read_text())
@@ -152,18 +162,8 @@ async def test_benchmarks_measure_a_server_they_did_not_start_and_leave_it_clean
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await js.add_stream(name="theirs", subjects=["theirs.>"])
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "NATS_URL": server.url}
         args = ["--tiny", "--no-peers", "--no-chart", "--out", str(tmp_path)]
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "benchmarks", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=80,
-            check=False,
-        )
+        done = await asyncio.to_thread(benchmarks, args, NATS_URL=server.url)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         # Only the run's own streams were created, and they are gone again.
         assert [s.config.name for s in await js.streams_info()] == ["theirs"]
@@ -187,17 +187,7 @@ async def test_benchmarks_measure_a_server_they_did_not_start_and_leave_it_clean
 def test_benchmark_options_that_cannot_work_together_are_refused(
     args: list[str], message: str
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("NATS_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = benchmarks(args, timeout=30)
     assert done.returncode == 2
     assert message in done.stderr
 
