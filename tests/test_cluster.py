@@ -510,6 +510,12 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
         # A projector restart while the writers carry on.
         await load.acked(50, "appends while the projector is down")
         cluster.restart(leader)
+        # The restarted server rejoins first: with both streams led and every
+        # replica current, the second projector's API requests (the DLQ's
+        # stream info) no longer race the rejoin, which outlasted even a 5 s
+        # request timeout about one suite run in five.
+        for name in (stream, cfg.nats.dlq_stream):
+            await cluster.wait_for_leader(reader._wire, name, current=True)
         p2 = projector(reader)
         phase = "projector restarted"
         async with p2:
