@@ -102,20 +102,28 @@ def _mirror_file(event: Any, package: str, name: str) -> descriptor_pb2.FileDesc
         type=_Field.TYPE_MESSAGE,
         type_name="." + event.full_name,
     )
-    typed_page = proto.message_type.add(name="Page")
-    for field in page.fields:
-        if field.name == "event":
-            _local(typed_page, field, f".{package}.Any")
-        else:
-            _copy(typed_page, field, deps)
-    typed_book = proto.message_type.add(name="Book")
-    for field in book.fields:
-        if field.name == "pages":
-            _local(typed_book, field, f".{package}.Page")
-        else:
-            _copy(typed_book, field, deps)
+    _mirror(proto, "Page", page, "event", f".{package}.Any", deps)
+    _mirror(proto, "Book", book, "pages", f".{package}.Page", deps)
     proto.dependency.extend(sorted(deps - {name}))
     return proto
+
+
+def _mirror(
+    proto: descriptor_pb2.FileDescriptorProto,
+    name: str,
+    source: Any,
+    replaced: str,
+    type_name: str,
+    deps: set[str],
+) -> None:
+    """Add message `name` declaring the fields of `source`, with field
+    `replaced` typed as `type_name` (a message of this file) instead."""
+    target = proto.message_type.add(name=name)
+    for field in source.fields:
+        if field.name == replaced:
+            _local(target, field, type_name)
+        else:
+            _copy(target, field, deps)
 
 
 def _copy(target: descriptor_pb2.DescriptorProto, field: Any, deps: set[str]) -> None:

@@ -494,8 +494,7 @@ class Wire:
         # The subject is kept so that a permissions violation (an async -ERR
         # naming only the subject) fails the request it concerns at once.
         self._replies[token] = _Pending(waiter, loop.time() + timeout, what, subject)
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._arm_sweeper(loop)
         try:
             try:
                 if isinstance(self.nc, _Client):
@@ -510,6 +509,11 @@ class Wire:
             return await waiter
         finally:
             self._replies.pop(token, None)
+
+    def _arm_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the deadline sweep if no sweep is due (a request just began waiting)."""
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def _sweep(self) -> None:
         """Fail the requests and batch reads whose deadline has passed; re-arm
@@ -532,7 +536,7 @@ class Wire:
                     StoreTimeout(f"{collector.what}: no answer from NATS in time")
                 )
         if self._replies or self._collectors:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+            self._arm_sweeper(loop)
 
     async def api(self, subject: str, body: bytes = b"", *, what: str = "") -> bytes:
         """A JetStream API request; returns the raw JSON reply."""
@@ -670,8 +674,7 @@ class Wire:
         loop = asyncio.get_running_loop()
         collector = _Collector(expect, subject, what, loop.time() + self.timeout)
         self._collectors[token] = collector
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._arm_sweeper(loop)
         try:
             with _translated(what):
                 await self.nc.publish(subject, body, reply=reply)
