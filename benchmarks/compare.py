@@ -109,7 +109,7 @@ async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
         ("append 10 (cached)", {n: appender(s, ev10) for n, s in stores.items()}, samples),
         ("append 1 (new aggregate)", {n: creator(s) for n, s in stores.items()}, samples),
     ]
-    for size, per_commit in ((100, 1), (1000, 1), (1000, 10)):
+    for size, per_commit in ((10, 1), (100, 1), (100, 10), (1000, 1), (1000, 10)):
         cases = {n: await loader(s, size, per_commit) for n, s in stores.items()}
         ops.append((f"load {size} ({per_commit}/commit)", cases, max(10, samples * 10 // size)))
     print(

@@ -268,6 +268,44 @@ async def test_a_lost_ack_over_the_network_is_retried_once(
         await proxy.close()
 
 
+async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct Get may be answered by a replica that lags (measured on R3): a
+    load and an iter still return what this process has seen committed, the
+    missing tail read from the stream leader."""
+    async with await angzarr_es.connect(config=cfg) as c:
+        store = c.store("player")
+        for i in range(5):
+            await store.append("lag", [tagged(str(i))], expected=i)
+        wire = c._wire
+        subject = store.subject("lag")
+        seqs = await wire.direct_sequences(cfg.nats.stream_name, subject, 1, 5)
+        real_batch, real_next = wire.direct_batch, wire.leader_next
+        leader_reads = 0
+
+        async def lagging(stream: str, subj: str, start: int, batch: int, max_bytes: int) -> Any:
+            payloads, last, more = await real_batch(stream, subj, start, batch, max_bytes)
+            if start <= seqs[0]:  # this replica has only the first three commits
+                return payloads[:3], seqs[2], False
+            return payloads, last, more
+
+        async def leader_next(stream: str, subj: str, seq: int) -> Any:
+            nonlocal leader_reads
+            leader_reads += 1
+            return await real_next(stream, subj, seq)
+
+        monkeypatch.setattr(wire, "direct_batch", lagging)
+        monkeypatch.setattr(wire, "leader_next", leader_next)
+        hist = await store.load("lag")
+        assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
+        assert hist.next_sequence == 5
+        assert leader_reads == 3  # commits 3 and 4, then the end
+        part = await store.load("lag", 1, 4)
+        assert [e.sequence for e in part.events] == [1, 2, 3]
+        assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+
+
 async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader(
     server: EmbeddedServer, cfg: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
