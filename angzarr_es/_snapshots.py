@@ -77,8 +77,7 @@ def check_sequence(sequence: object) -> int:
 
 def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:
     book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
-    first = book.pages[0].header.sequence if book.pages else 0
-    return first, codec.book_next_sequence(book)
+    return codec.commit_span(book, subject=subject, stream_sequence=seq)
 
 
 async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) -> int:

@@ -155,13 +155,31 @@ def to_datetime(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
     return _EPOCH + dt.timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
-def book_next_sequence(book: core_pb2.EventBook) -> int:
-    """The aggregate's next sequence after this commit."""
-    if book.next_sequence:
-        return book.next_sequence
-    if book.pages:
-        return book.pages[-1].header.sequence + 1
-    return 0
+def commit_span(book: core_pb2.EventBook, *, subject: str, stream_sequence: int) -> tuple[int, int]:
+    """(first sequence, the aggregate's next sequence) of a stored commit.
+
+    A commit holds at least one page, numbered densely, and its next sequence
+    (when set) follows its last page: the same rules a load checks. Anything
+    else (an empty or foreign message on the aggregate's subject) says nothing
+    about where the aggregate stands, and appending after it would write
+    sequences the aggregate already has.
+
+    Raises:
+        CodecError: naming the subject and stream sequence.
+    """
+    pages = book.pages
+    count = len(pages)
+    first = pages[0].header.sequence if count else 0
+    last = pages[count - 1].header.sequence if count else -1
+    nxt = book.next_sequence or last + 1
+    if not count or last - first != count - 1 or nxt != last + 1:
+        raise CodecError(
+            f"corrupt EventBook on {subject or '?'} at stream sequence {stream_sequence or '?'}: "
+            f"{count} events numbered {first}..{last}, next {nxt} (not a commit of this store)",
+            subject=subject,
+            stream_sequence=stream_sequence,
+        )
+    return first, nxt
 
 
 def kind_of(type_url: str) -> tuple[str, type[Message] | None]:

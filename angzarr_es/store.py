@@ -313,7 +313,7 @@ class EventStore:
             return NEW
         payload, seq = last
         book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
-        pos = Position(codec.book_next_sequence(book), seq)
+        pos = Position(codec.commit_span(book, subject=subject, stream_sequence=seq)[1], seq)
         self._cache.put(subject, pos)
         return pos
 

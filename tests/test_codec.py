@@ -81,10 +81,25 @@ def test_corrupt_book_names_subject_and_sequence() -> None:
 
 def test_pages_without_next_sequence_are_understood() -> None:
     book = core_pb2.EventBook()
-    page = book.pages.add()
-    page.header.sequence = 4
-    assert codec.book_next_sequence(book) == 5
-    assert codec.book_next_sequence(core_pb2.EventBook()) == 0
+    for seq in (4, 5):
+        book.pages.add().header.sequence = seq
+    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+    book.next_sequence = 6
+    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("sequences", "nxt"),
+    [((), 0), ((), 3), ((4, 6), 0), ((4, 5), 5), ((4, 5), 9)],
+    ids=["empty", "empty-with-next", "gap", "next-behind", "next-ahead"],
+)
+def test_a_book_that_is_not_a_commit_has_no_span(sequences: tuple[int, ...], nxt: int) -> None:
+    book = core_pb2.EventBook(next_sequence=nxt)
+    for seq in sequences:
+        book.pages.add().header.sequence = seq
+    with pytest.raises(CodecError) as info:
+        codec.commit_span(book, subject="a.b", stream_sequence=7)
+    assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
 
 
 @pytest.mark.parametrize("bad", [b"x", 1, None, object()])

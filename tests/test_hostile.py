@@ -201,6 +201,46 @@ def test_foreign_commits_that_break_density_raise_codec_error(env: Env, foreign:
     assert store.subject(root) in str(info.value)
 
 
+NOT_COMMITS = {
+    "empty": b"",
+    "gap": core_pb2.EventBook(
+        pages=[
+            core_pb2.EventPage(header={"sequence": 1}),
+            core_pb2.EventPage(header={"sequence": 3}),
+        ]
+    ).SerializeToString(),
+    "skip-ahead": core_pb2.EventBook(
+        pages=[core_pb2.EventPage(header={"sequence": 1})], next_sequence=7
+    ).SerializeToString(),
+}
+
+
+@pytest.mark.parametrize("foreign", NOT_COMMITS.values(), ids=NOT_COMMITS.keys())
+def test_appends_after_a_foreign_last_message_raise_codec_error(env: Env, foreign: bytes) -> None:
+    """A message that is not a commit, last on an aggregate's subject, says
+    nothing about where the aggregate stands: appending after it (at whatever
+    it seems to say) would give events sequences the aggregate already has.
+    Every writer, cached or fresh, gets a CodecError and nothing is written."""
+    store = env.client.store("player")
+    root = uuid.uuid4().hex
+    subject = store.subject(root)
+    env.run(store.append(root, [event("0")], expected=0))
+    seq = env.raw(subject, foreign)
+    fresh = env.run(angzarr_es.connect(config=env.config))
+    try:
+        for writer in (store, fresh.store("player")):
+            for expected in (0, 1, ANY):
+                with pytest.raises(CodecError) as info:
+                    env.run(writer.append(root, [event("x")], expected=expected))
+                assert info.value.stream_sequence == seq
+        with pytest.raises(CodecError):
+            env.run(fresh.store("player").next_sequence(root))
+    finally:
+        env.run(fresh.close())
+    stream = env.config.nats.stream_name
+    assert env.run(env.client._wire.direct_sequences(stream, subject, 1, 10))[-1] == seq
+
+
 @FUZZ
 @given(url=st.text(max_size=120), value=st.binary(max_size=40))
 def test_unknown_or_hostile_type_urls(env: Env, url: str, value: bytes) -> None:
