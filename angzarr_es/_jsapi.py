@@ -161,6 +161,14 @@ class DurableInfo(msgspec.Struct, frozen=True):
     error: ApiError | None = None
 
 
+class StreamNames(msgspec.Struct, frozen=True):
+    """`$JS.API.STREAM.NAMES` reply (first page: streams whose subjects collide
+    with the request's `subject` filter)."""
+
+    streams: list[str] | None = None
+    error: ApiError | None = None
+
+
 class ApiResponse(msgspec.Struct, frozen=True):
     error: ApiError | None = None
 
@@ -172,3 +180,4 @@ stream_info = msgspec.json.Decoder(StreamInfo).decode
 consumer_info = msgspec.json.Decoder(ConsumerInfo).decode
 api_response = msgspec.json.Decoder(ApiResponse).decode
 durable_info = msgspec.json.Decoder(DurableInfo).decode
+stream_names = msgspec.json.Decoder(StreamNames).decode

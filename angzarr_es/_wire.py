@@ -67,7 +67,7 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreTimeout(f"{what}: no answer from NATS in time") from exc
     except nats.errors.NoRespondersError as exc:
         raise StoreUnavailable(
-            f"{what}: no responders (is JetStream enabled and the stream provisioned?)"
+            f"{what}: no responders (is JetStream enabled and the stream provisioned?)", code=503
         ) from exc
     except nats.errors.MaxPayloadError as exc:
         raise AppendTooLarge(0, 0) from exc
@@ -468,7 +468,8 @@ class Wire:
         msg = await self._ask(subject, payload, headers, timeout or self.timeout, what)
         if msg.headers and msg.headers.get(STATUS) == "503":
             raise StoreUnavailable(
-                f"{what}: no responders (is JetStream enabled and the stream provisioned?)"
+                f"{what}: no responders (is JetStream enabled and the stream provisioned?)",
+                code=503,
             )
         return msg
 

@@ -30,7 +30,13 @@ from angzarr_es import codec
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import NatsConfig
-from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, StoreError
+from angzarr_es.errors import (
+    AngzarrESError,
+    ConfigError,
+    InvalidAggregateId,
+    StoreError,
+    StoreUnavailable,
+)
 from angzarr_es.filters import FilterLike, resolve
 from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import AggregateId, encode_root, parse_subject, validate_domain
@@ -38,6 +44,10 @@ from angzarr_es.subjects import AggregateId, encode_root, parse_subject, validat
 __all__ = ["Bus", "CatchUp", "Delivery", "Handler", "Start", "Subscription"]
 
 log = logging.getLogger("angzarr_es")
+
+# How long core mode trusts "no stream captures this domain's subjects" before
+# `Bus.publish` asks the server again.
+CAPTURE_CHECK_TTL = 10.0
 
 Start = Literal["all", "new"] | int | dt.datetime
 """Where reading starts: every commit, only new ones, a stream sequence, or a time."""
@@ -157,6 +167,7 @@ class Bus:
         self._wire = wire
         self._cfg = cfg
         self._prefix = cfg.subject_prefix
+        self._uncaptured: dict[str, float] = {}  # domain -> loop time to ask again
 
     @property
     def jetstream(self) -> bool:
@@ -177,8 +188,16 @@ class Bus:
         The subject comes from `book.cover` (domain, and the root read as a
         UUID when it is 16 bytes, else UTF-8); pass `root` to override.
 
+        A stream capturing the subject (the event store's, provisioned in
+        core mode too) would store the book as one more commit of the
+        aggregate, which no load could then read: publish refuses, and it
+        asks the server which streams capture the domain's subjects at most
+        every CAPTURE_CHECK_TTL seconds per domain.
+
         Raises:
-            ConfigError: the bus is in JetStream mode, where `append` publishes.
+            ConfigError: the bus is in JetStream mode, where `append` publishes,
+                or a stream captures the subject (every `append` to it already
+                reaches core subscribers).
             InvalidDomain, InvalidAggregateId: the cover does not name an aggregate.
             StoreUnavailable: not connected.
         """
@@ -187,8 +206,35 @@ class Bus:
                 "bus.publish() is for core mode ([bus.nats] jetstream = false); in "
                 "JetStream mode every committed append is published by the stream"
             )
-        subject = self.subject(book.cover.domain, root if root is not None else root_of(book.cover))
+        domain = book.cover.domain
+        subject = self.subject(domain, root if root is not None else root_of(book.cover))
+        await self._refuse_captured(domain, subject)
         await self._wire.publish(subject, book.SerializeToString())
+
+    async def _refuse_captured(self, domain: str, subject: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._uncaptured.get(domain, 0.0) > now:
+            return
+        body = js.encode({"subject": f"{self._prefix}.events.{domain}.>"})
+        try:
+            raw = await self._wire.api("$JS.API.STREAM.NAMES", body, what="stream names")
+        except StoreUnavailable as exc:
+            if exc.code != 503:
+                raise
+            streams: list[str] = []  # no JetStream here: nothing can capture it
+        else:
+            reply = js.stream_names(raw)
+            if reply.error is not None:
+                raise api_error("stream names", reply.error)
+            streams = reply.streams or []
+        if streams:
+            raise ConfigError(
+                f"bus.publish() would store the book on {subject}, which stream "
+                f"{', '.join(streams)} captures: it would become one more commit of the "
+                "aggregate. Every append to that stream already reaches core subscribers; "
+                "publish only books stored elsewhere, or use another subject_prefix"
+            )
+        self._uncaptured[domain] = now + CAPTURE_CHECK_TTL
 
     async def subscribe(
         self, f: FilterLike, handler: Handler, *, start: Start = "new"

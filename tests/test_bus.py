@@ -170,6 +170,31 @@ async def test_core_mode_is_at_most_once(core_config: Config) -> None:
     assert [d.root for d in flaky.seen] == missed
 
 
+async def test_core_publish_refuses_subjects_a_stream_captures(
+    core_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the event store provisioned in core mode, a published book would be
+    stored as one more commit of its aggregate (and every append already
+    reaches core subscribers): publish refuses, and nothing is stored."""
+    monkeypatch.setattr(angzarr_es.bus, "CAPTURE_CHECK_TTL", 0.0)
+    async with await angzarr_es.connect(config=core_config) as c:
+        await c.bus.publish(book("player", "p1", deposit(1)))  # no stream yet: fine
+        await c.provision()
+        seen = Recorder()
+        await c.bus.subscribe(filters.domain("player"), seen)
+        await c.store("player").append("p1", [deposit(1)], expected=0)
+        await seen.wait_count(1)  # the append itself reached the core subscriber
+        with pytest.raises(ConfigError, match=core_config.nats.stream_name):
+            await c.bus.publish(book("player", "p1", deposit(2)))
+        hist = await c.store("player").load("p1")
+        assert [e.event for e in hist.events] == [deposit(1)]
+        await c.store("player").append("p1", [deposit(3)], expected=1)
+        await delete_stream(c, core_config.nats.stream_name)
+        await c.bus.publish(book("player", "p1", deposit(4)))  # captured no more
+        await seen.wait_count(3)
+    assert [d.events[0].event for d in seen.seen] == [deposit(1), deposit(3), deposit(4)]
+
+
 async def test_core_mode_refuses_history_and_jetstream_refuses_publish(
     core_config: Config, js_client: angzarr_es.Client
 ) -> None:
