@@ -554,7 +554,14 @@ class Wire:
     async def publish_commit(
         self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> js.PubAck:
-        """Publish to a stream subject and decode the PubAck."""
+        """Publish to a stream subject and decode the PubAck.
+
+        Raises StoreUnavailable at once, sending nothing, while the connection
+        is down: nats-py would hold the message and send it on reconnect,
+        possibly long after the append reported a timeout.
+        """
+        if not self.nc.is_connected:
+            raise StoreUnavailable(f"append to {subject}: not connected to NATS (nothing sent)")
         msg = await self._ask(subject, payload, headers, timeout, f"append to {subject}")
         if msg.headers and msg.headers.get(STATUS) == "503":
             raise StoreUnavailable(f"append to {subject}: no stream captures this subject")

@@ -33,6 +33,7 @@ from angzarr_es.errors import (
     CodecError,
     ConcurrencyError,
     StoreTimeout,
+    StoreUnavailable,
 )
 from angzarr_es.subjects import (
     AggregateId,
@@ -129,7 +130,11 @@ class EventStore:
             InvalidAggregateId: bad `root`.
             ConcurrencyError: `expected` is not the aggregate's next sequence.
             AppendTooLarge: the commit exceeds the server's max_payload.
-            StoreTimeout, StoreUnavailable, StoreError: the server did not accept it.
+            StoreUnavailable, StoreError: nothing was stored.
+            StoreTimeout: no acknowledgement; the commit may have been stored
+                (once). Retry with the same `expected` (a ConcurrencyError then
+                says it landed) or reload first: a blind `ANY` retry may
+                store it twice.
         """
         expected = check_expected(expected)
         if isinstance(events, Message):
@@ -230,6 +235,12 @@ class EventStore:
                 if landed:
                     return self._committed(subject, pos, count, landed)
                 raise
+            except StoreUnavailable as exc:
+                if not retried:
+                    raise
+                raise StoreTimeout(
+                    f"append to {subject}: outcome unknown: an attempt was sent, then {exc}"
+                ) from exc
             err = ack.error
             if err is None:
                 return self._committed(subject, pos, count, ack.seq)
@@ -278,7 +289,13 @@ class EventStore:
         Nats-Msg-Id (random per append call, so identical commands from two
         writers in the same clock tick are still told apart).
         """
-        winner = await self._wire.leader_msg_id(self._ctx.stream, subject, pos.stream_seq + 1)
+        try:
+            winner = await self._wire.leader_msg_id(self._ctx.stream, subject, pos.stream_seq + 1)
+        except (StoreTimeout, StoreUnavailable) as exc:
+            raise StoreTimeout(
+                f"append to {subject}: outcome unknown: no acknowledgement, and "
+                f"looking for the commit failed ({exc})"
+            ) from exc
         if winner is not None and winner[0] == msg_id:
             return winner[1]
         return 0

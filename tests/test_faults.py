@@ -179,6 +179,32 @@ async def test_load_and_append_issued_while_the_server_is_down(
         assert [e.sequence for e in loaded.events][:1] == [0]
 
 
+async def test_an_append_while_disconnected_sends_nothing(
+    server: EmbeddedServer, cfg: Config
+) -> None:
+    """nats-py holds what is published while it reconnects and sends it once
+    back: an append that failed while the server was down must not land
+    later, or a caller's `ANY` retry would store the event twice."""
+    async with await angzarr_es.connect(config=cfg) as client:
+        store = client.store("player")
+        await store.append("p", [tagged("0")], expected=0)
+        await asyncio.to_thread(server.kill)
+        await eventually(
+            lambda: _when(not client._wire.connected), timeout=10, what="the disconnect"
+        )
+        with pytest.raises(angzarr_es.StoreUnavailable, match="nothing sent"):
+            await store.append("p", [tagged("1")], expected=angzarr_es.ANY)
+        await asyncio.to_thread(server.start)
+        await eventually(lambda: _when(client._wire.connected), timeout=10, what="reconnect")
+        await store.append("p", [tagged("1")], expected=angzarr_es.ANY)  # the caller's retry
+        hist = await store.load("p")
+    assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
+
+
+async def _when(ok: bool) -> bool | None:
+    return True if ok else None
+
+
 async def test_connections_cut_under_writers(server: EmbeddedServer, cfg: Config) -> None:
     proxy = await FaultProxy(server.port).start()
     config = with_nats(msgspec.structs.replace(cfg.nats, url=proxy.url))
