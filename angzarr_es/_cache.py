@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 
@@ -47,3 +50,31 @@ class PositionCache:
 
     def clear(self) -> None:
         self._data.clear()
+
+
+class Turns:
+    """One lock per subject, held while it is wanted and dropped once idle."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def turn(self, subject: str) -> AsyncIterator[None]:
+        """Wait for `subject`'s turn (first come, first served), then hold it."""
+        entry = self._locks.get(subject)
+        if entry is None:
+            entry = self._locks[subject] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[subject]
+
+    def __len__(self) -> int:
+        return len(self._locks)

@@ -60,9 +60,9 @@ class CodecError(AngzarrESError):
 class ConcurrencyError(AngzarrESError):
     """The aggregate's next sequence is not the one the caller expected."""
 
-    def __init__(self, expected: int, actual: int, *, subject: str = "") -> None:
+    def __init__(self, expected: int, actual: int, *, subject: str = "", detail: str = "") -> None:
         super().__init__(
-            f"expected next sequence {expected} but the aggregate is at {actual}"
+            (detail or f"expected next sequence {expected} but the aggregate is at {actual}")
             + (f" ({subject})" if subject else "")
         )
         self.expected = expected

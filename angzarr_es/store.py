@@ -9,11 +9,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from angzarr_es import _correlation, _discovery, _snapshots, codec
 from angzarr_es import _jsapi as js
-from angzarr_es._cache import NEW, Position, PositionCache
+from angzarr_es._cache import NEW, Position, PositionCache, Turns
 from angzarr_es._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es._observe import StoreObserver
 from angzarr_es._types import (
@@ -69,6 +70,8 @@ class StoreContext:
     observer: StoreObserver | None = None
     # Per domain: the event type its next commit is expected to hold (_commits).
     guesses: dict[str, Guess] = field(default_factory=dict)
+    # Per subject: the turn an `expected=ANY` append waits for.
+    turns: Turns = field(default_factory=Turns)
 
     @property
     def stream(self) -> str:
@@ -86,6 +89,7 @@ class EventStore:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
+        self._turns = ctx.turns
         self._domain = validate_domain(domain)
         self._guess = ctx.guesses.setdefault(self._domain, Guess())
         self._edition = validate_edition(edition)
@@ -150,6 +154,23 @@ class EventStore:
             if expected is not ANY and expected != pos.next_sequence:
                 raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
+        if expected is not ANY:
+            return await self._append(root, subject, entry, packed, expected, correlation_id)
+        # ANY appends to one aggregate take turns within the process: racing
+        # each other, n of them cost about n*n/2 requests, and a burst of 100
+        # exhausted the retries of one of them (found by review).
+        async with self._turns.turn(subject):
+            return await self._append(root, subject, entry, packed, expected, correlation_id)
+
+    async def _append(
+        self,
+        root: AggregateId,
+        subject: str,
+        entry: str,
+        packed: list[any_pb2.Any],
+        expected: ExpectedVersion,
+        correlation_id: str,
+    ) -> AppendResult:
         pos = await self._position_for(subject, expected)
         cover_root = root_bytes(root)
         for _ in range(ANY_ATTEMPTS):
@@ -179,7 +200,13 @@ class EventStore:
             if self._ctx.observer is not None:
                 self._ctx.observer.retried(self._domain, "lost_race")
             pos = result
-        raise ConcurrencyError(pos.next_sequence, pos.next_sequence, subject=subject)
+        raise ConcurrencyError(
+            pos.next_sequence,
+            pos.next_sequence,
+            subject=subject,
+            detail=f"expected=ANY lost the race for the next sequence {ANY_ATTEMPTS} times "
+            f"in a row (the aggregate is at {pos.next_sequence})",
+        )
 
     def _entry_subject(self, correlation_id: str) -> str:
         """Where a commit stamped `correlation_id` is indexed ("" for no id)."""

@@ -117,6 +117,30 @@ async def test_expected_any_from_many_writers_never_duplicates(
     assert len({e.event.amount_cents for e in hist.events}) == 24  # type: ignore[attr-defined]
 
 
+async def test_a_burst_of_any_appends_in_one_process_all_land(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    """100 ANY appends at once from one process (plus 20 from another): every
+    one lands, once. Racing each other, one of 100 ran out of retries and
+    raised a ConcurrencyError with expected == actual; they now take turns."""
+    pid = "any-burst"
+    store = client.store("player")
+    async with await angzarr_es.connect(config=config) as other:
+        results = await asyncio.gather(
+            *(store.append(pid, [deposit(i)], expected=angzarr_es.ANY) for i in range(100)),
+            *(
+                other.store("player").append(pid, [deposit(1000 + i)], expected=angzarr_es.ANY)
+                for i in range(20)
+            ),
+        )
+    hist = await store.load(pid)
+    assert [e.sequence for e in hist.events] == list(range(120))
+    amounts = [e.event.amount_cents for e in hist.events]  # type: ignore[attr-defined]
+    assert sorted(amounts) == [*range(100), *range(1000, 1020)]
+    assert sorted(r.first_sequence for r in results) == list(range(120))
+    assert len(client._ctx.turns) == 0  # no lock is kept once idle
+
+
 async def test_a_conflict_known_from_the_cache_raises_without_publishing(
     client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
