@@ -831,6 +831,11 @@ class Wire:
         deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
             got = await self._gather(subject, body, batch, f"replay via {name}", inbox)
+            if got.status == "503" and delivered:
+                # The consumer is gone (its inactive threshold passed while the
+                # caller worked through a page): go on with a new one.
+                yield None, 0, 0
+                return
             retry = got.status == "503" and delivered == 0
             if retry and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.005)

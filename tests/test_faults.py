@@ -21,6 +21,7 @@ import angzarr_es
 from angzarr_es import ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from tests.bushelp import consumer_names
 from tests.cluster import eventually
 from tests.conftest import delete_stream, fresh_config
 from tests.faultproxy import FaultProxy
@@ -330,6 +331,26 @@ async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
         part = await store.load("lag", 1, 4)
         assert [e.sequence for e in part.events] == [1, 2, 3]
         assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+
+
+async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
+    """A replay consumer left idle past its inactive threshold (30 s) while the
+    caller works through a page is deleted by the server: the iteration goes
+    on with a new one from where it was (found by review: a 503 mid-replay)."""
+    config = with_nats(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    async with await angzarr_es.connect(config=config) as c:
+        store = c.store("player")
+        for i in range(1200):  # more commits than one pull fetches (1000)
+            await store.append("slow", [tagged(str(i))], expected=i)
+        seen = []
+        async for e in store.iter("slow"):
+            seen.append(e.sequence)
+            if e.sequence == 5:  # as the inactive threshold would, mid-page
+                names = await consumer_names(c, config.nats.stream_name)
+                assert len(names) == 1
+                await c._wire.api(f"$JS.API.CONSUMER.DELETE.{config.nats.stream_name}.{names[0]}")
+        assert seen == list(range(1200))
+        assert await consumer_names(c, config.nats.stream_name) == []
 
 
 async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader(
