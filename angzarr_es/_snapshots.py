@@ -160,6 +160,12 @@ async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] 
         snap = core_pb2.Snapshot.FromString(msg.data)
     except DecodeError as exc:
         raise CodecError(f"corrupt snapshot on {subject}: {exc}", subject=subject) from exc
-    commit_seq = int(headers.get(H_COMMIT_SEQ, "1") or 1)
+    raw_seq = headers.get(H_COMMIT_SEQ, "1") or "1"
+    if not raw_seq.isdigit():
+        raise CodecError(
+            f"corrupt snapshot on {subject}: {H_COMMIT_SEQ} is {raw_seq!r}, not a stream sequence",
+            subject=subject,
+        )
+    commit_seq = int(raw_seq)
     record = Snapshot(sequence=snap.sequence, state=codec.unpack(snap.state))
     return record, commit_seq

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 from google.protobuf import any_pb2, symbol_database, timestamp_pb2
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError, EncodeError, Message
 
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2
@@ -53,12 +53,16 @@ def pack(event: Message) -> any_pb2.Any:
 
     Raises:
         TypeError: `event` is not a protobuf message.
+        ValueError: it lacks a required (proto2) field.
     """
     if not isinstance(event, Message):
         raise TypeError(f"events must be protobuf messages, got {type(event).__name__}")
     packed = any_pb2.Any()
     packed.type_url = "/" + event.DESCRIPTOR.full_name
-    packed.value = event.SerializeToString()
+    try:
+        packed.value = event.SerializeToString()
+    except EncodeError as exc:
+        raise ValueError(f"event {event.DESCRIPTOR.full_name} cannot be stored: {exc}") from exc
     return packed
 
 

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -152,7 +153,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         if env.get("NATS_URL"):
             nats = msgspec.structs.replace(nats, url=env["NATS_URL"])
         if env.get("BUS_BACKEND"):
-            backend = env["BUS_BACKEND"].strip()
+            backend = env["BUS_BACKEND"].strip().lower()
         return Config(bus=BusConfig(backend=backend, nats=nats))
 
     def with_url(self, url: str | list[str]) -> Config:
@@ -197,6 +198,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 (c.ack_wait > 0, f"bus.nats.consumers[{c.name}].ack_wait must be > 0"),
                 (all(b >= 0 for b in c.backoff), f"bus.nats.consumers[{c.name}].backoff < 0"),
             ]
+        for key in ("max_age", "duplicate_window", "request_timeout", "connect_timeout"):
+            checks.append(
+                (math.isfinite(getattr(n, key)), f"bus.nats.{key} must be a finite number")
+            )
+        for c in n.consumers:
+            checks.append(
+                (
+                    all(math.isfinite(x) for x in (c.ack_wait, *c.backoff)),
+                    f"bus.nats.consumers[{c.name}]: ack_wait and backoff must be finite",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{where}: {message}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import aclosing
@@ -33,6 +34,7 @@ from angzarr_es.errors import (
     AppendTooLarge,
     CodecError,
     ConcurrencyError,
+    InvalidAggregateId,
     StoreTimeout,
     StoreUnavailable,
 )
@@ -46,6 +48,8 @@ from angzarr_es.subjects import (
 )
 
 __all__ = ["EventStore"]
+
+log = logging.getLogger("angzarr_es")
 
 # Direct Get page: commits per request, and the byte budget the server may send
 # for a load (as few round trips as possible) and for iter (bounded memory).
@@ -130,7 +134,9 @@ class EventStore:
         for a new aggregate), or `ANY`. The server enforces it.
 
         Raises:
-            TypeError: an event is not a protobuf message (nothing is sent).
+            TypeError: an event is not a protobuf message, or `correlation_id`
+                not a str (nothing is sent).
+            ValueError: an event lacks a required (proto2) field (nothing is sent).
             InvalidAggregateId: bad `root`.
             ConcurrencyError: `expected` is not the aggregate's next sequence.
             AppendTooLarge: the commit exceeds the server's max_payload.
@@ -209,7 +215,13 @@ class EventStore:
         )
 
     def _entry_subject(self, correlation_id: str) -> str:
-        """Where a commit stamped `correlation_id` is indexed ("" for no id)."""
+        """Where a commit stamped `correlation_id` is indexed ("" for no id).
+
+        Raises:
+            TypeError: `correlation_id` is not a str.
+        """
+        if not isinstance(correlation_id, str):
+            raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")
         if not correlation_id:
             return ""
         return _correlation.index_subject(self._ctx.cfg.subject_prefix, correlation_id)
@@ -451,7 +463,8 @@ class EventStore:
 
         Pages through the server's subject index (one request per 100,000
         aggregates); holds one page at a time. A UUID root is listed as its
-        canonical string.
+        canonical string. A subject whose last token no store writes (someone
+        else's message on the domain's subjects) is skipped with a warning.
 
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
@@ -463,7 +476,12 @@ class EventStore:
         async with aclosing(pages):
             async for page in pages:
                 for subject in page:
-                    yield decode_root(subject[head : len(subject) - cut])
+                    try:
+                        root = decode_root(subject[head : len(subject) - cut])
+                    except InvalidAggregateId:
+                        log.warning("list_roots: skipping %s, not an aggregate's subject", subject)
+                        continue
+                    yield root
                 del page  # before the next page arrives: hold one at a time
 
     async def iter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -100,6 +100,24 @@ def test_a_book_that_is_not_a_commit_has_no_span(sequences: tuple[int, ...], nxt
     with pytest.raises(CodecError) as info:
         codec.commit_span(book, subject="a.b", stream_sequence=7)
     assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
+
+
+def test_pack_names_a_missing_required_field() -> None:
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="test_strict_p2.proto", package="teststrict", syntax="proto2"
+    )
+    fdp.message_type.add(name="Strict").field.add(
+        name="id",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("teststrict.Strict"))
+    with pytest.raises(ValueError, match=r"teststrict\.Strict.*required fields: id"):
+        codec.pack(cls())
+    assert codec.pack(cls(id="x")).type_url == "/teststrict.Strict"
 
 
 @pytest.mark.parametrize("bad", [b"x", 1, None, object()])

@@ -67,6 +67,7 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
 def test_unsupported_backend_from_env(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="kafka"):
         Config.load(None, {"BUS_BACKEND": "kafka"})
+    assert Config.load(None, {"BUS_BACKEND": " NATS "}).bus.backend == "nats"
 
 
 @pytest.mark.parametrize(
@@ -83,6 +84,11 @@ def test_unsupported_backend_from_env(tmp_path: Path) -> None:
         ("[bus.nats]\nmax_age = -1\n", "bus.nats.max_age"),
         ("[bus.nats]\nurl = []\n", "bus.nats.url"),
         ("[bus.nats]\nreplay = 'magic'\n", "bus.nats.replay"),
+        ("[bus.nats]\nduplicate_window = inf\n", "bus.nats.duplicate_window"),
+        ("[bus.nats]\nmax_age = inf\n", "bus.nats.max_age"),
+        ("[bus.nats]\nconnect_timeout = inf\n", "bus.nats.connect_timeout"),
+        ("[bus.nats]\nrequest_timeout = nan\n", "bus.nats.request_timeout"),
+        ("[[bus.nats.consumers]]\nname = 'p'\nfilter = 'x'\nbackoff = [inf]\n", "consumers[p]"),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, key: str) -> None:

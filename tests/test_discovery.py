@@ -171,3 +171,17 @@ async def test_listing_a_missing_stream_is_an_error(client: angzarr_es.Client) -
     async with await angzarr_es.connect(config=cfg) as other:
         with pytest.raises(angzarr_es.StoreUnavailable):
             [r async for r in other.store("player").list_roots()]
+
+
+async def test_a_stray_subject_is_skipped_not_fatal(
+    client: angzarr_es.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone else's message on a subject of the domain that no store writes."""
+    store = client.store("player")
+    for root in ("alice", "zed"):
+        await store.append(root, [player_pb2.PlayerRegistered(name=root)], expected=0)
+    prefix = client.config.nats.subject_prefix
+    await publish_acked(client._wire, [f"{prefix}.events.player.bad@token"], b"")
+    listed = [r async for r in store.list_roots()]
+    assert listed == ["alice", "zed"]
+    assert "bad@token" in caplog.text

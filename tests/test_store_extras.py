@@ -3,6 +3,7 @@ lands in which stream, and which requests a load makes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,6 +51,16 @@ async def test_commits_without_a_correlation_id_are_one_message_each(
         await store.append("p", [deposit(n)], expected=n)
     assert await messages(client) == 5
     assert await index_entries(client) == {}
+
+
+@pytest.mark.parametrize("bad", [uuid.UUID(int=7), 42, b"wf"])
+async def test_a_correlation_id_that_is_not_a_str_is_refused(
+    client: angzarr_es.Client, bad: object
+) -> None:
+    store = client.store("player")
+    with pytest.raises(TypeError, match="correlation_id must be a str"):
+        await store.append("p", [deposit(1)], expected=0, correlation_id=bad)  # type: ignore[arg-type]
+    assert await messages(client) == 0
 
 
 async def test_a_correlated_commit_is_preceded_by_its_index_entry(
@@ -136,6 +147,24 @@ async def replay_client(
         yield client
         await delete_stream(client, config.nats.stream_name)
         await delete_stream(client, config.nats.snapshot_stream)
+
+
+async def test_a_foreign_snapshot_header_is_a_codec_error(
+    replay_client: angzarr_es.Client,
+) -> None:
+    client = replay_client
+    store = client.store("player")
+    await store.append("p", [deposit(1)], expected=0)
+    subject = f"{client.config.nats.subject_prefix}.snapshots.player.p"
+    state = player_pb2.PlayerState(balance_cents=1)
+    snap = core_pb2.Snapshot(sequence=0)
+    snap.state.Pack(state)
+    ack = await client._wire.publish_commit(
+        subject, snap.SerializeToString(), {"Angzarr-Commit-Sequence": "abc"}, 2.0
+    )
+    assert ack.error is None
+    with pytest.raises(angzarr_es.CodecError, match="abc"):
+        await store.load("p", snapshot=True)
 
 
 async def test_a_snapshot_load_starts_at_the_covering_commit(
