@@ -190,6 +190,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             (n.snapshot_history >= 0, "bus.nats.snapshot_history must be >= 0"),
             (_prefix_ok(n.subject_prefix), "bus.nats.subject_prefix must be dot-separated tokens"),
             (_token_ok(n.dlq_stream), "bus.nats.dlq_stream must be one token of [A-Za-z0-9_-]"),
+            (
+                len({n.stream_name, n.snapshot_stream, n.dlq_stream}) == 3,
+                "bus.nats.stream_name, the snapshot stream "
+                f"({n.snapshot_stream}) and dlq_stream must be three different streams",
+            ),
         ]
         for c in n.consumers:
             checks += [

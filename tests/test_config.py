@@ -85,6 +85,8 @@ def test_unsupported_backend_from_env(tmp_path: Path) -> None:
         ("[bus.nats]\nurl = []\n", "bus.nats.url"),
         ("[bus.nats]\nreplay = 'magic'\n", "bus.nats.replay"),
         ("[bus.nats]\nduplicate_window = inf\n", "bus.nats.duplicate_window"),
+        ("[bus.nats]\nstream_name = 'a'\nsnapshot_stream_name = 'a'\n", "three different"),
+        ("[bus.nats]\ndlq_stream = 'angzarr-events'\n", "three different"),
         ("[bus.nats]\nmax_age = inf\n", "bus.nats.max_age"),
         ("[bus.nats]\nconnect_timeout = inf\n", "bus.nats.connect_timeout"),
         ("[bus.nats]\nrequest_timeout = nan\n", "bus.nats.request_timeout"),
