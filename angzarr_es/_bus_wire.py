@@ -75,21 +75,26 @@ class CoreSubscription:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._in_handler: asyncio.Task[object] | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
         if self._closed:
             return
         self._idle.clear()
+        self._in_handler = asyncio.current_task()
         try:
             await self._handler(msg.subject, msg.data)
         finally:
+            self._in_handler = None
             self._idle.set()
 
     async def close(self) -> None:
         """Let the handler call in progress finish, then unsubscribe; messages
-        already queued are dropped."""
+        already queued are dropped. Called from the handler itself, it does
+        not wait for that call (which is the caller)."""
         self._closed = True
-        await self._idle.wait()
+        if asyncio.current_task() is not self._in_handler:
+            await self._idle.wait()
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()

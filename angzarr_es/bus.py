@@ -35,6 +35,7 @@ from angzarr_es.errors import (
     ConfigError,
     InvalidAggregateId,
     StoreError,
+    StoreTimeout,
     StoreUnavailable,
 )
 from angzarr_es.filters import FilterLike, resolve
@@ -283,9 +284,14 @@ class Bus:
                     idle.set()
 
         task = asyncio.create_task(pump(), name=f"angzarr-subscribe {subject}")
+        task.add_done_callback(_log_death)
 
         async def close() -> None:
             closing.set()
+            if asyncio.current_task() is task:
+                # From the handler itself: the pump stops once it returns.
+                await reader.aclose()
+                return
             await idle.wait()  # the call in progress finishes; the next never starts
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -355,6 +361,12 @@ def _dlq_config(cfg: NatsConfig) -> js.StreamConfig:
     )
 
 
+def _log_death(task: asyncio.Task[None]) -> None:
+    """A subscription's pump ended by an error, not by `close()`: say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("subscription stopped: %s", task.get_name(), exc_info=task.exception())
+
+
 class CatchUp:
     """Replay a filter's history from `start`, then follow live commits.
 
@@ -382,6 +394,7 @@ class CatchUp:
         self._puller: bw.Puller | None = None
         self._dseq = 0
         self._last_sseq = 0
+        self._created = False
         self._broken = False
         self._closed = False
 
@@ -394,7 +407,14 @@ class CatchUp:
         """Create the consumer and start pulling (done by the first `__anext__` otherwise)."""
         if self._puller is not None:
             return
-        await self._create(self._start)
+        await self._create(self._resume_from())
+
+    def _resume_from(self) -> Start:
+        """Where a (re)created consumer starts: after the last commit seen, or at
+        `start` while nothing has been (a consumer from "new" has seen the end)."""
+        if self._last_sseq or (self._created and self._start == "new"):
+            return self._last_sseq + 1
+        return self._start
 
     async def _create(self, start: Start) -> None:
         stream = self._cfg.stream_name
@@ -411,6 +431,7 @@ class CatchUp:
         info = await bw.consumer_put(self._wire, stream, config, "create")
         if start == "new":
             self._last_sseq = info.delivered.stream_seq
+        self._created = True
         self._dseq = 0
         self._broken = False
         puller = bw.Puller(self._wire, stream, self._name, self._on_msg, self._on_status)
@@ -443,14 +464,25 @@ class CatchUp:
             await puller.pull(self._window - have)
 
     async def _recreate(self) -> None:
+        """A new consumer from after the last commit seen; while the server is
+        unreachable, try again (0.1 s doubling to 5 s apart) until it is back
+        or the reader is closed."""
         old = self._puller
         self._puller = None
         if old is not None:
             await old.stop()
         with contextlib.suppress(StoreError):
             await bw.consumer_delete(self._wire, self._cfg.stream_name, self._name)
-        start: Start = self._last_sseq + 1 if self._last_sseq else self._start
-        await self._create(start)
+        pause = 0.1
+        while not self._closed:
+            try:
+                await self._create(self._resume_from())
+                return
+            except (StoreTimeout, StoreUnavailable) as exc:
+                log.warning("subscription to %s: %s; retrying in %.1fs", self._subject, exc, pause)
+            # Back-off between attempts (nothing to wait on): the server is away.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def __aiter__(self) -> CatchUp:
         return self
@@ -462,18 +494,30 @@ class CatchUp:
             await self.open()
         while True:
             puller = self._puller
-            assert puller is not None
+            if self._closed or puller is None:  # closed by another task meanwhile
+                raise StopAsyncIteration
             self._wake.clear()
             if not self._queue.empty():
                 msg = self._queue.get_nowait()
                 await self._top_up()
-                return decode_delivery(
-                    self._cfg.subject_prefix,
-                    msg.subject,
-                    msg.data,
-                    stream_sequence=msg.stream_seq,
-                    delivery_count=msg.delivered,
-                )
+                try:
+                    return decode_delivery(
+                        self._cfg.subject_prefix,
+                        msg.subject,
+                        msg.data,
+                        stream_sequence=msg.stream_seq,
+                        delivery_count=msg.delivered,
+                    )
+                except AngzarrESError as exc:
+                    # Someone else's message on our subjects: one reader's
+                    # poison must not end the subscription (as in core mode).
+                    log.warning(
+                        "skipping undecodable message on %s (stream sequence %d): %s",
+                        msg.subject,
+                        msg.stream_seq,
+                        exc,
+                    )
+                    continue
             if self._broken or puller.stalled():
                 await self._recreate()
                 continue
@@ -486,6 +530,7 @@ class CatchUp:
         if self._closed:
             return
         self._closed = True
+        self._wake.set()  # an iteration waiting in another task ends
         puller, self._puller = self._puller, None
         if puller is not None:
             await puller.stop()

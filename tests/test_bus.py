@@ -12,7 +12,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es import ConfigError, filters
-from angzarr_es.bus import Delivery, root_of
+from angzarr_es.bus import Delivery, Subscription, root_of
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, hand_pb2
 from angzarr_es.subjects import root_bytes
@@ -300,6 +300,116 @@ async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Clien
         (renewed,) = await consumer_names(js_client, stream)
         assert renewed != name
     assert got == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def foreign(client: angzarr_es.Client, subject: str, payload: bytes) -> None:
+    """A message someone else stores on the event stream's subjects."""
+    ack = await client._wire.publish_commit(subject, payload, {}, 2.0)
+    assert ack.error is None
+
+
+async def test_foreign_messages_are_skipped_not_fatal(js_client: angzarr_es.Client) -> None:
+    """An undecodable message (bad bytes on an aggregate subject, or a subject
+    no aggregate has) is skipped with a warning by a live subscription and by
+    a catch-up: it ended both before (the live one silently)."""
+    prefix = js_client.config.nats.subject_prefix
+    store = js_client.store("player")
+    live = Recorder()
+    async with await js_client.bus.subscribe(filters.everything(), live):
+        await store.append("p", [deposit(0)], expected=0)
+        await foreign(js_client, f"{prefix}.events.player.junk", b"\xff\xff")
+        await foreign(js_client, f"{prefix}.events.legacy", book("player", "x").SerializeToString())
+        await store.append("p", [deposit(1)], expected=1)
+        await live.wait_count(2)
+    assert [d.events[0].sequence for d in live.seen] == [0, 1]
+    got = []
+    async with js_client.subscribe(filters.everything(), start="all") as sub:
+        async for d in sub:
+            got.append(d.stream_sequence)
+            if len(got) == 2:
+                break
+    assert got == [1, 4]
+
+
+async def test_catch_up_resumes_where_it_was_after_the_server_was_away(
+    js_client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the consumer cannot be re-created (server away) the catch-up
+    retries; it then goes on after the last commit it delivered. It restarted
+    from its original start before, repeating history."""
+    store = js_client.store("player")
+    for i in range(3):
+        await store.append("p", [deposit(i)], expected=i)
+    real = angzarr_es._bus_wire.consumer_put
+    failures = 0
+
+    async def away(*args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise angzarr_es.StoreTimeout("create: no answer from NATS in time")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    got = []
+    async with js_client.subscribe(filters.domain("player"), start="all") as sub:
+        async for d in sub:
+            got.append(d.stream_sequence)
+            if len(got) == 3:  # history read: lose the consumer, then write more
+                monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", away)
+                sub._broken = True  # as a lost consumer or a stall would
+                await store.append("p", [deposit(3)], expected=3)
+            if len(got) == 4:
+                break
+    assert failures == 2
+    assert got == [1, 2, 3, 4]
+
+
+async def test_closing_a_catch_up_from_another_task_ends_its_iteration(
+    js_client: angzarr_es.Client,
+) -> None:
+    sub = js_client.subscribe(filters.domain("player"), start="all")
+    await sub.open()
+    first = asyncio.Event()
+    got: list[int] = []
+
+    async def read() -> None:
+        async for d in sub:
+            got.append(d.stream_sequence)
+            first.set()
+
+    reader = asyncio.create_task(read())
+    await js_client.store("player").append("p", [deposit(0)], expected=0)
+    await asyncio.wait_for(first.wait(), 10)
+    await sub.aclose()  # the reader now waits for more, in its own task
+    await asyncio.wait_for(reader, 10)  # ended by the close (an AssertionError before)
+    assert got == [1]
+
+
+@pytest.mark.parametrize("mode", ["core", "jetstream"])
+async def test_a_handler_can_close_its_own_subscription(mode: str, config: Config) -> None:
+    cfg = with_nats(config, jetstream=mode == "jetstream")
+    subs: list[Subscription] = []
+    closed = asyncio.Event()
+
+    async def close_on_first(d: Delivery) -> None:
+        await subs[0].close()  # deadlocked before: close waited for this very call
+        closed.set()
+
+    seen = Recorder(close_on_first)
+    async with await angzarr_es.connect(config=cfg) as c:
+        if mode == "jetstream":
+            await c.provision()
+        subs.append(await c.bus.subscribe(filters.domain("player"), seen))
+        for i in range(3):
+            if mode == "jetstream":
+                await c.store("player").append(f"p{i}", [deposit(i)], expected=0)
+            else:
+                await c.bus.publish(book("player", f"p{i}", deposit(i)))
+        await asyncio.wait_for(closed.wait(), 10)
+        if mode == "jetstream":
+            assert await consumer_names(c, cfg.nats.stream_name) == []
+            await delete_stream(c, cfg.nats.stream_name)
+    assert len(seen.seen) == 1
 
 
 def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object) -> None:
