@@ -249,15 +249,16 @@ class Projector:
         self._cfg = cfg
         self._settings = settings
         self._handler = handler
-        self._buffer = min(
-            settings.buffer or max(4 * settings.concurrency, 64), settings.max_ack_pending
-        )
+        self._buffer = settings.buffer or max(4 * settings.concurrency, 64)
+        if settings.max_ack_pending > 0:  # -1 (or 0): the server's unlimited or default
+            self._buffer = min(self._buffer, settings.max_ack_pending)
         self._in_hand: dict[int, bw.Pulled] = {}
         self._keys: dict[str, _Key] = {}
         # Runnable aggregates as (stream seq of their next commit, subject):
         # the oldest commit goes first. Entries may be stale; _pump checks.
         self._ready: list[tuple[int, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active: set[int] = set()  # stream sequences whose handler is running
         self._puller: bw.Puller | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -268,6 +269,8 @@ class Projector:
         self._pull_after = 0.0
         self._no_leader = 0
         self._advisories: bw.CoreSubscription | None = None
+        # Set when the server deleted the durable consumer under us.
+        self._gone: StoreError | None = None
 
     @property
     def name(self) -> str:
@@ -296,17 +299,21 @@ class Projector:
 
         Raises:
             TimeoutError: not within `timeout` seconds.
+            StoreError: the durable consumer was deleted (by someone else) while
+                running: the projector stopped pulling.
         """
         async with asyncio.timeout(timeout):
             while not predicate(stats := self.stats):
+                if self._gone is not None:
+                    raise self._gone
                 self._settled.clear()
                 await self._settled.wait()
         return stats
 
     @property
     def running(self) -> bool:
-        """Whether it is pulling commits."""
-        return self._loop_task is not None
+        """Whether it is pulling commits (False once its consumer was deleted under it)."""
+        return self._loop_task is not None and self._gone is None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -355,24 +362,31 @@ class Projector:
         puller, self._puller = self._puller, None
         if puller is not None:
             await puller.stop()
-        advisories, self._advisories = self._advisories, None
-        if advisories is not None:
-            await advisories.close()
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=drain_timeout)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
         self._loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
         self._loop_task = None
-        # A commit on its last delivery is not handed back: the server would
-        # give up on it at once. It expires after ack_wait instead, and the
-        # projector then running dead-letters it from the server's advisory.
-        returned = [m for m in self._in_hand.values() if m.delivered < self._settings.max_deliver]
-        self._in_hand.clear()
+        # A commit on its last delivery cannot be handed back (the server would
+        # give up on it at once, and with no projector running its advisory is
+        # lost): those in hand are handled within the drain, in order.
+        self._pump()
+        late = await self._drain(drain_timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        advisories, self._advisories = self._advisories, None
+        if advisories is not None:
+            await advisories.close()
+        # Commits in hand and not running (a stop() from a handler leaves its
+        # caller's commit to be acked when it returns).
+        idle = [m for seq, m in self._in_hand.items() if seq not in self._active]
+        for msg in idle:
+            if msg.delivered >= self._settings.max_deliver:
+                await self._give_up(msg)  # not reached in the drain: dead-letter, never drop
+        returned = [m for m in idle if m.delivered < self._settings.max_deliver]
+        for msg in idle:
+            self._in_hand.pop(msg.stream_seq, None)
         self._keys.clear()
         self._ready.clear()
         try:
@@ -386,6 +400,42 @@ class Projector:
             log.warning(
                 "projector %s: could not hand back %d commits: %s", self.name, len(returned), exc
             )
+
+    async def _drain(self, timeout: float | None) -> set[asyncio.Task[None]]:
+        """Wait for the running handlers (and those stop() starts), keeping every
+        commit in hand alive with in-progress acks; the tasks still running
+        after `timeout`. A stop() from a handler does not wait for its caller."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        keepalive = max(self._settings.ack_wait / 3, 0.05)
+        me = asyncio.current_task()
+        while pending := {t for t in self._tasks if t is not me}:
+            left = keepalive if deadline is None else min(keepalive, deadline - loop.time())
+            if left <= 0:
+                return pending
+            await asyncio.wait(pending, timeout=left)
+            try:
+                for msg in list(self._in_hand.values()):
+                    await bw.reply(self._wire, msg.reply, bw.PROGRESS)
+            except StoreError as exc:
+                log.warning("projector %s: in-progress ack while stopping: %s", self.name, exc)
+        return set()
+
+    async def _give_up(self, msg: bw.Pulled) -> None:
+        try:
+            await self._publish_dead_letter(
+                msg.subject,
+                msg.data,
+                msg.stream_seq,
+                msg.delivered,
+                "ProjectorStopped: the projector stopped before handling the last delivery",
+            )
+            await bw.reply(self._wire, msg.reply, bw.TERM + b" projector stopped")
+        except StoreError as exc:
+            log.error("projector %s: could not dead-letter #%d: %s", self.name, msg.stream_seq, exc)
+            return
+        self._in_hand.pop(msg.stream_seq, None)
+        self._dead += 1
 
     async def reset(self, start: Start = "all") -> None:
         """Replay from `start`: recreate the consumer there (dropping its checkpoint).
@@ -468,7 +518,23 @@ class Projector:
             self._wake.set()
             return
         self._no_leader = 0
-        if status not in ("404", "408", "423"):
+        if status == "409" and "deleted" in description.lower():
+            # Not an election: someone removed the durable (and its checkpoint).
+            # Re-creating it would replay from `start`; stop and say so instead.
+            if self._gone is None:
+                log.error(
+                    "projector %s: its consumer %s was deleted on the server; stopped pulling "
+                    "(provision it again and restart, or reset())",
+                    self.name,
+                    self._settings.durable,
+                )
+                self._gone = StoreError(
+                    f"projector {self.name}: consumer {self._settings.durable} was deleted "
+                    "on the server",
+                    code=409,
+                )
+            self._settled.set()
+        elif status not in ("404", "408", "423"):
             log.warning("projector %s: server says %s %s", self.name, status, description)
         self._wake.set()
 
@@ -486,19 +552,26 @@ class Projector:
     def _pump(self) -> None:
         now = time.monotonic()
         limit = self._settings.concurrency
-        while self._ready and self._running < limit and not self._stopping:
+        while self._ready and self._running < limit:
             head, subject = heapq.heappop(self._ready)
             key = self._keys.get(subject)
             if key is None or not key.runnable(now) or key.heap[0] != head:
                 continue
+            if self._stopping and not self._last_delivery(head):
+                continue  # handed back by stop()
             key.blocked_seq = 0
             key.busy = True
             self._running += 1
             seq = heapq.heappop(key.heap)
+            self._active.add(seq)
             task = asyncio.create_task(self._handle(subject, key, seq))
             task.set_name("handler")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _last_delivery(self, seq: int) -> bool:
+        msg = self._in_hand.get(seq)
+        return msg is not None and msg.delivered >= self._settings.max_deliver
 
     async def _handle(self, subject: str, key: _Key, seq: int) -> None:
         try:
@@ -529,6 +602,7 @@ class Projector:
         except AngzarrESError as exc:
             log.error("projector %s: could not settle %s #%d: %s", self.name, subject, seq, exc)
         finally:
+            self._active.discard(seq)
             self._settled.set()
             key.busy = False
             self._running -= 1
@@ -636,7 +710,7 @@ class Projector:
         next_keepalive = time.monotonic() + keepalive
         while not self._stopping:
             puller = self._puller
-            if puller is None:
+            if puller is None or self._gone is not None:
                 return
             self._wake.clear()
             try:

@@ -26,6 +26,7 @@ from angzarr_es.projector import (
     H_SUBJECT,
 )
 from tests.bushelp import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
+from tests.cluster import eventually
 from tests.conftest import delete_stream
 
 
@@ -374,6 +375,108 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         await p2.wait(lambda s: s.handled == 4, timeout=WAIT)
     handled = {d.stream_sequence for d in seen.seen[:2]} | {d.stream_sequence for d in rest.seen}
     assert handled == set(range(1, 7))
+
+
+async def test_a_drain_longer_than_ack_wait_keeps_its_commits(client: angzarr_es.Client) -> None:
+    """stop() waits for a running handler; meanwhile the in-progress acks go
+    on, so a second process on the same durable gets nothing twice (it got
+    the running commit 0.8 s into a drain before)."""
+    release = asyncio.Event()
+
+    async def slow(d: Delivery) -> None:
+        await release.wait()
+
+    await append_many(client, ["a"], 1)
+    a, b = Recorder(slow), Recorder()
+    pa = client.projector("proj", filters.domain("player"), a, ack_wait=0.6)
+    await pa.start()
+    await a.wait_count(1)
+    async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
+        stopping = asyncio.create_task(pa.stop())
+        # Three times ack_wait: without in-progress acks B would get it.
+        with pytest.raises(TimeoutError):
+            await b.wait_count(1, timeout=1.8)
+        release.set()
+        await stopping
+    assert pa.stats.handled == 1
+    assert [d.delivery_count for d in a.seen] == [1]
+    assert b.seen == []
+
+
+async def test_commits_on_their_last_delivery_are_handled_when_stopping(
+    client: angzarr_es.Client,
+) -> None:
+    """With max_deliver=1 every commit in hand is on its last delivery: it
+    cannot be handed back, so stop() handles it (in the drain) instead of
+    leaving it to expire, which lost it when no projector was running."""
+    release = asyncio.Event()
+
+    async def gated(d: Delivery) -> None:
+        await release.wait()
+
+    await append_many(client, ["a", "b", "c"], 2)
+    seen = Recorder(gated)
+    p = client.projector("proj", filters.domain("player"), seen, max_deliver=1)
+    await p.start()
+    await seen.wait_count(1)  # one running (concurrency 1) ...
+
+    async def all_in_hand() -> bool | None:
+        return True if len(p._in_hand) == 6 else None
+
+    await eventually(all_in_hand, timeout=WAIT, what="five more commits in hand")
+    stopping = asyncio.create_task(p.stop())
+    await asyncio.sleep(0)  # let stop() begin, then let the handlers run
+    release.set()
+    await stopping
+    assert p.stats.handled == 6
+    assert p.stats.dead_lettered == 0
+    assert sorted(d.stream_sequence for d in seen.seen) == list(range(1, 7))
+    assert sequences_by_root(seen.seen) == {"a": [0, 1], "b": [0, 1], "c": [0, 1]}
+    assert await p.checkpoint() == 6
+
+
+async def test_a_handler_can_stop_its_projector(client: angzarr_es.Client) -> None:
+    holder: list[angzarr_es.Projector] = []
+    stopped = asyncio.Event()
+
+    async def stop_on_first(d: Delivery) -> None:
+        await holder[0].stop(drain_timeout=10)  # waited for itself, then cancelled itself
+        stopped.set()
+
+    await append_many(client, ["a"], 3)
+    seen = Recorder(stop_on_first)
+    holder.append(client.projector("proj", filters.domain("player"), seen))
+    await holder[0].start()
+    await asyncio.wait_for(stopped.wait(), 5)
+    assert not holder[0].running
+    await holder[0].wait(lambda s: s.handled == 1, timeout=5)  # its own commit is acked
+    assert len(seen.seen) == 1
+
+    async def acked() -> bool | None:
+        return True if await holder[0].checkpoint() == 1 else None
+
+    await eventually(acked, timeout=WAIT, what="the ack of the handler's own commit")
+
+
+async def test_unlimited_max_ack_pending_still_pulls(client: angzarr_es.Client) -> None:
+    await append_many(client, ["a"], 3)
+    seen = Recorder()
+    async with client.projector("proj", filters.domain("player"), seen, max_ack_pending=-1) as p:
+        await p.wait(lambda s: s.handled == 3, timeout=WAIT)
+
+
+async def test_a_consumer_deleted_under_a_running_projector_is_reported(
+    client: angzarr_es.Client,
+) -> None:
+    await append_many(client, ["a"], 1)
+    seen = Recorder()
+    async with client.projector("proj", filters.domain("player"), seen) as p:
+        await p.wait(lambda s: s.handled == 1, timeout=WAIT)
+        stream = client.config.nats.stream_name
+        await client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.proj")
+        with pytest.raises(angzarr_es.StoreError, match="deleted"):
+            await p.wait(lambda s: s.handled == 2, timeout=WAIT)
+        assert not p.running
 
 
 def test_settings_are_checked(config: Config) -> None:
