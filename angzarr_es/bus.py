@@ -69,6 +69,9 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     """JetStream stream sequence (0 in core mode)."""
     delivery_count: int = 0
     """1 on first delivery, more on redelivery (0 when there is no consumer)."""
+    edition: str = ""
+    """The edition (what-if timeline) the commit belongs to; "" for the main
+    timeline. `filters.everything()` and `domain(..., deep=True)` match both."""
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -93,6 +96,7 @@ def decode_delivery(
         events=codec.recorded(book, subject=subject),
         stream_sequence=stream_sequence,
         delivery_count=delivery_count,
+        edition=book.cover.edition.name,
     )
 
 

@@ -33,7 +33,8 @@ FilterLike = Filter | str
 
 
 def everything() -> Filter:
-    """Every aggregate of every domain."""
+    """Every aggregate of every domain, editions (what-if timelines) included:
+    tell them apart by `Delivery.edition`."""
     return Filter(tail=">")
 
 
@@ -60,7 +61,7 @@ def resolve(f: FilterLike, prefix: str) -> str:
 
     Raises:
         TypeError: `f` is neither a Filter nor a str.
-        ValueError: an empty string.
+        ValueError: an empty string, or one outside `<prefix>.events.`.
     """
     if isinstance(f, Filter):
         return f.subject(prefix)
@@ -68,4 +69,11 @@ def resolve(f: FilterLike, prefix: str) -> str:
         raise TypeError(f"a filter must be a Filter or a subject string, got {type(f).__name__}")
     if not f or " " in f:
         raise ValueError(f"not a subject filter: {f!r}")
+    head = f"{prefix}.events."
+    if not f.startswith(head) and f != f"{prefix}.>":
+        # It could never match a commit (a bare "player" subscribed to nothing).
+        raise ValueError(
+            f"subject filter {f!r} is not under {head!r}: use filters.domain(...) "
+            "or a subject that carries the prefix"
+        )
     return f

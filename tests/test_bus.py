@@ -28,7 +28,11 @@ def test_filters_follow_the_seed_and_the_prefix() -> None:
     assert filters.everything().subject("angzarr") == "angzarr.events.>"
     assert filters.domain("player").subject("acme.prod") == "acme.prod.events.player.*"
     assert filters.aggregate("player", "p 1").subject("a") == "a.events.player.~cCAx"
-    assert filters.resolve("angzarr.events.*.>", "ignored") == "angzarr.events.*.>"
+    assert filters.resolve("angzarr.events.*.>", "angzarr") == "angzarr.events.*.>"
+    assert filters.resolve("angzarr.>", "angzarr") == "angzarr.>"
+    for never_a_commit in ("player", "other.events.player.*", "angzarr.snapshots.>"):
+        with pytest.raises(ValueError, match=r"not under 'angzarr\.events\.'"):
+            filters.resolve(never_a_commit, "angzarr")
     with pytest.raises(angzarr_es.InvalidDomain):
         filters.domain("a.b")
     with pytest.raises(TypeError):
@@ -138,6 +142,17 @@ async def test_wildcard_routing_per_the_seed(mode: str, config: Config) -> None:
 
 
 # -- core mode ----------------------------------------------------------------
+
+
+async def test_deliveries_name_their_edition(js_client: angzarr_es.Client) -> None:
+    """A what-if timeline's commits match everything() too: Delivery.edition
+    tells them from the main timeline's (they looked the same before)."""
+    seen = Recorder()
+    async with await js_client.bus.subscribe(filters.everything(), seen):
+        await js_client.store("player").append("p", [deposit(1)], expected=0)
+        await js_client.store("player", edition="what-if").append("p", [deposit(2)], expected=0)
+        await seen.wait_count(2)
+    assert [(d.root, d.edition) for d in seen.seen] == [("p", ""), ("p", "what-if")]
 
 
 async def test_core_mode_is_at_most_once(core_config: Config) -> None:
