@@ -301,6 +301,13 @@ class Wire:
                 context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             options["tls"] = context
         where = ", ".join(cfg.servers)
+
+        def reason(exc: BaseException) -> str:
+            # nats-py's connect timeout (TCP or the server's INFO) says nothing.
+            if isinstance(exc, TimeoutError):
+                return f"timed out after {cfg.connect_timeout:g}s (connect_timeout)"
+            return str(exc) or repr(exc)
+
         nc = _Client()
         attempt: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**options))
         # Each server is tried twice; past that nats-py is stuck, not trying.
@@ -318,15 +325,17 @@ class Wire:
         except nats.errors.NoServersError as exc:
             cause = fatal.result() if fatal.done() else (last[-1] if last else exc)
             if _refused(cause):
-                raise PermissionDenied(f"NATS at {where} refused the credentials: {cause}") from exc
-            raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from exc
+                raise PermissionDenied(
+                    f"NATS at {where} refused the credentials: {reason(cause)}"
+                ) from exc
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(cause)}") from exc
         except nats.errors.Error as exc:
             text = str(exc)
             if "authorization" in text.lower() or "authentication" in text.lower():
                 raise PermissionDenied(f"NATS at {where} refused the credentials: {text}") from exc
-            raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(exc)}") from exc
         except (TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"cannot connect to NATS at {where}: {exc!r}") from exc
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(exc)}") from exc
         except _GaveUp:
             if not fatal.done():
                 raise StoreUnavailable(
@@ -335,9 +344,9 @@ class Wire:
             cause = fatal.result()
             if _refused(cause):
                 raise PermissionDenied(
-                    f"NATS at {where} refused the credentials: {cause}"
+                    f"NATS at {where} refused the credentials: {reason(cause)}"
                 ) from cause
-            raise StoreUnavailable(f"cannot connect to NATS at {where}: {cause}") from cause
+            raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(cause)}") from cause
         nc.options["max_reconnect_attempts"] = -1
         wire = cls(nc, cfg)
         holder.append(wire)

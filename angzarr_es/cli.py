@@ -11,6 +11,7 @@ non-zero exit status: 1 for a failure, 2 for bad usage or configuration,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -35,6 +36,16 @@ _COMMANDS = {
     "demo": "register a player, deposit, reload, and a rejected concurrent append",
     "bench": "run the benchmark suite (python -m benchmarks ARGS...)",
 }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p.add_argument("--count", type=int, default=0, help="with --watch: stop after N screens")
+    p.add_argument(
+        "--count", type=_positive_int, default=0, help="with --watch: stop after N screens"
+    )
     p.add_argument(
         "--lag-threshold", type=int, default=1000, help="consumer lag reported as a problem"
     )
@@ -114,6 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = importlib.import_module(f"angzarr_es._cli.{args.command}")
     try:
         status: int = handler.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`angzarr-es demo | head -1`): stop quietly.
+        # Python would try to flush stdout again at exit and complain, so point
+        # it at devnull (the docs' "Note on SIGPIPE").
+        _quiet_stdout()
+        return EXIT_FAILURE
     except (ConfigError, InvalidDomain, InvalidAggregateId) as exc:
         return _fail(exc, EXIT_USAGE)
     except AngzarrESError as exc:
@@ -122,6 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return status
+
+
+def _quiet_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _fail(exc: BaseException, status: int) -> int:

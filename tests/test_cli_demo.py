@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,29 @@ def test_demo_reports_an_unreachable_server_in_one_line() -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("angzarr-es: error: cannot connect to NATS at nats://127.0.0.1:1")
+
+
+def test_demo_piped_into_head_stops_quietly() -> None:
+    # `angzarr-es demo | head -1`: the reader goes away after one line.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "angzarr_es", "demo"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("started nats-server at nats://127.0.0.1:")
+        port = int(first.split()[3].rpartition(":")[2])
+        proc.stdout.close()  # the demo has more to say: its next write fails
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert stderr == ""  # no BrokenPipeError traceback, no "Exception ignored"
+    assert proc.returncode == 1
+    with pytest.raises(ConnectionRefusedError):  # its nats-server was stopped too
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -149,6 +149,36 @@ async def test_uninstrumented_commits_carry_no_trace(client: angzarr_es.Client) 
     assert "traceparent" not in (await _stored_headers(client, store.subject("plain"))).lower()
 
 
+@pytest.mark.parametrize("registry", ["default", "own"])
+async def test_instrumenting_two_clients_shares_the_series(config: Config, registry: str) -> None:
+    reg = prom.REGISTRY if registry == "default" else prom.CollectorRegistry()
+
+    def instrument(client: angzarr_es.Client, *, trace: bool) -> metrics.StoreMetrics:
+        if registry == "default":
+            return metrics.instrument(client, trace=trace)
+        return metrics.instrument(client, metrics.StoreMetrics(reg, trace=trace))
+
+    async with (
+        await angzarr_es.connect(config=config) as one,
+        await angzarr_es.connect(config=config) as two,
+    ):
+        await one.provision()
+        try:
+            m1 = instrument(one, trace=True)
+            m2 = instrument(two, trace=False)  # used to raise: duplicated timeseries
+            assert m1.registry is m2.registry is reg
+            assert m1.trace
+            assert not m2.trace
+            domain = f"d{uuid.uuid4().hex}"  # the default registry outlives this test
+            await one.store(domain).append("a", [player_pb2.PlayerRegistered()], expected=0)
+            await two.store(domain).append("b", [player_pb2.PlayerRegistered()], expected=0)
+            assert value(m1, "angzarr_es_appended_events_total", domain=domain) == 2
+            assert value(m2, "angzarr_es_append_seconds_count", domain=domain, outcome="ok") == 2
+        finally:
+            await delete_stream(one, config.nats.stream_name)
+            await delete_stream(one, config.nats.snapshot_stream)
+
+
 def test_bus_counters() -> None:
     m = metrics.StoreMetrics(prom.CollectorRegistry())
     m.redelivered("player-projector", 2)

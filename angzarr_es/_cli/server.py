@@ -10,8 +10,8 @@ from pathlib import Path
 from types import FrameType
 
 from angzarr_es._cli.common import load_config
-from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.errors import StoreUnavailable
+from angzarr_es.embedded import EmbeddedServer, dir_problem
+from angzarr_es.errors import ConfigError, StoreUnavailable
 
 _VERSION = re.compile(r"Version:\s+(\S+)")
 
@@ -19,6 +19,13 @@ _VERSION = re.compile(r"Version:\s+(\S+)")
 def run(args: argparse.Namespace) -> int:
     load_config(args)  # validated like everywhere; the server itself needs no client config
     data_dir = Path(args.data_dir).resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--data-dir {args.data_dir}: cannot use it as the data directory: "
+            f"{dir_problem(data_dir, exc)}"
+        ) from exc
     server = EmbeddedServer(
         store_dir=data_dir, port=args.port, monitor_port=args.monitor_port, host=args.host
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import urllib.parse
 
 import msgspec
 
@@ -18,11 +19,34 @@ from angzarr_es.health import Health
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     monitor = args.monitor_url or os.environ.get("NATS_MONITOR_URL") or None
+    if monitor is not None:
+        source = "--monitor-url" if args.monitor_url else "NATS_MONITOR_URL"
+        _check_url(monitor, source)
+    elif config.nats.monitor_url:
+        _check_url(config.nats.monitor_url, "bus.nats.monitor_url")
     if args.interval <= 0:
         raise ConfigError("--interval must be > 0 seconds")
     if args.lag_threshold < 0:
         raise ConfigError("--lag-threshold must be >= 0")
     return asyncio.run(_run(args, config, monitor))
+
+
+def _check_url(url: str, source: str) -> None:
+    """An http(s) URL with a host, or a usage error.
+
+    Raises:
+        ConfigError
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        good = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        good = False
+    if not good:
+        raise ConfigError(
+            f"{source} {url!r} is not an http:// or https:// URL with a host, "
+            "e.g. http://localhost:8222"
+        )
 
 
 async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str | None) -> int:

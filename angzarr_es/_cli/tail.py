@@ -1,13 +1,15 @@
 """`angzarr-es tail FILTER [--count N] [--json]`: live events on a subject filter.
 
 A core NATS subscription: it sees commits as they are published, not the
-stream's past (use `show` for history).
+stream's past (use `show` for history). Events go to stdout; the banner and
+notices about messages that cannot be shown go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 import msgspec
 
@@ -52,14 +54,19 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, subject: str
     async with await angzarr_es.connect(config=config) as client:
         listener = await client._wire.listen(subject)
         try:
-            print(f"tailing {subject} on {client._wire.connected_url} (Ctrl-C to stop)", flush=True)
+            # Notices go to stderr: stdout carries only events (JSON lines with --json).
+            print(
+                f"tailing {subject} on {client._wire.connected_url} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
             async for msg_subject, data, headers in listener:
                 try:
                     domain, root = parse_subject(prefix, msg_subject)
                     book = codec.decode_book(data, subject=msg_subject)
                     events = codec.recorded(book, subject=msg_subject)
                 except AngzarrESError as exc:
-                    print(f"skipped a message on {msg_subject}: {exc}", flush=True)
+                    print(f"skipped a message on {msg_subject}: {exc}", file=sys.stderr, flush=True)
                     continue
                 trace = headers.get("traceparent", "")
                 for ev in events:
