@@ -401,7 +401,8 @@ async def test_tail_follows_new_events(
             [player_pb2.PlayerRegistered(name="Bob"), player_pb2.FundsDeposited(amount_cents=9)],
             expected=0,
         )
-        await store.append("p2", [player_pb2.PlayerRegistered(name="Eve")], expected=0)
+        what_if = client.store("player", edition="what-if")
+        await what_if.append("p2", [player_pb2.PlayerRegistered(name="Eve")], expected=0)
         lines = tail.rest()
         assert tail.proc.returncode == 0
         assert notices.rest() == [ready, skipped]
@@ -413,8 +414,10 @@ async def test_tail_follows_new_events(
         assert [(r["id"], r["sequence"]) for r in rows] == [("p1", 0), ("p1", 1), ("p2", 0)]
         assert rows[1]["event"] == {"amount_cents": "9"}
         assert all(r["domain"] == "player" for r in rows)
+        assert [r["edition"] for r in rows] == ["", "", "what-if"]
     else:
         assert "player/p1  #0  examples.player.PlayerRegistered" in lines[0]
+        assert "player/p2@what-if  #0" in lines[2]
         assert '{"name":"Eve"}' in lines[2]
 
 

@@ -69,12 +69,15 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, subject: str
                     print(f"skipped a message on {msg_subject}: {exc}", file=sys.stderr, flush=True)
                     continue
                 trace = headers.get("traceparent", "")
+                edition = book.cover.edition.name  # "" on the main timeline
+                where = f"{domain}/{root}" + (f"@{edition}" if edition else "")
                 for ev in events:
                     if args.json:
-                        line = _json.encode(record(domain, root, ev, traceparent=trace)).decode()
+                        extra = {"traceparent": trace, "edition": edition}
+                        line = _json.encode(record(domain, root, ev, **extra)).decode()
                     else:
                         body = _json.encode(event_json(ev.event)).decode()
-                        line = f"{stamp(ev.created_at)}  {domain}/{root}  #{ev.sequence}  {ev.type_name}  {body}"
+                        line = f"{stamp(ev.created_at)}  {where}  #{ev.sequence}  {ev.type_name}  {body}"
                     print(line, flush=True)
                     seen += 1
                     if args.count and seen >= args.count:
