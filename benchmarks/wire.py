@@ -198,8 +198,12 @@ class WireClient:
     async def append(self, subject: str, payload: bytes, last: int) -> int:
         """Append; returns the stream sequence from the PubAck."""
         reply = await self._exchange(self.append_request(subject, payload, last), _ACK_END)
-        body = reply[reply.index(b"\r\n") + 2 : -2]
-        ack = _decode_reply(body)
+        # The reply's MSG line, by its size: a server PING may come before it
+        # (a full run lasts longer than the server's ping interval).
+        at = reply.index(b"MSG ")
+        end = reply.index(b"\r\n", at)
+        size = int(reply[at:end].rsplit(b" ", 1)[1])
+        ack = _decode_reply(reply[end + 2 : end + 2 + size])
         if ack.error is not None or not ack.seq:
             raise RuntimeError(f"wire append refused: {ack.error}")
         return ack.seq

@@ -192,6 +192,36 @@ def test_benchmark_options_that_cannot_work_together_are_refused(
     assert message in done.stderr
 
 
+async def test_the_socket_baseline_reads_an_ack_that_follows_a_server_ping() -> None:
+    """A full run outlasts the server's ping interval: a PING may come just
+    before an append's reply (a full run failed on it)."""
+    from benchmarks import wire
+
+    class Server:
+        """The transport: answers an append with a PING, then the PubAck."""
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.sent.append(data)
+            if data.startswith(b"HPUB"):
+                ack = b'{"stream":"s","seq":7}'
+                reply = b"PING\r\nMSG %b 1 %d\r\n%b\r\n" % (client._inbox, len(ack), ack)
+                asyncio.get_running_loop().call_soon(protocol.data_received, reply)
+
+        def close(self) -> None:
+            pass
+
+    server = Server()
+    protocol = wire._Protocol()
+    protocol.transport = server  # type: ignore[assignment]
+    client = wire.WireClient(server, protocol, "s")  # type: ignore[arg-type]
+    assert await client.append("s.a", b"x", 0) == 7
+    assert b"PONG\r\n" in server.sent
+    await client.close()
+
+
 async def test_two_socket_baselines_on_one_server_keep_to_their_own_replies() -> None:
     import nats
 
