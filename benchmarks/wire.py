@@ -238,6 +238,9 @@ def count_messages(data: bytes) -> int:
             if head.startswith(_EOB):
                 return count
             count += 1
+        elif fields[0] in (b"PING", b"PONG"):  # the server's keep-alive
+            pos = end + 2
+            continue
         else:
             raise ValueError(f"unexpected operation {fields[0]!r}")
         pos = end + 2 + size + 2

@@ -105,6 +105,7 @@ def test_the_socket_baseline_counts_messages_up_to_the_end_of_batch() -> None:
         + b"HMSG _in 1 %d %d\r\n%b\r\n" % (len(eob), len(eob), eob)
     )
     assert count_messages(reply) == 3
+    assert count_messages(b"PING\r\n" + reply) == 3
     with pytest.raises(ValueError, match="end-of-batch"):
         count_messages(reply[: reply.rindex(b"HMSG")])
     with pytest.raises(ValueError, match="unexpected operation"):
