@@ -326,8 +326,10 @@ class Projector:
         """
         if self._loop_task is not None:
             return
-        await provision_dlq(self._wire, self._cfg)
+        # The consumer first: on a stream that does not exist it fails, and
+        # then no dead-letter stream is left behind either.
         await provision_consumer(self._wire, self._cfg, self._settings)
+        await provision_dlq(self._wire, self._cfg)
         pinned = self._settings.partition is not None
         puller = bw.Puller(
             self._wire,

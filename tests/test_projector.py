@@ -479,6 +479,16 @@ async def test_a_consumer_deleted_under_a_running_projector_is_reported(
         assert not p.running
 
 
+async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) -> None:
+    async with await angzarr_es.connect(config=bus_config) as c:  # nothing provisioned
+        p = c.projector("proj", filters.domain("player"), Recorder())
+        with pytest.raises(angzarr_es.StoreError):
+            await p.start()
+        assert not p.running
+        info = await c._wire.api(f"$JS.API.STREAM.INFO.{bus_config.nats.dlq_stream}")
+        assert b"stream not found" in info
+
+
 def test_settings_are_checked(config: Config) -> None:
     from angzarr_es.projector import ProjectorSettings
 
