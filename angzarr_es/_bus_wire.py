@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,14 @@ class Pulled:
         self.pending = int(tokens[base + 4])
 
 
+# Which subscription's handler the current code runs in (a subscription
+# object, or None): lets close() tell a call from its own handler, also
+# through asyncio.wait_for, which runs its awaitable in a new task.
+calling: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "angzarr_es_calling", default=None
+)
+
+
 class CoreSubscription:
     """A plain NATS subscription delivering (subject, payload) to a coroutine."""
 
@@ -75,30 +84,38 @@ class CoreSubscription:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
-        self._in_handler: asyncio.Task[object] | None = None
+        self._deferred: asyncio.Task[None] | None = None
 
     async def _on_msg(self, msg: Msg) -> None:
         if self._closed:
             return
         self._idle.clear()
-        self._in_handler = asyncio.current_task()
+        token = calling.set(self)
         try:
             await self._handler(msg.subject, msg.data)
         finally:
-            self._in_handler = None
+            calling.reset(token)
             self._idle.set()
+            if self._closed and self._sub is not None and self._deferred is None:
+                # Closed from the handler: unsubscribe now that it returned
+                # (nats-py cancels the task that ran it).
+                self._deferred = asyncio.get_running_loop().create_task(self._unsubscribe())
 
     async def close(self) -> None:
         """Let the handler call in progress finish, then unsubscribe; messages
-        already queued are dropped. Called from the handler itself, it does
-        not wait for that call (which is the caller)."""
+        already queued are dropped. Called from the handler itself, it returns
+        at once, and the unsubscribe follows when the handler returns."""
         self._closed = True
-        if asyncio.current_task() is not self._in_handler:
-            await self._idle.wait()
+        if calling.get() is self:
+            return
+        await self._idle.wait()
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         if self._sub is not None:
+            sub, self._sub = self._sub, None
             with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
-            self._sub = None
+                await sub.unsubscribe()
 
 
 async def core_subscribe(

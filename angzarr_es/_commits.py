@@ -106,96 +106,100 @@ def decode_commits(
     span = codec.span
     guess = scan.guess
     append = out.append
-    for index, payload in enumerate(payloads, offset):
-        parse = guessed = guess.parse
-        book: Any = None
-        if parse is not None:
-            try:
-                book = parse(payload)
-            except DecodeError:  # not of the guessed type, or corrupt: the plain parse tells
-                book = None
-        if book is None:
-            parse = None
-            book = _plain(payload, index)
-        pages = book.pages
-        count = len(pages)
-        nxt = book.next_sequence
-        due = scan.next_sequence
-        if count:
-            # The first and last page and the book's next sequence catch a
-            # foreign, repeated or skipping commit without touching every page
-            # (a commit of ours has one timestamp, and the pages between are
-            # then numbered from the first).
-            head = tail = pages[0]
-            first = last = head.header.sequence
-            if count > 1:
-                tail = pages[count - 1]
-                last = tail.header.sequence
-            if not nxt:
-                nxt = last + 1
-            if not scan.anchored:
-                scan.next_sequence = due = first
-                scan.anchored = True
-            if first != due or last != due + count - 1:
+    index = offset
+    try:
+        for index, payload in enumerate(payloads, offset):
+            parse = guessed = guess.parse
+            book: Any = None
+            if parse is not None:
+                try:
+                    book = parse(payload)
+                except DecodeError:  # not of the guessed type, or corrupt: the plain parse tells
+                    book = None
+            if book is None:
+                parse = None
+                book = _plain(payload, index)
+            pages = book.pages
+            count = len(pages)
+            nxt = book.next_sequence
+            due = scan.next_sequence
+            if count:
+                # The first and last page and the book's next sequence catch a
+                # foreign, repeated or skipping commit without touching every page
+                # (a commit of ours has one timestamp, and the pages between are
+                # then numbered from the first).
+                head = tail = pages[0]
+                first = last = head.header.sequence
+                if count > 1:
+                    tail = pages[count - 1]
+                    last = tail.header.sequence
+                if not nxt:
+                    nxt = last + 1
+                if not scan.anchored:
+                    scan.next_sequence = due = first
+                    scan.anchored = True
+                if first != due or last != due + count - 1:
+                    raise Corrupt(
+                        index,
+                        f"events {first}..{last} where {due}.. was due (not a commit of this store)",
+                    )
+            if nxt != due + count:
                 raise Corrupt(
                     index,
-                    f"events {first}..{last} where {due}.. was due (not a commit of this store)",
+                    f"commit moves the aggregate to {nxt}, not {due + count} "
+                    "(not a commit of this store)",
                 )
-        if nxt != due + count:
-            raise Corrupt(
-                index,
-                f"commit moves the aggregate to {nxt}, not {due + count} "
-                "(not a commit of this store)",
-            )
-        if not count:
-            continue
-        if hi is not None and first >= hi:
-            scan.complete = False
-            return False
-        scan.next_sequence = nxt
-        if last < lo:
-            continue
-        correlation_id = book.cover.correlation_id
-        if parse is not None:
-            # Typed view: each page's event.value is already the message. Taken
-            # when every selected event has the guessed type and the commit
-            # has one timestamp; anything else is decoded from the plain book.
-            stamp = head.created_at
-            seconds, nanos = stamp.seconds, stamp.nanos
-            if tail is head or (
-                (other := tail.created_at).seconds == seconds and other.nanos == nanos
-            ):
-                created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
-                type_url, name = guess.typed
-                mark = len(out)
-                if lo <= first and (hi is None or hi > last):
-                    # A slice builds the page wrappers in one call (cheaper
-                    # than iterating the container); one page is the head.
-                    selected, seq = (pages[:] if tail is not head else (head,)), first
-                else:
-                    selected, seq = span(pages, first, lo, hi)
-                for page in selected:
-                    packed = page.event
-                    if packed.type_url != type_url:
-                        del out[mark:]
-                        break
-                    append(
-                        RecordedEvent(
-                            sequence=seq,
-                            event=packed.value,
-                            type_name=name,
-                            created_at=created_at,
-                            correlation_id=correlation_id,
+            if not count:
+                continue
+            if hi is not None and first >= hi:
+                scan.complete = False
+                return False
+            scan.next_sequence = nxt
+            if last < lo:
+                continue
+            correlation_id = book.cover.correlation_id
+            if parse is not None:
+                # Typed view: each page's event.value is already the message. Taken
+                # when every selected event has the guessed type and the commit
+                # has one timestamp; anything else is decoded from the plain book.
+                stamp = head.created_at
+                seconds, nanos = stamp.seconds, stamp.nanos
+                if tail is head or (
+                    (other := tail.created_at).seconds == seconds and other.nanos == nanos
+                ):
+                    created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
+                    type_url, name = guess.typed
+                    mark = len(out)
+                    if lo <= first and (hi is None or hi > last):
+                        # A slice builds the page wrappers in one call (cheaper
+                        # than iterating the container); one page is the head.
+                        selected, seq = (pages[:] if tail is not head else (head,)), first
+                    else:
+                        selected, seq = span(pages, first, lo, hi)
+                    for page in selected:
+                        packed = page.event
+                        if packed.type_url != type_url:
+                            del out[mark:]
+                            break
+                        append(
+                            RecordedEvent(
+                                sequence=seq,
+                                event=packed.value,
+                                type_name=name,
+                                created_at=created_at,
+                                correlation_id=correlation_id,
+                            )
                         )
-                    )
-                    seq += 1
-                else:
-                    if guess.credit < CREDIT_CAP:
-                        guess.credit += 1
-                    continue
-            pages = _plain(payload, index).pages
-        extend(out, pages, first, last, correlation_id, lo, hi, subject)
-        guess.learn(pages, missed=guessed is not None)
+                        seq += 1
+                    else:
+                        if guess.credit < CREDIT_CAP:
+                            guess.credit += 1
+                        continue
+                pages = _plain(payload, index).pages
+            extend(out, pages, first, last, correlation_id, lo, hi, subject)
+            guess.learn(pages, missed=guessed is not None)
+    except OverflowError as exc:  # a timestamp no datetime can hold
+        raise Corrupt(index, f"timestamp out of range: {exc}") from exc
     return True
 
 

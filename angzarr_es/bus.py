@@ -34,6 +34,7 @@ from angzarr_es.errors import (
     AngzarrESError,
     ConfigError,
     InvalidAggregateId,
+    PermissionDenied,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
@@ -173,6 +174,7 @@ class Bus:
         self._cfg = cfg
         self._prefix = cfg.subject_prefix
         self._uncaptured: dict[str, float] = {}  # domain -> loop time to ask again
+        self._unchecked = False  # the account may not ask JetStream (warned once)
 
     @property
     def jetstream(self) -> bool:
@@ -221,16 +223,24 @@ class Bus:
         if self._uncaptured.get(domain, 0.0) > now:
             return
         body = js.encode({"subject": f"{self._prefix}.events.{domain}.>"})
+        streams: list[str] = []
         try:
             raw = await self._wire.api("$JS.API.STREAM.NAMES", body, what="stream names")
         except StoreUnavailable as exc:
             if exc.code != 503:
                 raise
-            streams: list[str] = []  # no JetStream here: nothing can capture it
+            # No JetStream on the server: nothing can capture the subject.
+        except PermissionDenied as exc:
+            # An account allowed to publish but not to ask JetStream: the check
+            # cannot be made here, and must not stop a core-only publisher.
+            if not self._unchecked:
+                log.warning("bus.publish cannot check for streams capturing its subjects: %s", exc)
+            self._unchecked = True
         else:
             reply = js.stream_names(raw)
-            if reply.error is not None:
-                raise api_error("stream names", reply.error)
+            error = reply.error
+            if error is not None and error.err_code != js.JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
+                raise api_error("stream names", error)
             streams = reply.streams or []
         if streams:
             raise ConfigError(
@@ -277,7 +287,10 @@ class Bus:
         idle.set()
         closing = asyncio.Event()
 
+        marker = object()
+
         async def pump() -> None:
+            bw.calling.set(marker)  # this task's context: seen by the handler
             async for delivery in reader:
                 if closing.is_set():
                     return
@@ -292,15 +305,20 @@ class Bus:
 
         async def close() -> None:
             closing.set()
-            if asyncio.current_task() is task:
+            if bw.calling.get() is marker:
                 # From the handler itself: the pump stops once it returns.
                 await reader.aclose()
                 return
             await idle.wait()  # the call in progress finishes; the next never starts
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
-            await reader.aclose()
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - the pump's death was logged by _log_death
+                pass
+            finally:
+                await reader.aclose()
 
         return Subscription(close)
 
@@ -440,6 +458,11 @@ class CatchUp:
         self._broken = False
         puller = bw.Puller(self._wire, stream, self._name, self._on_msg, self._on_status)
         await puller.start()
+        if self._closed:  # aclose() ran while the consumer was being made
+            await puller.stop()
+            with contextlib.suppress(StoreError):
+                await bw.consumer_delete(self._wire, stream, self._name)
+            return
         self._puller = puller
         await self._top_up()
 

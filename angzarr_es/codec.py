@@ -212,7 +212,13 @@ def recorded(
     if count:
         first = pages[0].header.sequence
         last = pages[count - 1].header.sequence if count > 1 else first
-        extend_recorded(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
+        try:
+            extend_recorded(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
+        except OverflowError as exc:  # a timestamp no datetime can hold
+            raise CodecError(
+                f"corrupt EventBook on {subject or '?'}: timestamp out of range: {exc}",
+                subject=subject,
+            ) from exc
     return out
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import logging
 import time
@@ -44,6 +45,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import msgspec
 
@@ -232,6 +234,13 @@ class _Key:
         )
 
 
+# The task running a projector handler, seen from anything the handler awaits
+# (asyncio.wait_for runs its awaitable in a task of its own on Python 3.11).
+_handler_task: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.ContextVar(
+    "angzarr_es_projector_handler", default=None
+)
+
+
 class Projector:
     """A running durable projector; make it with `client.projector(...)`."""
 
@@ -271,6 +280,11 @@ class Projector:
         self._advisories: bw.CoreSubscription | None = None
         # Set when the server deleted the durable consumer under us.
         self._gone: StoreError | None = None
+        # Set once a stop's drain time is over: no handler may start any more.
+        self._halted = False
+        # Commits whose handler was still running when stop() returned (a stop
+        # from a handler): settled by that handler, whatever comes after.
+        self._detached: dict[int, bw.Pulled] = {}
 
     @property
     def name(self) -> str:
@@ -326,6 +340,8 @@ class Projector:
         """
         if self._loop_task is not None:
             return
+        self._gone = None
+        self._halted = False
         # The consumer first: on a stream that does not exist it fails, and
         # then no dead-letter stream is left behind either.
         await provision_consumer(self._wire, self._cfg, self._settings)
@@ -372,10 +388,14 @@ class Projector:
         # give up on it at once, and with no projector running its advisory is
         # lost): those in hand are handled within the drain, in order.
         self._pump()
-        late = await self._drain(drain_timeout)
-        for task in late:
-            task.cancel()
-        if late:
+        await self._drain(drain_timeout)
+        # Time is up: start nothing more, and cancel what still runs (a
+        # cancelled handler's finally would otherwise start the next commit).
+        self._halted = True
+        callers = self._callers()
+        while late := {t for t in self._tasks if t not in callers}:
+            for task in late:
+                task.cancel()
             await asyncio.wait(late)
         advisories, self._advisories = self._advisories, None
         if advisories is not None:
@@ -389,6 +409,9 @@ class Projector:
         returned = [m for m in idle if m.delivered < self._settings.max_deliver]
         for msg in idle:
             self._in_hand.pop(msg.stream_seq, None)
+        for seq in self._active:  # the calling handler's: it settles its own delivery
+            if seq in self._in_hand:
+                self._detached[seq] = self._in_hand.pop(seq)
         self._keys.clear()
         self._ready.clear()
         try:
@@ -403,25 +426,28 @@ class Projector:
                 "projector %s: could not hand back %d commits: %s", self.name, len(returned), exc
             )
 
-    async def _drain(self, timeout: float | None) -> set[asyncio.Task[None]]:
-        """Wait for the running handlers (and those stop() starts), keeping every
-        commit in hand alive with in-progress acks; the tasks still running
-        after `timeout`. A stop() from a handler does not wait for its caller."""
+    def _callers(self) -> set[asyncio.Task[Any] | None]:
+        """The tasks stop() must not wait for: itself, and the handler it was called from."""
+        return {asyncio.current_task(), _handler_task.get()}
+
+    async def _drain(self, timeout: float | None) -> None:
+        """Wait up to `timeout` for the running handlers (and those stop() starts),
+        keeping every commit in hand alive with in-progress acks. A stop() from a
+        handler does not wait for its caller."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         keepalive = max(self._settings.ack_wait / 3, 0.05)
-        me = asyncio.current_task()
-        while pending := {t for t in self._tasks if t is not me}:
+        callers = self._callers()
+        while pending := {t for t in self._tasks if t not in callers}:
             left = keepalive if deadline is None else min(keepalive, deadline - loop.time())
             if left <= 0:
-                return pending
+                return
             await asyncio.wait(pending, timeout=left)
             try:
                 for msg in list(self._in_hand.values()):
                     await bw.reply(self._wire, msg.reply, bw.PROGRESS)
             except StoreError as exc:
                 log.warning("projector %s: in-progress ack while stopping: %s", self.name, exc)
-        return set()
 
     async def _give_up(self, msg: bw.Pulled) -> None:
         try:
@@ -447,7 +473,7 @@ class Projector:
         Raises:
             StoreError: the server refused.
         """
-        was_running = self.running
+        was_running = self._loop_task is not None  # also after its consumer was deleted
         await self.stop()
         self._settings = msgspec.structs.replace(self._settings, start=start)
         self._settings.check()
@@ -559,8 +585,8 @@ class Projector:
             key = self._keys.get(subject)
             if key is None or not key.runnable(now) or key.heap[0] != head:
                 continue
-            if self._stopping and not self._last_delivery(head):
-                continue  # handed back by stop()
+            if self._stopping and (self._halted or not self._last_delivery(head)):
+                continue  # handed back (or dead-lettered) by stop()
             key.blocked_seq = 0
             key.busy = True
             self._running += 1
@@ -575,7 +601,16 @@ class Projector:
         msg = self._in_hand.get(seq)
         return msg is not None and msg.delivered >= self._settings.max_deliver
 
+    def _settle(self, seq: int, msg: bw.Pulled) -> bw.Pulled:
+        """Take the delivery a handler settles: its own if stop() detached it,
+        else the latest for `seq` (a redelivery carries a new reply subject)."""
+        detached = self._detached.pop(seq, None)
+        if detached is not None:
+            return detached
+        return self._in_hand.pop(seq, msg)
+
     async def _handle(self, subject: str, key: _Key, seq: int) -> None:
+        _handler_task.set(asyncio.current_task())
         try:
             msg = self._in_hand[seq]
             if msg.delivered > 1 and self._observer is not None:
@@ -596,9 +631,9 @@ class Projector:
                     await self._handler(delivery)
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
                 self._failed += 1
-                await self._on_failure(key, seq, exc)
+                await self._on_failure(key, seq, self._settle(seq, msg), exc)
             else:
-                msg = self._in_hand.pop(seq, msg)
+                msg = self._settle(seq, msg)
                 await bw.reply(self._wire, msg.reply, bw.ACK)
                 self._handled += 1
         except AngzarrESError as exc:
@@ -615,8 +650,7 @@ class Projector:
             self._pump()
             self._wake.set()
 
-    async def _on_failure(self, key: _Key, seq: int, exc: Exception) -> None:
-        msg = self._in_hand.pop(seq)
+    async def _on_failure(self, key: _Key, seq: int, msg: bw.Pulled, exc: Exception) -> None:
         s = self._settings
         if msg.delivered >= s.max_deliver:
             log.error(

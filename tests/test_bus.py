@@ -14,6 +14,7 @@ import angzarr_es
 from angzarr_es import ConfigError, filters
 from angzarr_es.bus import Delivery, Subscription, root_of
 from angzarr_es.config import Config
+from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
 from angzarr_es.subjects import root_bytes
 from tests.bushelp import Recorder, consumer_names, deposit, with_nats
@@ -208,6 +209,32 @@ async def test_core_publish_refuses_subjects_a_stream_captures(
         await c.bus.publish(book("player", "p1", deposit(4)))  # captured no more
         await seen.wait_count(3)
     assert [d.events[0].event for d in seen.seen] == [deposit(1), deposit(3), deposit(4)]
+
+
+async def test_core_publish_works_where_jetstream_cannot_be_asked(config: Config) -> None:
+    """An account without JetStream, and a user not allowed to use its API:
+    nothing can capture their subjects, so publish goes ahead (both raised
+    after the capture check came in)."""
+    accounts = """
+accounts {
+  JS { jetstream: enabled, users: [{user: js, password: js}] }
+  CORE { users: [
+    {user: core, password: core},
+    {user: pub, password: pub, permissions: {publish: ["app.>"], subscribe: ["app.>", "_INBOX.>"]}}
+  ] }
+}
+"""
+    with EmbeddedServer(extra_config=accounts, monitor_port=None) as server:
+        for user in ("core", "pub"):
+            cfg = with_nats(
+                config, url=server.url, jetstream=False, user=user, password=user,
+                subject_prefix="app",
+            )  # fmt: skip
+            async with await angzarr_es.connect(config=cfg) as c:
+                seen = Recorder()
+                await c.bus.subscribe(filters.domain("player"), seen)
+                await c.bus.publish(book("player", "p1", deposit(1)))
+                await seen.wait_count(1)
 
 
 async def test_core_mode_refuses_history_and_jetstream_refuses_publish(
@@ -425,6 +452,97 @@ async def test_a_handler_can_close_its_own_subscription(mode: str, config: Confi
             assert await consumer_names(c, cfg.nats.stream_name) == []
             await delete_stream(c, cfg.nats.stream_name)
     assert len(seen.seen) == 1
+
+
+async def test_a_core_handler_goes_on_after_closing_its_subscription(config: Config) -> None:
+    """nats-py cancels the task that runs a subscription's callbacks when it
+    unsubscribes: closing from the handler defers that until it returns."""
+    cfg = with_nats(config, jetstream=False)
+    subs: list[Subscription] = []
+    done = asyncio.Event()
+
+    async def close_then_work(d: Delivery) -> None:
+        await subs[0].close()
+        await asyncio.sleep(0)  # any await after close(): it was cancelled here before
+        done.set()
+
+    async with await angzarr_es.connect(config=cfg) as c:
+        subs.append(await c.bus.subscribe(filters.domain("player"), close_then_work))
+        await c.bus.publish(book("player", "p1", deposit(1)))
+        await asyncio.wait_for(done.wait(), 10)
+
+
+@pytest.mark.parametrize("mode", ["core", "jetstream"])
+async def test_closing_from_the_handler_through_wait_for(mode: str, config: Config) -> None:
+    """asyncio.wait_for runs close() in a task of its own (Python 3.11): it is
+    still a close from the handler, not a wait for it (a deadlock before)."""
+    cfg = with_nats(config, jetstream=mode == "jetstream")
+    subs: list[Subscription] = []
+    closed = asyncio.Event()
+
+    async def close_on_first(d: Delivery) -> None:
+        await asyncio.wait_for(subs[0].close(), 5)
+        closed.set()
+
+    async with await angzarr_es.connect(config=cfg) as c:
+        if mode == "jetstream":
+            await c.provision()
+        subs.append(await c.bus.subscribe(filters.domain("player"), close_on_first))
+        if mode == "jetstream":
+            await c.store("player").append("p1", [deposit(1)], expected=0)
+        else:
+            await c.bus.publish(book("player", "p1", deposit(1)))
+        await asyncio.wait_for(closed.wait(), 10)
+        if mode == "jetstream":
+            assert await consumer_names(c, cfg.nats.stream_name) == []
+            await delete_stream(c, cfg.nats.stream_name)
+
+
+async def test_a_timestamp_out_of_range_is_skipped_and_close_cleans_up(
+    js_client: angzarr_es.Client,
+) -> None:
+    """A foreign commit whose timestamp no datetime holds raised OverflowError:
+    it killed the live subscription, and close() then left its consumer."""
+    prefix = js_client.config.nats.subject_prefix
+    far = book("player", "x", deposit(0))
+    far.pages[0].created_at.seconds = 2**60
+    live = Recorder()
+    sub = await js_client.bus.subscribe(filters.domain("player"), live)
+    await foreign(js_client, f"{prefix}.events.player.x", far.SerializeToString())
+    await js_client.store("player").append("p", [deposit(1)], expected=0)
+    await live.wait_count(1)
+    await sub.close()
+    assert [d.root for d in live.seen] == ["p"]
+    assert await consumer_names(js_client, js_client.config.nats.stream_name) == []
+    with pytest.raises(angzarr_es.CodecError, match="out of range"):
+        await js_client.store("player").load("x")
+
+
+async def test_closing_a_catch_up_while_it_makes_its_consumer_leaves_none(
+    js_client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = angzarr_es._bus_wire.consumer_put
+    making = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        making.set()
+        await release.wait()
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    await js_client.store("player").append("p", [deposit(0)], expected=0)
+    sub = js_client.subscribe(filters.domain("player"), start="all")
+    await sub.open()
+    assert (await anext(sub)).stream_sequence == 1
+    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    sub._broken = True
+    reader = asyncio.create_task(anext(sub, None))
+    await asyncio.wait_for(making.wait(), 10)
+    closing = asyncio.create_task(sub.aclose())
+    release.set()
+    await closing
+    assert await asyncio.wait_for(reader, 10) is None
+    assert await consumer_names(js_client, js_client.config.nats.stream_name) == []
 
 
 def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object) -> None:

@@ -477,6 +477,11 @@ async def test_a_consumer_deleted_under_a_running_projector_is_reported(
         with pytest.raises(angzarr_es.StoreError, match="deleted"):
             await p.wait(lambda s: s.handled == 2, timeout=WAIT)
         assert not p.running
+        # As the log says: reset() (or stop and start) brings it back.
+        await p.reset("all")
+        assert p.running
+        await client.store("player").append("a", [deposit(1)], expected=1)
+        await p.wait(lambda s: s.handled == 3, timeout=WAIT)  # commit 1 again, then 2
 
 
 async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) -> None:
@@ -487,6 +492,79 @@ async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) 
         assert not p.running
         info = await c._wire.api(f"$JS.API.STREAM.INFO.{bus_config.nats.dlq_stream}")
         assert b"stream not found" in info
+
+
+async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -> None:
+    """A handler past drain_timeout is cancelled; its cancellation must not
+    start the aggregate's next commit (which then ran after stop() returned)."""
+    hang = asyncio.Event()
+    started: list[int] = []
+
+    async def first_hangs(d: Delivery) -> None:
+        started.append(d.stream_sequence)
+        await hang.wait()
+
+    await append_many(client, ["a"], 3)
+    p = client.projector("proj", filters.domain("player"), Recorder(first_hangs), max_deliver=1)
+    await p.start()
+
+    async def all_in_hand() -> bool | None:
+        return True if len(p._in_hand) == 3 and started else None
+
+    await eventually(all_in_hand, timeout=WAIT, what="three commits in hand")
+    await p.stop(drain_timeout=0.3)
+    assert started == [1]
+    assert not p._tasks
+    assert p._running == 0
+    # Last deliveries that could not run are dead-lettered, never dropped.
+    assert p.stats.dead_lettered == 3
+
+
+async def test_reset_from_a_handler_replays_that_handler_s_commit(
+    client: angzarr_es.Client,
+) -> None:
+    calls: list[int] = []
+    holder: list[angzarr_es.Projector] = []
+
+    async def reset_once(d: Delivery) -> None:
+        calls.append(d.stream_sequence)
+        if len(calls) == 1:
+            p = holder[0]
+            first = p._in_hand[1]
+            await p.reset("all")
+
+            async def redelivered() -> bool | None:
+                again = p._in_hand.get(1)
+                return True if again is not None and again is not first else None
+
+            # Still running when the new consumer delivers this commit again:
+            # it was taken for the old delivery, acked by this call, and
+            # never replayed.
+            await eventually(redelivered, timeout=WAIT, what="the replay's first delivery")
+
+    await append_many(client, ["a"], 2)
+    holder.append(client.projector("proj", filters.domain("player"), reset_once))
+    async with holder[0] as p:
+        await p.wait(lambda s: s.handled >= 3, timeout=WAIT)
+    assert calls[:1] == [1]
+    assert sorted(calls[1:]) == [1, 2]  # the replay includes the commit that reset
+
+
+async def test_a_handler_can_stop_its_projector_through_wait_for(
+    client: angzarr_es.Client,
+) -> None:
+    holder: list[angzarr_es.Projector] = []
+    stopped = asyncio.Event()
+
+    async def stop_on_first(d: Delivery) -> None:
+        await asyncio.wait_for(holder[0].stop(drain_timeout=10), 5)  # a task of its own
+        stopped.set()
+
+    await append_many(client, ["a"], 2)
+    holder.append(client.projector("proj", filters.domain("player"), Recorder(stop_on_first)))
+    await holder[0].start()
+    await asyncio.wait_for(stopped.wait(), 8)
+    assert not holder[0].running
 
 
 def test_settings_are_checked(config: Config) -> None:
