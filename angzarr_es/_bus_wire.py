@@ -106,8 +106,8 @@ class CoreSubscription:
         already queued are dropped. Called from the handler itself, it returns
         at once, and the unsubscribe follows when the handler returns."""
         self._closed = True
-        if calling.get() is self:
-            return
+        if calling.get() is self and not self._idle.is_set():
+            return  # from the handler (or work it started), while it runs
         await self._idle.wait()
         await self._unsubscribe()
 

@@ -50,6 +50,8 @@ log = logging.getLogger("angzarr_es")
 # How long core mode trusts "no stream captures this domain's subjects" before
 # `Bus.publish` asks the server again.
 CAPTURE_CHECK_TTL = 10.0
+# How long closing a subscription waits for its pump to see the reader closed.
+PUMP_EXIT = 5.0
 
 Start = Literal["all", "new"] | int | dt.datetime
 """Where reading starts: every commit, only new ones, a stream sequence, or a time."""
@@ -305,20 +307,20 @@ class Bus:
 
         async def close() -> None:
             closing.set()
-            if bw.calling.get() is marker:
-                # From the handler itself: the pump stops once it returns.
+            if bw.calling.get() is marker and not idle.is_set():
+                # From the handler (or work it started) while it runs: the
+                # pump stops once it returns.
                 await reader.aclose()
                 return
             await idle.wait()  # the call in progress finishes; the next never starts
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # noqa: BLE001 - the pump's death was logged by _log_death
-                pass
-            finally:
-                await reader.aclose()
+            # Closing the reader first ends the pump by itself, also when it is
+            # re-making its consumer (a cancel there would leave that consumer).
+            await reader.aclose()
+            done, _ = await asyncio.wait({task}, timeout=PUMP_EXIT)
+            if not done:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # its death, if any, was logged by _log_death
 
         return Subscription(close)
 

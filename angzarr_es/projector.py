@@ -267,7 +267,8 @@ class Projector:
         # the oldest commit goes first. Entries may be stale; _pump checks.
         self._ready: list[tuple[int, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._active: set[int] = set()  # stream sequences whose handler is running
+        # Stream sequence -> the task running its handler.
+        self._active: dict[int, asyncio.Task[None]] = {}
         self._puller: bw.Puller | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -278,13 +279,16 @@ class Projector:
         self._pull_after = 0.0
         self._no_leader = 0
         self._advisories: bw.CoreSubscription | None = None
-        # Set when the server deleted the durable consumer under us.
+        # Set when the server deleted the durable consumer under us; a 409
+        # "Consumer Deleted" makes the loop check whether it is so.
         self._gone: StoreError | None = None
+        self._check_gone = False
         # Set once a stop's drain time is over: no handler may start any more.
         self._halted = False
-        # Commits whose handler was still running when stop() returned (a stop
-        # from a handler): settled by that handler, whatever comes after.
-        self._detached: dict[int, bw.Pulled] = {}
+        # Handlers still running when stop() returned (a stop from a handler)
+        # -> the delivery each settles itself (None: its consumer was deleted
+        # by reset(), and the replay handles the commit again).
+        self._detached: dict[asyncio.Task[None], bw.Pulled | None] = {}
 
     @property
     def name(self) -> str:
@@ -341,6 +345,7 @@ class Projector:
         if self._loop_task is not None:
             return
         self._gone = None
+        self._check_gone = False
         self._halted = False
         # The consumer first: on a stream that does not exist it fails, and
         # then no dead-letter stream is left behind either.
@@ -409,9 +414,9 @@ class Projector:
         returned = [m for m in idle if m.delivered < self._settings.max_deliver]
         for msg in idle:
             self._in_hand.pop(msg.stream_seq, None)
-        for seq in self._active:  # the calling handler's: it settles its own delivery
+        for seq, task in self._active.items():  # the calling handler's: settled by it
             if seq in self._in_hand:
-                self._detached[seq] = self._in_hand.pop(seq)
+                self._detached[task] = self._in_hand.pop(seq)
         self._keys.clear()
         self._ready.clear()
         try:
@@ -427,7 +432,9 @@ class Projector:
             )
 
     def _callers(self) -> set[asyncio.Task[Any] | None]:
-        """The tasks stop() must not wait for: itself, and the handler it was called from."""
+        """The tasks stop() must not wait for: itself, and the handler it was
+        called from (directly, through asyncio.wait_for, or from a task that
+        handler started while it runs)."""
         return {asyncio.current_task(), _handler_task.get()}
 
     async def _drain(self, timeout: float | None) -> None:
@@ -475,6 +482,8 @@ class Projector:
         """
         was_running = self._loop_task is not None  # also after its consumer was deleted
         await self.stop()
+        for task in self._detached:  # acks would settle the new consumer's replay
+            self._detached[task] = None
         self._settings = msgspec.structs.replace(self._settings, start=start)
         self._settings.check()
         await bw.consumer_delete(self._wire, self._cfg.stream_name, self._settings.durable)
@@ -547,24 +556,35 @@ class Projector:
             return
         self._no_leader = 0
         if status == "409" and "deleted" in description.lower():
-            # Not an election: someone removed the durable (and its checkpoint).
-            # Re-creating it would replay from `start`; stop and say so instead.
-            if self._gone is None:
-                log.error(
-                    "projector %s: its consumer %s was deleted on the server; stopped pulling "
-                    "(provision it again and restart, or reset())",
-                    self.name,
-                    self._settings.durable,
-                )
-                self._gone = StoreError(
-                    f"projector {self.name}: consumer {self._settings.durable} was deleted "
-                    "on the server",
-                    code=409,
-                )
-            self._settled.set()
+            # Sent when the durable is removed (its checkpoint with it), but
+            # also when it leaves this server in a cluster: the loop asks.
+            self._check_gone = True
         elif status not in ("404", "408", "423"):
             log.warning("projector %s: server says %s %s", self.name, status, description)
         self._wake.set()
+
+    async def _consumer_gone(self) -> bool:
+        """Whether the durable no longer exists (then stop pulling and say so:
+        re-creating it would replay from `start`).
+
+        Raises:
+            StoreError: the server could not tell (asked again on the next pass).
+        """
+        durable = self._settings.durable
+        if await bw.consumer_info(self._wire, self._cfg.stream_name, durable) is not None:
+            self._check_gone = False
+            return False
+        log.error(
+            "projector %s: its consumer %s was deleted on the server; stopped pulling "
+            "(provision it again and restart, or reset())",
+            self.name,
+            durable,
+        )
+        self._gone = StoreError(
+            f"projector {self.name}: consumer {durable} was deleted on the server", code=409
+        )
+        self._settled.set()
+        return True
 
     def _send_soon(self, subject: str, body: bytes) -> None:
         task = asyncio.create_task(bw.reply(self._wire, subject, body))
@@ -591,8 +611,8 @@ class Projector:
             key.busy = True
             self._running += 1
             seq = heapq.heappop(key.heap)
-            self._active.add(seq)
             task = asyncio.create_task(self._handle(subject, key, seq))
+            self._active[seq] = task
             task.set_name("handler")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -601,12 +621,13 @@ class Projector:
         msg = self._in_hand.get(seq)
         return msg is not None and msg.delivered >= self._settings.max_deliver
 
-    def _settle(self, seq: int, msg: bw.Pulled) -> bw.Pulled:
-        """Take the delivery a handler settles: its own if stop() detached it,
-        else the latest for `seq` (a redelivery carries a new reply subject)."""
-        detached = self._detached.pop(seq, None)
-        if detached is not None:
-            return detached
+    def _settle(self, seq: int, msg: bw.Pulled) -> bw.Pulled | None:
+        """Take the delivery a handler settles: its own if stop() detached it
+        (None: nothing to settle), else the latest for `seq` (a redelivery
+        carries a new reply subject)."""
+        me = asyncio.current_task()
+        if me in self._detached:
+            return self._detached.pop(me)
         return self._in_hand.pop(seq, msg)
 
     async def _handle(self, subject: str, key: _Key, seq: int) -> None:
@@ -631,22 +652,31 @@ class Projector:
                     await self._handler(delivery)
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
                 self._failed += 1
-                await self._on_failure(key, seq, self._settle(seq, msg), exc)
+                settled = self._settle(seq, msg)
+                if settled is not None:
+                    await self._on_failure(key, seq, settled, exc)
             else:
-                msg = self._settle(seq, msg)
-                await bw.reply(self._wire, msg.reply, bw.ACK)
+                settled = self._settle(seq, msg)
+                if settled is not None:
+                    await bw.reply(self._wire, settled.reply, bw.ACK)
                 self._handled += 1
         except AngzarrESError as exc:
             log.error("projector %s: could not settle %s #%d: %s", self.name, subject, seq, exc)
         finally:
-            self._active.discard(seq)
+            me = asyncio.current_task()
+            if self._active.get(seq) is me:
+                del self._active[seq]
+            self._detached.pop(me, None)  # type: ignore[arg-type]
             self._settled.set()
             key.busy = False
             self._running -= 1
-            if key.heap or key.blocked_seq:
-                self._mark(subject, key, time.monotonic())
-            else:
-                self._keys.pop(subject, None)
+            # After a restart from within this handler the aggregate's key is
+            # the new run's: leave it alone.
+            if self._keys.get(subject) is key:
+                if key.heap or key.blocked_seq:
+                    self._mark(subject, key, time.monotonic())
+                else:
+                    del self._keys[subject]
             self._pump()
             self._wake.set()
 
@@ -750,6 +780,8 @@ class Projector:
                 return
             self._wake.clear()
             try:
+                if self._check_gone and await self._consumer_gone():
+                    return
                 if puller.stalled():
                     log.warning("projector %s: no heartbeat, pulling again", self.name)
                     puller.forget()

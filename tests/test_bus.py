@@ -498,6 +498,55 @@ async def test_closing_from_the_handler_through_wait_for(mode: str, config: Conf
             await delete_stream(c, cfg.nats.stream_name)
 
 
+async def test_a_core_close_from_work_the_handler_left_behind_unsubscribes(
+    config: Config,
+) -> None:
+    cfg = with_nats(config, jetstream=False)
+    subs: list[Subscription] = []
+    later: list[asyncio.Task[None]] = []
+    seen = asyncio.Event()
+
+    async def spawn_close(d: Delivery) -> None:
+        later.append(asyncio.create_task(subs[0].close()))  # runs after we return
+        seen.set()
+
+    async with await angzarr_es.connect(config=cfg) as c:
+        subs.append(await c.bus.subscribe(filters.domain("player"), spawn_close))
+        before = len(c._wire.nc._subs)
+        await c.bus.publish(book("player", "p1", deposit(1)))
+        await asyncio.wait_for(seen.wait(), 10)
+        await asyncio.wait_for(later[0], 10)
+        assert len(c._wire.nc._subs) == before - 1  # it returned without unsubscribing
+
+
+async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
+    js_client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = angzarr_es._bus_wire.consumer_put
+    making = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        made = await real(*args, **kwargs)  # type: ignore[arg-type]
+        making.set()  # the server has it; the reply is late
+        await release.wait()
+        return made
+
+    stream = js_client.config.nats.stream_name
+    seen = Recorder()
+    sub = await js_client.bus.subscribe(filters.domain("player"), seen)
+    await js_client.store("player").append("p", [deposit(0)], expected=0)
+    await seen.wait_count(1)
+    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    (name,) = await consumer_names(js_client, stream)
+    await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")  # forces a re-make
+    await asyncio.wait_for(making.wait(), 30)
+    closing = asyncio.create_task(sub.close())
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    assert await consumer_names(js_client, stream) == []
+
+
 async def test_a_timestamp_out_of_range_is_skipped_and_close_cleans_up(
     js_client: angzarr_es.Client,
 ) -> None:

@@ -550,6 +550,38 @@ async def test_reset_from_a_handler_replays_that_handler_s_commit(
     assert sorted(calls[1:]) == [1, 2]  # the replay includes the commit that reset
 
 
+async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_early(
+    client: angzarr_es.Client,
+) -> None:
+    """One commit: the old handler's cleanup removed the new run's bookkeeping
+    for the aggregate (the replay then sat in hand for ever), and its ack
+    settled the new consumer's replay on the server before it was handled."""
+    calls: list[int] = []
+    floors: list[int] = []
+    holder: list[angzarr_es.Projector] = []
+
+    async def reset_once(d: Delivery) -> None:
+        calls.append(d.stream_sequence)
+        if len(calls) == 1:
+            p = holder[0]
+            await p.reset("all")
+
+            async def redelivered() -> bool | None:
+                return True if 1 in p._in_hand or len(calls) > 1 else None
+
+            await eventually(redelivered, timeout=WAIT, what="the replay's delivery")
+            floors.append(await p.checkpoint())
+
+    await append_many(client, ["a"], 1)
+    holder.append(client.projector("proj", filters.domain("player"), reset_once))
+    async with holder[0] as p:
+        await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
+        await client.store("player").append("a", [deposit(1)], expected=1)
+        await p.wait(lambda s: s.handled >= 3, timeout=WAIT)
+    assert calls == [1, 1, 2]
+    assert floors == [0]  # the old handler's return acked nothing of the replay
+
+
 async def test_a_handler_can_stop_its_projector_through_wait_for(
     client: angzarr_es.Client,
 ) -> None:
