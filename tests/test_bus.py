@@ -519,25 +519,33 @@ async def test_a_core_close_from_work_the_handler_left_behind_unsubscribes(
         assert len(c._wire.nc._subs) == before - 1  # it returned without unsubscribing
 
 
+def slow_consumer_put(
+    monkeypatch: pytest.MonkeyPatch, *, made_first: bool
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold consumer creation until `release` is set, before asking the server
+    or (`made_first`) after it made the consumer; `making` is set when held."""
+    real = angzarr_es._bus_wire.consumer_put
+    making, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        made = await real(*args, **kwargs) if made_first else None  # type: ignore[arg-type]
+        making.set()
+        await release.wait()
+        return made if made_first else await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    return making, release
+
+
 async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
     js_client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = angzarr_es._bus_wire.consumer_put
-    making = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow(*args: object, **kwargs: object) -> object:
-        made = await real(*args, **kwargs)  # type: ignore[arg-type]
-        making.set()  # the server has it; the reply is late
-        await release.wait()
-        return made
-
     stream = js_client.config.nats.stream_name
     seen = Recorder()
     sub = await js_client.bus.subscribe(filters.domain("player"), seen)
     await js_client.store("player").append("p", [deposit(0)], expected=0)
     await seen.wait_count(1)
-    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    making, release = slow_consumer_put(monkeypatch, made_first=True)
     (name,) = await consumer_names(js_client, stream)
     await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")  # forces a re-make
     await asyncio.wait_for(making.wait(), 30)
@@ -570,20 +578,11 @@ async def test_a_timestamp_out_of_range_is_skipped_and_close_cleans_up(
 async def test_closing_a_catch_up_while_it_makes_its_consumer_leaves_none(
     js_client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = angzarr_es._bus_wire.consumer_put
-    making = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow(*args: object, **kwargs: object) -> object:
-        making.set()
-        await release.wait()
-        return await real(*args, **kwargs)  # type: ignore[arg-type]
-
     await js_client.store("player").append("p", [deposit(0)], expected=0)
     sub = js_client.subscribe(filters.domain("player"), start="all")
     await sub.open()
     assert (await anext(sub)).stream_sequence == 1
-    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    making, release = slow_consumer_put(monkeypatch, made_first=False)
     sub._broken = True
     reader = asyncio.create_task(anext(sub, None))
     await asyncio.wait_for(making.wait(), 10)
