@@ -509,8 +509,10 @@ class CatchUp:
                 return
             except (StoreTimeout, StoreUnavailable) as exc:
                 log.warning("subscription to %s: %s; retrying in %.1fs", self._subject, exc, pause)
-            # Back-off between attempts (nothing to wait on): the server is away.
-            await asyncio.sleep(pause)
+            # Back-off between attempts, cut short by aclose() (which sets _wake).
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
             pause = min(pause * 2, 5.0)
 
     def __aiter__(self) -> CatchUp:

@@ -283,6 +283,7 @@ class Projector:
         # "Consumer Deleted" makes the loop check whether it is so.
         self._gone: StoreError | None = None
         self._check_gone = False
+        self._gone_check: asyncio.Task[None] | None = None
         # Set once a stop's drain time is over: no handler may start any more.
         self._halted = False
         # Handlers still running when stop() returned (a stop from a handler)
@@ -389,6 +390,10 @@ class Projector:
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
         self._loop_task = None
+        if self._gone_check is not None:
+            self._gone_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gone_check
         # A commit on its last delivery cannot be handed back (the server would
         # give up on it at once, and with no projector running its advisory is
         # lost): those in hand are handled within the drain, in order.
@@ -415,9 +420,18 @@ class Projector:
         for msg in idle:
             self._in_hand.pop(msg.stream_seq, None)
         for seq, task in self._active.items():  # the calling handler's: settled by it
-            if seq in self._in_hand:
+            if seq in self._in_hand and task not in self._detached:
                 self._detached[task] = self._in_hand.pop(seq)
-        self._keys.clear()
+        # Those handlers run on past this stop: their entries must not make a
+        # later stop take the next run's deliveries for theirs.
+        self._active.clear()
+        # An aggregate whose handler still runs keeps its (busy) key, so that a
+        # restart queues the aggregate's commits behind that call.
+        busy = {subject: key for subject, key in self._keys.items() if key.busy}
+        for key in busy.values():
+            key.heap.clear()
+            key.blocked_seq = 0
+        self._keys = busy
         self._ready.clear()
         try:
             for msg in returned:
@@ -480,14 +494,15 @@ class Projector:
         Raises:
             StoreError: the server refused.
         """
+        settings = msgspec.structs.replace(self._settings, start=start)
+        settings.check()  # before anything is stopped or deleted
         was_running = self._loop_task is not None  # also after its consumer was deleted
         await self.stop()
-        for task in self._detached:  # acks would settle the new consumer's replay
+        self._settings = settings
+        await bw.consumer_delete(self._wire, self._cfg.stream_name, settings.durable)
+        for task in self._detached:  # their acks would settle the new consumer's replay
             self._detached[task] = None
-        self._settings = msgspec.structs.replace(self._settings, start=start)
-        self._settings.check()
-        await bw.consumer_delete(self._wire, self._cfg.stream_name, self._settings.durable)
-        await provision_consumer(self._wire, self._cfg, self._settings)
+        await provision_consumer(self._wire, self._cfg, settings)
         if was_running:
             await self.start()
 
@@ -563,17 +578,20 @@ class Projector:
             log.warning("projector %s: server says %s %s", self.name, status, description)
         self._wake.set()
 
-    async def _consumer_gone(self) -> bool:
-        """Whether the durable no longer exists (then stop pulling and say so:
-        re-creating it would replay from `start`).
-
-        Raises:
-            StoreError: the server could not tell (asked again on the next pass).
-        """
+    async def _confirm_gone(self) -> None:
+        """After a 409 "Consumer Deleted": if the durable no longer exists, stop
+        pulling and say so (re-creating it would replay from `start`)."""
         durable = self._settings.durable
-        if await bw.consumer_info(self._wire, self._cfg.stream_name, durable) is not None:
-            self._check_gone = False
-            return False
+        try:
+            if await bw.consumer_info(self._wire, self._cfg.stream_name, durable) is not None:
+                self._check_gone = False
+                return
+        except StoreError as exc:  # unknown yet: asked again on a later pass
+            log.warning("projector %s: is consumer %s still there? %s", self.name, durable, exc)
+            return
+        finally:
+            self._gone_check = None
+            self._wake.set()
         log.error(
             "projector %s: its consumer %s was deleted on the server; stopped pulling "
             "(provision it again and restart, or reset())",
@@ -584,7 +602,6 @@ class Projector:
             f"projector {self.name}: consumer {durable} was deleted on the server", code=409
         )
         self._settled.set()
-        return True
 
     def _send_soon(self, subject: str, body: bytes) -> None:
         task = asyncio.create_task(bw.reply(self._wire, subject, body))
@@ -779,9 +796,10 @@ class Projector:
             if puller is None or self._gone is not None:
                 return
             self._wake.clear()
+            if self._check_gone and self._gone_check is None:
+                # Asked aside: the in-progress acks must not wait for the answer.
+                self._gone_check = asyncio.create_task(self._confirm_gone())
             try:
-                if self._check_gone and await self._consumer_gone():
-                    return
                 if puller.stalled():
                     log.warning("projector %s: no heartbeat, pulling again", self.name)
                     puller.forget()

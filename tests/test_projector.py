@@ -582,6 +582,82 @@ async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_e
     assert floors == [0]  # the old handler's return acked nothing of the replay
 
 
+async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order(
+    client: angzarr_es.Client,
+) -> None:
+    """The handler of a:#1 stops the projector and a supervisor starts it again
+    while that call still runs: a:#2 waits for it (it overlapped before)."""
+    holder: list[angzarr_es.Projector] = []
+    log: list[str] = []
+    stopped, finish = asyncio.Event(), asyncio.Event()
+
+    async def handle(d: Delivery) -> None:
+        log.append(f"start {d.stream_sequence}")
+        if d.stream_sequence == 1:
+            await holder[0].stop()
+            stopped.set()
+            await finish.wait()
+        log.append(f"end {d.stream_sequence}")
+
+    await append_many(client, ["a"], 2)
+    p = client.projector("proj", filters.domain("player"), handle, concurrency=2)
+    holder.append(p)
+    await p.start()
+    await asyncio.wait_for(stopped.wait(), WAIT)
+    await p.start()  # the supervisor, while a:#1 still runs
+
+    async def next_in_hand() -> bool | None:
+        return True if 2 in p._in_hand or "start 2" in log else None
+
+    await eventually(next_in_hand, timeout=WAIT, what="a:#2 handed back and delivered again")
+    finish.set()
+    await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
+    await p.stop()
+    assert log[:3] == ["start 1", "end 1", "start 2"]
+
+
+async def test_a_reset_to_a_bad_start_changes_nothing(client: angzarr_es.Client) -> None:
+    await append_many(client, ["a"], 1)
+    async with client.projector("proj", filters.domain("player"), Recorder()) as p:
+        await p.wait(lambda s: s.handled == 1, timeout=WAIT)
+        with pytest.raises(ValueError, match="start"):
+            await p.reset(0)
+        assert p.running
+        assert p.settings.start == "all"
+        assert await p.checkpoint() == 1
+
+
+async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 409 "Consumer Deleted" is checked with a consumer info request; while
+    that request cannot be answered, the running commit must stay ours."""
+    release = asyncio.Event()
+
+    async def slow(d: Delivery) -> None:
+        await release.wait()
+
+    async def unanswered(*args: object) -> object:
+        raise angzarr_es.StoreTimeout("consumer info: no answer from NATS in time")
+
+    await append_many(client, ["a"], 1)
+    a, b = Recorder(slow), Recorder()
+    pa = client.projector("proj", filters.domain("player"), a, ack_wait=0.6)
+    await pa.start()
+    await a.wait_count(1)
+    async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
+        monkeypatch.setattr(angzarr_es._bus_wire, "consumer_info", unanswered)
+        pa._on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
+        with pytest.raises(TimeoutError):
+            await b.wait_count(1, timeout=1.8)  # three times ack_wait
+        monkeypatch.undo()
+        release.set()
+        await pa.wait(lambda s: s.handled == 1, timeout=WAIT)
+        await pa.stop()
+    assert b.seen == []
+    assert pa.stats.handled == 1
+
+
 async def test_a_handler_can_stop_its_projector_through_wait_for(
     client: angzarr_es.Client,
 ) -> None:
