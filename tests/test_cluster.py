@@ -532,7 +532,14 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
     finally:
         for c in writers:
             await c.close()
-        await reader._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+
+        async def delete_dlq() -> bool:
+            await reader._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+            return True  # deleted, or already gone after a late first answer
+
+        # The meta leader may still be settling after the restart: this
+        # request timed out about one run in five (5 s timeout).
+        await eventually(delete_dlq, timeout=30, what="the dead-letter stream's delete")
         await reader.close()
     for root, n in want.items():
         assert seen[root] == set(range(n)), f"{root}: events skipped"
