@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -578,7 +578,8 @@ class EventStore:
             payloads, last, more = await self._wire.direct_batch(
                 self._ctx.stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
             )
-            await self._decode_into(subject, payloads, begin, last, lo, hi, scan, events)
+            if await self._decode_into(subject, payloads, begin, lo, hi, scan, events) and payloads:
+                scan.stream_seq = last
             if not scan.complete or not more or not payloads:
                 break
             begin = last + 1
@@ -620,43 +621,43 @@ class EventStore:
         per_commit: bool,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """Decode a page of commits, yielding it whole or one commit at a time."""
+        done = True
         if not per_commit:
             page: list[RecordedEvent] = []
-            await self._decode_into(subject, payloads, start, last, lo, hi, scan, page)
+            done = await self._decode_into(subject, payloads, start, lo, hi, scan, page)
             if page:
                 yield page
-            return
-        try:
+        else:
             for index, payload in enumerate(payloads):
                 commit: list[RecordedEvent] = []
-                if not decode_commits(subject, (payload,), lo, hi, scan, commit, index):
-                    return
+                done = await self._decode_into(
+                    subject, (payload,), start, lo, hi, scan, commit, index
+                )
                 if commit:
                     yield commit
-        except Corrupt as bad:
-            raise await self._corrupt(subject, start, bad) from bad.__cause__
-        if payloads:
+                if not done:
+                    break
+        if done and payloads:
             scan.stream_seq = last
 
     async def _decode_into(
         self,
         subject: str,
-        payloads: list[bytes],
+        payloads: Sequence[bytes],
         start: int,
-        last: int,
         lo: int,
         hi: int | None,
         scan: Scan,
         out: list[RecordedEvent],
-    ) -> None:
-        """Decode a page of commits (from stream sequence `start` to `last`) into `out`."""
+        offset: int = 0,
+    ) -> bool:
+        """Decode commits of the page read from stream sequence `start` into
+        `out` (`offset`: the index of the first in that page); False if it
+        stopped at `hi`. A corrupt commit is named by its stream sequence."""
         try:
-            if not decode_commits(subject, payloads, lo, hi, scan, out):
-                return
+            return decode_commits(subject, payloads, lo, hi, scan, out, offset)
         except Corrupt as bad:
             raise await self._corrupt(subject, start, bad) from bad.__cause__
-        if payloads:
-            scan.stream_seq = last
 
     async def _corrupt(self, subject: str, start: int, bad: Corrupt) -> CodecError:
         """The error for a corrupt commit of the page from `start`, naming its stream sequence."""

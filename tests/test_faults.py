@@ -191,19 +191,15 @@ async def test_an_append_while_disconnected_sends_nothing(
         await store.append("p", [tagged("0")], expected=0)
         await asyncio.to_thread(server.kill)
         await eventually(
-            lambda: _when(not client._wire.connected), timeout=10, what="the disconnect"
+            lambda: until(not client._wire.connected), timeout=10, what="the disconnect"
         )
         with pytest.raises(angzarr_es.StoreUnavailable, match="nothing sent"):
             await store.append("p", [tagged("1")], expected=angzarr_es.ANY)
         await asyncio.to_thread(server.start)
-        await eventually(lambda: _when(client._wire.connected), timeout=10, what="reconnect")
+        await eventually(lambda: until(client._wire.connected), timeout=10, what="reconnect")
         await store.append("p", [tagged("1")], expected=angzarr_es.ANY)  # the caller's retry
         hist = await store.load("p")
     assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
-
-
-async def _when(ok: bool) -> bool | None:
-    return True if ok else None
 
 
 async def test_connections_cut_under_writers(server: EmbeddedServer, cfg: Config) -> None:

@@ -28,6 +28,7 @@ from angzarr_es.projector import (
 from tests.bushelp import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
 from tests.cluster import eventually
 from tests.conftest import delete_stream
+from tests.loadgen import until
 
 
 @pytest.fixture
@@ -420,10 +421,9 @@ async def test_commits_on_their_last_delivery_are_handled_when_stopping(
     await p.start()
     await seen.wait_count(1)  # one running (concurrency 1) ...
 
-    async def all_in_hand() -> bool | None:
-        return True if len(p._in_hand) == 6 else None
-
-    await eventually(all_in_hand, timeout=WAIT, what="five more commits in hand")
+    await eventually(
+        lambda: until(len(p._in_hand) == 6), timeout=WAIT, what="five more commits in hand"
+    )
     stopping = asyncio.create_task(p.stop())
     await asyncio.sleep(0)  # let stop() begin, then let the handlers run
     release.set()
@@ -508,10 +508,11 @@ async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -
     p = client.projector("proj", filters.domain("player"), Recorder(first_hangs), max_deliver=1)
     await p.start()
 
-    async def all_in_hand() -> bool | None:
-        return True if len(p._in_hand) == 3 and started else None
-
-    await eventually(all_in_hand, timeout=WAIT, what="three commits in hand")
+    await eventually(
+        lambda: until(len(p._in_hand) == 3 and bool(started)),
+        timeout=WAIT,
+        what="three commits in hand",
+    )
     await p.stop(drain_timeout=0.3)
     assert started == [1]
     assert not p._tasks
@@ -533,14 +534,14 @@ async def test_reset_from_a_handler_replays_that_handler_s_commit(
             first = p._in_hand[1]
             await p.reset("all")
 
-            async def redelivered() -> bool | None:
-                again = p._in_hand.get(1)
-                return True if again is not None and again is not first else None
-
             # Still running when the new consumer delivers this commit again:
             # it was taken for the old delivery, acked by this call, and
             # never replayed.
-            await eventually(redelivered, timeout=WAIT, what="the replay's first delivery")
+            await eventually(
+                lambda: until(p._in_hand.get(1) not in (None, first)),
+                timeout=WAIT,
+                what="the replay's first delivery",
+            )
 
     await append_many(client, ["a"], 2)
     holder.append(client.projector("proj", filters.domain("player"), reset_once))
@@ -566,10 +567,11 @@ async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_e
             p = holder[0]
             await p.reset("all")
 
-            async def redelivered() -> bool | None:
-                return True if 1 in p._in_hand or len(calls) > 1 else None
-
-            await eventually(redelivered, timeout=WAIT, what="the replay's delivery")
+            await eventually(
+                lambda: until(1 in p._in_hand or len(calls) > 1),
+                timeout=WAIT,
+                what="the replay's delivery",
+            )
             floors.append(await p.checkpoint())
 
     await append_many(client, ["a"], 1)
@@ -606,10 +608,11 @@ async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order
     await asyncio.wait_for(stopped.wait(), WAIT)
     await p.start()  # the supervisor, while a:#1 still runs
 
-    async def next_in_hand() -> bool | None:
-        return True if 2 in p._in_hand or "start 2" in log else None
-
-    await eventually(next_in_hand, timeout=WAIT, what="a:#2 handed back and delivered again")
+    await eventually(
+        lambda: until(2 in p._in_hand or "start 2" in log),
+        timeout=WAIT,
+        what="a:#2 handed back and delivered again",
+    )
     finish.set()
     await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
     await p.stop()
