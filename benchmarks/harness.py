@@ -113,14 +113,26 @@ async def measure(
     for _ in range(rounds):
         for case in cases:
             gc.collect()
+            # One untimed call after the collection: walking the whole heap
+            # leaves the CPU caches cold, and the first call after it was 3-5x
+            # a warm one for every contender; timed, it made up the p99 of
+            # 100-sample rounds (see docs/benchmarks, "Fifth round").
+            counter += 1
+            if case.prepare is not None:
+                await case.prepare(counter)
+            await case.run(counter)
             got: list[int] = []
             for _ in range(per_round):
                 counter += 1
                 if case.prepare is not None:
                     await case.prepare(counter)
                 t0 = time.perf_counter_ns()
-                await case.run(counter)
+                result = await case.run(counter)
                 got.append(time.perf_counter_ns() - t0)
+                # Released after the clock stops: a load's latency ends when the
+                # caller holds its result, and freeing that result is the
+                # caller's cost whenever it drops it (see docs/benchmarks).
+                del result
             timings[case.contender].extend(got)
             busy[case.contender] += sum(got)
             ordered = sorted(got)

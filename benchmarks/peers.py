@@ -99,15 +99,15 @@ class Recorder:
             ]
         )
 
-    def load(self, root: uuid.UUID) -> int:
-        """Select the aggregate's rows and decode every event; returns the count."""
-        count = 0
+    def load(self, root: uuid.UUID) -> list[Message]:
+        """Select the aggregate's rows and decode every event (returned, for
+        the caller to keep)."""
+        out: list[Message] = []
         for row in self.recorder.select_events(root):
             cls = codec._class_for(row.topic)
             assert cls is not None
-            cls.FromString(row.state)
-            count += 1
-        return count
+            out.append(cls.FromString(row.state))
+        return out
 
     def conflicts(self, root: uuid.UUID, version: int, event: Message) -> bool:
         """Insert at an existing version; True when the recorder rejected it."""

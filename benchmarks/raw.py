@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import msgspec
 import nats
@@ -36,18 +37,15 @@ class Ack(msgspec.Struct):
 _classes: dict[str, type[Message] | None] = {}
 
 
-def _decode_events(book: core_pb2.EventBook) -> int:
-    """Decode each event of `book` to its message class; returns how many."""
-    count = 0
+def _decode_events(book: core_pb2.EventBook, out: list[Message]) -> None:
+    """Decode each event of `book` to its message class, appending it to `out`
+    (kept, as a caller that reads the events keeps them)."""
     for page in book.pages:
         packed = page.event
         cls = _classes.get(packed.type_url)
         if cls is None:
             cls = _classes[packed.type_url] = codec._class_for(packed.type_url.rpartition("/")[2])
-        if cls is not None:
-            cls.FromString(packed.value)
-        count += 1
-    return count
+        out.append(packed if cls is None else cls.FromString(packed.value))
 
 
 decode_ack = msgspec.json.Decoder(Ack).decode
@@ -136,14 +134,16 @@ class RawClient:
     async def _on_direct(self, msg: Msg) -> None:
         self._on_direct_msg(msg)
 
-    async def direct_load(self, subject: str, batch: int = 1000, *, decode: bool = False) -> int:
+    async def direct_load(
+        self, subject: str, batch: int = 1000, *, decode: bool = False
+    ) -> list[Any]:
         """The floor for loads: batch Direct Get with no_hdr, every payload parsed.
 
-        With `decode`, each event is also decoded to its message class (the
-        least a caller that reads every event needs). Returns the number of
-        events read.
+        Returns what was read, for the caller to keep: the parsed books, or with
+        `decode` each event decoded to its message class (the least a caller
+        that reads every event needs).
         """
-        events = 0
+        out: list[Any] = []
         start = 1
         api = f"$JS.API.DIRECT.GET.{self.stream}"
         while True:
@@ -155,35 +155,36 @@ class RawClient:
             await self.nc.publish(api, body, reply=self._inbox)
             last = await asyncio.wait_for(self._done, TIMEOUT)
             books = self._books
+            self._books = []
             for book in books:
                 if decode:
-                    events += _decode_events(book)
+                    _decode_events(book, out)
                 else:
                     for page in book.pages:
-                        events += 1
                         _ = page.event
+                    out.append(book)
             if len(books) < batch or not last:
-                return events
+                return out
             start = last + 1
 
-    async def naive_load(self, subject: str, expect_events: int) -> int:
+    async def naive_load(self, subject: str, expect_events: int) -> list[Message]:
         """What a nats-py user writes: an ordered consumer, read until nothing is
-        pending, each event decoded to its message class."""
+        pending, each event decoded to its message class (and returned)."""
         sub = await self.js.subscribe(subject, ordered_consumer=True)
-        events = 0
+        events: list[Message] = []
         try:
             while True:
                 msg = await sub.next_msg(timeout=TIMEOUT)
-                events += _decode_events(core_pb2.EventBook.FromString(msg.data))
+                _decode_events(core_pb2.EventBook.FromString(msg.data), events)
                 meta = msg.metadata
                 if meta.num_pending == 0:
                     self._leftover.append(meta.consumer or "")
                     break
         finally:
             await sub.unsubscribe()
-        if events != expect_events:
+        if len(events) != expect_events:
             raise RuntimeError(
-                f"naive replay of {subject}: {events} events, wanted {expect_events}"
+                f"naive replay of {subject}: {len(events)} events, wanted {expect_events}"
             )
         return events
 
