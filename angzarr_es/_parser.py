@@ -14,6 +14,12 @@ operation written in a form it does not expect) is left to nats-py's own
 parser, byte for byte as before; `tests/test_parser.py` checks that both
 parsers dispatch the same calls for arbitrary streams cut at arbitrary points.
 
+`take` is the same dispatch, synchronous and for the leading messages of a
+chunk only: the connection offers it the bytes it receives while nats-py's
+reader task is idle with nothing buffered (`_wire._read_sooner`), which saves
+the pass of the event loop that task needs to wake up. The tests feed the same
+streams through `take` first, including chunks that start inside a message.
+
 One difference is known and left: nats-py's expressions let a separator run
 across a line break, so a malformed MSG line (too few fields) followed by a
 line of digits is one message to nats-py, while FastParser hands nats-py the
@@ -33,6 +39,8 @@ __all__ = ["FastParser"]
 
 # (subject, reply, payload, parsed headers): see _wire.RawHandler.
 Handler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
+# A message's line: (subject, sid, reply, header size, total size).
+Frame = tuple[bytes, int, bytes, int, int]
 
 _MSG = b"MSG "
 _MSG_OP = b"MSG"
@@ -115,6 +123,16 @@ class FastParser(Parser):
                 return
             data = rest
 
+    def take(self, data: bytes) -> int:
+        """Dispatch the whole messages of direct subscriptions at the start of
+        `data`, if nothing received earlier is still waiting to be parsed.
+
+        Returns how many bytes it consumed; the rest is for `parse`, in order.
+        """
+        if self.buf or self._need or self.state != AWAITING_CONTROL_LINE:
+            return 0
+        return self._run(data, 0)[0]
+
     async def _fast(self, data: bytes) -> bytes | None:
         """Dispatch the messages in `data`; hand any other operation, one at a
         time, to nats-py. Returns the bytes after an operation that left
@@ -128,10 +146,50 @@ class FastParser(Parser):
             data = bytes(buf)
             buf.clear()
         self._need = 0
-        direct = self._direct
-        nc = self.nc
         size = len(data)
-        pos = msgs = nbytes = 0
+        pos = 0
+        while pos < size:
+            pos, end, frame = self._run(data, pos)
+            if end < 0:
+                break
+            if frame is None:
+                # Not a message, or one written in a form this parser does
+                # not take: nats-py parses that one operation (or raises).
+                buf.extend(data[pos : end + 2])
+                pos = end + 2
+                await super().parse()
+                if self.state != AWAITING_CONTROL_LINE:
+                    return data[pos:]
+                continue
+            subject, sid, reply, hsize, total = frame
+            start = end + 2
+            stop = start + total
+            if stop + 2 > size:
+                self._need = stop + 2 - pos
+                break
+            pos = stop + 2
+            await self.nc._process_msg(
+                sid,
+                subject,
+                reply,
+                data[start + hsize : stop],
+                data[start : start + hsize] if hsize else None,
+            )
+        if pos < size:
+            buf.extend(data[pos:] if pos else data)
+        return None
+
+    def _run(self, data: bytes, pos: int) -> tuple[int, int, Frame | None]:
+        """Dispatch the whole messages of direct subscriptions from `pos` on.
+
+        Stops at anything else and returns (its position, the end of its line,
+        its frame): the end is -1 when the data ran out first (no whole line
+        left), the frame None when the line is not a message this parser reads
+        (else the message is incomplete, or not for a direct subscription).
+        """
+        direct = self._direct
+        size = len(data)
+        msgs = nbytes = 0
         prefix = self._prefix
         cut = len(prefix)
         try:
@@ -154,14 +212,7 @@ class FastParser(Parser):
                         args = data[pos:end].split()
                         frame = _frame(args, data[end - 1])
                     if frame is None or args is None:
-                        # Not a message, or one written in a form this parser does
-                        # not take: nats-py parses that one operation (or raises).
-                        buf.extend(data[pos : end + 2])
-                        pos = end + 2
-                        await super().parse()
-                        if self.state != AWAITING_CONTROL_LINE:
-                            return data[pos:]
-                        continue
+                        return pos, end, None
                     subject, sid, reply, hsize, total = frame
                     if len(args) == 4 and args[0] == _MSG_OP:
                         # A plain MSG; its prefix is reusable if written with single spaces.
@@ -172,20 +223,10 @@ class FastParser(Parser):
                             self._known = (subject, sid)
                 start = end + 2
                 stop = start + total
-                if stop + 2 > size:
-                    self._need = stop + 2 - pos
-                    break
-                pos = stop + 2
                 handler = direct.get(sid)
-                if handler is None:
-                    await nc._process_msg(
-                        sid,
-                        subject,
-                        reply,
-                        data[start + hsize : stop],
-                        data[start : start + hsize] if hsize else None,
-                    )
-                    continue
+                if handler is None or stop + 2 > size:
+                    return pos, end, (subject, sid, reply, hsize, total)
+                pos = stop + 2
                 msgs += 1
                 nbytes += total - hsize
                 try:
@@ -195,18 +236,16 @@ class FastParser(Parser):
                     else:
                         handler(subject, reply, data[start:stop], None)
                 except Exception as exc:  # noqa: BLE001 - reported, and the stream goes on
-                    report_handler_error(nc, exc)
+                    report_handler_error(self.nc, exc)
+            return pos, -1, None
         finally:
             if msgs:
-                stats = nc.stats
+                stats = self.nc.stats
                 stats["in_msgs"] += msgs
                 stats["in_bytes"] += nbytes
-        if pos < size:
-            buf.extend(data[pos:] if pos else data)
-        return None
 
 
-def _frame(args: list[bytes], before_crlf: int) -> tuple[bytes, int, bytes, int, int] | None:
+def _frame(args: list[bytes], before_crlf: int) -> Frame | None:
     """(subject, sid, reply, header size, total size) of a MSG/HMSG line split
     into `args`, or None if nats-py's own expressions would not take it as is."""
     if before_crlf not in _DIGITS:

@@ -157,12 +157,24 @@ class _Client(NatsClient):
     than the handling: messages of the subscriptions registered in `direct`
     are handed to their handler in the reader task instead (`_process_msg` is
     nats-py's per-message hook; other subscriptions are untouched).
+
+    Replies are also read one event-loop pass sooner. nats-py's reader task
+    sleeps on an `asyncio.StreamReader` and wakes on the pass after the bytes
+    arrive; when it is asleep with nothing buffered, the bytes are offered to
+    `FastParser.take` as they arrive instead, which dispatches the leading
+    whole messages of the direct subscriptions and leaves the rest to the
+    reader task, in order (see `_read_sooner`).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.direct: dict[int, RawHandler] = {}
-        self._ps = FastParser(self, self.direct)
+        self._ps: FastParser = FastParser(self, self.direct)
+
+    async def _read_loop(self) -> None:
+        # Started on every (re)connect, once the transport (TLS included) is final.
+        _read_sooner(self)
+        await super()._read_loop()
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -208,6 +220,34 @@ class _Client(NatsClient):
         )
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+
+def _read_sooner(nc: _Client) -> None:
+    """Offer received bytes to the parser as they arrive while nats-py's reader
+    task waits on an empty reader (a TCP or TLS connection's StreamReader;
+    other transports are left as they are)."""
+    reader = getattr(nc._transport, "_io_reader", None)
+    if (
+        type(reader) is not asyncio.StreamReader
+        or "feed_data" in vars(reader)  # already offered
+        or not hasattr(reader, "_waiter")
+        or not hasattr(reader, "_buffer")
+    ):
+        return
+    feed = reader.feed_data
+
+    def feed_data(data: bytes) -> None:
+        # A waiter means the reader task is idle in read() (not parsing), and
+        # an empty buffer that nothing received earlier is ahead of `data`.
+        if reader._waiter is not None and not reader._buffer and nc.is_connected:
+            taken = nc._ps.take(data)
+            if taken:
+                if taken == len(data):
+                    return
+                data = data[taken:]
+        feed(data)
+
+    reader.feed_data = feed_data  # type: ignore[method-assign,assignment]
 
 
 def _serve_directly(nc: NatsClient, sub: Subscription, handler: RawHandler) -> None:

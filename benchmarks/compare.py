@@ -64,7 +64,7 @@ def _config(module: ModuleType, url: str) -> Any:
     return cfg_mod.Config(bus=msgspec.structs.replace(cfg_mod.Config().bus, nats=nats))
 
 
-async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
+async def compare(url: str, before_mod: ModuleType, samples: int, writer_rounds: int = 3) -> None:
     versions: dict[str, Any] = {}
     for name, module in (("before", before_mod), ("after", angzarr_es)):
         client = await module.connect(config=_config(module, url))
@@ -116,7 +116,7 @@ async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
         f"{'operation':<26} {'before p50':>11} {'after p50':>10} {'after/before':>12}"
         f" {'best-round before':>18} {'best-round after':>17}"
     )
-    for op, cases, n in ops:
+    for op, cases, n in ops if samples else []:
         named = [Case(name, case.run) for name, case in cases.items()]
         got = {
             m.stats.contender: m.stats
@@ -128,7 +128,8 @@ async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
             f" {min(b.round_p50s):16.1f}us {min(a.round_p50s):15.1f}us",
             flush=True,
         )
-    for name in ["before", "after"] * 3:
+    rates: dict[str, list[float]] = {"before": [], "after": []}
+    for name in ["before", "after"] * writer_rounds:
         store = stores[name]
         lat: list[float] = []
 
@@ -143,9 +144,12 @@ async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
         t0 = time.perf_counter()
         await asyncio.gather(*(writer() for _ in range(64)))
         rate = len(lat) / (time.perf_counter() - t0)
+        rates[name].append(rate)
         print(
             f"64 writers {name:<7} {rate:8.0f} appends/s  p50 {percentile(sorted(lat), 50):.0f}us"
         )
+    for name, per_round in rates.items():
+        print(f"64 writers {name:<7} median {percentile(sorted(per_round), 50):8.0f} appends/s")
     for client in versions.values():
         await client.close()
 
@@ -153,12 +157,15 @@ async def compare(url: str, before_mod: ModuleType, samples: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare")
     parser.add_argument("rev", help="git revision of the 'before' library")
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=2000, help="0: concurrent writers only")
+    parser.add_argument(
+        "--writer-rounds", type=int, default=3, help="alternating rounds of 64 concurrent writers"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="angzarr-before-") as tmp:
         before = extract(args.rev, Path(tmp))
         with EmbeddedServer() as server:
-            asyncio.run(compare(server.url, before, args.samples))
+            asyncio.run(compare(server.url, before, args.samples, args.writer_rounds))
 
 
 if __name__ == "__main__":

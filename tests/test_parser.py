@@ -61,7 +61,9 @@ def direct_handler(rec: Recorder) -> Any:
 
 tokens = st.text("abcXYZ019_-$>*", min_size=1, max_size=12)
 subjects = st.lists(tokens, min_size=1, max_size=4).map(".".join)
-payloads = st.binary(max_size=80) | st.sampled_from([b"MSG x 1 3\r\n", b"\r\n\r\n", b"PING\r\n"])
+payloads = st.binary(max_size=80) | st.sampled_from(
+    [b"MSG x 1 3\r\n", b"\r\n\r\n", b"PING\r\n", b"MSG _INBOX.z %d 2\r\nzz\r\n" % DIRECT_SID]
+)
 
 
 header_lines = st.lists(
@@ -133,18 +135,27 @@ def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
     return [p for p in pieces if p]
 
 
-async def feed(parser: Any, pieces: list[bytes]) -> None:
+async def feed(parser: Any, pieces: list[bytes], take: bool = False) -> None:
+    """Parse `pieces` in order; with `take`, each is first offered to
+    `FastParser.take` (as `_wire._read_sooner` does as bytes arrive) and only
+    what it leaves is parsed."""
     for piece in pieces:
+        if take:
+            piece = piece[parser.take(piece) :]
+            if not piece:
+                continue
         await parser.parse(piece)
 
 
-def run(pieces: list[bytes], direct: bool, *, errors: bool = False) -> tuple[Any, Any]:
+def run(
+    pieces: list[bytes], direct: bool, *, errors: bool = False, take: bool = False
+) -> tuple[Any, Any]:
     """(nats-py's, FastParser's) calls for `pieces`; with `errors`, each with
     the protocol error the parser stopped at (else an error fails the test)."""
     plain_rec, fast_rec = Recorder(), Recorder()
     handlers = {DIRECT_SID: direct_handler(fast_rec)} if direct else {}
     plain = fed(Parser(plain_rec), plain_rec, pieces, errors)
-    fast = fed(FastParser(fast_rec, handlers), fast_rec, pieces, errors)
+    fast = fed(FastParser(fast_rec, handlers), fast_rec, pieces, errors, take)
     assert fast_rec.stats == plain_rec.stats
     return plain, fast
 
@@ -154,12 +165,13 @@ def run(pieces: list[bytes], direct: bool, *, errors: bool = False) -> tuple[Any
     ops=st.lists(operations(), min_size=1, max_size=25),
     cuts=CUTS,
     direct=st.booleans(),
+    take=st.booleans(),
 )
 def test_fast_parser_dispatches_what_nats_py_dispatches(
-    ops: list[bytes], cuts: list[int], direct: bool
+    ops: list[bytes], cuts: list[int], direct: bool, take: bool
 ) -> None:
     stream = b"".join(ops)
-    plain, fast = run(chunked(stream, cuts), direct)
+    plain, fast = run(chunked(stream, cuts), direct, take=take)
     assert fast == plain
     assert len([c for c in fast if c[0] == "msg"]) == sum(
         op.startswith((b"MSG", b"HMSG")) for op in ops
@@ -309,19 +321,22 @@ def batch_replies(draw: st.DrawFn) -> bytes:
     runs=st.lists(batch_replies(), min_size=1, max_size=3),
     cuts=CUTS,
     direct=st.booleans(),
+    take=st.booleans(),
 )
 def test_runs_of_one_subject_are_read_as_nats_py_reads_them(
-    runs: list[bytes], cuts: list[int], direct: bool
+    runs: list[bytes], cuts: list[int], direct: bool, take: bool
 ) -> None:
-    plain, fast = run(chunked(b"".join(runs), cuts), direct, errors=True)
+    plain, fast = run(chunked(b"".join(runs), cuts), direct, errors=True, take=take)
     assert fast == plain
 
 
-def fed(parser: Any, rec: Recorder, pieces: list[bytes], errors: bool = True) -> Any:
+def fed(
+    parser: Any, rec: Recorder, pieces: list[bytes], errors: bool = True, take: bool = False
+) -> Any:
     """What the parser handed over (and, with `errors`, the protocol error it
     stopped at, if any)."""
     try:
-        asyncio.run(feed(parser, pieces))
+        asyncio.run(feed(parser, pieces, take))
     except ProtocolError as exc:
         if not errors:
             raise
@@ -338,3 +353,42 @@ def test_a_batch_reply_reuses_the_line_it_has_seen() -> None:
     asyncio.run(feed(parser, [stream]))
     assert [len(c[4]) for c in rec.calls] == list(range(50))
     assert parser._prefix == b"MSG _INBOX.a.1 %d " % DIRECT_SID
+
+
+def test_take_dispatches_the_leading_direct_messages_and_leaves_the_rest() -> None:
+    rec = Recorder()
+    parser = FastParser(rec, {DIRECT_SID: direct_handler(rec)})
+    direct = b"MSG _INBOX.a %d 2\r\nab\r\n" % DIRECT_SID
+    other = b"MSG sub.x 1 2\r\ncd\r\n"
+    chunk = direct + direct + other + direct
+    taken = parser.take(chunk)
+    assert taken == 2 * len(direct)  # stops at the first message it must not dispatch
+    assert [c[4] for c in rec.calls] == [b"ab", b"ab"]
+    assert parser.take(direct[:-3]) == 0  # an incomplete message is left whole
+    asyncio.run(parser.parse(direct[:-3]))
+    assert parser.take(direct) == 0  # bytes of an earlier message are still buffered
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    ops=st.lists(operations(), min_size=1, max_size=15),
+    joins=st.lists(st.booleans(), max_size=40),
+    direct=st.booleans(),
+)
+def test_take_never_reads_into_a_message_that_is_still_arriving(
+    ops: list[bytes], joins: list[bool], direct: bool
+) -> None:
+    # Every message cut where its payload starts (payloads may look like
+    # messages), some neighbouring pieces joined again.
+    pieces: list[bytes] = []
+    for op in ops:
+        cut = op.index(b"\r\n") + 2 if op.startswith((b"MSG", b"HMSG")) else len(op)
+        pieces += [op[:cut], op[cut:]]
+    merged: list[bytes] = []
+    for piece, join in zip(pieces, joins + [False] * len(pieces), strict=False):
+        if join and merged:
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    plain, fast = run([p for p in merged if p], direct, take=True)
+    assert fast == plain

@@ -114,3 +114,38 @@ async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
         assert got.data.startswith(b"A=x")
     finally:
         await responder.close()
+
+
+def count_takes(nc: _Client) -> list[int]:
+    """Record the bytes `FastParser.take` dispatches from the socket callback."""
+    taken: list[int] = []
+    take = nc._ps.take
+
+    def counting(data: bytes) -> int:
+        n = take(data)
+        taken.append(n)
+        return n
+
+    nc._ps.take = counting  # type: ignore[method-assign]
+    return taken
+
+
+async def test_replies_are_dispatched_as_they_arrive(wire: Wire, nats_url: str) -> None:
+    responder = await nats.connect(nats_url)
+
+    async def echo(msg: Msg) -> None:
+        await responder.publish(msg.reply, msg.data[::-1])
+
+    await responder.subscribe("echo.sooner", cb=echo)
+    await interest_registered(responder)
+    try:
+        assert isinstance(wire.nc, _Client)
+        taken = count_takes(wire.nc)
+        for i in range(20):
+            body = b"ab%d" % i
+            assert (await wire.request("echo.sooner", body)).data == body[::-1]
+    finally:
+        await responder.close()
+    # With one request at a time the reader task is always idle when a reply
+    # arrives, so the replies were dispatched in the socket callback.
+    assert sum(1 for n in taken if n) >= 20
