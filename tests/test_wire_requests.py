@@ -146,6 +146,7 @@ async def test_replies_are_dispatched_as_they_arrive(wire: Wire, nats_url: str) 
             assert (await wire.request("echo.sooner", body)).data == body[::-1]
     finally:
         await responder.close()
-    # With one request at a time the reader task is always idle when a reply
-    # arrives, so the replies were dispatched in the socket callback.
-    assert sum(1 for n in taken if n) >= 20
+    # With one request at a time the reader task is idle when a reply arrives,
+    # so the replies were dispatched in the socket callback (all of them but
+    # one arriving behind a server PING, which the reader task then handles).
+    assert sum(1 for n in taken if n) >= 19
