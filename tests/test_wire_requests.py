@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -31,23 +32,30 @@ async def wire(nats_url: str) -> AsyncIterator[Wire]:
     await w.close()
 
 
-async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: str) -> None:
+@contextlib.asynccontextmanager
+async def echo_responder(nats_url: str, subject: str) -> AsyncIterator[None]:
+    """A second client answering requests on `subject` with the body reversed."""
     responder = await nats.connect(nats_url)
 
     async def echo(msg: Msg) -> None:
         await responder.publish(msg.reply, msg.data[::-1])
 
-    await responder.subscribe("echo.*", cb=echo)
+    await responder.subscribe(subject, cb=echo)
     await interest_registered(responder)
     try:
+        yield
+    finally:
+        await responder.close()
+
+
+async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: str) -> None:
+    async with echo_responder(nats_url, "echo.*"):
         bodies = [f"request-{i}".encode() for i in range(300)]
         replies = await asyncio.gather(
             *(wire.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
         )
         assert [r.data for r in replies] == [b[::-1] for b in bodies]
         assert not wire._replies  # nothing left behind
-    finally:
-        await responder.close()
     # Replies were handed over in the reader task, not through nats-py's queue.
     assert isinstance(wire.nc, _Client)
     assert wire._inbox_sub is not None
@@ -131,21 +139,12 @@ def count_takes(nc: _Client) -> list[int]:
 
 
 async def test_replies_are_dispatched_as_they_arrive(wire: Wire, nats_url: str) -> None:
-    responder = await nats.connect(nats_url)
-
-    async def echo(msg: Msg) -> None:
-        await responder.publish(msg.reply, msg.data[::-1])
-
-    await responder.subscribe("echo.sooner", cb=echo)
-    await interest_registered(responder)
-    try:
-        assert isinstance(wire.nc, _Client)
-        taken = count_takes(wire.nc)
+    assert isinstance(wire.nc, _Client)
+    taken = count_takes(wire.nc)
+    async with echo_responder(nats_url, "echo.sooner"):
         for i in range(20):
             body = b"ab%d" % i
             assert (await wire.request("echo.sooner", body)).data == body[::-1]
-    finally:
-        await responder.close()
     # With one request at a time the reader task is idle when a reply arrives,
     # so the replies were dispatched in the socket callback (all of them but
     # one arriving behind a server PING, which the reader task then handles).
