@@ -272,3 +272,33 @@ async def test_a_run_that_fails_part_way_leaves_no_stream_behind(
             assert [s.config.name for s in await nc.jetstream().streams_info()] == []
         finally:
             await nc.close()
+
+
+def test_measure_warms_each_round_and_frees_results_off_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import harness
+
+    log: list[str] = []
+    clock = iter(range(0, 10**9, 1000))
+
+    def perf_counter_ns() -> int:
+        log.append("clock")
+        return next(clock)
+
+    class Result:
+        def __del__(self) -> None:
+            log.append("free")
+
+    async def run(_: int) -> object:
+        log.append("run")
+        return Result()
+
+    monkeypatch.setattr("time.perf_counter_ns", perf_counter_ns)
+    [measured] = asyncio.run(
+        harness.measure("op", [harness.Case("c", run)], samples=4, rounds=2, warmup=1)
+    )
+    assert measured.stats.n == 4  # the per-round warm calls are not samples
+    timed = ["clock", "run", "clock", "free"]  # freed after the clock is read
+    round_ = ["run", "free", *timed, *timed]  # one untimed call first
+    assert log == ["run", "free", *round_, *round_]
