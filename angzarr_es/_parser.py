@@ -53,6 +53,8 @@ _MAX_DIGITS = 18
 _log = logging.getLogger(__name__)
 _reports: set[asyncio.Future[None]] = set()
 _VERSION = b"NATS/1.0"
+# The ASCII characters str.isspace() takes for blanks (\x1c-\x1f included).
+_SPACES = bytes(c for c in range(128) if chr(c).isspace())
 
 
 def parse_headers(raw: bytes) -> dict[str, str] | None:
@@ -81,7 +83,7 @@ def parse_headers(raw: bytes) -> dict[str, str] | None:
         if not sep:
             continue
         key = name.strip()
-        if not key.isascii() or any(chr(c).isspace() for c in key):
+        if not key.isascii() or len(key.translate(None, _SPACES)) != len(key):
             continue
         out[key.decode()] = value.strip().decode("utf-8", "replace")
     return out or None

@@ -67,7 +67,12 @@ payloads = st.binary(max_size=80) | st.sampled_from(
 
 
 header_lines = st.lists(
-    st.tuples(st.sampled_from(["Nats-Num-Pending", "Nats-Last-Sequence", "K", "x y", "Ü"]), tokens),
+    st.tuples(
+        st.sampled_from(
+            ["Nats-Num-Pending", "Nats-Last-Sequence", "K", "x y", "Ü", "a\tb", "a\x1fb"]
+        ),
+        tokens,
+    ),
     max_size=3,
 ).map(lambda kv: "".join(f"{k}: {v}\r\n" for k, v in kv))
 statuses = st.sampled_from(
