@@ -47,6 +47,7 @@ class MsgGetRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     seq: int = 0
     last_by_subj: str = ""
     next_by_subj: str = ""
+    start_time: str = ""  # RFC 3339: the first message at or after it
 
 
 class StoredMessage(msgspec.Struct, frozen=True):

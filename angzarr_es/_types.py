@@ -35,6 +35,9 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     """The aggregate's next sequence after this append."""
     stream_sequence: int = 0
     """JetStream stream sequence of the commit (0 when nothing was written)."""
+    duplicate: bool = False
+    """True when an earlier append with the same `idempotency_key` had stored
+    this commit, and this one stored nothing."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +57,27 @@ class History(msgspec.Struct, frozen=True, kw_only=True):
     """The aggregate's next sequence, even when only part of it was loaded."""
     snapshot: Snapshot | None = None
     """The snapshot the events follow (`load(..., snapshot=True)`), else None."""
+
+
+KEY_MAX = 200
+
+
+def check_idempotency_key(key: object) -> str:
+    """Validate an append's `idempotency_key` ("" for none).
+
+    Raises:
+        TypeError: not a str.
+        ValueError: longer than 200 characters, or not printable ASCII
+            without blanks (it travels as a message header).
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a str, got {key!r}")
+    if len(key) > KEY_MAX or not (key.isascii() and key.isprintable()) or " " in key:
+        raise ValueError(
+            f"idempotency_key must be at most {KEY_MAX} printable ASCII characters "
+            f"without blanks, got {key!r}"
+        )
+    return key
 
 
 def check_expected(expected: object) -> ExpectedVersion:

@@ -645,20 +645,26 @@ class Wire:
             stream, subject, js.MsgGetRequest(seq=seq, next_by_subj=subject)
         )
 
-    async def leader_msg_id(self, stream: str, subject: str, seq: int) -> tuple[str, int] | None:
-        """(Nats-Msg-Id, stream sequence) of the first message on `subject` at or
-        after stream sequence `seq`, answered by the stream leader."""
-        body = js.encode(js.MsgGetRequest(seq=seq, next_by_subj=subject))
+    async def leader_message(
+        self, stream: str, subject: str, *, seq: int = 0, start_time: str = ""
+    ) -> tuple[bytes, str, int] | None:
+        """(payload, Nats-Msg-Id, stream sequence) of the first message on
+        `subject` at or after stream sequence `seq`, or stored at or after
+        `start_time` (RFC 3339), answered by the stream leader."""
+        request = js.MsgGetRequest(seq=seq, next_by_subj=subject, start_time=start_time)
         reply = js.msg_get(
-            await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", body, what=f"read {subject}")
+            await self.api(
+                f"$JS.API.STREAM.MSG.GET.{stream}", js.encode(request), what=f"read {subject}"
+            )
         )
         if reply.error is not None:
             if reply.error.err_code == js.NO_MESSAGE_FOUND or reply.error.code == 404:
                 return None
             raise api_error(f"read {subject}", reply.error)
-        if reply.message is None:
+        message = reply.message
+        if message is None:
             return None
-        return _header_value(reply.message.hdrs, js.H_MSG_ID), reply.message.seq
+        return message.data, _header_value(message.hdrs, js.H_MSG_ID), message.seq
 
     async def _leader_get(
         self, stream: str, subject: str, request: js.MsgGetRequest

@@ -170,12 +170,17 @@ class MeteredEventStore(EventStore):
         *,
         expected: ExpectedVersion,
         correlation_id: str = "",
+        idempotency_key: str = "",
     ) -> AppendResult:
         """See `EventStore.append`."""
         start = time.perf_counter()
         try:
             result = await super().append(
-                root, events, expected=expected, correlation_id=correlation_id
+                root,
+                events,
+                expected=expected,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
             )
         except ConcurrencyError:
             self._observe("conflict", start)
@@ -185,7 +190,7 @@ class MeteredEventStore(EventStore):
             self._observe("error", start)
             raise
         self._append_ok.observe(time.perf_counter() - start)
-        written = result.next_sequence - result.first_sequence
+        written = 0 if result.duplicate else result.next_sequence - result.first_sequence
         if written:
             self._metrics.appended_events.labels(self.domain).inc(written)
         return result

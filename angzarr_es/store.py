@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+import msgspec
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -25,6 +27,7 @@ from angzarr_es._types import (
     History,
     check_as_of,
     check_expected,
+    check_idempotency_key,
     check_range,
 )
 from angzarr_es._wire import Wire, api_error
@@ -62,6 +65,11 @@ COMMIT_OVERHEAD = 1024
 SETTLE_READS = 6
 # How often an `expected=ANY` append re-reads and retries after losing a race.
 ANY_ATTEMPTS = 64
+# Looking for an idempotency key's commit: from this much before the server's
+# duplicate window (clock skew between client and server), and at most this
+# many commits of the aggregate read one by one.
+KEY_SKEW = 10.0
+KEY_SEARCH = 1000
 
 
 @dataclass(slots=True)
@@ -127,11 +135,18 @@ class EventStore:
         *,
         expected: ExpectedVersion,
         correlation_id: str = "",
+        idempotency_key: str = "",
     ) -> AppendResult:
         """Append `events` to aggregate `root` as one atomic commit.
 
         `expected` is the aggregate's next sequence as the caller knows it (0
         for a new aggregate), or `ANY`. The server enforces it.
+
+        `idempotency_key` names this append for retries: when an earlier append
+        to the aggregate with the same key stored its commit (within the
+        stream's `duplicate_window`, 2 minutes by default), this one stores
+        nothing and returns that commit's result, with `duplicate=True`,
+        whatever `expected` says now. The events are not compared.
 
         Raises:
             TypeError: an event is not a protobuf message, or `correlation_id`
@@ -142,11 +157,13 @@ class EventStore:
             AppendTooLarge: the commit exceeds the server's max_payload.
             StoreUnavailable, StoreError: nothing was stored.
             StoreTimeout: no acknowledgement; the commit may have been stored
-                (once). Retry with the same `expected` (a ConcurrencyError then
-                says it landed) or reload first: a blind `ANY` retry may
+                (once). Retry with the same `idempotency_key`; without one,
+                retry with the same `expected` (a ConcurrencyError then says
+                something landed) or reload first: a blind `ANY` retry may
                 store it twice.
         """
         expected = check_expected(expected)
+        key = check_idempotency_key(idempotency_key)
         if isinstance(events, Message):
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
@@ -160,13 +177,24 @@ class EventStore:
             if expected is not ANY and expected != pos.next_sequence:
                 raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
+        # JetStream deduplicates by Nats-Msg-Id across the whole stream: the
+        # id of a key is scoped to the aggregate's subject.
+        msg_id = ""
+        if key:
+            msg_id = (
+                "key-" + hashlib.blake2b(f"{subject}\n{key}".encode(), digest_size=16).hexdigest()
+            )
         if expected is not ANY:
-            return await self._append(root, subject, entry, packed, expected, correlation_id)
+            return await self._append(
+                root, subject, entry, packed, expected, correlation_id, msg_id
+            )
         # ANY appends to one aggregate take turns within the process: racing
         # each other, n of them cost about n*n/2 requests, and a burst of 100
         # exhausted the retries of one of them (found by review).
         async with self._turns.turn(subject):
-            return await self._append(root, subject, entry, packed, expected, correlation_id)
+            return await self._append(
+                root, subject, entry, packed, expected, correlation_id, msg_id
+            )
 
     async def _append(
         self,
@@ -176,43 +204,53 @@ class EventStore:
         packed: list[any_pb2.Any],
         expected: ExpectedVersion,
         correlation_id: str,
+        msg_id: str,
     ) -> AppendResult:
-        pos = await self._position_for(subject, expected)
-        cover_root = root_bytes(root)
-        for _ in range(ANY_ATTEMPTS):
-            payload = codec.encode_commit(
-                domain=self._domain,
-                root=cover_root,
-                first_sequence=pos.next_sequence,
-                events=packed,
-                correlation_id=correlation_id,
-                created_at=dt.datetime.now(dt.UTC),
-                edition=self._edition,
+        try:
+            pos = await self._position_for(subject, expected)
+            cover_root = root_bytes(root)
+            for _ in range(ANY_ATTEMPTS):
+                payload = codec.encode_commit(
+                    domain=self._domain,
+                    root=cover_root,
+                    first_sequence=pos.next_sequence,
+                    events=packed,
+                    correlation_id=correlation_id,
+                    created_at=dt.datetime.now(dt.UTC),
+                    edition=self._edition,
+                )
+                size = len(payload) + len(subject) + COMMIT_OVERHEAD
+                if size > self._wire.max_payload:
+                    raise AppendTooLarge(size, self._wire.max_payload)
+                if entry:
+                    await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
+                result = await self._publish(subject, payload, pos, len(packed), msg_id)
+                if isinstance(result, AppendResult):
+                    return result
+                # Refused: `result` is the aggregate's real position. If it is the
+                # one the caller expected, only our idea of the last commit's
+                # stream sequence was stale (an edition was deleted and rewritten
+                # since we cached it): publish again at the real position.
+                if expected is not ANY and result.next_sequence != expected:
+                    raise ConcurrencyError(expected, result.next_sequence, subject=subject)
+                if self._ctx.observer is not None:
+                    self._ctx.observer.retried(self._domain, "lost_race")
+                pos = result
+            raise ConcurrencyError(
+                pos.next_sequence,
+                pos.next_sequence,
+                subject=subject,
+                detail=f"expected=ANY lost the race for the next sequence {ANY_ATTEMPTS} times "
+                f"in a row (the aggregate is at {pos.next_sequence})",
             )
-            size = len(payload) + len(subject) + COMMIT_OVERHEAD
-            if size > self._wire.max_payload:
-                raise AppendTooLarge(size, self._wire.max_payload)
-            if entry:
-                await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
-            result = await self._publish(subject, payload, pos, len(packed))
-            if isinstance(result, AppendResult):
-                return result
-            # Refused: `result` is the aggregate's real position. If it is the
-            # one the caller expected, only our idea of the last commit's
-            # stream sequence was stale (an edition was deleted and rewritten
-            # since we cached it): publish again at the real position.
-            if expected is not ANY and result.next_sequence != expected:
-                raise ConcurrencyError(expected, result.next_sequence, subject=subject)
-            if self._ctx.observer is not None:
-                self._ctx.observer.retried(self._domain, "lost_race")
-            pos = result
-        raise ConcurrencyError(
-            pos.next_sequence,
-            pos.next_sequence,
-            subject=subject,
-            detail=f"expected=ANY lost the race for the next sequence {ANY_ATTEMPTS} times "
-            f"in a row (the aggregate is at {pos.next_sequence})",
-        )
+        except ConcurrencyError:
+            if not msg_id:
+                raise
+            # The aggregate moved: perhaps by this idempotency key's earlier append.
+            earlier = await self._keyed(subject, msg_id)
+            if earlier is None:
+                raise
+            return earlier
 
     def _entry_subject(self, correlation_id: str) -> str:
         """Where a commit stamped `correlation_id` is indexed ("" for no id).
@@ -244,13 +282,15 @@ class EventStore:
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
-        self, subject: str, payload: bytes, pos: Position, count: int
+        self, subject: str, payload: bytes, pos: Position, count: int, msg_id: str
     ) -> AppendResult | Position:
-        """Publish one commit with retries on lost acks.
+        """Publish one commit with retries on lost acks, as `msg_id` (an
+        idempotency key's, or "" for a random one).
 
         Returns the result, or the aggregate's real position on a conflict.
         """
-        msg_id = f"{secrets.token_hex(12)}-{pos.next_sequence}"
+        keyed = bool(msg_id)
+        msg_id = msg_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
         headers = {
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
             js.H_MSG_ID: msg_id,
@@ -282,6 +322,18 @@ class EventStore:
                 ) from exc
             err = ack.error
             if err is None:
+                if ack.duplicate:
+                    if ack.seq <= pos.stream_seq:
+                        # Stored before the position we published at: an
+                        # earlier append with this idempotency key.
+                        return await self._earlier(subject, ack.seq)
+                    # In our slot: an earlier attempt of this call (a cluster
+                    # answers a retry that way), or, on a first attempt, an
+                    # earlier call with this key that took the same slot.
+                    done = self._committed(subject, pos, count, ack.seq)
+                    if keyed and not retried:
+                        return msgspec.structs.replace(done, duplicate=True)
+                    return done
                 return self._committed(subject, pos, count, ack.seq)
             if err.err_code == js.DUPLICATE_IN_PROCESS:
                 # An earlier attempt is still being proposed: its fate is ours.
@@ -329,15 +381,52 @@ class EventStore:
         writers in the same clock tick are still told apart).
         """
         try:
-            winner = await self._wire.leader_msg_id(self._ctx.stream, subject, pos.stream_seq + 1)
+            winner = await self._wire.leader_message(
+                self._ctx.stream, subject, seq=pos.stream_seq + 1
+            )
         except (StoreTimeout, StoreUnavailable) as exc:
             raise StoreTimeout(
                 f"append to {subject}: outcome unknown: no acknowledgement, and "
                 f"looking for the commit failed ({exc})"
             ) from exc
-        if winner is not None and winner[0] == msg_id:
-            return winner[1]
+        if winner is not None and winner[1] == msg_id:
+            return winner[2]
         return 0
+
+    async def _keyed(self, subject: str, msg_id: str) -> AppendResult | None:
+        """The commit an earlier append with this idempotency key's `msg_id`
+        stored on `subject`, among those of the server's duplicate window."""
+        window = self._ctx.cfg.duplicate_window + KEY_SKEW
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
+        stream = self._ctx.stream
+        found = await self._wire.leader_message(
+            stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
+        for _ in range(KEY_SEARCH):
+            if found is None:
+                return None
+            payload, found_id, seq = found
+            if found_id == msg_id:
+                return self._result_of(subject, payload, seq)
+            found = await self._wire.leader_message(stream, subject, seq=seq + 1)
+        return None
+
+    async def _earlier(self, subject: str, seq: int) -> AppendResult:
+        """The result of the commit the server deduplicated an append against."""
+        found = await self._wire.leader_message(self._ctx.stream, subject, seq=seq)
+        if found is None or found[2] != seq:
+            raise StoreTimeout(
+                f"append to {subject}: the server reports a duplicate of stream "
+                f"sequence {seq}, which is gone"
+            )
+        return self._result_of(subject, found[0], seq)
+
+    def _result_of(self, subject: str, payload: bytes, seq: int) -> AppendResult:
+        book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
+        first, nxt = codec.commit_span(book, subject=subject, stream_sequence=seq)
+        return AppendResult(
+            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=True
+        )
 
     async def _settled_position(self, subject: str, pos: Position) -> Position:
         """The leader's position after a conflict on `pos`.

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+import msgspec
 from google.protobuf.message import Message
 
 from angzarr_es import _snapshots, codec
@@ -22,6 +23,7 @@ from angzarr_es._types import (
     Snapshot,
     check_as_of,
     check_expected,
+    check_idempotency_key,
     check_range,
 )
 from angzarr_es.codec import RecordedEvent
@@ -56,6 +58,7 @@ class _World:
     commits: dict[_Key, int] = field(default_factory=dict)
     snapshots: dict[_Key, list[Snapshot]] = field(default_factory=dict)
     log: list[_Commit] = field(default_factory=list)
+    keyed: dict[tuple[_Key, str], AppendResult] = field(default_factory=dict)
 
 
 def _sort_key(key: _Key) -> str:
@@ -93,15 +96,22 @@ class InMemoryEventStore:
         *,
         expected: ExpectedVersion,
         correlation_id: str = "",
+        idempotency_key: str = "",
     ) -> AppendResult:
-        """See `EventStore.append`."""
+        """See `EventStore.append` (keys are kept for the store's lifetime,
+        not for a duplicate window)."""
         expected = check_expected(expected)
+        idempotency_key = check_idempotency_key(idempotency_key)
         if isinstance(events, Message):
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         key = self._key(root)
         if correlation_id:
             encode_root(correlation_id)  # the index subject token: same limits
+        if idempotency_key and packed:
+            earlier = self._world.keyed.get((key, idempotency_key))
+            if earlier is not None:
+                return earlier
         history = self._world.events.get(key, [])
         first = len(history)
         if expected is not ANY and expected != first:
@@ -123,9 +133,14 @@ class InMemoryEventStore:
         self._world.commits[key] = self._world.commits.get(key, 0) + 1
         if correlation_id:
             self._world.log.append(_Commit(correlation_id, key, written))
-        return AppendResult(
+        result = AppendResult(
             first_sequence=first, next_sequence=first + len(packed), stream_sequence=0
         )
+        if idempotency_key:
+            self._world.keyed[(key, idempotency_key)] = msgspec.structs.replace(
+                result, duplicate=True
+            )
+        return result
 
     async def load(
         self,

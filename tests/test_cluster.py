@@ -401,6 +401,22 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     assert held < 1.0, f"the library holds {held:.1f} MB allocated after warm-up"
 
 
+async def test_an_append_repeated_with_its_key_on_r3(cluster: Cluster, r3: Config) -> None:
+    """A clustered stream deduplicates before it checks the expected sequence:
+    a repeat with the key gets `duplicate: true` even with a stale `expected`."""
+    async with await angzarr_es.connect(config=r3) as client:
+        store = client.store("player")
+        first = await store.append("k", [tagged("0")], expected=0, idempotency_key="c-1")
+        await store.append("k", [tagged("1")], expected=1)
+        for expected in (0, angzarr_es.ANY, 2):
+            again = await store.append("k", [tagged("0")], expected=expected, idempotency_key="c-1")
+            assert again.duplicate, expected
+            assert (again.first_sequence, again.next_sequence) == (0, 1)
+            assert again.stream_sequence == first.stream_sequence
+        hist = await store.load("k")
+        assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
+
+
 async def test_a_retry_while_the_first_attempt_is_in_flight(
     cluster: Cluster, r3: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

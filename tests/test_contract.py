@@ -28,7 +28,13 @@ class Store(Protocol):
     def edition(self) -> str: ...
 
     async def append(
-        self, root: Any, events: Any, *, expected: Any, correlation_id: str = ""
+        self,
+        root: Any,
+        events: Any,
+        *,
+        expected: Any,
+        correlation_id: str = "",
+        idempotency_key: str = "",
     ) -> AppendResult: ...
 
     async def load(
@@ -162,6 +168,44 @@ async def test_expected_any_appends_at_the_end(store: Store) -> None:
     await store.append(pid, [deposit(1)], expected=ANY)
     res = await store.append(pid, [deposit(2), deposit(3)], expected=ANY)
     assert (res.first_sequence, res.next_sequence) == (1, 3)
+
+
+async def test_an_append_repeated_with_its_key_stores_nothing(store: Store) -> None:
+    pid = uuid.uuid4()
+    first = await store.append(pid, [deposit(1), deposit(2)], expected=0, idempotency_key="c-1")
+    assert (first.first_sequence, first.next_sequence, first.duplicate) == (0, 2, False)
+    # A retry after a lost reply: the same key, the same (now stale) expected.
+    again = await store.append(pid, [deposit(1), deposit(2)], expected=0, idempotency_key="c-1")
+    assert again.duplicate
+    assert (again.first_sequence, again.next_sequence) == (0, 2)
+    assert again.stream_sequence == first.stream_sequence
+    # Another writer moves on; the key still finds its commit, with ANY too.
+    await store.append(pid, [deposit(3)], expected=2)
+    for expected in (0, ANY, 3):
+        late = await store.append(pid, [deposit(1)], expected=expected, idempotency_key="c-1")
+        assert (late.first_sequence, late.next_sequence, late.duplicate) == (0, 2, True)
+    # Another key, or none, is an append like any other.
+    with pytest.raises(ConcurrencyError):
+        await store.append(pid, [deposit(4)], expected=0, idempotency_key="c-2")
+    fresh = await store.append(pid, [deposit(4)], expected=3, idempotency_key="c-2")
+    assert (fresh.first_sequence, fresh.duplicate) == (3, False)
+    hist = await store.load(pid)
+    assert [e.event.amount_cents for e in hist.events] == [1, 2, 3, 4]  # type: ignore[attr-defined]
+
+
+async def test_a_key_is_scoped_to_its_aggregate(store: Store) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    await store.append(a, [deposit(1)], expected=ANY, idempotency_key="same")
+    other = await store.append(b, [deposit(2)], expected=ANY, idempotency_key="same")
+    assert (other.first_sequence, other.duplicate) == (0, False)
+    assert [e.event.amount_cents for e in (await store.load(b)).events] == [2]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("bad", ["with space", "tab\t", "é", "x" * 201, 7, None])
+async def test_bad_idempotency_keys_are_refused_before_sending(store: Store, bad: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        await store.append("p", [deposit(1)], expected=0, idempotency_key=bad)  # type: ignore[arg-type]
+    assert await store.next_sequence("p") == 0
 
 
 async def test_empty_append_writes_nothing(store: Store) -> None:

@@ -10,6 +10,7 @@ commit half-written or written twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import ConcurrencyError, StoreTimeout, StoreUnavailable
+from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from tests.bushelp import consumer_names
@@ -252,61 +253,85 @@ async def test_connections_cut_under_writers(server: EmbeddedServer, cfg: Config
     assert proxy.connections >= 4
 
 
-async def test_an_ack_that_never_arrives(server: EmbeddedServer, cfg: Config) -> None:
-    """The server stores the commit but no reply ever reaches the client."""
+@contextlib.asynccontextmanager
+async def through_proxy(
+    server: EmbeddedServer, cfg: Config
+) -> AsyncIterator[tuple[angzarr_es.Client, FaultProxy]]:
+    """A client connected to `server` through a FaultProxy."""
     proxy = await FaultProxy(server.port).start()
     config = with_nats(msgspec.structs.replace(cfg.nats, url=proxy.url))
     try:
         async with await angzarr_es.connect(config=config) as client:
-            store = client.store("player")
-            spy = PublishSpy(client._wire)
-            await store.append("a", [tagged("0")], expected=0)
-            proxy.swallow = True
-            started = time.monotonic()
-            outcome = await bounded(store.append("a", [tagged("1")], expected=1), APPEND_BOUND + 2)
-            elapsed = time.monotonic() - started
-            assert isinstance(outcome, StoreTimeout), outcome
-            assert elapsed < APPEND_BOUND
-            # Every attempt carried the same Nats-Msg-Id.
-            assert sorted(spy.ids.values()) == [1, ATTEMPTS]
-            # Heal the network: replies flow again on a new connection.
-            proxy.swallow = False
-            proxy.cut()
-            hist = await eventually(lambda: store.load("a"), timeout=10, what="reconnect")
-            # It did land, once; the caller's retry with its stale expected is a conflict.
-            assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
-            with pytest.raises(ConcurrencyError) as info:
-                await store.append("a", [tagged("1")], expected=1)
-            assert info.value.actual == 2
+            yield client, proxy
     finally:
         await proxy.close()
+
+
+async def test_an_ack_that_never_arrives(server: EmbeddedServer, cfg: Config) -> None:
+    """The server stores the commit but no reply ever reaches the client."""
+    async with through_proxy(server, cfg) as (client, proxy):
+        store = client.store("player")
+        spy = PublishSpy(client._wire)
+        await store.append("a", [tagged("0")], expected=0)
+        proxy.swallow = True
+        started = time.monotonic()
+        outcome = await bounded(store.append("a", [tagged("1")], expected=1), APPEND_BOUND + 2)
+        elapsed = time.monotonic() - started
+        assert isinstance(outcome, StoreTimeout), outcome
+        assert elapsed < APPEND_BOUND
+        # Every attempt carried the same Nats-Msg-Id.
+        assert sorted(spy.ids.values()) == [1, ATTEMPTS]
+        # Heal the network: replies flow again on a new connection.
+        proxy.swallow = False
+        proxy.cut()
+        hist = await eventually(lambda: store.load("a"), timeout=10, what="reconnect")
+        # It did land, once; the caller's retry with its stale expected is a conflict.
+        assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
+        with pytest.raises(ConcurrencyError) as info:
+            await store.append("a", [tagged("1")], expected=1)
+        assert info.value.actual == 2
     print(
         f"\nack never arrives: StoreTimeout after {elapsed:.2f}s, {proxy.swallowed} bytes swallowed"
     )
+
+
+async def test_a_timed_out_append_retried_with_its_key_is_not_stored_twice(
+    server: EmbeddedServer, cfg: Config
+) -> None:
+    """StoreTimeout (outcome unknown), then the caller's retry with the same key."""
+    async with through_proxy(server, cfg) as (client, proxy):
+        store = client.store("player")
+        await store.append("k", [tagged("0")], expected=0)
+        proxy.swallow = True
+        lost = store.append("k", [tagged("1")], expected=ANY, idempotency_key="cmd-1")
+        assert isinstance(await bounded(lost, APPEND_BOUND + 2), StoreTimeout)
+        proxy.swallow = False
+        proxy.cut()
+        await eventually(lambda: store.load("k"), timeout=10, what="reconnect")
+        # A blind ANY retry would store "1" again; with its key it does not.
+        again = await store.append("k", [tagged("1")], expected=ANY, idempotency_key="cmd-1")
+        assert (again.first_sequence, again.next_sequence, again.duplicate) == (1, 2, True)
+        hist = await store.load("k")
+        assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
 
 
 async def test_a_lost_ack_over_the_network_is_retried_once(
     server: EmbeddedServer, cfg: Config
 ) -> None:
     """The first ack is swallowed on the wire; the retry finds the commit is ours."""
-    proxy = await FaultProxy(server.port).start()
-    config = with_nats(msgspec.structs.replace(cfg.nats, url=proxy.url))
-    try:
-        async with await angzarr_es.connect(config=config) as client:
-            store = client.store("player")
-            spy = PublishSpy(client._wire)
-            await store.append("b", [tagged("0")], expected=0)
-            proxy.swallow = True
-            task = asyncio.create_task(store.append("b", [tagged("1")], expected=1))
-            await eventually(lambda: until(proxy.swallowed > 0), timeout=5, what="the ack")
-            proxy.swallow = False
-            result = await asyncio.wait_for(task, APPEND_BOUND)
-            assert (result.first_sequence, result.next_sequence) == (1, 2)
-            assert sorted(spy.ids.values()) == [1, 2]
-            hist = await store.load("b")
-            assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
-    finally:
-        await proxy.close()
+    async with through_proxy(server, cfg) as (client, proxy):
+        store = client.store("player")
+        spy = PublishSpy(client._wire)
+        await store.append("b", [tagged("0")], expected=0)
+        proxy.swallow = True
+        task = asyncio.create_task(store.append("b", [tagged("1")], expected=1))
+        await eventually(lambda: until(proxy.swallowed > 0), timeout=5, what="the ack")
+        proxy.swallow = False
+        result = await asyncio.wait_for(task, APPEND_BOUND)
+        assert (result.first_sequence, result.next_sequence) == (1, 2)
+        assert sorted(spy.ids.values()) == [1, 2]
+        hist = await store.load("b")
+        assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
 
 
 async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
