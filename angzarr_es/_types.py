@@ -36,8 +36,10 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     stream_sequence: int = 0
     """JetStream stream sequence of the commit (0 when nothing was written)."""
     duplicate: bool = False
-    """True when an earlier append with the same `idempotency_key` had stored
-    this commit, and this one stored nothing."""
+    """True when the server already held a commit under this append's
+    `idempotency_key` (an earlier call's, or this call's own first attempt
+    whose reply was lost): the fields describe that commit, and nothing more
+    was stored."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):

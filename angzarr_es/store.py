@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-import msgspec
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -312,7 +311,7 @@ class EventStore:
                     continue
                 landed = await self._landed(subject, msg_id, pos)
                 if landed:
-                    return self._committed(subject, pos, count, landed)
+                    return await self._found(subject, pos, count, landed, keyed)
                 raise
             except StoreUnavailable as exc:
                 if not retried:
@@ -323,17 +322,19 @@ class EventStore:
             err = ack.error
             if err is None:
                 if ack.duplicate:
-                    if ack.seq <= pos.stream_seq:
-                        # Stored before the position we published at: an
-                        # earlier append with this idempotency key.
-                        return await self._earlier(subject, ack.seq)
-                    # In our slot: an earlier attempt of this call (a cluster
-                    # answers a retry that way), or, on a first attempt, an
-                    # earlier call with this key that took the same slot.
-                    done = self._committed(subject, pos, count, ack.seq)
-                    if keyed and not retried:
-                        return msgspec.structs.replace(done, duplicate=True)
-                    return done
+                    if not keyed:
+                        # A random id: an earlier attempt of this call (a
+                        # cluster answers a retry that way).
+                        return self._committed(subject, pos, count, ack.seq)
+                    earlier = await self._earlier(subject, ack.seq)
+                    if earlier is not None:
+                        return earlier
+                    # The key's commit was deleted (an edition's purge) while
+                    # the server still remembers its id: store under an id
+                    # derived from it, the same for every repeat.
+                    msg_id = f"{msg_id}.{ack.seq}"
+                    headers[js.H_MSG_ID] = msg_id
+                    continue
                 return self._committed(subject, pos, count, ack.seq)
             if err.err_code == js.DUPLICATE_IN_PROCESS:
                 # An earlier attempt is still being proposed: its fate is ours.
@@ -345,13 +346,13 @@ class EventStore:
                     continue
                 landed = await self._landed(subject, msg_id, pos)
                 if landed:
-                    return self._committed(subject, pos, count, landed)
+                    return await self._found(subject, pos, count, landed, keyed)
                 raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, msg_id, pos)
                     if landed:
-                        return self._committed(subject, pos, count, landed)
+                        return await self._found(subject, pos, count, landed, keyed)
                 real = await self._settled_position(subject, pos)
                 if real.stream_seq == pos.stream_seq:
                     # 10164: a rival proposal was in flight but never applied
@@ -406,20 +407,30 @@ class EventStore:
             if found is None:
                 return None
             payload, found_id, seq = found
-            if found_id == msg_id:
+            if found_id == msg_id or found_id.startswith(msg_id + "."):
                 return self._result_of(subject, payload, seq)
             found = await self._wire.leader_message(stream, subject, seq=seq + 1)
         return None
 
-    async def _earlier(self, subject: str, seq: int) -> AppendResult:
-        """The result of the commit the server deduplicated an append against."""
+    async def _earlier(self, subject: str, seq: int) -> AppendResult | None:
+        """The result of the commit stored on `subject` at stream sequence
+        `seq` under an idempotency key (None if it is gone)."""
         found = await self._wire.leader_message(self._ctx.stream, subject, seq=seq)
         if found is None or found[2] != seq:
-            raise StoreTimeout(
-                f"append to {subject}: the server reports a duplicate of stream "
-                f"sequence {seq}, which is gone"
-            )
+            return None
         return self._result_of(subject, found[0], seq)
+
+    async def _found(
+        self, subject: str, pos: Position, count: int, seq: int, keyed: bool
+    ) -> AppendResult:
+        """The result once the commit with our id is found at `seq`, after
+        `pos`: ours, or with an idempotency key perhaps another call's (read
+        for its own span)."""
+        if keyed:
+            earlier = await self._earlier(subject, seq)
+            if earlier is not None:
+                return earlier
+        return self._committed(subject, pos, count, seq)
 
     def _result_of(self, subject: str, payload: bytes, seq: int) -> AppendResult:
         book = codec.decode_book(payload, subject=subject, stream_sequence=seq)

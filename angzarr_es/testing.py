@@ -246,4 +246,5 @@ class InMemoryClient:
             purged += self._world.commits.pop(key, 0)
             self._world.snapshots.pop(key, None)
         self._world.log = [c for c in self._world.log if c.key[1] != name]
+        self._world.keyed = {k: v for k, v in self._world.keyed.items() if k[0][1] != name}
         return purged

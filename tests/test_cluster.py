@@ -417,6 +417,32 @@ async def test_an_append_repeated_with_its_key_on_r3(cluster: Cluster, r3: Confi
         assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
 
 
+async def test_a_keyed_repeat_on_r3_is_read_not_assumed(cluster: Cluster, r3: Config) -> None:
+    """On R3 a repeat is answered `duplicate` before its `expected` is checked,
+    also from a client whose position is behind the keyed commit: the result
+    comes from that commit, and nothing in this client's cache is assumed."""
+    async with (
+        await angzarr_es.connect(config=r3) as a,
+        await angzarr_es.connect(config=r3) as b,
+    ):
+        sa, sb = a.store("player"), b.store("player")
+        await sa.append("x", [tagged("0")], expected=0)
+        first = await sa.append("x", [tagged("1"), tagged("2")], expected=1, idempotency_key="k")
+        again = await sb.append("x", [tagged("1")], expected=0, idempotency_key="k")
+        assert (again.first_sequence, again.next_sequence, again.duplicate) == (1, 3, True)
+        assert again.stream_sequence == first.stream_sequence
+        await sb.append("x", [tagged("3")], expected=3)
+        assert [e.event.reason for e in (await sa.load("x")).events] == ["0", "1", "2", "3"]  # type: ignore[attr-defined]
+        # Two clients sending one command at once: one stores it, one is told so.
+        for i in range(20):
+            ra, rb = await asyncio.gather(
+                sa.append(f"c{i}", [tagged("a")], expected=0, idempotency_key="k"),
+                sb.append(f"c{i}", [tagged("b")], expected=0, idempotency_key="k"),
+            )
+            assert sorted([ra.duplicate, rb.duplicate]) == [False, True], i
+            assert len((await sa.load(f"c{i}")).events) == 1
+
+
 async def test_a_retry_while_the_first_attempt_is_in_flight(
     cluster: Cluster, r3: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

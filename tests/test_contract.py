@@ -201,6 +201,22 @@ async def test_a_key_is_scoped_to_its_aggregate(store: Store) -> None:
     assert [e.event.amount_cents for e in (await store.load(b)).events] == [2]  # type: ignore[attr-defined]
 
 
+async def test_a_key_replayed_after_its_edition_was_deleted_stores_again(
+    backend: Backend, stores: StoreFactory
+) -> None:
+    # The server remembers the key's id for its duplicate window, past the
+    # purge; the replay of a deleted what-if timeline must still be stored.
+    what_if = stores("player", "replay")
+    await what_if.append("p", [deposit(1)], expected=0, idempotency_key="cmd")
+    assert await backend.delete_edition("replay") == 1
+    again = await what_if.append("p", [deposit(2)], expected=0, idempotency_key="cmd")
+    assert (again.first_sequence, again.next_sequence, again.duplicate) == (0, 1, False)
+    repeat = await what_if.append("p", [deposit(2)], expected=ANY, idempotency_key="cmd")
+    assert (repeat.first_sequence, repeat.duplicate) == (0, True)
+    assert repeat.stream_sequence == again.stream_sequence
+    assert [e.event.amount_cents for e in (await what_if.load("p")).events] == [2]
+
+
 @pytest.mark.parametrize("bad", ["with space", "tab\t", "é", "x" * 201, 7, None])
 async def test_bad_idempotency_keys_are_refused_before_sending(store: Store, bad: object) -> None:
     with pytest.raises((TypeError, ValueError)):
