@@ -18,6 +18,9 @@ CONFLICT_CODES = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED})
 
 H_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 H_MSG_ID = "Nats-Msg-Id"
+# Ours: a random id per append call with an idempotency key, stored with the
+# commit, so that the commit found under the key is known to be this call's.
+H_APPEND_ID = "Angzarr-Append-Id"
 
 NANOS = 1_000_000_000
 

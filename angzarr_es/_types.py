@@ -36,10 +36,8 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     stream_sequence: int = 0
     """JetStream stream sequence of the commit (0 when nothing was written)."""
     duplicate: bool = False
-    """True when the server already held a commit under this append's
-    `idempotency_key` (an earlier call's, or this call's own first attempt
-    whose reply was lost): the fields describe that commit, and nothing more
-    was stored."""
+    """True when an earlier call with the same `idempotency_key` had stored
+    this commit: the fields describe that commit, and nothing was stored."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):

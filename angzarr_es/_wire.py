@@ -148,6 +148,15 @@ class _Collector:
 RawHandler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
 
 
+class Stored(NamedTuple):
+    """A stored message as the store's append checks read it."""
+
+    data: bytes
+    msg_id: str
+    append_id: str
+    seq: int
+
+
 class _Client(NatsClient):
     """nats-py's client with one shortcut for the store's own inboxes.
 
@@ -647,10 +656,9 @@ class Wire:
 
     async def leader_message(
         self, stream: str, subject: str, *, seq: int = 0, start_time: str = ""
-    ) -> tuple[bytes, str, int] | None:
-        """(payload, Nats-Msg-Id, stream sequence) of the first message on
-        `subject` at or after stream sequence `seq`, or stored at or after
-        `start_time` (RFC 3339), answered by the stream leader."""
+    ) -> Stored | None:
+        """The first message on `subject` at or after stream sequence `seq`, or
+        stored at or after `start_time` (RFC 3339), from the stream leader."""
         request = js.MsgGetRequest(seq=seq, next_by_subj=subject, start_time=start_time)
         reply = js.msg_get(
             await self.api(
@@ -664,7 +672,12 @@ class Wire:
         message = reply.message
         if message is None:
             return None
-        return message.data, _header_value(message.hdrs, js.H_MSG_ID), message.seq
+        return Stored(
+            message.data,
+            _header_value(message.hdrs, js.H_MSG_ID),
+            _header_value(message.hdrs, js.H_APPEND_ID),
+            message.seq,
+        )
 
     async def _leader_get(
         self, stream: str, subject: str, request: js.MsgGetRequest

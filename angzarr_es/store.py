@@ -37,6 +37,7 @@ from angzarr_es.errors import (
     CodecError,
     ConcurrencyError,
     InvalidAggregateId,
+    StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
@@ -69,6 +70,9 @@ ANY_ATTEMPTS = 64
 # many commits of the aggregate read one by one.
 KEY_SKEW = 10.0
 KEY_SEARCH = 1000
+# Ids derived in a row for a key whose commits were deleted (one per deletion
+# within the duplicate window).
+KEY_DERIVATIONS = 64
 
 
 @dataclass(slots=True)
@@ -145,7 +149,9 @@ class EventStore:
         to the aggregate with the same key stored its commit (within the
         stream's `duplicate_window`, 2 minutes by default), this one stores
         nothing and returns that commit's result, with `duplicate=True`,
-        whatever `expected` says now. The events are not compared.
+        whatever `expected` says now. The events are not compared. (With an
+        `expected` the aggregate has moved past, the commit is looked for
+        among the aggregate's first 1,000 commits of the window.)
 
         Raises:
             TypeError: an event is not a protobuf message, or `correlation_id`
@@ -288,19 +294,24 @@ class EventStore:
 
         Returns the result, or the aggregate's real position on a conflict.
         """
-        keyed = bool(msg_id)
+        key_id = msg_id
         msg_id = msg_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
         headers = {
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
             js.H_MSG_ID: msg_id,
         }
+        own = ""
+        if key_id:
+            own = headers[js.H_APPEND_ID] = secrets.token_hex(8)
         observer = self._ctx.observer
         if observer is not None:
             observer.commit_headers(headers)
         attempts = self._ctx.cfg.append_attempts
         timeout = self._wire.timeout
         retried = False
-        for attempt in range(1, attempts + 1):
+        derived = attempt = 0
+        while attempt < attempts:
+            attempt += 1
             try:
                 ack = await self._wire.publish_commit(subject, payload, headers, timeout)
             except StoreTimeout:
@@ -311,7 +322,7 @@ class EventStore:
                     continue
                 landed = await self._landed(subject, msg_id, pos)
                 if landed:
-                    return await self._found(subject, pos, count, landed, keyed)
+                    return await self._found(subject, pos, count, landed, own)
                 raise
             except StoreUnavailable as exc:
                 if not retried:
@@ -322,18 +333,25 @@ class EventStore:
             err = ack.error
             if err is None:
                 if ack.duplicate:
-                    if not keyed:
+                    if not key_id:
                         # A random id: an earlier attempt of this call (a
                         # cluster answers a retry that way).
                         return self._committed(subject, pos, count, ack.seq)
-                    earlier = await self._earlier(subject, ack.seq)
+                    earlier = await self._earlier(subject, ack.seq, own)
                     if earlier is not None:
                         return earlier
                     # The key's commit was deleted (an edition's purge) while
                     # the server still remembers its id: store under an id
-                    # derived from it, the same for every repeat.
-                    msg_id = f"{msg_id}.{ack.seq}"
-                    headers[js.H_MSG_ID] = msg_id
+                    # derived from it, the same for every repeat (one more
+                    # per deletion, not counted as an attempt).
+                    derived += 1
+                    if derived > KEY_DERIVATIONS:
+                        raise StoreError(
+                            f"append to {subject}: the idempotency key's commits were "
+                            f"deleted {KEY_DERIVATIONS} times within the duplicate window"
+                        )
+                    msg_id = headers[js.H_MSG_ID] = f"{key_id}.{ack.seq}"
+                    attempt -= 1
                     continue
                 return self._committed(subject, pos, count, ack.seq)
             if err.err_code == js.DUPLICATE_IN_PROCESS:
@@ -346,13 +364,13 @@ class EventStore:
                     continue
                 landed = await self._landed(subject, msg_id, pos)
                 if landed:
-                    return await self._found(subject, pos, count, landed, keyed)
+                    return await self._found(subject, pos, count, landed, own)
                 raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, msg_id, pos)
                     if landed:
-                        return await self._found(subject, pos, count, landed, keyed)
+                        return await self._found(subject, pos, count, landed, own)
                 real = await self._settled_position(subject, pos)
                 if real.stream_seq == pos.stream_seq:
                     # 10164: a rival proposal was in flight but never applied
@@ -390,8 +408,8 @@ class EventStore:
                 f"append to {subject}: outcome unknown: no acknowledgement, and "
                 f"looking for the commit failed ({exc})"
             ) from exc
-        if winner is not None and winner[1] == msg_id:
-            return winner[2]
+        if winner is not None and winner.msg_id == msg_id:
+            return winner.seq
         return 0
 
     async def _keyed(self, subject: str, msg_id: str) -> AppendResult | None:
@@ -406,37 +424,41 @@ class EventStore:
         for _ in range(KEY_SEARCH):
             if found is None:
                 return None
-            payload, found_id, seq = found
-            if found_id == msg_id or found_id.startswith(msg_id + "."):
-                return self._result_of(subject, payload, seq)
-            found = await self._wire.leader_message(stream, subject, seq=seq + 1)
+            if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
+                return self._result_of(subject, found.data, found.seq, duplicate=True)
+            found = await self._wire.leader_message(stream, subject, seq=found.seq + 1)
         return None
 
-    async def _earlier(self, subject: str, seq: int) -> AppendResult | None:
+    async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence
-        `seq` under an idempotency key (None if it is gone)."""
+        `seq` under an idempotency key (None if it is gone); a duplicate
+        unless it carries `own`, this call's append id."""
         found = await self._wire.leader_message(self._ctx.stream, subject, seq=seq)
-        if found is None or found[2] != seq:
+        if found is None or found.seq != seq:
             return None
-        return self._result_of(subject, found[0], seq)
+        return self._result_of(subject, found.data, seq, duplicate=found.append_id != own)
 
     async def _found(
-        self, subject: str, pos: Position, count: int, seq: int, keyed: bool
+        self, subject: str, pos: Position, count: int, seq: int, own: str
     ) -> AppendResult:
         """The result once the commit with our id is found at `seq`, after
-        `pos`: ours, or with an idempotency key perhaps another call's (read
-        for its own span)."""
-        if keyed:
-            earlier = await self._earlier(subject, seq)
+        `pos`. With an idempotency key (`own`: this call's append id) it may
+        be another call's commit, so it is read for its own span."""
+        if own:
+            earlier = await self._earlier(subject, seq, own)
             if earlier is not None:
                 return earlier
         return self._committed(subject, pos, count, seq)
 
-    def _result_of(self, subject: str, payload: bytes, seq: int) -> AppendResult:
+    def _result_of(
+        self, subject: str, payload: bytes, seq: int, *, duplicate: bool
+    ) -> AppendResult:
         book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
         first, nxt = codec.commit_span(book, subject=subject, stream_sequence=seq)
+        if not duplicate:  # this call's own commit: where the aggregate now stands
+            self._cache.put(subject, Position(nxt, seq))
         return AppendResult(
-            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=True
+            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=duplicate
         )
 
     async def _settled_position(self, subject: str, pos: Position) -> Position:

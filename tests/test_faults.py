@@ -315,20 +315,44 @@ async def test_a_timed_out_append_retried_with_its_key_is_not_stored_twice(
         assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
 
 
-async def test_a_lost_ack_over_the_network_is_retried_once(
+async def test_a_key_replayed_after_its_edition_was_deleted_again_and_again(
     server: EmbeddedServer, cfg: Config
 ) -> None:
-    """The first ack is swallowed on the wire; the retry finds the commit is ours."""
+    """Each deletion leaves the server one more remembered id for the key;
+    finding past them must not use up the lost-ack attempts."""
+    config = with_nats(msgspec.structs.replace(cfg.nats, append_attempts=1))
+    async with await angzarr_es.connect(config=config) as client:
+        what_if = client.store("player", "again")
+        for round_ in range(4):
+            stored = await what_if.append(
+                "p", [tagged(str(round_))], expected=0, idempotency_key="k"
+            )
+            assert (stored.first_sequence, stored.duplicate) == (0, False), round_
+            repeat = await what_if.append("p", [tagged("x")], expected=ANY, idempotency_key="k")
+            assert (repeat.stream_sequence, repeat.duplicate) == (stored.stream_sequence, True)
+            reasons = [e.event.reason for e in (await what_if.load("p")).events]  # type: ignore[attr-defined]
+            assert reasons == [str(round_)]
+            assert await client.delete_edition("again") == 1
+
+
+@pytest.mark.parametrize("key", ["", "cmd-b"])
+async def test_a_lost_ack_over_the_network_is_retried_once(
+    server: EmbeddedServer, cfg: Config, key: str
+) -> None:
+    """The first ack is swallowed on the wire; the retry finds the commit is
+    ours (with an idempotency key too: not an earlier call's duplicate)."""
     async with through_proxy(server, cfg) as (client, proxy):
         store = client.store("player")
         spy = PublishSpy(client._wire)
         await store.append("b", [tagged("0")], expected=0)
         proxy.swallow = True
-        task = asyncio.create_task(store.append("b", [tagged("1")], expected=1))
+        task = asyncio.create_task(
+            store.append("b", [tagged("1")], expected=1, idempotency_key=key)
+        )
         await eventually(lambda: until(proxy.swallowed > 0), timeout=5, what="the ack")
         proxy.swallow = False
         result = await asyncio.wait_for(task, APPEND_BOUND)
-        assert (result.first_sequence, result.next_sequence) == (1, 2)
+        assert (result.first_sequence, result.next_sequence, result.duplicate) == (1, 2, False)
         assert sorted(spy.ids.values()) == [1, 2]
         hist = await store.load("b")
         assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
