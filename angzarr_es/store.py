@@ -10,6 +10,7 @@ import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -51,6 +52,15 @@ from angzarr_es.subjects import (
 )
 
 __all__ = ["EventStore"]
+
+
+class Keyed(NamedTuple):
+    """An append's idempotency key as sent: the commit's Nats-Msg-Id, and this
+    call's own Angzarr-Append-Id."""
+
+    msg_id: str
+    own: str
+
 
 log = logging.getLogger("angzarr_es")
 
@@ -184,22 +194,17 @@ class EventStore:
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
         # JetStream deduplicates by Nats-Msg-Id across the whole stream: the
         # id of a key is scoped to the aggregate's subject.
-        msg_id = ""
+        keyed = None
         if key:
-            msg_id = (
-                "key-" + hashlib.blake2b(f"{subject}\n{key}".encode(), digest_size=16).hexdigest()
-            )
+            digest = hashlib.blake2b(f"{subject}\n{key}".encode(), digest_size=16).hexdigest()
+            keyed = Keyed("key-" + digest, secrets.token_hex(8))
         if expected is not ANY:
-            return await self._append(
-                root, subject, entry, packed, expected, correlation_id, msg_id
-            )
+            return await self._append(root, subject, entry, packed, expected, correlation_id, keyed)
         # ANY appends to one aggregate take turns within the process: racing
         # each other, n of them cost about n*n/2 requests, and a burst of 100
         # exhausted the retries of one of them (found by review).
         async with self._turns.turn(subject):
-            return await self._append(
-                root, subject, entry, packed, expected, correlation_id, msg_id
-            )
+            return await self._append(root, subject, entry, packed, expected, correlation_id, keyed)
 
     async def _append(
         self,
@@ -209,7 +214,7 @@ class EventStore:
         packed: list[any_pb2.Any],
         expected: ExpectedVersion,
         correlation_id: str,
-        msg_id: str,
+        keyed: Keyed | None,
     ) -> AppendResult:
         try:
             pos = await self._position_for(subject, expected)
@@ -229,7 +234,7 @@ class EventStore:
                     raise AppendTooLarge(size, self._wire.max_payload)
                 if entry:
                     await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
-                result = await self._publish(subject, payload, pos, len(packed), msg_id)
+                result = await self._publish(subject, payload, pos, len(packed), keyed)
                 if isinstance(result, AppendResult):
                     return result
                 # Refused: `result` is the aggregate's real position. If it is the
@@ -249,10 +254,10 @@ class EventStore:
                 f"in a row (the aggregate is at {pos.next_sequence})",
             )
         except ConcurrencyError:
-            if not msg_id:
+            if keyed is None:
                 raise
             # The aggregate moved: perhaps by this idempotency key's earlier append.
-            earlier = await self._keyed(subject, msg_id)
+            earlier = await self._keyed(subject, keyed)
             if earlier is None:
                 raise
             return earlier
@@ -287,22 +292,23 @@ class EventStore:
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _publish(
-        self, subject: str, payload: bytes, pos: Position, count: int, msg_id: str
+        self, subject: str, payload: bytes, pos: Position, count: int, keyed: Keyed | None
     ) -> AppendResult | Position:
-        """Publish one commit with retries on lost acks, as `msg_id` (an
-        idempotency key's, or "" for a random one).
+        """Publish one commit with retries on lost acks (under an idempotency
+        key's ids when `keyed`, else a random id).
 
         Returns the result, or the aggregate's real position on a conflict.
         """
-        key_id = msg_id
-        msg_id = msg_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
+        key_id = own = ""
+        if keyed is not None:
+            key_id, own = keyed
+        msg_id = key_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
         headers = {
             js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
             js.H_MSG_ID: msg_id,
         }
-        own = ""
-        if key_id:
-            own = headers[js.H_APPEND_ID] = secrets.token_hex(8)
+        if own:
+            headers[js.H_APPEND_ID] = own
         observer = self._ctx.observer
         if observer is not None:
             observer.commit_headers(headers)
@@ -412,9 +418,11 @@ class EventStore:
             return winner.seq
         return 0
 
-    async def _keyed(self, subject: str, msg_id: str) -> AppendResult | None:
-        """The commit an earlier append with this idempotency key's `msg_id`
-        stored on `subject`, among those of the server's duplicate window."""
+    async def _keyed(self, subject: str, keyed: Keyed) -> AppendResult | None:
+        """The commit stored on `subject` under this idempotency key, among
+        those of the server's duplicate window (this call's own, or a
+        duplicate of an earlier call's)."""
+        msg_id = keyed.msg_id
         window = self._ctx.cfg.duplicate_window + KEY_SKEW
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
         stream = self._ctx.stream
@@ -425,7 +433,8 @@ class EventStore:
             if found is None:
                 return None
             if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
-                return self._result_of(subject, found.data, found.seq, duplicate=True)
+                duplicate = found.append_id != keyed.own
+                return self._result_of(subject, found.data, found.seq, duplicate=duplicate)
             found = await self._wire.leader_message(stream, subject, seq=found.seq + 1)
         return None
 
