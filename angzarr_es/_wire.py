@@ -645,14 +645,20 @@ class Wire:
 
     async def leader_last(self, stream: str, subject: str) -> tuple[bytes, int] | None:
         """Like `direct_last` but answered by the stream leader (never stale)."""
-        return await self._leader_get(stream, subject, js.MsgGetRequest(last_by_subj=subject))
+        got = await self._leader_get(
+            stream, js.MsgGetRequest(last_by_subj=subject), f"read last commit of {subject}"
+        )
+        return None if got is None else (got.data, got.seq)
 
     async def leader_next(self, stream: str, subject: str, seq: int) -> tuple[bytes, int] | None:
         """(payload, stream sequence) of the first message on `subject` at or after
         stream sequence `seq`, answered by the stream leader."""
-        return await self._leader_get(
-            stream, subject, js.MsgGetRequest(seq=seq, next_by_subj=subject)
+        got = await self._leader_get(
+            stream,
+            js.MsgGetRequest(seq=seq, next_by_subj=subject),
+            f"read last commit of {subject}",
         )
+        return None if got is None else (got.data, got.seq)
 
     async def leader_message(
         self, stream: str, subject: str, *, seq: int = 0, start_time: str = ""
@@ -660,6 +666,21 @@ class Wire:
         """The first message on `subject` at or after stream sequence `seq`, or
         stored at or after `start_time` (RFC 3339), from the stream leader."""
         request = js.MsgGetRequest(seq=seq, next_by_subj=subject, start_time=start_time)
+        got = await self._leader_get(stream, request, f"read {subject}")
+        if got is None:
+            return None
+        return Stored(
+            got.data,
+            _header_value(got.hdrs, js.H_MSG_ID),
+            _header_value(got.hdrs, js.H_APPEND_ID),
+            got.seq,
+        )
+
+    async def _leader_get(
+        self, stream: str, request: js.MsgGetRequest, what: str
+    ) -> js.StoredMessage | None:
+        """One STREAM.MSG.GET (None: no such message); `what` names a refusal."""
+        subject = request.last_by_subj or request.next_by_subj
         reply = js.msg_get(
             await self.api(
                 f"$JS.API.STREAM.MSG.GET.{stream}", js.encode(request), what=f"read {subject}"
@@ -668,31 +689,8 @@ class Wire:
         if reply.error is not None:
             if reply.error.err_code == js.NO_MESSAGE_FOUND or reply.error.code == 404:
                 return None
-            raise api_error(f"read {subject}", reply.error)
-        message = reply.message
-        if message is None:
-            return None
-        return Stored(
-            message.data,
-            _header_value(message.hdrs, js.H_MSG_ID),
-            _header_value(message.hdrs, js.H_APPEND_ID),
-            message.seq,
-        )
-
-    async def _leader_get(
-        self, stream: str, subject: str, request: js.MsgGetRequest
-    ) -> tuple[bytes, int] | None:
-        body = js.encode(request)
-        reply = js.msg_get(
-            await self.api(f"$JS.API.STREAM.MSG.GET.{stream}", body, what=f"read {subject}")
-        )
-        if reply.error is not None:
-            if reply.error.err_code == js.NO_MESSAGE_FOUND or reply.error.code == 404:
-                return None
-            raise api_error(f"read last commit of {subject}", reply.error)
-        if reply.message is None:
-            return None
-        return reply.message.data, reply.message.seq
+            raise api_error(what, reply.error)
+        return reply.message
 
     def _token(self) -> str:
         self._next_token += 1

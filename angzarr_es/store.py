@@ -30,7 +30,7 @@ from angzarr_es._types import (
     check_idempotency_key,
     check_range,
 )
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._wire import Stored, Wire, api_error
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
@@ -327,8 +327,8 @@ class EventStore:
                         observer.retried(self._domain, "timeout")
                     continue
                 landed = await self._landed(subject, msg_id, pos)
-                if landed:
-                    return await self._found(subject, pos, count, landed, own)
+                if landed is not None:
+                    return self._found(subject, pos, count, landed, own)
                 raise
             except StoreUnavailable as exc:
                 if not retried:
@@ -369,14 +369,14 @@ class EventStore:
                     await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
                     continue
                 landed = await self._landed(subject, msg_id, pos)
-                if landed:
-                    return await self._found(subject, pos, count, landed, own)
+                if landed is not None:
+                    return self._found(subject, pos, count, landed, own)
                 raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
             if err.err_code in js.CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, msg_id, pos)
-                    if landed:
-                        return await self._found(subject, pos, count, landed, own)
+                    if landed is not None:
+                        return self._found(subject, pos, count, landed, own)
                 real = await self._settled_position(subject, pos)
                 if real.stream_seq == pos.stream_seq:
                     # 10164: a rival proposal was in flight but never applied
@@ -397,8 +397,8 @@ class EventStore:
             first_sequence=pos.next_sequence, next_sequence=nxt, stream_sequence=seq
         )
 
-    async def _landed(self, subject: str, msg_id: str, pos: Position) -> int:
-        """Stream sequence of our commit if an earlier attempt was stored, else 0.
+    async def _landed(self, subject: str, msg_id: str, pos: Position) -> Stored | None:
+        """Our commit (read from the leader) if an earlier attempt was stored, else None.
 
         The commit that won the slot after `pos` is the first one on the
         subject past `pos.stream_seq`; it is ours iff it carries our
@@ -415,8 +415,8 @@ class EventStore:
                 f"looking for the commit failed ({exc})"
             ) from exc
         if winner is not None and winner.msg_id == msg_id:
-            return winner.seq
-        return 0
+            return winner
+        return None
 
     async def _keyed(self, subject: str, keyed: Keyed) -> AppendResult | None:
         """The commit stored on `subject` under this idempotency key, among
@@ -433,37 +433,35 @@ class EventStore:
             if found is None:
                 return None
             if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
-                duplicate = found.append_id != keyed.own
-                return self._result_of(subject, found.data, found.seq, duplicate=duplicate)
+                return self._keyed_result(subject, found, keyed.own)
             found = await self._wire.leader_message(stream, subject, seq=found.seq + 1)
         return None
 
     async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence
-        `seq` under an idempotency key (None if it is gone); a duplicate
-        unless it carries `own`, this call's append id."""
+        `seq` under an idempotency key (None if it is gone)."""
         found = await self._wire.leader_message(self._ctx.stream, subject, seq=seq)
         if found is None or found.seq != seq:
             return None
-        return self._result_of(subject, found.data, seq, duplicate=found.append_id != own)
+        return self._keyed_result(subject, found, own)
 
-    async def _found(
-        self, subject: str, pos: Position, count: int, seq: int, own: str
+    def _found(
+        self, subject: str, pos: Position, count: int, landed: Stored, own: str
     ) -> AppendResult:
-        """The result once the commit with our id is found at `seq`, after
-        `pos`. With an idempotency key (`own`: this call's append id) it may
-        be another call's commit, so it is read for its own span."""
+        """The result once the commit with our id has landed after `pos`. With
+        an idempotency key (`own`: this call's append id) it may be another
+        call's commit, so its own span is taken."""
         if own:
-            earlier = await self._earlier(subject, seq, own)
-            if earlier is not None:
-                return earlier
-        return self._committed(subject, pos, count, seq)
+            return self._keyed_result(subject, landed, own)
+        return self._committed(subject, pos, count, landed.seq)
 
-    def _result_of(
-        self, subject: str, payload: bytes, seq: int, *, duplicate: bool
-    ) -> AppendResult:
-        book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
+    def _keyed_result(self, subject: str, stored: Stored, own: str) -> AppendResult:
+        """The result of a commit stored under an idempotency key: a duplicate
+        unless it carries `own`, this call's append id."""
+        seq = stored.seq
+        book = codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
         first, nxt = codec.commit_span(book, subject=subject, stream_sequence=seq)
+        duplicate = stored.append_id != own
         if not duplicate:  # this call's own commit: where the aggregate now stands
             self._cache.put(subject, Position(nxt, seq))
         return AppendResult(
