@@ -5,8 +5,8 @@
     payload  core.Snapshot {sequence, state: Any}
     header   Angzarr-Commit-Sequence: stream sequence of the event commit holding `sequence`
 
-The event stream denies purges, which rules out rollups there, so snapshots
-live in their own stream whose `max_msgs_per_subject` keeps the latest one per
+Snapshots live in a stream of their own, so that its per-subject limit never
+touches events: `max_msgs_per_subject` keeps the latest snapshot per
 aggregate plus `snapshot_history` older ones. The header lets a load start its
 Direct Get batch at the covering commit instead of the aggregate's first.
 """

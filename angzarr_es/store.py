@@ -402,7 +402,7 @@ class EventStore:
 
         The commit that won the slot after `pos` is the first one on the
         subject past `pos.stream_seq`; it is ours iff it carries our
-        Nats-Msg-Id (random per append call, so identical commands from two
+        Nats-Msg-Id (random per publish, so identical commands from two
         writers in the same clock tick are still told apart).
         """
         try:
