@@ -8,7 +8,8 @@ Two modes, chosen by `[bus.nats] jetstream`:
   through consumers and see stream sequences and delivery counts.
 - Core (`jetstream = false`): `bus.publish(book)` sends the EventBook with a
   plain NATS publish: at most once, lowest latency, no stream. Subscribers
-  receive it only while connected.
+  receive it only while connected. A core subscription sees every publish on
+  its subjects, including an append the event stream then refuses.
 """
 
 from __future__ import annotations
@@ -75,13 +76,22 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     edition: str = ""
     """The edition (what-if timeline) the commit belongs to; "" for the main
     timeline. `filters.everything()` and `domain(..., deep=True)` match both."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """The commit's NATS headers (e.g. `traceparent`, for
+    `tracing.continue_from`); empty in core mode."""
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
 def decode_delivery(
-    prefix: str, subject: str, data: bytes, *, stream_sequence: int = 0, delivery_count: int = 0
+    prefix: str,
+    subject: str,
+    data: bytes,
+    *,
+    stream_sequence: int = 0,
+    delivery_count: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> Delivery:
     """Decode a bus message.
 
@@ -100,6 +110,7 @@ def decode_delivery(
         stream_sequence=stream_sequence,
         delivery_count=delivery_count,
         edition=book.cover.edition.name,
+        headers=dict(headers) if headers else {},
     )
 
 
@@ -538,16 +549,12 @@ class CatchUp:
                         msg.data,
                         stream_sequence=msg.stream_seq,
                         delivery_count=msg.delivered,
+                        headers=msg.headers,
                     )
                 except AngzarrESError as exc:
                     # Someone else's message on our subjects: one reader's
                     # poison must not end the subscription (as in core mode).
-                    log.warning(
-                        "skipping undecodable message on %s (stream sequence %d): %s",
-                        msg.subject,
-                        msg.stream_seq,
-                        exc,
-                    )
+                    self._skipped(msg.subject, msg.stream_seq, exc)
                     continue
             if self._broken or puller.stalled():
                 await self._recreate()
@@ -555,6 +562,12 @@ class CatchUp:
             await self._top_up()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), puller.heartbeat)
+
+    def _skipped(self, subject: str, stream_seq: int, exc: AngzarrESError) -> None:
+        """A message on the filter that is not a commit was passed over."""
+        log.warning(
+            "skipping undecodable message on %s (stream sequence %d): %s", subject, stream_seq, exc
+        )
 
     async def aclose(self) -> None:
         """Stop following and delete the consumer."""

@@ -660,6 +660,7 @@ class Projector:
                     msg.data,
                     stream_sequence=seq,
                     delivery_count=msg.delivered,
+                    headers=msg.headers,
                 )
                 if msg.headers and tracing.HEADER in msg.headers:
                     # The handler runs as a child span of the append's trace.

@@ -396,6 +396,13 @@ async def test_tail_follows_new_events(
         await client._wire.nc.flush()  # `until` below blocks this event loop
         skipped = notices.until(lambda line: line.startswith("skipped a message"))
         assert junk in skipped
+        # A stale append from another process reaches the server and is
+        # refused there: core subscribers see its publish, tail must not.
+        async with await angzarr_es.connect(config=config) as rival:
+            with pytest.raises(angzarr_es.ConcurrencyError):
+                await rival.store("player").append(
+                    "before", [player_pb2.PlayerRegistered(name="refused")], expected=0
+                )
         await store.append(
             "p1",
             [player_pb2.PlayerRegistered(name="Bob"), player_pb2.FundsDeposited(amount_cents=9)],

@@ -234,3 +234,22 @@ async def test_a_trace_follows_an_event_from_append_to_projector(
     # Same trace id as the caller of append, a span of its own.
     assert context.traceparent.split("-")[1] == VALID.split("-")[1]
     assert context.traceparent.split("-")[2] != VALID.split("-")[2]
+
+
+async def test_a_subscription_delivery_carries_the_commit_headers(
+    instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
+) -> None:
+    """Catch-up subscriptions do not open a span themselves: the delivery
+    carries the commit's headers, so a handler can continue the trace."""
+    from angzarr_es import filters
+
+    client, _ = instrumented
+    parent = TraceContext.parse(VALID)
+    assert parent is not None
+    with tracing.use(parent):
+        await client.store("player").append("sub-traced", [player_pb2.FundsDeposited()], expected=0)
+    async with client.subscribe(filters.aggregate("player", "sub-traced")) as sub:
+        delivery = await asyncio.wait_for(anext(sub), 20)
+    with tracing.continue_from(delivery.headers) as context:
+        assert context.traceparent.split("-")[1] == VALID.split("-")[1]
+    assert "Nats-Msg-Id" in delivery.headers
