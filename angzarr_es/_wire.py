@@ -15,6 +15,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
 
+import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -622,7 +623,10 @@ class Wire:
             raise StoreUnavailable(f"append to {subject}: not connected to NATS (nothing sent)")
         msg = await self._ask(subject, payload, headers, timeout, f"append to {subject}")
         if msg.headers and msg.headers.get(STATUS) == "503":
-            raise StoreUnavailable(f"append to {subject}: no stream captures this subject")
+            raise StoreUnavailable(
+                f"append to {subject}: no stream captures this subject (create the event "
+                "stream with `angzarr-es provision` or `await client.provision()`)"
+            )
         return js.pub_ack(msg.data)
 
     # -- reads ---------------------------------------------------------------
@@ -632,15 +636,21 @@ class Wire:
 
         May be answered by any replica, including one that lags.
         """
-        msg = await self.request(
-            f"$JS.API.DIRECT.GET.{stream}.{subject}", what=f"read last commit of {subject}"
-        )
+        what = f"read last commit of {subject}"
+        try:
+            msg = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", what=what)
+        except StoreUnavailable as exc:
+            if exc.code != 503:
+                raise
+            raise await self._no_direct_get(what, stream) from exc
         headers = msg.headers or {}
         status = headers.get(STATUS)
         if status == "404":
             return None
+        if status == "503":
+            raise await self._no_direct_get(what, stream)
         if status:
-            raise _status_error(f"read last commit of {subject}", status, headers)
+            raise _status_error(what, status, headers)
         return msg.data, int(headers.get(H_SEQUENCE, "0"))
 
     async def leader_last(self, stream: str, subject: str) -> tuple[bytes, int] | None:
@@ -691,6 +701,28 @@ class Wire:
                 return None
             raise api_error(what, reply.error)
         return reply.message
+
+    async def _no_direct_get(self, what: str, stream: str) -> StoreUnavailable:
+        """The error for a Direct Get nobody answered: the stream is missing
+        (a permanent misconfiguration, said so), or its leader is being elected."""
+        reason = "no responders (the stream has no leader, or JetStream is not enabled)"
+        try:
+            # Briefly: during an election this error must not wait for the probe.
+            msg = await self.request(
+                f"$JS.API.STREAM.INFO.{stream}", timeout=min(self.timeout, 0.25), what=what
+            )
+            reply = js.api_response(msg.data)
+        except StoreUnavailable:
+            reason = "no responders: JetStream is not enabled for this account or server"
+        except (StoreError, msgspec.DecodeError):
+            pass
+        else:
+            if reply.error is not None and reply.error.err_code == js.STREAM_NOT_FOUND:
+                reason = (
+                    f"stream {stream} does not exist: create it with `angzarr-es provision` "
+                    "or `await client.provision()`"
+                )
+        return StoreUnavailable(f"{what}: {reason}", code=503)
 
     def _token(self) -> str:
         self._next_token += 1
@@ -776,6 +808,8 @@ class Wire:
             got = await self._gather(f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, what)
         if got.status == "404":
             return [], 0, False
+        if got.status == "503":
+            raise await self._no_direct_get(what, stream)
         if got.status != "204":
             raise _status_error(what, got.status or "?", {})
         payloads = [data for data, _, _ in got.replies]

@@ -485,8 +485,17 @@ async def test_provision_refuses_a_server_that_is_too_old(
 
 async def test_appending_without_a_stream_says_so(config: Config) -> None:
     async with await angzarr_es.connect(config=config) as client:
-        with pytest.raises(angzarr_es.StoreUnavailable):
-            await client.store("player").append("x", [deposit(1)], expected=0)
+        store = client.store("player")
+        with pytest.raises(angzarr_es.StoreUnavailable, match="provision"):
+            await store.append("x", [deposit(1)], expected=0)
+        # Reads and lookups name the missing stream (a 503 alone read as transient).
+        missing = f"stream {config.nats.stream_name} does not exist.*provision"
+        with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
+            await store.load("x")
+        with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
+            await store.append("x", [deposit(1)], expected=1)
+        with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
+            await store.next_sequence("x")
 
 
 async def test_an_unreachable_server_is_store_unavailable() -> None:
