@@ -143,6 +143,14 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             except msgspec.DecodeError as exc:
                 raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
         config = config.with_env(env)
+        backend = env.get("BUS_BACKEND", "").strip().lower()
+        if backend and backend not in SUPPORTED_BACKENDS:
+            raise ConfigError(
+                f"BUS_BACKEND={env['BUS_BACKEND']!r} is not supported "
+                f"(supported: {', '.join(SUPPORTED_BACKENDS)})"
+            )
+        if env.get("NATS_URL"):
+            _check_urls(config.nats.servers, "NATS_URL")
         config.validate(where)
         return config
 
@@ -173,6 +181,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 f"{where}: bus.backend = {self.bus.backend!r} is not supported "
                 f"(supported: {', '.join(SUPPORTED_BACKENDS)})"
             )
+        _check_urls(n.servers, f"{where}: bus.nats.url")
         checks: list[tuple[bool, str]] = [
             (bool(n.servers), "bus.nats.url is empty"),
             (n.replicas in (1, 3, 5), "bus.nats.replicas must be 1, 3 or 5"),
@@ -222,6 +231,35 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 "bus.nats.max_age = %ss: JetStream will DELETE events older than that",
                 n.max_age,
             )
+
+
+URL_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _check_urls(urls: list[str], source: str) -> None:
+    """Refuse a server URL nats-py would misread (an `http://` URL became a
+    DNS error naming no URL).
+
+    Raises:
+        ConfigError: naming `source` and the URL.
+    """
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "nats", url
+        hostport = rest.partition("/")[0].rpartition("@")[2]
+        host, colon, port = hostport.rpartition(":")
+        if not colon or hostport.endswith("]"):
+            host, port = hostport, ""
+        problem = ""
+        if scheme.lower() not in URL_SCHEMES:
+            problem = f"scheme {scheme!r} is not one of {', '.join(URL_SCHEMES)}"
+        elif not host:
+            problem = "no host"
+        elif colon and port and not (port.isdigit() and 0 < int(port) < 65536):
+            problem = f"port {port!r} is not a number from 1 to 65535"
+        if problem:
+            raise ConfigError(f"{source}: {url!r}: {problem}")
 
 
 def _token_ok(name: str) -> bool:

@@ -65,9 +65,49 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_unsupported_backend_from_env(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="kafka"):
+    with pytest.raises(ConfigError, match=r"^BUS_BACKEND='kafka' is not supported"):
         Config.load(None, {"BUS_BACKEND": "kafka"})
+    # The file has no backend key: the variable is to blame, not the file.
+    path = write(tmp_path, '[bus.nats]\nurl = "nats://file:1"\n')
+    with pytest.raises(ConfigError, match=r"^BUS_BACKEND='kafka'"):
+        Config.load(path, {"BUS_BACKEND": "kafka"})
     assert Config.load(None, {"BUS_BACKEND": " NATS "}).bus.backend == "nats"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:4222", "scheme 'http'"),
+        ("nats://h:99999", "port '99999'"),
+        ("nats://h:abc", "port 'abc'"),
+        ("nats://:4222", "no host"),
+        ("nats://a:4222,https://b", "scheme 'https'"),
+    ],
+)
+def test_a_bad_server_url_is_refused_naming_its_source(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^NATS_URL: .*{problem}"):
+        Config.load(None, {"NATS_URL": url})
+    path = write(tmp_path, f'[bus.nats]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError, match=f"bus.nats.url: .*{problem}"):
+        Config.load(path, {})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nats://user:pw@host",
+        "tls://h:4443",
+        "wss://h/path",
+        "ws://h:8080/path",
+        "localhost:4222",
+        "nats://[::1]:4222",
+        "NATS://h",
+    ],
+)
+def test_server_urls_nats_py_takes_are_accepted(url: str) -> None:
+    assert Config.load(None, {"NATS_URL": url}).nats.servers == [url]
 
 
 @pytest.mark.parametrize(
