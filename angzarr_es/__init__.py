@@ -1,4 +1,28 @@
-"""angzarr_es: an asyncio event store and event bus on NATS JetStream."""
+"""angzarr_es: an asyncio event store and event bus on NATS JetStream.
+
+    import angzarr_es
+    async with await angzarr_es.connect() as client:   # NATS_URL, else nats://localhost:4222
+        await client.provision()                       # create/update the event stream
+        players = client.store("player")               # an EventStore for one domain
+        await players.append(pid, [event], expected=0) # one commit; the server checks `expected`
+        history = await players.load(pid)              # History(events, next_sequence)
+
+The main entry points:
+
+- `connect(url=None, *, config=None) -> Client`, and `Config.load(path)` for
+  the TOML file (`[bus.nats]`; `NATS_URL` and `BUS_BACKEND` override it).
+- `Client.store(domain) -> EventStore`: `append`, `load`, `iter`,
+  `next_sequence`, snapshots, `list_roots`.
+- `Client.projector(...)`, `Client.subscribe(...)`, `Client.bus`: the event bus
+  (durable projectors, catch-up subscriptions, core NATS).
+- `testing.InMemoryClient` / `testing.InMemoryEventStore`: the same contract
+  without a server, for unit tests.
+- Errors derive from `AngzarrESError` (see `angzarr_es.errors`): above all
+  `ConcurrencyError`, `StoreUnavailable` (nothing stored) and `StoreTimeout`
+  (outcome unknown: retry with the same `idempotency_key`).
+
+The README and docs/ of the source distribution give the details.
+"""
 
 from angzarr_es import filters as filters
 from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot

@@ -166,7 +166,10 @@ class EventStore:
         Raises:
             TypeError: an event is not a protobuf message, or `correlation_id`
                 not a str (nothing is sent).
-            ValueError: an event lacks a required (proto2) field (nothing is sent).
+            ValueError: an event lacks a required (proto2) field, or `expected`
+                is negative (nothing is sent).
+            TypeError: `expected` is neither an int nor `ANY` (a bool, a str or
+                None is refused too).
             InvalidAggregateId: bad `root`.
             ConcurrencyError: `expected` is not the aggregate's next sequence.
             AppendTooLarge: the commit exceeds the server's max_payload.
@@ -530,7 +533,9 @@ class EventStore:
         instant. `next_sequence` is always the aggregate's own.
 
         Raises:
-            ValueError: `as_of` is naive, or combined with `snapshot=True`.
+            ValueError: `as_of` is naive, or combined with `snapshot=True`; a
+                negative `from_sequence`, or `to_sequence` below it.
+            TypeError: a sequence that is not an int.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         lo, hi = check_range(from_sequence, to_sequence)
@@ -622,6 +627,8 @@ class EventStore:
         released at once rather than when the generator is collected.
 
         Raises:
+            ValueError: a negative `from_sequence`, or `to_sequence` below it.
+            TypeError: a sequence that is not an int.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         lo, hi = check_range(from_sequence, to_sequence)
