@@ -6,11 +6,17 @@ Used by the demo, the CLI's `server` command, the benchmarks and the tests:
         client = await angzarr_es.connect(server.url)
 
 Ports are chosen by the server (`-1`) and read back from its own log lines;
-storage is a temporary directory unless one is given.
+storage is a temporary directory unless one is given. A given directory is
+locked (`.angzarr-es.lock`, an exclusive `flock`) while a server runs on it, so
+two servers never share one store: each would acknowledge writes the other
+cannot see, and a restart would keep only one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
@@ -20,10 +26,16 @@ import sys
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from angzarr_es.errors import StoreUnavailable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, no store lock
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["EmbeddedServer", "find_nats_server"]
 
@@ -56,6 +68,57 @@ def find_nats_server() -> str:
     )
 
 
+LOCK_FILE = ".angzarr-es.lock"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return False
+    return True
+
+
+def _lock_holder(fd: int) -> str:
+    """What to say about who holds a lock file: " (pid N, nats-server pid M)"
+    for the pids its holder wrote that are still alive; "" if none."""
+    try:
+        text = os.pread(fd, 200, 0).decode("ascii", errors="replace")
+    except OSError:
+        return ""
+    pids = [int(word) for word in text.split() if word.isdigit()]
+    labels = ["pid", "nats-server pid"]
+    alive = [f"{label} {pid}" for label, pid in zip(labels, pids, strict=False) if _pid_alive(pid)]
+    return f" ({', '.join(alive)})" if alive else ""
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGTERM when its parent dies
+    (Linux `prctl(PR_SET_PDEATHSIG)`); None elsewhere or without libc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def in_child() -> None:  # between fork and exec: keep it to system calls
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return in_child
+
+
 def dir_problem(path: Path, exc: OSError) -> str:
     """Why `path` could not be made or used as a directory, in a few words."""
     if path.exists() and not path.is_dir():
@@ -64,7 +127,19 @@ def dir_problem(path: Path, exc: OSError) -> str:
 
 
 class EmbeddedServer:
-    """A nats-server child process with JetStream on loopback."""
+    """A nats-server child process with JetStream on loopback.
+
+    With a `store_dir` given, `start` takes an exclusive lock on it (POSIX
+    `flock` on `<store_dir>/.angzarr-es.lock`, held until `stop`; the
+    nats-server inherits it, so it stays held while that process lives) and
+    refuses a directory another server is using.
+
+    `die_with_parent=True` (Linux only; ignored elsewhere) makes the
+    nats-server get SIGTERM when the thread that started it exits, e.g. when
+    this process is killed with SIGKILL. Only use it when `start` runs on the
+    main thread (or another thread that outlives the server): a worker thread
+    such as `asyncio.to_thread`'s would take the server down when it exits.
+    """
 
     def __init__(
         self,
@@ -77,6 +152,7 @@ class EmbeddedServer:
         extra_config: str = "",
         name: str = "",
         ready_timeout: float = 15.0,
+        die_with_parent: bool = False,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
@@ -90,6 +166,7 @@ class EmbeddedServer:
         self.extra_config = extra_config
         self.name = name
         self.ready_timeout = ready_timeout
+        self.die_with_parent = die_with_parent
         self.url = ""
         self.monitor_url = ""
         self.cluster_port = 0
@@ -97,6 +174,57 @@ class EmbeddedServer:
         self.log: list[str] = []
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
+        self._lock_fd: int | None = None
+
+    @property
+    def lock_path(self) -> Path | None:
+        """The lock file of a given store directory (None for a temporary one)."""
+        return None if self._tmp is not None else self.store_dir / LOCK_FILE
+
+    def _lock(self) -> None:
+        """Take the store directory's lock, or say who holds it.
+
+        Raises:
+            StoreUnavailable: another server (in any process) uses the directory,
+                or the lock file cannot be opened.
+        """
+        path = self.lock_path
+        if path is None or fcntl is None or self._lock_fd is not None:
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot use {str(self.store_dir)!r} as the nats-server data directory: "
+                f"cannot open {LOCK_FILE}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise StoreUnavailable(
+                f"data directory {self.store_dir} is in use by another server{holder}"
+            ) from exc
+        self._lock_fd = fd
+        self._write_lock_pids()
+
+    def _write_lock_pids(self) -> None:
+        """Record this process (and its nats-server) in the held lock file."""
+        fd = self._lock_fd
+        if fd is None:
+            return
+        pids = [os.getpid()] + ([self.proc.pid] if self.proc is not None else [])
+        with contextlib.suppress(OSError):  # only informative
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, "".join(f"{pid}\n" for pid in pids).encode(), 0)
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # the flock goes with the last descriptor of this open file
 
     def config_text(self) -> str:
         """The server configuration file this server runs with."""
@@ -121,27 +249,46 @@ class EmbeddedServer:
         """Start the process and wait until it says it is ready.
 
         Raises:
-            StoreUnavailable: the binary is missing, or the server exited or
+            StoreUnavailable: the binary is missing, the store directory is
+                unusable or in use by another server, or the server exited or
                 did not become ready within `ready_timeout`.
         """
         binary = find_nats_server()
         conf = self.store_dir / "nats-server.conf"
         try:
             self.store_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot use {str(self.store_dir)!r} as the nats-server data directory: "
+                f"{dir_problem(self.store_dir, exc)}"
+            ) from exc
+        self._lock()  # before touching anything in the directory
+        try:
             conf.write_text(self.config_text())
         except OSError as exc:
+            self._unlock()
             raise StoreUnavailable(
                 f"cannot use {str(self.store_dir)!r} as the nats-server data directory: "
                 f"{dir_problem(self.store_dir, exc)}"
             ) from exc
         self._ready.clear()
         self.log = []
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # The child inherits the lock: an orphaned nats-server still holds it.
+        pass_fds = () if self._lock_fd is None else (self._lock_fd,)
+        preexec = _parent_death_signal() if self.die_with_parent else None
+        try:
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=pass_fds,
+                preexec_fn=preexec,
+            )
+        except BaseException:
+            self._unlock()
+            raise
+        self._write_lock_pids()
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         ready = self._ready.wait(self.ready_timeout)
@@ -195,22 +342,26 @@ class EmbeddedServer:
             self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate (then kill) the process and wait for it."""
+        """Terminate (then kill) the process, wait for it, and release the
+        store directory's lock."""
         proc = self.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout)
-            if self._reader is not None:
-                self._reader.join(timeout)
-            if proc.stderr is not None:
-                proc.stderr.close()
-        self.proc = None
+        try:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout)
+                if self._reader is not None:
+                    self._reader.join(timeout)
+                if proc.stderr is not None:
+                    proc.stderr.close()
+            self.proc = None
+        finally:
+            self._unlock()
 
     def kill(self) -> None:
         """SIGKILL the process (a crash) and wait for it; the store dir is kept."""

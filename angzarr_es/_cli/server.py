@@ -26,8 +26,14 @@ def run(args: argparse.Namespace) -> int:
             f"--data-dir {args.data_dir}: cannot use it as the data directory: "
             f"{dir_problem(data_dir, exc)}"
         ) from exc
+    # Started from this (main) thread, so the nats-server may die with us: a
+    # SIGKILLed `angzarr-es server` leaves no orphan holding the data directory.
     server = EmbeddedServer(
-        store_dir=data_dir, port=args.port, monitor_port=args.monitor_port, host=args.host
+        store_dir=data_dir,
+        port=args.port,
+        monitor_port=args.monitor_port,
+        host=args.host,
+        die_with_parent=True,
     )
     stop = threading.Event()
 
