@@ -355,9 +355,18 @@ class Wire:
         def reason(exc: BaseException) -> str:
             # nats-py's connect timeout (TCP or the server's INFO) says nothing.
             if isinstance(exc, TimeoutError):
+                # Each server is tried twice: say how often it timed out, and how long that took.
+                tries = sum(isinstance(e, TimeoutError) for e in last)
+                if tries > 1:
+                    return (
+                        f"{tries} attempts timed out after {cfg.connect_timeout:g}s each "
+                        f"(connect_timeout), {loop.time() - begun:.1f}s in all"
+                    )
                 return f"timed out after {cfg.connect_timeout:g}s (connect_timeout)"
             return str(exc) or repr(exc)
 
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
         nc = _Client()
         attempt: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**options))
         # Each server is tried twice; past that nats-py is stuck, not trying.

@@ -15,10 +15,10 @@ from angzarr_es.errors import ConfigError
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)  # a bad file fails here, as everywhere else
     module = os.environ.get("ANGZARR_ES_BENCH_MODULE", "benchmarks")
-    if importlib.util.find_spec(module) is None:
+    if not _importable(module):
         raise ConfigError(
-            f"the {module} package is not importable: run from a source checkout "
-            "(it ships in the sdist, not the wheel)"
+            f"the {module} package is not importable: run this from the root of a source "
+            "checkout (it ships in the sdist, not the wheel)"
         )
     extra = list(args.args)
     if extra[:1] == ["--"]:
@@ -28,3 +28,25 @@ def run(args: argparse.Namespace) -> int:
         # The benchmarks read NATS_URL; hand them the configured servers.
         env["NATS_URL"] = ",".join(config.nats.servers)
     return subprocess.call([sys.executable, "-m", module, *extra], env=env)
+
+
+def _importable(module: str) -> bool:
+    """Whether `module` can be imported, looking in the working directory too.
+
+    `python -m angzarr_es` has the working directory on sys.path, the
+    `angzarr-es` console script does not: from a checkout's root, with the
+    package installed from it (not editable), `benchmarks` is only there.
+    The child `python -m` finds it the same way, as it runs in the same directory.
+    """
+    if importlib.util.find_spec(module) is not None:
+        return True
+    here = os.getcwd()
+    package = os.path.join(here, *module.split("."))
+    if not (
+        os.path.isfile(os.path.join(package, "__init__.py"))
+        and os.path.isfile(os.path.join(package, "run.py"))
+    ):
+        return False
+    sys.path.insert(0, here)
+    importlib.invalidate_caches()
+    return importlib.util.find_spec(module) is not None

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 import msgspec
 
 import angzarr_es
 from angzarr_es import _jsapi as js
+from angzarr_es import _snapshots
 from angzarr_es._cli.common import load_config
-from angzarr_es.client import ProvisionPlan
-from angzarr_es.config import NatsConfig
+from angzarr_es._wire import Wire, api_error
+from angzarr_es.client import ProvisionPlan, _differences
 
 _DRY = {
     "create": "would be created",
@@ -38,7 +40,7 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
             if plan.action == "blocked":
                 print(f"blocked: {plan.blocker}")
                 return 1
-            _bus_plan(client.config.nats)
+            await _side_plan(client)
             return 0
         plan = await client.provision()
         print(f"stream {plan.config.name} {where} {_DONE[plan.action]}")
@@ -53,15 +55,49 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
         return 0
 
 
-def _bus_plan(n: NatsConfig) -> None:
-    print(f"snapshot stream {n.snapshot_stream} would be created if missing")
+async def _side_plan(client: angzarr_es.Client) -> None:
+    """What provisioning would do to the snapshot and dead-letter streams, as
+    their STREAM.INFO shows (the checks `provision` makes before changing them)."""
+    n = client.config.nats
+    wire = client._wire
+    snapshots = _snapshots.stream_config(n)
+    current = await _stream_info(wire, snapshots.name, "snapshot stream")
+    if current is None:
+        print(f"snapshot stream {snapshots.name} would be created")
+    elif changes := _differences(snapshots, current):
+        print(f"snapshot stream {snapshots.name} exists and would be updated (existing -> wanted):")
+        for key, change in changes.items():
+            print(f"  {key}: {change}")
+    else:
+        print(f"snapshot stream {snapshots.name} exists and is up to date")
     if n.jetstream:
-        print(f"dead-letter stream {n.dlq_stream} would be created if missing")
+        subject = f"{n.subject_prefix}.dlq.>"
+        current = await _stream_info(wire, n.dlq_stream, "dead-letter stream")
+        if current is None:
+            print(f"dead-letter stream {n.dlq_stream} would be created")
+        elif subject in current.get("subjects", []):
+            print(f"dead-letter stream {n.dlq_stream} exists and is up to date")
+        else:
+            print(f"dead-letter stream {n.dlq_stream} exists; subject {subject} would be added")
         for spec in n.consumers:
             print(
                 f"consumer {spec.name} ({spec.filter}, max_deliver {spec.max_deliver}, "
                 f"ack_wait {spec.ack_wait}s) would be created or checked"
             )
+
+
+async def _stream_info(wire: Wire, name: str, what: str) -> dict[str, Any] | None:
+    """A stream's configuration as the server reports it; None if it does not exist.
+
+    Raises:
+        StoreError
+    """
+    info = js.stream_info(await wire.api(f"$JS.API.STREAM.INFO.{name}", what=f"{what} info"))
+    if info.error is None:
+        return info.config or {}
+    if info.error.err_code == js.STREAM_NOT_FOUND:
+        return None
+    raise api_error(f"{what} {name}", info.error)
 
 
 def _describe(plan: ProvisionPlan) -> None:

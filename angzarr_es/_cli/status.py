@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
 import os
 import urllib.parse
 
@@ -12,7 +14,7 @@ import msgspec
 import angzarr_es
 from angzarr_es._cli.common import load_config
 from angzarr_es._cli.output import Bad, Output, size, when
-from angzarr_es.errors import ConfigError
+from angzarr_es.errors import ConfigError, StoreUnavailable
 from angzarr_es.health import Health
 
 
@@ -52,9 +54,27 @@ def _check_url(url: str, source: str) -> None:
 async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str | None) -> int:
     out = Output()
     screens = 0
-    async with await angzarr_es.connect(config=config) as client:
+    where = ", ".join(config.nats.servers)
+    async with contextlib.AsyncExitStack() as stack:
+        client: angzarr_es.Client | None = None
         while True:
-            health = await client.health(monitor_url=monitor, lag_threshold=args.lag_threshold)
+            failed: StoreUnavailable | None = None
+            if client is None:
+                # Not connected yet (or the server was down at start-up): the
+                # screen says so, and --watch keeps trying every tick.
+                try:
+                    client = await stack.enter_async_context(
+                        await angzarr_es.connect(config=config)
+                    )
+                except StoreUnavailable as exc:
+                    failed = exc
+            if client is None:
+                assert failed is not None
+                health = _unreachable(config, monitor, failed)
+            else:
+                health = await client.health(monitor_url=monitor, lag_threshold=args.lag_threshold)
+            if not health.server_url:
+                health = msgspec.structs.replace(health, server_url=where)
             screens += 1
             if args.json:
                 data = msgspec.to_builtins(health)
@@ -65,16 +85,36 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str
                     out.clear()
                 render(out, health, args.lag_threshold)
             if not args.watch or (args.count and screens >= args.count):
+                if failed is not None and not args.json and not args.watch:
+                    raise failed  # also the usual one line on stderr; exit status 1
                 return 0 if health.ok else 1
             await asyncio.sleep(args.interval)
 
 
+def _unreachable(config: angzarr_es.Config, monitor: str | None, exc: StoreUnavailable) -> Health:
+    """The screen when no connection could be made: what `Client.health()`
+    reports when the server goes away under a connection."""
+    return Health(
+        checked_at=dt.datetime.now(dt.UTC),
+        reachable=False,
+        event_stream=config.nats.stream_name,
+        monitor_url=config.nats.monitor_url if monitor is None else monitor,
+        problems=[f"server unreachable: {exc}"],
+    )
+
+
 def render(out: Output, h: Health, lag_threshold: int) -> None:
     """The human screen."""
+    version = f"  nats-server {h.server_version}" if h.server_version else ""
     out.line(
-        f"angzarr-es status  {h.server_url}  nats-server {h.server_version}  "
-        f"checked {h.checked_at:%Y-%m-%d %H:%M:%S} UTC"
+        f"angzarr-es status  {h.server_url}{version}  checked {h.checked_at:%Y-%m-%d %H:%M:%S} UTC"
     )
+    if not h.reachable:
+        # No connection: nothing below the server line would be true.
+        out.line("server     UNREACHABLE", bad=True)
+        for problem in h.problems:
+            out.line(f"problem: {problem}", bad=True)
+        return
     rtt = f"{h.rtt_ms:.1f} ms" if h.rtt_ms is not None else "-"
     if h.server is not None:
         s = h.server
