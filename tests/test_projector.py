@@ -604,19 +604,24 @@ async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order
     await append_many(client, ["a"], 2)
     p = client.projector("proj", filters.domain("player"), handle, concurrency=2)
     holder.append(p)
-    await p.start()
-    await asyncio.wait_for(stopped.wait(), WAIT)
-    await p.start()  # the supervisor, while a:#1 still runs
+    try:
+        await p.start()
+        await asyncio.wait_for(stopped.wait(), WAIT)
+        await p.start()  # the supervisor, while a:#1 still runs
 
-    await eventually(
-        lambda: until(2 in p._in_hand or "start 2" in log),
-        timeout=WAIT,
-        what="a:#2 handed back and delivered again",
-    )
-    finish.set()
-    await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
-    await p.stop()
-    assert log[:3] == ["start 1", "end 1", "start 2"]
+        await eventually(
+            lambda: until(2 in p._in_hand or "start 2" in log),
+            timeout=WAIT,
+            what="a:#2 handed back and delivered again",
+        )
+        finish.set()
+        await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
+    finally:
+        # A failure above must not leave a handler parked on `finish` under a
+        # running projector (the run that failed here then hung the suite).
+        finish.set()
+        await p.stop()
+    assert log[:3] == ["start 1", "end 1", "start 2"], log
 
 
 async def test_a_reset_to_a_bad_start_changes_nothing(client: angzarr_es.Client) -> None:
