@@ -70,11 +70,16 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
         StoreUnavailable: no server could be reached.
         PermissionDenied: the server refused the credentials.
     """
+    where = "<config>"
     if config is None:
-        config = Config.load(None, os.environ)
+        env: dict[str, str] = dict(os.environ)
+        if url is not None:
+            env.pop("NATS_URL", None)  # replaced by `url`: its faults are not ours
+        config = Config.load(None, env)
     if url is not None:
         config = config.with_url(url)
-    config.validate()
+        where = "connect(url=...)"
+    config.validate(where)
     wire = await Wire.connect(config.nats)
     return Client(wire, config)
 

@@ -252,14 +252,20 @@ def _check_urls(urls: list[str], source: str) -> None:
         if not colon or hostport.endswith("]"):
             host, port = hostport, ""
         problem = ""
-        if scheme.lower() not in URL_SCHEMES:
-            problem = f"scheme {scheme!r} is not one of {', '.join(URL_SCHEMES)}"
+        if scheme not in URL_SCHEMES:
+            # nats-py reads an upper-case scheme as a host name (and TLS:// drops TLS).
+            problem = f"scheme {scheme!r} is not one of {', '.join(URL_SCHEMES)} (lower case)"
+        elif "@" in rest and any(c in rest.rpartition("@")[0] for c in "?#"):
+            problem = "a '?' or '#' in the user or password must be percent-encoded"
         elif not host:
             problem = "no host"
         elif colon and port and not (port.isdigit() and 0 < int(port) < 65536):
             problem = f"port {port!r} is not a number from 1 to 65535"
         if problem:
             raise ConfigError(f"{source}: {url!r}: {problem}")
+    kinds = {u.partition("://")[0] in ("ws", "wss") for u in urls if "://" in u}
+    if len(kinds) > 1:
+        raise ConfigError(f"{source}: websocket (ws, wss) and other URLs cannot be mixed")
 
 
 def _token_ok(name: str) -> bool:

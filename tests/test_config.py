@@ -82,6 +82,9 @@ def test_unsupported_backend_from_env(tmp_path: Path) -> None:
         ("nats://h:abc", "port 'abc'"),
         ("nats://:4222", "no host"),
         ("nats://a:4222,https://b", "scheme 'https'"),
+        ("NATS://h:4222", "scheme 'NATS'"),  # nats-py would connect to host "nats"
+        ("nats://u:p?w@h:4222", "percent-encoded"),
+        ("nats://a:4222,ws://b:8080", "cannot be mixed"),
     ],
 )
 def test_a_bad_server_url_is_refused_naming_its_source(
@@ -103,7 +106,7 @@ def test_a_bad_server_url_is_refused_naming_its_source(
         "ws://h:8080/path",
         "localhost:4222",
         "nats://[::1]:4222",
-        "NATS://h",
+        "nats://u:p%3Fw@h",
     ],
 )
 def test_server_urls_nats_py_takes_are_accepted(url: str) -> None:

@@ -498,6 +498,16 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
             await store.next_sequence("x")
 
 
+async def test_connect_with_a_url_ignores_a_bad_nats_url(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NATS_URL", "http://not-nats:4222")
+    async with await angzarr_es.connect(nats_url) as client:  # `url` replaces NATS_URL
+        assert client._wire.nc.is_connected
+    with pytest.raises(angzarr_es.ConfigError, match=r"^connect\(url=\.\.\.\): .*'https'"):
+        await angzarr_es.connect("https://x:4222")
+
+
 async def test_an_unreachable_server_is_store_unavailable() -> None:
     import socket
 
