@@ -80,6 +80,10 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {exc}") from exc
 
 
+PROBE_TTL = 2.0
+"""Seconds a stream's STREAM.INFO probe answers for every failed Direct Get on it."""
+
+
 class _GaveUp(Exception):
     """Connect abandoned: a fatal error was reported, or nats-py stopped progressing."""
 
@@ -288,6 +292,8 @@ class Wire:
         self._replies: dict[str, _Pending] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._next_token = 0
+        # Stream -> (when asked, STREAM.INFO probe) for Direct Gets nobody answered.
+        self._probes: dict[str, tuple[float, asyncio.Future[str]]] = {}
         self._pages = asyncio.Semaphore(PAGES_IN_FLIGHT)
         self._cleanups: set[asyncio.Future[None]] = set()
         # Set when the server refuses our reply-inbox subscription.
@@ -713,25 +719,42 @@ class Wire:
 
     async def _no_direct_get(self, what: str, stream: str) -> StoreUnavailable:
         """The error for a Direct Get nobody answered: the stream is missing
-        (a permanent misconfiguration, said so), or its leader is being elected."""
-        reason = "no responders (the stream has no leader, or JetStream is not enabled)"
+        (a permanent misconfiguration, said so), or its leader is being elected.
+
+        Reads failing together share one STREAM.INFO probe, and its answer is
+        reused for PROBE_TTL seconds: an election must not cost a probe (and a
+        wait) per failed read.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        known = self._probes.get(stream)
+        if known is None or (known[1].done() and now - known[0] > PROBE_TTL):
+            known = (now, loop.create_task(self._probe(stream)))
+            self._probes[stream] = known
+        reason = await asyncio.shield(known[1])
+        return StoreUnavailable(f"{what}: {reason}", code=503)
+
+    async def _probe(self, stream: str) -> str:
+        """Why Direct Gets on `stream` go unanswered, as far as STREAM.INFO tells (0.25 s)."""
         try:
-            # Briefly: during an election this error must not wait for the probe.
             msg = await self.request(
-                f"$JS.API.STREAM.INFO.{stream}", timeout=min(self.timeout, 0.25), what=what
+                f"$JS.API.STREAM.INFO.{stream}",
+                timeout=min(self.timeout, 0.25),
+                what=f"look up stream {stream}",
             )
             reply = js.api_response(msg.data)
-        except StoreUnavailable:
-            reason = "no responders: JetStream is not enabled for this account or server"
+        except StoreUnavailable as exc:
+            if exc.code == 503 and self.nc.is_connected:
+                return "no responders: JetStream is not enabled for this account or server"
+            return f"no responders ({exc})"
         except (StoreError, msgspec.DecodeError):
-            pass
-        else:
-            if reply.error is not None and reply.error.err_code == js.STREAM_NOT_FOUND:
-                reason = (
-                    f"stream {stream} does not exist: create it with `angzarr-es provision` "
-                    "or `await client.provision()`"
-                )
-        return StoreUnavailable(f"{what}: {reason}", code=503)
+            return "no responders (the stream has no leader, or JetStream is not enabled)"
+        if reply.error is not None and reply.error.err_code == js.STREAM_NOT_FOUND:
+            return (
+                f"stream {stream} does not exist: create it with `angzarr-es provision` "
+                "or `await client.provision()`"
+            )
+        return "no responders (the stream has no leader yet: an election, or it is starting)"
 
     def _token(self) -> str:
         self._next_token += 1

@@ -496,6 +496,22 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
             await store.append("x", [deposit(1)], expected=1)
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
             await store.next_sequence("x")
+        # Failures together share one probe (an election must not cost one per read).
+        wire = client._wire
+        asked: list[str] = []
+        real = wire.request
+
+        async def counting(subject: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(subject)
+            return await real(subject, *args, **kwargs)
+
+        wire._probes.clear()
+        wire.request = counting  # type: ignore[method-assign]
+        got = await asyncio.gather(
+            *(store.load(f"y{i}") for i in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(e, angzarr_es.StoreUnavailable) for e in got), got
+        assert sum(s.startswith("$JS.API.STREAM.INFO.") for s in asked) == 1
 
 
 async def test_connect_with_a_url_ignores_a_bad_nats_url(
