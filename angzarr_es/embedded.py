@@ -26,6 +26,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +70,24 @@ def find_nats_server() -> str:
 
 
 LOCK_FILE = ".angzarr-es.lock"
+
+# Servers holding a directory lock. A fork()ed child (multiprocessing's default
+# on Linux) would inherit the descriptor, and with it the lock, for its whole
+# life: it closes them at once.
+_LOCKED: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
+
+
+def _drop_locks_in_child() -> None:
+    for server in list(_LOCKED):
+        fd, server._lock_fd = server._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _LOCKED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -131,8 +150,9 @@ class EmbeddedServer:
 
     With a `store_dir` given, `start` takes an exclusive lock on it (POSIX
     `flock` on `<store_dir>/.angzarr-es.lock`, held until `stop`; the
-    nats-server inherits it, so it stays held while that process lives) and
-    refuses a directory another server is using.
+    nats-server inherits it unless it dies with its parent, so an orphan still
+    holds it; a fork()ed child of this process closes its copy) and refuses a
+    directory another server is using.
 
     `die_with_parent=True` (Linux only; ignored elsewhere) makes the
     nats-server get SIGTERM when the thread that started it exits, e.g. when
@@ -207,6 +227,7 @@ class EmbeddedServer:
                 f"data directory {self.store_dir} is in use by another server{holder}"
             ) from exc
         self._lock_fd = fd
+        _LOCKED.add(self)
         self._write_lock_pids()
 
     def _write_lock_pids(self) -> None:
@@ -220,6 +241,7 @@ class EmbeddedServer:
             os.pwrite(fd, "".join(f"{pid}\n" for pid in pids).encode(), 0)
 
     def _unlock(self) -> None:
+        _LOCKED.discard(self)
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -274,8 +296,10 @@ class EmbeddedServer:
         self._ready.clear()
         self.log = []
         # The child inherits the lock: an orphaned nats-server still holds it.
-        pass_fds = () if self._lock_fd is None else (self._lock_fd,)
+        # One that dies with us needs no copy (and its preexec_fn runs the
+        # at-fork hook that closes lock descriptors in forked children).
         preexec = _parent_death_signal() if self.die_with_parent else None
+        pass_fds = () if self._lock_fd is None or preexec else (self._lock_fd,)
         try:
             self.proc = subprocess.Popen(
                 [binary, "-c", str(conf)],
@@ -288,10 +312,16 @@ class EmbeddedServer:
         except BaseException:
             self._unlock()
             raise
-        self._write_lock_pids()
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        ready = self._ready.wait(self.ready_timeout)
+        try:
+            self._write_lock_pids()
+            self._reader = threading.Thread(target=self._read_log, daemon=True)
+            self._reader.start()
+            ready = self._ready.wait(self.ready_timeout)
+        except BaseException:
+            # Ctrl-C while waiting: `with` never reaches __exit__, so no
+            # server may outlive this call, nor keep the directory locked.
+            self.stop()
+            raise
         if not ready or not self.url:
             self.stop()
             tail = "\n".join(self.log[-20:])

@@ -137,6 +137,52 @@ def test_a_crashed_and_restarted_server_keeps_its_lock(tmp_path: Path) -> None:
     assert (data / LOCK_FILE).read_text() == ""  # released, no stale pid
 
 
+@needs_flock
+def test_a_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """A fork (multiprocessing's default on Linux) copies descriptors: the
+    child must not hold the directory after its parent's server stopped."""
+    data = tmp_path / "data"
+    server = EmbeddedServer(store_dir=data, monitor_port=None)
+    read, write = os.pipe()
+    child = 0
+    try:
+        server.start()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child waits until told to exit
+            os.close(write)
+            os.read(read, 1)
+            os._exit(0)
+        os.close(read)
+        server.stop()
+        server.start()  # refused while the child held a copy of the lock
+        assert server.running
+    finally:
+        server.cleanup()
+        if child:
+            os.close(write)
+            os.waitpid(child, 0)
+
+
+def test_a_start_interrupted_while_waiting_leaves_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during start: `with` never reaches __exit__, so start itself
+    must stop the process and release the directory."""
+    data = tmp_path / "data"
+    server = EmbeddedServer(store_dir=data, monitor_port=None)
+
+    def interrupted(timeout: float | None = None) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server._ready, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert server.proc is None
+    monkeypatch.undo()
+    with EmbeddedServer(store_dir=data, monitor_port=None) as again:  # not locked
+        assert again.running
+
+
 def test_temporary_servers_do_not_lock() -> None:
     with EmbeddedServer(monitor_port=None) as a, EmbeddedServer(monitor_port=None) as b:
         assert a.lock_path is None
