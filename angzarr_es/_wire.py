@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 
 from angzarr_es import _jsapi as js
 from angzarr_es._parser import FastParser, parse_headers, report_handler_error
-from angzarr_es.config import NatsConfig
+from angzarr_es.config import NatsConfig, redact_url
 from angzarr_es.errors import (
     AngzarrESError,
     AppendTooLarge,
@@ -356,7 +356,7 @@ class Wire:
             if cfg.tls_cert:
                 context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
             options["tls"] = context
-        where = ", ".join(cfg.servers)
+        where = ", ".join(redact_url(u) for u in cfg.servers)
 
         def reason(exc: BaseException) -> str:
             # nats-py's connect timeout (TCP or the server's INFO) says nothing.
@@ -515,7 +515,7 @@ class Wire:
     def connected_url(self) -> str:
         """The URL of the server currently connected to ("" if none)."""
         url = self.nc.connected_url
-        return url.geturl() if url is not None else ""
+        return redact_url(url.geturl()) if url is not None else ""
 
     @property
     def jetstream_enabled(self) -> bool:

@@ -268,6 +268,21 @@ def _check_urls(urls: list[str], source: str) -> None:
         raise ConfigError(f"{source}: websocket (ws, wss) and other URLs cannot be mixed")
 
 
+def redact_url(url: str) -> str:
+    """`url` fit to print: a user name is kept, a password or token is not
+    (`nats://ann:***@host:4222`, `nats://***@host:4222`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    head, slash, path = rest.partition("/")
+    userinfo, at, hostport = head.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{sep}{shown}@{hostport}{slash}{path}"
+
+
 def _token_ok(name: str) -> bool:
     return bool(name) and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
 

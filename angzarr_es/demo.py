@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import angzarr_es
-from angzarr_es.config import Config
+from angzarr_es.config import Config, redact_url
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.errors import AngzarrESError, ConcurrencyError
 from angzarr_es.pb import player_pb2
@@ -40,7 +40,7 @@ def run_demo(config: Config, *, embedded: bool, say: Say = print) -> None:
 @contextlib.contextmanager
 def _server(config: Config, embedded: bool, say: Say) -> Iterator[Config]:
     if not embedded:
-        say(f"using NATS at {', '.join(config.nats.servers)}")
+        say(f"using NATS at {', '.join(redact_url(u) for u in config.nats.servers)}")
         yield config
         return
     with EmbeddedServer() as server:

@@ -46,6 +46,28 @@ def test_status_json_reports_an_unreachable_server_at_start_up() -> None:
     assert health["server_url"] == UNREACHABLE
 
 
+def test_status_json_names_refused_credentials_and_prints_no_password() -> None:
+    with EmbeddedServer(
+        monitor_port=None, extra_config="authorization { user: app, password: s3cret }"
+    ) as server:
+        port = server.url.rpartition(":")[2]
+        refused = f"nats://app:wrong-s3cret@127.0.0.1:{port}"
+        done = run_cli("status", "--json", env=cli_env(NATS_URL=refused))
+        assert done.returncode == 1
+        assert done.stderr == ""
+        (line,) = done.stdout.splitlines()
+        health = json.loads(line)
+        assert health["reachable"] is False
+        assert health["ok"] is False
+        (problem,) = health["problems"]
+        assert problem.startswith("server refused the connection: ")
+        assert "s3cret" not in done.stdout
+        assert health["server_url"] == f"nats://app:***@127.0.0.1:{port}"
+    done = run_cli("status", "--json", env=cli_env(NATS_URL="nats://app:s3cret@127.0.0.1:1"))
+    assert done.returncode == 1
+    assert "s3cret" not in done.stdout + done.stderr
+
+
 def test_status_watch_json_keeps_polling_an_unreachable_server() -> None:
     env = cli_env(NATS_URL=UNREACHABLE)
     args = ["status", "--json", "--watch", "--interval", "0.05", "--count", "2"]

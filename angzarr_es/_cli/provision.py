@@ -15,6 +15,7 @@ from angzarr_es import _snapshots
 from angzarr_es._cli.common import load_config
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.client import ProvisionPlan, _differences
+from angzarr_es.config import redact_url
 
 _DRY = {
     "create": "would be created",
@@ -32,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
     async with await angzarr_es.connect(config=config) as client:
-        where = f"on {client.config.nats.servers[0]} (nats-server {client.server_version})"
+        where = (
+            f"on {redact_url(client.config.nats.servers[0])} (nats-server {client.server_version})"
+        )
         if dry_run:
             plan = await client.plan_provision()
             print(f"stream {plan.config.name} {where} {_DRY[plan.action]}")

@@ -14,7 +14,8 @@ import msgspec
 import angzarr_es
 from angzarr_es._cli.common import load_config
 from angzarr_es._cli.output import Bad, Output, size, when
-from angzarr_es.errors import ConfigError, StoreUnavailable
+from angzarr_es.config import redact_url
+from angzarr_es.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
 from angzarr_es.health import Health
 
 
@@ -54,11 +55,11 @@ def _check_url(url: str, source: str) -> None:
 async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str | None) -> int:
     out = Output()
     screens = 0
-    where = ", ".join(config.nats.servers)
+    where = ", ".join(redact_url(u) for u in config.nats.servers)
     async with contextlib.AsyncExitStack() as stack:
         client: angzarr_es.Client | None = None
         while True:
-            failed: StoreUnavailable | None = None
+            failed: StoreError | None = None
             if client is None:
                 # Not connected yet (or the server was down at start-up): the
                 # screen says so, and --watch keeps trying every tick.
@@ -66,7 +67,7 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str
                     client = await stack.enter_async_context(
                         await angzarr_es.connect(config=config)
                     )
-                except StoreUnavailable as exc:
+                except StoreError as exc:  # unreachable, or credentials refused
                     failed = exc
             if client is None:
                 assert failed is not None
@@ -91,7 +92,7 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config, monitor: str
             await asyncio.sleep(args.interval)
 
 
-def _unreachable(config: angzarr_es.Config, monitor: str | None, exc: StoreUnavailable) -> Health:
+def _unreachable(config: angzarr_es.Config, monitor: str | None, exc: StoreError) -> Health:
     """The screen when no connection could be made: what `Client.health()`
     reports when the server goes away under a connection."""
     return Health(
@@ -99,7 +100,11 @@ def _unreachable(config: angzarr_es.Config, monitor: str | None, exc: StoreUnava
         reachable=False,
         event_stream=config.nats.stream_name,
         monitor_url=config.nats.monitor_url if monitor is None else monitor,
-        problems=[f"server unreachable: {exc}"],
+        problems=[
+            f"server unreachable: {exc}"
+            if isinstance(exc, StoreUnavailable | StoreTimeout)
+            else f"server refused the connection: {exc}"
+        ],
     )
 
 
