@@ -99,6 +99,8 @@ def _refused(exc: BaseException) -> bool:
 def api_error(what: str, err: js.ApiError) -> StoreError:
     """The typed error for a JetStream API error reply."""
     message = f"{what}: {err.description} (code {err.code}, err_code {err.err_code})"
+    if err.err_code == js.STREAM_NOT_FOUND:
+        message += "; create the streams with `angzarr-es provision` or `await client.provision()`"
     cls: type[StoreError] = StoreError
     if err.code == 503 or err.err_code == js.STREAM_NOT_FOUND:
         cls = StoreUnavailable

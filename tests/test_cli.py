@@ -428,6 +428,14 @@ async def test_tail_follows_new_events(
         assert '{"name":"Eve"}' in lines[2]
 
 
+def test_tail_without_the_event_stream_says_how_to_create_it(conf: Path) -> None:
+    done = run_cli("tail", "player", "--config", str(conf))
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert "stream not found" in line
+    assert "angzarr-es provision" in line
+
+
 def test_tail_refuses_a_filter_outside_the_prefix(conf: Path) -> None:
     done = run_cli("tail", "other.events.>", "--config", str(conf))
     assert done.returncode == 2
