@@ -110,7 +110,7 @@ def decode_delivery(
         stream_sequence=stream_sequence,
         delivery_count=delivery_count,
         edition=book.cover.edition.name,
-        headers=dict(headers) if headers else {},
+        headers=headers if headers is not None else {},
     )
 
 
