@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -17,7 +17,7 @@ from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.bus import Bus, CatchUp, Handler, Start
 from angzarr_es.codec import RecordedEvent
-from angzarr_es.config import Config
+from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
     ConfigError,
     InvalidEdition,
@@ -200,16 +200,19 @@ class Client:
         handler: Handler,
         *,
         concurrency: int = 1,
-        max_deliver: int = 5,
-        ack_wait: float = 30.0,
-        backoff: tuple[float, ...] = (1.0, 5.0, 15.0, 30.0),
-        max_ack_pending: int = 1000,
+        max_deliver: int | None = None,
+        ack_wait: float | None = None,
+        backoff: Sequence[float] | None = None,
+        max_ack_pending: int | None = None,
         start: Start = "all",
         partition: tuple[int, int] | None = None,
     ) -> Projector:
         """A durable projector (JetStream mode); run it with `async with`.
 
-        See `angzarr_es.projector` for the delivery, retry, dead-letter and
+        `max_deliver`, `ack_wait`, `backoff` and `max_ack_pending` not given
+        come from the configuration's `[[bus.nats.consumers]]` entry of this
+        `name`, else the defaults 5, 30.0 s, (1, 5, 15, 30) s and 1000. See
+        `angzarr_es.projector` for the delivery, retry, dead-letter and
         ordering semantics.
 
         Raises:
@@ -217,14 +220,17 @@ class Client:
             ValueError: invalid settings.
         """
         self._need_jetstream("projectors")
+        spec = next((c for c in self._config.nats.consumers if c.name == name), None)
+        if spec is None:
+            spec = ConsumerSpec(name=name, filter="")
         settings = ProjectorSettings(
             name=name,
             subject=self.bus.filter(filter),
             concurrency=concurrency,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait,
-            backoff=tuple(backoff),
-            max_ack_pending=max_ack_pending,
+            max_deliver=spec.max_deliver if max_deliver is None else max_deliver,
+            ack_wait=spec.ack_wait if ack_wait is None else ack_wait,
+            backoff=tuple(spec.backoff if backoff is None else backoff),
+            max_ack_pending=spec.max_ack_pending if max_ack_pending is None else max_ack_pending,
             start=start,
             partition=partition,
         )

@@ -296,6 +296,45 @@ async def test_new_projectors_and_resets_start_where_asked(client: angzarr_es.Cl
     assert "r" not in await consumer_names(client, client.config.nats.stream_name)
 
 
+async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: Config) -> None:
+    """A review found the configured consumer rewritten with the call's defaults
+    (and the configured backoff never used)."""
+    spec = ConsumerSpec(
+        name="player-projector",
+        filter=f"{bus_config.nats.subject_prefix}.events.player.*",
+        max_deliver=3,
+        ack_wait=10.0,
+        backoff=[0.5],
+        max_ack_pending=50,
+    )
+    cfg = with_nats(bus_config, consumers=[spec])
+    async with await angzarr_es.connect(config=cfg) as c:
+        await c.provision()
+        await c.bus.provision()
+        async with c.projector("player-projector", filters.domain("player"), Recorder()) as p:
+            s = p.settings
+            assert (s.max_deliver, s.ack_wait, s.backoff, s.max_ack_pending) == (
+                3,
+                10.0,
+                (0.5,),
+                50,
+            )
+            raw = await c._wire.api(
+                f"$JS.API.CONSUMER.INFO.{cfg.nats.stream_name}.player-projector"
+            )
+            info = msgspec.json.decode(raw)["config"]
+            assert (info["max_deliver"], info["ack_wait"], info["max_ack_pending"]) == (
+                3,
+                10 * 10**9,
+                50,
+            )
+        # An argument still wins; other names keep the defaults.
+        other = c.projector("other", filters.domain("player"), Recorder(), max_deliver=7)
+        assert (other.settings.max_deliver, other.settings.backoff) == (7, (1.0, 5.0, 15.0, 30.0))
+        await delete_dlq(c)
+        await delete_stream(c, cfg.nats.stream_name)
+
+
 async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Config) -> None:
     specs = [
         ConsumerSpec(
