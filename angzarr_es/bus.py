@@ -519,6 +519,11 @@ class CatchUp:
                 await self._create(self._resume_from())
                 return
             except (StoreTimeout, StoreUnavailable) as exc:
+                if self._wire.nc.is_closed:
+                    # The client was closed: no reconnect will come.
+                    raise StoreUnavailable(
+                        f"subscription to {self._subject}: the client was closed"
+                    ) from exc
                 log.warning("subscription to %s: %s; retrying in %.1fs", self._subject, exc, pause)
             # Back-off between attempts, cut short by aclose() (which sets _wake).
             self._wake.clear()
@@ -556,6 +561,8 @@ class CatchUp:
                     # poison must not end the subscription (as in core mode).
                     self._skipped(msg.subject, msg.stream_seq, exc)
                     continue
+            if self._wire.nc.is_closed:
+                raise StoreUnavailable(f"subscription to {self._subject}: the client was closed")
             if self._broken or puller.stalled():
                 await self._recreate()
                 continue

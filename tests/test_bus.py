@@ -427,6 +427,27 @@ async def test_closing_a_catch_up_from_another_task_ends_its_iteration(
     assert got == [1]
 
 
+async def test_a_catch_up_ends_when_its_client_is_closed(config: Config) -> None:
+    """It retried making its consumer for ever on a closed connection (a review)."""
+    client = await angzarr_es.connect(config=config)
+    await client.provision()
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async with client.subscribe(filters.domain("player"), start="all") as sub:
+            async for _ in sub:
+                first.set()
+
+    reader = asyncio.create_task(read())
+    await client.store("player").append("p", [deposit(0)], expected=0)
+    await asyncio.wait_for(first.wait(), 10)
+    async with await angzarr_es.connect(config=config) as other:
+        await client.close()
+        with pytest.raises(angzarr_es.StoreUnavailable, match="client was closed"):
+            await asyncio.wait_for(reader, 20)
+        await delete_stream(other, config.nats.stream_name)
+
+
 @pytest.mark.parametrize("mode", ["core", "jetstream"])
 async def test_a_handler_can_close_its_own_subscription(mode: str, config: Config) -> None:
     cfg = with_nats(config, jetstream=mode == "jetstream")
