@@ -153,7 +153,9 @@ class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):
     """Handler calls that raised (each is retried or dead-lettered)."""
     dead_lettered: int
     skipped: int
-    """Commits of other partitions, acked unhandled."""
+    """Commits of other partitions, and messages outside `<prefix>.events.`
+    (correlation index entries under a filter such as `<prefix>.>`), acked
+    unhandled."""
 
 
 # Settings the server cannot change in place, or that would make another
@@ -258,6 +260,7 @@ class Projector:
         self._cfg = cfg
         self._settings = settings
         self._handler = handler
+        self._events = f"{cfg.subject_prefix}.events."
         self._buffer = settings.buffer or max(4 * settings.concurrency, 64)
         if settings.max_ack_pending > 0:  # -1 (or 0): the server's unlimited or default
             self._buffer = min(self._buffer, settings.max_ack_pending)
@@ -540,7 +543,11 @@ class Projector:
                 self._send_soon(msg.reply, bw.nak_body(0))
             return
         part = self._settings.partition
-        if part is not None and zlib.crc32(msg.subject.encode()) % part[1] != part[0]:
+        if not msg.subject.startswith(self._events) or (
+            part is not None and zlib.crc32(msg.subject.encode()) % part[1] != part[0]
+        ):
+            # Another partition's commit, or no commit at all (a filter such as
+            # `<prefix>.>` also matches the correlation index's entries).
             self._skipped += 1
             self._settled.set()
             self._send_soon(msg.reply, bw.ACK)

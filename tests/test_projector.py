@@ -623,6 +623,21 @@ async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_e
     assert floors == [0]  # the old handler's return acked nothing of the replay
 
 
+async def test_a_wide_filter_skips_correlation_entries_instead_of_dead_lettering(
+    client: angzarr_es.Client,
+) -> None:
+    """`<prefix>.>` also matches the correlation index: its entries were
+    handled as broken commits, retried and dead-lettered (a review)."""
+    prefix = client.config.nats.subject_prefix
+    await client.store("player").append("a", [deposit(1)], expected=0, correlation_id="wf-1")
+    seen = Recorder()
+    async with client.projector("wide", f"{prefix}.>", seen, max_deliver=2, backoff=(0.1,)) as p:
+        await p.wait(lambda s: s.handled == 1 and s.skipped == 1, timeout=WAIT)
+        stats = p.stats
+    assert (stats.failed, stats.dead_lettered) == (0, 0)
+    assert [d.root for d in seen.seen] == ["a"]
+
+
 async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order(
     client: angzarr_es.Client,
 ) -> None:
