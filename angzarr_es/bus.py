@@ -42,7 +42,13 @@ from angzarr_es.errors import (
 )
 from angzarr_es.filters import FilterLike, resolve
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import AggregateId, encode_root, parse_subject, validate_domain
+from angzarr_es.subjects import (
+    AggregateId,
+    encode_root,
+    parse_subject,
+    validate_domain,
+    validate_edition,
+)
 
 __all__ = ["Bus", "CatchUp", "Delivery", "Handler", "Start", "Subscription"]
 
@@ -205,8 +211,9 @@ class Bus:
     async def publish(self, book: core_pb2.EventBook, *, root: AggregateId | None = None) -> None:
         """Core mode: send `book` on its aggregate's subject, at most once.
 
-        The subject comes from `book.cover` (domain, and the root read as a
-        UUID when it is 16 bytes, else UTF-8); pass `root` to override.
+        The subject comes from `book.cover` (domain, the root read as a UUID
+        when it is 16 bytes, else UTF-8, and the edition's token for a what-if
+        timeline); pass `root` to override the root.
 
         A stream capturing the subject (the event store's, provisioned in
         core mode too) would store the book as one more commit of the
@@ -218,7 +225,9 @@ class Bus:
             ConfigError: the bus is in JetStream mode, where `append` publishes,
                 or a stream captures the subject (every `append` to it already
                 reaches core subscribers).
-            InvalidDomain, InvalidAggregateId: the cover does not name an aggregate.
+            TypeError: `book` is not an EventBook.
+            InvalidDomain, InvalidAggregateId, InvalidEdition: the cover does
+                not name an aggregate (or names a bad edition).
             StoreUnavailable: not connected.
         """
         if self._cfg.jetstream:
@@ -226,8 +235,13 @@ class Bus:
                 "bus.publish() is for core mode ([bus.nats] jetstream = false); in "
                 "JetStream mode every committed append is published by the stream"
             )
+        if not isinstance(book, core_pb2.EventBook):
+            raise TypeError(f"bus.publish takes an EventBook, got {type(book).__name__}")
         domain = book.cover.domain
         subject = self.subject(domain, root if root is not None else root_of(book.cover))
+        edition = validate_edition(book.cover.edition.name)
+        if edition:  # a what-if timeline's commits travel on their own subject
+            subject = f"{subject}.{edition}"
         await self._refuse_captured(domain, subject)
         await self._wire.publish(subject, book.SerializeToString())
 

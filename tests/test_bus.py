@@ -156,6 +156,30 @@ async def test_deliveries_name_their_edition(js_client: angzarr_es.Client) -> No
     assert [(d.root, d.edition) for d in seen.seen] == [("p", ""), ("p", "what-if")]
 
 
+async def test_core_publish_sends_a_what_if_book_on_its_edition_s_subject(
+    core_config: Config,
+) -> None:
+    """It went out on the main timeline's subject, which domain() matches (a review)."""
+    async with await angzarr_es.connect(config=core_config) as c:
+        main, deep = Recorder(), Recorder()
+        await c.bus.subscribe(filters.domain("player"), main)
+        await c.bus.subscribe(filters.domain("player", deep=True), deep)
+        what_if = book("player", "r1", deposit(1))
+        what_if.cover.edition.name = "what-if"
+        await c.bus.publish(what_if)
+        await c.bus.publish(book("player", "r2", deposit(2)))
+        await deep.wait_count(2)
+        await main.wait_count(1)
+        with pytest.raises(TypeError, match="EventBook"):
+            await c.bus.publish("not a book")  # type: ignore[arg-type]
+    prefix = core_config.nats.subject_prefix
+    assert [(d.subject, d.edition) for d in deep.seen] == [
+        (f"{prefix}.events.player.r1.what-if", "what-if"),
+        (f"{prefix}.events.player.r2", ""),
+    ]
+    assert [d.root for d in main.seen] == ["r2"]
+
+
 async def test_core_mode_is_at_most_once(core_config: Config) -> None:
     """A connected subscriber gets every event; one that is not connected misses them,
     and no stream is involved."""
