@@ -854,9 +854,12 @@ class Wire:
     ) -> list[int]:
         """Stream sequences of up to `batch` messages on `subject` from `start`."""
         body = js.encode(js.DirectBatchRequest(seq=start, next_by_subj=subject, batch=batch))
-        got = await self._gather(
-            f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, f"locate {subject}"
-        )
+        what = f"locate {subject}"
+        got = await self._gather(f"$JS.API.DIRECT.GET.{stream}", body, batch + 1, what)
+        if got.status == "503":  # a missing stream must not read as "no messages"
+            raise await self._no_direct_get(what, stream)
+        if got.status not in ("204", "404"):
+            raise _status_error(what, got.status or "?", {})
         return [int(seq or 0) for _, _, seq in got.replies]
 
     async def consumer_replay(

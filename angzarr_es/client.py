@@ -175,11 +175,14 @@ class Client:
         if not name:
             raise InvalidEdition("the main timeline cannot be deleted")
         n = self._config.nats
-        purged = await _editions.purge(
-            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
-        )
+        # Snapshots first: a missing snapshot stream then fails before any
+        # event goes (events went first before, leaving the edition half
+        # deleted), and events whose snapshots are gone still load.
         await _editions.purge(
             self._wire, n.snapshot_stream, f"{n.subject_prefix}.snapshots.*.*.{name}"
+        )
+        purged = await _editions.purge(
+            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
         )
         self._ctx.cache.clear()
         return purged

@@ -496,6 +496,8 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
             await store.append("x", [deposit(1)], expected=1)
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
             await store.next_sequence("x")
+        with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
+            await client.events_by_correlation("wf")  # was {}: "no events"
         # Failures together share one probe (an election must not cost one per read).
         wire = client._wire
         asked: list[str] = []
@@ -541,3 +543,18 @@ async def test_a_closed_client_raises_store_unavailable(client: angzarr_es.Clien
         await store.append("x", [deposit(1)], expected=0)
     with pytest.raises(angzarr_es.StoreUnavailable):
         await store.load("x")
+
+
+async def test_deleting_an_edition_without_its_snapshot_stream_deletes_nothing(
+    client: angzarr_es.Client,
+) -> None:
+    """Events were purged first, then the missing snapshot stream failed the
+    call: the edition was left half deleted (a review)."""
+    await client.provision()
+    what_if = client.store("player", edition="what-if")
+    await what_if.append("x", [deposit(1)], expected=0)
+    cfg = client.config.nats
+    await client._wire.api(f"$JS.API.STREAM.DELETE.{cfg.snapshot_stream}")
+    with pytest.raises(angzarr_es.StoreError, match="provision"):
+        await client.delete_edition("what-if")
+    assert [e.sequence for e in (await what_if.load("x")).events] == [0]
