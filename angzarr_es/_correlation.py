@@ -36,7 +36,7 @@ from angzarr_es._jsapi import H_MSG_ID
 from angzarr_es._wire import Wire, api_error
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import InvalidAggregateId
-from angzarr_es.subjects import decode_root, encode_root
+from angzarr_es.subjects import correlation_token, decode_root
 
 __all__ = ["by_correlation", "index_subject", "write_entry"]
 
@@ -61,9 +61,10 @@ def index_subject(prefix: str, correlation_id: str) -> str:
     """The index subject of one correlation id (hostile ids are encoded like roots).
 
     Raises:
+        TypeError: not a str.
         InvalidAggregateId: empty or over 1024 bytes.
     """
-    return f"{prefix}.correlation.{encode_root(correlation_id)}"
+    return f"{prefix}.correlation.{correlation_token(correlation_id)}"
 
 
 async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequence: int) -> None:

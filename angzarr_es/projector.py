@@ -110,6 +110,14 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
         """Raises ValueError on settings the server or the dispatcher cannot honour."""
         if not self.name or not all(c.isascii() and (c.isalnum() or c in "_-") for c in self.name):
             raise ValueError(f"projector name {self.name!r} must be [A-Za-z0-9_-]")
+        if len(self.durable) > MAX_NAME:
+            raise ValueError(
+                f"projector name must be at most {MAX_NAME} characters (with its partition)"
+            )
+        for key in ("concurrency", "max_deliver", "max_ack_pending"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{key} must be an int, got {value!r}")
         if self.max_deliver < 1:
             raise ValueError("max_deliver must be >= 1")
         if self.ack_wait <= 0:
@@ -142,6 +150,10 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
             priority_timeout=int(PIN_TTL * js.NANOS) if self.partition else 0,
             **start_config(self.start),  # type: ignore[arg-type]
         )
+
+
+# nats-server's limit on a consumer's name (JSMaxNameLen).
+MAX_NAME = 255
 
 
 class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,6 +26,7 @@ __all__ = [
     "MAIN_EDITION",
     "MAX_ID_BYTES",
     "AggregateId",
+    "correlation_token",
     "decode_root",
     "domain_filter",
     "encode_root",
@@ -108,6 +109,22 @@ def encode_root(root: AggregateId) -> str:
             f"aggregate id is {len(raw)} bytes; at most {MAX_ID_BYTES} are allowed"
         )
     return _ENCODED + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def correlation_token(correlation_id: object) -> str:
+    """The subject token for a correlation id (encoded like an aggregate id).
+
+    Raises:
+        TypeError: not a str.
+        InvalidAggregateId: empty, or over MAX_ID_BYTES (the message says
+            "correlation id").
+    """
+    if not isinstance(correlation_id, str):
+        raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")
+    try:
+        return encode_root(correlation_id)
+    except InvalidAggregateId as exc:
+        raise InvalidAggregateId(str(exc).replace("aggregate id", "correlation id")) from None
 
 
 def decode_root(token: str) -> str:

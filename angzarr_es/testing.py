@@ -30,6 +30,7 @@ from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import ConcurrencyError, InvalidEdition, InvalidSnapshot
 from angzarr_es.subjects import (
     AggregateId,
+    correlation_token,
     decode_root,
     encode_root,
     validate_domain,
@@ -106,8 +107,8 @@ class InMemoryEventStore:
             raise TypeError("events must be a list of protobuf messages, not one message")
         packed = [codec.pack(e) for e in events]
         key = self._key(root)
-        if correlation_id:
-            encode_root(correlation_id)  # the index subject token: same limits
+        if not isinstance(correlation_id, str) or correlation_id:
+            correlation_token(correlation_id)  # the index subject token: same checks
         if idempotency_key and packed:
             earlier = self._world.keyed.get((key, idempotency_key))
             if earlier is not None:
@@ -222,7 +223,7 @@ class InMemoryClient:
         self, correlation_id: str, *, edition: str | None = None
     ) -> dict[tuple[str, str], list[RecordedEvent]]:
         """See `Client.events_by_correlation`."""
-        encode_root(correlation_id)
+        correlation_token(correlation_id)
         wanted = validate_edition(edition)
         out: dict[tuple[str, str], list[RecordedEvent]] = {}
         for commit in self._world.log:

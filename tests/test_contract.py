@@ -569,6 +569,17 @@ async def test_events_by_correlation_per_aggregate_across_domains(backend: Backe
     assert {k: [e.sequence for e in v] for k, v in wf2.items()} == {("player", str(a)): [3]}
 
 
+async def test_bad_correlation_ids_are_refused_alike(backend: Backend) -> None:
+    store = backend.store("player")
+    with pytest.raises(TypeError, match="correlation_id must be a str"):
+        await store.append("p", [deposit(1)], expected=0, correlation_id=5)
+    with pytest.raises(angzarr_es.InvalidAggregateId, match=r"^correlation id is 2000 bytes"):
+        await store.append("p", [deposit(1)], expected=0, correlation_id="c" * 2000)
+    with pytest.raises(angzarr_es.InvalidAggregateId, match=r"^correlation id is 2000 bytes"):
+        await backend.events_by_correlation("c" * 2000)
+    assert (await store.load("p")).events == []
+
+
 async def test_unknown_correlation_is_empty(backend: Backend) -> None:
     await backend.store("player").append("p", [deposit(1)], expected=0)
     assert await backend.events_by_correlation("nothing") == {}

@@ -759,6 +759,13 @@ def test_settings_are_checked(config: Config) -> None:
         settings = ProjectorSettings(name="p", subject="x.events.>")
         with pytest.raises(ValueError, match="must"):
             msgspec.structs.replace(settings, **bad).check()
+    settings = ProjectorSettings(name="p", subject="x.events.>")
+    # Found by a review: accepted, or refused only by the server at start.
+    with pytest.raises(ValueError, match="at most 255"):
+        msgspec.structs.replace(settings, name="p" * 250, partition=(0, 12)).check()
+    for key, value in (("concurrency", 2.5), ("max_deliver", True), ("max_ack_pending", "9")):
+        with pytest.raises(TypeError, match=f"{key} must be an int"):
+            msgspec.structs.replace(settings, **{key: value}).check()
 
 
 async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
