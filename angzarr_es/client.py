@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -96,6 +97,8 @@ class Client:
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
         self._bus: Bus | None = None
+        # What close() stops first: without it their tasks died with the loop.
+        self._owned: weakref.WeakSet[Projector | CatchUp] = weakref.WeakSet()
 
     @property
     def config(self) -> Config:
@@ -237,7 +240,9 @@ class Client:
             start=start,
             partition=partition,
         )
-        return Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
+        projector = Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
+        self._owned.add(projector)
+        return projector
 
     def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
         """Catch-up subscription: history from `start`, then live commits.
@@ -250,14 +255,23 @@ class Client:
             ValueError, TypeError: invalid `start`.
         """
         self._need_jetstream("catch-up subscriptions")
-        return CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+        sub = CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+        self._owned.add(sub)
+        return sub
 
     def _need_jetstream(self, what: str) -> None:
         if not self._config.nats.jetstream:
             raise ConfigError(f"{what} need JetStream ([bus.nats] jetstream = true)")
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Stop the projectors and catch-up subscriptions made from this client
+        (running handlers finish, within a projector's drain time), then close
+        the connection."""
+        for owned in list(self._owned):
+            if isinstance(owned, Projector):
+                await owned.stop()
+            else:
+                await owned.aclose()
         await self._wire.close()
 
     async def __aenter__(self) -> Client:

@@ -847,3 +847,47 @@ async def append_many_from(
     for i in range(start, start + per_root):
         for root in roots:
             await store.append(root, [deposit(i)], expected=i)
+
+
+async def test_closing_the_client_stops_its_projectors_and_subscriptions(
+    bus_config: Config,
+) -> None:
+    """They ran on after close(): their tasks died with the loop ("Task was
+    destroyed but it is pending") and `running` stayed True (a review)."""
+    started, release = asyncio.Event(), asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(d: Delivery) -> None:
+        started.set()
+        await release.wait()
+        handled.append(d.stream_sequence)
+
+    client = await angzarr_es.connect(config=bus_config)
+    await client.provision()
+    await append_many(client, ["a"], 1)
+    p = client.projector("closing", filters.domain("player"), slow)
+    await p.start()
+    sub = client.subscribe(filters.domain("player"))
+    await sub.open()
+    await asyncio.wait_for(started.wait(), WAIT)
+    closing = asyncio.create_task(client.close())
+    await asyncio.sleep(0)  # close() is now waiting for the running handler
+    release.set()
+    await asyncio.wait_for(closing, WAIT)
+    assert not p.running
+    assert handled == [1]  # the running handler finished (and was acked)
+    assert [d async for d in sub] == []  # the subscription ended with the client
+    async with await angzarr_es.connect(config=bus_config) as other:
+        assert await consumer_names(other, bus_config.nats.stream_name) == ["closing"]
+        subject = f"$JS.API.CONSUMER.INFO.{bus_config.nats.stream_name}.closing"
+
+        async def acked() -> int | None:
+            # The ack is fire-and-forget; the server applies it a moment later.
+            floor: int = msgspec.json.decode(await other._wire.api(subject))["ack_floor"][
+                "stream_seq"
+            ]
+            return floor if floor == 1 else None
+
+        await eventually(acked, timeout=WAIT, what="the ack floor at 1")
+        await delete_dlq(other)
+        await delete_stream(other, bus_config.nats.stream_name)
