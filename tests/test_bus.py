@@ -12,7 +12,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es import ConfigError, filters
-from angzarr_es.bus import Delivery, Subscription, root_of
+from angzarr_es.bus import CatchUp, Delivery, Subscription, root_of
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
@@ -452,23 +452,28 @@ async def test_closing_a_catch_up_from_another_task_ends_its_iteration(
 
 
 async def test_a_catch_up_ends_when_its_client_is_closed(config: Config) -> None:
-    """It retried making its consumer for ever on a closed connection (a review)."""
+    """It retried making its consumer for ever on a closed connection (a review).
+    One made by `client.subscribe` is closed by `client.close()`; one made
+    otherwise (as `bus.subscribe` does) raises StoreUnavailable."""
     client = await angzarr_es.connect(config=config)
     await client.provision()
-    first = asyncio.Event()
+    seen = [asyncio.Event(), asyncio.Event()]
 
-    async def read() -> None:
-        async with client.subscribe(filters.domain("player"), start="all") as sub:
+    async def read(sub: CatchUp, first: asyncio.Event) -> None:
+        async with sub:
             async for _ in sub:
                 first.set()
 
-    reader = asyncio.create_task(read())
+    subject = client.bus.filter(filters.domain("player"))
+    owned = asyncio.create_task(read(client.subscribe(subject), seen[0]))
+    loose = asyncio.create_task(read(CatchUp(client._wire, config.nats, subject, "all"), seen[1]))
     await client.store("player").append("p", [deposit(0)], expected=0)
-    await asyncio.wait_for(first.wait(), 10)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in seen)), 10)
     async with await angzarr_es.connect(config=config) as other:
         await client.close()
+        await asyncio.wait_for(owned, 20)  # closed with its client: just ends
         with pytest.raises(angzarr_es.StoreUnavailable, match="client was closed"):
-            await asyncio.wait_for(reader, 20)
+            await asyncio.wait_for(loose, 20)
         await delete_stream(other, config.nats.stream_name)
 
 
