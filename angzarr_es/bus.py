@@ -163,15 +163,22 @@ def root_of(cover: core_pb2.Cover) -> str:
 class Subscription:
     """A running subscription; `close()` (or leaving `async with`) stops it."""
 
-    def __init__(self, close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, close: Callable[[], Awaitable[None]], forget: Callable[[], None] | None = None
+    ) -> None:
         self._close = close
+        self._forget = forget
         self._closed = False
 
     async def close(self) -> None:
         """Stop delivering; waits for the handler call in progress."""
         if not self._closed:
             self._closed = True
-            await self._close()
+            try:
+                await self._close()
+            finally:
+                if self._forget is not None:
+                    self._forget()
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -193,6 +200,9 @@ class Bus:
         self._cfg = cfg
         self._prefix = cfg.subject_prefix
         self._uncaptured: dict[str, float] = {}  # domain -> loop time to ask again
+        # Open subscriptions made here, for Client.close() (held: the caller
+        # need not keep its Subscription for it to run).
+        self.subscriptions: set[Subscription] = set()
         self._unchecked = False  # the account may not ask JetStream (warned once)
 
     @property
@@ -306,7 +316,7 @@ class Bus:
                 await _call(handler, delivery)
 
             sub = await bw.core_subscribe(self._wire, subject, on_core)
-            return Subscription(sub.close)
+            return self._keep(sub.close)
         reader = CatchUp(self._wire, self._cfg, subject, start)
         await reader.open()
 
@@ -347,7 +357,12 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task  # its death, if any, was logged by _log_death
 
-        return Subscription(close)
+        return self._keep(close)
+
+    def _keep(self, close: Callable[[], Awaitable[None]]) -> Subscription:
+        sub = Subscription(close, lambda: self.subscriptions.discard(sub))
+        self.subscriptions.add(sub)
+        return sub
 
     async def provision(self) -> None:
         """Create the dead-letter stream and every `[[bus.nats.consumers]]` durable. Idempotent.
@@ -533,6 +548,8 @@ class CatchUp:
                 await self._create(self._resume_from())
                 return
             except (StoreTimeout, StoreUnavailable) as exc:
+                if self._closed:
+                    return  # closed meanwhile (e.g. by Client.close): the iteration ends
                 if self._wire.nc.is_closed:
                     # The client was closed: no reconnect will come.
                     raise StoreUnavailable(

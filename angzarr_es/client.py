@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -16,7 +17,7 @@ from angzarr_es import _correlation, _discovery, _editions, _snapshots
 from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
 from angzarr_es._wire import Wire, api_error
-from angzarr_es.bus import Bus, CatchUp, Handler, Start
+from angzarr_es.bus import Bus, CatchUp, Handler, Start, Subscription
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
@@ -29,7 +30,7 @@ from angzarr_es.errors import (
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
 from angzarr_es.health import check as check_health
-from angzarr_es.projector import Projector, ProjectorSettings
+from angzarr_es.projector import Projector, ProjectorSettings, handler_task
 from angzarr_es.store import EventStore, StoreContext
 from angzarr_es.subjects import validate_edition
 
@@ -83,6 +84,19 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
     config.validate(where)
     wire = await Wire.connect(config.nats)
     return Client(wire, config)
+
+
+_closing: set[asyncio.Task[None]] = set()  # deferred closes, kept until done
+
+
+async def _shut(thing: Projector | CatchUp | Subscription, drain_timeout: float | None) -> None:
+    if isinstance(thing, Projector):
+        await thing.stop(drain_timeout=drain_timeout)
+        await thing.settle(drain_timeout)
+    elif isinstance(thing, CatchUp):
+        await thing.aclose()
+    else:
+        await thing.close()
 
 
 class Client:
@@ -263,16 +277,35 @@ class Client:
         if not self._config.nats.jetstream:
             raise ConfigError(f"{what} need JetStream ([bus.nats] jetstream = true)")
 
-    async def close(self) -> None:
-        """Stop the projectors and catch-up subscriptions made from this client
-        (running handlers finish, within a projector's drain time), then close
-        the connection."""
-        for owned in list(self._owned):
-            if isinstance(owned, Projector):
-                await owned.stop()
+    async def close(self, *, drain_timeout: float | None = 30.0) -> None:
+        """Stop what was made from this client, then close the connection.
+
+        Projectors stop together (running handlers finish and ack, each
+        projector within `drain_timeout`; handlers an earlier stop left running
+        are waited for too); catch-up and `bus` subscriptions close. Called
+        from a projector's handler, it returns once the rest is stopped, and
+        the connection closes when that handler has settled its commit.
+        """
+        try:
+            owned = [*self._owned, *(self._bus.subscriptions if self._bus else ())]
+            results = await asyncio.gather(
+                *(_shut(o, drain_timeout) for o in owned), return_exceptions=True
+            )
+            for thing, result in zip(owned, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("closing the client: stopping %r failed: %s", thing, result)
+        finally:
+            me = handler_task()
+            if me is not None and not me.done():
+                # Our caller's commit is acked when its handler returns: close after.
+                me.add_done_callback(self._close_later)
             else:
-                await owned.aclose()
-        await self._wire.close()
+                await self._wire.close()
+
+    def _close_later(self, _: object) -> None:
+        task = asyncio.get_running_loop().create_task(self._wire.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     async def __aenter__(self) -> Client:
         return self

@@ -255,6 +255,11 @@ _handler_task: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.C
 )
 
 
+def handler_task() -> asyncio.Task[None] | None:
+    """The projector handler task the caller runs in (or was started from), if any."""
+    return _handler_task.get()
+
+
 class Projector:
     """A running durable projector; make it with `client.projector(...)`."""
 
@@ -286,6 +291,8 @@ class Projector:
         self._active: dict[int, asyncio.Task[None]] = {}
         self._puller: bw.Puller | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        # Set while a stop() runs: another stop() (not from a handler) waits for it.
+        self._stop_done: asyncio.Event | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = 0
@@ -395,8 +402,32 @@ class Projector:
     async def stop(self, *, drain_timeout: float | None = 30.0) -> None:
         """Stop pulling, wait for running handlers (acking what finishes), and
         hand back (NAK) commits that were received but not started."""
+        running = self._stop_done
+        if running is not None and not running.is_set():
+            # A stop is under way. From one of our handlers, return at once
+            # (that stop may be waiting for this very handler).
+            if _handler_task.get() is None:
+                await running.wait()
+            return
         if self._loop_task is None:
             return
+        self._stop_done = asyncio.Event()
+        try:
+            await self._stop(drain_timeout)
+        finally:
+            self._stop_done.set()
+
+    async def settle(self, timeout: float | None = 30.0) -> None:
+        """Wait (up to `timeout`) for handlers a stop() from a handler left
+        running: each acks its own commit when it returns. The calling
+        handler itself is not waited for."""
+        callers = self._callers()
+        pending = {t for t in self._detached if t not in callers and not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    async def _stop(self, drain_timeout: float | None) -> None:
+        assert self._loop_task is not None
         self._stopping = True
         puller, self._puller = self._puller, None
         if puller is not None:

@@ -797,7 +797,12 @@ class EventStore:
 
     async def _corrupt(self, subject: str, start: int, bad: Corrupt) -> CodecError:
         """The error for a corrupt commit of the page from `start`, naming its stream sequence."""
-        seqs = await self._wire.direct_sequences(self._ctx.stream, subject, start, bad.index + 1)
+        try:
+            seqs = await self._wire.direct_sequences(
+                self._ctx.stream, subject, start, bad.index + 1
+            )
+        except StoreError:  # only for the message: the corruption is the error
+            seqs = []
         seq = seqs[bad.index] if len(seqs) > bad.index else 0
         return CodecError(
             f"corrupt EventBook on {subject} at stream sequence {seq}: {bad.reason}",

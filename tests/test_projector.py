@@ -5,6 +5,7 @@ partitions, checkpoints, replay, provisioning and a clean stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import random
@@ -890,4 +891,81 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
 
         await eventually(acked, timeout=WAIT, what="the ack floor at 1")
         await delete_dlq(other)
+        await delete_stream(other, bus_config.nats.stream_name)
+
+
+async def _ack_floor(c: angzarr_es.Client, stream: str, name: str) -> int:
+    raw = await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+    floor: int = msgspec.json.decode(raw)["ack_floor"]["stream_seq"]
+    return floor
+
+
+@pytest.mark.parametrize("how", ["stop_then_close", "close_from_handler", "cancelled_close"])
+async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, how: str) -> None:
+    """A review: close() closed the connection under a handler that a stop()
+    from a handler had left running, or under the handler that called it, so
+    its ack was lost; a cancelled close() left the connection open."""
+    stream = bus_config.nats.stream_name
+    release = asyncio.Event()
+    in_handler = asyncio.Event()
+    client = await angzarr_es.connect(config=bus_config)
+    await client.provision()
+    await append_many(client, ["a"], 1)
+    holder: list[angzarr_es.Projector] = []
+
+    async def handle(d: Delivery) -> None:
+        in_handler.set()
+        if how == "stop_then_close":
+            await holder[0].stop()  # returns at once: this handler runs on
+        elif how == "close_from_handler":
+            await client.close()  # returns; the connection closes after our ack
+            assert not client._wire.nc.is_closed
+        await release.wait()
+
+    p = client.projector(f"closing-{how}".replace("_", "-"), filters.domain("player"), handle)
+    holder.append(p)
+    await p.start()
+    await asyncio.wait_for(in_handler.wait(), WAIT)
+    if how == "cancelled_close":
+        closing = asyncio.create_task(client.close())
+        await eventually(lambda: until(p._stopping), timeout=WAIT, what="the stop under way")
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        assert client._wire.nc.is_closed  # closed in spite of the cancel
+    else:
+        closing = asyncio.create_task(client.close())
+        release.set()
+        await asyncio.wait_for(closing, WAIT)
+        await eventually(
+            lambda: until(client._wire.nc.is_closed), timeout=WAIT, what="the connection closed"
+        )
+    release.set()
+    async with await angzarr_es.connect(config=bus_config) as other:
+        if how != "cancelled_close":
+
+            async def acked() -> int | None:
+                return 1 if await _ack_floor(other, stream, p.settings.durable) == 1 else None
+
+            await eventually(acked, timeout=WAIT, what="the handler's ack")
+        await delete_dlq(other)
+        await delete_stream(other, stream)
+
+
+async def test_closing_the_client_closes_its_bus_subscriptions_quietly(
+    bus_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bus.subscribe's subscription died with an ERROR and a traceback when its
+    client closed, and left its consumer behind (a review)."""
+    client = await angzarr_es.connect(config=bus_config)
+    await client.provision()
+    seen = Recorder()
+    await client.bus.subscribe(filters.domain("player"), seen)
+    await append_many(client, ["a"], 1)
+    await seen.wait_count(1)
+    with caplog.at_level("WARNING", logger="angzarr_es"):
+        await client.close()
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    async with await angzarr_es.connect(config=bus_config) as other:
+        assert await consumer_names(other, bus_config.nats.stream_name) == []
         await delete_stream(other, bus_config.nats.stream_name)
