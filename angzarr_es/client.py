@@ -286,26 +286,35 @@ class Client:
         from a projector's handler, it returns once the rest is stopped, and
         the connection closes when that handler has settled its commit.
         """
+        owned = [*self._owned, *(self._bus.subscriptions if self._bus else ())]
+        me = handler_task()
+        if me is not None and (
+            me.done() or not any(isinstance(o, Projector) and o.runs(me) for o in owned)
+        ):
+            me = None  # not a handler of this client's projectors
         try:
-            owned = [*self._owned, *(self._bus.subscriptions if self._bus else ())]
             results = await asyncio.gather(
                 *(_shut(o, drain_timeout) for o in owned), return_exceptions=True
             )
             for thing, result in zip(owned, results, strict=True):
-                if isinstance(result, Exception):
-                    log.warning("closing the client: stopping %r failed: %s", thing, result)
+                if isinstance(result, BaseException):
+                    log.warning("closing the client: stopping %r failed: %r", thing, result)
         finally:
-            me = handler_task()
-            if me is not None and not me.done():
-                # Our caller's commit is acked when its handler returns: close after.
-                me.add_done_callback(self._close_later)
+            if me is not None:
+                # Our caller's commit is acked when its handler returns: close
+                # after that, from a task that exists now (so that a loop
+                # ending meanwhile cancels and awaits it like the others).
+                task = asyncio.get_running_loop().create_task(self._close_after(me))
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
             else:
                 await self._wire.close()
 
-    def _close_later(self, _: object) -> None:
-        task = asyncio.get_running_loop().create_task(self._wire.close())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+    async def _close_after(self, handler: asyncio.Task[Any]) -> None:
+        try:
+            await asyncio.wait({handler})
+        finally:
+            await self._wire.close()
 
     async def __aenter__(self) -> Client:
         return self

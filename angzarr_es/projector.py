@@ -402,13 +402,13 @@ class Projector:
     async def stop(self, *, drain_timeout: float | None = 30.0) -> None:
         """Stop pulling, wait for running handlers (acking what finishes), and
         hand back (NAK) commits that were received but not started."""
-        running = self._stop_done
-        if running is not None and not running.is_set():
+        while (running := self._stop_done) is not None and not running.is_set():
             # A stop is under way. From one of our handlers, return at once
-            # (that stop may be waiting for this very handler).
-            if _handler_task.get() is None:
-                await running.wait()
-            return
+            # (that stop may be waiting for this very handler); else wait for
+            # it, and finish the job if it was cancelled half way.
+            if _handler_task.get() is not None:
+                return
+            await running.wait()
         if self._loop_task is None:
             return
         self._stop_done = asyncio.Event()
@@ -416,6 +416,10 @@ class Projector:
             await self._stop(drain_timeout)
         finally:
             self._stop_done.set()
+
+    def runs(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task` is one of this projector's handler calls."""
+        return task in self._tasks or task in self._detached
 
     async def settle(self, timeout: float | None = 30.0) -> None:
         """Wait (up to `timeout`) for handlers a stop() from a handler left

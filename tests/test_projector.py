@@ -969,3 +969,19 @@ async def test_closing_the_client_closes_its_bus_subscriptions_quietly(
     async with await angzarr_es.connect(config=bus_config) as other:
         assert await consumer_names(other, bus_config.nats.stream_name) == []
         await delete_stream(other, bus_config.nats.stream_name)
+
+
+async def test_a_handler_closes_its_own_temporary_client_at_once(client: angzarr_es.Client) -> None:
+    """close() defers only for a handler of the client's own projectors: a
+    handler's throwaway client stayed open until the handler returned (a review)."""
+    await append_many(client, ["a"], 1)
+    closed: list[bool] = []
+
+    async def handle(d: Delivery) -> None:
+        async with await angzarr_es.connect(config=client.config) as tmp:
+            pass
+        closed.append(tmp._wire.nc.is_closed)
+
+    async with client.projector("tmp-client", filters.domain("player"), handle) as p:
+        await p.wait(lambda s: s.handled == 1, timeout=WAIT)
+    assert closed == [True]
