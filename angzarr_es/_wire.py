@@ -80,6 +80,9 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {exc}") from exc
 
 
+PROVISION_HINT = "`angzarr-es provision` or `await client.provision()`"
+"""How to create the streams, for errors about a missing one."""
+
 PROBE_TTL = 2.0
 """Seconds a stream's STREAM.INFO probe answers for every failed Direct Get on it."""
 
@@ -100,7 +103,7 @@ def api_error(what: str, err: js.ApiError) -> StoreError:
     """The typed error for a JetStream API error reply."""
     message = f"{what}: {err.description} (code {err.code}, err_code {err.err_code})"
     if err.err_code == js.STREAM_NOT_FOUND:
-        message += "; create the streams with `angzarr-es provision` or `await client.provision()`"
+        message += f"; create the streams with {PROVISION_HINT}"
     cls: type[StoreError] = StoreError
     if err.code == 503 or err.err_code == js.STREAM_NOT_FOUND:
         cls = StoreUnavailable
@@ -641,8 +644,8 @@ class Wire:
         msg = await self._ask(subject, payload, headers, timeout, f"append to {subject}")
         if msg.headers and msg.headers.get(STATUS) == "503":
             raise StoreUnavailable(
-                f"append to {subject}: no stream captures this subject (create the event "
-                "stream with `angzarr-es provision` or `await client.provision()`)"
+                f"append to {subject}: no stream captures this subject "
+                f"(create the event stream with {PROVISION_HINT})"
             )
         return js.pub_ack(msg.data)
 
@@ -664,8 +667,6 @@ class Wire:
         status = headers.get(STATUS)
         if status == "404":
             return None
-        if status == "503":
-            raise await self._no_direct_get(what, stream)
         if status:
             raise _status_error(what, status, headers)
         return msg.data, int(headers.get(H_SEQUENCE, "0"))
@@ -752,11 +753,21 @@ class Wire:
         except (StoreError, msgspec.DecodeError):
             return "no responders (the stream has no leader, or JetStream is not enabled)"
         if reply.error is not None and reply.error.err_code == js.STREAM_NOT_FOUND:
-            return (
-                f"stream {stream} does not exist: create it with `angzarr-es provision` "
-                "or `await client.provision()`"
-            )
+            return f"stream {stream} does not exist: create it with {PROVISION_HINT}"
         return "no responders (the stream has no leader yet: an election, or it is starting)"
+
+    async def stream_settings(self, name: str, what: str) -> dict[str, Any] | None:
+        """A stream's configuration as the server reports it; None if it does not exist.
+
+        Raises:
+            StoreError: any other refusal (named `what`).
+        """
+        info = js.stream_info(await self.api(f"$JS.API.STREAM.INFO.{name}", what=f"{what} info"))
+        if info.error is None:
+            return info.config or {}
+        if info.error.err_code == js.STREAM_NOT_FOUND:
+            return None
+        raise api_error(f"{what} {name}", info.error)
 
     def _token(self) -> str:
         self._next_token += 1

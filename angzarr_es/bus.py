@@ -397,17 +397,15 @@ async def provision_dlq(wire: Wire, cfg: NatsConfig) -> None:
     """Create the dead-letter stream `<dlq_stream>` on `<prefix>.dlq.>` if it is missing."""
     name = cfg.dlq_stream
     subject = f"{cfg.subject_prefix}.dlq.>"
-    info = js.stream_info(await wire.api(f"$JS.API.STREAM.INFO.{name}", what="dlq stream info"))
-    if info.error is None:
-        subjects = list((info.config or {}).get("subjects", []))
+    current = await wire.stream_settings(name, "dead-letter stream")
+    if current is None:
+        config, verb = _dlq_config(cfg), "CREATE"
+    else:
+        subjects = list(current.get("subjects", []))
         if subject in subjects:
             return
         config = msgspec.structs.replace(_dlq_config(cfg), subjects=[*subjects, subject])
         verb = "UPDATE"
-    elif info.error.err_code == js.STREAM_NOT_FOUND:
-        config, verb = _dlq_config(cfg), "CREATE"
-    else:
-        raise api_error(f"dead-letter stream {name}", info.error)
     reply = js.api_response(
         await wire.api(f"$JS.API.STREAM.{verb}.{name}", js.encode(config), what="dlq stream")
     )
@@ -550,11 +548,8 @@ class CatchUp:
             except (StoreTimeout, StoreUnavailable) as exc:
                 if self._closed:
                     return  # closed meanwhile (e.g. by Client.close): the iteration ends
-                if self._wire.nc.is_closed:
-                    # The client was closed: no reconnect will come.
-                    raise StoreUnavailable(
-                        f"subscription to {self._subject}: the client was closed"
-                    ) from exc
+                if self._wire.nc.is_closed:  # no reconnect will come
+                    raise self._client_closed() from exc
                 log.warning("subscription to %s: %s; retrying in %.1fs", self._subject, exc, pause)
             # Back-off between attempts, cut short by aclose() (which sets _wake).
             self._wake.clear()
@@ -593,13 +588,16 @@ class CatchUp:
                     self._skipped(msg.subject, msg.stream_seq, exc)
                     continue
             if self._wire.nc.is_closed:
-                raise StoreUnavailable(f"subscription to {self._subject}: the client was closed")
+                raise self._client_closed()
             if self._broken or puller.stalled():
                 await self._recreate()
                 continue
             await self._top_up()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), puller.heartbeat)
+
+    def _client_closed(self) -> StoreUnavailable:
+        return StoreUnavailable(f"subscription to {self._subject}: the client was closed")
 
     def _skipped(self, subject: str, stream_seq: int, exc: AngzarrESError) -> None:
         """A message on the filter that is not a commit was passed over."""

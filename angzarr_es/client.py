@@ -373,12 +373,9 @@ class Client:
         self._check_server()
         wanted = self.stream_config()
         name = wanted.name
-        info = js.stream_info(await self._wire.api(f"$JS.API.STREAM.INFO.{name}"))
-        if info.error is not None:
-            if info.error.err_code != js.STREAM_NOT_FOUND:
-                raise api_error(f"stream info {name}", info.error)
+        current = await self._wire.stream_settings(name, "stream")
+        if current is None:
             return ProvisionPlan(action="create", config=wanted)
-        current = info.config or {}
         have = int(current.get("num_replicas", 1) or 1)
         if have > wanted.num_replicas:
             # Fewer copies never makes an event store safer: an operator who

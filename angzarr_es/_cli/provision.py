@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 import msgspec
 
@@ -13,7 +12,6 @@ import angzarr_es
 from angzarr_es import _jsapi as js
 from angzarr_es import _snapshots
 from angzarr_es._cli.common import load_config
-from angzarr_es._wire import Wire, api_error
 from angzarr_es.client import ProvisionPlan, _differences
 from angzarr_es.config import redact_url
 
@@ -64,7 +62,7 @@ async def _side_plan(client: angzarr_es.Client) -> None:
     n = client.config.nats
     wire = client._wire
     snapshots = _snapshots.stream_config(n)
-    current = await _stream_info(wire, snapshots.name, "snapshot stream")
+    current = await wire.stream_settings(snapshots.name, "snapshot stream")
     if current is None:
         print(f"snapshot stream {snapshots.name} would be created")
     elif changes := _differences(snapshots, current):
@@ -75,7 +73,7 @@ async def _side_plan(client: angzarr_es.Client) -> None:
         print(f"snapshot stream {snapshots.name} exists and is up to date")
     if n.jetstream:
         subject = f"{n.subject_prefix}.dlq.>"
-        current = await _stream_info(wire, n.dlq_stream, "dead-letter stream")
+        current = await wire.stream_settings(n.dlq_stream, "dead-letter stream")
         if current is None:
             print(f"dead-letter stream {n.dlq_stream} would be created")
         elif subject in current.get("subjects", []):
@@ -87,20 +85,6 @@ async def _side_plan(client: angzarr_es.Client) -> None:
                 f"consumer {spec.name} ({spec.filter}, max_deliver {spec.max_deliver}, "
                 f"ack_wait {spec.ack_wait}s) would be created or checked"
             )
-
-
-async def _stream_info(wire: Wire, name: str, what: str) -> dict[str, Any] | None:
-    """A stream's configuration as the server reports it; None if it does not exist.
-
-    Raises:
-        StoreError
-    """
-    info = js.stream_info(await wire.api(f"$JS.API.STREAM.INFO.{name}", what=f"{what} info"))
-    if info.error is None:
-        return info.config or {}
-    if info.error.err_code == js.STREAM_NOT_FOUND:
-        return None
-    raise api_error(f"{what} {name}", info.error)
 
 
 def _describe(plan: ProvisionPlan) -> None:
