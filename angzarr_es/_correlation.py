@@ -32,8 +32,8 @@ import secrets
 import msgspec
 
 from angzarr_es import codec
-from angzarr_es._jsapi import H_MSG_ID
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._nats import Wire
+from angzarr_es._nats.messages import H_MSG_ID
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import InvalidAggregateId
 from angzarr_es.subjects import correlation_token, decode_root
@@ -85,7 +85,7 @@ async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequen
                 raise
             continue  # same Nats-Msg-Id: a stored first attempt is deduplicated
         if ack.error is not None:
-            raise api_error(f"index {subject} under {entry_subject}", ack.error)
+            raise ack.error.as_error(f"index {subject} under {entry_subject}")
         return
 
 
@@ -109,10 +109,12 @@ async def _entries(wire: Wire, stream: str, subject: str) -> list[tuple[int, Ent
     out: list[tuple[int, Entry]] = []
     start = 1
     while True:
-        seqs = await wire.direct_sequences(stream, subject, start, INDEX_PAGE)
+        seqs = await wire.reads.direct_sequences(stream, subject, start, INDEX_PAGE)
         if not seqs:
             return out
-        payloads, _, _ = await wire.direct_batch(stream, subject, start, len(seqs), INDEX_BYTES)
+        payloads, _, _ = await wire.reads.direct_batch(
+            stream, subject, start, len(seqs), INDEX_BYTES
+        )
         count = min(len(seqs), len(payloads))
         if not count:
             return out
@@ -148,7 +150,7 @@ async def by_correlation(
     async def fetch(seq: int, entry: Entry) -> tuple[bytes, int] | None:
         async with limit:
             # The leader: a lagging replica could miss a landed commit.
-            return await wire.leader_next(stream, entry.subject, seq + 1)
+            return await wire.reads.leader_next(stream, entry.subject, seq + 1)
 
     commits = await asyncio.gather(*(fetch(seq, entry) for seq, entry, _ in wanted))
     found: dict[int, tuple[tuple[str, str], list[RecordedEvent]]] = {}

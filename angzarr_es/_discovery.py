@@ -17,32 +17,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-import msgspec
-
-from angzarr_es import _jsapi as js
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._nats import Wire
 
 __all__ = ["subject_pages"]
-
-
-class _StreamInfoRequest(msgspec.Struct, frozen=True, omit_defaults=True):
-    subjects_filter: str
-    offset: int = 0
-
-
-class _SubjectsState(msgspec.Struct, frozen=True):
-    subjects: dict[str, int] | None = None
-
-
-class _SubjectsPage(msgspec.Struct, frozen=True):
-    total: int = 0
-    offset: int = 0
-    limit: int = 0
-    state: _SubjectsState | None = None
-    error: js.ApiError | None = None
-
-
-_decode_page = msgspec.json.Decoder(_SubjectsPage).decode
 
 # The server sorts every matching subject for each page (O(n log n)), and a
 # page is a few megabytes: allow more than a point request's timeout.
@@ -60,22 +37,13 @@ async def subject_pages(
     Raises:
         StoreUnavailable, StoreTimeout, StoreError
     """
-    subject = f"$JS.API.STREAM.INFO.{stream}"
     offset = 0
     last = ""
     while True:
-        body = js.encode(_StreamInfoRequest(subjects_filter=subjects_filter, offset=offset))
-        msg = await wire.request(
-            subject,
-            body,
-            timeout=max(wire.timeout, PAGE_TIMEOUT),
-            what=f"list {subjects_filter}",
+        reply = await wire.js.subjects_page(
+            stream, subjects_filter, offset, max(wire.timeout, PAGE_TIMEOUT)
         )
-        reply = _decode_page(msg.data)
-        del msg
-        if reply.error is not None:
-            raise api_error(f"list {subjects_filter}", reply.error)
-        found = reply.state.subjects if reply.state is not None else None
+        found = reply.state.subjects
         if not found:
             return
         # One page of sorted subjects. Subjects created since the previous page

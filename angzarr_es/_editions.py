@@ -10,24 +10,9 @@ and can never match such a filter.
 
 from __future__ import annotations
 
-import msgspec
-
-from angzarr_es import _jsapi as js
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._nats import Wire
 
 __all__ = ["purge"]
-
-
-class _PurgeRequest(msgspec.Struct, frozen=True):
-    filter: str
-
-
-class _PurgeResponse(msgspec.Struct, frozen=True):
-    purged: int = 0
-    error: js.ApiError | None = None
-
-
-_decode_purge = msgspec.json.Decoder(_PurgeResponse).decode
 
 
 async def purge(wire: Wire, stream: str, subjects_filter: str) -> int:
@@ -36,10 +21,4 @@ async def purge(wire: Wire, stream: str, subjects_filter: str) -> int:
     Raises:
         StoreTimeout, StoreUnavailable, StoreError
     """
-    body = js.encode(_PurgeRequest(filter=subjects_filter))
-    reply = _decode_purge(
-        await wire.api(f"$JS.API.STREAM.PURGE.{stream}", body, what=f"purge {subjects_filter}")
-    )
-    if reply.error is not None:
-        raise api_error(f"purge {subjects_filter} from {stream}", reply.error)
-    return reply.purged
+    return await wire.js.stream_purge(stream, subjects_filter)

@@ -15,30 +15,29 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError, Message
 
-from angzarr_es import _jsapi as js
 from angzarr_es import codec
+from angzarr_es._nats import Wire
+from angzarr_es._nats import messages as m
 from angzarr_es._types import Snapshot
-from angzarr_es._wire import Wire, api_error
 from angzarr_es.config import NatsConfig
-from angzarr_es.errors import CodecError, InvalidSnapshot, StoreError
+from angzarr_es.errors import CodecError, InvalidSnapshot
 from angzarr_es.pb import core_pb2
 
 __all__ = ["covering_commit", "latest", "provision", "save", "stream_config"]
 
 H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
-STREAM_IN_USE = 10058
 MAX_SEQUENCE = 2**32 - 1  # core.Snapshot.sequence is a uint32
 
 
-def stream_config(cfg: NatsConfig) -> js.StreamConfig:
+def stream_config(cfg: NatsConfig) -> m.StreamConfig:
     """The snapshot stream's configuration."""
-    return js.StreamConfig(
+    return m.StreamConfig(
         name=cfg.snapshot_stream,
         subjects=[f"{cfg.subject_prefix}.snapshots.>"],
         num_replicas=cfg.replicas,
         max_msgs_per_subject=1 + cfg.snapshot_history,
         discard="old",
-        duplicate_window=int(cfg.duplicate_window * js.NANOS),
+        duplicate_window=int(cfg.duplicate_window * m.NANOS),
         allow_direct=True,
     )
 
@@ -49,17 +48,7 @@ async def provision(wire: Wire, cfg: NatsConfig) -> None:
     Raises:
         StoreError: the server refused both.
     """
-    wanted = stream_config(cfg)
-    body = js.encode(wanted)
-    for verb in ("CREATE", "UPDATE"):
-        reply = js.api_response(
-            await wire.api(f"$JS.API.STREAM.{verb}.{wanted.name}", body, what="snapshot stream")
-        )
-        if reply.error is None:
-            return
-        if verb == "CREATE" and reply.error.err_code == STREAM_IN_USE:
-            continue
-        raise api_error(f"{verb.lower()} stream {wanted.name}", reply.error)
+    await wire.js.stream_ensure(stream_config(cfg), what="snapshot stream")
 
 
 def check_sequence(sequence: object) -> int:
@@ -91,10 +80,11 @@ async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) 
         InvalidSnapshot: the aggregate has no event `sequence` yet.
         CodecError, StoreTimeout, StoreUnavailable
     """
-    last = await wire.direct_last(stream, subject)
+    tail = await wire.reads.direct_last(stream, subject)
+    last = None if tail is None else tail[:2]
     if last is None or _first_and_next(last[0], subject, last[1])[1] <= sequence:
         # A lagging replica may not have the commit yet: ask the leader.
-        last = await wire.leader_last(stream, subject)
+        last = await wire.reads.leader_last(stream, subject)
     if last is None:
         raise InvalidSnapshot(f"{subject} has no events; cannot snapshot sequence {sequence}")
     first, nxt = _first_and_next(last[0], subject, last[1])
@@ -107,7 +97,7 @@ async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) 
     lo, hi, found = 1, last[1] - 1, 1
     while lo <= hi:
         mid = (lo + hi) // 2
-        hit = await wire.leader_next(stream, subject, mid)
+        hit = await wire.reads.leader_next(stream, subject, mid)
         if hit is None or hit[1] > hi:
             hi = mid - 1
             continue
@@ -134,7 +124,7 @@ async def save(
     headers = {H_COMMIT_SEQ: str(commit_seq)}
     ack = await wire.publish_commit(subject, snap.SerializeToString(), headers, wire.timeout)
     if ack.error is not None:
-        raise api_error(f"save snapshot to {subject}", ack.error)
+        raise ack.error.as_error(f"save snapshot to {subject}")
 
 
 async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] | None:
@@ -143,21 +133,12 @@ async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] 
     Raises:
         CodecError, StoreTimeout, StoreUnavailable, StoreError
     """
-    msg = await wire.request(
-        f"$JS.API.DIRECT.GET.{stream}.{subject}", what=f"read snapshot {subject}"
-    )
-    headers = msg.headers or {}
-    status = headers.get("Status")
-    if status == "404":
+    found = await wire.reads.direct_last(stream, subject, f"read snapshot {subject}")
+    if found is None:
         return None
-    if status:
-        description = headers.get("Description", "")
-        raise StoreError(
-            f"read snapshot {subject}: server answered status {status} {description}".rstrip(),
-            code=int(status) if status.isdigit() else 0,
-        )
+    data, _, headers = found
     try:
-        snap = core_pb2.Snapshot.FromString(msg.data)
+        snap = core_pb2.Snapshot.FromString(data)
     except DecodeError as exc:
         raise CodecError(f"corrupt snapshot on {subject}: {exc}", subject=subject) from exc
     raw_seq = headers.get(H_COMMIT_SEQ, "1") or "1"

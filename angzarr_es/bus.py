@@ -25,10 +25,10 @@ from typing import Literal
 
 import msgspec
 
-from angzarr_es import _bus_wire as bw
-from angzarr_es import _jsapi as js
+from angzarr_es import _nats as bw
 from angzarr_es import codec
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._nats import Wire
+from angzarr_es._nats import messages as m
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
@@ -259,10 +259,9 @@ class Bus:
         now = asyncio.get_running_loop().time()
         if self._uncaptured.get(domain, 0.0) > now:
             return
-        body = js.encode({"subject": f"{self._prefix}.events.{domain}.>"})
         streams: list[str] = []
         try:
-            raw = await self._wire.api("$JS.API.STREAM.NAMES", body, what="stream names")
+            streams = await self._wire.js.stream_names(f"{self._prefix}.events.{domain}.>")
         except StoreUnavailable as exc:
             if exc.code != 503:
                 raise
@@ -273,12 +272,6 @@ class Bus:
             if not self._unchecked:
                 log.warning("bus.publish cannot check for streams capturing its subjects: %s", exc)
             self._unchecked = True
-        else:
-            reply = js.stream_names(raw)
-            error = reply.error
-            if error is not None and error.err_code != js.JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
-                raise api_error("stream names", error)
-            streams = reply.streams or []
         if streams:
             raise ConfigError(
                 f"bus.publish() would store the book on {subject}, which stream "
@@ -397,28 +390,24 @@ async def provision_dlq(wire: Wire, cfg: NatsConfig) -> None:
     """Create the dead-letter stream `<dlq_stream>` on `<prefix>.dlq.>` if it is missing."""
     name = cfg.dlq_stream
     subject = f"{cfg.subject_prefix}.dlq.>"
-    current = await wire.stream_settings(name, "dead-letter stream")
+    current = await wire.js.stream_settings(name, "dead-letter stream")
     if current is None:
-        config, verb = _dlq_config(cfg), "CREATE"
+        config, create = _dlq_config(cfg), True
     else:
         subjects = list(current.get("subjects", []))
         if subject in subjects:
             return
         config = msgspec.structs.replace(_dlq_config(cfg), subjects=[*subjects, subject])
-        verb = "UPDATE"
-    reply = js.api_response(
-        await wire.api(f"$JS.API.STREAM.{verb}.{name}", js.encode(config), what="dlq stream")
-    )
-    if reply.error is not None:
-        raise api_error(f"{verb.lower()} dead-letter stream {name}", reply.error)
+        create = False
+    await wire.js.stream_put(config, create=create, what=f"dead-letter stream {name}")
 
 
-def _dlq_config(cfg: NatsConfig) -> js.StreamConfig:
-    return js.StreamConfig(
+def _dlq_config(cfg: NatsConfig) -> m.StreamConfig:
+    return m.StreamConfig(
         name=cfg.dlq_stream,
         subjects=[f"{cfg.subject_prefix}.dlq.>"],
         num_replicas=cfg.replicas,
-        duplicate_window=int(cfg.duplicate_window * js.NANOS),
+        duplicate_window=int(cfg.duplicate_window * m.NANOS),
         allow_direct=True,
     )
 
@@ -481,16 +470,16 @@ class CatchUp:
     async def _create(self, start: Start) -> None:
         stream = self._cfg.stream_name
         self._name = "angzarr-sub-" + uuid.uuid4().hex[:16]
-        config = js.ConsumerConfig(
+        config = m.ConsumerConfig(
             name=self._name,
             ack_policy="none",
             filter_subject=self._subject,
-            inactive_threshold=30 * js.NANOS,
+            inactive_threshold=30 * m.NANOS,
             num_replicas=1,
             mem_storage=True,
             **start_config(start),  # type: ignore[arg-type]
         )
-        info = await bw.consumer_put(self._wire, stream, config, "create")
+        info = await self._wire.js.consumer_put(stream, config, "create")
         if start == "new":
             self._last_sseq = info.delivered.stream_seq
         self._created = True
@@ -501,7 +490,7 @@ class CatchUp:
         if self._closed:  # aclose() ran while the consumer was being made
             await puller.stop()
             with contextlib.suppress(StoreError):
-                await bw.consumer_delete(self._wire, stream, self._name)
+                await self._wire.js.consumer_delete(stream, self._name)
             return
         self._puller = puller
         await self._top_up()
@@ -539,7 +528,7 @@ class CatchUp:
         if old is not None:
             await old.stop()
         with contextlib.suppress(StoreError):
-            await bw.consumer_delete(self._wire, self._cfg.stream_name, self._name)
+            await self._wire.js.consumer_delete(self._cfg.stream_name, self._name)
         pause = 0.1
         while not self._closed:
             try:
@@ -548,7 +537,7 @@ class CatchUp:
             except (StoreTimeout, StoreUnavailable) as exc:
                 if self._closed:
                     return  # closed meanwhile (e.g. by Client.close): the iteration ends
-                if self._wire.nc.is_closed:  # no reconnect will come
+                if self._wire.closed:  # no reconnect will come
                     raise self._client_closed() from exc
                 log.warning("subscription to %s: %s; retrying in %.1fs", self._subject, exc, pause)
             # Back-off between attempts, cut short by aclose() (which sets _wake).
@@ -587,7 +576,7 @@ class CatchUp:
                     # poison must not end the subscription (as in core mode).
                     self._skipped(msg.subject, msg.stream_seq, exc)
                     continue
-            if self._wire.nc.is_closed:
+            if self._wire.closed:
                 raise self._client_closed()
             if self._broken or puller.stalled():
                 await self._recreate()
@@ -615,7 +604,7 @@ class CatchUp:
         if puller is not None:
             await puller.stop()
             try:
-                await bw.consumer_delete(self._wire, self._cfg.stream_name, self._name)
+                await self._wire.js.consumer_delete(self._cfg.stream_name, self._name)
             except StoreError as exc:
                 # Its inactive threshold removes it anyway.
                 log.warning("could not delete subscription consumer %s: %s", self._name, exc)

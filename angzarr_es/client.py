@@ -14,9 +14,10 @@ from typing import Any, Literal
 import msgspec
 
 from angzarr_es import _correlation, _discovery, _editions, _snapshots
-from angzarr_es import _jsapi as js
 from angzarr_es._cache import PositionCache
-from angzarr_es._wire import Wire, api_error
+from angzarr_es._health import check as check_health
+from angzarr_es._nats import Wire
+from angzarr_es._nats import messages as m
 from angzarr_es.bus import Bus, CatchUp, Handler, Start, Subscription
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config, ConsumerSpec
@@ -29,7 +30,6 @@ from angzarr_es.errors import (
 )
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
-from angzarr_es.health import check as check_health
 from angzarr_es.projector import Projector, ProjectorSettings, handler_task
 from angzarr_es.store import EventStore, StoreContext
 from angzarr_es.subjects import validate_edition
@@ -50,7 +50,7 @@ class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
 
     action: Literal["create", "update", "none", "blocked"]
     """create it, update it, leave it, or refuse (see `blocker`)."""
-    config: js.StreamConfig
+    config: m.StreamConfig
     """The configuration applied (for an update: with the stream's extra subjects kept)."""
     current: dict[str, Any] | None = None
     """The existing stream's configuration as the server reported it."""
@@ -348,16 +348,16 @@ class Client:
 
     # -- provisioning --------------------------------------------------------
 
-    def stream_config(self) -> js.StreamConfig:
+    def stream_config(self) -> m.StreamConfig:
         """The event stream's configuration as `provision()` applies it."""
         n = self._config.nats
         atomic = self._wire.server_version >= ATOMIC_SERVER
-        return js.StreamConfig(
+        return m.StreamConfig(
             name=n.stream_name,
             subjects=[f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"],
             num_replicas=n.replicas,
-            max_age=int(n.max_age * js.NANOS),
-            duplicate_window=int(n.duplicate_window * js.NANOS),
+            max_age=int(n.max_age * m.NANOS),
+            duplicate_window=int(n.duplicate_window * m.NANOS),
             allow_direct=True,
             allow_atomic=atomic,
             deny_delete=True,
@@ -373,7 +373,7 @@ class Client:
         self._check_server()
         wanted = self.stream_config()
         name = wanted.name
-        current = await self._wire.stream_settings(name, "stream")
+        current = await self._wire.js.stream_settings(name, "stream")
         if current is None:
             return ProvisionPlan(action="create", config=wanted)
         have = int(current.get("num_replicas", 1) or 1)
@@ -423,7 +423,7 @@ class Client:
         if plan.action == "blocked":
             raise StreamConfigError(plan.blocker)
         if plan.action == "create":
-            await self._stream_call("CREATE", plan.config)
+            await self._wire.js.stream_put(plan.config, create=True)
             log.info("created stream %s", name)
         elif plan.action == "update":
             log.warning(
@@ -431,7 +431,7 @@ class Client:
                 name,
                 ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
             )
-            await self._stream_call("UPDATE", plan.config)
+            await self._wire.js.stream_put(plan.config, create=False)
         await _snapshots.provision(self._wire, self._config.nats)
         return plan
 
@@ -447,15 +447,8 @@ class Client:
                 "the NATS server does not have JetStream enabled (start it with -js)"
             )
 
-    async def _stream_call(self, verb: str, config: js.StreamConfig) -> None:
-        reply = js.api_response(
-            await self._wire.api(f"$JS.API.STREAM.{verb}.{config.name}", js.encode(config))
-        )
-        if reply.error is not None:
-            raise api_error(f"{verb.lower()} stream {config.name}", reply.error)
 
-
-def _differences(wanted: js.StreamConfig, current: dict[str, Any]) -> dict[str, str]:
+def _differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, str]:
     """Settings of `wanted` the existing stream does not have, as 'old -> new'."""
     out: dict[str, str] = {}
     for key, value in msgspec.structs.asdict(wanted).items():

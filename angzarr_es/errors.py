@@ -17,8 +17,8 @@
         ├── StoreTimeout         (also TimeoutError) no answer in time
         └── PermissionDenied     (also PermissionError) the account may not do this
 
-Client-library errors are translated in `angzarr_es._wire` and never reach the
-caller untranslated; the original is kept as `__cause__`.
+Client-library errors are translated in one table (`angzarr_es._nats.errors`)
+and never reach the caller untranslated; the original is kept as `__cause__`.
 """
 
 from __future__ import annotations
@@ -73,11 +73,12 @@ class ConcurrencyError(AngzarrESError):
 class AppendTooLarge(AngzarrESError, ValueError):
     """A commit is larger than the server accepts in one message."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"commit of {size} bytes exceeds the server's max_payload of {limit} bytes; "
-            "nothing was written (split the events over several appends)"
-        )
+    def __init__(self, size: int, limit: int, *, detail: str = "") -> None:
+        if size and limit:
+            text = f"commit of {size} bytes exceeds the server's max_payload of {limit} bytes"
+        else:  # refused by the client library, which does not say the sizes
+            text = f"{detail or 'a message'} exceeds the server's max_payload"
+        super().__init__(f"{text}; nothing was written (split the events over several appends)")
         self.size = size
         self.limit = limit
 

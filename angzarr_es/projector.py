@@ -49,11 +49,13 @@ from typing import Any
 
 import msgspec
 
-from angzarr_es import _bus_wire as bw
-from angzarr_es import _jsapi as js
+from angzarr_es import _nats as bw
 from angzarr_es import tracing
+from angzarr_es._nats import Wire
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.api import MAX_DELIVERIES_ADVISORY
+from angzarr_es._nats.errors import CONSUMER_ALREADY_EXISTS
 from angzarr_es._observe import StoreObserver
-from angzarr_es._wire import Wire
 from angzarr_es.bus import Handler, Start, decode_delivery, provision_dlq, start_config
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import AngzarrESError, ConsumerConfigError, StoreError
@@ -69,7 +71,6 @@ H_SUBJECT = "Angzarr-Subject"
 H_STREAM = "Angzarr-Stream"
 H_STREAM_SEQ = "Angzarr-Stream-Sequence"
 MAX_ERROR_HEADER = 1024
-ALREADY_EXISTS = 10148
 # Partitions: the pinned process keeps its pin by pulling at least this often;
 # a standby takes over this long after the pinned one went silent (at once
 # after a clean stop, which unpins).
@@ -134,20 +135,20 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
                 )
         start_config(self.start)
 
-    def consumer_config(self) -> js.ConsumerConfig:
+    def consumer_config(self) -> m.ConsumerConfig:
         """The durable consumer as the server should hold it."""
-        return js.ConsumerConfig(
+        return m.ConsumerConfig(
             durable_name=self.durable,
             description=f"angzarr_es projector {self.name}",
             ack_policy="explicit",
             replay_policy="instant",
             filter_subject=self.subject,
-            ack_wait=int(self.ack_wait * js.NANOS),
+            ack_wait=int(self.ack_wait * m.NANOS),
             max_deliver=self.max_deliver,
             max_ack_pending=self.max_ack_pending,
             priority_policy="pinned_client" if self.partition else "",
             priority_groups=[PIN_GROUP] if self.partition else [],
-            priority_timeout=int(PIN_TTL * js.NANOS) if self.partition else 0,
+            priority_timeout=int(PIN_TTL * m.NANOS) if self.partition else 0,
             **start_config(self.start),  # type: ignore[arg-type]
         )
 
@@ -179,7 +180,7 @@ _UPDATABLE = ("ack_wait", "max_deliver", "max_ack_pending", "description")
 
 async def provision_consumer(
     wire: Wire, cfg: NatsConfig, settings: ProjectorSettings
-) -> js.DurableInfo:
+) -> m.DurableInfo:
     """Create the projector's durable consumer, or bring an existing one to its settings.
 
     Idempotent. The start position applies only at creation.
@@ -193,12 +194,12 @@ async def provision_consumer(
     stream, name = cfg.stream_name, settings.durable
     wanted = settings.consumer_config()
     for _ in range(3):
-        info = await bw.consumer_info(wire, stream, name)
+        info = await wire.js.consumer_info(stream, name)
         if info is None:
             try:
-                return await bw.consumer_put(wire, stream, wanted, "create")
+                return await wire.js.consumer_put(stream, wanted, "create")
             except StoreError as exc:
-                if exc.err_code == ALREADY_EXISTS:
+                if exc.err_code == CONSUMER_ALREADY_EXISTS:
                     continue  # another process made it first: compare with theirs
                 raise
         have = info.config
@@ -227,7 +228,7 @@ async def provision_consumer(
             opt_start_time=str(have.get("opt_start_time") or ""),
         )
         log.info("updating consumer %s: %s", name, ", ".join(changed))
-        return await bw.consumer_put(wire, stream, update, "update")
+        return await wire.js.consumer_put(stream, update, "update")
     raise ConsumerConfigError(f"consumer {name} keeps changing while being provisioned")
 
 
@@ -387,7 +388,7 @@ class Projector:
             heartbeat=HEARTBEAT,
             group=PIN_GROUP if pinned else "",
         )
-        advisories = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{puller.stream}.{puller.consumer}"
+        advisories = MAX_DELIVERIES_ADVISORY.format(stream=puller.stream, consumer=puller.consumer)
         self._advisories = await bw.core_subscribe(self._wire, advisories, self._on_exceeded)
         try:
             await puller.start()
@@ -466,7 +467,7 @@ class Projector:
         for msg in idle:
             if msg.delivered >= self._settings.max_deliver:
                 await self._give_up(msg)  # not reached in the drain: dead-letter, never drop
-        returned = [m for m in idle if m.delivered < self._settings.max_deliver]
+        returned = [p for p in idle if p.delivered < self._settings.max_deliver]
         for msg in idle:
             self._in_hand.pop(msg.stream_seq, None)
         for seq, task in self._active.items():  # the calling handler's: settled by it
@@ -549,7 +550,7 @@ class Projector:
         was_running = self._loop_task is not None  # also after its consumer was deleted
         await self.stop()
         self._settings = settings
-        await bw.consumer_delete(self._wire, self._cfg.stream_name, settings.durable)
+        await self._wire.js.consumer_delete(self._cfg.stream_name, settings.durable)
         for task in self._detached:  # their acks would settle the new consumer's replay
             self._detached[task] = None
         await provision_consumer(self._wire, self._cfg, settings)
@@ -558,13 +559,13 @@ class Projector:
 
     async def checkpoint(self) -> int:
         """Stream sequence of the consumer's ack floor (every commit up to it is acked)."""
-        info = await bw.consumer_info(self._wire, self._cfg.stream_name, self._settings.durable)
+        info = await self._wire.js.consumer_info(self._cfg.stream_name, self._settings.durable)
         return 0 if info is None else info.ack_floor.stream_seq
 
     async def delete(self) -> None:
         """Stop and remove the durable consumer (its checkpoint is lost)."""
         await self.stop()
-        await bw.consumer_delete(self._wire, self._cfg.stream_name, self._settings.durable)
+        await self._wire.js.consumer_delete(self._cfg.stream_name, self._settings.durable)
 
     async def __aenter__(self) -> Projector:
         await self.start()
@@ -637,7 +638,7 @@ class Projector:
         pulling and say so (re-creating it would replay from `start`)."""
         durable = self._settings.durable
         try:
-            if await bw.consumer_info(self._wire, self._cfg.stream_name, durable) is not None:
+            if await self._wire.js.consumer_info(self._cfg.stream_name, durable) is not None:
                 self._check_gone = False
                 return
         except StoreError as exc:  # unknown yet: asked again on a later pass
@@ -787,14 +788,8 @@ class Projector:
             return
         stream = self._cfg.stream_name
         try:
-            reply = js.msg_get(
-                await self._wire.api(
-                    f"$JS.API.STREAM.MSG.GET.{stream}",
-                    js.encode(js.MsgGetRequest(seq=advisory.stream_seq)),
-                    what=f"read {stream} #{advisory.stream_seq}",
-                )
-            )
-            if reply.message is None:
+            message = await self._wire.js.msg_get(stream, m.MsgGetRequest(seq=advisory.stream_seq))
+            if message is None:
                 log.error(
                     "projector %s: #%d is gone, cannot dead-letter it",
                     self.name,
@@ -802,8 +797,8 @@ class Projector:
                 )
                 return
             await self._publish_dead_letter(
-                reply.message.subject,
-                reply.message.data,
+                message.subject,
+                message.data,
                 advisory.stream_seq,
                 advisory.deliveries,
                 "MaxDeliveriesExceeded: no ack within ack_wait on the last delivery",
@@ -831,7 +826,7 @@ class Projector:
             H_STREAM: stream,
             H_STREAM_SEQ: str(stream_seq),
             # Several processes may dead-letter the same commit: keep one.
-            js.H_MSG_ID: f"dlq-{stream}-{stream_seq}-{self._settings.durable}",
+            m.H_MSG_ID: f"dlq-{stream}-{stream_seq}-{self._settings.durable}",
         }
         target = f"{prefix}.dlq.{domain or '_'}"
         if self._observer is not None:

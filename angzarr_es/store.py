@@ -16,9 +16,11 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from angzarr_es import _correlation, _discovery, _snapshots, codec
-from angzarr_es import _jsapi as js
 from angzarr_es._cache import NEW, Position, PositionCache, Turns
 from angzarr_es._commits import Corrupt, Guess, Scan, decode_commits
+from angzarr_es._nats import Stored, Wire
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.errors import CONFLICT_CODES, DUPLICATE_IN_PROCESS
 from angzarr_es._observe import StoreObserver
 from angzarr_es._types import (
     ANY,
@@ -30,7 +32,6 @@ from angzarr_es._types import (
     check_idempotency_key,
     check_range,
 )
-from angzarr_es._wire import Stored, Wire, api_error
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
@@ -307,11 +308,11 @@ class EventStore:
             key_id, own = keyed
         msg_id = key_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
         headers = {
-            js.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
-            js.H_MSG_ID: msg_id,
+            m.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
+            m.H_MSG_ID: msg_id,
         }
         if own:
-            headers[js.H_APPEND_ID] = own
+            headers[m.H_APPEND_ID] = own
         observer = self._ctx.observer
         if observer is not None:
             observer.commit_headers(headers)
@@ -359,11 +360,11 @@ class EventStore:
                             f"append to {subject}: the idempotency key's commits were "
                             f"deleted {KEY_DERIVATIONS} times within the duplicate window"
                         )
-                    msg_id = headers[js.H_MSG_ID] = f"{key_id}.{ack.seq}"
+                    msg_id = headers[m.H_MSG_ID] = f"{key_id}.{ack.seq}"
                     attempt -= 1
                     continue
                 return self._committed(subject, pos, count, ack.seq)
-            if err.err_code == js.DUPLICATE_IN_PROCESS:
+            if err.err_code == DUPLICATE_IN_PROCESS:
                 # An earlier attempt is still being proposed: its fate is ours.
                 retried = True
                 if observer is not None:
@@ -375,7 +376,7 @@ class EventStore:
                 if landed is not None:
                     return self._found(subject, pos, count, landed, own)
                 raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
-            if err.err_code in js.CONFLICT_CODES:
+            if err.err_code in CONFLICT_CODES:
                 if retried:
                     landed = await self._landed(subject, msg_id, pos)
                     if landed is not None:
@@ -390,7 +391,7 @@ class EventStore:
                         f"append to {subject}: a rival write was reported but never applied"
                     )
                 return real
-            raise api_error(f"append to {subject}", err)
+            raise err.as_error(f"append to {subject}")
         raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
 
     def _committed(self, subject: str, pos: Position, count: int, seq: int) -> AppendResult:
@@ -409,7 +410,7 @@ class EventStore:
         writers in the same clock tick are still told apart).
         """
         try:
-            winner = await self._wire.leader_message(
+            winner = await self._wire.reads.leader_message(
                 self._ctx.stream, subject, seq=pos.stream_seq + 1
             )
         except (StoreTimeout, StoreUnavailable) as exc:
@@ -429,7 +430,7 @@ class EventStore:
         window = self._ctx.cfg.duplicate_window + KEY_SKEW
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
         stream = self._ctx.stream
-        found = await self._wire.leader_message(
+        found = await self._wire.reads.leader_message(
             stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         )
         for _ in range(KEY_SEARCH):
@@ -437,13 +438,13 @@ class EventStore:
                 return None
             if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
                 return self._keyed_result(subject, found, keyed.own)
-            found = await self._wire.leader_message(stream, subject, seq=found.seq + 1)
+            found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
         return None
 
     async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence
         `seq` under an idempotency key (None if it is gone)."""
-        found = await self._wire.leader_message(self._ctx.stream, subject, seq=seq)
+        found = await self._wire.reads.leader_message(self._ctx.stream, subject, seq=seq)
         if found is None or found.seq != seq:
             return None
         return self._keyed_result(subject, found, own)
@@ -488,12 +489,12 @@ class EventStore:
 
     async def _lookup(self, subject: str) -> Position:
         """The aggregate's position from its last commit (any replica)."""
-        last = await self._wire.direct_last(self._ctx.stream, subject)
-        return self._remember(subject, last)
+        last = await self._wire.reads.direct_last(self._ctx.stream, subject)
+        return self._remember(subject, None if last is None else last[:2])
 
     async def _leader_position(self, subject: str) -> Position:
         """The aggregate's position as the stream leader knows it."""
-        last = await self._wire.leader_last(self._ctx.stream, subject)
+        last = await self._wire.reads.leader_last(self._ctx.stream, subject)
         return self._remember(subject, last)
 
     def _remember(self, subject: str, last: tuple[bytes, int] | None) -> Position:
@@ -673,7 +674,7 @@ class EventStore:
         origin = start
         if self._ctx.cfg.replay == "direct":
             while True:
-                payloads, last, more = await self._wire.direct_batch(
+                payloads, last, more = await self._wire.reads.direct_batch(
                     self._ctx.stream, subject, start, PAGE_COMMITS, page_bytes
                 )
                 async for page in self._decode(
@@ -684,7 +685,7 @@ class EventStore:
                     break
                 start = last + 1
         else:
-            replay = self._wire.consumer_replay(self._ctx.stream, subject, start, PAGE_COMMITS)
+            replay = self._wire.replayer.replay(self._ctx.stream, subject, start, PAGE_COMMITS)
             async with aclosing(replay) as batches:
                 async for payloads, first, last in batches:
                     async for page in self._decode(
@@ -711,7 +712,7 @@ class EventStore:
         events: list[RecordedEvent] = []
         begin = start
         while True:
-            payloads, last, more = await self._wire.direct_batch(
+            payloads, last, more = await self._wire.reads.direct_batch(
                 self._ctx.stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
             )
             if await self._decode_into(subject, payloads, begin, lo, hi, scan, events) and payloads:
@@ -733,7 +734,7 @@ class EventStore:
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """The commits from stream sequence `begin`, one leader-served request each."""
         while scan.complete:
-            got = await self._wire.leader_next(self._ctx.stream, subject, begin)
+            got = await self._wire.reads.leader_next(self._ctx.stream, subject, begin)
             if got is None:
                 return
             payload, seq = got
@@ -798,7 +799,7 @@ class EventStore:
     async def _corrupt(self, subject: str, start: int, bad: Corrupt) -> CodecError:
         """The error for a corrupt commit of the page from `start`, naming its stream sequence."""
         try:
-            seqs = await self._wire.direct_sequences(
+            seqs = await self._wire.reads.direct_sequences(
                 self._ctx.stream, subject, start, bad.index + 1
             )
         except StoreError:  # only for the message: the corruption is the error

@@ -219,7 +219,7 @@ async def throughput(url: str, commits: int, roots: int, io_ms: float) -> list[d
 
 async def _drop(client: angzarr_es.Client, cfg: Config) -> None:
     for name in (cfg.nats.stream_name, cfg.nats.dlq_stream):
-        await client._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+        await client._wire.js.call(f"$JS.API.STREAM.DELETE.{name}")
 
 
 def _environment(server_version: str) -> dict[str, Any]:

@@ -774,7 +774,7 @@ async def _drop_streams(client: angzarr_es.Client, names: Sequence[str]) -> None
     """Delete the run's streams on a server it did not start; say so if one stays."""
     for name in names:
         try:
-            await client._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+            await client._wire.js.call(f"$JS.API.STREAM.DELETE.{name}")
         except Exception as exc:  # noqa: BLE001 - the other stream and the report go on
             print(f"could not delete stream {name}: {exc}", file=sys.stderr)
 

@@ -52,10 +52,10 @@ def with_nats(config: Config, **overrides: object) -> Config:
 
 
 async def consumer_names(client: Client, stream: str) -> list[str]:
-    raw = await client._wire.api(f"$JS.API.CONSUMER.NAMES.{stream}")
+    raw = await client._wire.js.call(f"$JS.API.CONSUMER.NAMES.{stream}")
     names: list[str] = msgspec.json.decode(raw).get("consumers") or []
     return names
 
 
 async def delete_dlq(client: Client) -> None:
-    await client._wire.api(f"$JS.API.STREAM.DELETE.{client.config.nats.dlq_stream}")
+    await client._wire.js.call(f"$JS.API.STREAM.DELETE.{client.config.nats.dlq_stream}")

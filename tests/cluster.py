@@ -190,7 +190,7 @@ class Cluster:
 
     @staticmethod
     async def stream_info(wire: Any, stream: str) -> _Info:
-        return _decode_info(await wire.api(f"$JS.API.STREAM.INFO.{stream}"))
+        return _decode_info(await wire.js.call(f"$JS.API.STREAM.INFO.{stream}"))
 
     async def stream_leader(self, wire: Any, stream: str) -> str | None:
         """The name of the stream's leader, or None if there is none now."""
@@ -251,7 +251,7 @@ async def r3_stream(cluster: Cluster, *, own_dlq: bool = False) -> AsyncIterator
         for stream in streams:
 
             async def deleted(name: str = stream) -> bool:
-                await admin._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+                await admin._wire.js.call(f"$JS.API.STREAM.DELETE.{name}")
                 return True
 
             await eventually(deleted, timeout=30, what=f"delete {stream}")

@@ -61,4 +61,4 @@ async def delete_stream(client: angzarr_es.Client, name: str) -> None:
     """Remove a test stream (deny_delete forbids deleting messages, not the stream)."""
     wire = client._wire  # the tests may use the seam directly
     if not wire.nc.is_closed:
-        await wire.api(f"$JS.API.STREAM.DELETE.{name}")
+        await wire.js.call(f"$JS.API.STREAM.DELETE.{name}")

@@ -17,7 +17,7 @@ import msgspec
 
 import angzarr_es
 from angzarr_es import ConcurrencyError, History, StoreTimeout, StoreUnavailable
-from angzarr_es._wire import Wire
+from angzarr_es._nats import Wire
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from tests.cluster import eventually

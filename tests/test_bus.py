@@ -203,7 +203,7 @@ async def test_core_mode_is_at_most_once(core_config: Config) -> None:
         await steady.wait_count(25)
         await flaky.wait_count(15)
         await sub.close()
-        info = await publisher._wire.api(f"$JS.API.STREAM.INFO.{core_config.nats.stream_name}")
+        info = await publisher._wire.js.call(f"$JS.API.STREAM.INFO.{core_config.nats.stream_name}")
         assert b"stream not found" in info
     assert [d.root for d in steady.seen] == [f"p{i}" for i in range(25)]
     missed = [f"p{i}" for i in range(10)] + [f"p{i}" for i in range(20, 25)]
@@ -358,7 +358,7 @@ async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Clien
             got.append(d.stream_sequence)
             if len(got) == 3:
                 (name,) = await consumer_names(js_client, stream)
-                await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+                await js_client._wire.js.call(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
                 for i in range(5, 7):
                     await store.append("p", [deposit(i)], expected=i)
             if len(got) == 7:
@@ -406,7 +406,7 @@ async def test_catch_up_resumes_where_it_was_after_the_server_was_away(
     store = js_client.store("player")
     for i in range(3):
         await store.append("p", [deposit(i)], expected=i)
-    real = angzarr_es._bus_wire.consumer_put
+    real = angzarr_es._nats.api.JetStream.consumer_put
     failures = 0
 
     async def away(*args: object, **kwargs: object) -> object:
@@ -421,7 +421,7 @@ async def test_catch_up_resumes_where_it_was_after_the_server_was_away(
         async for d in sub:
             got.append(d.stream_sequence)
             if len(got) == 3:  # history read: lose the consumer, then write more
-                monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", away)
+                monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_put", away)
                 sub._broken = True  # as a lost consumer or a stall would
                 await store.append("p", [deposit(3)], expected=3)
             if len(got) == 4:
@@ -574,7 +574,7 @@ def slow_consumer_put(
 ) -> tuple[asyncio.Event, asyncio.Event]:
     """Hold consumer creation until `release` is set, before asking the server
     or (`made_first`) after it made the consumer; `making` is set when held."""
-    real = angzarr_es._bus_wire.consumer_put
+    real = angzarr_es._nats.api.JetStream.consumer_put
     making, release = asyncio.Event(), asyncio.Event()
 
     async def slow(*args: object, **kwargs: object) -> object:
@@ -583,7 +583,7 @@ def slow_consumer_put(
         await release.wait()
         return made if made_first else await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(angzarr_es._bus_wire, "consumer_put", slow)
+    monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_put", slow)
     return making, release
 
 
@@ -597,7 +597,7 @@ async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
     await seen.wait_count(1)
     making, release = slow_consumer_put(monkeypatch, made_first=True)
     (name,) = await consumer_names(js_client, stream)
-    await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")  # forces a re-make
+    await js_client._wire.js.call(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")  # forces a re-make
     await asyncio.wait_for(making.wait(), 30)
     closing = asyncio.create_task(sub.close())
     release.set()

@@ -17,7 +17,7 @@ import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
@@ -153,9 +153,9 @@ async def test_provision_dry_run_creates_nothing_then_provision_creates(
     assert "would be created" in done.stdout
     shown = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
     assert shown == msgspec.to_builtins(client.stream_config())
-    info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+    info = js.stream_info(await client._wire.js.call(f"$JS.API.STREAM.INFO.{name}"))
     assert info.error is not None
-    assert info.error.err_code == js.STREAM_NOT_FOUND
+    assert info.error.err_code == 10059  # stream not found
 
     done = run_cli("provision", "--config", str(conf))
     assert done.returncode == 0, done.stderr
@@ -185,10 +185,12 @@ async def test_provision_creates_the_configured_consumers_and_streams(
     done = run_cli("provision", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "consumer player-projector" in done.stdout
-    names = msgspec.json.decode(await client._wire.api(f"$JS.API.CONSUMER.NAMES.{n.stream_name}"))
+    names = msgspec.json.decode(
+        await client._wire.js.call(f"$JS.API.CONSUMER.NAMES.{n.stream_name}")
+    )
     assert names["consumers"] == ["player-projector"]
     for stream in (dlq, n.snapshot_stream):
-        info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{stream}"))
+        info = js.stream_info(await client._wire.js.call(f"$JS.API.STREAM.INFO.{stream}"))
         assert info.error is None, stream
         await delete_stream(client, stream)
     again = run_cli("provision", "--config", str(conf))
@@ -202,7 +204,7 @@ async def test_provision_dry_run_shows_differences_then_fixes_them(
 ) -> None:
     # The seed's `nats stream add ... --max-age 7d`: would delete week-old events.
     seeded = msgspec.structs.replace(client.stream_config(), max_age=7 * 86400 * js.NANOS)
-    await client._wire.api(f"$JS.API.STREAM.CREATE.{seeded.name}", js.encode(seeded))
+    await client._wire.js.call(f"$JS.API.STREAM.CREATE.{seeded.name}", js.encode(seeded))
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "would be updated" in done.stdout
@@ -218,7 +220,7 @@ async def test_provision_refuses_a_stream_it_cannot_fix(
     conf: Path, client: angzarr_es.Client
 ) -> None:
     memory = msgspec.structs.replace(client.stream_config(), storage="memory")
-    await client._wire.api(f"$JS.API.STREAM.CREATE.{memory.name}", js.encode(memory))
+    await client._wire.js.call(f"$JS.API.STREAM.CREATE.{memory.name}", js.encode(memory))
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert done.returncode == 1
     assert "cannot be changed in place" in done.stdout
@@ -250,7 +252,7 @@ async def test_status_flags_a_missing_stream_then_reports_lag(
         filter_subject=f"{config.nats.subject_prefix}.events.player.*",
     )
     body = js.encode(js.ConsumerCreateRequest(stream_name=name, config=durable))
-    await client._wire.api(f"$JS.API.CONSUMER.CREATE.{name}.player-projector", body)
+    await client._wire.js.call(f"$JS.API.CONSUMER.CREATE.{name}.player-projector", body)
 
     done = run_cli("status", "--json", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
     assert done.returncode == 0, done.stdout

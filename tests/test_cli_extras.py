@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import _snapshots
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
@@ -196,7 +196,7 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
             # A snapshot stream whose settings drifted: the dry run names the change.
             wanted = _snapshots.stream_config(n)
             drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
-            await client._wire.api(f"$JS.API.STREAM.UPDATE.{wanted.name}", js.encode(drifted))
+            await client._wire.js.call(f"$JS.API.STREAM.UPDATE.{wanted.name}", js.encode(drifted))
             done = run_cli("provision", "--dry-run", "--config", str(conf))
             assert done.returncode == 0, done.stderr
             assert f"snapshot stream {n.snapshot_stream} exists and would be updated" in (

@@ -230,14 +230,14 @@ async def test_read_your_writes_against_lagging_followers(
     loading = False
     async with await angzarr_es.connect(config=with_nats(nats)) as c:
         wire = c._wire
-        original = wire.leader_next
+        original = wire.reads.leader_next
 
         async def spy(stream: str, subject: str, seq: int) -> Any:
             nonlocal tail_reads
             tail_reads += loading
             return await original(stream, subject, seq)
 
-        wire.leader_next = spy  # type: ignore[method-assign]
+        wire.reads.leader_next = spy  # type: ignore[method-assign]
         store = c.store("player")
         pairs = 0
         nxt_of: dict[str, int] = {}
@@ -328,7 +328,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     clients.append(await angzarr_es.connect(config=cfg))  # the projectors'
     for c in clients:  # nats-py opens its reply subscription on the first request
-        await c._wire.api("$JS.API.INFO")
+        await c._wire.js.call("$JS.API.INFO")
     subs_before = [len(c._wire.nc._subs) for c in clients]
     samples: list[float] = []
     projected: list[set[str]] = [set() for _ in range(4)]
@@ -382,7 +382,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
         for p in projectors:
             if p.running:
                 await p.stop()
-        await clients[0]._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+        await clients[0]._wire.js.call(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
         for c in clients:
             await c.close()
     servers = {n: round(rss_mb(s.proc.pid)) for n, s in cluster.servers.items() if s.proc}
@@ -576,7 +576,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
             await c.close()
 
         async def delete_dlq() -> bool:
-            await reader._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+            await reader._wire.js.call(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
             return True  # deleted, or already gone after a late first answer
 
         # The meta leader may still be settling after the restart: this
@@ -606,6 +606,6 @@ async def test_provision_with_the_default_replicas_never_scales_an_r3_stream_dow
         plan = await client.provision()
         assert "num_replicas" not in plan.changes
         info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.STREAM.INFO.{cfg.nats.stream_name}")
+            await client._wire.js.call(f"$JS.API.STREAM.INFO.{cfg.nats.stream_name}")
         )
         assert info["config"]["num_replicas"] == 3

@@ -25,7 +25,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es import Delivery, filters
-from angzarr_es._wire import Wire
+from angzarr_es._nats import Wire
 from angzarr_es.config import Config
 from tests import projector_proc
 from tests.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
@@ -237,7 +237,7 @@ class ProjectorProcess:
 
 
 async def consumer_state(wire: Wire, stream: str, name: str) -> dict[str, object]:
-    raw = await wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+    raw = await wire.js.call(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
     info: dict[str, object] = msgspec.json.decode(raw)
     assert "error" not in info, info
     return info
@@ -391,7 +391,7 @@ async def loader(
 
 
 async def consumer_names(wire: Wire, stream: str) -> list[str]:
-    raw = await wire.api(f"$JS.API.CONSUMER.NAMES.{stream}")
+    raw = await wire.js.call(f"$JS.API.CONSUMER.NAMES.{stream}")
     return sorted(msgspec.json.decode(raw).get("consumers") or [])
 
 
@@ -410,7 +410,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     clients = [await angzarr_es.connect(config=r3) for _ in range(3)]
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     for c in clients:  # nats-py opens its reply subscription on the first request
-        await c._wire.api("$JS.API.INFO")
+        await c._wire.js.call("$JS.API.INFO")
     subs_before = [len(c._wire.nc._subs) for c in clients]
     tallies = [Tally() for _ in range(4)]
     projectors = [

@@ -71,7 +71,7 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
         wire = client._wire
         try:
             made = json.loads(
-                await wire.api(
+                await wire.js.call(
                     f"$JS.API.STREAM.CREATE.{stream['name']}", json.dumps(stream).encode()
                 )
             )
@@ -80,7 +80,9 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
             assert (plan.action, plan.changes) == ("none", {})
             body = json.dumps({"stream_name": stream["name"], "config": consumer}).encode()
             made = json.loads(
-                await wire.api(f"$JS.API.CONSUMER.CREATE.{stream['name']}.player-projector", body)
+                await wire.js.call(
+                    f"$JS.API.CONSUMER.CREATE.{stream['name']}.player-projector", body
+                )
             )
             assert "error" not in made, made
             assert made["config"]["max_deliver"] == 5

@@ -16,7 +16,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es import _discovery, codec
-from angzarr_es._wire import Wire
+from angzarr_es._nats import Wire
 from angzarr_es.pb import player_pb2
 from angzarr_es.subjects import encode_root
 
@@ -103,7 +103,7 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     del subjects
 
     pages = 0
-    request = client._wire.request
+    request = client._wire.mux.request
 
     async def counting_request(subject: str, body: bytes = b"", **kw: Any) -> Any:
         nonlocal pages
@@ -111,7 +111,7 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
             pages += 1
         return await request(subject, body, **kw)
 
-    client._wire.request = counting_request  # type: ignore[method-assign,assignment]
+    client._wire.mux.request = counting_request  # type: ignore[method-assign,assignment]
 
     # One full server page versus three: if the client held every id, the big
     # listing would need more than twice the memory of the small one.

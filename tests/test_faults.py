@@ -370,8 +370,8 @@ async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
             await store.append("lag", [tagged(str(i))], expected=i)
         wire = c._wire
         subject = store.subject("lag")
-        seqs = await wire.direct_sequences(cfg.nats.stream_name, subject, 1, 5)
-        real_batch, real_next = wire.direct_batch, wire.leader_next
+        seqs = await wire.reads.direct_sequences(cfg.nats.stream_name, subject, 1, 5)
+        real_batch, real_next = wire.reads.direct_batch, wire.reads.leader_next
         leader_reads = 0
 
         async def lagging(stream: str, subj: str, start: int, batch: int, max_bytes: int) -> Any:
@@ -411,7 +411,9 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
             if e.sequence == 5:  # as the inactive threshold would, mid-page
                 names = await consumer_names(c, config.nats.stream_name)
                 assert len(names) == 1
-                await c._wire.api(f"$JS.API.CONSUMER.DELETE.{config.nats.stream_name}.{names[0]}")
+                await c._wire.js.call(
+                    f"$JS.API.CONSUMER.DELETE.{config.nats.stream_name}.{names[0]}"
+                )
         assert seen == list(range(1200))
         assert await consumer_names(c, config.nats.stream_name) == []
 
@@ -426,7 +428,7 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
         store = c.store("player")
         for i in range(5):
             await store.append("lag", [tagged(str(i))], expected=i)
-        real = c._wire.consumer_replay
+        real = c._wire.replayer.replay
 
         async def lagging(stream: str, subject: str, start: int, batch: int) -> Any:
             async for payloads, first, _last in real(stream, subject, start, batch):

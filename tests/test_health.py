@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.health import Health
@@ -22,8 +22,8 @@ async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None
         filter_subject=f"{config.nats.subject_prefix}.events.player.*",
     )
     body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
-    reply = js.consumer_info(
-        await client._wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body)
+    reply = js.durable_info(
+        await client._wire.js.call(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body)
     )
     assert reply.error is None
 
@@ -75,7 +75,7 @@ async def test_stream_state_and_consumer_lag(client: angzarr_es.Client, config: 
 
 async def test_differing_settings_are_reported(client: angzarr_es.Client) -> None:
     seeded = msgspec.structs.replace(client.stream_config(), max_age=3600 * js.NANOS)
-    await client._wire.api(f"$JS.API.STREAM.UPDATE.{seeded.name}", js.encode(seeded))
+    await client._wire.js.call(f"$JS.API.STREAM.UPDATE.{seeded.name}", js.encode(seeded))
     health = await client.health()
     assert health.stream is not None
     assert health.stream.config_differences == {"max_age": "3600000000000 -> 0"}
@@ -123,12 +123,12 @@ async def test_every_page_of_streams_and_consumers_is_read() -> None:
             wire = client._wire
             for i in range(260):
                 cfg = js.StreamConfig(name=f"extra-{i}", subjects=[f"extra.{i}"], storage="memory")
-                await wire.api(f"$JS.API.STREAM.CREATE.extra-{i}", js.encode(cfg))
+                await wire.js.call(f"$JS.API.STREAM.CREATE.extra-{i}", js.encode(cfg))
             stream = client.config.nats.stream_name
             for i in range(260):
                 consumer = js.ConsumerConfig(durable_name=f"c{i}", ack_policy="explicit")
                 body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
-                await wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.c{i}", body)
+                await wire.js.call(f"$JS.API.CONSUMER.CREATE.{stream}.c{i}", body)
             health = await client.health()
     # The event stream, the snapshot stream, and the extras.
     assert len(health.streams) == 262

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import angzarr_es
 from angzarr_es import ANY, CodecError, InvalidAggregateId, InvalidDomain, codec
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.subjects import MAX_ID_BYTES
 from tests.conftest import delete_stream, fresh_config
@@ -55,7 +55,7 @@ class Env:
 
     def raw(self, subject: str, payload: bytes) -> int:
         """Publish `payload` to `subject` as a foreign writer would; its stream sequence."""
-        msg = self.run(self.client._wire.request(subject, payload))
+        msg = self.run(self.client._wire.mux.request(subject, payload))
         ack = js.pub_ack(msg.data)
         assert ack.error is None, ack.error
         return ack.seq
@@ -238,7 +238,7 @@ def test_appends_after_a_foreign_last_message_raise_codec_error(env: Env, foreig
     finally:
         env.run(fresh.close())
     stream = env.config.nats.stream_name
-    assert env.run(env.client._wire.direct_sequences(stream, subject, 1, 10))[-1] == seq
+    assert env.run(env.client._wire.reads.direct_sequences(stream, subject, 1, 10))[-1] == seq
 
 
 @FUZZ
@@ -270,14 +270,14 @@ async def _foreign_stream(nats_url: str, **settings: Any) -> tuple[angzarr_es.Cl
         name=nats.stream_name, subjects=[f"{nats.subject_prefix}.events.>"], **settings
     )
     reply = js.api_response(
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
+        await client._wire.js.call(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
     )
     assert reply.error is None, reply.error
     return client, nats
 
 
 async def _messages(client: angzarr_es.Client, name: str) -> int:
-    info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+    info = js.stream_info(await client._wire.js.call(f"$JS.API.STREAM.INFO.{name}"))
     assert info.state is not None
     return info.state.messages
 
@@ -288,7 +288,7 @@ async def test_provision_refuses_a_stream_that_consumes_events(
 ) -> None:
     client, nats = await _foreign_stream(nats_url, retention=retention)
     try:
-        await client._wire.request(client.store("player").subject("kept"), book(0))
+        await client._wire.mux.request(client.store("player").subject("kept"), book(0))
         # An interest stream with no consumers has already dropped it.
         before = await _messages(client, nats.stream_name)
         assert before == (1 if retention == "workqueue" else 0)
@@ -309,12 +309,12 @@ async def test_provision_repairs_limits_without_deleting_events(
     try:
         store = client.store("player")
         for i in range(40):  # written before the store arrives: no Direct Get yet
-            await client._wire.request(store.subject(f"a{i}"), book(0))
+            await client._wire.mux.request(store.subject(f"a{i}"), book(0))
         with caplog.at_level(logging.WARNING, logger="angzarr_es"):
             await client.provision()
         assert any("updating stream" in r.message for r in caplog.records)
         assert await _messages(client, nats.stream_name) == 40
-        info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{nats.stream_name}"))
+        info = js.stream_info(await client._wire.js.call(f"$JS.API.STREAM.INFO.{nats.stream_name}"))
         assert info.config is not None
         assert (info.config["max_msgs"], info.config["discard"]) == (-1, "new")
         assert info.config["allow_direct"] is True
@@ -333,8 +333,8 @@ async def test_provision_widens_a_stream_that_captures_one_domain(nats_url: str)
         cfg = js.StreamConfig(
             name=nats.stream_name, subjects=[f"{nats.subject_prefix}.events.player.>"]
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
-        await client._wire.request(client.store("player").subject("p"), book(0))
+        await client._wire.js.call(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
+        await client._wire.mux.request(client.store("player").subject("p"), book(0))
         await client.provision()
         await client.store("hand").append("h", [event("0")], expected=0)
         assert await _messages(client, nats.stream_name) == 2
@@ -347,8 +347,8 @@ async def test_provision_names_another_stream_holding_our_subjects(nats_url: str
     other = msgspec.structs.replace(nats, stream_name=nats.stream_name + "-other")
     async with await angzarr_es.connect(config=config) as client:
         cfg = js.StreamConfig(name=other.stream_name, subjects=[f"{nats.subject_prefix}.events.>"])
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
-        await client._wire.request(client.store("player").subject("p"), book(0))
+        await client._wire.js.call(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
+        await client._wire.mux.request(client.store("player").subject("p"), book(0))
         with pytest.raises(angzarr_es.StoreError, match="overlap"):
             await client.provision()
         assert await _messages(client, other.stream_name) == 1

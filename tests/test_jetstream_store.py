@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import any_pb2
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import codec
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
@@ -27,7 +27,7 @@ def deposit(cents: int) -> player_pb2.FundsDeposited:
 
 async def stream_info(client: angzarr_es.Client) -> dict[str, Any]:
     name = client.config.nats.stream_name
-    data = await client._wire.api(f"$JS.API.STREAM.INFO.{name}")
+    data = await client._wire.js.call(f"$JS.API.STREAM.INFO.{name}")
     info: dict[str, Any] = msgspec.json.decode(data)
     return info
 
@@ -258,7 +258,7 @@ async def test_a_lagging_replica_never_hides_our_own_append(
     pid = uuid.uuid4()
     for i in range(5):
         await store.append(pid, [deposit(i)], expected=i)
-    real = client._wire.direct_batch
+    real = client._wire.reads.direct_batch
 
     async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
         # A follower that has only the first three commits.
@@ -360,9 +360,9 @@ async def test_a_corrupt_payload_raises_codec_error_naming_subject_and_sequence(
     store = client.store("player")
     await store.append("bad", [deposit(1)], expected=0)
     subject = store.subject("bad")
-    msg = await client._wire.request(subject, b"\xff\xff\xff not protobuf")
+    msg = await client._wire.mux.request(subject, b"\xff\xff\xff not protobuf")
     seq = js.pub_ack(msg.data).seq
-    await client._wire.request(subject, codec_book(2))
+    await client._wire.mux.request(subject, codec_book(2))
     with pytest.raises(angzarr_es.CodecError) as info:
         await store.load("bad")
     assert info.value.subject == subject
@@ -390,7 +390,7 @@ async def test_an_unknown_event_type_stays_available_as_any(client: angzarr_es.C
     page.event.type_url = "type.example.com/some.future.EventV9"
     page.event.value = b"\x08\x2a"
     book.next_sequence = 1
-    await client._wire.request(store.subject("u"), book.SerializeToString())
+    await client._wire.mux.request(store.subject("u"), book.SerializeToString())
     hist = await store.load("u")
     event = hist.events[0]
     assert event.type_name == "some.future.EventV9"
@@ -440,7 +440,7 @@ async def test_provision_repairs_a_stream_that_would_delete_events(
             discard="old",
             allow_direct=True,
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
+        await client._wire.js.call(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
         await client.store("player").append("kept", [deposit(1)], expected=0)
         with caplog.at_level(logging.WARNING, logger="angzarr_es"):
             await client.provision()
@@ -460,7 +460,7 @@ async def test_provision_refuses_a_memory_stream(nats_url: str) -> None:
             subjects=[f"{nats.subject_prefix}.events.>"],
             storage="memory",
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
+        await client._wire.js.call(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
         with pytest.raises(angzarr_es.StreamConfigError, match="storage"):
             await client.provision()
         await delete_stream(client, nats.stream_name)
@@ -501,14 +501,14 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
         # Failures together share one probe (an election must not cost one per read).
         wire = client._wire
         asked: list[str] = []
-        real = wire.request
+        real = wire.mux.request
 
         async def counting(subject: str, *args: Any, **kwargs: Any) -> Any:
             asked.append(subject)
             return await real(subject, *args, **kwargs)
 
-        wire._probes.clear()
-        wire.request = counting  # type: ignore[method-assign]
+        wire.reads._probes.clear()
+        wire.mux.request = counting  # type: ignore[method-assign]
         got = await asyncio.gather(
             *(store.load(f"y{i}") for i in range(20)), return_exceptions=True
         )
@@ -554,7 +554,7 @@ async def test_deleting_an_edition_without_its_snapshot_stream_deletes_nothing(
     what_if = client.store("player", edition="what-if")
     await what_if.append("x", [deposit(1)], expected=0)
     cfg = client.config.nats
-    await client._wire.api(f"$JS.API.STREAM.DELETE.{cfg.snapshot_stream}")
+    await client._wire.js.call(f"$JS.API.STREAM.DELETE.{cfg.snapshot_stream}")
     with pytest.raises(angzarr_es.StoreError, match="provision"):
         await client.delete_edition("what-if")
     assert [e.sequence for e in (await what_if.load("x")).events] == [0]

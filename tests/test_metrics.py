@@ -10,7 +10,7 @@ import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
@@ -84,7 +84,7 @@ def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
 async def _stored_headers(client: angzarr_es.Client, subject: str) -> str:
     body = js.encode(js.MsgGetRequest(last_by_subj=subject))
     reply = js.msg_get(
-        await client._wire.api(f"$JS.API.STREAM.MSG.GET.{client.config.nats.stream_name}", body)
+        await client._wire.js.call(f"$JS.API.STREAM.MSG.GET.{client.config.nats.stream_name}", body)
     )
     assert reply.message is not None
     return reply.message.hdrs.decode()

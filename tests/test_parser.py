@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
-from angzarr_es._parser import FastParser, parse_headers
+from angzarr_es._nats.parser import FastParser, parse_headers
 
 DIRECT_SID = 7
 

@@ -92,7 +92,7 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered(
     seen = Recorder(poisoned)
     async with client.projector("proj", filters.domain("player"), seen, backoff=backoff) as p:
         await p.wait(lambda s: s.dead_lettered == 1 and s.handled == 3, timeout=WAIT)
-        dlq = await client._wire.request(
+        dlq = await client._wire.mux.request(
             f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
             msgspec.json.encode(
                 {"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}
@@ -112,7 +112,9 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered(
     assert headers[H_ERROR] == "ValueError: cannot project bad"
     assert headers[H_STREAM_SEQ] == str(bad.stream_sequence)
     assert headers[H_SUBJECT] == store.subject("bad")
-    original = await client._wire.leader_last(client.config.nats.stream_name, store.subject("bad"))
+    original = await client._wire.reads.leader_last(
+        client.config.nats.stream_name, store.subject("bad")
+    )
     assert original is not None
     assert dlq.data == original[0]
     # Terminated: nothing is pending and the floor moved past it.
@@ -129,7 +131,7 @@ async def test_a_slow_handler_keeps_its_commit_with_in_progress_acks(
     seen = Recorder(slow)
     async with client.projector("proj", filters.domain("player"), seen, ack_wait=0.6) as p:
         await p.wait(lambda s: s.handled == 1, timeout=10)
-    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    raw = await client._wire.js.call(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
     info = msgspec.json.decode(raw)
     assert info["num_redelivered"] == 0
     assert info["delivered"]["consumer_seq"] == 1  # delivered exactly once
@@ -320,7 +322,7 @@ async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: 
                 (0.5,),
                 50,
             )
-            raw = await c._wire.api(
+            raw = await c._wire.js.call(
                 f"$JS.API.CONSUMER.INFO.{cfg.nats.stream_name}.player-projector"
             )
             info = msgspec.json.decode(raw)["config"]
@@ -355,7 +357,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         await c.bus.provision()  # idempotent
         assert sorted(await consumer_names(c, stream)) == ["hand-projector", "player-projector"]
         info = msgspec.json.decode(
-            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.hand-projector")
+            await c._wire.js.call(f"$JS.API.CONSUMER.INFO.{stream}.hand-projector")
         )
         assert info["config"]["max_deliver"] == 3
         assert info["config"]["ack_policy"] == "explicit"
@@ -365,7 +367,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         ):
             pass
         info = msgspec.json.decode(
-            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.player-projector")
+            await c._wire.js.call(f"$JS.API.CONSUMER.INFO.{stream}.player-projector")
         )
         assert info["config"]["ack_wait"] == 7 * 10**9
         # ... a conflicting definition is refused, naming what differs.
@@ -376,7 +378,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         body = msgspec.json.encode(
             {"stream_name": stream, "config": {"durable_name": "other", "ack_policy": "none"}}
         )
-        await c._wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.other", body)
+        await c._wire.js.call(f"$JS.API.CONSUMER.CREATE.{stream}.other", body)
         with pytest.raises(ConsumerConfigError, match="ack_policy"):
             async with c.projector("other", filters.everything(), Recorder()):
                 pass
@@ -406,7 +408,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
     assert p.stats.handled == 2  # the in-flight ones finished and were acked
     assert len(nc._subs) == subs_before
     assert len(asyncio.all_tasks()) == tasks_before
-    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    raw = await client._wire.js.call(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
     info = msgspec.json.decode(raw)
     assert info["num_ack_pending"] == 4  # handed back (NAK), awaiting redelivery
     assert info["ack_floor"]["stream_seq"] == 2
@@ -513,7 +515,7 @@ async def test_a_consumer_deleted_under_a_running_projector_is_reported(
     async with client.projector("proj", filters.domain("player"), seen) as p:
         await p.wait(lambda s: s.handled == 1, timeout=WAIT)
         stream = client.config.nats.stream_name
-        await client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.proj")
+        await client._wire.js.call(f"$JS.API.CONSUMER.DELETE.{stream}.proj")
         with pytest.raises(angzarr_es.StoreError, match="deleted"):
             await p.wait(lambda s: s.handled == 2, timeout=WAIT)
         assert not p.running
@@ -530,7 +532,7 @@ async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) 
         with pytest.raises(angzarr_es.StoreError):
             await p.start()
         assert not p.running
-        info = await c._wire.api(f"$JS.API.STREAM.INFO.{bus_config.nats.dlq_stream}")
+        info = await c._wire.js.call(f"$JS.API.STREAM.INFO.{bus_config.nats.dlq_stream}")
         assert b"stream not found" in info
 
 
@@ -715,7 +717,7 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     await pa.start()
     await a.wait_count(1)
     async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
-        monkeypatch.setattr(angzarr_es._bus_wire, "consumer_info", unanswered)
+        monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_info", unanswered)
         pa._on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
         with pytest.raises(TimeoutError):
             await b.wait_count(1, timeout=1.8)  # three times ack_wait
@@ -796,7 +798,7 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     async with p:
         await p.wait(lambda s: s.dead_lettered == 1, timeout=WAIT)
     assert seen.seen == []
-    dlq = await client._wire.request(
+    dlq = await client._wire.mux.request(
         f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
         msgspec.json.encode({"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}),
     )
@@ -884,7 +886,7 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
 
         async def acked() -> int | None:
             # The ack is fire-and-forget; the server applies it a moment later.
-            floor: int = msgspec.json.decode(await other._wire.api(subject))["ack_floor"][
+            floor: int = msgspec.json.decode(await other._wire.js.call(subject))["ack_floor"][
                 "stream_seq"
             ]
             return floor if floor == 1 else None
@@ -895,7 +897,7 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
 
 
 async def _ack_floor(c: angzarr_es.Client, stream: str, name: str) -> int:
-    raw = await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+    raw = await c._wire.js.call(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
     floor: int = msgspec.json.decode(raw)["ack_floor"]["stream_seq"]
     return floor
 

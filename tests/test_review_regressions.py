@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import codec
 from angzarr_es import store as store_mod
 from angzarr_es.config import Config
@@ -79,7 +79,7 @@ async def test_loads_page_correctly_when_stored_headers_are_large(
             created_at=real_dt.datetime.now(real_dt.UTC),
         )
         headers = {**fat, js.H_EXPECTED_LAST_SUBJECT_SEQ: str(last)}
-        ack = js.pub_ack((await client._wire.request(subject, payload, headers=headers)).data)
+        ack = js.pub_ack((await client._wire.mux.request(subject, payload, headers=headers)).data)
         assert ack.error is None
         last = ack.seq
     async with await angzarr_es.connect(config=client.config) as fresh:
@@ -113,11 +113,11 @@ async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
     for i in range(6):
         await store.append("e", [deposit(i)], expected=i)
     async with await angzarr_es.connect(config=client.config) as other:
-        real = other._wire.direct_last
+        real = other._wire.reads.direct_last
 
         async def lagging(stream: str, subject: str) -> Any:
             # A follower that has only four commits.
-            return await other._wire.leader_next(stream, subject, 4)
+            return await other._wire.reads.leader_next(stream, subject, 4)
 
         monkeypatch.setattr(other._wire, "direct_last", lagging)
         res = await other.store("player").append("e", [], expected=6)
@@ -141,18 +141,18 @@ async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
+            await client._wire.js.call(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
         )
         names = info.get("consumers") or []
         # Deletion after a cancellation runs in the generator's cleanup; give
         # every pending cleanup the chance to finish before counting.
         assert await store.load("c")
         info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
+            await client._wire.js.call(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
         )
         left = info.get("consumers") or []
         assert left == [], names
-        await client._wire.api(f"$JS.API.STREAM.DELETE.{nats.stream_name}")
+        await client._wire.js.call(f"$JS.API.STREAM.DELETE.{nats.stream_name}")
 
 
 async def test_a_stale_cached_stream_position_is_not_a_conflict(

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from tests.conftest import delete_stream, fresh_config
@@ -24,7 +24,7 @@ def deposit(cents: int) -> player_pb2.FundsDeposited:
 async def info(client: angzarr_es.Client, stream: str, subjects: str = "") -> dict[str, Any]:
     body = msgspec.json.encode({"subjects_filter": subjects}) if subjects else b""
     reply: dict[str, Any] = msgspec.json.decode(
-        await client._wire.api(f"$JS.API.STREAM.INFO.{stream}", body)
+        await client._wire.js.call(f"$JS.API.STREAM.INFO.{stream}", body)
     )
     return reply
 
@@ -73,7 +73,7 @@ async def test_a_correlated_commit_is_preceded_by_its_index_entry(
     prefix = client.config.nats.subject_prefix
     entry_subject = f"{prefix}.correlation.~d2YuMQ"
     assert await index_entries(client) == {entry_subject: 1}
-    entry = await client._wire.leader_next(client.config.nats.stream_name, entry_subject, 1)
+    entry = await client._wire.reads.leader_next(client.config.nats.stream_name, entry_subject, 1)
     assert entry is not None
     assert entry[1] < res.stream_sequence
     assert msgspec.json.decode(entry[0]) == [store.subject("p"), 0]
@@ -180,7 +180,7 @@ async def test_a_snapshot_load_starts_at_the_covering_commit(
     await store.save_snapshot("p", player_pb2.PlayerState(balance_cents=1), 41)
     wire = client._wire
     starts: list[int] = []
-    direct_batch, consumer_replay = wire.direct_batch, wire.consumer_replay
+    direct_batch, consumer_replay = wire.reads.direct_batch, wire.replayer.replay
 
     async def spy_batch(stream: str, subject: str, start: int, *args: Any) -> Any:
         starts.append(start)
@@ -190,8 +190,8 @@ async def test_a_snapshot_load_starts_at_the_covering_commit(
         starts.append(start)
         return consumer_replay(stream, subject, start, batch)
 
-    wire.direct_batch = spy_batch  # type: ignore[method-assign,assignment]
-    wire.consumer_replay = spy_replay  # type: ignore[method-assign]
+    wire.reads.direct_batch = spy_batch  # type: ignore[method-assign,assignment]
+    wire.replayer.replay = spy_replay  # type: ignore[method-assign]
     hist = await store.load("p", snapshot=True)
     assert [e.sequence for e in hist.events] == list(range(42, 60))
     assert hist.next_sequence == 60
@@ -236,7 +236,7 @@ async def test_a_stored_snapshot_is_a_core_snapshot_message(client: angzarr_es.C
     await store.append("p", [deposit(1)], expected=0)
     await store.save_snapshot("p", player_pb2.PlayerState(name="Ann"), 0)
     nats = client.config.nats
-    got = await client._wire.direct_last(
+    got = await client._wire.reads.direct_last(
         nats.snapshot_stream, f"{nats.subject_prefix}.snapshots.player.p.what-if"
     )
     assert got is not None
@@ -275,7 +275,7 @@ async def test_the_event_stream_denies_deletes_but_allows_the_edition_purge(
     body = js.encode(js.MsgGetRequest(seq=1))
     await client.store("player", "x").append("p", [deposit(1)], expected=0)
     reply = msgspec.json.decode(
-        await client._wire.api(f"$JS.API.STREAM.MSG.DELETE.{nats.stream_name}", body)
+        await client._wire.js.call(f"$JS.API.STREAM.MSG.DELETE.{nats.stream_name}", body)
     )
     assert reply["error"]["code"] >= 400
     assert await client.delete_edition("x") == 1

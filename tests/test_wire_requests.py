@@ -12,7 +12,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from angzarr_es._wire import SWEEP_INTERVAL, Wire, _Client
+from angzarr_es._nats import Wire
+from angzarr_es._nats.connection import FastClient as _Client
+from angzarr_es._nats.mux import SWEEP_INTERVAL
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
 
@@ -52,14 +54,14 @@ async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: s
     async with echo_responder(nats_url, "echo.*"):
         bodies = [f"request-{i}".encode() for i in range(300)]
         replies = await asyncio.gather(
-            *(wire.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
+            *(wire.mux.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
         )
         assert [r.data for r in replies] == [b[::-1] for b in bodies]
-        assert not wire._replies  # nothing left behind
+        assert not wire.mux._replies  # nothing left behind
     # Replies were handed over in the reader task, not through nats-py's queue.
     assert isinstance(wire.nc, _Client)
-    assert wire._inbox_sub is not None
-    assert wire._inbox_sub._id in wire.nc.direct
+    assert wire.mux._inbox_sub is not None
+    assert wire.mux._inbox_sub._id in wire.nc.direct
 
 
 async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> None:
@@ -69,17 +71,17 @@ async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> 
     try:
         started = time.monotonic()
         with pytest.raises(StoreTimeout, match="no answer"):
-            await wire.request("silent", b"x", timeout=0.2, what="ask silent")
+            await wire.mux.request("silent", b"x", timeout=0.2, what="ask silent")
         waited = time.monotonic() - started
         assert 0.2 <= waited < 0.2 + SWEEP_INTERVAL + 1.0
-        assert not wire._replies
+        assert not wire.mux._replies
     finally:
         await silent.close()
 
 
 async def test_no_responders_is_unavailable(wire: Wire) -> None:
     with pytest.raises(StoreUnavailable, match="no responders"):
-        await wire.request("nobody.listens.here", b"x")
+        await wire.mux.request("nobody.listens.here", b"x")
 
 
 async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
@@ -92,9 +94,9 @@ async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
     await silent.subscribe("silent2", cb=swallow)
     await interest_registered(silent)
     try:
-        pending = asyncio.ensure_future(wire.request("silent2", b"x", timeout=5))
+        pending = asyncio.ensure_future(wire.mux.request("silent2", b"x", timeout=5))
         await asyncio.wait_for(arrived.wait(), 5)
-        assert len(wire._replies) == 1
+        assert len(wire.mux._replies) == 1
         await wire.close()
         with pytest.raises(StoreUnavailable, match="closed"):
             await asyncio.wait_for(pending, 2)
@@ -114,10 +116,10 @@ async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
     await responder.subscribe("headers", cb=echo_headers)
     await interest_registered(responder)
     try:
-        got = await wire.request("headers", b"x", headers={"A-B": "1", "Nats-Msg-Id": "abc-2"})
+        got = await wire.mux.request("headers", b"x", headers={"A-B": "1", "Nats-Msg-Id": "abc-2"})
         assert got.data == b"A-B=1|Nats-Msg-Id=abc-2"
         # A value with a line break goes through nats-py, which escapes it.
-        got = await wire.request("headers", b"x", headers={"A": "x\r\ny"})
+        got = await wire.mux.request("headers", b"x", headers={"A": "x\r\ny"})
         assert b"\r" not in got.data
         assert got.data.startswith(b"A=x")
     finally:
@@ -144,7 +146,7 @@ async def test_replies_are_dispatched_as_they_arrive(wire: Wire, nats_url: str) 
     async with echo_responder(nats_url, "echo.sooner"):
         for i in range(20):
             body = b"ab%d" % i
-            assert (await wire.request("echo.sooner", body)).data == body[::-1]
+            assert (await wire.mux.request("echo.sooner", body)).data == body[::-1]
     # With one request at a time the reader task is idle when a reply arrives,
     # so the replies were dispatched in the socket callback (all of them but
     # one arriving behind a server PING, which the reader task then handles).

@@ -9,7 +9,7 @@ import asyncio
 import msgspec
 
 import angzarr_es
-from angzarr_es import _jsapi as js
+from angzarr_es._nats import messages as js
 from angzarr_es import _snapshots
 from angzarr_es._cli.common import load_config
 from angzarr_es.client import ProvisionPlan, _differences
@@ -62,7 +62,7 @@ async def _side_plan(client: angzarr_es.Client) -> None:
     n = client.config.nats
     wire = client._wire
     snapshots = _snapshots.stream_config(n)
-    current = await wire.stream_settings(snapshots.name, "snapshot stream")
+    current = await wire.js.stream_settings(snapshots.name, "snapshot stream")
     if current is None:
         print(f"snapshot stream {snapshots.name} would be created")
     elif changes := _differences(snapshots, current):
@@ -73,7 +73,7 @@ async def _side_plan(client: angzarr_es.Client) -> None:
         print(f"snapshot stream {snapshots.name} exists and is up to date")
     if n.jetstream:
         subject = f"{n.subject_prefix}.dlq.>"
-        current = await wire.stream_settings(n.dlq_stream, "dead-letter stream")
+        current = await wire.js.stream_settings(n.dlq_stream, "dead-letter stream")
         if current is None:
             print(f"dead-letter stream {n.dlq_stream} would be created")
         elif subject in current.get("subjects", []):

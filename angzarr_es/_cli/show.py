@@ -76,6 +76,6 @@ async def _explain_missing(
     stream = config.nats.stream_name
     everything = domain_filter(config.nats.subject_prefix, domain)
     # Direct Get accepts a wildcard: the last message anywhere under the domain.
-    if await client._wire.direct_last(stream, everything) is None:
+    if await client._wire.reads.direct_last(stream, everything) is None:
         raise NotFound(f"unknown domain {domain!r}: no events under {everything} in {stream}")
     raise NotFound(f"{domain} aggregate {subject.rpartition('.')[2]!r} has no events ({subject})")

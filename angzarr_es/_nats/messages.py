@@ -1,4 +1,8 @@
-"""JetStream API messages as msgspec Structs, with codecs built once."""
+"""JetStream API messages as msgspec Structs, with their codecs built once.
+
+Every request and reply body the project sends or reads is declared here, once;
+the headers it sets or reads are named here too.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,23 @@ from typing import Any
 
 import msgspec
 
-# Error codes the store acts on (nats-server's errors.json).
-WRONG_LAST_SEQUENCE = 10071
-WRONG_LAST_SEQUENCE_CLUSTERED = 10164
-DUPLICATE_IN_PROCESS = 10158
-STREAM_NOT_FOUND = 10059
-JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
-NO_MESSAGE_FOUND = 10037
-CONSUMER_NOT_FOUND = 10014
-CONFLICT_CODES = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED})
+from angzarr_es._nats.errors import api_error
+from angzarr_es.errors import StoreError
 
 H_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 H_MSG_ID = "Nats-Msg-Id"
 # Ours: a random id per append call with an idempotency key, stored with the
 # commit, so that the commit found under the key is known to be this call's.
 H_APPEND_ID = "Angzarr-Append-Id"
+
+# Headers nats-server sets on the replies and messages the project reads.
+STATUS = "Status"
+H_DESCRIPTION = "Description"
+H_LAST_SEQ = "Nats-Last-Sequence"
+H_SEQUENCE = "Nats-Sequence"
+H_NUM_PENDING = "Nats-Num-Pending"
+H_PENDING_MSGS = "Nats-Pending-Messages"
+H_PIN_ID = "Nats-Pin-Id"
 
 NANOS = 1_000_000_000
 
@@ -29,6 +35,10 @@ class ApiError(msgspec.Struct, frozen=True):
     code: int = 0
     err_code: int = 0
     description: str = ""
+
+    def as_error(self, what: str) -> StoreError:
+        """The typed error for this reply to `what` (see `errors.api_error`)."""
+        return api_error(what, self.code, self.err_code, self.description)
 
 
 class PubAck(msgspec.Struct, frozen=True):
@@ -91,13 +101,70 @@ class StreamState(msgspec.Struct, frozen=True):
     bytes: int = 0
     first_seq: int = 0
     last_seq: int = 0
+    first_ts: str = ""
+    last_ts: str = ""
     num_subjects: int = 0
     consumer_count: int = 0
+    # With a `subjects_filter` request: subject -> message count (one page).
+    subjects: dict[str, int] | None = None
+
+
+class ClusterInfo(msgspec.Struct, frozen=True):
+    leader: str = ""
 
 
 class StreamInfo(msgspec.Struct, frozen=True):
     config: dict[str, Any] | None = None
-    state: StreamState | None = None
+    state: StreamState = StreamState()
+    cluster: ClusterInfo = ClusterInfo()
+    # Paged replies (subjects of a `subjects_filter` request).
+    total: int = 0
+    offset: int = 0
+    limit: int = 0
+    error: ApiError | None = None
+
+
+class StreamInfoRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    subjects_filter: str
+    offset: int = 0
+
+
+class StreamList(msgspec.Struct, frozen=True):
+    total: int = 0
+    streams: list[StreamInfo] | None = None
+    error: ApiError | None = None
+
+
+class PurgeRequest(msgspec.Struct, frozen=True):
+    filter: str
+
+
+class PurgeResponse(msgspec.Struct, frozen=True):
+    purged: int = 0
+    error: ApiError | None = None
+
+
+class OffsetRequest(msgspec.Struct, frozen=True):
+    offset: int = 0
+
+
+class Limits(msgspec.Struct, frozen=True):
+    max_memory: int = -1
+    max_storage: int = -1
+
+
+class ApiStats(msgspec.Struct, frozen=True):
+    total: int = 0
+    errors: int = 0
+
+
+class AccountInfo(msgspec.Struct, frozen=True):
+    memory: int = 0
+    storage: int = 0
+    streams: int = 0
+    consumers: int = 0
+    limits: Limits = Limits()
+    api: ApiStats = ApiStats()
     error: ApiError | None = None
 
 
@@ -131,12 +198,6 @@ class ConsumerCreateRequest(msgspec.Struct, frozen=True):
     action: str = "create"
 
 
-class ConsumerInfo(msgspec.Struct, frozen=True):
-    name: str = ""
-    num_pending: int = 0
-    error: ApiError | None = None
-
-
 class PullRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     batch: int
     expires: int = 0
@@ -153,16 +214,25 @@ class UnpinRequest(msgspec.Struct, frozen=True):
 class SequenceInfo(msgspec.Struct, frozen=True):
     consumer_seq: int = 0
     stream_seq: int = 0
+    last_active: str = ""
 
 
 class DurableInfo(msgspec.Struct, frozen=True):
+    stream_name: str = ""
     name: str = ""
     config: dict[str, Any] = {}
     delivered: SequenceInfo = SequenceInfo()
     ack_floor: SequenceInfo = SequenceInfo()
     num_ack_pending: int = 0
     num_redelivered: int = 0
+    num_waiting: int = 0
     num_pending: int = 0
+    error: ApiError | None = None
+
+
+class ConsumerList(msgspec.Struct, frozen=True):
+    total: int = 0
+    consumers: list[DurableInfo] | None = None
     error: ApiError | None = None
 
 
@@ -182,7 +252,10 @@ encode = msgspec.json.Encoder().encode
 pub_ack = msgspec.json.Decoder(PubAck).decode
 msg_get = msgspec.json.Decoder(MsgGetResponse).decode
 stream_info = msgspec.json.Decoder(StreamInfo).decode
-consumer_info = msgspec.json.Decoder(ConsumerInfo).decode
 api_response = msgspec.json.Decoder(ApiResponse).decode
 durable_info = msgspec.json.Decoder(DurableInfo).decode
 stream_names = msgspec.json.Decoder(StreamNames).decode
+stream_list = msgspec.json.Decoder(StreamList).decode
+consumer_list = msgspec.json.Decoder(ConsumerList).decode
+purge_response = msgspec.json.Decoder(PurgeResponse).decode
+account_info = msgspec.json.Decoder(AccountInfo).decode

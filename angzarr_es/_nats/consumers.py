@@ -1,8 +1,4 @@
-"""The bus's seam to nats-py: core subscriptions, pull requests and acks.
-
-Like `angzarr_es._wire`, everything above this module speaks bytes and
-angzarr_es errors; nats-py errors are translated here.
-"""
+"""Subscriptions for the bus: core subscriptions, pull requests and acks."""
 
 from __future__ import annotations
 
@@ -17,14 +13,13 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from angzarr_es import _jsapi as js
-from angzarr_es._wire import STATUS, Wire, _translated, api_error
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.api import CONSUMER_NEXT, ack_metadata
+from angzarr_es._nats.connection import settle_subscriptions
+from angzarr_es._nats.errors import translated
+from angzarr_es._nats.wire import Wire
 
 log = logging.getLogger("angzarr_es")
-
-H_PENDING_MSGS = "Nats-Pending-Messages"
-H_PIN_ID = "Nats-Pin-Id"
-H_DESCRIPTION = "Description"
 
 ACK = b"+ACK"
 PROGRESS = b"+WPI"
@@ -55,16 +50,14 @@ class Pulled:
         self.reply = reply
         # The commit's stored headers (trace context, for one).
         self.headers = headers
-        tokens = reply.split(".")
-        # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
-        # v2: $JS.ACK.<domain>.<acchash>.<stream>.<consumer>.<delivered>...<pending>.<rnd>
-        base = 4 if len(tokens) == 9 else 6
-        self.consumer = tokens[base - 1]
-        self.delivered = int(tokens[base])
-        self.stream_seq = int(tokens[base + 1])
-        self.consumer_seq = int(tokens[base + 2])
-        self.timestamp_ns = int(tokens[base + 3])
-        self.pending = int(tokens[base + 4])
+        (
+            self.consumer,
+            self.delivered,
+            self.stream_seq,
+            self.consumer_seq,
+            self.timestamp_ns,
+            self.pending,
+        ) = ack_metadata(reply)
 
 
 # Which subscription's handler the current code runs in (a subscription
@@ -127,14 +120,10 @@ async def core_subscribe(
         StoreUnavailable: the connection is closed.
     """
     core = CoreSubscription(handler)
-    with _translated(f"subscribe to {subject}"):
+    with translated(f"subscribe to {subject}"):
         core._sub = await wire.nc.subscribe(subject, cb=core._on_msg)
-        # Once the server has the interest, publishes from anywhere reach us.
-        # nats-py 2.16 writes flush()'s PING straight to the socket, ahead of
-        # the still-buffered SUB (measured: 13 of 600 publishes right after a
-        # subscribe+flush were missed); the second PING goes out after it.
-        await wire.nc.flush(timeout=max(1, int(wire.timeout)))
-        await wire.nc.flush(timeout=max(1, int(wire.timeout)))
+    # Once the server has the interest, publishes from anywhere reach us.
+    await settle_subscriptions(wire.nc, wire.timeout)
     return core
 
 
@@ -175,45 +164,45 @@ class Puller:
 
     async def start(self) -> None:
         """Subscribe to the reply inbox."""
-        with _translated(f"pull from {self.consumer}"):
+        with translated(f"pull from {self.consumer}"):
             self._sub = await self.wire.nc.subscribe(self._inbox, cb=self._on_reply)
 
     async def _on_reply(self, msg: Msg) -> None:
         self.last_seen = time.monotonic()
         headers = msg.headers
-        status = headers.get(STATUS) if headers else None
+        status = headers.get(m.STATUS) if headers else None
         if status is None:
             self.outstanding = max(0, self.outstanding - 1)
             if self.group and headers:
-                self.pin_id = headers.get(H_PIN_ID, self.pin_id)
+                self.pin_id = headers.get(m.H_PIN_ID, self.pin_id)
             self.on_msg(Pulled(msg.subject, msg.data, msg.reply, headers))
             return
         if status == "100":
             return
         assert headers is not None
-        left = headers.get(H_PENDING_MSGS)
+        left = headers.get(m.H_PENDING_MSGS)
         if left is not None and left.isdigit():
             self.outstanding = max(0, self.outstanding - int(left))
         else:
             self.outstanding = 0
         if status == "423":
             self.pin_id = ""  # another client holds the pin: ask again, unpinned
-        self.on_status(status, headers.get(H_DESCRIPTION, ""))
+        self.on_status(status, headers.get(m.H_DESCRIPTION, ""))
 
     async def pull(self, batch: int) -> None:
         """Ask for up to `batch` more messages (delivered as they become available)."""
-        body = js.encode(
-            js.PullRequest(
+        body = m.encode(
+            m.PullRequest(
                 batch=batch,
-                expires=int(self.expires * js.NANOS),
-                idle_heartbeat=int(self.heartbeat * js.NANOS),
+                expires=int(self.expires * m.NANOS),
+                idle_heartbeat=int(self.heartbeat * m.NANOS),
                 group=self.group,
                 id=self.pin_id,
             )
         )
         self.outstanding += batch
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}"
-        with _translated(f"pull from {self.consumer}"):
+        subject = CONSUMER_NEXT.format(stream=self.stream, consumer=self.consumer)
+        with translated(f"pull from {self.consumer}"):
             await self.wire.nc.publish(subject, body, reply=self._inbox)
 
     async def unpin(self) -> None:
@@ -221,14 +210,9 @@ class Puller:
         if not (self.group and self.pin_id):
             return
         self.pin_id = ""
-        body = js.encode(js.UnpinRequest(group=self.group))
-        reply_ = js.api_response(
-            await self.wire.api(
-                f"$JS.API.CONSUMER.UNPIN.{self.stream}.{self.consumer}", body, what="unpin"
-            )
-        )
-        if reply_.error is not None:
-            log.warning("could not unpin %s: %s", self.consumer, reply_.error.description)
+        refused = await self.wire.js.consumer_unpin(self.stream, self.consumer, self.group)
+        if refused:
+            log.warning("could not unpin %s: %s", self.consumer, refused)
 
     def stalled(self) -> bool:
         """Whether requests are outstanding but the server has gone quiet past two heartbeats."""
@@ -250,7 +234,7 @@ class Puller:
 
 async def reply(wire: Wire, subject: str, body: bytes) -> None:
     """Send an ack, nak, progress or term to a message's reply subject."""
-    with _translated("acknowledge"):
+    with translated("acknowledge"):
         await wire.nc.publish(subject, body)
 
 
@@ -258,51 +242,10 @@ def nak_body(delay: float) -> bytes:
     """A NAK asking for redelivery after `delay` seconds."""
     if delay <= 0:
         return b"-NAK"
-    return b'-NAK {"delay": %d}' % int(delay * js.NANOS)
+    return b'-NAK {"delay": %d}' % int(delay * m.NANOS)
 
 
 async def flush(wire: Wire) -> None:
     """Wait until the server has seen everything published so far."""
-    with _translated("flush"):
+    with translated("flush"):
         await wire.nc.flush(timeout=max(1, int(wire.timeout)))
-
-
-# -- consumer administration -------------------------------------------------
-
-
-async def consumer_info(wire: Wire, stream: str, name: str) -> js.DurableInfo | None:
-    """The consumer's info, or None if it does not exist."""
-    info = js.durable_info(
-        await wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}", what=f"consumer info {name}")
-    )
-    if info.error is not None:
-        if info.error.err_code == js.CONSUMER_NOT_FOUND:
-            return None
-        raise api_error(f"consumer info {name}", info.error)
-    return info
-
-
-async def consumer_put(
-    wire: Wire, stream: str, config: js.ConsumerConfig, action: str
-) -> js.DurableInfo:
-    """Create (`action="create"`) or update (`"update"`) a consumer."""
-    name = config.durable_name or config.name
-    body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=config, action=action))
-    info = js.durable_info(
-        await wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body, what=f"{action} {name}")
-    )
-    if info.error is not None:
-        raise api_error(f"{action} consumer {name}", info.error)
-    return info
-
-
-async def consumer_delete(wire: Wire, stream: str, name: str) -> bool:
-    """Delete a consumer; False if it did not exist."""
-    reply_ = js.api_response(
-        await wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", what=f"delete {name}")
-    )
-    if reply_.error is not None:
-        if reply_.error.err_code == js.CONSUMER_NOT_FOUND:
-            return False
-        raise api_error(f"delete consumer {name}", reply_.error)
-    return True

@@ -1,0 +1,342 @@
+"""The request mux: one wildcard reply inbox for every request of a connection.
+
+`request` sends one request and awaits its one reply; `gather` sends one and
+collects a batch of replies ended by a status message (Direct Get batches,
+pull requests). Replies are matched by the inbox token, deadlines are kept by
+one shared sweep, and a connection failure or permissions violation fails
+the requests it concerns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.connection import FastClient, serve_directly, settle_subscriptions
+from angzarr_es._nats.errors import NO_RESPONDERS, translated
+from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
+
+__all__ = ["Collector", "Mux", "feed"]
+
+log = logging.getLogger("angzarr_es")
+
+# nats-server: Permissions Violation for Publish to "<subject>" / Subscription to ...
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
+
+# How often pending requests are checked for their deadline: a request times
+# out between `timeout` and `timeout + SWEEP_INTERVAL` seconds.
+SWEEP_INTERVAL = 0.05
+
+
+class _Pending(NamedTuple):
+    """One request waiting for its reply."""
+
+    waiter: asyncio.Future[Msg]
+    deadline: float
+    what: str
+    subject: str
+
+
+class Collector:
+    """Replies to one multi-reply request, filled by the inbox callback."""
+
+    __slots__ = (
+        "deadline",
+        "done",
+        "expect",
+        "last_seq",
+        "pending",
+        "replies",
+        "size",
+        "status",
+        "subject",
+        "what",
+    )
+
+    def __init__(
+        self, expect: int, subject: str = "", what: str = "", deadline: float = 0.0
+    ) -> None:
+        self.subject = subject
+        self.what = what
+        self.deadline = deadline
+        self.replies: list[tuple[bytes, str, str]] = []
+        self.size = 0
+        self.expect = expect
+        self.last_seq = 0
+        self.pending = 0
+        self.status = ""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+def feed(collector: Collector, data: bytes, reply: str, headers: dict[str, str] | None) -> None:
+    """Add one reply to `collector`, completing it on a status or the expected count."""
+    if collector.done.done():
+        return
+    status = headers.get(m.STATUS) if headers else None
+    if status is None:
+        seq = headers.get(m.H_SEQUENCE, "") if headers else ""
+        collector.replies.append((data, reply, seq))
+        collector.size += len(data)
+        if len(collector.replies) == collector.expect:
+            collector.done.set_result(None)
+        return
+    collector.status = status
+    if headers is not None:
+        collector.last_seq = int(headers.get(m.H_LAST_SEQ, "0") or 0)
+        collector.pending = int(headers.get(m.H_NUM_PENDING, "0") or 0)
+    collector.done.set_result(None)
+
+
+class Mux:
+    """Requests and batch reads of one connection over a shared reply inbox."""
+
+    def __init__(self, nc: NatsClient, timeout: float) -> None:
+        self.nc = nc
+        self.timeout = timeout
+        self._inbox_prefix = ""
+        self._inbox_sub: Subscription | None = None
+        # Multi-reply reads by inbox token (or by a dedicated inbox subject).
+        self.collectors: dict[str, Collector] = {}
+        # The collector of the last batch reply routed, by its inbox subject.
+        self._hot_subject = b""
+        self._hot: Collector | None = None
+        self._replies: dict[str, _Pending] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._next_token = 0
+        # Set when the server refuses our reply-inbox subscription.
+        self._sub_denied: PermissionDenied | None = None
+
+    async def start(self, settle_timeout: float) -> None:
+        """Subscribe to the reply inbox; the server has the interest on return.
+
+        Raises:
+            PermissionDenied: the account may not subscribe to `_INBOX.>`.
+        """
+        self._inbox_prefix = self.nc.new_inbox() + "."
+        with translated("subscribe to reply inbox"):
+            self._inbox_sub = await self.nc.subscribe(self._inbox_prefix + "*", cb=self._on_reply)
+            serve_directly(self.nc, self._inbox_sub, self._route_raw)
+            # A denied subscription is reported asynchronously, before the PONG
+            # that follows the SUB.
+            await settle_subscriptions(self.nc, settle_timeout)
+        if self._sub_denied is not None:
+            raise PermissionDenied(
+                f"{self._sub_denied} (the account must be allowed to subscribe to _INBOX.>)"
+            )
+
+    # -- failing what waits ------------------------------------------------------
+
+    def fail_collectors(self, exc: Exception) -> None:
+        """Fail every multi-reply read in flight: replies sent before a
+        reconnect are lost, so a partial page must never look complete."""
+        for collector in self.collectors.values():
+            if not collector.done.done():
+                collector.done.set_exception(exc)
+
+    def fail_all(self, exc: StoreError) -> None:
+        """Fail everything in flight and forget it (the connection is closing)."""
+        self.fail_collectors(exc)
+        for pending in self._replies.values():
+            if not pending.waiter.done():
+                pending.waiter.set_exception(exc)
+        self.collectors.clear()
+        self._hot_subject, self._hot = b"", None
+        self._replies.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def permission_violation(self, text: str) -> None:
+        """Fail the requests an asynchronous permissions violation concerns."""
+        denied = PermissionDenied(f"NATS refused: {text.removeprefix('nats: ')}")
+        found = _VIOLATION.search(text)
+        # Only a denied publish names the request it concerns (lowercased by
+        # nats-py); a denied subscription (our reply inbox) dooms them all.
+        subject = found.group(2) if found and found.group(1).lower() == "publish" else None
+        if found and subject is None:
+            self._sub_denied = denied
+        for collector in self.collectors.values():
+            if not collector.done.done() and subject in (None, collector.subject.lower()):
+                collector.done.set_exception(denied)
+        for pending in self._replies.values():
+            if not pending.waiter.done() and subject in (None, pending.subject.lower()):
+                pending.waiter.set_exception(
+                    PermissionDenied(f"{pending.what}: {denied}", code=403)
+                )
+
+    # -- one reply -----------------------------------------------------------------
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        what: str = "request",
+    ) -> Msg:
+        """One request, one reply; a 503 status (no responders) is an error.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        msg = await self.ask(subject, payload, headers, timeout or self.timeout, what)
+        if msg.headers and msg.headers.get(m.STATUS) == "503":
+            raise StoreUnavailable(f"{what}: {NO_RESPONDERS}", code=503)
+        return msg
+
+    async def ask(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+        what: str,
+    ) -> Msg:
+        """Publish with a reply subject on the shared inbox and await the one reply.
+
+        Cheaper than nats-py's `request()` (measured about 14 µs per round trip
+        on a 2-core machine): a counter instead of a fresh NUID token, one dict
+        entry instead of a done-callback, and one shared sweeper for timeouts
+        instead of `asyncio.wait_for` and a timer per request (a timer heap of
+        Python-level handles is costly with many requests in flight).
+        """
+        token = self._token()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        # The subject is kept so that a permissions violation (an async -ERR
+        # naming only the subject) fails the request it concerns at once.
+        self._replies[token] = _Pending(waiter, loop.time() + timeout, what, subject)
+        self._arm_sweeper(loop)
+        try:
+            with translated(what):
+                if isinstance(self.nc, FastClient):
+                    await self.nc.send(subject, self._inbox_prefix + token, payload, headers)
+                else:
+                    await self.nc.publish(
+                        subject, payload, reply=self._inbox_prefix + token, headers=headers
+                    )
+            return await waiter
+        finally:
+            self._replies.pop(token, None)
+
+    # -- many replies ----------------------------------------------------------------
+
+    async def gather(
+        self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""
+    ) -> Collector:
+        """Send one request and collect its replies until `expect` messages or a status.
+
+        With `inbox`, replies go to that dedicated subscription (whose callback
+        feeds `self.collectors[inbox]`); otherwise to the shared reply inbox.
+        """
+        if inbox:
+            token, reply = inbox, inbox
+        else:
+            token = self._token()
+            reply = self._inbox_prefix + token
+        loop = asyncio.get_running_loop()
+        collector = Collector(expect, subject, what, loop.time() + self.timeout)
+        self.collectors[token] = collector
+        self._arm_sweeper(loop)
+        try:
+            with translated(what):
+                await self.nc.publish(subject, body, reply=reply)
+            await collector.done
+        finally:
+            self.collectors.pop(token, None)
+            if self._hot is collector:
+                self._hot_subject, self._hot = b"", None
+        return collector
+
+    def route(self, inbox: str) -> Callable[[bytes, bytes, bytes, dict[str, str] | None], None]:
+        """A raw handler feeding the collector registered under `inbox`."""
+
+        def handler(
+            subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+        ) -> None:
+            collector = self.collectors.get(inbox)
+            if collector is not None:
+                feed(collector, data, reply.decode(), headers)
+
+        return handler
+
+    # -- deadlines ---------------------------------------------------------------------
+
+    def _arm_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the deadline sweep if no sweep is due (a request just began waiting)."""
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail the requests and batch reads whose deadline has passed; re-arm
+        while any are waiting."""
+        self._sweeper = None
+        if not self._replies and not self.collectors:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for token, pending in list(self._replies.items()):
+            if pending.deadline <= now:
+                del self._replies[token]
+                if not pending.waiter.done():
+                    pending.waiter.set_exception(
+                        StoreTimeout(f"{pending.what}: no answer from NATS in time")
+                    )
+        for collector in self.collectors.values():
+            if collector.deadline <= now and not collector.done.done():
+                collector.done.set_exception(
+                    StoreTimeout(f"{collector.what}: no answer from NATS in time")
+                )
+        if self._replies or self.collectors:
+            self._arm_sweeper(loop)
+
+    # -- routing replies -----------------------------------------------------------------
+
+    def _token(self) -> str:
+        self._next_token += 1
+        return str(self._next_token)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        self._deliver(msg.subject[len(self._inbox_prefix) :], msg.reply, msg.data, msg.headers)
+
+    def _route_raw(
+        self, subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        if subject == self._hot_subject:
+            # The next message of the batch just seen: no token decoding and lookups.
+            hot = self._hot
+            if hot is not None:
+                feed(hot, data, reply.decode() if reply else "", headers)
+                return
+        token = subject[len(self._inbox_prefix) :].decode()
+        collector = self.collectors.get(token)
+        if collector is not None:
+            self._hot_subject, self._hot = subject, collector
+        self._deliver(token, reply.decode() if reply else "", data, headers)
+
+    def _deliver(self, token: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        pending = self._replies.pop(token, None)
+        if pending is not None:
+            if not pending.waiter.done():
+                pending.waiter.set_result(
+                    Msg(
+                        _client=self.nc,
+                        subject=self._inbox_prefix + token,
+                        reply=reply,
+                        data=data,
+                        headers=headers,
+                    )
+                )
+            return
+        collector = self.collectors.get(token)
+        if collector is not None:
+            feed(collector, data, reply, headers)

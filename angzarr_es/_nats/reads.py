@@ -1,0 +1,219 @@
+"""Reading stored messages: batch Direct Get (any replica) and leader reads.
+
+Direct Get is answered by any replica with `allow_direct`, without headers
+(`no_hdr`: nats-py's header parsing dominated a load); the leader's
+STREAM.MSG.GET is the read that is never stale. A Direct Get nobody answers
+is explained by one shared STREAM.INFO probe per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+import msgspec
+
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.api import DIRECT_GET, DIRECT_GET_LAST, STREAM_INFO, JetStream
+from angzarr_es._nats.errors import PROVISION_HINT, STREAM_NOT_FOUND, status_error
+from angzarr_es._nats.mux import Collector, Mux
+from angzarr_es.errors import StoreError, StoreUnavailable
+
+__all__ = ["Reads", "Stored"]
+
+# Headers a commit carries (ours, plus trace context capped by angzarr_es.tracing):
+# the per-message allowance when estimating how much of a Direct Get batch's
+# max_bytes budget the server has counted.
+HEADER_ALLOWANCE = 1024
+# Direct Get pages in flight at once per connection: with the store's page
+# sizes this keeps replies well under the server's per-client pending limit
+# (64 MiB), past which it drops the connection as a slow consumer.
+PAGES_IN_FLIGHT = 16
+PROBE_TTL = 2.0
+"""Seconds a stream's STREAM.INFO probe answers for every failed Direct Get on it."""
+
+
+class Stored(NamedTuple):
+    """A stored message as the store's append checks read it."""
+
+    data: bytes
+    msg_id: str
+    append_id: str
+    seq: int
+
+
+class Reads:
+    """Direct Get and leader reads of one connection."""
+
+    def __init__(self, mux: Mux, js: JetStream) -> None:
+        self._mux = mux
+        self._js = js
+        # Stream -> (when asked, STREAM.INFO probe) for Direct Gets nobody answered.
+        self._probes: dict[str, tuple[float, asyncio.Future[str]]] = {}
+        self._pages = asyncio.Semaphore(PAGES_IN_FLIGHT)
+
+    # -- Direct Get: any replica -----------------------------------------------------
+
+    async def direct_batch(
+        self, stream: str, subject: str, start: int, batch: int, max_bytes: int
+    ) -> tuple[list[bytes], int, bool]:
+        """One page of a subject's messages from stream sequence `start`, without headers.
+
+        Returns (payloads, stream sequence of the last one, whether more may follow).
+        """
+        body = m.encode(
+            m.DirectBatchRequest(
+                seq=start, next_by_subj=subject, batch=batch, max_bytes=max_bytes, no_hdr=True
+            )
+        )
+        what = f"read {subject}"
+        async with self._pages:
+            got = await self._mux.gather(DIRECT_GET.format(stream=stream), body, batch + 1, what)
+        if got.status == "404":
+            return [], 0, False
+        if got.status == "503":
+            raise await self._no_direct_get(what, stream)
+        if got.status != "204":
+            raise status_error(what, got.status or "?")
+        payloads = [data for data, _, _ in got.replies]
+        return payloads, got.last_seq, _more_after(got, batch, max_bytes, len(subject))
+
+    async def direct_sequences(
+        self, stream: str, subject: str, start: int, batch: int
+    ) -> list[int]:
+        """Stream sequences of up to `batch` messages on `subject` from `start`."""
+        body = m.encode(m.DirectBatchRequest(seq=start, next_by_subj=subject, batch=batch))
+        what = f"locate {subject}"
+        got = await self._mux.gather(DIRECT_GET.format(stream=stream), body, batch + 1, what)
+        if got.status == "503":  # a missing stream must not read as "no messages"
+            raise await self._no_direct_get(what, stream)
+        if got.status not in ("204", "404"):
+            raise status_error(what, got.status or "?")
+        return [int(seq or 0) for _, _, seq in got.replies]
+
+    async def direct_last(
+        self, stream: str, subject: str, what: str = ""
+    ) -> tuple[bytes, int, dict[str, str]] | None:
+        """(payload, stream sequence, headers) of the last message on `subject`
+        (a literal subject or a wildcard), by Direct Get.
+
+        May be answered by any replica, including one that lags.
+        """
+        what = what or f"read last commit of {subject}"
+        try:
+            msg = await self._mux.request(
+                DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what
+            )
+        except StoreUnavailable as exc:
+            if exc.code != 503:
+                raise
+            raise await self._no_direct_get(what, stream) from exc
+        headers = msg.headers or {}
+        status = headers.get(m.STATUS)
+        if status == "404":
+            return None
+        if status:
+            raise status_error(what, status, headers)
+        return msg.data, int(headers.get(m.H_SEQUENCE, "0")), headers
+
+    # -- the stream leader -----------------------------------------------------------
+
+    async def leader_last(self, stream: str, subject: str) -> tuple[bytes, int] | None:
+        """Like `direct_last` but answered by the stream leader (never stale)."""
+        got = await self._js.msg_get(
+            stream, m.MsgGetRequest(last_by_subj=subject), f"read last commit of {subject}"
+        )
+        return None if got is None else (got.data, got.seq)
+
+    async def leader_next(self, stream: str, subject: str, seq: int) -> tuple[bytes, int] | None:
+        """(payload, stream sequence) of the first message on `subject` at or after
+        stream sequence `seq`, answered by the stream leader."""
+        got = await self._js.msg_get(
+            stream, m.MsgGetRequest(seq=seq, next_by_subj=subject), f"read last commit of {subject}"
+        )
+        return None if got is None else (got.data, got.seq)
+
+    async def leader_message(
+        self, stream: str, subject: str, *, seq: int = 0, start_time: str = ""
+    ) -> Stored | None:
+        """The first message on `subject` at or after stream sequence `seq`, or
+        stored at or after `start_time` (RFC 3339), from the stream leader."""
+        request = m.MsgGetRequest(seq=seq, next_by_subj=subject, start_time=start_time)
+        got = await self._js.msg_get(stream, request, f"read {subject}")
+        if got is None:
+            return None
+        return Stored(
+            got.data,
+            header_value(got.hdrs, m.H_MSG_ID),
+            header_value(got.hdrs, m.H_APPEND_ID),
+            got.seq,
+        )
+
+    # -- why nobody answered ---------------------------------------------------------
+
+    async def _no_direct_get(self, what: str, stream: str) -> StoreUnavailable:
+        """The error for a Direct Get nobody answered: the stream is missing
+        (a permanent misconfiguration, said so), or its leader is being elected.
+
+        Reads failing together share one STREAM.INFO probe, and its answer is
+        reused for PROBE_TTL seconds: an election must not cost a probe (and a
+        wait) per failed read.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        known = self._probes.get(stream)
+        if known is None or (known[1].done() and now - known[0] > PROBE_TTL):
+            known = (now, loop.create_task(self._probe(stream)))
+            self._probes[stream] = known
+        reason = await asyncio.shield(known[1])
+        return StoreUnavailable(f"{what}: {reason}", code=503)
+
+    async def _probe(self, stream: str) -> str:
+        """Why Direct Gets on `stream` go unanswered, as far as STREAM.INFO tells (0.25 s)."""
+        try:
+            raw = await self._js.call(
+                STREAM_INFO.format(stream=stream),
+                timeout=min(self._mux.timeout, 0.25),
+                what=f"look up stream {stream}",
+            )
+            reply = m.api_response(raw)
+        except StoreUnavailable as exc:
+            if exc.code == 503 and self._mux.nc.is_connected:
+                return "no responders: JetStream is not enabled for this account or server"
+            return f"no responders ({exc})"
+        except (StoreError, msgspec.DecodeError):
+            return "no responders (the stream has no leader, or JetStream is not enabled)"
+        if reply.error is not None and reply.error.err_code == STREAM_NOT_FOUND:
+            return f"stream {stream} does not exist: create it with {PROVISION_HINT}"
+        return "no responders (the stream has no leader yet: an election, or it is starting)"
+
+
+def _more_after(got: Collector, batch: int, max_bytes: int, subject_len: int) -> bool:
+    """Whether messages may remain after a no_hdr Direct Get batch.
+
+    The EOB's Nats-Num-Pending is, with no_hdr, the count at the *start* of the
+    batch (nats-server decrements it only when it sends headers), unless the
+    stream grew meanwhile: then it is recounted after the last message sent.
+    0 means nothing remains either way; anything but the count received means
+    more remain. Only when it equals the count received is it ambiguous, and
+    then the batch stopped early only if it was full or hit max_bytes.
+    """
+    sent = len(got.replies)
+    if sent == batch:
+        return True
+    if got.pending == 0:
+        return False
+    if got.pending != sent:
+        return True
+    spent = got.size + sent * (subject_len + HEADER_ALLOWANCE)
+    return spent >= max_bytes
+
+
+def header_value(raw: bytes, name: str) -> str:
+    """One header's value from a raw `NATS/1.0` header block ("" if absent)."""
+    key = name.lower().encode()
+    for line in raw.split(b"\r\n")[1:]:
+        k, sep, v = line.partition(b":")
+        if sep and k.strip().lower() == key:
+            return v.strip().decode(errors="replace")
+    return ""

@@ -1,0 +1,113 @@
+"""The error table: every nats-py exception and JetStream error code maps to
+the angzarr_es error the docs promise (httpx's test_exceptions.py is the model)."""
+
+from __future__ import annotations
+
+import inspect
+
+import nats.errors
+import pytest
+
+from angzarr_es import errors as e
+from angzarr_es._nats import errors as table
+
+
+def _nats_exception_classes() -> list[type[BaseException]]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(nats.errors, inspect.isclass)
+        if issubclass(cls, BaseException) and cls.__module__ == nats.errors.__name__
+    ]
+
+
+def test_every_nats_exception_class_has_an_entry() -> None:
+    missing = [cls.__name__ for cls in _nats_exception_classes() if cls not in table.EXCEPTIONS]
+    assert missing == [], f"nats.errors classes without a rule in EXCEPTIONS: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (nats.errors.TimeoutError(), e.StoreTimeout),
+        (nats.errors.FlushTimeoutError(), e.StoreTimeout),
+        (nats.errors.DrainTimeoutError(), e.StoreTimeout),
+        (TimeoutError(), e.StoreTimeout),
+        (nats.errors.NoRespondersError(), e.StoreUnavailable),
+        (nats.errors.ConnectionClosedError(), e.StoreUnavailable),
+        (nats.errors.ConnectionReconnectingError(), e.StoreUnavailable),
+        (nats.errors.ConnectionDrainingError(), e.StoreUnavailable),
+        (nats.errors.NoServersError(), e.StoreUnavailable),
+        (nats.errors.StaleConnectionError(), e.StoreUnavailable),
+        (nats.errors.UnexpectedEOF(), e.StoreUnavailable),
+        (nats.errors.OutboundBufferLimitError(), e.StoreUnavailable),
+        (
+            nats.errors.SlowConsumerError(subject="s", reply="r", sid=1, sub=None),
+            e.StoreUnavailable,
+        ),
+        (ConnectionResetError(), e.StoreUnavailable),
+        (nats.errors.AuthorizationError(), e.PermissionDenied),
+        (nats.errors.MaxPayloadError(), e.AppendTooLarge),
+        (nats.errors.BadSubjectError(), e.StoreError),
+        (nats.errors.BadHeaderError(), e.StoreError),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v.__name__,
+)
+def test_translation(raised: BaseException, expected: type[e.AngzarrESError]) -> None:
+    with pytest.raises(expected) as info, table.translated("do a thing"):
+        raise raised
+    assert type(info.value) is expected
+    assert info.value.__cause__ is raised
+    assert str(info.value).startswith("do a thing") or expected is e.AppendTooLarge
+    assert "0 bytes" not in str(info.value)
+
+
+@pytest.mark.parametrize("cls", sorted(table.EXCEPTIONS, key=lambda c: c.__qualname__))
+def test_each_entry_builds_its_error(cls: type[BaseException]) -> None:
+    rule = table.EXCEPTIONS[cls]
+    exc = cls.__new__(cls)
+    translated = table.translate(exc, "x")
+    assert isinstance(translated, rule.error)
+    assert isinstance(translated, e.AngzarrESError)
+
+
+@pytest.mark.parametrize(
+    ("code", "err_code", "expected"),
+    [
+        (404, table.STREAM_NOT_FOUND, e.StoreUnavailable),
+        (503, 0, e.StoreUnavailable),
+        (408, 0, e.StoreTimeout),
+        (403, 0, e.PermissionDenied),
+        (400, table.WRONG_LAST_SEQUENCE, e.StoreError),
+        (500, 10049, e.StoreError),
+    ],
+)
+def test_api_errors(code: int, err_code: int, expected: type[e.StoreError]) -> None:
+    err = table.api_error("read x", code, err_code, "described")
+    assert type(err) is expected
+    assert (err.code, err.err_code) == (code, err_code)
+    assert "described" in str(err)
+    if err_code == table.STREAM_NOT_FOUND:
+        assert "provision" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("503", e.StoreUnavailable),
+        ("408", e.StoreTimeout),
+        ("403", e.PermissionDenied),
+        ("409", e.StoreError),
+        ("?", e.StoreError),
+    ],
+)
+def test_status_errors(status: str, expected: type[e.StoreError]) -> None:
+    err = table.status_error("read x", status, {"Description": "why"})
+    assert type(err) is expected
+    assert str(err) == f"read x: server answered status {status} why"
+
+
+def test_angzarr_errors_pass_through() -> None:
+    original = e.ConcurrencyError(1, 2)
+    with pytest.raises(e.ConcurrencyError) as info, table.translated("x"):
+        raise original
+    assert info.value is original
