@@ -36,7 +36,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats.messages import H_MSG_ID
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import InvalidAggregateId
-from angzarr_es.subjects import correlation_token, decode_root
+from angzarr_es.subjects import Subjects, decode_root
 
 __all__ = ["by_correlation", "index_subject", "write_entry"]
 
@@ -64,7 +64,7 @@ def index_subject(prefix: str, correlation_id: str) -> str:
         TypeError: not a str.
         InvalidAggregateId: empty or over 1024 bytes.
     """
-    return f"{prefix}.correlation.{correlation_token(correlation_id)}"
+    return Subjects(prefix).correlation(correlation_id)
 
 
 async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequence: int) -> None:

@@ -22,6 +22,7 @@ from angzarr_es._types import Snapshot
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import CodecError, InvalidSnapshot
 from angzarr_es.pb import core_pb2
+from angzarr_es.subjects import Subjects
 
 __all__ = ["covering_commit", "latest", "provision", "save", "stream_config"]
 
@@ -33,7 +34,7 @@ def stream_config(cfg: NatsConfig) -> m.StreamConfig:
     """The snapshot stream's configuration."""
     return m.StreamConfig(
         name=cfg.snapshot_stream,
-        subjects=[f"{cfg.subject_prefix}.snapshots.>"],
+        subjects=Subjects(cfg.subject_prefix).snapshots_stream,
         num_replicas=cfg.replicas,
         max_msgs_per_subject=1 + cfg.snapshot_history,
         discard="old",

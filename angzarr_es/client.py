@@ -32,7 +32,7 @@ from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
 from angzarr_es.projector import Projector, ProjectorSettings, handler_task
 from angzarr_es.store import EventStore, StoreContext
-from angzarr_es.subjects import validate_edition
+from angzarr_es.subjects import Subjects, validate_edition
 
 __all__ = ["Client", "ProvisionPlan", "connect"]
 
@@ -110,6 +110,7 @@ class Client:
         self._ctx = StoreContext(
             wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
         )
+        self._subjects = Subjects(config.nats.subject_prefix)
         self._bus: Bus | None = None
         # What close() stops first: without it their tasks died with the loop.
         self._owned: weakref.WeakSet[Projector | CatchUp] = weakref.WeakSet()
@@ -146,13 +147,13 @@ class Client:
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
-        prefix = f"{self._config.nats.subject_prefix}.events."
         seen: set[str] = set()
-        pages = _discovery.subject_pages(self._wire, self._ctx.stream, prefix + "*.*")
+        subjects = self._subjects
+        pages = _discovery.subject_pages(self._wire, self._ctx.stream, subjects.all_aggregates())
         async with contextlib.aclosing(pages):
             async for page in pages:
                 for subject in page:
-                    domain = subject[len(prefix) :].partition(".")[0]
+                    domain = subjects.domain_of(subject)
                     if domain not in seen:
                         seen.add(domain)
                         yield domain
@@ -195,11 +196,9 @@ class Client:
         # Snapshots first: a missing snapshot stream then fails before any
         # event goes (events went first before, leaving the edition half
         # deleted), and events whose snapshots are gone still load.
-        await _editions.purge(
-            self._wire, n.snapshot_stream, f"{n.subject_prefix}.snapshots.*.*.{name}"
-        )
+        await _editions.purge(self._wire, n.snapshot_stream, self._subjects.edition_snapshots(name))
         purged = await _editions.purge(
-            self._wire, n.stream_name, f"{n.subject_prefix}.events.*.*.{name}"
+            self._wire, n.stream_name, self._subjects.edition_events(name)
         )
         self._ctx.cache.clear()
         return purged
@@ -354,7 +353,7 @@ class Client:
         atomic = self._wire.server_version >= ATOMIC_SERVER
         return m.StreamConfig(
             name=n.stream_name,
-            subjects=[f"{n.subject_prefix}.events.>", f"{n.subject_prefix}.correlation.>"],
+            subjects=self._subjects.events_stream,
             num_replicas=n.replicas,
             max_age=int(n.max_age * m.NANOS),
             duplicate_window=int(n.duplicate_window * m.NANOS),

@@ -26,6 +26,7 @@ __all__ = [
     "MAIN_EDITION",
     "MAX_ID_BYTES",
     "AggregateId",
+    "Subjects",
     "correlation_token",
     "decode_root",
     "domain_filter",
@@ -171,12 +172,12 @@ def events_filter(prefix: str, domain: str | None = None) -> str:
     """Subject filter for all main-timeline aggregates of `domain` (or of every domain)."""
     if domain is None:
         return f"{prefix}.events.>"
-    return f"{prefix}.events.{validate_domain(domain)}.*"
+    return Subjects(prefix).domain_aggregates(validate_domain(domain))
 
 
 def domain_filter(prefix: str, domain: str) -> str:
     """Subject filter for everything of `domain`, editions and sub-subjects included."""
-    return f"{prefix}.events.{validate_domain(domain)}.>"
+    return Subjects(prefix).domain_all(domain)
 
 
 def parse_subject(prefix: str, subject: str) -> tuple[str, str]:
@@ -192,3 +193,90 @@ def parse_subject(prefix: str, subject: str) -> tuple[str, str]:
     if len(parts) < 2:
         raise InvalidAggregateId(f"{subject!r} is not an aggregate subject")
     return parts[0], decode_root(parts[1])
+
+
+class Subjects:
+    """The subject layout under one prefix: every subject and filter the
+    project uses is built here, so the layout lives in one place."""
+
+    __slots__ = ("correlation_root", "dlq_root", "events_root", "prefix", "snapshots_root")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.events_root = f"{prefix}.events."
+        self.snapshots_root = f"{prefix}.snapshots."
+        self.correlation_root = f"{prefix}.correlation."
+        self.dlq_root = f"{prefix}.dlq."
+
+    # -- streams' subjects ------------------------------------------------------
+
+    @property
+    def events_stream(self) -> list[str]:
+        """What the event stream captures: commits and the correlation index."""
+        return [self.events_root + ">", self.correlation_root + ">"]
+
+    @property
+    def snapshots_stream(self) -> list[str]:
+        """What the snapshot stream captures."""
+        return [self.snapshots_root + ">"]
+
+    @property
+    def dlq_stream(self) -> str:
+        """What the dead-letter stream captures."""
+        return self.dlq_root + ">"
+
+    # -- one aggregate -------------------------------------------------------------
+
+    def aggregate(self, domain: str, root: AggregateId, edition: str = "") -> str:
+        """The subject holding one aggregate's commits (`domain` already validated)."""
+        return f"{self.events_root}{domain}.{encode_root(root)}" + (
+            f".{edition}" if edition else ""
+        )
+
+    def snapshot(self, domain: str, root: AggregateId, edition: str = "") -> str:
+        """The subject holding one aggregate's snapshots."""
+        tail = f".{edition}" if edition else ""
+        return f"{self.snapshots_root}{domain}.{encode_root(root)}{tail}"
+
+    def correlation(self, correlation_id: str) -> str:
+        """The index subject of one correlation id (hostile ids are encoded like roots).
+
+        Raises:
+            TypeError: not a str.
+            InvalidAggregateId: empty or over 1024 bytes.
+        """
+        return self.correlation_root + correlation_token(correlation_id)
+
+    def dead_letter(self, domain: str) -> str:
+        """Where a projector's dead letters of `domain` go ("_" for none)."""
+        return f"{self.dlq_root}{domain or '_'}"
+
+    # -- filters ---------------------------------------------------------------------
+
+    def domain_aggregates(self, domain: str, edition: str = "") -> str:
+        """Every aggregate of `domain` on one timeline (main, or `edition`)."""
+        return f"{self.events_root}{domain}.*" + (f".{edition}" if edition else "")
+
+    def domain_all(self, domain: str) -> str:
+        """Everything of `domain`: every timeline and sub-subject."""
+        return f"{self.events_root}{validate_domain(domain)}.>"
+
+    def all_aggregates(self) -> str:
+        """Every main-timeline aggregate of every domain."""
+        return self.events_root + "*.*"
+
+    def edition_events(self, edition: str) -> str:
+        """Every commit of `edition`, in every domain."""
+        return f"{self.events_root}*.*.{edition}"
+
+    def edition_snapshots(self, edition: str) -> str:
+        """Every snapshot of `edition`, in every domain."""
+        return f"{self.snapshots_root}*.*.{edition}"
+
+    # -- reading subjects ------------------------------------------------------------
+
+    def domain_of(self, subject: str) -> str:
+        """The domain token of an event subject ("" if it is not one)."""
+        if not subject.startswith(self.events_root):
+            return ""
+        return subject[len(self.events_root) :].partition(".")[0]
