@@ -1,6 +1,6 @@
 """Prometheus metrics for the store and the bus (the `metrics` extra: prometheus-client).
 
-    metrics = angzarr_es.metrics.instrument(client)      # stores made afterwards are measured
+    metrics = angzarr_es.metrics.instrument(client)      # sets client.observer
     angzarr_es.metrics.serve(9464)                       # or expose REGISTRY your own way
 
 Series (label values in braces):
@@ -13,27 +13,20 @@ Series (label values in braces):
     angzarr_es_bus_redeliveries_total{consumer}     for the bus: `metrics.redelivered(...)`
     angzarr_es_bus_dead_letters_total{consumer}     for the bus: `metrics.dead_lettered(...)`
 
-Instrumented clients also stamp every commit with a W3C `traceparent` header
-(see `angzarr_es.tracing`). Without `instrument()` nothing here runs: the
-store's hot path checks one attribute.
+`StoreMetrics` is an `angzarr_es.Observer`: `connect(observer=StoreMetrics())`
+does the same as `instrument()`. Instrumented clients also stamp every commit
+with a W3C `traceparent` header (see `angzarr_es.tracing`). Without an
+observer nothing here runs: the store's hot path checks one attribute.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
-import time
 import weakref
-from collections.abc import Iterable
-
-from google.protobuf.message import Message
 
 from angzarr_es import tracing
-from angzarr_es._types import AppendResult, ExpectedVersion, History
+from angzarr_es._observe import Observer, Outcome
 from angzarr_es.client import Client
-from angzarr_es.errors import AngzarrESError, ConcurrencyError, ConfigError
-from angzarr_es.store import EventStore, StoreContext
-from angzarr_es.subjects import AggregateId
 
 try:
     import prometheus_client as prom
@@ -42,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "angzarr_es.metrics needs prometheus-client: pip install 'angzarr-es[metrics]'"
     ) from exc
 
-__all__ = ["LATENCY_BUCKETS", "MeteredEventStore", "StoreMetrics", "instrument", "serve"]
+__all__ = ["LATENCY_BUCKETS", "StoreMetrics", "instrument", "serve"]
 
 # Seconds: sub-millisecond resolution where the store lives, up to a failover.
 LATENCY_BUCKETS = (
@@ -111,8 +104,8 @@ def _families_of(registry: prom.CollectorRegistry) -> _Families:
         return families
 
 
-class StoreMetrics:
-    """The store's observer, counting into the metric families of `registry`.
+class StoreMetrics(Observer):
+    """An observer counting into the metric families of `registry`.
 
     The families are registered once per registry and shared: any number of
     `StoreMetrics` (and instrumented clients) may use the same registry.
@@ -131,19 +124,27 @@ class StoreMetrics:
         self.redeliveries = families.redeliveries
         self.dead_letters = families.dead_letters
 
-    # -- StoreObserver ---------------------------------------------------------
+    # -- Observer ----------------------------------------------------------------
 
     def commit_headers(self, headers: dict[str, str]) -> None:
         if self.trace:
             tracing.inject(headers)
 
+    def appended(self, domain: str, outcome: Outcome, seconds: float, events: int) -> None:
+        self.append_seconds.labels(domain, outcome).observe(seconds)
+        if outcome == "conflict":
+            self.conflicts.labels(domain).inc()
+        if events:
+            self.appended_events.labels(domain).inc(events)
+
+    def loaded(self, domain: str, seconds: float) -> None:
+        self.load_seconds.labels(domain).observe(seconds)
+
     def retried(self, domain: str, reason: str) -> None:
         self.retries.labels(domain, reason).inc()
 
-    # -- for the bus -------------------------------------------------------------
-
     def redelivered(self, consumer: str, count: int = 1) -> None:
-        """Count redeliveries to `consumer`."""
+        """Count redeliveries to `consumer` (for consumers you run yourself)."""
         self.redeliveries.labels(consumer).inc(count)
 
     def dead_lettered(self, consumer: str) -> None:
@@ -151,86 +152,19 @@ class StoreMetrics:
         self.dead_letters.labels(consumer).inc()
 
 
-class MeteredEventStore(EventStore):
-    """`EventStore` that times appends and loads; made by an instrumented client."""
-
-    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
-        super().__init__(ctx, domain, edition)
-        observer = ctx.observer
-        if not isinstance(observer, StoreMetrics):
-            raise ConfigError("MeteredEventStore needs a client set up by metrics.instrument()")
-        self._metrics = observer
-        self._append_ok = observer.append_seconds.labels(domain, "ok")
-        self._load = observer.load_seconds.labels(domain)
-
-    async def append(
-        self,
-        root: AggregateId,
-        events: Iterable[Message],
-        *,
-        expected: ExpectedVersion,
-        correlation_id: str = "",
-        idempotency_key: str = "",
-    ) -> AppendResult:
-        """See `EventStore.append`."""
-        start = time.perf_counter()
-        try:
-            result = await super().append(
-                root,
-                events,
-                expected=expected,
-                correlation_id=correlation_id,
-                idempotency_key=idempotency_key,
-            )
-        except ConcurrencyError:
-            self._observe("conflict", start)
-            self._metrics.conflicts.labels(self.domain).inc()
-            raise
-        except AngzarrESError:
-            self._observe("error", start)
-            raise
-        self._append_ok.observe(time.perf_counter() - start)
-        written = 0 if result.duplicate else result.next_sequence - result.first_sequence
-        if written:
-            self._metrics.appended_events.labels(self.domain).inc(written)
-        return result
-
-    def _observe(self, outcome: str, start: float) -> None:
-        elapsed = time.perf_counter() - start
-        self._metrics.append_seconds.labels(self.domain, outcome).observe(elapsed)
-
-    async def load(
-        self,
-        root: AggregateId,
-        from_sequence: int = 0,
-        to_sequence: int | None = None,
-        *,
-        snapshot: bool = False,
-        as_of: dt.datetime | None = None,
-    ) -> History:
-        """See `EventStore.load`."""
-        start = time.perf_counter()
-        try:
-            return await super().load(
-                root, from_sequence, to_sequence, snapshot=snapshot, as_of=as_of
-            )
-        finally:
-            self._load.observe(time.perf_counter() - start)
-
-
 def instrument(
     client: Client, metrics: StoreMetrics | None = None, *, trace: bool = True
 ) -> StoreMetrics:
-    """Measure every store `client` hands out from now on; returns the metrics.
+    """Measure `client`'s stores, and its projectors made from now on; returns the metrics.
 
-    With `trace`, commits carry a `traceparent` header. Without `metrics`,
-    the series go to the default registry (`prometheus_client.REGISTRY`);
+    Sets `client.observer` (replacing any observer set before). With
+    `trace`, commits carry a `traceparent` header. Without `metrics`, the
+    series go to the default registry (`prometheus_client.REGISTRY`);
     instrumenting several clients, with or without `metrics`, shares the
     series of each registry (the families register once per registry).
     """
     metrics = StoreMetrics(trace=trace) if metrics is None else metrics
-    client._ctx.observer = metrics
-    client._store_type = MeteredEventStore
+    client.observer = metrics
     return metrics
 
 
