@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 
@@ -274,6 +275,31 @@ def test_the_exported_series_are_unchanged() -> None:
     for name in ("angzarr_es_append_seconds_bucket", "angzarr_es_load_seconds_bucket"):
         bounds = [s.labels["le"] for s in samples if s.name == name and s.labels["domain"] == "d"]
         assert " ".join(dict.fromkeys(bounds)) == BOUNDS
+    kinds = {f.name: f.type for f in reg.collect()}
+    assert kinds == {m.name.removesuffix("_total"): m.kind for m in metrics.SPEC.values()}
+
+
+def test_the_docs_and_the_docstring_list_every_series_of_the_spec() -> None:
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    rows = re.findall(r"^\| `(angzarr_es_\w+)` \| ([^|]+) \| ([^|]+) \|$", docs, re.MULTILINE)
+    table = {name: (kind, re.findall(r"`(\w+)`", labels)) for name, kind, labels in rows}
+    spec = {m.name for m in metrics.SPEC.values()}
+    assert not spec - set(table), f"rows missing from docs/cli.md: {sorted(spec - set(table))}"
+    assert not set(table) - spec, f"rows of docs/cli.md not in SPEC: {sorted(set(table) - spec)}"
+    for m in metrics.SPEC.values():
+        kind, labels = table[m.name]
+        assert kind.startswith(m.kind), m.name
+        assert tuple(labels) == m.labels, m.name
+        assert f"{m.name}{{{','.join(m.labels)}}}" in (metrics.__doc__ or "")
+
+
+def test_store_metrics_exposes_every_family_of_the_spec() -> None:
+    m = metrics.StoreMetrics(prom.CollectorRegistry())
+    assert set(m.families) == set(metrics.SPEC)
+    for key, family in m.families.items():
+        assert getattr(m, key) is family  # the attributes of before `families`
+    with pytest.raises(AttributeError):
+        _ = m.no_such_family  # type: ignore[attr-defined]
 
 
 class Recorder(angzarr_es.Observer):
