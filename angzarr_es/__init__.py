@@ -9,12 +9,16 @@
 
 The main entry points:
 
-- `connect(url=None, *, config=None) -> Client`, and `Config.load(path)` for
-  the TOML file (`[bus.nats]`; `NATS_URL` and `BUS_BACKEND` override it).
+- `connect(url=None, *, config=None, observer=None) -> Client`, and
+  `Config.load(path)` for the TOML file (`[bus.nats]`; `NATS_URL` and
+  `BUS_BACKEND` override it).
 - `Client.store(domain) -> EventStore`: `append`, `load`, `iter`,
   `next_sequence`, snapshots, `list_roots`.
 - `Client.projector(...)`, `Client.subscribe(...)`, `Client.bus`: the event bus
   (durable projectors, catch-up subscriptions, core NATS).
+- `Observer`: subclass it to hear of appends, loads, retries, redeliveries and
+  dead letters (`metrics.StoreMetrics` is one); `connect(observer=...)` or
+  `Client.observer` installs it.
 - `testing.InMemoryClient` / `testing.InMemoryEventStore`: the same contract
   without a server, for unit tests.
 - Errors derive from `AngzarrESError` (see `angzarr_es.errors`): above all
@@ -25,6 +29,7 @@ The README and docs/ of the source distribution give the details.
 """
 
 from angzarr_es import filters as filters
+from angzarr_es._observe import Observer
 from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
 from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
 from angzarr_es.client import Client, connect
@@ -74,6 +79,7 @@ __all__ = [
     "InvalidDomain",
     "InvalidEdition",
     "InvalidSnapshot",
+    "Observer",
     "PermissionDenied",
     "Projector",
     "ProjectorStats",

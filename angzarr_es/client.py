@@ -18,6 +18,7 @@ from angzarr_es._cache import PositionCache
 from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
+from angzarr_es._observe import Observer
 from angzarr_es.bus import Bus, CatchUp, Handler, Start, Subscription
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config, ConsumerSpec
@@ -60,12 +61,17 @@ class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Why the stream cannot be changed in place (action "blocked")."""
 
 
-async def connect(url: str | list[str] | None = None, *, config: Config | None = None) -> Client:
+async def connect(
+    url: str | list[str] | None = None,
+    *,
+    config: Config | None = None,
+    observer: Observer | None = None,
+) -> Client:
     """Connect to NATS.
 
     The server is `url` if given, else the one in `config`, else `NATS_URL`,
     else nats://localhost:4222. With no `config`, `Config.load()` reads the
-    environment.
+    environment. `observer` becomes `Client.observer`.
 
     Raises:
         ConfigError: invalid configuration.
@@ -83,7 +89,7 @@ async def connect(url: str | list[str] | None = None, *, config: Config | None =
         where = "connect(url=...)"
     config.validate(where)
     wire = await Wire.connect(config.nats)
-    return Client(wire, config)
+    return Client(wire, config, observer=observer)
 
 
 _closing: set[asyncio.Task[None]] = set()  # deferred closes, kept until done
@@ -102,13 +108,14 @@ async def _shut(thing: Projector | CatchUp | Subscription, drain_timeout: float 
 class Client:
     """A connection to NATS: provisions the stream and hands out stores."""
 
-    def __init__(self, wire: Wire, config: Config) -> None:
+    def __init__(self, wire: Wire, config: Config, *, observer: Observer | None = None) -> None:
         self._wire = wire
         self._config = config
-        # angzarr_es.metrics swaps in a measuring subclass.
-        self._store_type: type[EventStore] = EventStore
         self._ctx = StoreContext(
-            wire=wire, cfg=config.nats, cache=PositionCache(config.nats.cache_size)
+            wire=wire,
+            cfg=config.nats,
+            cache=PositionCache(config.nats.cache_size),
+            observer=observer,
         )
         self._subjects = Subjects(config.nats.subject_prefix)
         self._bus: Bus | None = None
@@ -119,6 +126,20 @@ class Client:
     def config(self) -> Config:
         """The configuration this client was made with."""
         return self._config
+
+    @property
+    def observer(self) -> Observer | None:
+        """What the stores and projectors of this client report to (None: nothing).
+
+        Setting it takes effect at once for every store of this client, made
+        before or after, and for the projectors made afterwards.
+        `angzarr_es.metrics.instrument(client)` sets a `StoreMetrics`.
+        """
+        return self._ctx.observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._ctx.observer = observer
 
     @property
     def server_version(self) -> str:
@@ -136,7 +157,7 @@ class Client:
             InvalidDomain: `domain` is not one safe subject token.
             InvalidEdition: `edition` is not one safe subject token.
         """
-        return self._store_type(self._ctx, domain, edition)
+        return EventStore(self._ctx, domain, edition)
 
     async def list_domains(self) -> AsyncIterator[str]:
         """Every domain with at least one main-timeline aggregate, in order.

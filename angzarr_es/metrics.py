@@ -1,39 +1,29 @@
 """Prometheus metrics for the store and the bus (the `metrics` extra: prometheus-client).
 
-    metrics = angzarr_es.metrics.instrument(client)      # stores made afterwards are measured
+    metrics = angzarr_es.metrics.instrument(client)      # sets client.observer
     angzarr_es.metrics.serve(9464)                       # or expose REGISTRY your own way
 
-Series (label values in braces):
+`StoreMetrics` is an `angzarr_es.Observer`: `connect(observer=StoreMetrics())`
+does the same as `instrument()`. Instrumented clients also stamp every commit
+with a W3C `traceparent` header (see `angzarr_es.tracing`). Without an
+observer nothing here runs: the store's hot path checks one attribute.
 
-    angzarr_es_append_seconds{domain,outcome}       histogram: ok | conflict | error
-    angzarr_es_load_seconds{domain}                 histogram
-    angzarr_es_appended_events_total{domain}        events written
-    angzarr_es_append_conflicts_total{domain}       ConcurrencyError raised
-    angzarr_es_append_retries_total{domain,reason}  timeout | in_process | lost_race
-    angzarr_es_bus_redeliveries_total{consumer}     for the bus: `metrics.redelivered(...)`
-    angzarr_es_bus_dead_letters_total{consumer}     for the bus: `metrics.dead_lettered(...)`
+Every series is one row of `SPEC`; this list is generated from it:
 
-Instrumented clients also stamp every commit with a W3C `traceparent` header
-(see `angzarr_es.tracing`). Without `instrument()` nothing here runs: the
-store's hot path checks one attribute.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
-import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
 
-from google.protobuf.message import Message
+import msgspec
 
 from angzarr_es import tracing
-from angzarr_es._types import AppendResult, ExpectedVersion, History
+from angzarr_es._observe import Observer, Outcome
 from angzarr_es.client import Client
-from angzarr_es.errors import AngzarrESError, ConcurrencyError, ConfigError
-from angzarr_es.store import EventStore, StoreContext
-from angzarr_es.subjects import AggregateId
 
 try:
     import prometheus_client as prom
@@ -42,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "angzarr_es.metrics needs prometheus-client: pip install 'angzarr-es[metrics]'"
     ) from exc
 
-__all__ = ["LATENCY_BUCKETS", "MeteredEventStore", "StoreMetrics", "instrument", "serve"]
+__all__ = ["LATENCY_BUCKETS", "SPEC", "Metric", "StoreMetrics", "instrument", "serve"]
 
 # Seconds: sub-millisecond resolution where the store lives, up to a failover.
 LATENCY_BUCKETS = (
@@ -50,51 +40,97 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class Metric(msgspec.Struct, frozen=True, kw_only=True):
+    """One metric family, as it is exported."""
+
+    name: str
+    """The series name; a counter's ends in `_total`."""
+    kind: Literal["counter", "histogram"]
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    """A histogram's upper bounds (+Inf is added)."""
+    values: str = ""
+    """The label values, where they are a fixed set (for the docs)."""
+
+
+# The spec table: key -> metric. The key names the family on StoreMetrics
+# (`metrics.families[key]`); the families, this module's series list and the
+# check of the docs table (tests/test_metrics.py) all come from here.
+SPEC: Mapping[str, Metric] = {
+    "append_seconds": Metric(
+        name="angzarr_es_append_seconds",
+        kind="histogram",
+        help="Time to append one commit, by outcome.",
+        labels=("domain", "outcome"),
+        buckets=LATENCY_BUCKETS,
+        values="outcome: ok | conflict | error",
+    ),
+    "load_seconds": Metric(
+        name="angzarr_es_load_seconds",
+        kind="histogram",
+        help="Time to load an aggregate's history.",
+        labels=("domain",),
+        buckets=LATENCY_BUCKETS,
+    ),
+    "appended_events": Metric(
+        name="angzarr_es_appended_events_total",
+        kind="counter",
+        help="Events written.",
+        labels=("domain",),
+    ),
+    "conflicts": Metric(
+        name="angzarr_es_append_conflicts_total",
+        kind="counter",
+        help="Appends rejected with ConcurrencyError.",
+        labels=("domain",),
+    ),
+    "retries": Metric(
+        name="angzarr_es_append_retries_total",
+        kind="counter",
+        help="Extra publish attempts inside one append.",
+        labels=("domain", "reason"),
+        values="reason: timeout | in_process | lost_race",
+    ),
+    "redeliveries": Metric(
+        name="angzarr_es_bus_redeliveries_total",
+        kind="counter",
+        help="Messages delivered again to a projector.",
+        labels=("consumer",),
+    ),
+    "dead_letters": Metric(
+        name="angzarr_es_bus_dead_letters_total",
+        kind="counter",
+        help="Messages moved to the dead-letter stream.",
+        labels=("consumer",),
+    ),
+}
+
+
+def _series_list() -> str:
+    lines = []
+    for m in SPEC.values():
+        lines.append(f"    {m.name}{{{','.join(m.labels)}}}  {m.kind}")
+        lines.append(f"        {m.help} {m.values}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+__doc__ = (__doc__ or "") + _series_list()
+
+
 class _Families:
-    """The metric families of one registry (a registry accepts each name once)."""
+    """The families of one registry, built from SPEC (a registry takes each name once)."""
 
     def __init__(self, registry: prom.CollectorRegistry) -> None:
-        self.append_seconds = prom.Histogram(
-            "angzarr_es_append_seconds",
-            "Time to append one commit, by outcome.",
-            ["domain", "outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.load_seconds = prom.Histogram(
-            "angzarr_es_load_seconds",
-            "Time to load an aggregate's history.",
-            ["domain"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.appended_events = prom.Counter(
-            "angzarr_es_appended_events", "Events written.", ["domain"], registry=registry
-        )
-        self.conflicts = prom.Counter(
-            "angzarr_es_append_conflicts",
-            "Appends rejected with ConcurrencyError.",
-            ["domain"],
-            registry=registry,
-        )
-        self.retries = prom.Counter(
-            "angzarr_es_append_retries",
-            "Extra publish attempts inside one append.",
-            ["domain", "reason"],
-            registry=registry,
-        )
-        self.redeliveries = prom.Counter(
-            "angzarr_es_bus_redeliveries",
-            "Messages delivered again to a projector.",
-            ["consumer"],
-            registry=registry,
-        )
-        self.dead_letters = prom.Counter(
-            "angzarr_es_bus_dead_letters",
-            "Messages moved to the dead-letter stream.",
-            ["consumer"],
-            registry=registry,
-        )
+        self.counters: dict[str, prom.Counter] = {}
+        self.histograms: dict[str, prom.Histogram] = {}
+        for key, m in SPEC.items():
+            if m.kind == "histogram":
+                self.histograms[key] = prom.Histogram(
+                    m.name, m.help, m.labels, buckets=m.buckets, registry=registry
+                )
+            else:
+                self.counters[key] = prom.Counter(m.name, m.help, m.labels, registry=registry)
 
 
 _families: weakref.WeakKeyDictionary[prom.CollectorRegistry, _Families] = (
@@ -111,126 +147,74 @@ def _families_of(registry: prom.CollectorRegistry) -> _Families:
         return families
 
 
-class StoreMetrics:
-    """The store's observer, counting into the metric families of `registry`.
+class StoreMetrics(Observer):
+    """An observer counting into the metric families of `registry` (see `SPEC`).
 
     The families are registered once per registry and shared: any number of
     `StoreMetrics` (and instrumented clients) may use the same registry.
+    `families[key]` is the family of `SPEC[key]` (also readable as the
+    attribute `key`, e.g. `.append_seconds`, as before `families` existed).
     """
 
     def __init__(self, registry: prom.CollectorRegistry | None = None, *, trace: bool = True):
-        registry = prom.REGISTRY if registry is None else registry
-        self.registry = registry
+        self.registry = prom.REGISTRY if registry is None else registry
         self.trace = trace
-        families = _families_of(registry)
-        self.append_seconds = families.append_seconds
-        self.load_seconds = families.load_seconds
-        self.appended_events = families.appended_events
-        self.conflicts = families.conflicts
-        self.retries = families.retries
-        self.redeliveries = families.redeliveries
-        self.dead_letters = families.dead_letters
+        families = _families_of(self.registry)
+        self._counters = families.counters
+        self._histograms = families.histograms
+        self.families: Mapping[str, prom.Counter | prom.Histogram] = {
+            **families.counters,
+            **families.histograms,
+        }
 
-    # -- StoreObserver ---------------------------------------------------------
+    if not TYPE_CHECKING:  # the old attributes, for code written before `families`
+
+        def __getattr__(self, key: str) -> prom.Counter | prom.Histogram:
+            if key != "families" and key in self.families:
+                return self.families[key]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    # -- Observer ----------------------------------------------------------------
 
     def commit_headers(self, headers: dict[str, str]) -> None:
         if self.trace:
             tracing.inject(headers)
 
-    def retried(self, domain: str, reason: str) -> None:
-        self.retries.labels(domain, reason).inc()
+    def appended(self, domain: str, outcome: Outcome, seconds: float, events: int) -> None:
+        self._histograms["append_seconds"].labels(domain, outcome).observe(seconds)
+        if outcome == "conflict":
+            self._counters["conflicts"].labels(domain).inc()
+        if events:
+            self._counters["appended_events"].labels(domain).inc(events)
 
-    # -- for the bus -------------------------------------------------------------
+    def loaded(self, domain: str, seconds: float) -> None:
+        self._histograms["load_seconds"].labels(domain).observe(seconds)
+
+    def retried(self, domain: str, reason: str) -> None:
+        self._counters["retries"].labels(domain, reason).inc()
 
     def redelivered(self, consumer: str, count: int = 1) -> None:
-        """Count redeliveries to `consumer`."""
-        self.redeliveries.labels(consumer).inc(count)
+        """Count redeliveries to `consumer` (for consumers you run yourself)."""
+        self._counters["redeliveries"].labels(consumer).inc(count)
 
     def dead_lettered(self, consumer: str) -> None:
         """Count one message of `consumer` moved to the dead-letter stream."""
-        self.dead_letters.labels(consumer).inc()
-
-
-class MeteredEventStore(EventStore):
-    """`EventStore` that times appends and loads; made by an instrumented client."""
-
-    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
-        super().__init__(ctx, domain, edition)
-        observer = ctx.observer
-        if not isinstance(observer, StoreMetrics):
-            raise ConfigError("MeteredEventStore needs a client set up by metrics.instrument()")
-        self._metrics = observer
-        self._append_ok = observer.append_seconds.labels(domain, "ok")
-        self._load = observer.load_seconds.labels(domain)
-
-    async def append(
-        self,
-        root: AggregateId,
-        events: Iterable[Message],
-        *,
-        expected: ExpectedVersion,
-        correlation_id: str = "",
-        idempotency_key: str = "",
-    ) -> AppendResult:
-        """See `EventStore.append`."""
-        start = time.perf_counter()
-        try:
-            result = await super().append(
-                root,
-                events,
-                expected=expected,
-                correlation_id=correlation_id,
-                idempotency_key=idempotency_key,
-            )
-        except ConcurrencyError:
-            self._observe("conflict", start)
-            self._metrics.conflicts.labels(self.domain).inc()
-            raise
-        except AngzarrESError:
-            self._observe("error", start)
-            raise
-        self._append_ok.observe(time.perf_counter() - start)
-        written = 0 if result.duplicate else result.next_sequence - result.first_sequence
-        if written:
-            self._metrics.appended_events.labels(self.domain).inc(written)
-        return result
-
-    def _observe(self, outcome: str, start: float) -> None:
-        elapsed = time.perf_counter() - start
-        self._metrics.append_seconds.labels(self.domain, outcome).observe(elapsed)
-
-    async def load(
-        self,
-        root: AggregateId,
-        from_sequence: int = 0,
-        to_sequence: int | None = None,
-        *,
-        snapshot: bool = False,
-        as_of: dt.datetime | None = None,
-    ) -> History:
-        """See `EventStore.load`."""
-        start = time.perf_counter()
-        try:
-            return await super().load(
-                root, from_sequence, to_sequence, snapshot=snapshot, as_of=as_of
-            )
-        finally:
-            self._load.observe(time.perf_counter() - start)
+        self._counters["dead_letters"].labels(consumer).inc()
 
 
 def instrument(
     client: Client, metrics: StoreMetrics | None = None, *, trace: bool = True
 ) -> StoreMetrics:
-    """Measure every store `client` hands out from now on; returns the metrics.
+    """Measure `client`'s stores, and its projectors made from now on; returns the metrics.
 
-    With `trace`, commits carry a `traceparent` header. Without `metrics`,
-    the series go to the default registry (`prometheus_client.REGISTRY`);
+    Sets `client.observer` (replacing any observer set before). With
+    `trace`, commits carry a `traceparent` header. Without `metrics`, the
+    series go to the default registry (`prometheus_client.REGISTRY`);
     instrumenting several clients, with or without `metrics`, shares the
     series of each registry (the families register once per registry).
     """
     metrics = StoreMetrics(trace=trace) if metrics is None else metrics
-    client._ctx.observer = metrics
-    client._store_type = MeteredEventStore
+    client.observer = metrics
     return metrics
 
 

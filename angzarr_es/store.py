@@ -21,7 +21,7 @@ from angzarr_es._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es._nats import Stored, Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import CONFLICT_CODES, DUPLICATE_IN_PROCESS
-from angzarr_es._observe import StoreObserver
+from angzarr_es._observe import StoreObserver, observe_append, observe_load
 from angzarr_es._types import (
     ANY,
     AppendResult,
@@ -181,6 +181,20 @@ class EventStore:
                 something landed) or reload first: a blind `ANY` retry may
                 store it twice.
         """
+        observer = self._ctx.observer
+        call = self._append_events(root, events, expected, correlation_id, idempotency_key)
+        if observer is None:
+            return await call
+        return await observe_append(observer, self._domain, call)
+
+    async def _append_events(
+        self,
+        root: AggregateId,
+        events: Iterable[Message],
+        expected: ExpectedVersion,
+        correlation_id: str,
+        idempotency_key: str,
+    ) -> AppendResult:
         expected = check_expected(expected)
         key = check_idempotency_key(idempotency_key)
         if isinstance(events, Message):
@@ -539,6 +553,20 @@ class EventStore:
             TypeError: a sequence that is not an int.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
+        observer = self._ctx.observer
+        call = self._load_history(root, from_sequence, to_sequence, snapshot, as_of)
+        if observer is None:
+            return await call
+        return await observe_load(observer, self._domain, call)
+
+    async def _load_history(
+        self,
+        root: AggregateId,
+        from_sequence: int,
+        to_sequence: int | None,
+        snapshot: bool,
+        as_of: dt.datetime | None,
+    ) -> History:
         lo, hi = check_range(from_sequence, to_sequence)
         check_as_of(as_of, snapshot)
         subject = self.subject(root)

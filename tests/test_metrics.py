@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
-from angzarr_es import metrics, tracing
+from angzarr_es import filters, metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
@@ -66,14 +66,8 @@ def test_inject_continues_the_current_trace_or_starts_one() -> None:
 
 
 @pytest.fixture
-async def instrumented(
-    config: Config,
-) -> AsyncIterator[tuple[angzarr_es.Client, metrics.StoreMetrics]]:
-    async with await angzarr_es.connect(config=config) as client:
-        await client.provision()
-        m = metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
-        yield client, m
-        await delete_stream(client, config.nats.stream_name)
+def instrumented(client: angzarr_es.Client) -> tuple[angzarr_es.Client, metrics.StoreMetrics]:
+    return client, metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
 
 
 def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
@@ -81,13 +75,11 @@ def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
     return 0.0 if got is None else got
 
 
-async def _stored_headers(client: angzarr_es.Client, subject: str) -> str:
-    body = js.encode(js.MsgGetRequest(last_by_subj=subject))
-    reply = js.msg_get(
-        await client._wire.js.call(f"$JS.API.STREAM.MSG.GET.{client.config.nats.stream_name}", body)
-    )
-    assert reply.message is not None
-    return reply.message.hdrs.decode()
+async def _stored_headers(client: angzarr_es.Client, domain: str, root: str) -> dict[str, str]:
+    """The headers stored with the aggregate's first commit (header names in lower case)."""
+    async with client.subscribe(filters.aggregate(domain, root)) as sub:
+        delivery = await asyncio.wait_for(anext(sub), 20)
+    return {k.lower(): v for k, v in delivery.headers.items()}
 
 
 async def test_appends_loads_and_conflicts_are_counted(
@@ -95,7 +87,8 @@ async def test_appends_loads_and_conflicts_are_counted(
 ) -> None:
     client, m = instrumented
     store = client.store("player")
-    assert isinstance(store, metrics.MeteredEventStore)
+    assert type(store) is angzarr_es.EventStore
+    assert client.observer is m
     pid = uuid.uuid4()
     await store.append(pid, [player_pb2.PlayerRegistered(name="a")], expected=0)
     await store.append(pid, [player_pb2.FundsDeposited(), player_pb2.FundsDeposited()], expected=1)
@@ -133,9 +126,8 @@ async def test_commits_carry_the_current_trace(
     store = client.store("player")
     with tracing.continue_from({"traceparent": VALID}):
         await store.append("traced", [player_pb2.PlayerRegistered()], expected=0)
-    stored = await _stored_headers(client, store.subject("traced"))
-    line = next(x for x in stored.split("\r\n") if x.lower().startswith("traceparent:"))
-    sent = TraceContext.parse(line.partition(":")[2])
+    stored = await _stored_headers(client, "player", "traced")
+    sent = TraceContext.parse(stored["traceparent"])
     assert sent is not None
     assert sent.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert sent.span_id != "00f067aa0ba902b7"
@@ -143,10 +135,9 @@ async def test_commits_carry_the_current_trace(
 
 async def test_uninstrumented_commits_carry_no_trace(client: angzarr_es.Client) -> None:
     store = client.store("player")
-    assert type(store) is angzarr_es.EventStore
-    assert client._ctx.observer is None
+    assert client.observer is None
     await store.append("plain", [player_pb2.PlayerRegistered()], expected=0)
-    assert "traceparent" not in (await _stored_headers(client, store.subject("plain"))).lower()
+    assert "traceparent" not in await _stored_headers(client, "player", "plain")
 
 
 @pytest.mark.parametrize("registry", ["default", "own"])
@@ -190,8 +181,6 @@ def test_bus_counters() -> None:
 async def test_projector_redeliveries_and_dead_letters_are_counted(
     instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
 ) -> None:
-    from angzarr_es import filters
-
     client, m = instrumented
     await client.store("player").append("bad", [player_pb2.FundsDeposited()], expected=0)
     done = asyncio.Event()
@@ -213,8 +202,6 @@ async def test_projector_redeliveries_and_dead_letters_are_counted(
 async def test_a_trace_follows_an_event_from_append_to_projector(
     instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
 ) -> None:
-    from angzarr_es import filters
-
     client, _ = instrumented
     parent = TraceContext.parse(VALID)
     assert parent is not None
@@ -241,8 +228,6 @@ async def test_a_subscription_delivery_carries_the_commit_headers(
 ) -> None:
     """Catch-up subscriptions do not open a span themselves: the delivery
     carries the commit's headers, so a handler can continue the trace."""
-    from angzarr_es import filters
-
     client, _ = instrumented
     parent = TraceContext.parse(VALID)
     assert parent is not None
@@ -253,3 +238,122 @@ async def test_a_subscription_delivery_carries_the_commit_headers(
     with tracing.continue_from(delivery.headers) as context:
         assert context.traceparent.split("-")[1] == VALID.split("-")[1]
     assert "Nats-Msg-Id" in delivery.headers
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The series as dashboards know them: (sample name, label names), and the
+# histograms' bucket bounds. Changing the spec table must not change these.
+SERIES = {
+    ("angzarr_es_append_seconds_bucket", ("domain", "le", "outcome")),
+    ("angzarr_es_append_seconds_count", ("domain", "outcome")),
+    ("angzarr_es_append_seconds_sum", ("domain", "outcome")),
+    ("angzarr_es_load_seconds_bucket", ("domain", "le")),
+    ("angzarr_es_load_seconds_count", ("domain",)),
+    ("angzarr_es_load_seconds_sum", ("domain",)),
+    ("angzarr_es_appended_events_total", ("domain",)),
+    ("angzarr_es_append_conflicts_total", ("domain",)),
+    ("angzarr_es_append_retries_total", ("domain", "reason")),
+    ("angzarr_es_bus_redeliveries_total", ("consumer",)),
+    ("angzarr_es_bus_dead_letters_total", ("consumer",)),
+}
+BOUNDS = "0.0001 0.00025 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1.0 2.5 5.0 +Inf"
+
+
+def test_the_exported_series_are_unchanged() -> None:
+    reg = prom.CollectorRegistry()
+    m = metrics.StoreMetrics(reg)
+    m.appended("d", "ok", 0.001, 2)
+    m.appended("d", "conflict", 0.001, 0)
+    m.loaded("d", 0.001)
+    m.retried("d", "timeout")
+    m.redelivered("c")
+    m.dead_lettered("c")
+    samples = [s for family in reg.collect() for s in family.samples]
+    got = {(s.name, tuple(sorted(s.labels))) for s in samples if not s.name.endswith("_created")}
+    assert got == SERIES
+    for name in ("angzarr_es_append_seconds_bucket", "angzarr_es_load_seconds_bucket"):
+        bounds = [s.labels["le"] for s in samples if s.name == name and s.labels["domain"] == "d"]
+        assert " ".join(dict.fromkeys(bounds)) == BOUNDS
+    kinds = {f.name: f.type for f in reg.collect()}
+    assert kinds == {m.name.removesuffix("_total"): m.kind for m in metrics.SPEC.values()}
+
+
+def test_the_docs_and_the_docstring_list_every_series_of_the_spec() -> None:
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    rows = re.findall(r"^\| `(angzarr_es_\w+)` \| ([^|]+) \| ([^|]+) \|$", docs, re.MULTILINE)
+    table = {name: (kind, re.findall(r"`(\w+)`", labels)) for name, kind, labels in rows}
+    spec = {m.name for m in metrics.SPEC.values()}
+    assert not spec - set(table), f"rows missing from docs/cli.md: {sorted(spec - set(table))}"
+    assert not set(table) - spec, f"rows of docs/cli.md not in SPEC: {sorted(set(table) - spec)}"
+    for m in metrics.SPEC.values():
+        kind, labels = table[m.name]
+        assert kind.startswith(m.kind), m.name
+        assert tuple(labels) == m.labels, m.name
+        assert f"{m.name}{{{','.join(m.labels)}}}" in (metrics.__doc__ or "")
+
+
+def test_store_metrics_exposes_every_family_of_the_spec() -> None:
+    m = metrics.StoreMetrics(prom.CollectorRegistry())
+    assert set(m.families) == set(metrics.SPEC)
+    for key, family in m.families.items():
+        assert getattr(m, key) is family  # the attributes of before `families`
+    with pytest.raises(AttributeError):
+        _ = m.no_such_family  # type: ignore[attr-defined]
+
+
+class Recorder(angzarr_es.Observer):
+    """Overrides two hooks; the others keep the base class's no-ops."""
+
+    def __init__(self) -> None:
+        self.appends: list[tuple[str, str, int]] = []
+        self.loads: list[str] = []
+
+    def appended(self, domain: str, outcome: str, seconds: float, events: int) -> None:
+        assert seconds > 0
+        self.appends.append((domain, outcome, events))
+
+    def loaded(self, domain: str, seconds: float) -> None:
+        self.loads.append(domain)
+
+
+def test_the_base_observer_does_nothing() -> None:
+    o = angzarr_es.Observer()
+    headers: dict[str, str] = {}
+    o.commit_headers(headers)
+    o.appended("d", "ok", 0.1, 1)
+    o.loaded("d", 0.1)
+    o.retried("d", "timeout")
+    o.redelivered("c", 2)
+    o.dead_lettered("c")
+    assert headers == {}
+
+
+async def test_an_observer_given_to_connect_hears_appends_and_loads(config: Config) -> None:
+    recorder = Recorder()
+    async with await angzarr_es.connect(config=config, observer=recorder) as client:
+        await client.provision()
+        try:
+            assert client.observer is recorder
+            store = client.store("player")
+            await store.append("a", [player_pb2.PlayerRegistered()] * 2, expected=0)
+            await store.append("a", [player_pb2.FundsDeposited()], expected=2, idempotency_key="k")
+            await store.append("a", [player_pb2.FundsDeposited()], expected=2, idempotency_key="k")
+            with pytest.raises(angzarr_es.ConcurrencyError):
+                await store.append("a", [player_pb2.FundsDeposited()], expected=0)
+            with pytest.raises(TypeError):  # refused before anything is sent: not reported
+                await store.append("a", player_pb2.FundsDeposited(), expected=3)  # type: ignore[arg-type]
+            assert (await store.load("a")).next_sequence == 3
+            assert recorder.appends == [
+                ("player", "ok", 2),
+                ("player", "ok", 1),
+                ("player", "ok", 0),  # the duplicate wrote nothing
+                ("player", "conflict", 0),
+            ]
+            assert recorder.loads == ["player"]
+            client.observer = None  # the stores made before stop reporting too
+            await store.load("a")
+            assert recorder.loads == ["player"]
+        finally:
+            await delete_stream(client, config.nats.stream_name)
+            await delete_stream(client, config.nats.snapshot_stream)
