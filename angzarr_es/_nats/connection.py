@@ -13,6 +13,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nats.errors
@@ -22,7 +23,7 @@ from nats.aio.subscription import Subscription
 from angzarr_es._nats.errors import refused, translated
 from angzarr_es._nats.parser import FastParser, parse_headers, report_handler_error
 from angzarr_es.config import NatsConfig, redact_url
-from angzarr_es.errors import PermissionDenied, StoreUnavailable
+from angzarr_es.errors import ConfigError, PermissionDenied, StoreUnavailable
 
 __all__ = [
     "FastClient",
@@ -37,6 +38,49 @@ log = logging.getLogger("angzarr_es")
 
 # (subject, reply, payload, parsed headers) of one message, straight from the parser.
 RawHandler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], None]
+
+
+NO_TLS = (
+    "nats: TLS was asked for (a tls:// URL or a tls_* setting) but the server does "
+    "not offer it; nothing was sent. Enable TLS on the server, or use nats:// "
+    "without tls_* settings"
+)
+
+
+def tls_wanted(cfg: NatsConfig) -> bool:
+    """Whether the configuration asks for TLS: a tls:// URL or any tls_* setting."""
+    return bool(cfg.tls_ca or cfg.tls_cert or cfg.tls_key) or any(
+        url.lower().startswith("tls://") for url in cfg.servers
+    )
+
+
+def tls_context(cfg: NatsConfig) -> ssl.SSLContext:
+    """The TLS context of `cfg`'s tls_ca / tls_cert / tls_key.
+
+    Raises:
+        ConfigError: a file is missing or is not what its setting says.
+    """
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(cfg, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"bus.nats.{key}: no such file {path!r}")
+    if cfg.tls_key and not cfg.tls_cert:
+        raise ConfigError("bus.nats.tls_key is set without bus.nats.tls_cert")
+    try:
+        context = ssl.create_default_context(cafile=cfg.tls_ca)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"bus.nats.tls_ca: {cfg.tls_ca!r} is not a PEM CA bundle ({exc})"
+        ) from exc
+    if cfg.tls_cert:
+        try:
+            context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"bus.nats.tls_cert/tls_key: {cfg.tls_cert!r} is not a PEM certificate "
+                f"with its key ({exc.reason or exc})"
+            ) from exc
+    return context
 
 
 class _GaveUp(Exception):
@@ -65,6 +109,24 @@ class FastClient(NatsClient):
         super().__init__()
         self.direct: dict[int, RawHandler] = {}
         self._ps: FastParser = FastParser(self, self.direct)
+        # A TLS connection or none: never a silent plaintext one.
+        self.tls_wanted = False
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # Called with the server's first INFO before nats-py decides on TLS and
+        # before it sends CONNECT (with any credentials): a server that offers
+        # TLS without requiring it is upgraded, one that offers none refused.
+        if (
+            initial_connection
+            and self.tls_wanted
+            and not info.get("tls_required")
+            and self._current_server is not None
+            and self._current_server.uri.scheme not in ("ws", "wss")
+        ):
+            if not info.get("tls_available"):
+                raise nats.errors.Error(NO_TLS)
+            info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
 
     async def _read_loop(self) -> None:
         # Started on every (re)connect, once the transport (TLS included) is final.
@@ -199,7 +261,9 @@ async def open_connection(
             return
         log.debug("nats: %r", exc)
         last.append(exc)
-        if not fatal.done() and (refused(exc) or isinstance(exc, ssl.SSLError)):
+        if not fatal.done() and (
+            refused(exc) or isinstance(exc, ssl.SSLError) or str(exc) == NO_TLS
+        ):
             fatal.set_result(exc)
 
     async def disconnected() -> None:
@@ -228,10 +292,7 @@ async def open_connection(
     if cfg.token is not None:
         options["token"] = cfg.token
     if cfg.tls_ca or cfg.tls_cert:
-        context = ssl.create_default_context(cafile=cfg.tls_ca)
-        if cfg.tls_cert:
-            context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        options["tls"] = context
+        options["tls"] = tls_context(cfg)
     where = ", ".join(redact_url(u) for u in cfg.servers)
 
     def reason(exc: BaseException) -> str:
@@ -250,6 +311,7 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     begun = loop.time()
     nc = FastClient()
+    nc.tls_wanted = tls_wanted(cfg)
     attempt: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**options))
     # Each server is tried twice; past that nats-py is stuck, not trying.
     budget = 2 * len(cfg.servers) * (cfg.connect_timeout + 0.25) + 1
