@@ -57,7 +57,8 @@ async def test_a_server_offering_tls_is_connected_with_tls(tmp_path: Path) -> No
         async with await angzarr_es.connect(config=fresh_config(url, tls_ca=str(tls.ca))) as c:
             assert c.server_version
             versions = _tls_versions(server)
-        assert versions and all(v and v.startswith("1.") for v in versions), versions
+        assert versions
+        assert all(v and v.startswith("1.") for v in versions), versions
 
 
 @pytest.mark.parametrize("setting", ["tls_ca", "tls_cert"])
