@@ -23,7 +23,7 @@ import msgspec
 
 import angzarr_es
 from angzarr_es import ConcurrencyError, codec
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import Config, NatsConfig, redact_url
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
 from angzarr_es.store import EventStore
@@ -705,7 +705,7 @@ def _find_pg(dsn: str | None) -> tuple[str | None, str]:
                 f"{sync[0] if sync else '?'}, fsync={fsync[0] if fsync else '?'}"
             )
         except psycopg.Error as exc:
-            reason = f"no PostgreSQL at {hide_password(candidate)}: {str(exc).strip()[:120]}"
+            reason = f"no PostgreSQL at {redact_url(candidate)}: {str(exc).strip()[:120]}"
             if dsn:
                 raise SystemExit(f"--pg-dsn: {reason}") from exc
     return None, reason if candidates else "no PostgreSQL DSN"
@@ -815,20 +815,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-# A URL's whole user information (a password, or a token standing alone), and a
-# libpq key=value password, quoted or not.
-_USERINFO = re.compile(r"(://)[^/\s]*@")
-_PG_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
-
-
-def hide_password(text: str) -> str:
-    """`text` (a URL or DSN) with any credentials replaced by ***."""
-    return _PG_PASSWORD.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+# A comma that starts another URL (`--url nats://a:4222,nats://b:4222`); one
+# inside a DSN's password is not followed by a scheme.
+_NEXT_URL = re.compile(r",(?=[^,]*://)")
 
 
 def command_line(argv: Sequence[str]) -> str:
-    """The command that made a run, for its results, with any password hidden."""
-    return shlex.join(["python", "-m", "benchmarks", *map(hide_password, argv)])
+    """The command that made a run, for its results, with any password hidden
+    (in each URL of a comma-separated list, and in a PostgreSQL DSN)."""
+    shown = (",".join(map(redact_url, _NEXT_URL.split(arg))) for arg in argv)
+    return shlex.join(["python", "-m", "benchmarks", *shown])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -845,7 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.url:
             target = Target.elsewhere(args.url, args.replicas)
             meta["nats_mode"] = (
-                f"the server at {hide_password(target.url)}, its own storage and sync "
+                f"the server at {redact_url(target.url)}, its own storage and sync "
                 f"settings, R{args.replicas} streams"
             )
             meta["storage"] = "the server's own"
