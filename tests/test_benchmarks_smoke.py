@@ -263,7 +263,7 @@ async def test_a_run_that_fails_part_way_leaves_no_stream_behind(
     import nats
 
     from angzarr_es.embedded import EmbeddedServer
-    from benchmarks import run
+    from benchmarks import context, run, sizes
 
     async def broken(_: object) -> None:
         raise RuntimeError("part way")
@@ -273,7 +273,7 @@ async def test_a_run_that_fails_part_way_leaves_no_stream_behind(
         args = run.parse_args(["--tiny", "--no-peers", "--url", server.url])
         with pytest.raises(RuntimeError, match="part way"):
             await run.run_all(
-                args, run.PRESETS["tiny"], run.Target.elsewhere(server.url, 1), tmp_path
+                args, sizes.PRESETS["tiny"], context.Server.elsewhere(server.url, 1), tmp_path
             )
         nc = await nats.connect(server.url)
         try:
