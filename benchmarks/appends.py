@@ -3,14 +3,13 @@ position cached, looked up or new, and an append that is refused as stale."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 
-from angzarr_es import ConcurrencyError, codec
+from angzarr_es import ConcurrencyError
 from angzarr_es.pb import player_pb2
 from benchmarks import peers
-from benchmarks.commits import event
+from benchmarks.commits import commit, event
 from benchmarks.contenders import CODEC, FLOOR, NAIVE, OURS, OURS_ONE, WIRE
 from benchmarks.context import DOMAIN, Run, sync
 from benchmarks.harness import Case
@@ -34,14 +33,7 @@ def _append_cases(run: Run, count: int) -> list[Case]:
     cases.append(Case(OURS, ours))
 
     floor_subject = store.subject(uuid.uuid4())
-    floor_payload = codec.encode_commit(
-        domain=DOMAIN,
-        root=b"floor",
-        first_sequence=0,
-        events=[codec.pack(e) for e in events],
-        correlation_id="",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    floor_payload = commit(DOMAIN, b"floor", 0, events)
     floor_last = [0]
 
     async def floor(_: int) -> object:
@@ -60,14 +52,7 @@ def _append_cases(run: Run, count: int) -> list[Case]:
     naive_state = [0, 0]  # next sequence, last stream sequence
 
     async def naive(_: int) -> object:
-        payload = codec.encode_commit(
-            domain=DOMAIN,
-            root=b"naive",
-            first_sequence=naive_state[0],
-            events=[codec.pack(e) for e in events],
-            correlation_id="",
-            created_at=dt.datetime.now(dt.UTC),
-        )
+        payload = commit(DOMAIN, b"naive", naive_state[0], events)
         naive_state[1] = await run.raw.naive_append(naive_subject, payload, naive_state[1])
         naive_state[0] += count
         return None
@@ -142,14 +127,7 @@ async def bench_appends(run: Run) -> None:
         return result
 
     floor_subject = store.subject(uuid.uuid4())
-    payload = codec.encode_commit(
-        domain=DOMAIN,
-        root=b"floor",
-        first_sequence=0,
-        events=[codec.pack(event())],
-        correlation_id="",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    payload = commit(DOMAIN, b"floor", 0, [event()])
     await run.raw.request_append(floor_subject, payload, 0)
 
     async def floor(_: int) -> object:
@@ -213,14 +191,7 @@ async def bench_conflicts(run: Run) -> None:
         raise RuntimeError("a stale append was accepted")
 
     floor_subject = store.subject(uuid.uuid4())
-    payload = codec.encode_commit(
-        domain=DOMAIN,
-        root=b"floor",
-        first_sequence=0,
-        events=[codec.pack(event())],
-        correlation_id="",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    payload = commit(DOMAIN, b"floor", 0, [event()])
     ack = await run.raw.request_append(floor_subject, payload, 0)
     await run.raw.request_append(floor_subject, payload, ack.seq)
 

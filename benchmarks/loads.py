@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
 
-from angzarr_es import codec
 from angzarr_es.store import EventStore
 from benchmarks import peers
-from benchmarks.commits import event
+from benchmarks.commits import commit, event
 from benchmarks.contenders import CODEC, FLOOR, FLOOR_DECODED, NAIVE, OURS, OURS_CONSUMER, WIRE
 from benchmarks.context import DOMAIN, Run, sync
 from benchmarks.harness import Case
@@ -20,13 +18,11 @@ async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> None:
     """Write `total` events to `root` in commits of `per_commit`, pipelined."""
     subject = run.store.subject(root)
     payloads = [
-        codec.encode_commit(
-            domain=DOMAIN,
-            root=root.bytes,
-            first_sequence=first,
-            events=[codec.pack(event(i)) for i in range(first, min(first + per_commit, total))],
-            correlation_id="",
-            created_at=dt.datetime.now(dt.UTC),
+        commit(
+            DOMAIN,
+            root.bytes,
+            first,
+            [event(i) for i in range(first, min(first + per_commit, total))],
         )
         for first in range(0, total, per_commit)
     ]

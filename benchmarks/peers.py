@@ -9,7 +9,6 @@ the difference is the storage path.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import uuid
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from google.protobuf.message import Message
 from angzarr_es import codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import redact_url
+from benchmarks.commits import commit
 from benchmarks.contenders import POSTGRES, SQLITE
 
 try:
@@ -161,14 +161,7 @@ class CodecOnly:
         self.commits: dict[str, list[bytes]] = {}
 
     def append(self, root: str, first: int, events: Sequence[Message]) -> None:
-        payload = codec.encode_commit(
-            domain=self.domain,
-            root=root.encode(),
-            first_sequence=first,
-            events=[codec.pack(e) for e in events],
-            correlation_id="",
-            created_at=dt.datetime.now(dt.UTC),
-        )
+        payload = commit(self.domain, root.encode(), first, events)
         self.commits.setdefault(root, []).append(payload)
 
     def load(self, root: str) -> list[RecordedEvent]:

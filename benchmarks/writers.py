@@ -4,15 +4,13 @@ timed in rounds; the rate is appends per second of wall time."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from angzarr_es import codec
-from benchmarks.commits import event
+from benchmarks.commits import commit, event
 from benchmarks.contenders import FLOOR, NAIVE, OURS
 from benchmarks.context import DOMAIN, Run
 from benchmarks.harness import Measured, summarize
@@ -22,14 +20,7 @@ async def bench_writers(run: Run) -> None:
     s = run.sizes
     print("concurrent writers", flush=True)
     store = run.store
-    payload = codec.encode_commit(
-        domain=DOMAIN,
-        root=b"floor",
-        first_sequence=0,
-        events=[codec.pack(event())],
-        correlation_id="",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    payload = commit(DOMAIN, b"floor", 0, [event()])
 
     async def ours_writer(latencies: list[int]) -> None:
         root = uuid.uuid4()
@@ -52,14 +43,7 @@ async def bench_writers(run: Run) -> None:
         last = 0
         for seq in range(s.writer_appends):
             t0 = time.perf_counter_ns()
-            body = codec.encode_commit(
-                domain=DOMAIN,
-                root=b"naive",
-                first_sequence=seq,
-                events=[codec.pack(event())],
-                correlation_id="",
-                created_at=dt.datetime.now(dt.UTC),
-            )
+            body = commit(DOMAIN, b"naive", seq, [event()])
             last = await run.raw.naive_append(subject, body, last)
             latencies.append(time.perf_counter_ns() - t0)
 
