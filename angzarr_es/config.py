@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -268,16 +269,25 @@ def _check_urls(urls: list[str], source: str) -> None:
         raise ConfigError(f"{source}: websocket (ws, wss) and other URLs cannot be mixed")
 
 
+# A PostgreSQL `password` parameter: in a URL's query (percent-encoded, so it
+# ends at `&` or `#`), or in a key=value DSN (quoted, or up to white space).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*(?:'|$)|\S+)")
+
+
 def redact_url(url: str) -> str:
     """`url` fit to print: a user name is kept, a password or token is not
-    (`nats://ann:***@host:4222`, `nats://***@host:4222`)."""
+    (`nats://ann:***@host:4222`, `nats://***@host:4222`), nor a PostgreSQL DSN's
+    `password` parameter (`postgresql://db/x?password=***`, `host=db password=***`)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
+    if sep:
+        rest = _QUERY_PASSWORD.sub(r"\1***", rest)
+    else:
+        scheme, rest = "", _DSN_PASSWORD.sub(r"\1***", url)
     head, slash, path = rest.partition("/")
     userinfo, at, hostport = head.rpartition("@")
     if not at:
-        return url
+        return f"{scheme}{sep}{rest}"
     user, colon, _ = userinfo.partition(":")
     shown = f"{user}:***" if colon else "***"
     return f"{scheme}{sep}{shown}@{hostport}{slash}{path}"

@@ -4,4 +4,11 @@ Every operation is measured side by side with its baselines in one run (raw
 nats-py, naive nats-py, the `eventsourcing` library's recorders, a codec-only
 in-memory store) and reported as p50/p90/p99 and a ratio. Results go to
 `docs/benchmarks/`.
+
+`run` parses the arguments and calls the cases, one module each: `appends`
+(and conflicts), `loads`, `writers` (concurrent writers) and `memory`
+(streaming, in a `memchild` process). They share `context` (the server and
+the connections of a run), `sizes` (the presets), `contenders` (the rows'
+names), `harness` (timing) and the baselines `raw`, `wire` and `peers`;
+`targets` judges the results and `report` writes them.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -26,7 +27,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from angzarr_es import Delivery, filters
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, player_pb2
+from angzarr_es.store import EventStore
 from angzarr_es.subjects import root_bytes
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "bus.json"
@@ -103,49 +105,46 @@ def _recorder() -> tuple[Callable[[Delivery], Awaitable[None]], dict[int, float]
     return handler, arrived, changed
 
 
-async def latency_projector(url: str, n: int) -> dict[str, Any]:
-    cfg = _config(url, "lp")
+def _appender(store: EventStore, ahead: int = 0) -> Callable[[int], Awaitable[None]]:
+    """Send event `i` as the aggregate's event `i + ahead`."""
+
+    async def send(i: int) -> None:
+        await store.append("p", [player_pb2.FundsDeposited(amount_cents=i)], expected=i + ahead)
+
+    return send
+
+
+@contextlib.asynccontextmanager
+async def _provisioned(url: str, tag: str) -> AsyncIterator[angzarr_es.Client]:
+    """A client on streams of its own (named for `tag`), deleted when done."""
+    cfg = _config(url, tag)
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
-        store = client.store("player")
-        handler, arrived, changed = _recorder()
         try:
-            async with client.projector("bench", filters.domain("player"), handler) as p:
-
-                async def send(i: int) -> None:
-                    await store.append("p", [player_pb2.FundsDeposited(amount_cents=i)], expected=i)
-
-                # Warm up the path once, outside the measurement.
-                await send(0)
-                await p.wait(lambda s: s.handled == 1, timeout=10)
-                arrived.clear()
-
-                async def send_next(i: int) -> None:
-                    await store.append(
-                        "p", [player_pb2.FundsDeposited(amount_cents=i)], expected=i + 1
-                    )
-
-                returned, called = await _latency(send_next, arrived, changed, n)
+            yield client
         finally:
             await _drop(client, cfg)
+
+
+async def latency_projector(url: str, n: int) -> dict[str, Any]:
+    async with _provisioned(url, "lp") as client:
+        store = client.store("player")
+        handler, arrived, changed = _recorder()
+        async with client.projector("bench", filters.domain("player"), handler) as p:
+            # Warm up the path once, outside the measurement.
+            await _appender(store)(0)
+            await p.wait(lambda s: s.handled == 1, timeout=10)
+            arrived.clear()
+            returned, called = await _latency(_appender(store, 1), arrived, changed, n)
     return _summary("durable projector (JetStream)", returned, called)
 
 
 async def latency_subscription(url: str, n: int) -> dict[str, Any]:
-    cfg = _config(url, "ls")
-    async with await angzarr_es.connect(config=cfg) as client:
-        await client.provision()
+    async with _provisioned(url, "ls") as client:
         store = client.store("player")
         handler, arrived, changed = _recorder()
-        try:
-            async with await client.bus.subscribe(filters.domain("player"), handler):
-
-                async def send(i: int) -> None:
-                    await store.append("p", [player_pb2.FundsDeposited(amount_cents=i)], expected=i)
-
-                returned, called = await _latency(send, arrived, changed, n)
-        finally:
-            await _drop(client, cfg)
+        async with await client.bus.subscribe(filters.domain("player"), handler):
+            returned, called = await _latency(_appender(store), arrived, changed, n)
     return _summary("live subscription (JetStream)", returned, called)
 
 
@@ -169,48 +168,41 @@ async def latency_core(url: str, n: int) -> dict[str, Any]:
 
 
 async def throughput(url: str, commits: int, roots: int, io_ms: float) -> list[dict[str, Any]]:
-    cfg = _config(url, f"t{int(io_ms * 1000)}")
     rows: list[dict[str, Any]] = []
-    async with await angzarr_es.connect(config=cfg) as client:
-        await client.provision()
+    async with _provisioned(url, f"t{int(io_ms * 1000)}") as client:
         store = client.store("player")
         per_root = commits // roots
-        try:
-            for i in range(per_root):
-                await asyncio.gather(
-                    *(
-                        store.append(
-                            f"r{r}", [player_pb2.FundsDeposited(amount_cents=i)], expected=i
-                        )
-                        for r in range(roots)
-                    )
+        for i in range(per_root):
+            await asyncio.gather(
+                *(
+                    store.append(f"r{r}", [player_pb2.FundsDeposited(amount_cents=i)], expected=i)
+                    for r in range(roots)
                 )
-            total = per_root * roots
+            )
+        total = per_root * roots
 
-            async def work(d: Delivery) -> None:
-                if io_ms:
-                    await asyncio.sleep(io_ms / 1000)  # the handler's simulated I/O
+        async def work(d: Delivery) -> None:
+            if io_ms:
+                await asyncio.sleep(io_ms / 1000)  # the handler's simulated I/O
 
-            for concurrency in (1, 16):
-                name = f"tp{concurrency}"
-                p = client.projector(name, filters.domain("player"), work, concurrency=concurrency)
-                t0 = time.perf_counter()
-                async with p:
-                    await p.wait(lambda s: s.handled >= total, timeout=600)
-                elapsed = time.perf_counter() - t0
-                await p.delete()
-                rows.append(
-                    {
-                        "name": f"projector, handler {'no-op' if not io_ms else f'{io_ms:g} ms I/O'}",
-                        "concurrency": concurrency,
-                        "commits": total,
-                        "aggregates": roots,
-                        "seconds": elapsed,
-                        "commits_per_s": total / elapsed,
-                    }
-                )
-        finally:
-            await _drop(client, cfg)
+        for concurrency in (1, 16):
+            name = f"tp{concurrency}"
+            p = client.projector(name, filters.domain("player"), work, concurrency=concurrency)
+            t0 = time.perf_counter()
+            async with p:
+                await p.wait(lambda s: s.handled >= total, timeout=600)
+            elapsed = time.perf_counter() - t0
+            await p.delete()
+            rows.append(
+                {
+                    "name": f"projector, handler {'no-op' if not io_ms else f'{io_ms:g} ms I/O'}",
+                    "concurrency": concurrency,
+                    "commits": total,
+                    "aggregates": roots,
+                    "seconds": elapsed,
+                    "commits_per_s": total / elapsed,
+                }
+            )
     base = rows[0]["commits_per_s"]
     for row in rows:
         row["ratio_vs_concurrency_1"] = row["commits_per_s"] / base
@@ -219,7 +211,7 @@ async def throughput(url: str, commits: int, roots: int, io_ms: float) -> list[d
 
 async def _drop(client: angzarr_es.Client, cfg: Config) -> None:
     for name in (cfg.nats.stream_name, cfg.nats.dlq_stream):
-        await client._wire.js.call(f"$JS.API.STREAM.DELETE.{name}")
+        await client._wire.js.stream_delete(name)
 
 
 def _environment(server_version: str) -> dict[str, Any]:

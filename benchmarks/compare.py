@@ -31,8 +31,8 @@ import msgspec
 import angzarr_es
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
+from benchmarks.context import DOMAIN, PREFIX, STREAM
 from benchmarks.harness import Case, measure, percentile
-from benchmarks.run import DOMAIN, PREFIX, STREAM
 
 _IMPORT = re.compile(r"\bangzarr_es\b(?!\.pb\b)")
 

@@ -88,6 +88,13 @@ def summarize(
     return Measured(stats, us)
 
 
+async def _untimed(case: Case, i: int) -> None:
+    """One call of `case` off the clock (its result freed on return)."""
+    if case.prepare is not None:
+        await case.prepare(i)
+    await case.run(i)
+
+
 async def measure(
     op: str,
     cases: Sequence[Case],
@@ -107,9 +114,7 @@ async def measure(
     for case in cases:
         for _ in range(warmup):
             counter += 1
-            if case.prepare is not None:
-                await case.prepare(counter)
-            await case.run(counter)
+            await _untimed(case, counter)
     for _ in range(rounds):
         for case in cases:
             gc.collect()
@@ -118,9 +123,7 @@ async def measure(
             # a warm one for every contender; timed, it made up the p99 of
             # 100-sample rounds (see docs/benchmarks, "Fifth round").
             counter += 1
-            if case.prepare is not None:
-                await case.prepare(counter)
-            await case.run(counter)
+            await _untimed(case, counter)
             got: list[int] = []
             for _ in range(per_round):
                 counter += 1

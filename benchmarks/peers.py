@@ -1,4 +1,5 @@
-"""Peers: the `eventsourcing` library's recorders, and a codec-only baseline.
+"""Peers: the `eventsourcing` library's recorders (and a PostgreSQL for one of
+them), and a codec-only baseline.
 
 The recorders store one row per event; the benchmark gives them the same
 protobuf bytes our store writes for each event and decodes each row back to
@@ -8,7 +9,7 @@ the difference is the storage path.
 
 from __future__ import annotations
 
-import datetime as dt
+import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,9 @@ from google.protobuf.message import Message
 
 from angzarr_es import codec
 from angzarr_es.codec import RecordedEvent
+from angzarr_es.config import redact_url
+from benchmarks.commits import commit
+from benchmarks.contenders import POSTGRES, SQLITE
 
 try:
     from eventsourcing.persistence import AggregateRecorder, IntegrityError, StoredEvent
@@ -28,6 +32,37 @@ except ImportError:  # the `bench` extra is not installed
 def available() -> bool:
     """Whether the `eventsourcing` library is installed."""
     return AggregateRecorder is not None
+
+
+def find_postgres(dsn: str | None) -> tuple[str | None, str]:
+    """A PostgreSQL DSN to use, and why (or why not).
+
+    Raises:
+        SystemExit: `dsn` was given and does not connect.
+    """
+    candidates = [dsn] if dsn else []
+    if not dsn:
+        env = os.environ.get("ANGZARR_BENCH_PG_DSN")
+        candidates = [env] if env else ["postgresql://postgres@127.0.0.1:5432/postgres"]
+    try:
+        import psycopg
+    except ImportError:
+        return None, "psycopg is not installed"
+    for candidate in candidates:
+        try:
+            with psycopg.connect(candidate, connect_timeout=2) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+                sync = conn.execute("SHOW synchronous_commit").fetchone()
+                fsync = conn.execute("SHOW fsync").fetchone()
+            return candidate, (
+                f"PostgreSQL {row[0] if row else '?'}, synchronous_commit="
+                f"{sync[0] if sync else '?'}, fsync={fsync[0] if fsync else '?'}"
+            )
+        except psycopg.Error as exc:
+            reason = f"no PostgreSQL at {redact_url(candidate)}: {str(exc).strip()[:120]}"
+            if dsn:
+                raise SystemExit(f"--pg-dsn: {reason}") from exc
+    return None, reason if candidates else "no PostgreSQL DSN"
 
 
 class Recorder:
@@ -43,7 +78,7 @@ class Recorder:
         datastore = SQLiteDatastore(db_name=str(path))
         recorder = SQLiteAggregateRecorder(datastore)
         recorder.create_table()
-        return cls("eventsourcing-sqlite", recorder, datastore)
+        return cls(SQLITE, recorder, datastore)
 
     @classmethod
     def postgres(cls, dsn: str) -> Recorder:
@@ -62,7 +97,7 @@ class Recorder:
         table = f"bench_{uuid.uuid4().hex[:12]}"
         recorder = PostgresAggregateRecorder(datastore, events_table_name=table)
         recorder.create_table()
-        return cls("eventsourcing-postgres", recorder, datastore)
+        return cls(POSTGRES, recorder, datastore)
 
     def settings(self) -> str:
         """The durability settings the recorder runs with."""
@@ -126,14 +161,7 @@ class CodecOnly:
         self.commits: dict[str, list[bytes]] = {}
 
     def append(self, root: str, first: int, events: Sequence[Message]) -> None:
-        payload = codec.encode_commit(
-            domain=self.domain,
-            root=root.encode(),
-            first_sequence=first,
-            events=[codec.pack(e) for e in events],
-            correlation_id="",
-            created_at=dt.datetime.now(dt.UTC),
-        )
+        payload = commit(self.domain, root.encode(), first, events)
         self.commits.setdefault(root, []).append(payload)
 
     def load(self, root: str) -> list[RecordedEvent]:

@@ -15,13 +15,13 @@ from pathlib import Path
 import angzarr_es
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
-from benchmarks.run import DOMAIN, _config
+from benchmarks.context import DOMAIN, config
 
 
 async def workload(url: str, what: str, count: int, size: int) -> tuple[object, float]:
     from pyinstrument import Profiler
 
-    client = await angzarr_es.connect(config=_config(url, "direct"))
+    client = await angzarr_es.connect(config=config(url, "direct"))
     await client.provision()
     store = client.store(DOMAIN)
     events = [player_pb2.FundsDeposited(amount_cents=i, currency="EUR") for i in range(size)]

@@ -1,4 +1,5 @@
-"""Results as JSON, a Markdown table with ratios and targets, and a PNG chart."""
+"""Results as JSON, a Markdown table with ratios and targets, a PNG chart, and
+the summary block of docs/benchmarks/README.md."""
 
 from __future__ import annotations
 
@@ -8,24 +9,9 @@ from pathlib import Path
 
 import msgspec
 
+from benchmarks.contenders import FLOOR, FLOOR_DECODED, NAIVE, OURS, PEERS, WIRE
 from benchmarks.harness import Measured, Stats
-
-OURS = "angzarr_es"
-FLOOR = "raw nats-py (floor)"
-OURS_ONE = "angzarr_es, 1 event per call"
-FLOOR_DECODED = "raw nats-py (floor + event decode)"
-NAIVE = "naive nats-py"
-WIRE = "socket only (no client)"
-PEERS = ("eventsourcing-sqlite", "eventsourcing-postgres")
-
-
-class Target(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    measured: float
-    limit: float
-    unit: str
-    met: bool
-    detail: str = ""
+from benchmarks.targets import Target, targets
 
 
 class Results(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,118 +38,6 @@ def fmt_rate(rate: float) -> str:
     if rate >= 1000:
         return f"{rate / 1000:.1f}k"
     return f"{rate:.0f}"
-
-
-def targets(results: Sequence[Stats], memory: dict[str, dict[str, float]]) -> list[Target]:
-    """Each of the issue's targets with its measured ratio."""
-    by = {(s.op, s.contender): s for s in results}
-    out: list[Target] = []
-
-    def ratio(
-        name: str,
-        num: Stats | None,
-        den: Stats | None,
-        field: str,
-        limit: float,
-        at_least: bool = False,
-    ) -> None:
-        if num is None or den is None:
-            return
-        a, b = getattr(num, field), getattr(den, field)
-        value = a / b if b else float("inf")
-        met = value >= limit if at_least else value <= limit
-        out.append(
-            Target(
-                name=name,
-                measured=round(value, 3),
-                limit=limit,
-                unit="x",
-                met=met,
-                detail=f"{num.contender} {field} {a:.1f} / {den.contender} {b:.1f}",
-            )
-        )
-
-    cached = "append 1 event (cached)"
-    ours1, floor1 = by.get((cached, OURS)), by.get((cached, FLOOR))
-    ratio("append (cached) p50 <= 1.10x floor p50", ours1, floor1, "p50", 1.10)
-    ratio("append (cached) p99 <= 1.5x floor p99", ours1, floor1, "p99", 1.5)
-    if ours1 is not None:
-        out.append(
-            Target(
-                name="append (cached) p99 < 1 ms",
-                measured=round(ours1.p99, 1),
-                limit=1000.0,
-                unit="µs",
-                met=ours1.p99 < 1000.0,
-            )
-        )
-    ten = "append 10 events (cached)"
-    ratio(
-        "append 10 events p50 <= 1.3x append 1 p50 (interleaved)",
-        by.get((ten, OURS)),
-        by.get((ten, OURS_ONE)),
-        "p50",
-        1.3,
-    )
-    for size in (100, 1000):
-        for per_commit in (1, 10):
-            op = f"load {size} events ({per_commit}/commit)"
-            ours, floor, naive = by.get((op, OURS)), by.get((op, FLOOR)), by.get((op, NAIVE))
-            ratio(f"{op}: p50 <= 1.3x Direct Get floor", ours, floor, "p50", 1.3)
-            ratio(
-                f"{op}: p50 <= 1.3x Direct Get floor that also decodes each event",
-                ours,
-                by.get((op, FLOOR_DECODED)),
-                "p50",
-                1.3,
-            )
-            ratio(
-                f"{op}: naive ordered consumer >= 3x slower (p50)",
-                naive,
-                ours,
-                "p50",
-                3.0,
-                at_least=True,
-            )
-    writers = [s for s in results if s.op.endswith("concurrent writers")]
-    w = {s.contender: s for s in writers}
-    if writers:
-        ratio(
-            f"{writers[0].op}: >= 0.8x raw pipelined throughput",
-            w.get(OURS),
-            w.get(FLOOR),
-            "ops_per_s",
-            0.8,
-            at_least=True,
-        )
-    for peer in PEERS:
-        ratio(
-            f"append p50 faster than {peer} (ratio < 1)", ours1, by.get((cached, peer)), "p50", 1.0
-        )
-        # The peers store one row per event whatever the commit size, so
-        # their load of 100 events is measured once (in the 1/commit rounds).
-        theirs = by.get(("load 100 events (1/commit)", peer))
-        for per_commit in (1, 10):
-            ratio(
-                f"load 100 ({per_commit}/commit) p50 faster than {peer} (ratio < 1)",
-                by.get((f"load 100 events ({per_commit}/commit)", OURS)),
-                theirs,
-                "p50",
-                1.0,
-            )
-    for key, got in memory.items():
-        if key.startswith("iter"):
-            growth = got["peak_growth_mb"]
-            out.append(
-                Target(
-                    name=f"{key}: peak RSS growth < 50 MB",
-                    measured=round(growth, 1),
-                    limit=50.0,
-                    unit="MB",
-                    met=growth < 50.0,
-                )
-            )
-    return out
 
 
 def markdown(data: Results) -> str:
@@ -295,15 +169,7 @@ def write(
 
 SUMMARY_START = "<!-- summary:start (written by python -m benchmarks) -->"
 SUMMARY_END = "<!-- summary:end -->"
-SUMMARY_COLUMNS = (
-    OURS,
-    FLOOR,
-    FLOOR_DECODED,
-    WIRE,
-    NAIVE,
-    "eventsourcing-sqlite",
-    "eventsourcing-postgres",
-)
+SUMMARY_COLUMNS = (OURS, FLOOR, FLOOR_DECODED, WIRE, NAIVE, *PEERS)
 MODES = (("default", "default file store"), ("sync-always", "`sync_interval: always`"))
 
 

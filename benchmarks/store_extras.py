@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import platform
 import sys
@@ -27,11 +26,11 @@ import msgspec
 
 import angzarr_es
 from angzarr_es._nats import messages as js
-from angzarr_es import codec
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
 from angzarr_es.subjects import encode_root
+from benchmarks.commits import commit
 
 WINDOW = 8192
 
@@ -89,19 +88,10 @@ async def publish_acked(client: angzarr_es.Client, items: list[tuple[str, bytes]
 async def bench_snapshots(client: angzarr_es.Client, events: int, per_commit: int) -> None:
     store = client.store("player")
     subject = store.subject("big")
-    now = dt.datetime.now(dt.UTC)
     items = []
     for first in range(0, events, per_commit):
-        packed = [codec.pack(deposit(i)) for i in range(first, min(events, first + per_commit))]
-        payload = codec.encode_commit(
-            domain="player",
-            root=b"big",
-            first_sequence=first,
-            events=packed,
-            correlation_id="",
-            created_at=now,
-        )
-        items.append((subject, payload))
+        batch = [deposit(i) for i in range(first, min(events, first + per_commit))]
+        items.append((subject, commit("player", b"big", first, batch)))
     await publish_acked(client, items)
     print(f"\n== load of one aggregate: {events} events in {len(items)} commits ==")
     hist = await store.load("big")
@@ -139,14 +129,7 @@ async def bench_correlation(client: angzarr_es.Client, appends: int) -> None:
     wire = client._wire
     events_prefix = f"{client.config.nats.subject_prefix}.events.batch."
     entry = f"{client.config.nats.subject_prefix}.correlation.batch"
-    payload = codec.encode_commit(
-        domain="batch",
-        root=b"x",
-        first_sequence=0,
-        events=[codec.pack(deposit(1))],
-        correlation_id="wf",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    payload = commit("batch", b"x", 0, [deposit(1)], correlation_id="wf")
     for n in range(appends):
         t = time.perf_counter()
         await store.append("plain", [deposit(n)], expected=n)
@@ -175,14 +158,7 @@ async def bench_correlation(client: angzarr_es.Client, appends: int) -> None:
 
 async def bench_discovery(client: angzarr_es.Client, aggregates: int) -> None:
     prefix = f"{client.config.nats.subject_prefix}.events."
-    payload = codec.encode_commit(
-        domain="d",
-        root=b"x",
-        first_sequence=0,
-        events=[codec.pack(deposit(1))],
-        correlation_id="",
-        created_at=dt.datetime.now(dt.UTC),
-    )
+    payload = commit("d", b"x", 0, [deposit(1)])
     items = [(f"{prefix}many.{encode_root(f'id-{i:07d}')}", payload) for i in range(aggregates)]
     items += [(f"{prefix}k1.{encode_root(f'id-{i:07d}')}", payload) for i in range(1000)]
     items += [(f"{prefix}k1025.{encode_root(f'id-{i:07d}')}", payload) for i in range(1025)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from angzarr_es import Config, ConfigError
+from angzarr_es.config import redact_url
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -111,6 +112,29 @@ def test_a_bad_server_url_is_refused_naming_its_source(
 )
 def test_server_urls_nats_py_takes_are_accepted(url: str) -> None:
     assert Config.load(None, {"NATS_URL": url}).nats.servers == [url]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://ann:s3cret@host:4222", "nats://ann:***@host:4222"),
+        ("nats://s3cretToken@host:4222", "nats://***@host:4222"),
+        ("ann:s3c@ret@host:4222", "ann:***@host:4222"),
+        ("nats://host:4222", "nats://host:4222"),
+        # PostgreSQL DSNs: a URL's userinfo or query, or a key=value password.
+        ("postgresql://bench:s3cret@db:5432/x", "postgresql://bench:***@db:5432/x"),
+        (
+            "postgresql://db/x?password=s3cret&sslmode=off",
+            "postgresql://db/x?password=***&sslmode=off",
+        ),
+        ("host=db password='s3cret \\' phrase' port=5", "host=db password=*** port=5"),
+        ("host=db password = s3&cret user=u", "host=db password = *** user=u"),
+        ("host=db password='s3cret", "host=db password=***"),
+        ("host=/var/run/postgresql user=u", "host=/var/run/postgresql user=u"),
+    ],
+)
+def test_redact_url_hides_passwords_and_tokens(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
 
 
 @pytest.mark.parametrize(

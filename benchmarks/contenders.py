@@ -1,0 +1,15 @@
+"""The contenders' names: the keys of every result row and of the targets."""
+
+from __future__ import annotations
+
+OURS = "angzarr_es"
+OURS_CONSUMER = "angzarr_es (consumer)"
+OURS_ONE = "angzarr_es, 1 event per call"
+FLOOR = "raw nats-py (floor)"
+FLOOR_DECODED = "raw nats-py (floor + event decode)"
+NAIVE = "naive nats-py"
+CODEC = "codec only (in memory)"
+WIRE = "socket only (no client)"
+SQLITE = "eventsourcing-sqlite"
+POSTGRES = "eventsourcing-postgres"
+PEERS = (SQLITE, POSTGRES)

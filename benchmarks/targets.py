@@ -1,0 +1,162 @@
+"""The targets: each one's rule, the ratio (or figure) measured against it, and
+whether it was met."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from benchmarks.contenders import FLOOR, FLOOR_DECODED, NAIVE, OURS, OURS_ONE, PEERS
+from benchmarks.harness import Stats
+
+CACHED = "append 1 event (cached)"
+TEN = "append 10 events (cached)"
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """One target: its rule (`name`), the figure measured, its limit, and whether it was met."""
+
+    name: str
+    measured: float
+    limit: float
+    unit: str
+    met: bool
+    detail: str = ""
+
+
+def targets(results: Sequence[Stats], memory: dict[str, dict[str, float]]) -> list[Target]:
+    """Each of the issue's targets with its measured ratio, in the table's order; a
+    target whose rows were not measured (a smaller preset, a missing peer) is left out."""
+    table = _Table(results)
+    _appends(table)
+    _loads(table)
+    _writers(table, results)
+    _peers(table)
+    _memory(table, memory)
+    return table.out
+
+
+class _Table:
+    """The results looked up by operation and contender, and the targets so far."""
+
+    def __init__(self, results: Sequence[Stats]) -> None:
+        self.by = {(s.op, s.contender): s for s in results}
+        self.out: list[Target] = []
+
+    def get(self, op: str, contender: str) -> Stats | None:
+        return self.by.get((op, contender))
+
+    def ratio(
+        self,
+        name: str,
+        num: Stats | None,
+        den: Stats | None,
+        field: str,
+        limit: float,
+        *,
+        at_least: bool = False,
+    ) -> None:
+        """`num`'s `field` over `den`'s: at most `limit`, or `at_least` it."""
+        if num is None or den is None:
+            return
+        a, b = getattr(num, field), getattr(den, field)
+        value = a / b if b else float("inf")
+        self.out.append(
+            Target(
+                name=name,
+                measured=round(value, 3),
+                limit=limit,
+                unit="x",
+                met=value >= limit if at_least else value <= limit,
+                detail=f"{num.contender} {field} {a:.1f} / {den.contender} {b:.1f}",
+            )
+        )
+
+    def below(self, name: str, value: float, limit: float, unit: str) -> None:
+        """A figure that must stay under `limit`."""
+        self.out.append(
+            Target(name=name, measured=round(value, 1), limit=limit, unit=unit, met=value < limit)
+        )
+
+
+def _appends(table: _Table) -> None:
+    ours1, floor1 = table.get(CACHED, OURS), table.get(CACHED, FLOOR)
+    table.ratio("append (cached) p50 <= 1.10x floor p50", ours1, floor1, "p50", 1.10)
+    table.ratio("append (cached) p99 <= 1.5x floor p99", ours1, floor1, "p99", 1.5)
+    if ours1 is not None:
+        table.below("append (cached) p99 < 1 ms", ours1.p99, 1000.0, "µs")
+    table.ratio(
+        "append 10 events p50 <= 1.3x append 1 p50 (interleaved)",
+        table.get(TEN, OURS),
+        table.get(TEN, OURS_ONE),
+        "p50",
+        1.3,
+    )
+
+
+def _loads(table: _Table) -> None:
+    for size in (100, 1000):
+        for per_commit in (1, 10):
+            op = f"load {size} events ({per_commit}/commit)"
+            ours = table.get(op, OURS)
+            table.ratio(
+                f"{op}: p50 <= 1.3x Direct Get floor", ours, table.get(op, FLOOR), "p50", 1.3
+            )
+            table.ratio(
+                f"{op}: p50 <= 1.3x Direct Get floor that also decodes each event",
+                ours,
+                table.get(op, FLOOR_DECODED),
+                "p50",
+                1.3,
+            )
+            table.ratio(
+                f"{op}: naive ordered consumer >= 3x slower (p50)",
+                table.get(op, NAIVE),
+                ours,
+                "p50",
+                3.0,
+                at_least=True,
+            )
+
+
+def _writers(table: _Table, results: Sequence[Stats]) -> None:
+    writers = [s for s in results if s.op.endswith("concurrent writers")]
+    if writers:
+        op = writers[0].op
+        table.ratio(
+            f"{op}: >= 0.8x raw pipelined throughput",
+            table.get(op, OURS),
+            table.get(op, FLOOR),
+            "ops_per_s",
+            0.8,
+            at_least=True,
+        )
+
+
+def _peers(table: _Table) -> None:
+    for peer in PEERS:
+        table.ratio(
+            f"append p50 faster than {peer} (ratio < 1)",
+            table.get(CACHED, OURS),
+            table.get(CACHED, peer),
+            "p50",
+            1.0,
+        )
+        # The peers store one row per event whatever the commit size, so
+        # their load of 100 events is measured once (in the 1/commit rounds).
+        theirs = table.get("load 100 events (1/commit)", peer)
+        for per_commit in (1, 10):
+            table.ratio(
+                f"load 100 ({per_commit}/commit) p50 faster than {peer} (ratio < 1)",
+                table.get(f"load 100 events ({per_commit}/commit)", OURS),
+                theirs,
+                "p50",
+                1.0,
+            )
+
+
+def _memory(table: _Table, memory: dict[str, dict[str, float]]) -> None:
+    for key, got in memory.items():
+        if key.startswith("iter"):
+            table.below(f"{key}: peak RSS growth < 50 MB", got["peak_growth_mb"], 50.0, "MB")
