@@ -50,7 +50,7 @@ from angzarr_es.subjects import (
     validate_edition,
 )
 
-__all__ = ["Bus", "CatchUp", "Delivery", "Handler", "Start", "Subscription"]
+__all__ = ["Bus", "CatchUp", "Delivery", "Handler", "SkipHandler", "Start", "Subscription"]
 
 log = logging.getLogger("angzarr_es")
 
@@ -84,10 +84,15 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     timeline. `filters.everything()` and `domain(..., deep=True)` match both."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """The commit's NATS headers (e.g. `traceparent`, for
-    `tracing.continue_from`); empty in core mode."""
+    `tracing.continue_from`); in core mode those the publisher sent
+    (`bus.publish` sends none)."""
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+
+SkipHandler = Callable[[str, int, AngzarrESError], None]
+"""Told of a message on a subscription's subjects that is not a commit and was
+passed over: (subject, stream sequence or 0 in core mode, the decoding error)."""
 
 
 def decode_delivery(
@@ -282,14 +287,20 @@ class Bus:
         self._uncaptured[domain] = now + CAPTURE_CHECK_TTL
 
     async def subscribe(
-        self, f: FilterLike, handler: Handler, *, start: Start = "new"
+        self,
+        f: FilterLike,
+        handler: Handler,
+        *,
+        start: Start = "new",
+        on_skip: SkipHandler | None = None,
     ) -> Subscription:
         """Call `handler` for every commit matching `f`, one at a time, in order.
 
         Core mode: a plain NATS subscription (`start` must be "new"). JetStream
         mode: an ephemeral consumer from `start`, removed on `close()`; the
         delivery carries the stream sequence. A handler that raises is logged
-        and the next commit is delivered.
+        and the next commit is delivered. A message that is not a commit goes
+        to `on_skip` (default: a logged warning) and the next is delivered.
 
         Raises:
             ValueError: `start` other than "new" in core mode.
@@ -300,17 +311,20 @@ class Bus:
             if start != "new":
                 raise ValueError("core NATS has no history: start must be 'new'")
 
-            async def on_core(subj: str, data: bytes) -> None:
+            async def on_core(subj: str, data: bytes, headers: dict[str, str]) -> None:
                 try:
-                    delivery = decode_delivery(self._prefix, subj, data)
+                    delivery = decode_delivery(self._prefix, subj, data, headers=headers)
                 except AngzarrESError as exc:
-                    log.warning("dropping undecodable message on %s: %s", subj, exc)
+                    if on_skip is None:
+                        log.warning("dropping undecodable message on %s: %s", subj, exc)
+                    else:
+                        on_skip(subj, 0, exc)
                     return
                 await _call(handler, delivery)
 
             sub = await bw.core_subscribe(self._wire, subject, on_core)
             return self._keep(sub.close)
-        reader = CatchUp(self._wire, self._cfg, subject, start)
+        reader = CatchUp(self._wire, self._cfg, subject, start, on_skip=on_skip)
         await reader.open()
 
         idle = asyncio.Event()
@@ -431,9 +445,17 @@ class CatchUp:
     """
 
     def __init__(
-        self, wire: Wire, cfg: NatsConfig, subject: str, start: Start, *, window: int = 256
+        self,
+        wire: Wire,
+        cfg: NatsConfig,
+        subject: str,
+        start: Start,
+        *,
+        window: int = 256,
+        on_skip: SkipHandler | None = None,
     ) -> None:
         self._wire = wire
+        self._on_skip = on_skip
         self._cfg = cfg
         self._subject = subject
         self._start = start
@@ -590,6 +612,9 @@ class CatchUp:
 
     def _skipped(self, subject: str, stream_seq: int, exc: AngzarrESError) -> None:
         """A message on the filter that is not a commit was passed over."""
+        if self._on_skip is not None:
+            self._on_skip(subject, stream_seq, exc)
+            return
         log.warning(
             "skipping undecodable message on %s (stream sequence %d): %s", subject, stream_seq, exc
         )

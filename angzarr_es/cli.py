@@ -1,11 +1,13 @@
 """The `angzarr-es` command line.
 
-    angzarr-es server | provision | status | show | tail | demo | bench
+    angzarr-es COMMAND [--config PATH] [ARGS...]
 
-Every subcommand takes `--config PATH` (TOML, see `angzarr_es.config`) and
-honours `NATS_URL` and `BUS_BACKEND`. Errors are one line on stderr and a
-non-zero exit status: 1 for a failure, 2 for bad usage or configuration,
-130 after Ctrl-C.
+`COMMANDS` below names the subcommands (`angzarr-es --help` lists them): each
+is a module of `angzarr_es._cli` with `add_arguments(parser)` and
+`run(args) -> int` (`angzarr_es._cli.common.Subcommand`). Every subcommand
+takes `--config PATH` (TOML, see `angzarr_es.config`) and honours `NATS_URL`
+and `BUS_BACKEND`. Errors are one line on stderr and a non-zero exit status:
+1 for a failure, 2 for bad usage or configuration, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,39 +18,52 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from angzarr_es._cli.common import EXIT_FAILURE, EXIT_USAGE, CommandError, Subcommand
 from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, InvalidDomain
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "Command", "main"]
 
 PROG = "angzarr-es"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-# subcommand -> (module in angzarr_es._cli, help); imported only when used.
-_COMMANDS = {
-    "server": "run the embedded nats-server (JetStream, data dir, monitoring port)",
-    "provision": "create or update the event stream (--dry-run shows the differences)",
-    "status": "server, JetStream, stream and consumer health (--json, --watch)",
-    "show": "an aggregate's history with decoded events",
-    "tail": "follow live events on a subject filter",
-    "demo": "register a player, deposit, reload, and a rejected concurrent append",
-    "bench": "run the benchmark suite (python -m benchmarks ARGS...)",
-}
+
+class Command(NamedTuple):
+    """One subcommand, implemented by the module `angzarr_es._cli.<name>`
+    (dashes as underscores)."""
+
+    name: str
+    help: str
+    """One line for `angzarr-es --help`."""
+    passthrough: bool = False
+    """Arguments the parser does not know go to `args.args` instead of being an error."""
+
+    def load(self) -> Subcommand:
+        """The module that implements it.
+
+        Raises:
+            TypeError: the module lacks `add_arguments` or `run`.
+        """
+        module = importlib.import_module(f"angzarr_es._cli.{self.name.replace('-', '_')}")
+        if not isinstance(module, Subcommand):
+            raise TypeError(f"{module.__name__} lacks add_arguments(parser) or run(args)")
+        return module
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+COMMANDS: tuple[Command, ...] = (
+    Command("server", "run the embedded nats-server (JetStream, data dir, monitoring port)"),
+    Command("provision", "create or update the event stream (--dry-run shows the differences)"),
+    Command("status", "server, JetStream, stream and consumer health (--json, --watch)"),
+    Command("show", "an aggregate's history with decoded events"),
+    Command("tail", "follow live events on a subject filter"),
+    Command("demo", "register a player, deposit, reload, and a rejected concurrent append"),
+    Command("bench", "run the benchmark suite (python -m benchmarks ARGS...)", passthrough=True),
+)
+"""Every subcommand, in the order `--help` lists them."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[Command, Subcommand]]]:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -59,74 +74,25 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG, description="Event store on NATS JetStream: operate, inspect, demo."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    cmds = {name: sub.add_parser(name, parents=[common], help=h) for name, h in _COMMANDS.items()}
-
-    p = cmds["server"]
-    p.add_argument("--data-dir", metavar="DIR", default="angzarr-es-data", help="JetStream storage")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    p.add_argument("--port", type=int, default=4222, help="client port (-1: any free port)")
-    p.add_argument(
-        "--monitor-port", type=int, default=8222, help="HTTP monitoring port (-1: any free port)"
-    )
-
-    p = cmds["provision"]
-    p.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
-
-    p = cmds["status"]
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p.add_argument(
-        "--count", type=_positive_int, default=0, help="with --watch: stop after N screens"
-    )
-    p.add_argument(
-        "--lag-threshold", type=int, default=1000, help="consumer lag reported as a problem"
-    )
-    p.add_argument(
-        "--monitor-url",
-        metavar="URL",
-        help="nats-server monitoring endpoint, e.g. http://localhost:8222 "
-        "(default: bus.nats.monitor_url or NATS_MONITOR_URL)",
-    )
-
-    for name in ("show", "tail"):
-        cmds[name].add_argument(
-            "--proto-module",
-            action="append",
-            default=[],
-            metavar="MODULE",
-            help="import MODULE so its event types decode (repeatable)",
-        )
-        cmds[name].add_argument("--json", action="store_true", help="one JSON object per line")
-    p = cmds["show"]
-    p.add_argument("domain", help="aggregate domain, e.g. player")
-    p.add_argument("id", help="aggregate id")
-    p.add_argument("--from", dest="from_seq", type=int, default=0, metavar="SEQ")
-    p.add_argument("--to", dest="to_seq", type=int, default=None, metavar="SEQ", help="exclusive")
-
-    p = cmds["tail"]
-    p.add_argument(
-        "filter", help="subject filter (angzarr.events.player.*) or a domain name (player)"
-    )
-    p.add_argument("--count", type=int, default=0, help="exit after N events")
-
-    cmds[
-        "bench"
-    ].usage = f"{PROG} bench [--config PATH] [ARGS...]  (ARGS go to python -m benchmarks)"
-    return parser
+    commands = {}
+    for command in COMMANDS:
+        module = command.load()
+        module.add_arguments(sub.add_parser(command.name, parents=[common], help=command.help))
+        commands[command.name] = (command, module)
+    return parser, commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = _parser()
+    parser, commands = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.args = extra  # everything else belongs to the benchmarks
+    command, module = commands[args.command]
+    if command.passthrough:
+        args.args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handler = importlib.import_module(f"angzarr_es._cli.{args.command}")
     try:
-        status: int = handler.run(args)
+        status = module.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except BrokenPipeError:
         # The reader went away (`angzarr-es demo | head -1`): stop quietly.
@@ -134,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # it at devnull (the docs' "Note on SIGPIPE").
         _quiet_stdout()
         return EXIT_FAILURE
+    except CommandError as exc:
+        return _fail(exc, exc.status)
     except (ConfigError, InvalidDomain, InvalidAggregateId) as exc:
         return _fail(exc, EXIT_USAGE)
     except AngzarrESError as exc:

@@ -19,7 +19,7 @@ from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
-from angzarr_es.bus import Bus, CatchUp, Handler, Start, Subscription
+from angzarr_es.bus import Bus, CatchUp, Handler, SkipHandler, Start, Subscription
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
@@ -146,6 +146,11 @@ class Client:
         """The connected server's version, e.g. "2.15.1"."""
         return ".".join(map(str, self._wire.server_version))
 
+    @property
+    def connected_url(self) -> str:
+        """The URL of the server currently connected to, credentials redacted ("" if none)."""
+        return self._wire.connected_url
+
     def store(self, domain: str, edition: str | None = None) -> EventStore:
         """The event store of one domain, on the main timeline or on `edition`.
 
@@ -179,6 +184,19 @@ class Client:
                         seen.add(domain)
                         yield domain
                 del page  # before the next page arrives: hold one at a time
+
+    async def has_events(self, domain: str) -> bool:
+        """Whether any aggregate of `domain`, on any timeline, has a commit.
+
+        One Direct Get of the last message under the domain's subjects; any
+        replica may answer, so a commit made a moment ago may not show yet.
+
+        Raises:
+            InvalidDomain: `domain` is not one safe subject token.
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        everything = self._subjects.domain_all(domain)
+        return await self._wire.reads.direct_last(self._ctx.stream, everything) is not None
 
     async def events_by_correlation(
         self, correlation_id: str, *, edition: str | None = None
@@ -278,18 +296,23 @@ class Client:
         self._owned.add(projector)
         return projector
 
-    def subscribe(self, filter: FilterLike, *, start: Start = "all") -> CatchUp:
+    def subscribe(
+        self, filter: FilterLike, *, start: Start = "all", on_skip: SkipHandler | None = None
+    ) -> CatchUp:
         """Catch-up subscription: history from `start`, then live commits.
 
         Use as `async with client.subscribe(f) as sub: async for d in sub: ...`;
-        leaving the block deletes its ephemeral consumer.
+        leaving the block deletes its ephemeral consumer. A message on the
+        filter that is not a commit goes to `on_skip` (default: a logged
+        warning) and the iteration goes on.
 
         Raises:
             ConfigError: the bus is in core mode (there is no history).
             ValueError, TypeError: invalid `start`.
         """
         self._need_jetstream("catch-up subscriptions")
-        sub = CatchUp(self._wire, self._config.nats, self.bus.filter(filter), start)
+        subject = self.bus.filter(filter)
+        sub = CatchUp(self._wire, self._config.nats, subject, start, on_skip=on_skip)
         self._owned.add(sub)
         return sub
 
@@ -367,6 +390,15 @@ class Client:
         )
 
     # -- provisioning --------------------------------------------------------
+
+    async def stream_settings(self, name: str, *, what: str = "stream") -> dict[str, Any] | None:
+        """Stream `name`'s configuration as the server reports it; None if there is none.
+
+        Raises:
+            StoreError: any other refusal (the message names it `what`).
+            StoreTimeout, StoreUnavailable
+        """
+        return await self._wire.js.stream_settings(name, what)
 
     def stream_config(self) -> m.StreamConfig:
         """The event stream's configuration as `provision()` applies it."""

@@ -778,7 +778,7 @@ class Projector:
             msg.subject, msg.data, msg.stream_seq, msg.delivered, _one_line(exc)
         )
 
-    async def _on_exceeded(self, subject: str, data: bytes) -> None:
+    async def _on_exceeded(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """The server gave up on a commit by itself (its last delivery expired
         unacked: a handler hung or a process died): dead-letter it from the stream."""
         try:

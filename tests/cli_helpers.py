@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import subprocess
@@ -10,11 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from angzarr_es.cli import Command
 from angzarr_es.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+UNREACHABLE = "nats://127.0.0.1:1"
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -40,6 +43,40 @@ def run_cli(
         check=False,
         cwd=cwd,
     )
+
+
+def one_error_line(stderr: str) -> str:
+    """The one line of an error, checked to be one and no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("angzarr-es: error: ")
+    return lines[0]
+
+
+def unreachable_fails(*args: str) -> None:
+    """`angzarr-es ARGS` with no server to reach: one line, exit status 1."""
+    done = run_cli(*args, env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 1
+    assert f"cannot connect to NATS at {UNREACHABLE}" in one_error_line(done.stderr)
+
+
+class _Recording(argparse.ArgumentParser):
+    def __init__(self) -> None:
+        self.added: list[argparse.Action] = []  # before __init__ adds --help
+        super().__init__()
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.added.append(action)
+        return action
+
+
+def required_arguments(command: Command) -> list[str]:
+    """A placeholder for each positional argument `command` requires."""
+    parser = _Recording()
+    command.load().add_arguments(parser)
+    return ["x" for a in parser.added if not a.option_strings and a.required]
 
 
 def write_config(path: Path, config: Config) -> Path:

@@ -17,15 +17,25 @@ import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import metrics, tracing
+from angzarr_es._nats import messages as js
+from angzarr_es.cli import COMMANDS, Command
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2
-from tests.cli_helpers import cli_env, run_cli, start_cli, stderr_lines, stop, write_config
+from tests.cli_helpers import (
+    ROOT,
+    cli_env,
+    one_error_line,
+    required_arguments,
+    run_cli,
+    start_cli,
+    stderr_lines,
+    stop,
+    unreachable_fails,
+    write_config,
+)
 from tests.conftest import delete_stream
-
-UNREACHABLE = "nats://127.0.0.1:1"
 
 
 @pytest.fixture
@@ -42,19 +52,17 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
         await delete_stream(c, config.nats.stream_name)
 
 
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("angzarr-es: error: ")
-    return lines[0]
-
-
 def test_help_lists_every_subcommand() -> None:
-    done = run_cli("--help")
+    done = run_cli("--help", env=cli_env(COLUMNS="200"))  # no help wrapped
     assert done.returncode == 0
-    for name in ("server", "provision", "status", "show", "tail", "demo", "bench"):
-        assert name in done.stdout
+    for command in COMMANDS:
+        assert re.search(rf"^ +{command.name}\s+{re.escape(command.help)}$", done.stdout, re.M)
+
+
+def test_the_docs_describe_every_subcommand() -> None:
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    for command in COMMANDS:
+        assert re.search(rf"^\| `angzarr-es {command.name}[ `]", docs, re.M), command.name
 
 
 # -- server ------------------------------------------------------------------------
@@ -141,6 +149,10 @@ def test_embedded_server_refuses_a_data_dir_it_cannot_use(tmp_path: Path) -> Non
 
 
 # -- provision ---------------------------------------------------------------------
+
+
+def test_provision_without_a_server() -> None:
+    unreachable_fails("provision")
 
 
 async def test_provision_dry_run_creates_nothing_then_provision_creates(
@@ -231,6 +243,10 @@ async def test_provision_refuses_a_stream_it_cannot_fix(
 
 
 # -- status ------------------------------------------------------------------------
+
+
+def test_status_without_a_server() -> None:
+    unreachable_fails("status")
 
 
 async def test_status_flags_a_missing_stream_then_reports_lag(
@@ -373,6 +389,7 @@ async def test_show_error_paths(conf: Path, client: angzarr_es.Client) -> None:
     done = run_cli("show", "player", "x", "--from", "3", "--to", "1", "--config", str(conf))
     assert done.returncode == 2
     one_error_line(done.stderr)
+    unreachable_fails("show", "player", "x")
 
 
 # -- tail --------------------------------------------------------------------------
@@ -444,6 +461,48 @@ def test_tail_refuses_a_filter_outside_the_prefix(conf: Path) -> None:
     assert "is not under" in one_error_line(done.stderr)
 
 
+@pytest.fixture
+def core_conf(conf: Path) -> Path:
+    """`conf` with the bus in core mode."""
+    conf.write_text(conf.read_text() + "jetstream = false\n")  # under [bus.nats]
+    return conf
+
+
+async def test_tail_in_core_mode_sees_every_publish_with_its_headers(
+    core_conf: Path, client: angzarr_es.Client, config: Config
+) -> None:
+    await client.provision()
+    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))  # traceparent
+    tail = start_cli("tail", "player", "--count", "2", "--json", "--config", str(core_conf))
+    notices = stderr_lines(tail)
+    try:
+        notices.until(lambda line: line.startswith("tailing "))
+        junk = f"{config.nats.subject_prefix}.events.player.junk"
+        await client._wire.nc.publish(junk, b"\xff\xff")  # not a commit
+        await client._wire.nc.flush()
+        assert junk in notices.until(lambda line: line.startswith("skipped a message"))
+        with tracing.span() as span:
+            await client.store("player").append(
+                "p1",
+                [player_pb2.PlayerRegistered(name="Bob"), player_pb2.FundsDeposited()],
+                expected=0,
+            )
+        lines = tail.rest()
+        assert tail.proc.returncode == 0
+    finally:
+        stop(tail)
+    rows = [json.loads(line) for line in lines]
+    assert [(r["id"], r["sequence"]) for r in rows] == [("p1", 0), ("p1", 1)]
+    (trace,) = {r["traceparent"] for r in rows}  # one commit
+    received = tracing.TraceContext.parse(trace)
+    assert received is not None
+    assert received.trace_id == span.trace_id
+
+
+def test_tail_without_a_server() -> None:
+    unreachable_fails("tail", "player")
+
+
 # -- bench -------------------------------------------------------------------------
 
 
@@ -472,16 +531,6 @@ def test_bench_without_the_package_says_so() -> None:
 # -- errors common to every subcommand -----------------------------------------
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["provision"], ["status"], ["show", "player", "x"], ["tail", "player"], ["demo"]],
-)
-def test_unreachable_server_is_one_line_and_exit_1(args: list[str]) -> None:
-    done = run_cli(*args, env=cli_env(NATS_URL=UNREACHABLE))
-    assert done.returncode == 1
-    assert f"cannot connect to NATS at {UNREACHABLE}" in one_error_line(done.stderr)
-
-
 def test_a_server_that_never_answers_is_a_timeout(conf: Path) -> None:
     # A socket that listens and never accepts: the TCP handshake completes
     # (kernel backlog) and the server's INFO never comes, like an unroutable
@@ -500,14 +549,11 @@ def test_a_server_that_never_answers_is_a_timeout(conf: Path) -> None:
     ), line
 
 
-@pytest.mark.parametrize(
-    "command", ["server", "provision", "status", "show", "tail", "demo", "bench"]
-)
-def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, command: Command) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[bus.nats]\nurl = "nats://x:4222"\nstream_nmae = "typo"\n')
-    extra = {"show": ["player", "x"], "tail": ["player"]}.get(command, [])
-    done = run_cli(command, *extra, "--config", str(bad))
+    done = run_cli(command.name, *required_arguments(command), "--config", str(bad))
     assert done.returncode == 2
     line = one_error_line(done.stderr)
     assert "bad.toml" in line

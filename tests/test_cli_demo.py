@@ -11,7 +11,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
-from tests.cli_helpers import cli_env, run_cli, write_config
+from tests.cli_helpers import cli_env, run_cli, unreachable_fails, write_config
 from tests.conftest import delete_stream
 
 
@@ -30,6 +30,10 @@ def test_demo_starts_its_own_server_when_nats_url_is_unset() -> None:
     assert "stopped nats-server and removed its storage" in done.stdout
     _check_story(done.stdout)
     assert done.stderr == ""
+
+
+def test_demo_without_a_server() -> None:
+    unreachable_fails("demo")
 
 
 @pytest.mark.parametrize("via", ["config", "NATS_URL"])

@@ -137,21 +137,19 @@ class FakeIndex:
 
     timeout = 2.0
 
-    async def request(self, subject: str, body: bytes = b"", **kw: Any) -> Any:
-        request = msgspec.json.decode(body)
+    @property
+    def js(self) -> Any:
+        return self
+
+    async def subjects_page(
+        self, stream: str, subjects_filter: str, offset: int, timeout: float
+    ) -> Any:
         state = sorted(self.states[min(self.calls, len(self.states) - 1)])
         self.calls += 1
-        offset = request.get("offset", 0)
         page = state[offset : offset + self.page_size]
-        data = msgspec.json.encode(
-            {
-                "total": len(state),
-                "offset": offset,
-                "limit": self.page_size,
-                "state": {"subjects": dict.fromkeys(page, 1)},
-            }
+        return SimpleNamespace(
+            total=len(state), state=SimpleNamespace(subjects=dict.fromkeys(page, 1))
         )
-        return SimpleNamespace(data=data)
 
 
 async def test_subjects_created_between_pages_are_not_listed_twice() -> None:

@@ -23,9 +23,8 @@ import pytest
 import angzarr_es
 from angzarr_es.embedded import LOCK_FILE, EmbeddedServer
 from angzarr_es.pb import player_pb2
-from tests.cli_helpers import Lines, run_cli, start_cli, stop
+from tests.cli_helpers import Lines, one_error_line, run_cli, start_cli, stop
 from tests.conftest import fresh_config
-from tests.test_cli import one_error_line
 
 try:
     import fcntl  # noqa: F401

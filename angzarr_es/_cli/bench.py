@@ -8,15 +8,19 @@ import os
 import subprocess
 import sys
 
-from angzarr_es._cli.common import load_config
-from angzarr_es.errors import ConfigError
+from angzarr_es._cli.common import load_config, usage_error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Its own arguments are those the parser does not know (`passthrough`).
+    parser.usage = f"{parser.prog} [--config PATH] [ARGS...]  (ARGS go to python -m benchmarks)"
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)  # a bad file fails here, as everywhere else
     module = os.environ.get("ANGZARR_ES_BENCH_MODULE", "benchmarks")
     if not _importable(module):
-        raise ConfigError(
+        raise usage_error(
             f"the {module} package is not importable: run this from the root of a source "
             "checkout (it ships in the sdist, not the wheel)"
         )

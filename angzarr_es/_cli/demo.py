@@ -9,6 +9,10 @@ from angzarr_es._cli.common import load_config
 from angzarr_es.demo import run_demo
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass  # only --config
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     # A throwaway server unless the user pointed us at one.

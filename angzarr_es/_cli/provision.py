@@ -24,6 +24,12 @@ _DRY = {
 _DONE = {"create": "created", "update": "updated", "none": "is up to date"}
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would change; change nothing"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     return asyncio.run(_run(config, dry_run=args.dry_run))
@@ -60,9 +66,8 @@ async def _side_plan(client: angzarr_es.Client) -> None:
     """What provisioning would do to the snapshot and dead-letter streams, as
     their STREAM.INFO shows (the checks `provision` makes before changing them)."""
     n = client.config.nats
-    wire = client._wire
     snapshots = _snapshots.stream_config(n)
-    current = await wire.js.stream_settings(snapshots.name, "snapshot stream")
+    current = await client.stream_settings(snapshots.name, what="snapshot stream")
     if current is None:
         print(f"snapshot stream {snapshots.name} would be created")
     elif changes := _differences(snapshots, current):
@@ -73,7 +78,7 @@ async def _side_plan(client: angzarr_es.Client) -> None:
         print(f"snapshot stream {snapshots.name} exists and is up to date")
     if n.jetstream:
         subject = f"{n.subject_prefix}.dlq.>"
-        current = await wire.js.stream_settings(n.dlq_stream, "dead-letter stream")
+        current = await client.stream_settings(n.dlq_stream, what="dead-letter stream")
         if current is None:
             print(f"dead-letter stream {n.dlq_stream} would be created")
         elif subject in current.get("subjects", []):

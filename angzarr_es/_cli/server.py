@@ -9,11 +9,22 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from angzarr_es._cli.common import load_config
+from angzarr_es._cli.common import load_config, usage_error
 from angzarr_es.embedded import EmbeddedServer, dir_problem
-from angzarr_es.errors import ConfigError, StoreUnavailable
+from angzarr_es.errors import StoreUnavailable
 
 _VERSION = re.compile(r"Version:\s+(\S+)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", metavar="DIR", default="angzarr-es-data", help="JetStream storage"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=4222, help="client port (-1: any free port)")
+    parser.add_argument(
+        "--monitor-port", type=int, default=8222, help="HTTP monitoring port (-1: any free port)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(
+        raise usage_error(
             f"--data-dir {args.data_dir}: cannot use it as the data directory: "
             f"{dir_problem(data_dir, exc)}"
         ) from exc

@@ -9,24 +9,35 @@ from contextlib import aclosing
 import msgspec
 
 import angzarr_es
-from angzarr_es._cli.common import import_protos, load_config
+from angzarr_es._cli.common import (
+    CommandError,
+    add_decoding_options,
+    import_protos,
+    load_config,
+    usage_error,
+)
 from angzarr_es._cli.events import event_json, record, stamp
 from angzarr_es._cli.output import Output
-from angzarr_es.errors import AngzarrESError, ConfigError
 from angzarr_es.subjects import domain_filter, validate_domain
 
 _json = msgspec.json.Encoder()
 
 
-class NotFound(AngzarrESError):
-    """The domain or aggregate has no events."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_decoding_options(parser)
+    parser.add_argument("domain", help="aggregate domain, e.g. player")
+    parser.add_argument("id", help="aggregate id")
+    parser.add_argument("--from", dest="from_seq", type=int, default=0, metavar="SEQ")
+    parser.add_argument(
+        "--to", dest="to_seq", type=int, default=None, metavar="SEQ", help="exclusive"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     import_protos(args.proto_module)
     if args.from_seq < 0 or (args.to_seq is not None and args.to_seq < args.from_seq):
-        raise ConfigError("--from must be >= 0 and --to (exclusive) >= --from")
+        raise usage_error("--from must be >= 0 and --to (exclusive) >= --from")
     validate_domain(args.domain)
     return asyncio.run(_run(args, config))
 
@@ -73,9 +84,15 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config) -> int:
 async def _explain_missing(
     client: angzarr_es.Client, config: angzarr_es.Config, domain: str, subject: str
 ) -> None:
-    stream = config.nats.stream_name
-    everything = domain_filter(config.nats.subject_prefix, domain)
-    # Direct Get accepts a wildcard: the last message anywhere under the domain.
-    if await client._wire.reads.direct_last(stream, everything) is None:
-        raise NotFound(f"unknown domain {domain!r}: no events under {everything} in {stream}")
-    raise NotFound(f"{domain} aggregate {subject.rpartition('.')[2]!r} has no events ({subject})")
+    """Why `subject` has no events.
+
+    Raises:
+        CommandError: always: the domain has no events, or only this aggregate has none.
+    """
+    if not await client.has_events(domain):
+        stream = config.nats.stream_name
+        everything = domain_filter(config.nats.subject_prefix, domain)
+        raise CommandError(f"unknown domain {domain!r}: no events under {everything} in {stream}")
+    raise CommandError(
+        f"{domain} aggregate {subject.rpartition('.')[2]!r} has no events ({subject})"
+    )

@@ -12,11 +12,39 @@ import urllib.parse
 import msgspec
 
 import angzarr_es
-from angzarr_es._cli.common import load_config
+from angzarr_es._cli.common import load_config, usage_error
 from angzarr_es._cli.output import Bad, Output, size, when
 from angzarr_es.config import redact_url
-from angzarr_es.errors import ConfigError, StoreError, StoreTimeout, StoreUnavailable
+from angzarr_es.errors import StoreError, StoreTimeout, StoreUnavailable
 from angzarr_es.health import Health
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    parser.add_argument(
+        "--count", type=_positive_int, default=0, help="with --watch: stop after N screens"
+    )
+    parser.add_argument(
+        "--lag-threshold", type=int, default=1000, help="consumer lag reported as a problem"
+    )
+    parser.add_argument(
+        "--monitor-url",
+        metavar="URL",
+        help="nats-server monitoring endpoint, e.g. http://localhost:8222 "
+        "(default: bus.nats.monitor_url or NATS_MONITOR_URL)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     elif config.nats.monitor_url:
         _check_url(config.nats.monitor_url, "bus.nats.monitor_url")
     if args.interval <= 0:
-        raise ConfigError("--interval must be > 0 seconds")
+        raise usage_error("--interval must be > 0 seconds")
     if args.lag_threshold < 0:
-        raise ConfigError("--lag-threshold must be >= 0")
+        raise usage_error("--lag-threshold must be >= 0")
     return asyncio.run(_run(args, config, monitor))
 
 
@@ -38,7 +66,7 @@ def _check_url(url: str, source: str) -> None:
     """An http(s) URL with a host, or a usage error.
 
     Raises:
-        ConfigError
+        CommandError
     """
     try:
         parts = urllib.parse.urlsplit(url)
@@ -46,7 +74,7 @@ def _check_url(url: str, source: str) -> None:
     except ValueError:
         good = False
     if not good:
-        raise ConfigError(
+        raise usage_error(
             f"{source} {url!r} is not an http:// or https:// URL with a host, "
             "e.g. http://localhost:8222"
         )

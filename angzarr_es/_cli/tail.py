@@ -13,26 +13,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Mapping
 
 import msgspec
 
 import angzarr_es
-from angzarr_es import codec
-from angzarr_es._cli.common import import_protos, load_config
+from angzarr_es._cli.common import add_decoding_options, import_protos, load_config, usage_error
 from angzarr_es._cli.events import event_json, record, stamp
-from angzarr_es.bus import CatchUp
-from angzarr_es.errors import AngzarrESError, ConfigError
-from angzarr_es.subjects import domain_filter, events_filter, parse_subject
+from angzarr_es.bus import Delivery
+from angzarr_es.errors import AngzarrESError
+from angzarr_es.subjects import domain_filter, events_filter
 
 _json = msgspec.json.Encoder()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_decoding_options(parser)
+    parser.add_argument(
+        "filter", help="subject filter (angzarr.events.player.*) or a domain name (player)"
+    )
+    parser.add_argument("--count", type=int, default=0, help="exit after N events")
 
 
 def subject_filter(text: str, prefix: str) -> str:
     """A domain name (`player`), `>` or `*` for every domain, or a subject filter as is.
 
     Raises:
-        ConfigError: a filter outside `<prefix>.events.`.
+        CommandError: a filter outside `<prefix>.events.` (exit status 2).
     """
     if text in (">", "*"):
         return events_filter(prefix)
@@ -40,7 +46,7 @@ def subject_filter(text: str, prefix: str) -> str:
         return domain_filter(prefix, text)
     head = f"{prefix}.events."
     if not text.startswith(head) and text != f"{prefix}.events.>":
-        raise ConfigError(f"filter {text!r} is not under {head} (bus.nats.subject_prefix)")
+        raise usage_error(f"filter {text!r} is not under {head} (bus.nats.subject_prefix)")
     return text
 
 
@@ -48,19 +54,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     import_protos(args.proto_module)
     if args.count < 0:
-        raise ConfigError("--count must be >= 0")
+        raise usage_error("--count must be >= 0")
     subject = subject_filter(args.filter, config.nats.subject_prefix)
     return asyncio.run(_run(args, config, subject))
 
 
-class _Follow(CatchUp):
-    """A catch-up reader from "new" that reports what it skips on stderr."""
-
-    def _skipped(self, subject: str, stream_seq: int, exc: AngzarrESError) -> None:
-        _skip_notice(subject, exc)
-
-
-def _skip_notice(subject: str, exc: AngzarrESError) -> None:
+def _skip_notice(subject: str, stream_seq: int, exc: AngzarrESError) -> None:
     print(f"skipped a message on {subject}: {exc}", file=sys.stderr, flush=True)
 
 
@@ -72,31 +71,29 @@ def _banner(subject: str, url: str) -> None:
 async def _run(args: argparse.Namespace, config: angzarr_es.Config, subject: str) -> int:
     printer = _Printer(args)
     async with await angzarr_es.connect(config=config) as client:
-        url = client._wire.connected_url
         if config.nats.jetstream:
-            async with _Follow(client._wire, config.nats, subject, "new") as sub:
-                await sub.open()
-                _banner(subject, url)
+            # From "new" through a consumer: only what the stream stored.
+            async with client.subscribe(subject, start="new", on_skip=_skip_notice) as sub:
+                _banner(subject, client.connected_url)
                 async for d in sub:
-                    if printer.show(d.domain, d.root, d.edition, d.events, d.headers):
+                    if printer.show(d):
                         return 0
             return 0
-        prefix = config.nats.subject_prefix
-        listener = await client._wire.listen(subject)
-        try:
-            _banner(subject, url)
-            async for msg_subject, data, headers in listener:
-                try:
-                    domain, root = parse_subject(prefix, msg_subject)
-                    book = codec.decode_book(data, subject=msg_subject)
-                    events = codec.recorded(book, subject=msg_subject)
-                except AngzarrESError as exc:
-                    _skip_notice(msg_subject, exc)
-                    continue
-                if printer.show(domain, root, book.cover.edition.name, events, headers):
-                    return 0
-        finally:
-            await listener.close()
+        # Core mode: a plain subscription, which sees every publish.
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def on_commit(d: Delivery) -> None:
+            if ended.done():
+                return
+            try:
+                if printer.show(d):
+                    ended.set_result(None)
+            except Exception as exc:  # noqa: BLE001 - raised below (a closed stdout, say)
+                ended.set_exception(exc)
+
+        async with await client.bus.subscribe(subject, on_commit, on_skip=_skip_notice):
+            _banner(subject, client.connected_url)
+            await ended
     return 0
 
 
@@ -108,17 +105,11 @@ class _Printer:
         self.count = int(args.count)
         self.seen = 0
 
-    def show(
-        self,
-        domain: str,
-        root: str,
-        edition: str,
-        events: list[codec.RecordedEvent],
-        headers: Mapping[str, str],
-    ) -> bool:
-        trace = headers.get("traceparent", "")
+    def show(self, d: Delivery) -> bool:
+        domain, root, edition = d.domain, d.root, d.edition
+        trace = d.headers.get("traceparent", "")
         where = f"{domain}/{root}" + (f"@{edition}" if edition else "")
-        for ev in events:
+        for ev in d.events:
             if self.json:
                 extra = {"traceparent": trace, "edition": edition}
                 line = _json.encode(record(domain, root, ev, **extra)).decode()

@@ -67,11 +67,14 @@ calling: contextvars.ContextVar[object | None] = contextvars.ContextVar(
     "angzarr_es_calling", default=None
 )
 
+# A core message: (subject, payload, headers).
+CoreHandler = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+
 
 class CoreSubscription:
-    """A plain NATS subscription delivering (subject, payload) to a coroutine."""
+    """A plain NATS subscription delivering (subject, payload, headers) to a coroutine."""
 
-    def __init__(self, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+    def __init__(self, handler: CoreHandler) -> None:
         self._handler = handler
         self._sub: Subscription | None = None
         self._idle = asyncio.Event()
@@ -85,7 +88,7 @@ class CoreSubscription:
         self._idle.clear()
         token = calling.set(self)
         try:
-            await self._handler(msg.subject, msg.data)
+            await self._handler(msg.subject, msg.data, dict(msg.headers or {}))
         finally:
             calling.reset(token)
             self._idle.set()
@@ -111,9 +114,7 @@ class CoreSubscription:
                 await sub.unsubscribe()
 
 
-async def core_subscribe(
-    wire: Wire, subject: str, handler: Callable[[str, bytes], Awaitable[None]]
-) -> CoreSubscription:
+async def core_subscribe(wire: Wire, subject: str, handler: CoreHandler) -> CoreSubscription:
     """Subscribe to `subject`; `handler` runs for one message at a time, in arrival order.
 
     Raises:
