@@ -26,10 +26,10 @@ from angzarr_es.projector import (
     H_STREAM_SEQ,
     H_SUBJECT,
 )
-from tests.bushelp import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
-from tests.cluster import eventually
 from tests.conftest import delete_stream
-from tests.loadgen import until
+from tests.support.bus import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
+from tests.support.cluster import eventually
+from tests.support.loadgen import until
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-from tests.bushelp import consumer_names
-from tests.cluster import eventually
 from tests.conftest import delete_stream, fresh_config
-from tests.faultproxy import FaultProxy
-from tests.loadgen import (
+from tests.support.bus import consumer_names
+from tests.support.cluster import eventually
+from tests.support.faultproxy import FaultProxy
+from tests.support.loadgen import (
     TYPED,
     Ledger,
     PublishSpy,

@@ -22,8 +22,8 @@ from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2
-from tests.cli_helpers import cli_env, run_cli, start_cli, stderr_lines, stop, write_config
 from tests.conftest import delete_stream
+from tests.support.cli import cli_env, run_cli, start_cli, stderr_lines, stop, write_config
 
 UNREACHABLE = "nats://127.0.0.1:1"
 

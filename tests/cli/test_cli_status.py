@@ -19,9 +19,9 @@ from angzarr_es import _jsapi as js
 from angzarr_es import _snapshots
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-from tests.cli_helpers import ROOT, cli_env, run_cli, start_cli, stop, write_config
+from tests.cli.test_cli import UNREACHABLE, one_error_line
 from tests.conftest import delete_stream
-from tests.test_cli import UNREACHABLE, one_error_line
+from tests.support.cli import ROOT, cli_env, run_cli, start_cli, stop, write_config
 
 # -- status with no server at start-up ---------------------------------------------------
 

@@ -23,8 +23,8 @@ import pytest
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
-from tests.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
-from tests.loadgen import (
+from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
+from tests.support.loadgen import (
     TYPED,
     Ledger,
     PublishSpy,

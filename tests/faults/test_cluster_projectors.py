@@ -27,9 +27,9 @@ import angzarr_es
 from angzarr_es import Delivery, filters
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
-from tests import projector_proc
-from tests.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
-from tests.loadgen import (
+from tests.support import projector_proc
+from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
+from tests.support.loadgen import (
     TYPED,
     Ledger,
     _leader_load,
@@ -42,7 +42,7 @@ from tests.loadgen import (
 
 pytestmark = pytest.mark.timeout(180)
 
-ROOT_DIR = Path(__file__).resolve().parent.parent
+ROOT_DIR = Path(__file__).resolve().parents[2]
 # How long an aggregate's later commit may be handled ahead of an earlier one
 # whose delivery was lost in a fault: until that one's ack_wait expires, plus
 # some slack (measured: gaps closed after at most 3.4 s with ack_wait 2 s).
@@ -169,7 +169,7 @@ class Seen:
 
 
 class ProjectorProcess:
-    """tests/projector_proc.py in a child process, reporting into a `Seen`."""
+    """tests/support/projector_proc.py in a child process, reporting into a `Seen`."""
 
     def __init__(self, cfg: Config, name: str, seen: Seen) -> None:
         self.cfg, self.name, self.seen = cfg, name, seen
@@ -184,7 +184,7 @@ class ProjectorProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tests.projector_proc",
+            "tests.support.projector_proc",
             msgspec.json.encode(self.cfg).decode(),
             self.name,
             stdout=asyncio.subprocess.PIPE,

@@ -22,7 +22,7 @@ from angzarr_es import ANY, ConcurrencyError, InvalidSnapshot
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import InMemoryClient
 from tests.conftest import delete_stream
-from tests.test_stateful import Shared
+from tests.integration.test_stateful import Shared
 
 ROOTS = ["b.o.b", "🃏", str(uuid.UUID(int=7))]
 

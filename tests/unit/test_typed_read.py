@@ -15,7 +15,7 @@ from angzarr_es import _commits, _typed, codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2, player_pb2
-from tests.test_codec_fastpaths import reference_recorded
+from tests.unit.test_codec_fastpaths import reference_recorded
 
 NOW = dt.datetime(2026, 11, 26, 6, 0, 0, 123456, tzinfo=dt.UTC)
 KINDS = ["deposit", "withdraw", "register", "unknown"]

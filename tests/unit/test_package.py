@@ -7,7 +7,7 @@ from pathlib import Path
 
 import angzarr_es
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_all_is_exactly_the_public_surface() -> None:

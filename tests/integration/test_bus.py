@@ -17,8 +17,8 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
 from angzarr_es.subjects import root_bytes
-from tests.bushelp import Recorder, consumer_names, deposit, with_nats
 from tests.conftest import delete_stream
+from tests.support.bus import Recorder, consumer_names, deposit, with_nats
 
 # -- filters (pure) -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""A projector in its own process, for crash tests: `python -m tests.projector_proc CONFIG_JSON NAME`.
+"""A projector in its own process, for crash tests: `python -m tests.support.projector_proc CONFIG_JSON NAME`.
 
 Prints one line per handled commit, before its ack:
 `H <root> <first event sequence> <event count> <stream seq> <delivery count>`,

@@ -23,9 +23,9 @@ import pytest
 import angzarr_es
 from angzarr_es.embedded import LOCK_FILE, EmbeddedServer
 from angzarr_es.pb import player_pb2
-from tests.cli_helpers import Lines, run_cli, start_cli, stop
+from tests.cli.test_cli import one_error_line
 from tests.conftest import fresh_config
-from tests.test_cli import one_error_line
+from tests.support.cli import Lines, run_cli, start_cli, stop
 
 try:
     import fcntl  # noqa: F401

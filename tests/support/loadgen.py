@@ -20,7 +20,7 @@ from angzarr_es import ConcurrencyError, History, StoreTimeout, StoreUnavailable
 from angzarr_es._wire import Wire
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from tests.cluster import eventually
+from tests.support.cluster import eventually
 
 TYPED = (StoreUnavailable, StoreTimeout, ConcurrencyError)
 

@@ -16,8 +16,8 @@ import angzarr_es
 from angzarr_es import PermissionDenied, StoreUnavailable
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
-from tests.authkit import Operator, TLSFiles, user_key
 from tests.conftest import delete_stream, fresh_config
+from tests.support.authkit import Operator, TLSFiles, user_key
 
 pytestmark = pytest.mark.timeout(60)
 
