@@ -22,10 +22,18 @@ from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2
-from tests.conftest import delete_stream
-from tests.support.cli import cli_env, run_cli, start_cli, stderr_lines, stop, write_config
-
-UNREACHABLE = "nats://127.0.0.1:1"
+from tests.support import jsadmin
+from tests.support.cli import (
+    UNREACHABLE,
+    cli_env,
+    one_error_line,
+    run_cli,
+    start_cli,
+    stderr_lines,
+    stop,
+    write_config,
+)
+from tests.support.jsadmin import delete_stream
 
 
 @pytest.fixture
@@ -40,14 +48,6 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
     async with await angzarr_es.connect(config=config) as c:
         yield c
         await delete_stream(c, config.nats.stream_name)
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("angzarr-es: error: ")
-    return lines[0]
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -153,7 +153,7 @@ async def test_provision_dry_run_creates_nothing_then_provision_creates(
     assert "would be created" in done.stdout
     shown = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
     assert shown == msgspec.to_builtins(client.stream_config())
-    info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+    info = js.stream_info(await jsadmin.stream_info(client, name))
     assert info.error is not None
     assert info.error.err_code == js.STREAM_NOT_FOUND
 
@@ -185,10 +185,9 @@ async def test_provision_creates_the_configured_consumers_and_streams(
     done = run_cli("provision", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "consumer player-projector" in done.stdout
-    names = msgspec.json.decode(await client._wire.api(f"$JS.API.CONSUMER.NAMES.{n.stream_name}"))
-    assert names["consumers"] == ["player-projector"]
+    assert await jsadmin.consumer_names(client, n.stream_name) == ["player-projector"]
     for stream in (dlq, n.snapshot_stream):
-        info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{stream}"))
+        info = js.stream_info(await jsadmin.stream_info(client, stream))
         assert info.error is None, stream
         await delete_stream(client, stream)
     again = run_cli("provision", "--config", str(conf))
@@ -202,7 +201,7 @@ async def test_provision_dry_run_shows_differences_then_fixes_them(
 ) -> None:
     # The seed's `nats stream add ... --max-age 7d`: would delete week-old events.
     seeded = msgspec.structs.replace(client.stream_config(), max_age=7 * 86400 * js.NANOS)
-    await client._wire.api(f"$JS.API.STREAM.CREATE.{seeded.name}", js.encode(seeded))
+    await jsadmin.create_stream(client, seeded)
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "would be updated" in done.stdout
@@ -218,7 +217,7 @@ async def test_provision_refuses_a_stream_it_cannot_fix(
     conf: Path, client: angzarr_es.Client
 ) -> None:
     memory = msgspec.structs.replace(client.stream_config(), storage="memory")
-    await client._wire.api(f"$JS.API.STREAM.CREATE.{memory.name}", js.encode(memory))
+    await jsadmin.create_stream(client, memory)
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert done.returncode == 1
     assert "cannot be changed in place" in done.stdout
@@ -250,7 +249,7 @@ async def test_status_flags_a_missing_stream_then_reports_lag(
         filter_subject=f"{config.nats.subject_prefix}.events.player.*",
     )
     body = js.encode(js.ConsumerCreateRequest(stream_name=name, config=durable))
-    await client._wire.api(f"$JS.API.CONSUMER.CREATE.{name}.player-projector", body)
+    await jsadmin.create_consumer(client, name, "player-projector", body)
 
     done = run_cli("status", "--json", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
     assert done.returncode == 0, done.stdout
@@ -392,8 +391,8 @@ async def test_tail_follows_new_events(
         assert f"{config.nats.subject_prefix}.events.player.>" in ready
         await client.store("hand").append("h1", [player_pb2.PlayerRegistered()], expected=0)
         junk = f"{config.nats.subject_prefix}.events.player.junk"
-        await client._wire.nc.publish(junk, b"\xff\xff")  # not a commit
-        await client._wire.nc.flush()  # `until` below blocks this event loop
+        # Flushed: `until` below blocks this event loop.
+        await jsadmin.publish_unacked(client, junk, b"\xff\xff")  # not a commit
         skipped = notices.until(lambda line: line.startswith("skipped a message"))
         assert junk in skipped
         # A stale append from another process reaches the server and is

@@ -11,8 +11,8 @@ import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
-from tests.conftest import delete_stream
 from tests.support.cli import cli_env, run_cli, write_config
+from tests.support.jsadmin import delete_stream
 
 
 def _check_story(out: str) -> None:

@@ -15,13 +15,21 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
 from angzarr_es import _snapshots
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-from tests.cli.test_cli import UNREACHABLE, one_error_line
-from tests.conftest import delete_stream
-from tests.support.cli import ROOT, cli_env, run_cli, start_cli, stop, write_config
+from tests.support import jsadmin
+from tests.support.cli import (
+    ROOT,
+    UNREACHABLE,
+    cli_env,
+    one_error_line,
+    run_cli,
+    start_cli,
+    stop,
+    write_config,
+)
+from tests.support.jsadmin import delete_stream
 
 # -- status with no server at start-up ---------------------------------------------------
 
@@ -196,7 +204,7 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
             # A snapshot stream whose settings drifted: the dry run names the change.
             wanted = _snapshots.stream_config(n)
             drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
-            await client._wire.api(f"$JS.API.STREAM.UPDATE.{wanted.name}", js.encode(drifted))
+            await jsadmin.update_stream(client, drifted)
             done = run_cli("provision", "--dry-run", "--config", str(conf))
             assert done.returncode == 0, done.stderr
             assert f"snapshot stream {n.snapshot_stream} exists and would be updated" in (

@@ -15,15 +15,12 @@ import pytest
 import angzarr_es
 from angzarr_es import PermissionDenied, StoreUnavailable
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.pb import player_pb2
-from tests.conftest import delete_stream, fresh_config
 from tests.support.authkit import Operator, TLSFiles, user_key
+from tests.support.configs import fresh_config
+from tests.support.events import deposit
+from tests.support.jsadmin import delete_stream
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 @pytest.fixture

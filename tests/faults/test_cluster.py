@@ -23,6 +23,7 @@ import pytest
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
+from tests.support import jsadmin
 from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
 from tests.support.loadgen import (
     TYPED,
@@ -30,11 +31,11 @@ from tests.support.loadgen import (
     PublishSpy,
     backoff,
     check_ledger,
+    config_of,
     own_writer,
     shared_writer,
     tagged,
     until,
-    with_nats,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -110,7 +111,7 @@ class Load:
 
 def pinned(cfg: Config, cluster: Cluster, server: str) -> Config:
     """`cfg` connecting to one server first (others are learned from it)."""
-    return with_nats(msgspec.structs.replace(cfg.nats, url=cluster.url_of(server)))
+    return config_of(msgspec.structs.replace(cfg.nats, url=cluster.url_of(server)))
 
 
 async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
@@ -119,13 +120,13 @@ async def test_leader_failover_under_load(cluster: Cluster, r3: Config) -> None:
     try:
         load = Load(clients)
         await load.acked(100, "100 appends before the kill")
-        leader = await cluster.stream_leader(clients[0]._wire, stream)
+        leader = await cluster.stream_leader(clients[0], stream)
         assert leader is not None
         before = len(load.ledger.acked)
         killed_at = time.monotonic()
         cluster.kill(leader)
         new_leader = await cluster.wait_for_leader(
-            clients[0]._wire, stream, not_in=frozenset({leader}), timeout=30
+            clients[0], stream, not_in=frozenset({leader}), timeout=30
         )
         await load.all_progress()
         resumed = load.first_ok_after(killed_at)
@@ -149,7 +150,7 @@ async def test_a_frozen_leader_under_load(cluster: Cluster, r3: Config) -> None:
     errors (StoreTimeout) until it resumes, then carry on."""
     stream = r3.nats.stream_name
     async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+        leader = await cluster.wait_for_leader(probe, stream, current=True)
     other = next(n for n in cluster.servers if n != leader)
     frozen_client = await angzarr_es.connect(config=pinned(r3, cluster, leader))
     live_client = await angzarr_es.connect(config=pinned(r3, cluster, other))
@@ -157,13 +158,13 @@ async def test_a_frozen_leader_under_load(cluster: Cluster, r3: Config) -> None:
         load = Load([frozen_client, live_client])
         on_live = load.writers[1::2]
         await load.acked(100, "100 appends before the pause")
-        now = await cluster.stream_leader(live_client._wire, stream)
+        now = await cluster.stream_leader(live_client, stream)
         assert now == leader, f"leadership moved to {now} before the pause"
         paused_at = time.monotonic()
         cluster.pause(leader)
         try:
             new_leader = await cluster.wait_for_leader(
-                live_client._wire, stream, not_in=frozenset({leader}), timeout=30
+                live_client, stream, not_in=frozenset({leader}), timeout=30
             )
             await load.all_progress(on_live)
             resumed = load.first_ok_after(paused_at)
@@ -196,7 +197,7 @@ async def test_the_whole_cluster_killed_and_restarted(cluster: Cluster, r3: Conf
         for name in cluster.servers:
             cluster.kill(name)  # reap
         cluster.start()
-        await cluster.wait_for_leader(clients[0]._wire, stream, timeout=60)
+        await cluster.wait_for_leader(clients[0], stream, timeout=60)
         await load.all_progress(timeout=60)
         await load.finish()
     finally:
@@ -223,12 +224,12 @@ async def test_read_your_writes_against_lagging_followers(
     """
     stream = r3.nats.stream_name
     async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+        leader = await cluster.wait_for_leader(probe, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
     nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay=replay)
     tail_reads = 0
     loading = False
-    async with await angzarr_es.connect(config=with_nats(nats)) as c:
+    async with await angzarr_es.connect(config=config_of(nats)) as c:
         wire = c._wire
         original = wire.leader_next
 
@@ -269,10 +270,10 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
     """Replay consumers are created on the leader; the pull must not race route interest."""
     stream = r3.nats.stream_name
     async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe._wire, stream, current=True)
+        leader = await cluster.wait_for_leader(probe, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
     nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay="consumer")
-    async with await angzarr_es.connect(config=with_nats(nats)) as c:
+    async with await angzarr_es.connect(config=config_of(nats)) as c:
         store = c.store("player")
         for i in range(100):
             await store.append(f"c{i}", [tagged(str(i))], expected=0)
@@ -282,7 +283,7 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
         # Each replay deleted its consumer before load() returned; the stream's
         # consumer count is updated by the cluster a moment later.
         async def no_consumers() -> bool | None:
-            info = await cluster.stream_info(c._wire, stream)
+            info = await cluster.stream_info(c, stream)
             return True if info.state.get("consumer_count", 0) == 0 else None
 
         await eventually(no_consumers, timeout=10, what="replay consumers to be gone")
@@ -322,14 +323,14 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     the R3 cluster: only typed errors, every ack checked, every event projected by
     every projector, no consumers or subscriptions left, flat memory."""
     stream = r3.nats.stream_name
-    cfg = with_nats(msgspec.structs.replace(r3.nats, dlq_stream=stream + "-dlq"))
-    consumer_cfg = with_nats(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    cfg = config_of(msgspec.structs.replace(r3.nats, dlq_stream=stream + "-dlq"))
+    consumer_cfg = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
     clients = [await angzarr_es.connect(config=cfg) for _ in range(3)]
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     clients.append(await angzarr_es.connect(config=cfg))  # the projectors'
     for c in clients:  # nats-py opens its reply subscription on the first request
-        await c._wire.api("$JS.API.INFO")
-    subs_before = [len(c._wire.nc._subs) for c in clients]
+        await jsadmin.account_info(c)
+    subs_before = [jsadmin.subscription_count(c) for c in clients]
     samples: list[float] = []
     projected: list[set[str]] = [set() for _ in range(4)]
 
@@ -376,13 +377,13 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
         # once everything has stopped (nothing is in flight any more).
         held = library_bytes(tracemalloc.take_snapshot()) / 1e6
         tracemalloc.stop()
-        leftover = [len(c._wire.nc._subs) for c in clients]
-        info = await cluster.stream_info(clients[0]._wire, stream)
+        leftover = [jsadmin.subscription_count(c) for c in clients]
+        info = await cluster.stream_info(clients[0], stream)
     finally:
         for p in projectors:
             if p.running:
                 await p.stop()
-        await clients[0]._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+        await jsadmin.delete_stream(clients[0], cfg.nats.dlq_stream)
         for c in clients:
             await c.close()
     servers = {n: round(rss_mb(s.proc.pid)) for n, s in cluster.servers.items() if s.proc}
@@ -502,7 +503,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
     # when the projector restarts, its delete at the end) may wait out a
     # JetStream leader election: the fixture's 1 s request timeout made this
     # test fail about one run in five, before and after the read-path work.
-    cfg = with_nats(
+    cfg = config_of(
         msgspec.structs.replace(
             r3.nats, dlq_stream=r3.nats.stream_name + "-dlq", request_timeout=5.0
         )
@@ -542,11 +543,11 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
         p = projector(reader)
         async with p:
             await p.wait(lambda s: s.handled >= 100, timeout=30)
-            leader = await cluster.stream_leader(reader._wire, stream)
+            leader = await cluster.stream_leader(reader, stream)
             assert leader is not None
             phase = "leader killed"
             cluster.kill(leader)
-            await cluster.wait_for_leader(reader._wire, stream, not_in=frozenset({leader}))
+            await cluster.wait_for_leader(reader, stream, not_in=frozenset({leader}))
             mark = p.stats.handled
             await p.wait(lambda s: s.handled >= mark + 100, timeout=30)
         # A projector restart while the writers carry on.
@@ -557,7 +558,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
         # stream info) no longer race the rejoin, which outlasted even a 5 s
         # request timeout about one suite run in five.
         for name in (stream, cfg.nats.dlq_stream):
-            await cluster.wait_for_leader(reader._wire, name, current=True)
+            await cluster.wait_for_leader(reader, name, current=True)
         p2 = projector(reader)
         phase = "projector restarted"
         async with p2:
@@ -576,7 +577,7 @@ async def test_a_projector_through_a_failover_and_a_restart(cluster: Cluster, r3
             await c.close()
 
         async def delete_dlq() -> bool:
-            await reader._wire.api(f"$JS.API.STREAM.DELETE.{cfg.nats.dlq_stream}")
+            await jsadmin.delete_stream(reader, cfg.nats.dlq_stream)
             return True  # deleted, or already gone after a late first answer
 
         # The meta leader may still be settling after the restart: this
@@ -605,7 +606,5 @@ async def test_provision_with_the_default_replicas_never_scales_an_r3_stream_dow
     async with await angzarr_es.connect(config=cfg) as client:
         plan = await client.provision()
         assert "num_replicas" not in plan.changes
-        info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.STREAM.INFO.{cfg.nats.stream_name}")
-        )
+        info = msgspec.json.decode(await jsadmin.stream_info(client, cfg.nats.stream_name))
         assert info["config"]["num_replicas"] == 3

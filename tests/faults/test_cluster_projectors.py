@@ -25,9 +25,8 @@ import pytest
 
 import angzarr_es
 from angzarr_es import Delivery, filters
-from angzarr_es._wire import Wire
 from angzarr_es.config import Config
-from tests.support import projector_proc
+from tests.support import jsadmin, projector_proc
 from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
 from tests.support.loadgen import (
     TYPED,
@@ -236,8 +235,8 @@ class ProjectorProcess:
         await self.reader
 
 
-async def consumer_state(wire: Wire, stream: str, name: str) -> dict[str, object]:
-    raw = await wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+async def consumer_state(client: angzarr_es.Client, stream: str, name: str) -> dict[str, object]:
+    raw = await jsadmin.consumer_info(client, stream, name)
     info: dict[str, object] = msgspec.json.decode(raw)
     assert "error" not in info, info
     return info
@@ -260,18 +259,18 @@ async def test_projector_through_failover_and_restarts(cluster: Cluster, r3: Con
     try:
         await proc.start()
         writers = Writers(clients, own=6, shared=4)
-        wire = clients[0]._wire
+        admin = clients[0]
         await seen.grown(100, 30, "100 commits handled before the kill")
 
         # (1) The stream leader (which also leads most consumers) dies.
-        leader = await cluster.stream_leader(wire, stream)
+        leader = await cluster.stream_leader(admin, stream)
         assert leader is not None
         mark = seen.duplicates
         stalls: dict[str, float] = {}
         t0 = time.monotonic()
         seen.phase = "leader killed"
         cluster.kill(leader)
-        await cluster.wait_for_leader(wire, stream, not_in=frozenset({leader}), timeout=30)
+        await cluster.wait_for_leader(admin, stream, not_in=frozenset({leader}), timeout=30)
         await seen.grown(100, 30, "100 commits handled after the leader was killed")
         await asyncio.to_thread(cluster.restart, leader)
         await seen.grown(50, 30, "50 commits handled after the old leader rejoined")
@@ -291,7 +290,7 @@ async def test_projector_through_failover_and_restarts(cluster: Cluster, r3: Con
 
         # (3) The server leading the projector's consumer restarts cleanly.
         mark = seen.duplicates
-        info = await consumer_state(wire, stream, name)
+        info = await consumer_state(admin, stream, name)
         consumer_leader = info["cluster"]["leader"]  # type: ignore[index]
         t0 = time.monotonic()
         seen.phase = "server restarted"
@@ -390,9 +389,8 @@ async def loader(
         ledger.by_writer["loads"] += 1
 
 
-async def consumer_names(wire: Wire, stream: str) -> list[str]:
-    raw = await wire.api(f"$JS.API.CONSUMER.NAMES.{stream}")
-    return sorted(msgspec.json.decode(raw).get("consumers") or [])
+async def consumer_names(client: angzarr_es.Client, stream: str) -> list[str]:
+    return sorted(await jsadmin.consumer_names(client, stream))
 
 
 async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
@@ -410,8 +408,8 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     clients = [await angzarr_es.connect(config=r3) for _ in range(3)]
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     for c in clients:  # nats-py opens its reply subscription on the first request
-        await c._wire.api("$JS.API.INFO")
-    subs_before = [len(c._wire.nc._subs) for c in clients]
+        await jsadmin.account_info(c)
+    subs_before = [jsadmin.subscription_count(c) for c in clients]
     tallies = [Tally() for _ in range(4)]
     projectors = [
         clients[i % 2].projector(
@@ -455,7 +453,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
         except AssertionError:
             for i, (t, p) in enumerate(zip(tallies, projectors, strict=True)):
                 missing = [a for a in acked if f"{a[0]}:{a[1]}" not in t.count]
-                info = await consumer_state(clients[0]._wire, stream, p.settings.durable)
+                info = await consumer_state(clients[0], stream, p.settings.durable)
                 print(
                     f"projector {i}: {len(missing)} missing, e.g. {missing[:3]}; {p.stats}; "
                     f"running {p.running}; in hand {len(p._in_hand)}; "
@@ -471,16 +469,16 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
             for n, c in server_cpu_start.items()
         }
         durables = await eventually(
-            lambda: _only_durables(clients[0]._wire, stream),
+            lambda: _only_durables(clients[0], stream),
             timeout=15,
             what="replay consumers to be gone",
         )
         stats = [p.stats for p in projectors]
         for p in projectors:
             await p.delete()
-        leftover = [len(c._wire.nc._subs) for c in clients]
+        leftover = [jsadmin.subscription_count(c) for c in clients]
         after_delete = await eventually(
-            lambda: _no_consumers(clients[0]._wire, stream),
+            lambda: _no_consumers(clients[0], stream),
             timeout=15,
             what="the durable consumers to be deleted",
         )
@@ -516,11 +514,11 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _only_durables(wire: Wire, stream: str) -> list[str] | None:
-    names = await consumer_names(wire, stream)
+async def _only_durables(client: angzarr_es.Client, stream: str) -> list[str] | None:
+    names = await consumer_names(client, stream)
     return names if all(n.startswith("soak-") for n in names) else None
 
 
-async def _no_consumers(wire: Wire, stream: str) -> list[str] | None:
-    names = await consumer_names(wire, stream)
+async def _no_consumers(client: angzarr_es.Client, stream: str) -> list[str] | None:
+    names = await consumer_names(client, stream)
     return names if not names else None

@@ -22,10 +22,9 @@ import pytest
 
 import angzarr_es
 from angzarr_es.embedded import LOCK_FILE, EmbeddedServer
-from angzarr_es.pb import player_pb2
-from tests.cli.test_cli import one_error_line
-from tests.conftest import fresh_config
-from tests.support.cli import Lines, run_cli, start_cli, stop
+from tests.support.cli import Lines, one_error_line, run_cli, start_cli, stop
+from tests.support.configs import fresh_config
+from tests.support.events import deposit
 
 try:
     import fcntl  # noqa: F401
@@ -38,10 +37,6 @@ needs_flock = pytest.mark.skipif(not HAVE_FLOCK, reason="no fcntl.flock on this 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only"
 )
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 async def append_and_count(url: str, stream: str, pid: uuid.UUID, cents: int) -> int:

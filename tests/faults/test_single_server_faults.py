@@ -22,19 +22,20 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-from tests.conftest import delete_stream, fresh_config
-from tests.support.bus import consumer_names
+from tests.support import jsadmin
 from tests.support.cluster import eventually
+from tests.support.configs import fresh_config
 from tests.support.faultproxy import FaultProxy
+from tests.support.jsadmin import consumer_names, delete_stream
 from tests.support.loadgen import (
     TYPED,
     Ledger,
     PublishSpy,
     check_ledger,
+    config_of,
     own_writer,
     tagged,
     until,
-    with_nats,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -162,7 +163,7 @@ async def test_replies_are_read_sooner_again_after_a_reconnect(
     async with await angzarr_es.connect(config=cfg) as client:
         store = client.store("player")
         await store.append("p", [tagged("0")], expected=0)
-        nc = client._wire.nc
+        nc = jsadmin.connection(client)
         first = nc._transport._io_reader  # type: ignore[union-attr]
         assert "feed_data" in vars(first)
         await restart(server)
@@ -210,12 +211,16 @@ async def test_an_append_while_disconnected_sends_nothing(
         await store.append("p", [tagged("0")], expected=0)
         await asyncio.to_thread(server.kill)
         await eventually(
-            lambda: until(not client._wire.connected), timeout=10, what="the disconnect"
+            lambda: until(not jsadmin.connection(client).is_connected),
+            timeout=10,
+            what="the disconnect",
         )
         with pytest.raises(angzarr_es.StoreUnavailable, match="nothing sent"):
             await store.append("p", [tagged("1")], expected=angzarr_es.ANY)
         await asyncio.to_thread(server.start)
-        await eventually(lambda: until(client._wire.connected), timeout=10, what="reconnect")
+        await eventually(
+            lambda: until(jsadmin.connection(client).is_connected), timeout=10, what="reconnect"
+        )
         await store.append("p", [tagged("1")], expected=angzarr_es.ANY)  # the caller's retry
         hist = await store.load("p")
     assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
@@ -223,7 +228,7 @@ async def test_an_append_while_disconnected_sends_nothing(
 
 async def test_connections_cut_under_writers(server: EmbeddedServer, cfg: Config) -> None:
     proxy = await FaultProxy(server.port).start()
-    config = with_nats(msgspec.structs.replace(cfg.nats, url=proxy.url))
+    config = config_of(msgspec.structs.replace(cfg.nats, url=proxy.url))
     ledger = Ledger()
     stop = asyncio.Event()
     try:
@@ -259,7 +264,7 @@ async def through_proxy(
 ) -> AsyncIterator[tuple[angzarr_es.Client, FaultProxy]]:
     """A client connected to `server` through a FaultProxy."""
     proxy = await FaultProxy(server.port).start()
-    config = with_nats(msgspec.structs.replace(cfg.nats, url=proxy.url))
+    config = config_of(msgspec.structs.replace(cfg.nats, url=proxy.url))
     try:
         async with await angzarr_es.connect(config=config) as client:
             yield client, proxy
@@ -320,7 +325,7 @@ async def test_a_key_replayed_after_its_edition_was_deleted_again_and_again(
 ) -> None:
     """Each deletion leaves the server one more remembered id for the key;
     finding past them must not use up the lost-ack attempts."""
-    config = with_nats(msgspec.structs.replace(cfg.nats, append_attempts=1))
+    config = config_of(msgspec.structs.replace(cfg.nats, append_attempts=1))
     async with await angzarr_es.connect(config=config) as client:
         what_if = client.store("player", "again")
         for round_ in range(4):
@@ -400,7 +405,7 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
     """A replay consumer left idle past its inactive threshold (30 s) while the
     caller works through a page is deleted by the server: the iteration goes
     on with a new one from where it was (found by review: a 503 mid-replay)."""
-    config = with_nats(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
     async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
         for i in range(1200):  # more commits than one pull fetches (1000)
@@ -411,7 +416,7 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
             if e.sequence == 5:  # as the inactive threshold would, mid-page
                 names = await consumer_names(c, config.nats.stream_name)
                 assert len(names) == 1
-                await c._wire.api(f"$JS.API.CONSUMER.DELETE.{config.nats.stream_name}.{names[0]}")
+                await jsadmin.delete_consumer(c, config.nats.stream_name, names[0])
         assert seen == list(range(1200))
         assert await consumer_names(c, config.nats.stream_name) == []
 
@@ -421,7 +426,7 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
 ) -> None:
     """An R1 replay consumer may be placed on a lagging replica (measured on R3):
     what this process has seen committed must still come back."""
-    config = with_nats(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
     async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
         for i in range(5):

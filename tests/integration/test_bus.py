@@ -17,8 +17,11 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
 from angzarr_es.subjects import root_bytes
-from tests.conftest import delete_stream
-from tests.support.bus import Recorder, consumer_names, deposit, with_nats
+from tests.support import jsadmin
+from tests.support.bus import Recorder
+from tests.support.configs import with_nats
+from tests.support.events import deposit
+from tests.support.jsadmin import consumer_names, delete_stream
 
 # -- filters (pure) -----------------------------------------------------------
 
@@ -100,15 +103,17 @@ async def test_wildcard_routing_per_the_seed(mode: str, config: Config) -> None:
             await c.store("hand").append("h1", [hand_pb2.CardsDealt()], expected=0)
             await c.store("player").append("p2", [deposit(2)], expected=0)
             # A deeper sub-subject (an edition), as stored by a future writer.
-            ack = await c._wire.publish_commit(
-                f"{prefix}.events.hand.h1.v2", edition.SerializeToString(), {}, 2.0
+            ack = await jsadmin.publish(
+                c, f"{prefix}.events.hand.h1.v2", edition.SerializeToString()
             )
             assert ack.error is None
         else:
             await c.bus.publish(book("player", "p1", deposit(1)))
             await c.bus.publish(book("hand", "h1", hand_pb2.CardsDealt()))
             await c.bus.publish(book("player", "p2", deposit(2)))
-            await c._wire.publish(f"{prefix}.events.hand.h1.v2", edition.SerializeToString())
+            await jsadmin.publish_unacked(
+                c, f"{prefix}.events.hand.h1.v2", edition.SerializeToString()
+            )
         await everything.wait_count(4)
         await deep_hands.wait_count(2)
         await players.wait_count(2)
@@ -203,7 +208,7 @@ async def test_core_mode_is_at_most_once(core_config: Config) -> None:
         await steady.wait_count(25)
         await flaky.wait_count(15)
         await sub.close()
-        info = await publisher._wire.api(f"$JS.API.STREAM.INFO.{core_config.nats.stream_name}")
+        info = await jsadmin.stream_info(publisher, core_config.nats.stream_name)
         assert b"stream not found" in info
     assert [d.root for d in steady.seen] == [f"p{i}" for i in range(25)]
     missed = [f"p{i}" for i in range(10)] + [f"p{i}" for i in range(20, 25)]
@@ -358,7 +363,7 @@ async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Clien
             got.append(d.stream_sequence)
             if len(got) == 3:
                 (name,) = await consumer_names(js_client, stream)
-                await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
+                await jsadmin.delete_consumer(js_client, stream, name)
                 for i in range(5, 7):
                     await store.append("p", [deposit(i)], expected=i)
             if len(got) == 7:
@@ -370,7 +375,7 @@ async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Clien
 
 async def foreign(client: angzarr_es.Client, subject: str, payload: bytes) -> None:
     """A message someone else stores on the event stream's subjects."""
-    ack = await client._wire.publish_commit(subject, payload, {}, 2.0)
+    ack = await jsadmin.publish(client, subject, payload)
     assert ack.error is None
 
 
@@ -562,11 +567,11 @@ async def test_a_core_close_from_work_the_handler_left_behind_unsubscribes(
 
     async with await angzarr_es.connect(config=cfg) as c:
         subs.append(await c.bus.subscribe(filters.domain("player"), spawn_close))
-        before = len(c._wire.nc._subs)
+        before = jsadmin.subscription_count(c)
         await c.bus.publish(book("player", "p1", deposit(1)))
         await asyncio.wait_for(seen.wait(), 10)
         await asyncio.wait_for(later[0], 10)
-        assert len(c._wire.nc._subs) == before - 1  # it returned without unsubscribing
+        assert jsadmin.subscription_count(c) == before - 1  # it returned without unsubscribing
 
 
 def slow_consumer_put(
@@ -597,7 +602,7 @@ async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
     await seen.wait_count(1)
     making, release = slow_consumer_put(monkeypatch, made_first=True)
     (name,) = await consumer_names(js_client, stream)
-    await js_client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}")  # forces a re-make
+    await jsadmin.delete_consumer(js_client, stream, name)  # forces a re-make
     await asyncio.wait_for(making.wait(), 30)
     closing = asyncio.create_task(sub.close())
     release.set()

@@ -17,7 +17,8 @@ from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.pb import hand_pb2, player_pb2
 from angzarr_es.testing import InMemoryClient
-from tests.conftest import delete_stream
+from tests.support.events import deposit
+from tests.support.jsadmin import delete_stream
 
 
 class Store(Protocol):
@@ -100,10 +101,6 @@ def stores(backend: Backend) -> StoreFactory:
 def store(stores: StoreFactory) -> Store:
     s: Store = stores("player")
     return s
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 async def test_new_aggregate_is_empty(store: Store) -> None:

@@ -16,8 +16,9 @@ import angzarr_es
 from angzarr_es.config import BusConfig, Config, NatsConfig
 from angzarr_es.embedded import find_nats_server
 from angzarr_es.subjects import events_filter
-from tests.conftest import delete_stream
+from tests.support import jsadmin
 from tests.support.deploy import compose_services, deploy_json
+from tests.support.jsadmin import delete_stream
 
 DEFAULTS = NatsConfig()
 
@@ -49,19 +50,14 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
     assert (consumer["ack_policy"], consumer["max_deliver"]) == ("explicit", 5)
     consumer.update(filter_subject=f"{prefix}.events.player.*", num_replicas=1)
     async with await angzarr_es.connect(config=config) as client:
-        wire = client._wire
         try:
-            made = json.loads(
-                await wire.api(
-                    f"$JS.API.STREAM.CREATE.{stream['name']}", json.dumps(stream).encode()
-                )
-            )
+            made = json.loads(await jsadmin.create_stream(client, stream))
             assert "error" not in made, made
             plan = await client.plan_provision()
             assert (plan.action, plan.changes) == ("none", {})
             body = json.dumps({"stream_name": stream["name"], "config": consumer}).encode()
             made = json.loads(
-                await wire.api(f"$JS.API.CONSUMER.CREATE.{stream['name']}.player-projector", body)
+                await jsadmin.create_consumer(client, stream["name"], "player-projector", body)
             )
             assert "error" not in made, made
             assert made["config"]["max_deliver"] == 5

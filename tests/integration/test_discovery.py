@@ -16,9 +16,9 @@ import pytest
 
 import angzarr_es
 from angzarr_es import _discovery, codec
-from angzarr_es._wire import Wire
 from angzarr_es.pb import player_pb2
 from angzarr_es.subjects import encode_root
+from tests.support import jsadmin
 
 # nats-server sends at most this many subjects per STREAM.INFO page.
 SERVER_PAGE = 100_000
@@ -26,13 +26,13 @@ BIG = 200_003
 WINDOW = 8192
 
 
-async def publish_acked(wire: Wire, subjects: list[str], payload: bytes) -> None:
+async def publish_acked(client: angzarr_es.Client, subjects: list[str], payload: bytes) -> None:
     """Publish one commit per subject, pipelined: WINDOW in flight, every ack checked.
 
     Fire-and-forget publishes can be dropped by a busy server, so each carries a
     reply inbox and a window waits for all its acks.
     """
-    nc = wire.nc
+    nc = jsadmin.connection(client)
     inbox = nc.new_inbox()
     acked = 0
     target = 0
@@ -99,7 +99,7 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     big_ids = many_ids(BIG, "big")
     subjects = [prefix + "small." + encode_root(r) for r in small_ids]
     subjects += [prefix + "big." + encode_root(r) for r in big_ids]
-    await publish_acked(client._wire, subjects, payload)
+    await publish_acked(client, subjects, payload)
     del subjects
 
     pages = 0
@@ -181,7 +181,7 @@ async def test_a_stray_subject_is_skipped_not_fatal(
     for root in ("alice", "zed"):
         await store.append(root, [player_pb2.PlayerRegistered(name=root)], expected=0)
     prefix = client.config.nats.subject_prefix
-    await publish_acked(client._wire, [f"{prefix}.events.player.bad@token"], b"")
+    await publish_acked(client, [f"{prefix}.events.player.bad@token"], b"")
     listed = [r async for r in store.list_roots()]
     assert listed == ["alice", "zed"]
     assert "bad@token" in caplog.text

@@ -10,7 +10,8 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.health import Health
 from angzarr_es.pb import player_pb2
-from tests.conftest import delete_stream
+from tests.support import jsadmin
+from tests.support.jsadmin import delete_stream
 
 
 async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None:
@@ -22,9 +23,7 @@ async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None
         filter_subject=f"{config.nats.subject_prefix}.events.player.*",
     )
     body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
-    reply = js.consumer_info(
-        await client._wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body)
-    )
+    reply = js.consumer_info(await jsadmin.create_consumer(client, stream, name, body))
     assert reply.error is None
 
 
@@ -75,7 +74,7 @@ async def test_stream_state_and_consumer_lag(client: angzarr_es.Client, config: 
 
 async def test_differing_settings_are_reported(client: angzarr_es.Client) -> None:
     seeded = msgspec.structs.replace(client.stream_config(), max_age=3600 * js.NANOS)
-    await client._wire.api(f"$JS.API.STREAM.UPDATE.{seeded.name}", js.encode(seeded))
+    await jsadmin.update_stream(client, seeded)
     health = await client.health()
     assert health.stream is not None
     assert health.stream.config_differences == {"max_age": "3600000000000 -> 0"}
@@ -120,15 +119,14 @@ async def test_every_page_of_streams_and_consumers_is_read() -> None:
     with EmbeddedServer() as server:
         async with await angzarr_es.connect(server.url) as client:
             await client.provision()
-            wire = client._wire
             for i in range(260):
                 cfg = js.StreamConfig(name=f"extra-{i}", subjects=[f"extra.{i}"], storage="memory")
-                await wire.api(f"$JS.API.STREAM.CREATE.extra-{i}", js.encode(cfg))
+                await jsadmin.create_stream(client, cfg)
             stream = client.config.nats.stream_name
             for i in range(260):
                 consumer = js.ConsumerConfig(durable_name=f"c{i}", ack_policy="explicit")
                 body = js.encode(js.ConsumerCreateRequest(stream_name=stream, config=consumer))
-                await wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.c{i}", body)
+                await jsadmin.create_consumer(client, stream, f"c{i}", body)
             health = await client.health()
     # The event stream, the snapshot stream, and the extras.
     assert len(health.streams) == 262

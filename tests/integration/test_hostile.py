@@ -23,7 +23,9 @@ from angzarr_es import ANY, CodecError, InvalidAggregateId, InvalidDomain, codec
 from angzarr_es import _jsapi as js
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.subjects import MAX_ID_BYTES
-from tests.conftest import delete_stream, fresh_config
+from tests.support import jsadmin
+from tests.support.configs import fresh_config
+from tests.support.jsadmin import delete_stream
 
 T = TypeVar("T")
 
@@ -55,8 +57,7 @@ class Env:
 
     def raw(self, subject: str, payload: bytes) -> int:
         """Publish `payload` to `subject` as a foreign writer would; its stream sequence."""
-        msg = self.run(self.client._wire.request(subject, payload))
-        ack = js.pub_ack(msg.data)
+        ack = self.run(jsadmin.publish(self.client, subject, payload))
         assert ack.error is None, ack.error
         return ack.seq
 
@@ -148,7 +149,7 @@ def test_ids_at_and_over_the_size_limit(env: Env, unit: str) -> None:
 
 def test_huge_events_up_to_max_payload(env: Env) -> None:
     store = env.client.store("player")
-    limit = env.client._wire.max_payload
+    limit = jsadmin.max_payload(env.client)
     big = "x" * (limit - 4096)
     env.run(store.append("huge", [event(big)], expected=0))
     assert env.run(store.load("huge")).events[0].event.reason == big  # type: ignore[attr-defined]
@@ -269,15 +270,13 @@ async def _foreign_stream(nats_url: str, **settings: Any) -> tuple[angzarr_es.Cl
     cfg = js.StreamConfig(
         name=nats.stream_name, subjects=[f"{nats.subject_prefix}.events.>"], **settings
     )
-    reply = js.api_response(
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
-    )
+    reply = js.api_response(await jsadmin.create_stream(client, cfg))
     assert reply.error is None, reply.error
     return client, nats
 
 
 async def _messages(client: angzarr_es.Client, name: str) -> int:
-    info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{name}"))
+    info = js.stream_info(await jsadmin.stream_info(client, name))
     assert info.state is not None
     return info.state.messages
 
@@ -288,7 +287,7 @@ async def test_provision_refuses_a_stream_that_consumes_events(
 ) -> None:
     client, nats = await _foreign_stream(nats_url, retention=retention)
     try:
-        await client._wire.request(client.store("player").subject("kept"), book(0))
+        await jsadmin.publish(client, client.store("player").subject("kept"), book(0))
         # An interest stream with no consumers has already dropped it.
         before = await _messages(client, nats.stream_name)
         assert before == (1 if retention == "workqueue" else 0)
@@ -309,12 +308,12 @@ async def test_provision_repairs_limits_without_deleting_events(
     try:
         store = client.store("player")
         for i in range(40):  # written before the store arrives: no Direct Get yet
-            await client._wire.request(store.subject(f"a{i}"), book(0))
+            await jsadmin.publish(client, store.subject(f"a{i}"), book(0))
         with caplog.at_level(logging.WARNING, logger="angzarr_es"):
             await client.provision()
         assert any("updating stream" in r.message for r in caplog.records)
         assert await _messages(client, nats.stream_name) == 40
-        info = js.stream_info(await client._wire.api(f"$JS.API.STREAM.INFO.{nats.stream_name}"))
+        info = js.stream_info(await jsadmin.stream_info(client, nats.stream_name))
         assert info.config is not None
         assert (info.config["max_msgs"], info.config["discard"]) == (-1, "new")
         assert info.config["allow_direct"] is True
@@ -333,8 +332,8 @@ async def test_provision_widens_a_stream_that_captures_one_domain(nats_url: str)
         cfg = js.StreamConfig(
             name=nats.stream_name, subjects=[f"{nats.subject_prefix}.events.player.>"]
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
-        await client._wire.request(client.store("player").subject("p"), book(0))
+        await jsadmin.create_stream(client, cfg)
+        await jsadmin.publish(client, client.store("player").subject("p"), book(0))
         await client.provision()
         await client.store("hand").append("h", [event("0")], expected=0)
         assert await _messages(client, nats.stream_name) == 2
@@ -347,8 +346,8 @@ async def test_provision_names_another_stream_holding_our_subjects(nats_url: str
     other = msgspec.structs.replace(nats, stream_name=nats.stream_name + "-other")
     async with await angzarr_es.connect(config=config) as client:
         cfg = js.StreamConfig(name=other.stream_name, subjects=[f"{nats.subject_prefix}.events.>"])
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{cfg.name}", js.encode(cfg))
-        await client._wire.request(client.store("player").subject("p"), book(0))
+        await jsadmin.create_stream(client, cfg)
+        await jsadmin.publish(client, client.store("player").subject("p"), book(0))
         with pytest.raises(angzarr_es.StoreError, match="overlap"):
             await client.provision()
         assert await _messages(client, other.stream_name) == 1

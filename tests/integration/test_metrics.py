@@ -15,7 +15,8 @@ from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
-from tests.conftest import delete_stream
+from tests.support import jsadmin
+from tests.support.jsadmin import delete_stream
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -82,9 +83,8 @@ def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
 
 
 async def _stored_headers(client: angzarr_es.Client, subject: str) -> str:
-    body = js.encode(js.MsgGetRequest(last_by_subj=subject))
     reply = js.msg_get(
-        await client._wire.api(f"$JS.API.STREAM.MSG.GET.{client.config.nats.stream_name}", body)
+        await jsadmin.get_message(client, client.config.nats.stream_name, last_by_subj=subject)
     )
     assert reply.message is not None
     return reply.message.hdrs.decode()

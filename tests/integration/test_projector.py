@@ -18,6 +18,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es import ConsumerConfigError, Delivery, filters
+from angzarr_es import _jsapi as js
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.projector import (
     H_DELIVERIES,
@@ -26,9 +27,12 @@ from angzarr_es.projector import (
     H_STREAM_SEQ,
     H_SUBJECT,
 )
-from tests.conftest import delete_stream
-from tests.support.bus import WAIT, Recorder, consumer_names, delete_dlq, deposit, with_nats
+from tests.support import jsadmin
+from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
+from tests.support.configs import with_nats
+from tests.support.events import deposit
+from tests.support.jsadmin import consumer_names, delete_stream
 from tests.support.loadgen import until
 
 
@@ -92,11 +96,8 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered(
     seen = Recorder(poisoned)
     async with client.projector("proj", filters.domain("player"), seen, backoff=backoff) as p:
         await p.wait(lambda s: s.dead_lettered == 1 and s.handled == 3, timeout=WAIT)
-        dlq = await client._wire.request(
-            f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
-            msgspec.json.encode(
-                {"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}
-            ),
+        dlq = await jsadmin.direct_get_last(
+            client, client.config.nats.dlq_stream, f"{client.config.nats.subject_prefix}.dlq.player"
         )
         checkpoint = await p.checkpoint()
     bad_deliveries = [d.delivery_count for d in seen.seen if d.root == "bad"]
@@ -112,9 +113,13 @@ async def test_failures_are_retried_with_backoff_then_dead_lettered(
     assert headers[H_ERROR] == "ValueError: cannot project bad"
     assert headers[H_STREAM_SEQ] == str(bad.stream_sequence)
     assert headers[H_SUBJECT] == store.subject("bad")
-    original = await client._wire.leader_last(client.config.nats.stream_name, store.subject("bad"))
+    original = js.msg_get(
+        await jsadmin.get_message(
+            client, client.config.nats.stream_name, last_by_subj=store.subject("bad")
+        )
+    ).message
     assert original is not None
-    assert dlq.data == original[0]
+    assert dlq.data == original.data
     # Terminated: nothing is pending and the floor moved past it.
     assert checkpoint == 4
 
@@ -129,7 +134,7 @@ async def test_a_slow_handler_keeps_its_commit_with_in_progress_acks(
     seen = Recorder(slow)
     async with client.projector("proj", filters.domain("player"), seen, ack_wait=0.6) as p:
         await p.wait(lambda s: s.handled == 1, timeout=10)
-    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    raw = await jsadmin.consumer_info(client, client.config.nats.stream_name, "proj")
     info = msgspec.json.decode(raw)
     assert info["num_redelivered"] == 0
     assert info["delivered"]["consumer_seq"] == 1  # delivered exactly once
@@ -320,9 +325,7 @@ async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: 
                 (0.5,),
                 50,
             )
-            raw = await c._wire.api(
-                f"$JS.API.CONSUMER.INFO.{cfg.nats.stream_name}.player-projector"
-            )
+            raw = await jsadmin.consumer_info(c, cfg.nats.stream_name, "player-projector")
             info = msgspec.json.decode(raw)["config"]
             assert (info["max_deliver"], info["ack_wait"], info["max_ack_pending"]) == (
                 3,
@@ -354,9 +357,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         await c.bus.provision()
         await c.bus.provision()  # idempotent
         assert sorted(await consumer_names(c, stream)) == ["hand-projector", "player-projector"]
-        info = msgspec.json.decode(
-            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.hand-projector")
-        )
+        info = msgspec.json.decode(await jsadmin.consumer_info(c, stream, "hand-projector"))
         assert info["config"]["max_deliver"] == 3
         assert info["config"]["ack_policy"] == "explicit"
         # An updatable setting is updated in place ...
@@ -364,9 +365,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
             "player-projector", filters.domain("player"), Recorder(), ack_wait=7.0
         ):
             pass
-        info = msgspec.json.decode(
-            await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.player-projector")
-        )
+        info = msgspec.json.decode(await jsadmin.consumer_info(c, stream, "player-projector"))
         assert info["config"]["ack_wait"] == 7 * 10**9
         # ... a conflicting definition is refused, naming what differs.
         with pytest.raises(ConsumerConfigError, match="filter_subject"):
@@ -376,7 +375,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         body = msgspec.json.encode(
             {"stream_name": stream, "config": {"durable_name": "other", "ack_policy": "none"}}
         )
-        await c._wire.api(f"$JS.API.CONSUMER.CREATE.{stream}.other", body)
+        await jsadmin.create_consumer(c, stream, "other", body)
         with pytest.raises(ConsumerConfigError, match="ack_policy"):
             async with c.projector("other", filters.everything(), Recorder()):
                 pass
@@ -391,7 +390,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         await release.wait()
 
     await append_many(client, ["a", "b", "c"], 2)
-    nc = client._wire.nc
+    nc = jsadmin.connection(client)
     subs_before = len(nc._subs)
     tasks_before = len(asyncio.all_tasks())
     seen = Recorder(blocking)
@@ -406,7 +405,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
     assert p.stats.handled == 2  # the in-flight ones finished and were acked
     assert len(nc._subs) == subs_before
     assert len(asyncio.all_tasks()) == tasks_before
-    raw = await client._wire.api(f"$JS.API.CONSUMER.INFO.{client.config.nats.stream_name}.proj")
+    raw = await jsadmin.consumer_info(client, client.config.nats.stream_name, "proj")
     info = msgspec.json.decode(raw)
     assert info["num_ack_pending"] == 4  # handed back (NAK), awaiting redelivery
     assert info["ack_floor"]["stream_seq"] == 2
@@ -513,7 +512,7 @@ async def test_a_consumer_deleted_under_a_running_projector_is_reported(
     async with client.projector("proj", filters.domain("player"), seen) as p:
         await p.wait(lambda s: s.handled == 1, timeout=WAIT)
         stream = client.config.nats.stream_name
-        await client._wire.api(f"$JS.API.CONSUMER.DELETE.{stream}.proj")
+        await jsadmin.delete_consumer(client, stream, "proj")
         with pytest.raises(angzarr_es.StoreError, match="deleted"):
             await p.wait(lambda s: s.handled == 2, timeout=WAIT)
         assert not p.running
@@ -530,7 +529,7 @@ async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) 
         with pytest.raises(angzarr_es.StoreError):
             await p.start()
         assert not p.running
-        info = await c._wire.api(f"$JS.API.STREAM.INFO.{bus_config.nats.dlq_stream}")
+        info = await jsadmin.stream_info(c, bus_config.nats.dlq_stream)
         assert b"stream not found" in info
 
 
@@ -783,7 +782,7 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     await provision_consumer(client._wire, client.config.nats, p.settings)
     stream = client.config.nats.stream_name
     steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
-    nc = client._wire.nc
+    nc = jsadmin.connection(client)
     inbox = nc.new_inbox()
     thief = await nc.subscribe(inbox)
     await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)
@@ -796,9 +795,8 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     async with p:
         await p.wait(lambda s: s.dead_lettered == 1, timeout=WAIT)
     assert seen.seen == []
-    dlq = await client._wire.request(
-        f"$JS.API.DIRECT.GET.{client.config.nats.dlq_stream}",
-        msgspec.json.encode({"last_by_subj": f"{client.config.nats.subject_prefix}.dlq.player"}),
+    dlq = await jsadmin.direct_get_last(
+        client, client.config.nats.dlq_stream, f"{client.config.nats.subject_prefix}.dlq.player"
     )
     headers = dlq.headers or {}
     assert headers[H_DELIVERIES] == "2"
@@ -880,13 +878,10 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
     assert [d async for d in sub] == []  # the subscription ended with the client
     async with await angzarr_es.connect(config=bus_config) as other:
         assert await consumer_names(other, bus_config.nats.stream_name) == ["closing"]
-        subject = f"$JS.API.CONSUMER.INFO.{bus_config.nats.stream_name}.closing"
 
         async def acked() -> int | None:
             # The ack is fire-and-forget; the server applies it a moment later.
-            floor: int = msgspec.json.decode(await other._wire.api(subject))["ack_floor"][
-                "stream_seq"
-            ]
+            floor = await _ack_floor(other, bus_config.nats.stream_name, "closing")
             return floor if floor == 1 else None
 
         await eventually(acked, timeout=WAIT, what="the ack floor at 1")
@@ -895,7 +890,7 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
 
 
 async def _ack_floor(c: angzarr_es.Client, stream: str, name: str) -> int:
-    raw = await c._wire.api(f"$JS.API.CONSUMER.INFO.{stream}.{name}")
+    raw = await jsadmin.consumer_info(c, stream, name)
     floor: int = msgspec.json.decode(raw)["ack_floor"]["stream_seq"]
     return floor
 
@@ -919,7 +914,7 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
             await holder[0].stop()  # returns at once: this handler runs on
         elif how == "close_from_handler":
             await client.close()  # returns; the connection closes after our ack
-            assert not client._wire.nc.is_closed
+            assert not jsadmin.is_closed(client)
         await release.wait()
 
     p = client.projector(f"closing-{how}".replace("_", "-"), filters.domain("player"), handle)
@@ -932,13 +927,13 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
         closing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await closing
-        assert client._wire.nc.is_closed  # closed in spite of the cancel
+        assert jsadmin.is_closed(client)  # closed in spite of the cancel
     else:
         closing = asyncio.create_task(client.close())
         release.set()
         await asyncio.wait_for(closing, WAIT)
         await eventually(
-            lambda: until(client._wire.nc.is_closed), timeout=WAIT, what="the connection closed"
+            lambda: until(jsadmin.is_closed(client)), timeout=WAIT, what="the connection closed"
         )
     release.set()
     async with await angzarr_es.connect(config=bus_config) as other:
@@ -980,7 +975,7 @@ async def test_a_handler_closes_its_own_temporary_client_at_once(client: angzarr
     async def handle(d: Delivery) -> None:
         async with await angzarr_es.connect(config=client.config) as tmp:
             pass
-        closed.append(tmp._wire.nc.is_closed)
+        closed.append(jsadmin.is_closed(tmp))
 
     async with client.projector("tmp-client", filters.domain("player"), handle) as p:
         await p.wait(lambda s: s.handled == 1, timeout=WAIT)

@@ -19,7 +19,8 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import InMemoryEventStore
-from tests.conftest import delete_stream, fresh_config
+from tests.support.configs import fresh_config
+from tests.support.jsadmin import delete_stream
 
 ROOTS = ["alice", "b.o.b", "*", "🃏", str(uuid.UUID(int=7)), uuid.UUID(int=8)]
 

@@ -21,8 +21,8 @@ from hypothesis.stateful import (
 from angzarr_es import ANY, ConcurrencyError, InvalidSnapshot
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import InMemoryClient
-from tests.conftest import delete_stream
 from tests.integration.test_stateful import Shared
+from tests.support.jsadmin import delete_stream
 
 ROOTS = ["b.o.b", "🃏", str(uuid.UUID(int=7))]
 

@@ -18,16 +18,15 @@ from angzarr_es import _jsapi as js
 from angzarr_es import codec
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
-from tests.conftest import delete_stream, fresh_config
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
+from tests.support import jsadmin
+from tests.support.configs import fresh_config
+from tests.support.events import deposit
+from tests.support.jsadmin import delete_stream
 
 
 async def stream_info(client: angzarr_es.Client) -> dict[str, Any]:
     name = client.config.nats.stream_name
-    data = await client._wire.api(f"$JS.API.STREAM.INFO.{name}")
+    data = await jsadmin.stream_info(client, name)
     info: dict[str, Any] = msgspec.json.decode(data)
     return info
 
@@ -340,7 +339,7 @@ async def test_a_commit_over_max_payload_is_refused_and_nothing_is_written(
     client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
-    limit = client._wire.max_payload
+    limit = jsadmin.max_payload(client)
     huge = player_pb2.FundsWithdrawn(reason="x" * limit)
     with pytest.raises(angzarr_es.AppendTooLarge) as info:
         await store.append("big", [huge], expected=0)
@@ -360,9 +359,8 @@ async def test_a_corrupt_payload_raises_codec_error_naming_subject_and_sequence(
     store = client.store("player")
     await store.append("bad", [deposit(1)], expected=0)
     subject = store.subject("bad")
-    msg = await client._wire.request(subject, b"\xff\xff\xff not protobuf")
-    seq = js.pub_ack(msg.data).seq
-    await client._wire.request(subject, codec_book(2))
+    seq = (await jsadmin.publish(client, subject, b"\xff\xff\xff not protobuf")).seq
+    await jsadmin.publish(client, subject, codec_book(2))
     with pytest.raises(angzarr_es.CodecError) as info:
         await store.load("bad")
     assert info.value.subject == subject
@@ -390,7 +388,7 @@ async def test_an_unknown_event_type_stays_available_as_any(client: angzarr_es.C
     page.event.type_url = "type.example.com/some.future.EventV9"
     page.event.value = b"\x08\x2a"
     book.next_sequence = 1
-    await client._wire.request(store.subject("u"), book.SerializeToString())
+    await jsadmin.publish(client, store.subject("u"), book.SerializeToString())
     hist = await store.load("u")
     event = hist.events[0]
     assert event.type_name == "some.future.EventV9"
@@ -440,7 +438,7 @@ async def test_provision_repairs_a_stream_that_would_delete_events(
             discard="old",
             allow_direct=True,
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
+        await jsadmin.create_stream(client, bad)
         await client.store("player").append("kept", [deposit(1)], expected=0)
         with caplog.at_level(logging.WARNING, logger="angzarr_es"):
             await client.provision()
@@ -460,7 +458,7 @@ async def test_provision_refuses_a_memory_stream(nats_url: str) -> None:
             subjects=[f"{nats.subject_prefix}.events.>"],
             storage="memory",
         )
-        await client._wire.api(f"$JS.API.STREAM.CREATE.{bad.name}", js.encode(bad))
+        await jsadmin.create_stream(client, bad)
         with pytest.raises(angzarr_es.StreamConfigError, match="storage"):
             await client.provision()
         await delete_stream(client, nats.stream_name)
@@ -521,7 +519,7 @@ async def test_connect_with_a_url_ignores_a_bad_nats_url(
 ) -> None:
     monkeypatch.setenv("NATS_URL", "http://not-nats:4222")
     async with await angzarr_es.connect(nats_url) as client:  # `url` replaces NATS_URL
-        assert client._wire.nc.is_connected
+        assert jsadmin.connection(client).is_connected
     with pytest.raises(angzarr_es.ConfigError, match=r"^connect\(url=\.\.\.\): .*'https'"):
         await angzarr_es.connect("https://x:4222")
 
@@ -554,7 +552,7 @@ async def test_deleting_an_edition_without_its_snapshot_stream_deletes_nothing(
     what_if = client.store("player", edition="what-if")
     await what_if.append("x", [deposit(1)], expected=0)
     cfg = client.config.nats
-    await client._wire.api(f"$JS.API.STREAM.DELETE.{cfg.snapshot_stream}")
+    await jsadmin.delete_stream(client, cfg.snapshot_stream)
     with pytest.raises(angzarr_es.StoreError, match="provision"):
         await client.delete_edition("what-if")
     assert [e.sequence for e in (await what_if.load("x")).events] == [0]

@@ -14,17 +14,15 @@ import angzarr_es
 from angzarr_es import _jsapi as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
-from tests.conftest import delete_stream, fresh_config
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
+from tests.support import jsadmin
+from tests.support.configs import fresh_config
+from tests.support.events import deposit
+from tests.support.jsadmin import delete_stream
 
 
 async def info(client: angzarr_es.Client, stream: str, subjects: str = "") -> dict[str, Any]:
-    body = msgspec.json.encode({"subjects_filter": subjects}) if subjects else b""
     reply: dict[str, Any] = msgspec.json.decode(
-        await client._wire.api(f"$JS.API.STREAM.INFO.{stream}", body)
+        await jsadmin.stream_info(client, stream, subjects_filter=subjects)
     )
     return reply
 
@@ -73,10 +71,14 @@ async def test_a_correlated_commit_is_preceded_by_its_index_entry(
     prefix = client.config.nats.subject_prefix
     entry_subject = f"{prefix}.correlation.~d2YuMQ"
     assert await index_entries(client) == {entry_subject: 1}
-    entry = await client._wire.leader_next(client.config.nats.stream_name, entry_subject, 1)
+    entry = js.msg_get(
+        await jsadmin.get_message(
+            client, client.config.nats.stream_name, seq=1, next_by_subj=entry_subject
+        )
+    ).message
     assert entry is not None
-    assert entry[1] < res.stream_sequence
-    assert msgspec.json.decode(entry[0]) == [store.subject("p"), 0]
+    assert entry.seq < res.stream_sequence
+    assert msgspec.json.decode(entry.data) == [store.subject("p"), 0]
 
 
 async def test_a_refused_correlated_commit_is_not_reported(client: angzarr_es.Client) -> None:
@@ -113,7 +115,7 @@ async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.
     await store.append("p", [deposit(2)], expected=1)
     assert await client.events_by_correlation("wf") == {}
     # Garbage on the index subject is skipped.
-    await client._wire.publish_commit(entry, b"not an entry", {}, 2.0)
+    await jsadmin.publish(client, entry, b"not an entry")
     await store.append("p", [deposit(3)], expected=2, correlation_id="wf")
     found = await client.events_by_correlation("wf")
     assert {k: [e.sequence for e in v] for k, v in found.items()} == {("player", "p"): [2]}
@@ -159,8 +161,8 @@ async def test_a_foreign_snapshot_header_is_a_codec_error(
     state = player_pb2.PlayerState(balance_cents=1)
     snap = core_pb2.Snapshot(sequence=0)
     snap.state.Pack(state)
-    ack = await client._wire.publish_commit(
-        subject, snap.SerializeToString(), {"Angzarr-Commit-Sequence": "abc"}, 2.0
+    ack = await jsadmin.publish(
+        client, subject, snap.SerializeToString(), {"Angzarr-Commit-Sequence": "abc"}
     )
     assert ack.error is None
     with pytest.raises(angzarr_es.CodecError, match="abc"):
@@ -236,11 +238,15 @@ async def test_a_stored_snapshot_is_a_core_snapshot_message(client: angzarr_es.C
     await store.append("p", [deposit(1)], expected=0)
     await store.save_snapshot("p", player_pb2.PlayerState(name="Ann"), 0)
     nats = client.config.nats
-    got = await client._wire.direct_last(
-        nats.snapshot_stream, f"{nats.subject_prefix}.snapshots.player.p.what-if"
-    )
+    got = js.msg_get(
+        await jsadmin.get_message(
+            client,
+            nats.snapshot_stream,
+            last_by_subj=f"{nats.subject_prefix}.snapshots.player.p.what-if",
+        )
+    ).message
     assert got is not None
-    snap = core_pb2.Snapshot.FromString(got[0])
+    snap = core_pb2.Snapshot.FromString(got.data)
     assert snap.sequence == 0
     assert snap.state.type_url == "/examples.player.PlayerState"
 
@@ -272,11 +278,8 @@ async def test_the_event_stream_denies_deletes_but_allows_the_edition_purge(
     assert cfg["deny_delete"] is True
     assert cfg.get("deny_purge", False) is False
     nats = client.config.nats
-    body = js.encode(js.MsgGetRequest(seq=1))
     await client.store("player", "x").append("p", [deposit(1)], expected=0)
-    reply = msgspec.json.decode(
-        await client._wire.api(f"$JS.API.STREAM.MSG.DELETE.{nats.stream_name}", body)
-    )
+    reply = msgspec.json.decode(await jsadmin.delete_message(client, nats.stream_name, 1))
     assert reply["error"]["code"] >= 400
     assert await client.delete_edition("x") == 1
 

@@ -17,11 +17,8 @@ from angzarr_es import _jsapi as js
 from angzarr_es import codec
 from angzarr_es import store as store_mod
 from angzarr_es.config import Config
-from angzarr_es.pb import player_pb2
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents)
+from tests.support import jsadmin
+from tests.support.events import deposit
 
 
 async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
@@ -79,7 +76,7 @@ async def test_loads_page_correctly_when_stored_headers_are_large(
             created_at=real_dt.datetime.now(real_dt.UTC),
         )
         headers = {**fat, js.H_EXPECTED_LAST_SUBJECT_SEQ: str(last)}
-        ack = js.pub_ack((await client._wire.request(subject, payload, headers=headers)).data)
+        ack = await jsadmin.publish(client, subject, payload, headers)
         assert ack.error is None
         last = ack.seq
     async with await angzarr_es.connect(config=client.config) as fresh:
@@ -140,19 +137,13 @@ async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
-        )
-        names = info.get("consumers") or []
+        names = await jsadmin.consumer_names(client, nats.stream_name)
         # Deletion after a cancellation runs in the generator's cleanup; give
         # every pending cleanup the chance to finish before counting.
         assert await store.load("c")
-        info = msgspec.json.decode(
-            await client._wire.api(f"$JS.API.CONSUMER.NAMES.{nats.stream_name}")
-        )
-        left = info.get("consumers") or []
+        left = await jsadmin.consumer_names(client, nats.stream_name)
         assert left == [], names
-        await client._wire.api(f"$JS.API.STREAM.DELETE.{nats.stream_name}")
+        await jsadmin.delete_stream(client, nats.stream_name)
 
 
 async def test_a_stale_cached_stream_position_is_not_a_conflict(

@@ -6,17 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import msgspec
-
 from angzarr_es import Client, Delivery
-from angzarr_es.config import Config
-from angzarr_es.pb import player_pb2
+from tests.support import jsadmin
 
 WAIT = 15.0
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 class Recorder:
@@ -46,16 +39,5 @@ class Recorder:
         self._changed.set()
 
 
-def with_nats(config: Config, **overrides: object) -> Config:
-    nats = msgspec.structs.replace(config.nats, **overrides)
-    return Config(bus=msgspec.structs.replace(config.bus, nats=nats))
-
-
-async def consumer_names(client: Client, stream: str) -> list[str]:
-    raw = await client._wire.api(f"$JS.API.CONSUMER.NAMES.{stream}")
-    names: list[str] = msgspec.json.decode(raw).get("consumers") or []
-    return names
-
-
 async def delete_dlq(client: Client) -> None:
-    await client._wire.api(f"$JS.API.STREAM.DELETE.{client.config.nats.dlq_stream}")
+    await jsadmin.delete_stream(client, client.config.nats.dlq_stream)

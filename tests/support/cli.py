@@ -15,6 +15,8 @@ from typing import IO
 from angzarr_es.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
+# Nothing listens on port 1.
+UNREACHABLE = "nats://127.0.0.1:1"
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -136,3 +138,12 @@ def stop(lines: Lines) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `angzarr-es: error:` line a failing command printed, with no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("angzarr-es: error: ")
+    return lines[0]

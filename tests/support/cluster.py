@@ -34,7 +34,8 @@ import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.errors import StoreError, StoreUnavailable
-from tests.conftest import fresh_config
+from tests.support import jsadmin
+from tests.support.configs import fresh_config
 
 T = TypeVar("T")
 
@@ -189,19 +190,19 @@ class Cluster:
     # -- stream state ----------------------------------------------------------
 
     @staticmethod
-    async def stream_info(wire: Any, stream: str) -> _Info:
-        return _decode_info(await wire.api(f"$JS.API.STREAM.INFO.{stream}"))
+    async def stream_info(client: angzarr_es.Client, stream: str) -> _Info:
+        return _decode_info(await jsadmin.stream_info(client, stream))
 
-    async def stream_leader(self, wire: Any, stream: str) -> str | None:
+    async def stream_leader(self, client: angzarr_es.Client, stream: str) -> str | None:
         """The name of the stream's leader, or None if there is none now."""
-        info = await self.stream_info(wire, stream)
+        info = await self.stream_info(client, stream)
         if info.cluster is None or not info.cluster.leader:
             return None
         return info.cluster.leader
 
     async def wait_for_leader(
         self,
-        wire: Any,
+        client: angzarr_es.Client,
         stream: str,
         *,
         not_in: frozenset[str] = frozenset(),
@@ -214,7 +215,7 @@ class Cluster:
         """
 
         async def probe() -> str | None:
-            info = await self.stream_info(wire, stream)
+            info = await self.stream_info(client, stream)
             if info.cluster is None or not info.cluster.leader or info.cluster.leader in not_in:
                 return None
             if current:
@@ -244,14 +245,14 @@ async def r3_stream(cluster: Cluster, *, own_dlq: bool = False) -> AsyncIterator
             return True
 
         await eventually(provisioned, timeout=30, what="the R3 stream to be created")
-        await cluster.wait_for_leader(admin._wire, cfg.nats.stream_name, current=True)
+        await cluster.wait_for_leader(admin, cfg.nats.stream_name, current=True)
         yield cfg
         cluster.ensure_running()
         streams = [cfg.nats.stream_name] + ([cfg.nats.dlq_stream] if own_dlq else [])
         for stream in streams:
 
             async def deleted(name: str = stream) -> bool:
-                await admin._wire.api(f"$JS.API.STREAM.DELETE.{name}")
+                await jsadmin.delete_stream(admin, name)
                 return True
 
             await eventually(deleted, timeout=30, what=f"delete {stream}")

@@ -183,6 +183,6 @@ async def until(cond: bool) -> bool | None:
     return True if cond else None
 
 
-def with_nats(nats: Any) -> Config:
+def config_of(nats: Any) -> Config:
     """A Config around one NatsConfig."""
     return Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
