@@ -15,8 +15,8 @@ import pytest
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from tests.support import jsadmin
 from tests.support.configs import fresh_config
-from tests.support.jsadmin import delete_stream
 
 
 @pytest.fixture(scope="session")
@@ -41,5 +41,5 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
     async with await angzarr_es.connect(config=config) as c:
         await c.provision()
         yield c
-        await delete_stream(c, config.nats.stream_name)
-        await delete_stream(c, config.nats.snapshot_stream)
+        await jsadmin.delete_stream(c, config.nats.stream_name)
+        await jsadmin.delete_stream(c, config.nats.snapshot_stream)

@@ -1,4 +1,6 @@
-"""Every `angzarr-es` subcommand as a subprocess against a real server: output and exit codes."""
+"""`angzarr-es` subcommands as subprocesses against a real server: output and
+exit codes of server, show, tail and bench, and the errors every subcommand
+shares (`provision` and `status` have files of their own)."""
 
 from __future__ import annotations
 
@@ -8,22 +10,22 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es import _jsapi as js
 from angzarr_es import metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
 from tests.support.cli import (
+    ROOT,
     UNREACHABLE,
     cli_env,
     one_error_line,
@@ -31,23 +33,7 @@ from tests.support.cli import (
     start_cli,
     stderr_lines,
     stop,
-    write_config,
 )
-from tests.support.jsadmin import delete_stream
-
-
-@pytest.fixture
-def conf(config: Config, tmp_path: Path) -> Path:
-    """A TOML file for this test's server, stream and subject prefix."""
-    return write_config(tmp_path / "angzarr.toml", config)
-
-
-@pytest.fixture
-async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
-    """A connected client; the test's stream (if anything made it) is deleted afterwards."""
-    async with await angzarr_es.connect(config=config) as c:
-        yield c
-        await delete_stream(c, config.nats.stream_name)
 
 
 def test_help_lists_every_subcommand() -> None:
@@ -57,7 +43,7 @@ def test_help_lists_every_subcommand() -> None:
         assert name in done.stdout
 
 
-# -- server ------------------------------------------------------------------------
+# -- server ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -140,185 +126,7 @@ def test_embedded_server_refuses_a_data_dir_it_cannot_use(tmp_path: Path) -> Non
         EmbeddedServer(store_dir=afile).start()
 
 
-# -- provision ---------------------------------------------------------------------
-
-
-async def test_provision_dry_run_creates_nothing_then_provision_creates(
-    conf: Path, client: angzarr_es.Client, config: Config
-) -> None:
-    name = config.nats.stream_name
-    done = run_cli("provision", "--dry-run", "--config", str(conf))
-    assert done.returncode == 0, done.stderr
-    assert f"stream {name} " in done.stdout
-    assert "would be created" in done.stdout
-    shown = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
-    assert shown == msgspec.to_builtins(client.stream_config())
-    info = js.stream_info(await jsadmin.stream_info(client, name))
-    assert info.error is not None
-    assert info.error.err_code == js.STREAM_NOT_FOUND
-
-    done = run_cli("provision", "--config", str(conf))
-    assert done.returncode == 0, done.stderr
-    assert f"(nats-server {client.server_version}) created\n" in done.stdout
-    done = run_cli("provision", "--dry-run", "--config", str(conf))
-    assert "is up to date; nothing to do" in done.stdout
-    assert "differences" not in done.stdout
-
-
-async def test_provision_creates_the_configured_consumers_and_streams(
-    config: Config, client: angzarr_es.Client, tmp_path: Path
-) -> None:
-    n = config.nats
-    dlq = f"{n.stream_name}-dlq"
-    conf = write_config(tmp_path / "angzarr.toml", config)
-    conf.write_text(
-        conf.read_text()
-        + f'dlq_stream = "{dlq}"\n\n'
-        + "[[bus.nats.consumers]]\n"
-        + 'name = "player-projector"\n'
-        + f'filter = "{n.subject_prefix}.events.player.*"\n'
-    )
-    done = run_cli("provision", "--dry-run", "--config", str(conf))
-    assert done.returncode == 0, done.stderr
-    assert "consumer player-projector" in done.stdout
-    assert "would be created or checked" in done.stdout
-    done = run_cli("provision", "--config", str(conf))
-    assert done.returncode == 0, done.stderr
-    assert "consumer player-projector" in done.stdout
-    assert await jsadmin.consumer_names(client, n.stream_name) == ["player-projector"]
-    for stream in (dlq, n.snapshot_stream):
-        info = js.stream_info(await jsadmin.stream_info(client, stream))
-        assert info.error is None, stream
-        await delete_stream(client, stream)
-    again = run_cli("provision", "--config", str(conf))
-    assert again.returncode == 0, again.stderr
-    await delete_stream(client, dlq)
-    await delete_stream(client, n.snapshot_stream)
-
-
-async def test_provision_dry_run_shows_differences_then_fixes_them(
-    conf: Path, client: angzarr_es.Client, config: Config
-) -> None:
-    # The seed's `nats stream add ... --max-age 7d`: would delete week-old events.
-    seeded = msgspec.structs.replace(client.stream_config(), max_age=7 * 86400 * js.NANOS)
-    await jsadmin.create_stream(client, seeded)
-    done = run_cli("provision", "--dry-run", "--config", str(conf))
-    assert done.returncode == 0, done.stderr
-    assert "would be updated" in done.stdout
-    assert "  max_age: 604800000000000 -> 0" in done.stdout
-    done = run_cli("provision", "--config", str(conf))
-    assert done.returncode == 0
-    assert "updated" in done.stdout
-    assert "max_age: 604800000000000 -> 0" in done.stdout
-    assert (await client.plan_provision()).action == "none"
-
-
-async def test_provision_refuses_a_stream_it_cannot_fix(
-    conf: Path, client: angzarr_es.Client
-) -> None:
-    memory = msgspec.structs.replace(client.stream_config(), storage="memory")
-    await jsadmin.create_stream(client, memory)
-    done = run_cli("provision", "--dry-run", "--config", str(conf))
-    assert done.returncode == 1
-    assert "cannot be changed in place" in done.stdout
-    assert "  storage: 'memory' -> 'file'" in done.stdout
-    done = run_cli("provision", "--config", str(conf))
-    assert done.returncode == 1
-    assert "exists with storage='memory'" in one_error_line(done.stderr)
-
-
-# -- status ------------------------------------------------------------------------
-
-
-async def test_status_flags_a_missing_stream_then_reports_lag(
-    conf: Path, client: angzarr_es.Client, config: Config
-) -> None:
-    done = run_cli("status", "--config", str(conf))
-    assert done.returncode == 1
-    assert "does not exist (run `angzarr-es provision`)" in done.stdout
-
-    await client.provision()
-    store = client.store("player")
-    for i in range(3):
-        await store.append(f"p{i}", [player_pb2.PlayerRegistered(name=str(i))], expected=0)
-    name = config.nats.stream_name
-    durable = js.ConsumerConfig(
-        name="player-projector",
-        durable_name="player-projector",
-        ack_policy="explicit",
-        filter_subject=f"{config.nats.subject_prefix}.events.player.*",
-    )
-    body = js.encode(js.ConsumerCreateRequest(stream_name=name, config=durable))
-    await jsadmin.create_consumer(client, name, "player-projector", body)
-
-    done = run_cli("status", "--json", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
-    assert done.returncode == 0, done.stdout
-    health = json.loads(done.stdout)
-    (stream,) = [s for s in health["streams"] if s["name"] == name]
-    assert stream["is_event_stream"]
-    assert stream["messages"] == 3
-    (consumer,) = [c for c in health["consumers"] if c["stream"] == name]
-    assert consumer["name"] == "player-projector"
-    assert consumer["num_pending"] == 3
-
-    done = run_cli("status", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
-    assert done.returncode == 0
-    assert f"{name} *" in done.stdout
-    assert f"{name}/player-projector" in done.stdout
-    assert done.stdout.rstrip().endswith("healthy")
-
-
-async def test_status_watch_refreshes(conf: Path, client: angzarr_es.Client) -> None:
-    await client.provision()
-    done = run_cli(
-        "status", "--config", str(conf), "--json", "--watch", "--interval", "0.05", "--count", "3"
-    )
-    assert done.returncode == 0, done.stderr
-    screens = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(screens) == 3
-    assert len({s["checked_at"] for s in screens}) == 3
-
-
-@pytest.mark.parametrize("count", ["0", "-1", "x"])
-def test_status_count_must_be_a_positive_number(conf: Path, count: str) -> None:
-    done = run_cli("status", "--config", str(conf), "--watch", "--count", count)
-    assert done.returncode == 2
-    assert "argument --count" in done.stderr
-    assert done.stdout == ""
-
-
-@pytest.mark.parametrize(
-    ("where", "url"),
-    [
-        ("--monitor-url", "notaurl"),
-        ("--monitor-url", "http://"),
-        ("NATS_MONITOR_URL", "localhost:8222"),
-        ("bus.nats.monitor_url", "ftp://localhost:8222"),
-    ],
-)
-def test_status_refuses_a_monitoring_url_that_is_not_one(conf: Path, where: str, url: str) -> None:
-    env = cli_env()
-    args = ["status", "--config", str(conf)]
-    if where == "--monitor-url":
-        args += ["--monitor-url", url]
-    elif where == "NATS_MONITOR_URL":
-        env["NATS_MONITOR_URL"] = url
-    else:
-        conf.write_text(conf.read_text() + f'monitor_url = "{url}"\n')
-    done = run_cli(*args, env=env)
-    assert done.returncode == 2, done.stdout + done.stderr
-    line = one_error_line(done.stderr)
-    assert f"{where} {url!r} is not an http:// or https:// URL" in line
-    assert done.stdout == ""
-
-
-def test_status_reports_an_unreachable_monitoring_endpoint(conf: Path) -> None:
-    done = run_cli("status", "--config", str(conf), "--monitor-url", "http://127.0.0.1:1")
-    assert done.returncode == 1
-    assert "problem: monitoring endpoint: http://127.0.0.1:1/" in done.stdout
-
-
-# -- show --------------------------------------------------------------------------
+# -- show ------------------------------------------------------------------------------
 
 
 async def test_show_prints_history_as_table_and_json(conf: Path, client: angzarr_es.Client) -> None:
@@ -372,7 +180,7 @@ async def test_show_error_paths(conf: Path, client: angzarr_es.Client) -> None:
     one_error_line(done.stderr)
 
 
-# -- tail --------------------------------------------------------------------------
+# -- tail ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -441,7 +249,25 @@ def test_tail_refuses_a_filter_outside_the_prefix(conf: Path) -> None:
     assert "is not under" in one_error_line(done.stderr)
 
 
-# -- bench -------------------------------------------------------------------------
+async def test_tail_shows_the_trace_an_instrumented_append_started(
+    conf: Path, client: angzarr_es.Client
+) -> None:
+    await client.provision()
+    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+    tail = start_cli("tail", ">", "--count", "1", "--json", "--config", str(conf))
+    try:
+        stderr_lines(tail).until(lambda line: line.startswith("tailing "))
+        with tracing.span() as span:
+            await client.store("player").append("t", [player_pb2.PlayerRegistered()], expected=0)
+        (line,) = tail.rest()
+    finally:
+        stop(tail)
+    received = tracing.TraceContext.parse(json.loads(line)["traceparent"])
+    assert received is not None
+    assert received.trace_id == span.trace_id
+
+
+# -- bench -----------------------------------------------------------------------------
 
 
 def test_bench_passes_arguments_and_exit_status_through(tmp_path: Path) -> None:
@@ -466,7 +292,47 @@ def test_bench_without_the_package_says_so() -> None:
     assert "no_such_benchmarks package is not importable" in one_error_line(done.stderr)
 
 
-# -- errors common to every subcommand -----------------------------------------
+def console_script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """What `pip install .` gives: an `angzarr-es` script (sys.path[0] is its own
+    directory, not the working directory) and angzarr_es importable without
+    the checkout's root, so without `benchmarks`."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "angzarr_es").symlink_to(ROOT / "angzarr_es", target_is_directory=True)
+    # An editable install (`pip install -e`, as CI does) puts the checkout's
+    # root on sys.path through a .pth file; take it off again, as a wheel would.
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        f"sys.path[:] = [p for p in sys.path if os.path.realpath(p) != {str(ROOT.resolve())!r}]\n"
+    )
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "angzarr-es"
+    script.write_text("import sys\nfrom angzarr_es.cli import main\nsys.exit(main())\n")
+    env = cli_env()
+    env["PYTHONPATH"] = str(site)
+    env.pop("ANGZARR_ES_BENCH_MODULE", None)
+    return script, env
+
+
+def test_bench_console_script_finds_benchmarks_in_the_working_directory(tmp_path: Path) -> None:
+    script, env = console_script(tmp_path)
+    # `--` hands `--help` to the benchmarks: it gets past the import, runs nothing.
+    args = [sys.executable, str(script), "bench", "--", "--help"]
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m benchmarks")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(args, env=env, cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert "the benchmarks package is not importable" in line
+    assert "run this from the root of a source checkout" in line
+
+
+# -- errors common to every subcommand -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -497,6 +363,24 @@ def test_a_server_that_never_answers_is_a_timeout(conf: Path) -> None:
     ), line
 
 
+def test_a_connect_timeout_names_the_attempts_and_the_time_taken(tmp_path: Path) -> None:
+    # A socket that listens and never accepts: TCP connects, the INFO never comes.
+    conf = tmp_path / "angzarr.toml"
+    conf.write_text("[bus.nats]\nconnect_timeout = 0.25\n")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        done = run_cli("provision", "--config", str(conf), env=cli_env(NATS_URL=url))
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    m = re.search(
+        rf"cannot connect to NATS at {re.escape(url)}: 2 attempts timed out after 0\.25s "
+        r"each \(connect_timeout\), (\d+\.\d)s in all$",
+        line,
+    )
+    assert m is not None, line
+    assert float(m.group(1)) >= 0.5  # two attempts of 0.25 s, not one
+
+
 @pytest.mark.parametrize(
     "command", ["server", "provision", "status", "show", "tail", "demo", "bench"]
 )
@@ -521,17 +405,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
     done = run_cli("status", "--config", str(tmp_path / "absent.toml"))
     assert done.returncode == 2
     assert "cannot read configuration" in one_error_line(done.stderr)
-
-
-async def test_status_with_rich_tables(conf: Path, client: angzarr_es.Client) -> None:
-    pytest.importorskip("rich")
-    await client.provision()
-    env = cli_env(COLUMNS="200")
-    del env["ANGZARR_ES_PLAIN"]
-    done = run_cli("status", "--config", str(conf), env=env)
-    assert done.returncode == 0, done.stderr
-    assert "┃ stream" in done.stdout  # a rich table, not the plain fallback
-    assert f"{client.config.nats.stream_name} *" in done.stdout
 
 
 @pytest.fixture
@@ -566,21 +439,3 @@ def test_a_server_without_jetstream(plain_nats_url: str) -> None:
     done = run_cli("provision", env=env)
     assert done.returncode == 1
     assert "does not have JetStream enabled" in one_error_line(done.stderr)
-
-
-async def test_tail_shows_the_trace_an_instrumented_append_started(
-    conf: Path, client: angzarr_es.Client
-) -> None:
-    await client.provision()
-    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
-    tail = start_cli("tail", ">", "--count", "1", "--json", "--config", str(conf))
-    try:
-        stderr_lines(tail).until(lambda line: line.startswith("tailing "))
-        with tracing.span() as span:
-            await client.store("player").append("t", [player_pb2.PlayerRegistered()], expected=0)
-        (line,) = tail.rest()
-    finally:
-        stop(tail)
-    received = tracing.TraceContext.parse(json.loads(line)["traceparent"])
-    assert received is not None
-    assert received.trace_id == span.trace_id

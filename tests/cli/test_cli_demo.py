@@ -11,8 +11,8 @@ import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
+from tests.support import jsadmin
 from tests.support.cli import cli_env, run_cli, write_config
-from tests.support.jsadmin import delete_stream
 
 
 def _check_story(out: str) -> None:
@@ -49,7 +49,7 @@ async def test_demo_uses_the_configured_server(config: Config, tmp_path: Path, v
         _check_story(done.stdout)
     finally:
         async with await angzarr_es.connect(config=config) as client:
-            await delete_stream(client, config.nats.stream_name)
+            await jsadmin.delete_stream(client, config.nats.stream_name)
 
 
 def test_demo_reports_an_unreachable_server_in_one_line() -> None:

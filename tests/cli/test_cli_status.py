@@ -1,26 +1,21 @@
-"""`angzarr-es` fixes from a user review: `status` with the server down at
-start-up, `bench` from the console script, `provision --dry-run` on the side
-streams, and an honest connect-timeout message."""
+"""`angzarr-es status` as a subprocess: what it reports of a healthy server and
+of a missing stream, its options, and a server that is down at start-up."""
 
 from __future__ import annotations
 
 import json
-import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _snapshots
+from angzarr_es import _jsapi as js
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
 from tests.support.cli import (
-    ROOT,
     UNREACHABLE,
     cli_env,
     one_error_line,
@@ -29,9 +24,126 @@ from tests.support.cli import (
     stop,
     write_config,
 )
-from tests.support.jsadmin import delete_stream
 
-# -- status with no server at start-up ---------------------------------------------------
+
+async def test_status_flags_a_missing_stream_then_reports_lag(
+    conf: Path, client: angzarr_es.Client, config: Config
+) -> None:
+    done = run_cli("status", "--config", str(conf))
+    assert done.returncode == 1
+    assert "does not exist (run `angzarr-es provision`)" in done.stdout
+
+    await client.provision()
+    store = client.store("player")
+    for i in range(3):
+        await store.append(f"p{i}", [player_pb2.PlayerRegistered(name=str(i))], expected=0)
+    name = config.nats.stream_name
+    durable = js.ConsumerConfig(
+        name="player-projector",
+        durable_name="player-projector",
+        ack_policy="explicit",
+        filter_subject=f"{config.nats.subject_prefix}.events.player.*",
+    )
+    body = js.encode(js.ConsumerCreateRequest(stream_name=name, config=durable))
+    await jsadmin.create_consumer(client, name, "player-projector", body)
+
+    done = run_cli("status", "--json", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
+    assert done.returncode == 0, done.stdout
+    health = json.loads(done.stdout)
+    (stream,) = [s for s in health["streams"] if s["name"] == name]
+    assert stream["is_event_stream"]
+    assert stream["messages"] == 3
+    (consumer,) = [c for c in health["consumers"] if c["stream"] == name]
+    assert consumer["name"] == "player-projector"
+    assert consumer["num_pending"] == 3
+
+    done = run_cli("status", "--config", str(conf), env=cli_env(ANGZARR_ES_PLAIN="1"))
+    assert done.returncode == 0
+    assert f"{name} *" in done.stdout
+    assert f"{name}/player-projector" in done.stdout
+    assert done.stdout.rstrip().endswith("healthy")
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_status_of_a_healthy_server_is_unchanged(
+    config: Config, tmp_path: Path, json_flag: list[str]
+) -> None:
+    conf = write_config(tmp_path / "angzarr.toml", config)
+    done = run_cli("status", "--config", str(conf), *json_flag)
+    # No stream provisioned: a problem, but the server is reachable.
+    assert done.returncode == 1
+    assert done.stderr == ""
+    if json_flag:
+        health = json.loads(done.stdout)
+        assert health["reachable"] is True
+        assert health["server_url"] == config.nats.servers[0]
+    else:
+        assert "UNREACHABLE" not in done.stdout
+        assert "server     reachable" in done.stdout
+
+
+async def test_status_watch_refreshes(conf: Path, client: angzarr_es.Client) -> None:
+    await client.provision()
+    done = run_cli(
+        "status", "--config", str(conf), "--json", "--watch", "--interval", "0.05", "--count", "3"
+    )
+    assert done.returncode == 0, done.stderr
+    screens = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(screens) == 3
+    assert len({s["checked_at"] for s in screens}) == 3
+
+
+async def test_status_with_rich_tables(conf: Path, client: angzarr_es.Client) -> None:
+    pytest.importorskip("rich")
+    await client.provision()
+    env = cli_env(COLUMNS="200")
+    del env["ANGZARR_ES_PLAIN"]
+    done = run_cli("status", "--config", str(conf), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "┃ stream" in done.stdout  # a rich table, not the plain fallback
+    assert f"{client.config.nats.stream_name} *" in done.stdout
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "x"])
+def test_status_count_must_be_a_positive_number(conf: Path, count: str) -> None:
+    done = run_cli("status", "--config", str(conf), "--watch", "--count", count)
+    assert done.returncode == 2
+    assert "argument --count" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("where", "url"),
+    [
+        ("--monitor-url", "notaurl"),
+        ("--monitor-url", "http://"),
+        ("NATS_MONITOR_URL", "localhost:8222"),
+        ("bus.nats.monitor_url", "ftp://localhost:8222"),
+    ],
+)
+def test_status_refuses_a_monitoring_url_that_is_not_one(conf: Path, where: str, url: str) -> None:
+    env = cli_env()
+    args = ["status", "--config", str(conf)]
+    if where == "--monitor-url":
+        args += ["--monitor-url", url]
+    elif where == "NATS_MONITOR_URL":
+        env["NATS_MONITOR_URL"] = url
+    else:
+        conf.write_text(conf.read_text() + f'monitor_url = "{url}"\n')
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = one_error_line(done.stderr)
+    assert f"{where} {url!r} is not an http:// or https:// URL" in line
+    assert done.stdout == ""
+
+
+def test_status_reports_an_unreachable_monitoring_endpoint(conf: Path) -> None:
+    done = run_cli("status", "--config", str(conf), "--monitor-url", "http://127.0.0.1:1")
+    assert done.returncode == 1
+    assert "problem: monitoring endpoint: http://127.0.0.1:1/" in done.stdout
+
+
+# -- no server at start-up -------------------------------------------------------------
 
 
 def unreachable_problem(health: dict[str, object], url: str) -> None:
@@ -133,124 +245,3 @@ def test_status_watch_picks_the_server_up_when_it_comes_back() -> None:
         assert gone["server_url"] == url
     finally:
         stop(watch)
-
-
-# -- bench from the console script ---------------------------------------------------
-
-
-def console_script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """What `pip install .` gives: an `angzarr-es` script (sys.path[0] is its own
-    directory, not the working directory) and angzarr_es importable without
-    the checkout's root, so without `benchmarks`."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "angzarr_es").symlink_to(ROOT / "angzarr_es", target_is_directory=True)
-    # An editable install (`pip install -e`, as CI does) puts the checkout's
-    # root on sys.path through a .pth file; take it off again, as a wheel would.
-    (site / "sitecustomize.py").write_text(
-        "import os, sys\n"
-        f"sys.path[:] = [p for p in sys.path if os.path.realpath(p) != {str(ROOT.resolve())!r}]\n"
-    )
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "angzarr-es"
-    script.write_text("import sys\nfrom angzarr_es.cli import main\nsys.exit(main())\n")
-    env = cli_env()
-    env["PYTHONPATH"] = str(site)
-    env.pop("ANGZARR_ES_BENCH_MODULE", None)
-    return script, env
-
-
-def test_bench_console_script_finds_benchmarks_in_the_working_directory(tmp_path: Path) -> None:
-    script, env = console_script(tmp_path)
-    # `--` hands `--help` to the benchmarks: it gets past the import, runs nothing.
-    args = [sys.executable, str(script), "bench", "--", "--help"]
-    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: python -m benchmarks")
-
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    done = subprocess.run(args, env=env, cwd=elsewhere, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    line = one_error_line(done.stderr)
-    assert "the benchmarks package is not importable" in line
-    assert "run this from the root of a source checkout" in line
-
-
-# -- provision --dry-run on the snapshot and dead-letter streams -------------------------
-
-
-async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_path: Path) -> None:
-    n = config.nats
-    dlq = f"{n.stream_name}-dlq"
-    conf = write_config(tmp_path / "angzarr.toml", config)
-    conf.write_text(conf.read_text() + f'dlq_stream = "{dlq}"\n')
-    async with await angzarr_es.connect(config=config) as client:
-        try:
-            done = run_cli("provision", "--dry-run", "--config", str(conf))
-            assert done.returncode == 0, done.stderr
-            assert f"snapshot stream {n.snapshot_stream} would be created\n" in done.stdout
-            assert f"dead-letter stream {dlq} would be created\n" in done.stdout
-
-            done = run_cli("provision", "--config", str(conf))
-            assert done.returncode == 0, done.stderr
-            done = run_cli("provision", "--dry-run", "--config", str(conf))
-            assert done.returncode == 0, done.stderr
-            assert f"snapshot stream {n.snapshot_stream} exists and is up to date\n" in done.stdout
-            assert f"dead-letter stream {dlq} exists and is up to date\n" in done.stdout
-            assert "would be created" not in done.stdout
-
-            # A snapshot stream whose settings drifted: the dry run names the change.
-            wanted = _snapshots.stream_config(n)
-            drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
-            await jsadmin.update_stream(client, drifted)
-            done = run_cli("provision", "--dry-run", "--config", str(conf))
-            assert done.returncode == 0, done.stderr
-            assert f"snapshot stream {n.snapshot_stream} exists and would be updated" in (
-                done.stdout
-            )
-            expected = f"  max_msgs_per_subject: 7 -> {wanted.max_msgs_per_subject}\n"
-            assert expected in done.stdout
-        finally:
-            for stream in (n.stream_name, n.snapshot_stream, dlq):
-                await delete_stream(client, stream)
-
-
-# -- the connect timeout says how long it really waited --------------------------------
-
-
-def test_a_connect_timeout_names_the_attempts_and_the_time_taken(tmp_path: Path) -> None:
-    # A socket that listens and never accepts: TCP connects, the INFO never comes.
-    conf = tmp_path / "angzarr.toml"
-    conf.write_text("[bus.nats]\nconnect_timeout = 0.25\n")
-    with socket.create_server(("127.0.0.1", 0)) as silent:
-        url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
-        done = run_cli("provision", "--config", str(conf), env=cli_env(NATS_URL=url))
-    assert done.returncode == 1
-    line = one_error_line(done.stderr)
-    m = re.search(
-        rf"cannot connect to NATS at {re.escape(url)}: 2 attempts timed out after 0\.25s "
-        r"each \(connect_timeout\), (\d+\.\d)s in all$",
-        line,
-    )
-    assert m is not None, line
-    assert float(m.group(1)) >= 0.5  # two attempts of 0.25 s, not one
-
-
-@pytest.mark.parametrize("json_flag", [[], ["--json"]])
-def test_status_of_a_healthy_server_is_unchanged(
-    config: Config, tmp_path: Path, json_flag: list[str]
-) -> None:
-    conf = write_config(tmp_path / "angzarr.toml", config)
-    done = run_cli("status", "--config", str(conf), *json_flag)
-    # No stream provisioned: a problem, but the server is reachable.
-    assert done.returncode == 1
-    assert done.stderr == ""
-    if json_flag:
-        health = json.loads(done.stdout)
-        assert health["reachable"] is True
-        assert health["server_url"] == config.nats.servers[0]
-    else:
-        assert "UNREACHABLE" not in done.stdout
-        assert "server     reachable" in done.stdout

@@ -15,10 +15,10 @@ import pytest
 import angzarr_es
 from angzarr_es import PermissionDenied, StoreUnavailable
 from angzarr_es.embedded import EmbeddedServer
+from tests.support import jsadmin
 from tests.support.authkit import Operator, TLSFiles, user_key
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
-from tests.support.jsadmin import delete_stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,7 +45,7 @@ async def round_trip(url: str, **auth: Any) -> None:
         store = client.store("player")
         await store.append("p", [deposit(1)], expected=0)
         assert (await store.load("p")).next_sequence == 1
-        await delete_stream(client, config.nats.stream_name)
+        await jsadmin.delete_stream(client, config.nats.stream_name)
 
 
 async def refused(url: str, **auth: Any) -> PermissionDenied | StoreUnavailable:
@@ -153,7 +153,7 @@ async def test_an_account_limited_to_player_aggregates(serve: Any) -> None:
             # The connection survived the denials.
             await players.append("p", [deposit(2)], expected=1)
         assert (await admin.store("hand").load("h")).events == []
-        await delete_stream(admin, admin_cfg.nats.stream_name)
+        await jsadmin.delete_stream(admin, admin_cfg.nats.stream_name)
 
 
 async def test_an_account_that_may_not_subscribe_to_inboxes(serve: Any) -> None:

@@ -26,7 +26,6 @@ from tests.support import jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
 from tests.support.faultproxy import FaultProxy
-from tests.support.jsadmin import consumer_names, delete_stream
 from tests.support.loadgen import (
     TYPED,
     Ledger,
@@ -64,7 +63,7 @@ async def cfg(server: EmbeddedServer) -> AsyncIterator[Config]:
     async with await angzarr_es.connect(config=config) as admin:
         await admin.provision()
         yield config
-        await delete_stream(admin, config.nats.stream_name)
+        await jsadmin.delete_stream(admin, config.nats.stream_name)
 
 
 async def bounded(op: Awaitable[T], seconds: float) -> T | BaseException:
@@ -414,11 +413,11 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
         async for e in store.iter("slow"):
             seen.append(e.sequence)
             if e.sequence == 5:  # as the inactive threshold would, mid-page
-                names = await consumer_names(c, config.nats.stream_name)
+                names = await jsadmin.consumer_names(c, config.nats.stream_name)
                 assert len(names) == 1
                 await jsadmin.delete_consumer(c, config.nats.stream_name, names[0])
         assert seen == list(range(1200))
-        assert await consumer_names(c, config.nats.stream_name) == []
+        assert await jsadmin.consumer_names(c, config.nats.stream_name) == []
 
 
 async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader(

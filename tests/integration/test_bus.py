@@ -21,7 +21,6 @@ from tests.support import jsadmin
 from tests.support.bus import Recorder
 from tests.support.configs import with_nats
 from tests.support.events import deposit
-from tests.support.jsadmin import consumer_names, delete_stream
 
 # -- filters (pure) -----------------------------------------------------------
 
@@ -60,8 +59,8 @@ async def js_client(config: Config) -> AsyncIterator[angzarr_es.Client]:
     async with await angzarr_es.connect(config=config) as c:
         await c.provision()
         yield c
-        assert await consumer_names(c, config.nats.stream_name) == []
-        await delete_stream(c, config.nats.stream_name)
+        assert await jsadmin.consumer_names(c, config.nats.stream_name) == []
+        await jsadmin.delete_stream(c, config.nats.stream_name)
 
 
 @pytest.fixture
@@ -121,8 +120,8 @@ async def test_wildcard_routing_per_the_seed(mode: str, config: Config) -> None:
         for s in subs:
             await s.close()
         if mode == "jetstream":
-            assert await consumer_names(c, cfg.nats.stream_name) == []
-            await delete_stream(c, cfg.nats.stream_name)
+            assert await jsadmin.consumer_names(c, cfg.nats.stream_name) == []
+            await jsadmin.delete_stream(c, cfg.nats.stream_name)
 
     def keys(r: Recorder) -> list[tuple[str, str]]:
         return [(d.domain, d.root) for d in r.seen]
@@ -234,7 +233,7 @@ async def test_core_publish_refuses_subjects_a_stream_captures(
         hist = await c.store("player").load("p1")
         assert [e.event for e in hist.events] == [deposit(1)]
         await c.store("player").append("p1", [deposit(3)], expected=1)
-        await delete_stream(c, core_config.nats.stream_name)
+        await jsadmin.delete_stream(c, core_config.nats.stream_name)
         await c.bus.publish(book("player", "p1", deposit(4)))  # captured no more
         await seen.wait_count(3)
     assert [d.events[0].event for d in seen.seen] == [deposit(1), deposit(3), deposit(4)]
@@ -305,7 +304,7 @@ async def test_catch_up_replays_history_then_follows_live(js_client: angzarr_es.
     await js_client.store("hand").append("h", [hand_pb2.CardsDealt()], expected=0)
     got: list[int] = []
     async with js_client.subscribe(filters.domain("player"), start="all") as sub:
-        assert len(await consumer_names(js_client, js_client.config.nats.stream_name)) == 1
+        assert len(await jsadmin.consumer_names(js_client, js_client.config.nats.stream_name)) == 1
         async for d in sub:
             got.append(d.events[0].sequence)
             if len(got) == 5:
@@ -362,13 +361,13 @@ async def test_catch_up_survives_losing_its_consumer(js_client: angzarr_es.Clien
         async for d in sub:
             got.append(d.stream_sequence)
             if len(got) == 3:
-                (name,) = await consumer_names(js_client, stream)
+                (name,) = await jsadmin.consumer_names(js_client, stream)
                 await jsadmin.delete_consumer(js_client, stream, name)
                 for i in range(5, 7):
                     await store.append("p", [deposit(i)], expected=i)
             if len(got) == 7:
                 break
-        (renewed,) = await consumer_names(js_client, stream)
+        (renewed,) = await jsadmin.consumer_names(js_client, stream)
         assert renewed != name
     assert got == [1, 2, 3, 4, 5, 6, 7]
 
@@ -479,7 +478,7 @@ async def test_a_catch_up_ends_when_its_client_is_closed(config: Config) -> None
         await asyncio.wait_for(owned, 20)  # closed with its client: just ends
         with pytest.raises(angzarr_es.StoreUnavailable, match="client was closed"):
             await asyncio.wait_for(loose, 20)
-        await delete_stream(other, config.nats.stream_name)
+        await jsadmin.delete_stream(other, config.nats.stream_name)
 
 
 @pytest.mark.parametrize("mode", ["core", "jetstream"])
@@ -504,8 +503,8 @@ async def test_a_handler_can_close_its_own_subscription(mode: str, config: Confi
                 await c.bus.publish(book("player", f"p{i}", deposit(i)))
         await asyncio.wait_for(closed.wait(), 10)
         if mode == "jetstream":
-            assert await consumer_names(c, cfg.nats.stream_name) == []
-            await delete_stream(c, cfg.nats.stream_name)
+            assert await jsadmin.consumer_names(c, cfg.nats.stream_name) == []
+            await jsadmin.delete_stream(c, cfg.nats.stream_name)
     assert len(seen.seen) == 1
 
 
@@ -549,8 +548,8 @@ async def test_closing_from_the_handler_through_wait_for(mode: str, config: Conf
             await c.bus.publish(book("player", "p1", deposit(1)))
         await asyncio.wait_for(closed.wait(), 10)
         if mode == "jetstream":
-            assert await consumer_names(c, cfg.nats.stream_name) == []
-            await delete_stream(c, cfg.nats.stream_name)
+            assert await jsadmin.consumer_names(c, cfg.nats.stream_name) == []
+            await jsadmin.delete_stream(c, cfg.nats.stream_name)
 
 
 async def test_a_core_close_from_work_the_handler_left_behind_unsubscribes(
@@ -601,13 +600,13 @@ async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
     await js_client.store("player").append("p", [deposit(0)], expected=0)
     await seen.wait_count(1)
     making, release = slow_consumer_put(monkeypatch, made_first=True)
-    (name,) = await consumer_names(js_client, stream)
+    (name,) = await jsadmin.consumer_names(js_client, stream)
     await jsadmin.delete_consumer(js_client, stream, name)  # forces a re-make
     await asyncio.wait_for(making.wait(), 30)
     closing = asyncio.create_task(sub.close())
     release.set()
     await asyncio.wait_for(closing, 10)
-    assert await consumer_names(js_client, stream) == []
+    assert await jsadmin.consumer_names(js_client, stream) == []
 
 
 async def test_a_timestamp_out_of_range_is_skipped_and_close_cleans_up(
@@ -625,7 +624,7 @@ async def test_a_timestamp_out_of_range_is_skipped_and_close_cleans_up(
     await live.wait_count(1)
     await sub.close()
     assert [d.root for d in live.seen] == ["p"]
-    assert await consumer_names(js_client, js_client.config.nats.stream_name) == []
+    assert await jsadmin.consumer_names(js_client, js_client.config.nats.stream_name) == []
     with pytest.raises(angzarr_es.CodecError, match="out of range"):
         await js_client.store("player").load("x")
 
@@ -645,7 +644,7 @@ async def test_closing_a_catch_up_while_it_makes_its_consumer_leaves_none(
     release.set()
     await closing
     assert await asyncio.wait_for(reader, 10) is None
-    assert await consumer_names(js_client, js_client.config.nats.stream_name) == []
+    assert await jsadmin.consumer_names(js_client, js_client.config.nats.stream_name) == []
 
 
 def test_consumers_and_the_dlq_stream_come_from_the_config_file(tmp_path: object) -> None:
@@ -703,7 +702,7 @@ async def test_closing_a_subscription_lets_the_running_handler_finish(
         release.set()
         await closing
         if mode == "jetstream":
-            assert await consumer_names(c, cfg.nats.stream_name) == []
-            await delete_stream(c, cfg.nats.stream_name)
+            assert await jsadmin.consumer_names(c, cfg.nats.stream_name) == []
+            await jsadmin.delete_stream(c, cfg.nats.stream_name)
     assert finished == ["p0"]  # finished, not cancelled; nothing started after close
     assert len(seen.seen) == 1

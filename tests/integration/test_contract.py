@@ -17,8 +17,8 @@ from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.pb import hand_pb2, player_pb2
 from angzarr_es.testing import InMemoryClient
+from tests.support import jsadmin
 from tests.support.events import deposit
-from tests.support.jsadmin import delete_stream
 
 
 class Store(Protocol):
@@ -87,8 +87,8 @@ async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterat
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
         yield client
-        await delete_stream(client, nats.stream_name)
-        await delete_stream(client, nats.snapshot_stream)
+        await jsadmin.delete_stream(client, nats.stream_name)
+        await jsadmin.delete_stream(client, nats.snapshot_stream)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from angzarr_es.embedded import find_nats_server
 from angzarr_es.subjects import events_filter
 from tests.support import jsadmin
 from tests.support.deploy import compose_services, deploy_json
-from tests.support.jsadmin import delete_stream
 
 DEFAULTS = NatsConfig()
 
@@ -63,7 +62,7 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
             assert made["config"]["max_deliver"] == 5
             assert made["config"]["durable_name"] == "player-projector"
         finally:
-            await delete_stream(client, stream["name"])
+            await jsadmin.delete_stream(client, stream["name"])
 
 
 def _free_port() -> int:

@@ -11,7 +11,6 @@ from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.health import Health
 from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
-from tests.support.jsadmin import delete_stream
 
 
 async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None:
@@ -87,7 +86,7 @@ async def test_monitoring_endpoint_adds_server_stats() -> None:
             await client.provision()
             health = await client.health(monitor_url=server.monitor_url)
             unreachable = await client.health(monitor_url="http://127.0.0.1:1")
-            await delete_stream(client, client.config.nats.stream_name)
+            await jsadmin.delete_stream(client, client.config.nats.stream_name)
     assert health.ok, health.problems
     assert health.server is not None
     assert health.server.version == health.server_version

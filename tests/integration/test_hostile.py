@@ -25,7 +25,6 @@ from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.subjects import MAX_ID_BYTES
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
-from tests.support.jsadmin import delete_stream
 
 T = TypeVar("T")
 
@@ -50,7 +49,7 @@ class Env:
 
     def close(self) -> None:
         try:
-            self.run(delete_stream(self.client, self.config.nats.stream_name))
+            self.run(jsadmin.delete_stream(self.client, self.config.nats.stream_name))
             self.run(self.client.close())
         finally:
             self.loop.close()
@@ -295,7 +294,7 @@ async def test_provision_refuses_a_stream_that_consumes_events(
             await client.provision()
         assert await _messages(client, nats.stream_name) == before
     finally:
-        await delete_stream(client, nats.stream_name)
+        await jsadmin.delete_stream(client, nats.stream_name)
         await client.close()
 
 
@@ -321,7 +320,7 @@ async def test_provision_repairs_limits_without_deleting_events(
             await store.append(f"a{i}", [event("more")], expected=1)
         assert await _messages(client, nats.stream_name) == 80
     finally:
-        await delete_stream(client, nats.stream_name)
+        await jsadmin.delete_stream(client, nats.stream_name)
         await client.close()
 
 
@@ -337,7 +336,7 @@ async def test_provision_widens_a_stream_that_captures_one_domain(nats_url: str)
         await client.provision()
         await client.store("hand").append("h", [event("0")], expected=0)
         assert await _messages(client, nats.stream_name) == 2
-        await delete_stream(client, nats.stream_name)
+        await jsadmin.delete_stream(client, nats.stream_name)
 
 
 async def test_provision_names_another_stream_holding_our_subjects(nats_url: str) -> None:
@@ -351,4 +350,4 @@ async def test_provision_names_another_stream_holding_our_subjects(nats_url: str
         with pytest.raises(angzarr_es.StoreError, match="overlap"):
             await client.provision()
         assert await _messages(client, other.stream_name) == 1
-        await delete_stream(client, other.stream_name)
+        await jsadmin.delete_stream(client, other.stream_name)

@@ -16,7 +16,6 @@ from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
 from tests.support import jsadmin
-from tests.support.jsadmin import delete_stream
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -74,7 +73,7 @@ async def instrumented(
         await client.provision()
         m = metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
         yield client, m
-        await delete_stream(client, config.nats.stream_name)
+        await jsadmin.delete_stream(client, config.nats.stream_name)
 
 
 def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
@@ -175,8 +174,8 @@ async def test_instrumenting_two_clients_shares_the_series(config: Config, regis
             assert value(m1, "angzarr_es_appended_events_total", domain=domain) == 2
             assert value(m2, "angzarr_es_append_seconds_count", domain=domain, outcome="ok") == 2
         finally:
-            await delete_stream(one, config.nats.stream_name)
-            await delete_stream(one, config.nats.snapshot_stream)
+            await jsadmin.delete_stream(one, config.nats.stream_name)
+            await jsadmin.delete_stream(one, config.nats.snapshot_stream)
 
 
 def test_bus_counters() -> None:

@@ -32,7 +32,6 @@ from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
 from tests.support.events import deposit
-from tests.support.jsadmin import consumer_names, delete_stream
 from tests.support.loadgen import until
 
 
@@ -46,7 +45,7 @@ async def client(bus_config: Config) -> AsyncIterator[angzarr_es.Client]:
     async with await angzarr_es.connect(config=bus_config) as c:
         await c.provision()
         yield c
-        await delete_stream(c, bus_config.nats.stream_name)
+        await jsadmin.delete_stream(c, bus_config.nats.stream_name)
         await delete_dlq(c)
 
 
@@ -215,8 +214,8 @@ async def test_two_processes_share_one_durable(bus_config: Config) -> None:
         ):
             await append_many(c1, roots, 5)
             await progress.wait_for(lambda: len(one.seen) + len(two.seen) >= 100)
-        assert await consumer_names(c1, bus_config.nats.stream_name) == ["shared"]
-        await delete_stream(c1, bus_config.nats.stream_name)
+        assert await jsadmin.consumer_names(c1, bus_config.nats.stream_name) == ["shared"]
+        await jsadmin.delete_stream(c1, bus_config.nats.stream_name)
         await delete_dlq(c1)
     seqs = [d.stream_sequence for d in one.seen + two.seen]
     assert sorted(seqs) == list(range(1, 101))
@@ -246,8 +245,8 @@ async def test_partitions_keep_each_aggregate_in_order_across_processes(
             await append_many(c1, roots, 4)
             await p1.wait(lambda s: s.handled + s.skipped == 48, timeout=WAIT)
             await p2.wait(lambda s: s.handled + s.skipped == 48, timeout=WAIT)
-        names = sorted(await consumer_names(c1, bus_config.nats.stream_name))
-        await delete_stream(c1, bus_config.nats.stream_name)
+        names = sorted(await jsadmin.consumer_names(c1, bus_config.nats.stream_name))
+        await jsadmin.delete_stream(c1, bus_config.nats.stream_name)
         await delete_dlq(c1)
     assert names == ["part-0of2", "part-1of2"]
     by_one, by_two = sequences_by_root(one.seen), sequences_by_root(two.seen)
@@ -268,7 +267,7 @@ async def test_restart_resumes_at_the_checkpoint(client: angzarr_es.Client) -> N
     second = Recorder()
     async with client.projector("proj", filters.domain("player"), second) as p:
         await p.wait(lambda s: s.handled == 3, timeout=WAIT)
-        assert await consumer_names(client, client.config.nats.stream_name) == ["proj"]
+        assert await jsadmin.consumer_names(client, client.config.nats.stream_name) == ["proj"]
     assert [d.stream_sequence for d in first.seen] == list(range(1, 11))
     assert [d.stream_sequence for d in second.seen] == [11, 12, 13]
     assert await p.checkpoint() == 13
@@ -299,7 +298,7 @@ async def test_new_projectors_and_resets_start_where_asked(client: angzarr_es.Cl
     seqs = [d.stream_sequence for d in replay.seen]
     assert seqs == [1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]
     await p.delete()
-    assert "r" not in await consumer_names(client, client.config.nats.stream_name)
+    assert "r" not in await jsadmin.consumer_names(client, client.config.nats.stream_name)
 
 
 async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: Config) -> None:
@@ -336,7 +335,7 @@ async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: 
         other = c.projector("other", filters.domain("player"), Recorder(), max_deliver=7)
         assert (other.settings.max_deliver, other.settings.backoff) == (7, (1.0, 5.0, 15.0, 30.0))
         await delete_dlq(c)
-        await delete_stream(c, cfg.nats.stream_name)
+        await jsadmin.delete_stream(c, cfg.nats.stream_name)
 
 
 async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Config) -> None:
@@ -356,7 +355,10 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         await c.provision()
         await c.bus.provision()
         await c.bus.provision()  # idempotent
-        assert sorted(await consumer_names(c, stream)) == ["hand-projector", "player-projector"]
+        assert sorted(await jsadmin.consumer_names(c, stream)) == [
+            "hand-projector",
+            "player-projector",
+        ]
         info = msgspec.json.decode(await jsadmin.consumer_info(c, stream, "hand-projector"))
         assert info["config"]["max_deliver"] == 3
         assert info["config"]["ack_policy"] == "explicit"
@@ -379,7 +381,7 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
         with pytest.raises(ConsumerConfigError, match="ack_policy"):
             async with c.projector("other", filters.everything(), Recorder()):
                 pass
-        await delete_stream(c, stream)
+        await jsadmin.delete_stream(c, stream)
         await delete_dlq(c)
 
 
@@ -832,7 +834,7 @@ async def test_a_partition_has_one_active_process_and_a_standby_takes_over(
         await standby.wait(lambda s: s.handled == 16, timeout=WAIT)
         assert pinned.stats.handled == 16
         await standby.stop()
-        await delete_stream(c1, bus_config.nats.stream_name)
+        await jsadmin.delete_stream(c1, bus_config.nats.stream_name)
         await delete_dlq(c1)
     first, then = (rec[c1], rec[c2]) if pinned is ps[0] else (rec[c2], rec[c1])
     assert [d.stream_sequence for d in first.seen] == list(range(1, 17))
@@ -877,7 +879,7 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
     assert handled == [1]  # the running handler finished (and was acked)
     assert [d async for d in sub] == []  # the subscription ended with the client
     async with await angzarr_es.connect(config=bus_config) as other:
-        assert await consumer_names(other, bus_config.nats.stream_name) == ["closing"]
+        assert await jsadmin.consumer_names(other, bus_config.nats.stream_name) == ["closing"]
 
         async def acked() -> int | None:
             # The ack is fire-and-forget; the server applies it a moment later.
@@ -886,7 +888,7 @@ async def test_closing_the_client_stops_its_projectors_and_subscriptions(
 
         await eventually(acked, timeout=WAIT, what="the ack floor at 1")
         await delete_dlq(other)
-        await delete_stream(other, bus_config.nats.stream_name)
+        await jsadmin.delete_stream(other, bus_config.nats.stream_name)
 
 
 async def _ack_floor(c: angzarr_es.Client, stream: str, name: str) -> int:
@@ -944,7 +946,7 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
 
             await eventually(acked, timeout=WAIT, what="the handler's ack")
         await delete_dlq(other)
-        await delete_stream(other, stream)
+        await jsadmin.delete_stream(other, stream)
 
 
 async def test_closing_the_client_closes_its_bus_subscriptions_quietly(
@@ -962,8 +964,8 @@ async def test_closing_the_client_closes_its_bus_subscriptions_quietly(
         await client.close()
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     async with await angzarr_es.connect(config=bus_config) as other:
-        assert await consumer_names(other, bus_config.nats.stream_name) == []
-        await delete_stream(other, bus_config.nats.stream_name)
+        assert await jsadmin.consumer_names(other, bus_config.nats.stream_name) == []
+        await jsadmin.delete_stream(other, bus_config.nats.stream_name)
 
 
 async def test_a_handler_closes_its_own_temporary_client_at_once(client: angzarr_es.Client) -> None:

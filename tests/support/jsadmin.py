@@ -62,6 +62,16 @@ async def stream_info(client: Client, name: str, *, subjects_filter: str = "") -
     return await api(client, f"$JS.API.STREAM.INFO.{name}", body)
 
 
+async def stream_info_json(
+    client: Client, name: str, *, subjects_filter: str = ""
+) -> dict[str, Any]:
+    """STREAM.INFO decoded to plain JSON (config, state, cluster)."""
+    info: dict[str, Any] = msgspec.json.decode(
+        await stream_info(client, name, subjects_filter=subjects_filter)
+    )
+    return info
+
+
 async def create_stream(client: Client, config: js.StreamConfig | dict[str, Any]) -> bytes:
     """STREAM.CREATE from a stream config (a Struct or the JSON dict)."""
     name = config["name"] if isinstance(config, dict) else config.name
