@@ -7,18 +7,16 @@ other's events and no state needs cleaning between them.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-
-_ids = itertools.count(1)
+from tests.support import jsadmin
+from tests.support.configs import fresh_config
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +30,6 @@ def nats_url() -> Iterator[str]:
         yield server.url
 
 
-def fresh_config(url: str, **overrides: object) -> Config:
-    """A configuration with a stream and subject prefix no other test uses."""
-    n = next(_ids)
-    tag = f"{os.getpid()}x{n}"
-    nats = NatsConfig(url=url, stream_name=f"test-{tag}", subject_prefix=f"t{tag}")
-    if overrides:
-        nats = msgspec.structs.replace(nats, **overrides)
-    return Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
-
-
 @pytest.fixture
 def config(nats_url: str) -> Config:
     return fresh_config(nats_url)
@@ -53,12 +41,5 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
     async with await angzarr_es.connect(config=config) as c:
         await c.provision()
         yield c
-        await delete_stream(c, config.nats.stream_name)
-        await delete_stream(c, config.nats.snapshot_stream)
-
-
-async def delete_stream(client: angzarr_es.Client, name: str) -> None:
-    """Remove a test stream (deny_delete forbids deleting messages, not the stream)."""
-    wire = client._wire  # the tests may use the seam directly
-    if not wire.nc.is_closed:
-        await wire.js.call(f"$JS.API.STREAM.DELETE.{name}")
+        await jsadmin.delete_stream(c, config.nats.stream_name)
+        await jsadmin.delete_stream(c, config.nats.snapshot_stream)

@@ -1,0 +1,145 @@
+"""`angzarr-es provision` as a subprocess against a real server: the dry run, what
+it creates, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+import angzarr_es
+from angzarr_es import _snapshots
+from angzarr_es._nats import messages as js
+from angzarr_es.config import Config
+from tests.support import jsadmin
+from tests.support.cli import (
+    one_error_line,
+    run_cli,
+    unreachable_fails,
+    write_config,
+)
+
+
+def test_provision_without_a_server() -> None:
+    unreachable_fails("provision")
+
+
+async def test_provision_dry_run_creates_nothing_then_provision_creates(
+    conf: Path, client: angzarr_es.Client, config: Config
+) -> None:
+    name = config.nats.stream_name
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert f"stream {name} " in done.stdout
+    assert "would be created" in done.stdout
+    shown = json.loads(done.stdout[done.stdout.index("{") : done.stdout.rindex("}") + 1])
+    assert shown == msgspec.to_builtins(client.stream_config())
+    info = js.stream_info(await jsadmin.stream_info(client, name))
+    assert info.error is not None
+    assert info.error.err_code == 10059  # stream not found
+
+    done = run_cli("provision", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert f"(nats-server {client.server_version}) created\n" in done.stdout
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert "is up to date; nothing to do" in done.stdout
+    assert "differences" not in done.stdout
+
+
+async def test_provision_creates_the_configured_consumers_and_streams(
+    config: Config, client: angzarr_es.Client, tmp_path: Path
+) -> None:
+    n = config.nats
+    dlq = f"{n.stream_name}-dlq"
+    conf = write_config(tmp_path / "angzarr.toml", config)
+    conf.write_text(
+        conf.read_text()
+        + f'dlq_stream = "{dlq}"\n\n'
+        + "[[bus.nats.consumers]]\n"
+        + 'name = "player-projector"\n'
+        + f'filter = "{n.subject_prefix}.events.player.*"\n'
+    )
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "consumer player-projector" in done.stdout
+    assert "would be created or checked" in done.stdout
+    done = run_cli("provision", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "consumer player-projector" in done.stdout
+    assert await jsadmin.consumer_names(client, n.stream_name) == ["player-projector"]
+    for stream in (dlq, n.snapshot_stream):
+        info = js.stream_info(await jsadmin.stream_info(client, stream))
+        assert info.error is None, stream
+        await jsadmin.delete_stream(client, stream)
+    again = run_cli("provision", "--config", str(conf))
+    assert again.returncode == 0, again.stderr
+    await jsadmin.delete_stream(client, dlq)
+    await jsadmin.delete_stream(client, n.snapshot_stream)
+
+
+async def test_provision_dry_run_shows_differences_then_fixes_them(
+    conf: Path, client: angzarr_es.Client, config: Config
+) -> None:
+    # The seed's `nats stream add ... --max-age 7d`: would delete week-old events.
+    seeded = msgspec.structs.replace(client.stream_config(), max_age=7 * 86400 * js.NANOS)
+    await jsadmin.create_stream(client, seeded)
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "would be updated" in done.stdout
+    assert "  max_age: 604800000000000 -> 0" in done.stdout
+    done = run_cli("provision", "--config", str(conf))
+    assert done.returncode == 0
+    assert "updated" in done.stdout
+    assert "max_age: 604800000000000 -> 0" in done.stdout
+    assert (await client.plan_provision()).action == "none"
+
+
+async def test_provision_refuses_a_stream_it_cannot_fix(
+    conf: Path, client: angzarr_es.Client
+) -> None:
+    memory = msgspec.structs.replace(client.stream_config(), storage="memory")
+    await jsadmin.create_stream(client, memory)
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 1
+    assert "cannot be changed in place" in done.stdout
+    assert "  storage: 'memory' -> 'file'" in done.stdout
+    done = run_cli("provision", "--config", str(conf))
+    assert done.returncode == 1
+    assert "exists with storage='memory'" in one_error_line(done.stderr)
+
+
+async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_path: Path) -> None:
+    n = config.nats
+    dlq = f"{n.stream_name}-dlq"
+    conf = write_config(tmp_path / "angzarr.toml", config)
+    conf.write_text(conf.read_text() + f'dlq_stream = "{dlq}"\n')
+    async with await angzarr_es.connect(config=config) as client:
+        try:
+            done = run_cli("provision", "--dry-run", "--config", str(conf))
+            assert done.returncode == 0, done.stderr
+            assert f"snapshot stream {n.snapshot_stream} would be created\n" in done.stdout
+            assert f"dead-letter stream {dlq} would be created\n" in done.stdout
+
+            done = run_cli("provision", "--config", str(conf))
+            assert done.returncode == 0, done.stderr
+            done = run_cli("provision", "--dry-run", "--config", str(conf))
+            assert done.returncode == 0, done.stderr
+            assert f"snapshot stream {n.snapshot_stream} exists and is up to date\n" in done.stdout
+            assert f"dead-letter stream {dlq} exists and is up to date\n" in done.stdout
+            assert "would be created" not in done.stdout
+
+            # A snapshot stream whose settings drifted: the dry run names the change.
+            wanted = _snapshots.stream_config(n)
+            drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
+            await jsadmin.update_stream(client, drifted)
+            done = run_cli("provision", "--dry-run", "--config", str(conf))
+            assert done.returncode == 0, done.stderr
+            assert f"snapshot stream {n.snapshot_stream} exists and would be updated" in (
+                done.stdout
+            )
+            expected = f"  max_msgs_per_subject: 7 -> {wanted.max_msgs_per_subject}\n"
+            assert expected in done.stdout
+        finally:
+            for stream in (n.stream_name, n.snapshot_stream, dlq):
+                await jsadmin.delete_stream(client, stream)

@@ -1,0 +1,329 @@
+"""Appending to the JetStream store: racing writers, lost acks and their
+retries, conflicts known from the cache or from a stale position, and the
+size limit."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as real_dt
+import types
+import uuid
+from typing import Any
+
+import pytest
+
+import angzarr_es
+from angzarr_es import store as store_mod
+from angzarr_es._nats import messages as js
+from angzarr_es.config import Config
+from angzarr_es.pb import player_pb2
+from tests.support import jsadmin
+from tests.support.events import deposit
+
+
+async def test_of_n_racing_writers_with_the_same_expected_exactly_one_wins(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    pid = uuid.uuid4()
+    await client.store("player").append(pid, [deposit(0)], expected=0)
+    # Separate clients: separate caches, as separate processes would have.
+    others = [await angzarr_es.connect(config=config) for _ in range(10)]
+    try:
+        for round_ in range(1, 6):
+            results = await asyncio.gather(
+                *(
+                    c.store("player").append(pid, [deposit(round_)], expected=round_)
+                    for c in others
+                ),
+                return_exceptions=True,
+            )
+            wins = [r for r in results if isinstance(r, angzarr_es.AppendResult)]
+            losses = [r for r in results if isinstance(r, angzarr_es.ConcurrencyError)]
+            assert len(wins) == 1, results
+            assert len(losses) == len(others) - 1
+            assert all(e.expected == round_ and e.actual == round_ + 1 for e in losses)
+    finally:
+        for c in others:
+            await c.close()
+    hist = await client.store("player").load(pid)
+    assert [e.sequence for e in hist.events] == list(range(6))
+    assert hist.next_sequence == 6
+
+
+async def test_twenty_concurrent_writers_on_one_aggregate_keep_it_dense(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    pid = uuid.uuid4()
+    writers = [await angzarr_es.connect(config=config) for _ in range(20)]
+    per_writer = 5
+    won: list[tuple[int, int]] = []
+
+    async def write(index: int, c: angzarr_es.Client) -> None:
+        store = c.store("player")
+        done = 0
+        expected = 0
+        while done < per_writer:
+            try:
+                res = await store.append(pid, [deposit(index * 100 + done)], expected=expected)
+            except angzarr_es.ConcurrencyError as exc:
+                expected = exc.actual
+                continue
+            won.append((res.first_sequence, index * 100 + done))
+            expected = res.next_sequence
+            done += 1
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(write(i, c) for i, c in enumerate(writers))), 60)
+    finally:
+        for c in writers:
+            await c.close()
+    hist = await client.store("player").load(pid)
+    total = len(writers) * per_writer
+    assert [e.sequence for e in hist.events] == list(range(total))
+    amounts = [e.event.amount_cents for e in hist.events]  # type: ignore[attr-defined]
+    assert sorted(amounts) == sorted(a for _, a in won)  # no duplicates, nothing lost
+    assert dict(won) == dict(enumerate(amounts))  # each win landed where it was reported
+
+
+async def test_expected_any_from_many_writers_never_duplicates(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    pid = "any-race"
+    writers = [await angzarr_es.connect(config=config) for _ in range(8)]
+    try:
+        await asyncio.gather(
+            *(
+                c.store("player").append(pid, [deposit(i * 10 + k)], expected=angzarr_es.ANY)
+                for i, c in enumerate(writers)
+                for k in range(3)
+            )
+        )
+    finally:
+        for c in writers:
+            await c.close()
+    hist = await client.store("player").load(pid)
+    assert [e.sequence for e in hist.events] == list(range(24))
+    assert len({e.event.amount_cents for e in hist.events}) == 24  # type: ignore[attr-defined]
+
+
+async def test_a_burst_of_any_appends_in_one_process_all_land(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    """100 ANY appends at once from one process (plus 20 from another): every
+    one lands, once. Racing each other, one of 100 ran out of retries and
+    raised a ConcurrencyError with expected == actual; they now take turns."""
+    pid = "any-burst"
+    store = client.store("player")
+    async with await angzarr_es.connect(config=config) as other:
+        results = await asyncio.gather(
+            *(store.append(pid, [deposit(i)], expected=angzarr_es.ANY) for i in range(100)),
+            *(
+                other.store("player").append(pid, [deposit(1000 + i)], expected=angzarr_es.ANY)
+                for i in range(20)
+            ),
+        )
+    hist = await store.load(pid)
+    assert [e.sequence for e in hist.events] == list(range(120))
+    amounts = [e.event.amount_cents for e in hist.events]  # type: ignore[attr-defined]
+    assert sorted(amounts) == [*range(100), *range(1000, 1020)]
+    assert sorted(r.first_sequence for r in results) == list(range(120))
+    assert len(client._ctx.turns) == 0  # no lock is kept once idle
+
+
+async def test_a_conflict_known_from_the_cache_raises_without_publishing(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+    pid = uuid.uuid4()
+    await store.append(pid, [deposit(1), deposit(2)], expected=0)
+    published: list[str] = []
+    real = client._wire.publish_commit
+
+    async def spy(subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
+        published.append(subject)
+        return await real(subject, *args, **kwargs)
+
+    monkeypatch.setattr(client._wire, "publish_commit", spy)
+    with pytest.raises(angzarr_es.ConcurrencyError):
+        await store.append(pid, [deposit(3)], expected=1)
+    assert published == []
+
+
+async def test_load_then_append_costs_one_round_trip(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+    pid = uuid.uuid4()
+    await store.append(pid, [deposit(1)], expected=0)
+    await store.load(pid)
+    calls: list[str] = []
+    wire = client._wire
+    for name in ("_ask", "_gather"):
+        real = getattr(wire, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(wire, name, spy)
+    await store.append(pid, [deposit(2)], expected=1)
+    assert calls == ["_ask"]
+
+
+async def test_a_lost_ack_is_retried_without_writing_twice(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+    pid = uuid.uuid4()
+    await store.append(pid, [deposit(1)], expected=0)
+    real = client._wire.publish_commit
+    attempts: list[js.PubAck] = []
+
+    async def lose_first_ack(*args: Any, **kwargs: Any) -> js.PubAck:
+        ack = await real(*args, **kwargs)  # the commit IS stored...
+        attempts.append(ack)
+        if len(attempts) == 1:
+            raise angzarr_es.StoreTimeout("ack lost")  # ...but the caller never hears
+        return ack
+
+    monkeypatch.setattr(client._wire, "publish_commit", lose_first_ack)
+    res = await store.append(pid, [deposit(2), deposit(3)], expected=1)
+    assert (res.first_sequence, res.next_sequence) == (1, 3)
+    assert len(attempts) == 2
+    # Single server: the retry is refused by the expected-sequence check (10071)
+    # or recognised as a duplicate; either way it is reported as our success.
+    second = attempts[1]
+    assert second.duplicate or (second.error is not None and second.error.err_code == 10071)
+    assert res.stream_sequence == attempts[0].seq
+    hist = await store.load(pid)
+    assert [e.event.amount_cents for e in hist.events] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+async def test_a_lost_ack_then_a_real_conflict_is_still_a_conflict(
+    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+    pid = uuid.uuid4()
+    await store.append(pid, [deposit(1)], expected=0)
+    async with await angzarr_es.connect(config=config) as other:
+        real = client._wire.publish_commit
+        calls = 0
+
+        async def other_wins_while_ack_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                # Our first attempt never reaches the server; another writer wins.
+                await other.store("player").append(pid, [deposit(99)], expected=1)
+                raise angzarr_es.StoreTimeout("request lost")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(client._wire, "publish_commit", other_wins_while_ack_lost)
+        with pytest.raises(angzarr_es.ConcurrencyError) as info:
+            await store.append(pid, [deposit(2)], expected=1)
+    assert info.value.actual == 2
+    amounts = [e.event.amount_cents for e in (await store.load(pid)).events]  # type: ignore[attr-defined]
+    assert amounts == [1, 99]
+
+
+async def test_every_attempt_timing_out_raises_store_timeout(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+
+    async def never(*args: Any, **kwargs: Any) -> js.PubAck:
+        raise angzarr_es.StoreTimeout("no ack")
+
+    monkeypatch.setattr(client._wire, "publish_commit", never)
+    with pytest.raises(angzarr_es.StoreTimeout):
+        await store.append("p", [deposit(1)], expected=0)
+    assert await store.next_sequence("p") == 0
+
+
+async def test_a_commit_over_max_payload_is_refused_and_nothing_is_written(
+    client: angzarr_es.Client,
+) -> None:
+    store = client.store("player")
+    limit = jsadmin.max_payload(client)
+    huge = player_pb2.FundsWithdrawn(reason="x" * limit)
+    with pytest.raises(angzarr_es.AppendTooLarge) as info:
+        await store.append("big", [huge], expected=0)
+    assert info.value.limit == limit
+    assert info.value.size > limit
+    many = [player_pb2.FundsWithdrawn(reason="y" * 1000) for _ in range(limit // 1000)]
+    with pytest.raises(angzarr_es.AppendTooLarge):
+        await store.append("big", many, expected=0)
+    assert await store.next_sequence("big") == 0
+    res = await store.append("big", [player_pb2.FundsWithdrawn(reason="z" * 1000)], expected=0)
+    assert res.next_sequence == 1
+
+
+async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
+    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same command, same clock tick: the two writers' commits are byte-identical,
+    # so only the per-call Nats-Msg-Id tells them apart.
+    tick = real_dt.datetime(2026, 1, 1, tzinfo=real_dt.UTC)
+    frozen = types.SimpleNamespace(
+        UTC=real_dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: tick)
+    )
+    monkeypatch.setattr(store_mod, "dt", frozen)
+    a = client.store("player")
+    await a.append("p", [deposit(1)], expected=0)
+    async with await angzarr_es.connect(config=config) as other:
+        b = other.store("player")
+        await b.load("p")
+        real = other._wire.publish_commit
+        calls = 0
+
+        async def first_attempt_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # B's request never arrives; A wins the slot
+                await a.append("p", [deposit(10)], expected=1)
+                raise angzarr_es.StoreTimeout("lost")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(other._wire, "publish_commit", first_attempt_lost)
+        with pytest.raises(angzarr_es.ConcurrencyError) as info:
+            await b.append("p", [deposit(10)], expected=1)
+    assert info.value.actual == 2
+    amounts = [e.event.amount_cents for e in (await a.load("p")).events]  # type: ignore[attr-defined]
+    assert amounts == [1, 10]
+
+
+async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = client.store("player")
+    for i in range(6):
+        await store.append("e", [deposit(i)], expected=i)
+    async with await angzarr_es.connect(config=client.config) as other:
+        real = other._wire.reads.direct_last
+
+        async def lagging(stream: str, subject: str) -> Any:
+            # A follower that has only four commits.
+            return await other._wire.reads.leader_next(stream, subject, 4)
+
+        monkeypatch.setattr(other._wire.reads, "direct_last", lagging)
+        res = await other.store("player").append("e", [], expected=6)
+        assert (res.first_sequence, res.next_sequence) == (6, 6)
+        assert real is not None
+
+
+async def test_a_stale_cached_stream_position_is_not_a_conflict(
+    client: angzarr_es.Client, config: Config
+) -> None:
+    """Another process deletes an edition and rewrites the aggregate: our cache
+    holds an old stream sequence for the same next sequence. The server refuses
+    the first publish; the store must retry at the real position, not report a
+    conflict whose actual equals expected."""
+    ours = client.store("player", edition="what-if")
+    await ours.append("r", [deposit(1)], expected=0)  # cached: next 1 at stream seq s
+    async with await angzarr_es.connect(config=config) as other:
+        await other.delete_edition("what-if")
+        await other.store("player", edition="what-if").append("r", [deposit(2)], expected=0)
+    res = await ours.append("r", [deposit(3)], expected=1)
+    assert (res.first_sequence, res.next_sequence) == (1, 2)
+    amounts = [e.event.amount_cents for e in (await ours.load("r")).events]  # type: ignore[attr-defined]
+    assert amounts == [2, 3]

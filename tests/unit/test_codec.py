@@ -1,0 +1,128 @@
+"""EventBook encoding round trips and unknown types."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from hypothesis import given
+from hypothesis import strategies as st
+
+from angzarr_es import CodecError, codec
+from angzarr_es.pb import core_pb2, player_pb2
+
+
+@given(
+    st.integers(min_value=0, max_value=2**31),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=20),
+    st.text(max_size=50),
+    st.datetimes(
+        min_value=dt.datetime(1970, 1, 1),
+        max_value=dt.datetime(2200, 1, 1),
+        timezones=st.just(dt.UTC),
+    ),
+)
+def test_commit_round_trip(first: int, amounts: list[int], corr: str, when: dt.datetime) -> None:
+    events = [player_pb2.FundsDeposited(amount_cents=a) for a in amounts]
+    payload = codec.encode_commit(
+        domain="player",
+        root=b"r",
+        first_sequence=first,
+        events=[codec.pack(e) for e in events],
+        correlation_id=corr,
+        created_at=when,
+    )
+    book = codec.decode_book(payload)
+    assert book.cover.domain == "player"
+    assert book.next_sequence == first + len(events)
+    out = codec.recorded(book)
+    assert [r.sequence for r in out] == list(range(first, first + len(events)))
+    assert [r.event for r in out] == events
+    assert all(r.correlation_id == corr for r in out)
+    assert all(r.created_at == when for r in out)
+
+
+def test_type_url_is_slash_full_name() -> None:
+    packed = codec.pack(player_pb2.PlayerRegistered(name="x"))
+    assert packed.type_url == "/examples.player.PlayerRegistered"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "type.googleapis.com/examples.player.PlayerRegistered",
+        "x/y/examples.player.PlayerRegistered",
+    ],
+)
+def test_any_prefix_before_the_last_slash_is_accepted(url: str) -> None:
+    packed = any_pb2.Any(
+        type_url=url, value=player_pb2.PlayerRegistered(name="n").SerializeToString()
+    )
+    assert codec.unpack(packed) == player_pb2.PlayerRegistered(name="n")
+
+
+def test_unknown_types_stay_raw() -> None:
+    packed = any_pb2.Any(type_url="/nope.Nothing", value=b"\x01")
+    assert codec.unpack(packed) is packed
+
+
+def test_bytes_that_do_not_parse_as_the_named_type_raise() -> None:
+    packed = any_pb2.Any(type_url="/examples.player.PlayerRegistered", value=b"\xff\xff")
+    with pytest.raises(CodecError):
+        codec.unpack(packed)
+
+
+def test_corrupt_book_names_subject_and_sequence() -> None:
+    with pytest.raises(CodecError) as info:
+        codec.decode_book(b"\xff\xff", subject="a.b", stream_sequence=7)
+    assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
+
+
+def test_pages_without_next_sequence_are_understood() -> None:
+    book = core_pb2.EventBook()
+    for seq in (4, 5):
+        book.pages.add().header.sequence = seq
+    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+    book.next_sequence = 6
+    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("sequences", "nxt"),
+    [((), 0), ((), 3), ((4, 6), 0), ((4, 5), 5), ((4, 5), 9)],
+    ids=["empty", "empty-with-next", "gap", "next-behind", "next-ahead"],
+)
+def test_a_book_that_is_not_a_commit_has_no_span(sequences: tuple[int, ...], nxt: int) -> None:
+    book = core_pb2.EventBook(next_sequence=nxt)
+    for seq in sequences:
+        book.pages.add().header.sequence = seq
+    with pytest.raises(CodecError) as info:
+        codec.commit_span(book, subject="a.b", stream_sequence=7)
+    assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
+
+
+def test_pack_names_a_missing_required_field() -> None:
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="test_strict_p2.proto", package="teststrict", syntax="proto2"
+    )
+    fdp.message_type.add(name="Strict").field.add(
+        name="id",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REQUIRED,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("teststrict.Strict"))
+    with pytest.raises(ValueError, match=r"teststrict\.Strict.*required fields: id"):
+        codec.pack(cls())
+    filled = cls()
+    filled.ParseFromString(b"\n\x01x")  # id = "x": the stubs type cls() as a bare Message
+    assert codec.pack(filled).type_url == "/teststrict.Strict"
+
+
+@pytest.mark.parametrize("bad", [b"x", 1, None, object()])
+def test_pack_refuses_non_messages(bad: object) -> None:
+    with pytest.raises(TypeError):
+        codec.pack(bad)  # type: ignore[arg-type]
