@@ -157,17 +157,17 @@ async def test_load_then_append_costs_one_round_trip(
     await store.append(pid, [deposit(1)], expected=0)
     await store.load(pid)
     calls: list[str] = []
-    wire = client._wire
-    for name in ("_ask", "_gather"):
-        real = getattr(wire, name)
+    mux = client._wire.mux  # every request and batch read goes through the mux
+    for name in ("ask", "gather"):
+        real = getattr(mux, name)
 
         def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
             calls.append(_name)
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(wire, name, spy)
+        monkeypatch.setattr(mux, name, spy)
     await store.append(pid, [deposit(2)], expected=1)
-    assert calls == ["_ask"]
+    assert calls == ["ask"]
 
 
 async def test_a_lost_ack_is_retried_without_writing_twice(
