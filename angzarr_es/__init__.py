@@ -31,7 +31,7 @@ The README and docs/ of the source distribution give the details.
 from angzarr_es import filters as filters
 from angzarr_es._observe import Observer
 from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
-from angzarr_es.bus import Bus, CatchUp, Delivery, Subscription
+from angzarr_es.bus import Bus, CatchUp, Delivery, Projector, ProjectorStats, Subscription
 from angzarr_es.client import Client, connect
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
@@ -53,7 +53,6 @@ from angzarr_es.errors import (
     StoreUnavailable,
     StreamConfigError,
 )
-from angzarr_es.projector import Projector, ProjectorStats
 from angzarr_es.store import EventStore
 
 __version__ = "0.1.0"

@@ -19,7 +19,17 @@ from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
-from angzarr_es.bus import Bus, CatchUp, Handler, SkipHandler, Start, Subscription
+from angzarr_es.bus import (
+    Bus,
+    CatchUp,
+    Handler,
+    Projector,
+    ProjectorSettings,
+    SkipHandler,
+    Start,
+    Subscription,
+    handler_task,
+)
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
@@ -31,7 +41,6 @@ from angzarr_es.errors import (
 )
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
-from angzarr_es.projector import Projector, ProjectorSettings, handler_task
 from angzarr_es.store import EventStore, StoreContext
 from angzarr_es.subjects import Subjects, validate_edition
 
@@ -242,7 +251,7 @@ class Client:
         self._ctx.cache.clear()
         return purged
 
-    # -- the bus (angzarr_es.bus, angzarr_es.projector) ----------------------
+    # -- the bus (angzarr_es.bus) ---------------------------------------------
 
     @property
     def bus(self) -> Bus:
@@ -270,7 +279,7 @@ class Client:
         `max_deliver`, `ack_wait`, `backoff` and `max_ack_pending` not given
         come from the configuration's `[[bus.nats.consumers]]` entry of this
         `name`, else the defaults 5, 30.0 s, (1, 5, 15, 30) s and 1000. See
-        `angzarr_es.projector` for the delivery, retry, dead-letter and
+        `angzarr_es.bus` (its projector module) for the delivery, retry, dead-letter and
         ordering semantics.
 
         Raises:

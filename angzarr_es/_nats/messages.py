@@ -180,7 +180,7 @@ class ConsumerConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     num_replicas: int = 0
     mem_storage: bool = False
     max_waiting: int = 0
-    # Durable projectors (angzarr_es.projector).
+    # Durable projectors (angzarr_es.bus).
     description: str = ""
     opt_start_time: str = ""
     ack_wait: int = 0

@@ -220,7 +220,7 @@ async def test_core_publish_refuses_subjects_a_stream_captures(
     """With the event store provisioned in core mode, a published book would be
     stored as one more commit of its aggregate (and every append already
     reaches core subscribers): publish refuses, and nothing is stored."""
-    monkeypatch.setattr(angzarr_es.bus, "CAPTURE_CHECK_TTL", 0.0)
+    monkeypatch.setattr(angzarr_es.bus._core, "CAPTURE_CHECK_TTL", 0.0)
     async with await angzarr_es.connect(config=core_config) as c:
         await c.bus.publish(book("player", "p1", deposit(1)))  # no stream yet: fine
         await c.provision()

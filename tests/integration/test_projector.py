@@ -19,14 +19,14 @@ import pytest
 import angzarr_es
 from angzarr_es import ConsumerConfigError, Delivery, filters
 from angzarr_es._nats import messages as js
-from angzarr_es.config import Config, ConsumerSpec
-from angzarr_es.projector import (
+from angzarr_es.bus import (
     H_DELIVERIES,
     H_ERROR,
     H_PROJECTOR,
     H_STREAM_SEQ,
     H_SUBJECT,
 )
+from angzarr_es.config import Config, ConsumerSpec
 from tests.support import jsadmin
 from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
@@ -717,7 +717,7 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     await a.wait_count(1)
     async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
         monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_info", unanswered)
-        pa._on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
+        pa._feed.on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
         with pytest.raises(TimeoutError):
             await b.wait_count(1, timeout=1.8)  # three times ack_wait
         monkeypatch.undo()
@@ -746,7 +746,7 @@ async def test_a_handler_can_stop_its_projector_through_wait_for(
 
 
 def test_settings_are_checked(config: Config) -> None:
-    from angzarr_es.projector import ProjectorSettings
+    from angzarr_es.bus import ProjectorSettings
 
     cases: list[dict[str, object]] = [
         {"name": "a.b"},
@@ -776,7 +776,7 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     """A process that takes a commit and dies (never acks) on its last delivery: the
     server gives up by itself and the running projector dead-letters the commit
     from the server's MAX_DELIVERIES advisory."""
-    from angzarr_es.projector import provision_consumer
+    from angzarr_es.bus import provision_consumer
 
     await append_many(client, ["lost"], 1)
     seen = Recorder()

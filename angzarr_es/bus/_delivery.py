@@ -1,0 +1,134 @@
+"""What the bus hands over: one decoded commit, and where reading starts.
+
+Shared by both sides of the bus: subscriptions (core and catch-up) and
+durable projectors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import msgspec
+
+from angzarr_es import codec
+from angzarr_es.codec import RecordedEvent
+from angzarr_es.errors import AngzarrESError, InvalidAggregateId
+from angzarr_es.pb import core_pb2
+from angzarr_es.subjects import parse_subject
+
+__all__ = [
+    "Delivery",
+    "Handler",
+    "SkipHandler",
+    "Start",
+    "decode_delivery",
+    "root_of",
+    "start_config",
+]
+
+Start = Literal["all", "new"] | int | dt.datetime
+"""Where reading starts: every commit, only new ones, a stream sequence, or a time."""
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One commit handed to a subscriber or projector."""
+
+    subject: str
+    domain: str
+    root: str
+    """The aggregate id (a UUID in its canonical text form)."""
+    book: core_pb2.EventBook
+    """The commit as stored: cover and the new pages."""
+    events: list[RecordedEvent]
+    """The book's pages, decoded."""
+    stream_sequence: int = 0
+    """JetStream stream sequence (0 in core mode)."""
+    delivery_count: int = 0
+    """1 on first delivery, more on redelivery (0 when there is no consumer)."""
+    edition: str = ""
+    """The edition (what-if timeline) the commit belongs to; "" for the main
+    timeline. `filters.everything()` and `domain(..., deep=True)` match both."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """The commit's NATS headers (e.g. `traceparent`, for
+    `tracing.continue_from`); in core mode those the publisher sent
+    (`bus.publish` sends none)."""
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+SkipHandler = Callable[[str, int, AngzarrESError], None]
+"""Told of a message on a subscription's subjects that is not a commit and was
+passed over: (subject, stream sequence or 0 in core mode, the decoding error)."""
+
+
+def decode_delivery(
+    prefix: str,
+    subject: str,
+    data: bytes,
+    *,
+    stream_sequence: int = 0,
+    delivery_count: int = 0,
+    headers: dict[str, str] | None = None,
+) -> Delivery:
+    """Decode a bus message.
+
+    Raises:
+        CodecError: the payload is not an EventBook or an event does not parse.
+        InvalidAggregateId: `subject` is not an aggregate subject under `prefix`.
+    """
+    domain, root = parse_subject(prefix, subject)
+    book = codec.decode_book(data, subject=subject, stream_sequence=stream_sequence)
+    return Delivery(
+        subject=subject,
+        domain=domain,
+        root=root,
+        book=book,
+        events=codec.recorded(book, subject=subject),
+        stream_sequence=stream_sequence,
+        delivery_count=delivery_count,
+        edition=book.cover.edition.name,
+        headers=headers if headers is not None else {},
+    )
+
+
+def start_config(start: Start) -> dict[str, object]:
+    """Consumer settings for `start`.
+
+    Raises:
+        ValueError, TypeError: an unknown start.
+    """
+    if start == "all":
+        return {"deliver_policy": "all"}
+    if start == "new":
+        return {"deliver_policy": "new"}
+    if isinstance(start, bool) or not isinstance(start, int | dt.datetime):
+        raise TypeError(f"start must be 'all', 'new', a stream sequence or a datetime: {start!r}")
+    if isinstance(start, int):
+        if start < 1:
+            raise ValueError(f"a start stream sequence must be >= 1, got {start}")
+        return {"deliver_policy": "by_start_sequence", "opt_start_seq": start}
+    if start.tzinfo is None:
+        raise ValueError("a start time must be timezone-aware")
+    stamp = start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return {"deliver_policy": "by_start_time", "opt_start_time": stamp}
+
+
+def root_of(cover: core_pb2.Cover) -> str:
+    """The aggregate id in a cover: 16 bytes read as a UUID, anything else as UTF-8.
+
+    Raises:
+        InvalidAggregateId: empty or not UTF-8.
+    """
+    raw = cover.root.value
+    if len(raw) == 16:
+        return str(uuid.UUID(bytes=raw))
+    try:
+        text = raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise InvalidAggregateId("the cover's root is neither a UUID nor UTF-8") from exc
+    if not text:
+        raise InvalidAggregateId("the cover has no root")
+    return text
