@@ -26,8 +26,8 @@ from importlib import metadata
 import msgspec
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import codec
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2

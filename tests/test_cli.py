@@ -17,8 +17,8 @@ import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import metrics, tracing
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer, find_nats_server
 from angzarr_es.pb import player_pb2

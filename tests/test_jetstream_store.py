@@ -14,8 +14,8 @@ import pytest
 from google.protobuf import any_pb2
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import codec
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from tests.conftest import delete_stream, fresh_config

@@ -10,8 +10,8 @@ import prometheus_client as prom
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import metrics, tracing
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
