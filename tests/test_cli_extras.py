@@ -16,9 +16,9 @@ import pytest
 
 import angzarr_es
 from angzarr_es._nats import messages as js
-from angzarr_es import _snapshots
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.store import _snapshots
 from tests.cli_helpers import ROOT, cli_env, run_cli, start_cli, stop, write_config
 from tests.conftest import delete_stream
 from tests.test_cli import UNREACHABLE, one_error_line

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 import angzarr_es
-from angzarr_es import _snapshots
 from angzarr_es.config import BusConfig, Config, NatsConfig
 from angzarr_es.embedded import find_nats_server
+from angzarr_es.store import _snapshots
 from angzarr_es.subjects import events_filter
 from tests.conftest import delete_stream
 

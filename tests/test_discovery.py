@@ -15,9 +15,10 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _discovery, codec
+from angzarr_es import codec
 from angzarr_es._nats import Wire
 from angzarr_es.pb import player_pb2
+from angzarr_es.store import _discovery
 from angzarr_es.subjects import encode_root
 
 # nats-server sends at most this many subjects per STREAM.INFO page.

@@ -13,11 +13,11 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es import codec
-from angzarr_es import store as store_mod
+from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from angzarr_es.store import _append as store_mod
 
 
 def deposit(cents: int) -> player_pb2.FundsDeposited:
