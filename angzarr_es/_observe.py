@@ -17,7 +17,7 @@ from typing import Literal
 from angzarr_es._types import AppendResult, History
 from angzarr_es.errors import AngzarrESError, ConcurrencyError
 
-__all__ = ["Observer", "Outcome", "StoreObserver", "observe_append", "observe_load"]
+__all__ = ["Observer", "Outcome", "observe_append", "observe_load"]
 
 Outcome = Literal["ok", "conflict", "error"]
 
@@ -56,10 +56,6 @@ class Observer:
 
     def dead_lettered(self, consumer: str) -> None:
         """A projector moved a commit to the dead-letter stream."""
-
-
-# The name the store and the projectors were written against.
-StoreObserver = Observer
 
 
 async def observe_append(

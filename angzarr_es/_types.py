@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Generic, Literal, TypeVar
 
 import msgspec
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from angzarr_es import codec
 from angzarr_es.codec import RecordedEvent
+from angzarr_es.errors import InvalidSnapshot
+from angzarr_es.subjects import AggregateId, correlation_token
 
 
 class Expected(enum.Enum):
@@ -132,3 +137,94 @@ def check_as_of(as_of: object, snapshot: bool) -> None:
         raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
     if snapshot:
         raise ValueError("as_of cannot be combined with snapshot=True")
+
+
+# -- arguments, checked alike by every store ------------------------------------
+
+K = TypeVar("K")
+MAX_SNAPSHOT_SEQUENCE = 2**32 - 1  # core.Snapshot.sequence is a uint32
+
+
+class Append(msgspec.Struct, Generic[K], frozen=True, kw_only=True):
+    """An append's arguments, checked, with its events packed."""
+
+    where: K
+    """Where the aggregate lives in the store (a subject, a dict key)."""
+    packed: list[any_pb2.Any]
+    expected: ExpectedVersion
+    correlation_id: str
+    idempotency_key: str
+
+
+def prepare_append(
+    root: AggregateId,
+    events: Iterable[Message],
+    expected: object,
+    correlation_id: object,
+    idempotency_key: object,
+    where: Callable[[AggregateId], K],
+) -> Append[K]:
+    """Check an append's arguments, in the order every store checks them, and
+    pack its events; `where(root)` places the aggregate (checking `root`).
+
+    Raises:
+        TypeError: `expected` neither an int nor ANY; a non-str key or
+            correlation id; `events` one message, or holding a non-message.
+        ValueError: a negative `expected`, a bad key, an event lacking a
+            required field.
+        InvalidAggregateId: a bad `root`, or a correlation id too long.
+    """
+    checked = check_expected(expected)
+    key = check_idempotency_key(idempotency_key)
+    if isinstance(events, Message):
+        raise TypeError("events must be a list of protobuf messages, not one message")
+    packed = [codec.pack(e) for e in events]
+    place = where(root)
+    if not isinstance(correlation_id, str):
+        raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")
+    if correlation_id:
+        correlation_token(correlation_id)  # the index subject's token: its checks
+    return Append(
+        where=place,
+        packed=packed,
+        expected=checked,
+        correlation_id=correlation_id,
+        idempotency_key=key,
+    )
+
+
+def prepare_read(
+    root: AggregateId,
+    from_sequence: object,
+    to_sequence: object,
+    where: Callable[[AggregateId], K],
+    *,
+    as_of: object = None,
+    snapshot: bool = False,
+) -> tuple[K, int, int | None]:
+    """Check a load's or an iteration's arguments: (where, lo, hi).
+
+    Raises:
+        TypeError, ValueError: a bad range or `as_of` (see `check_range`,
+            `check_as_of`).
+        InvalidAggregateId: a bad `root`.
+    """
+    lo, hi = check_range(from_sequence, to_sequence)
+    check_as_of(as_of, snapshot)
+    return where(root), lo, hi
+
+
+def check_snapshot(state: object, sequence: object) -> int:
+    """Check `save_snapshot`'s arguments; the sequence.
+
+    Raises:
+        TypeError: `state` is not a protobuf message.
+        InvalidSnapshot: `sequence` is not an int in [0, 2**32).
+    """
+    if not isinstance(state, Message):
+        raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise InvalidSnapshot(f"snapshot sequence must be an int, got {sequence!r}")
+    if not 0 <= sequence <= MAX_SNAPSHOT_SEQUENCE:
+        raise InvalidSnapshot(f"snapshot sequence must be in [0, 2**32), got {sequence}")
+    return sequence

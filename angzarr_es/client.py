@@ -13,8 +13,6 @@ from typing import Any, Literal
 
 import msgspec
 
-from angzarr_es import _correlation, _discovery, _editions, _snapshots
-from angzarr_es._cache import PositionCache
 from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
@@ -41,7 +39,15 @@ from angzarr_es.errors import (
 )
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
-from angzarr_es.store import EventStore, StoreContext
+from angzarr_es.store import (
+    EventStore,
+    StoreContext,
+    _correlation,
+    _discovery,
+    _editions,
+    _snapshots,
+)
+from angzarr_es.store._cache import PositionCache
 from angzarr_es.subjects import Subjects, validate_edition
 
 __all__ = ["Client", "ProvisionPlan", "connect"]

@@ -14,17 +14,16 @@ from dataclasses import dataclass, field
 import msgspec
 from google.protobuf.message import Message
 
-from angzarr_es import _snapshots, codec
+from angzarr_es import codec
 from angzarr_es._types import (
     ANY,
     AppendResult,
     ExpectedVersion,
     History,
     Snapshot,
-    check_as_of,
-    check_expected,
-    check_idempotency_key,
-    check_range,
+    check_snapshot,
+    prepare_append,
+    prepare_read,
 )
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import ConcurrencyError, InvalidEdition, InvalidSnapshot
@@ -101,14 +100,8 @@ class InMemoryEventStore:
     ) -> AppendResult:
         """See `EventStore.append` (keys are kept for the store's lifetime,
         not for a duplicate window)."""
-        expected = check_expected(expected)
-        idempotency_key = check_idempotency_key(idempotency_key)
-        if isinstance(events, Message):
-            raise TypeError("events must be a list of protobuf messages, not one message")
-        packed = [codec.pack(e) for e in events]
-        key = self._key(root)
-        if not isinstance(correlation_id, str) or correlation_id:
-            correlation_token(correlation_id)  # the index subject token: same checks
+        args = prepare_append(root, events, expected, correlation_id, idempotency_key, self._key)
+        key, packed, expected = args.where, args.packed, args.expected
         if idempotency_key and packed:
             earlier = self._world.keyed.get((key, idempotency_key))
             if earlier is not None:
@@ -153,9 +146,9 @@ class InMemoryEventStore:
         as_of: dt.datetime | None = None,
     ) -> History:
         """See `EventStore.load`."""
-        lo, hi = check_range(from_sequence, to_sequence)
-        check_as_of(as_of, snapshot)
-        key = self._key(root)
+        key, lo, hi = prepare_read(
+            root, from_sequence, to_sequence, self._key, as_of=as_of, snapshot=snapshot
+        )
         history = self._world.events.get(key, [])
         snap = None
         if snapshot:
@@ -184,9 +177,7 @@ class InMemoryEventStore:
 
     async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
         """See `EventStore.save_snapshot`."""
-        if not isinstance(state, Message):
-            raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
-        sequence = _snapshots.check_sequence(sequence)
+        sequence = check_snapshot(state, sequence)
         key = self._key(root)
         nxt = len(self._world.events.get(key, []))
         if sequence >= nxt:

@@ -118,7 +118,7 @@ async def bench_appends(run: Run) -> None:
     state = [10]
 
     async def forget(_: int) -> object:
-        store._cache.clear()
+        store._ctx.cache.clear()
         return None
 
     async def ours(_: int) -> object:

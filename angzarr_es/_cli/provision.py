@@ -9,11 +9,11 @@ import asyncio
 import msgspec
 
 import angzarr_es
-from angzarr_es import _snapshots
 from angzarr_es._cli.common import load_config
 from angzarr_es._nats import messages as js
 from angzarr_es.client import ProvisionPlan, _differences
 from angzarr_es.config import redact_url
+from angzarr_es.store import _snapshots
 
 _DRY = {
     "create": "would be created",

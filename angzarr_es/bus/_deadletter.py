@@ -13,7 +13,7 @@ from angzarr_es import _nats
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import MAX_DELIVERIES_ADVISORY
-from angzarr_es._observe import StoreObserver
+from angzarr_es._observe import Observer
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import StoreError
 from angzarr_es.subjects import Subjects
@@ -89,7 +89,7 @@ class DeadLetters:
         cfg: NatsConfig,
         projector: str,
         durable: str,
-        observer: StoreObserver | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._wire = wire
         self._cfg = cfg

@@ -49,7 +49,7 @@ import msgspec
 
 from angzarr_es import _nats, tracing
 from angzarr_es._nats import Wire
-from angzarr_es._observe import StoreObserver
+from angzarr_es._observe import Observer
 from angzarr_es.bus._deadletter import DeadLetters, one_line, provision_dlq
 from angzarr_es.bus._delivery import Handler, Start, decode_delivery
 from angzarr_es.bus._feed import Feed
@@ -85,7 +85,7 @@ class Projector:
         cfg: NatsConfig,
         settings: ProjectorSettings,
         handler: Handler,
-        observer: StoreObserver | None = None,
+        observer: Observer | None = None,
     ) -> None:
         settings.check()
         self._observer = observer

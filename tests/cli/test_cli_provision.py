@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 
 import angzarr_es
-from angzarr_es import _snapshots
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
+from angzarr_es.store import _snapshots
 from tests.support import jsadmin
 from tests.support.cli import (
     one_error_line,

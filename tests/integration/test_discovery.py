@@ -15,8 +15,9 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _discovery, codec
+from angzarr_es import codec
 from angzarr_es.pb import player_pb2
+from angzarr_es.store import _discovery
 from angzarr_es.subjects import encode_root
 from tests.support import jsadmin
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import angzarr_es
-from angzarr_es import store as store_mod
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from angzarr_es.store import _append as store_mod
 from tests.support import jsadmin
 from tests.support.events import deposit
 

@@ -85,7 +85,7 @@ async def test_a_refused_correlated_commit_is_not_reported(client: angzarr_es.Cl
 
 
 async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.Client) -> None:
-    from angzarr_es import _correlation
+    from angzarr_es.store import _correlation
 
     store = client.store("player")
     prefix = client.config.nats.subject_prefix

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from angzarr_es import _snapshots
 from angzarr_es.config import Config, NatsConfig
+from angzarr_es.store import _snapshots
 from tests.support.deploy import compose_services, deploy_json, deploy_yaml
 
 DEFAULTS = NatsConfig()

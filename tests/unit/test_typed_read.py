@@ -11,10 +11,11 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from angzarr_es import _commits, _typed, codec
+from angzarr_es import codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2, player_pb2
+from angzarr_es.store import _commits, _typed
 from tests.unit.test_codec_fastpaths import reference_recorded
 
 NOW = dt.datetime(2026, 11, 26, 6, 0, 0, 123456, tzinfo=dt.UTC)

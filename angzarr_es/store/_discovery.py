@@ -15,11 +15,17 @@ its name, so it cannot page through a large domain.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from angzarr_es._nats import Wire
+from angzarr_es.errors import InvalidAggregateId
+from angzarr_es.subjects import Subjects, parse_subject
 
-__all__ = ["subject_pages"]
+__all__ = ["roots", "subject_pages"]
+
+log = logging.getLogger("angzarr_es")
 
 # The server sorts every matching subject for each page (O(n log n)), and a
 # page is a few megabytes: allow more than a point request's timeout.
@@ -62,3 +68,25 @@ async def subject_pages(
         offset += count
         if offset >= total:
             return
+
+
+async def roots(
+    wire: Wire, stream: str, subjects: Subjects, domain: str, edition: str
+) -> AsyncGenerator[str, None]:
+    """Every aggregate id of `domain` on one timeline, in subject order, one
+    page held at a time; a subject no store writes is skipped with a warning.
+
+    Raises:
+        StoreUnavailable, StoreTimeout, StoreError
+    """
+    pages = subject_pages(wire, stream, subjects.domain_aggregates(domain, edition))
+    async with aclosing(pages):
+        async for page in pages:
+            for subject in page:
+                try:
+                    root = parse_subject(subjects.prefix, subject)[1]
+                except InvalidAggregateId:
+                    log.warning("list_roots: skipping %s, not an aggregate's subject", subject)
+                    continue
+                yield root
+            del page  # before the next page arrives: hold one at a time

@@ -27,7 +27,6 @@ from angzarr_es.subjects import Subjects
 __all__ = ["covering_commit", "latest", "provision", "save", "stream_config"]
 
 H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
-MAX_SEQUENCE = 2**32 - 1  # core.Snapshot.sequence is a uint32
 
 
 def stream_config(cfg: NatsConfig) -> m.StreamConfig:
@@ -50,19 +49,6 @@ async def provision(wire: Wire, cfg: NatsConfig) -> None:
         StoreError: the server refused both.
     """
     await wire.js.stream_ensure(stream_config(cfg), what="snapshot stream")
-
-
-def check_sequence(sequence: object) -> int:
-    """Validate a snapshot's sequence.
-
-    Raises:
-        InvalidSnapshot: not an int in [0, 2**32).
-    """
-    if not isinstance(sequence, int) or isinstance(sequence, bool):
-        raise InvalidSnapshot(f"snapshot sequence must be an int, got {sequence!r}")
-    if not 0 <= sequence <= MAX_SEQUENCE:
-        raise InvalidSnapshot(f"snapshot sequence must be in [0, 2**32), got {sequence}")
-    return sequence
 
 
 def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:

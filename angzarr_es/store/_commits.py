@@ -20,9 +20,10 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from angzarr_es import _typed, codec
+from angzarr_es import codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.pb import core_pb2
+from angzarr_es.store import _typed
 
 __all__ = ["Corrupt", "Guess", "Scan", "decode_commits"]
 

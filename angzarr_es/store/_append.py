@@ -1,0 +1,362 @@
+"""The append path: where to append, publishing a commit with retries on lost
+acknowledgements, finding out whether a lost attempt landed, idempotency keys,
+and the turns `expected=ANY` appends to one aggregate take."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import secrets
+from typing import NamedTuple
+
+from google.protobuf import any_pb2
+
+from angzarr_es import codec
+from angzarr_es._nats import Stored
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.errors import CONFLICT_CODES, DUPLICATE_IN_PROCESS
+from angzarr_es._types import ANY, Append, AppendResult, ExpectedVersion
+from angzarr_es.errors import (
+    AppendTooLarge,
+    ConcurrencyError,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+)
+from angzarr_es.store import _correlation
+from angzarr_es.store._cache import NEW, Position
+from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
+from angzarr_es.subjects import AggregateId, root_bytes
+
+__all__ = ["Appender"]
+
+# Headers and protocol framing around a commit, counted against max_payload.
+COMMIT_OVERHEAD = 1024
+# Leader re-reads (1, 2, 4, ... ms apart) waiting for a rival's commit to appear.
+SETTLE_READS = 6
+# How often an `expected=ANY` append re-reads and retries after losing a race.
+ANY_ATTEMPTS = 64
+# Looking for an idempotency key's commit: from this much before the server's
+# duplicate window (clock skew between client and server), and at most this
+# many commits of the aggregate read one by one.
+KEY_SKEW = 10.0
+KEY_SEARCH = 1000
+# Ids derived in a row for a key whose commits were deleted (one per deletion
+# within the duplicate window).
+KEY_DERIVATIONS = 64
+
+
+class Keyed(NamedTuple):
+    """An append's idempotency key as sent: the commit's Nats-Msg-Id, and this
+    call's own Angzarr-Append-Id."""
+
+    msg_id: str
+    own: str
+
+
+class Appender:
+    """Appends commits to the aggregates of one domain and edition."""
+
+    __slots__ = ("_cache", "_ctx", "_domain", "_edition", "_turns", "_wire")
+
+    def __init__(self, ctx: StoreContext, domain: str, edition: str) -> None:
+        self._ctx = ctx
+        self._wire = ctx.wire
+        self._cache = ctx.cache
+        self._turns = ctx.turns
+        self._domain = domain
+        self._edition = edition
+
+    async def append(self, root: AggregateId, args: Append[str]) -> AppendResult:
+        """Store `args` (checked, `args.where` the aggregate's subject) as one commit."""
+        expected, packed, subject = args.expected, args.packed, args.where
+        cid = args.correlation_id
+        entry = self._ctx.subjects.correlation(cid) if cid else ""
+        if not packed:
+            # Nothing to write, so no server check: read the current position.
+            pos = await fresh_position(self._ctx, subject)
+            if expected is not ANY and expected != pos.next_sequence:
+                pos = await leader_position(self._ctx, subject)  # a lagging replica?
+            if expected is not ANY and expected != pos.next_sequence:
+                raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
+            return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
+        # JetStream deduplicates by Nats-Msg-Id across the whole stream: the
+        # id of a key is scoped to the aggregate's subject.
+        keyed = None
+        key = args.idempotency_key
+        if key:
+            digest = hashlib.blake2b(f"{subject}\n{key}".encode(), digest_size=16).hexdigest()
+            keyed = Keyed("key-" + digest, secrets.token_hex(8))
+        if expected is not ANY:
+            return await self._append(root, subject, entry, packed, expected, cid, keyed)
+        # ANY appends to one aggregate take turns within the process: racing
+        # each other, n of them cost about n*n/2 requests, and a burst of 100
+        # exhausted the retries of one of them (found by review).
+        async with self._turns.turn(subject):
+            return await self._append(root, subject, entry, packed, expected, cid, keyed)
+
+    async def _append(
+        self,
+        root: AggregateId,
+        subject: str,
+        entry: str,
+        packed: list[any_pb2.Any],
+        expected: ExpectedVersion,
+        correlation_id: str,
+        keyed: Keyed | None,
+    ) -> AppendResult:
+        try:
+            pos = await self._position_for(subject, expected)
+            cover_root = root_bytes(root)
+            for _ in range(ANY_ATTEMPTS):
+                payload = codec.encode_commit(
+                    domain=self._domain,
+                    root=cover_root,
+                    first_sequence=pos.next_sequence,
+                    events=packed,
+                    correlation_id=correlation_id,
+                    created_at=dt.datetime.now(dt.UTC),
+                    edition=self._edition,
+                )
+                size = len(payload) + len(subject) + COMMIT_OVERHEAD
+                if size > self._wire.max_payload:
+                    raise AppendTooLarge(size, self._wire.max_payload)
+                if entry:
+                    await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
+                result = await self._publish(subject, payload, pos, len(packed), keyed)
+                if isinstance(result, AppendResult):
+                    return result
+                # Refused: `result` is the aggregate's real position. If it is the
+                # one the caller expected, only our idea of the last commit's
+                # stream sequence was stale (an edition was deleted and rewritten
+                # since we cached it): publish again at the real position.
+                if expected is not ANY and result.next_sequence != expected:
+                    raise ConcurrencyError(expected, result.next_sequence, subject=subject)
+                if self._ctx.observer is not None:
+                    self._ctx.observer.retried(self._domain, "lost_race")
+                pos = result
+            raise ConcurrencyError(
+                pos.next_sequence,
+                pos.next_sequence,
+                subject=subject,
+                detail=f"expected=ANY lost the race for the next sequence {ANY_ATTEMPTS} times "
+                f"in a row (the aggregate is at {pos.next_sequence})",
+            )
+        except ConcurrencyError:
+            if keyed is None:
+                raise
+            # The aggregate moved: perhaps by this idempotency key's earlier append.
+            earlier = await self._keyed(subject, keyed)
+            if earlier is None:
+                raise
+            return earlier
+
+    async def _position_for(self, subject: str, expected: ExpectedVersion) -> Position:
+        """The position to append at, raising early when `expected` is already wrong."""
+        pos = self._cache.get(subject)
+        if pos is None:
+            if expected == 0:
+                return NEW  # the server checks the subject is empty: no lookup needed
+            pos = await lookup(self._ctx, subject)
+        if expected is ANY or expected == pos.next_sequence:
+            return pos
+        # A mismatch: nothing is published, but our view may be behind (another
+        # process wrote, or a lagging replica answered), so the stream leader
+        # decides, and gives the real position for the error.
+        pos = await leader_position(self._ctx, subject)
+        if expected == pos.next_sequence:
+            return pos
+        raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
+
+    async def _publish(
+        self, subject: str, payload: bytes, pos: Position, count: int, keyed: Keyed | None
+    ) -> AppendResult | Position:
+        """Publish one commit with retries on lost acks (under an idempotency
+        key's ids when `keyed`, else a random id).
+
+        Returns the result, or the aggregate's real position on a conflict.
+        """
+        key_id = own = ""
+        if keyed is not None:
+            key_id, own = keyed
+        msg_id = key_id or f"{secrets.token_hex(12)}-{pos.next_sequence}"
+        headers = {
+            m.H_EXPECTED_LAST_SUBJECT_SEQ: str(pos.stream_seq),
+            m.H_MSG_ID: msg_id,
+        }
+        if own:
+            headers[m.H_APPEND_ID] = own
+        observer = self._ctx.observer
+        if observer is not None:
+            observer.commit_headers(headers)
+        attempts = self._ctx.cfg.append_attempts
+        timeout = self._wire.timeout
+        retried = False
+        derived = attempt = 0
+        while attempt < attempts:
+            attempt += 1
+            try:
+                ack = await self._wire.publish_commit(subject, payload, headers, timeout)
+            except StoreTimeout:
+                retried = True
+                if attempt < attempts:
+                    if observer is not None:
+                        observer.retried(self._domain, "timeout")
+                    continue
+                landed = await self._landed(subject, msg_id, pos)
+                if landed is not None:
+                    return self._found(subject, pos, count, landed, own)
+                raise
+            except StoreUnavailable as exc:
+                if not retried:
+                    raise
+                raise StoreTimeout(
+                    f"append to {subject}: outcome unknown: an attempt was sent, then {exc}"
+                ) from exc
+            err = ack.error
+            if err is None:
+                if ack.duplicate:
+                    if not key_id:
+                        # A random id: an earlier attempt of this call (a
+                        # cluster answers a retry that way).
+                        return self._committed(subject, pos, count, ack.seq)
+                    earlier = await self._earlier(subject, ack.seq, own)
+                    if earlier is not None:
+                        return earlier
+                    # The key's commit was deleted (an edition's purge) while
+                    # the server still remembers its id: store under an id
+                    # derived from it, the same for every repeat (one more
+                    # per deletion, not counted as an attempt).
+                    derived += 1
+                    if derived > KEY_DERIVATIONS:
+                        raise StoreError(
+                            f"append to {subject}: the idempotency key's commits were "
+                            f"deleted {KEY_DERIVATIONS} times within the duplicate window"
+                        )
+                    msg_id = headers[m.H_MSG_ID] = f"{key_id}.{ack.seq}"
+                    attempt -= 1
+                    continue
+                return self._committed(subject, pos, count, ack.seq)
+            if err.err_code == DUPLICATE_IN_PROCESS:
+                # An earlier attempt is still being proposed: its fate is ours.
+                retried = True
+                if observer is not None:
+                    observer.retried(self._domain, "in_process")
+                if attempt < attempts:
+                    await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
+                    continue
+                landed = await self._landed(subject, msg_id, pos)
+                if landed is not None:
+                    return self._found(subject, pos, count, landed, own)
+                raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
+            if err.err_code in CONFLICT_CODES:
+                if retried:
+                    landed = await self._landed(subject, msg_id, pos)
+                    if landed is not None:
+                        return self._found(subject, pos, count, landed, own)
+                real = await self._settled_position(subject, pos)
+                if real.stream_seq == pos.stream_seq:
+                    # 10164: a rival proposal was in flight but never applied
+                    # (it failed): the slot may still be ours.
+                    if attempt < attempts:
+                        continue
+                    raise StoreTimeout(
+                        f"append to {subject}: a rival write was reported but never applied"
+                    )
+                return real
+            raise err.as_error(f"append to {subject}")
+        raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
+
+    def _committed(self, subject: str, pos: Position, count: int, seq: int) -> AppendResult:
+        nxt = pos.next_sequence + count
+        self._cache.put(subject, Position(nxt, seq))
+        return AppendResult(
+            first_sequence=pos.next_sequence, next_sequence=nxt, stream_sequence=seq
+        )
+
+    async def _landed(self, subject: str, msg_id: str, pos: Position) -> Stored | None:
+        """Our commit (read from the leader) if an earlier attempt was stored, else None.
+
+        The commit that won the slot after `pos` is the first one on the
+        subject past `pos.stream_seq`; it is ours iff it carries our
+        Nats-Msg-Id (random per publish, so identical commands from two
+        writers in the same clock tick are still told apart).
+        """
+        try:
+            winner = await self._wire.reads.leader_message(
+                self._ctx.stream, subject, seq=pos.stream_seq + 1
+            )
+        except (StoreTimeout, StoreUnavailable) as exc:
+            raise StoreTimeout(
+                f"append to {subject}: outcome unknown: no acknowledgement, and "
+                f"looking for the commit failed ({exc})"
+            ) from exc
+        if winner is not None and winner.msg_id == msg_id:
+            return winner
+        return None
+
+    async def _keyed(self, subject: str, keyed: Keyed) -> AppendResult | None:
+        """The commit stored on `subject` under this idempotency key, among
+        those of the server's duplicate window (this call's own, or a
+        duplicate of an earlier call's)."""
+        msg_id = keyed.msg_id
+        window = self._ctx.cfg.duplicate_window + KEY_SKEW
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
+        stream = self._ctx.stream
+        found = await self._wire.reads.leader_message(
+            stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
+        for _ in range(KEY_SEARCH):
+            if found is None:
+                return None
+            if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
+                return self._keyed_result(subject, found, keyed.own)
+            found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
+        return None
+
+    async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
+        """The result of the commit stored on `subject` at stream sequence
+        `seq` under an idempotency key (None if it is gone)."""
+        found = await self._wire.reads.leader_message(self._ctx.stream, subject, seq=seq)
+        if found is None or found.seq != seq:
+            return None
+        return self._keyed_result(subject, found, own)
+
+    def _found(
+        self, subject: str, pos: Position, count: int, landed: Stored, own: str
+    ) -> AppendResult:
+        """The result once the commit with our id has landed after `pos`. With
+        an idempotency key (`own`: this call's append id) it may be another
+        call's commit, so its own span is taken."""
+        if own:
+            return self._keyed_result(subject, landed, own)
+        return self._committed(subject, pos, count, landed.seq)
+
+    def _keyed_result(self, subject: str, stored: Stored, own: str) -> AppendResult:
+        """The result of a commit stored under an idempotency key: a duplicate
+        unless it carries `own`, this call's append id."""
+        seq = stored.seq
+        book = codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
+        first, nxt = codec.commit_span(book, subject=subject, stream_sequence=seq)
+        duplicate = stored.append_id != own
+        if not duplicate:  # this call's own commit: where the aggregate now stands
+            self._cache.put(subject, Position(nxt, seq))
+        return AppendResult(
+            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=duplicate
+        )
+
+    async def _settled_position(self, subject: str, pos: Position) -> Position:
+        """The leader's position after a conflict on `pos`.
+
+        In a cluster the server may refuse us (10164) while the rival's commit
+        is still being applied, so the leader can briefly still show `pos`:
+        re-read a few times, with a short backoff, until it moves.
+        """
+        real = await leader_position(self._ctx, subject)
+        for attempt in range(SETTLE_READS):
+            if real.stream_seq != pos.stream_seq:
+                break
+            await asyncio.sleep(0.001 * 2**attempt)
+            real = await leader_position(self._ctx, subject)
+        return real

@@ -1,0 +1,224 @@
+"""The JetStream event store: one literal subject per aggregate, one message per commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator, Iterable
+
+from google.protobuf.message import Message
+
+from angzarr_es._observe import observe_append, observe_load
+from angzarr_es._types import (
+    AppendResult,
+    ExpectedVersion,
+    History,
+    check_snapshot,
+    prepare_append,
+    prepare_read,
+)
+from angzarr_es.codec import RecordedEvent
+from angzarr_es.store import _discovery, _snapshots
+from angzarr_es.store._append import Appender
+from angzarr_es.store._context import StoreContext, fresh_position
+from angzarr_es.store._read import Reader
+from angzarr_es.subjects import AggregateId, validate_domain, validate_edition
+
+__all__ = ["EventStore"]
+
+
+class EventStore:
+    """Append and load the aggregates of one domain.
+
+    Obtain one from `Client.store(domain)`; stores are cheap and share the
+    client's connection and position cache.
+    """
+
+    def __init__(self, ctx: StoreContext, domain: str, edition: str | None = None) -> None:
+        self._ctx = ctx
+        self._domain = validate_domain(domain)
+        self._edition = validate_edition(edition)
+        self._subjects = ctx.subjects
+        self._appender = Appender(ctx, self._domain, self._edition)
+        self._reader = Reader(ctx, self._domain)
+
+    @property
+    def domain(self) -> str:
+        """The domain this store is bound to."""
+        return self._domain
+
+    @property
+    def edition(self) -> str:
+        """The edition this store writes and reads ("" for the main timeline)."""
+        return self._edition
+
+    def subject(self, root: AggregateId) -> str:
+        """The NATS subject holding `root`'s commits."""
+        return self._subjects.aggregate(self._domain, root, self._edition)
+
+    def _snapshot_subject(self, root: AggregateId) -> str:
+        return self._subjects.snapshot(self._domain, root, self._edition)
+
+    # -- writes --------------------------------------------------------------
+
+    async def append(
+        self,
+        root: AggregateId,
+        events: Iterable[Message],
+        *,
+        expected: ExpectedVersion,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+    ) -> AppendResult:
+        """Append `events` to aggregate `root` as one atomic commit.
+
+        `expected` is the aggregate's next sequence as the caller knows it (0
+        for a new aggregate), or `ANY`. The server enforces it.
+
+        `idempotency_key` names this append for retries: when an earlier append
+        to the aggregate with the same key stored its commit (within the
+        stream's `duplicate_window`, 2 minutes by default), this one stores
+        nothing and returns that commit's result, with `duplicate=True`,
+        whatever `expected` says now. The events are not compared. (With an
+        `expected` the aggregate has moved past, the commit is looked for
+        among the aggregate's first 1,000 commits of the window.)
+
+        Raises:
+            TypeError: an event is not a protobuf message, or `correlation_id`
+                not a str (nothing is sent).
+            ValueError: an event lacks a required (proto2) field, or `expected`
+                is negative (nothing is sent).
+            TypeError: `expected` is neither an int nor `ANY` (a bool, a str or
+                None is refused too).
+            InvalidAggregateId: bad `root`.
+            ConcurrencyError: `expected` is not the aggregate's next sequence.
+            AppendTooLarge: the commit exceeds the server's max_payload.
+            StoreUnavailable, StoreError: nothing was stored.
+            StoreTimeout: no acknowledgement; the commit may have been stored
+                (once). Retry with the same `idempotency_key`; without one,
+                retry with the same `expected` (a ConcurrencyError then says
+                something landed) or reload first: a blind `ANY` retry may
+                store it twice.
+        """
+        call = self._append(root, events, expected, correlation_id, idempotency_key)
+        observer = self._ctx.observer
+        if observer is None:
+            return await call
+        return await observe_append(observer, self._domain, call)
+
+    async def _append(
+        self,
+        root: AggregateId,
+        events: Iterable[Message],
+        expected: ExpectedVersion,
+        correlation_id: str,
+        idempotency_key: str,
+    ) -> AppendResult:
+        args = prepare_append(root, events, expected, correlation_id, idempotency_key, self.subject)
+        return await self._appender.append(root, args)
+
+    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
+        """Store `state` as the aggregate's state after its event `sequence`.
+
+        Keeps the latest snapshot per aggregate plus `snapshot_history` older
+        ones (in the snapshot stream).
+
+        Raises:
+            TypeError: `state` is not a protobuf message.
+            InvalidSnapshot: the aggregate has no event `sequence` (yet).
+            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+        """
+        sequence = check_snapshot(state, sequence)
+        commit = await _snapshots.covering_commit(
+            self._ctx.wire, self._ctx.stream, self.subject(root), sequence
+        )
+        await _snapshots.save(
+            self._ctx.wire,
+            self._ctx.cfg.snapshot_stream,
+            self._snapshot_subject(root),
+            state,
+            sequence,
+            commit,
+        )
+
+    # -- reads ---------------------------------------------------------------
+
+    async def next_sequence(self, root: AggregateId) -> int:
+        """The aggregate's next sequence (0 if it has no events).
+
+        Raises:
+            InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
+        """
+        return (await fresh_position(self._ctx, self.subject(root))).next_sequence
+
+    async def load(
+        self,
+        root: AggregateId,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+        *,
+        snapshot: bool = False,
+        as_of: dt.datetime | None = None,
+    ) -> History:
+        """The aggregate's events with sequence in [from_sequence, to_sequence).
+
+        With `snapshot=True` the latest snapshot below `to_sequence` (if any)
+        is returned as `History.snapshot` and only the events after it are
+        read, starting at the commit that holds the snapshot's event. With
+        `as_of`, the history ends before the first event created after that
+        instant. `next_sequence` is always the aggregate's own.
+
+        Raises:
+            ValueError: `as_of` is naive, or combined with `snapshot=True`; a
+                negative `from_sequence`, or `to_sequence` below it.
+            TypeError: a sequence that is not an int.
+            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
+        """
+        call = self._load(root, from_sequence, to_sequence, snapshot, as_of)
+        observer = self._ctx.observer
+        if observer is None:
+            return await call
+        return await observe_load(observer, self._domain, call)
+
+    async def _load(
+        self,
+        root: AggregateId,
+        from_sequence: int,
+        to_sequence: int | None,
+        snapshot: bool,
+        as_of: dt.datetime | None,
+    ) -> History:
+        subject, lo, hi = prepare_read(
+            root, from_sequence, to_sequence, self.subject, as_of=as_of, snapshot=snapshot
+        )
+        snapshots = self._snapshot_subject(root) if snapshot else None
+        return await self._reader.load(subject, lo, hi, as_of, snapshots)
+
+    def iter(
+        self, root: AggregateId, from_sequence: int = 0, to_sequence: int | None = None
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """Stream the aggregate's events, holding one page of commits at a time.
+
+        Leaving the loop early? Wrap in `contextlib.aclosing` so the read is
+        released at once rather than when the generator is collected.
+
+        Raises:
+            ValueError: a negative `from_sequence`, or `to_sequence` below it.
+            TypeError: a sequence that is not an int.
+            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
+        """
+        return self._reader.iter(root, from_sequence, to_sequence, self.subject)
+
+    def list_roots(self) -> AsyncGenerator[str, None]:
+        """Every aggregate id of this domain and edition, exactly as given, in subject order.
+
+        Pages through the server's subject index (one request per 100,000
+        aggregates); holds one page at a time. A UUID root is listed as its
+        canonical string. A subject whose last token no store writes (someone
+        else's message on the domain's subjects) is skipped with a warning.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError
+        """
+        return _discovery.roots(
+            self._ctx.wire, self._ctx.stream, self._subjects, self._domain, self._edition
+        )
