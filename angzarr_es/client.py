@@ -9,14 +9,14 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
+from angzarr_es import _provision
 from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
+from angzarr_es._provision import ProvisionPlan
 from angzarr_es.bus import (
     Bus,
     CatchUp,
@@ -33,9 +33,6 @@ from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
     ConfigError,
     InvalidEdition,
-    ServerTooOld,
-    StoreUnavailable,
-    StreamConfigError,
 )
 from angzarr_es.filters import FilterLike
 from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
@@ -45,35 +42,13 @@ from angzarr_es.store import (
     _correlation,
     _discovery,
     _editions,
-    _snapshots,
 )
 from angzarr_es.store._cache import PositionCache
 from angzarr_es.subjects import Subjects, validate_edition
 
-__all__ = ["Client", "ProvisionPlan", "connect"]
+__all__ = ["Client", "connect"]
 
 log = logging.getLogger("angzarr_es")
-
-# Batch Direct Get with no_hdr and the `-Subject` expected header: 2.11.
-MIN_SERVER = (2, 11, 0)
-ATOMIC_SERVER = (2, 12, 0)
-# Settings whose other values would delete or lose events.
-_IMMUTABLE = ("retention", "storage")
-
-
-class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """What provisioning does to the event stream."""
-
-    action: Literal["create", "update", "none", "blocked"]
-    """create it, update it, leave it, or refuse (see `blocker`)."""
-    config: m.StreamConfig
-    """The configuration applied (for an update: with the stream's extra subjects kept)."""
-    current: dict[str, Any] | None = None
-    """The existing stream's configuration as the server reported it."""
-    changes: dict[str, str] = {}
-    """Setting -> "old -> new" for every setting that differs."""
-    blocker: str = ""
-    """Why the stream cannot be changed in place (action "blocked")."""
 
 
 async def connect(
@@ -399,7 +374,7 @@ class Client:
         return await check_health(
             self._wire,
             wanted,
-            lambda current: _differences(wanted, current),
+            lambda current: _provision.differences(wanted, current),
             monitor_url=url,
             lag_threshold=lag_threshold,
         )
@@ -417,67 +392,25 @@ class Client:
 
     def stream_config(self) -> m.StreamConfig:
         """The event stream's configuration as `provision()` applies it."""
-        n = self._config.nats
-        atomic = self._wire.server_version >= ATOMIC_SERVER
-        return m.StreamConfig(
-            name=n.stream_name,
-            subjects=self._subjects.events_stream,
-            num_replicas=n.replicas,
-            max_age=int(n.max_age * m.NANOS),
-            duplicate_window=int(n.duplicate_window * m.NANOS),
-            allow_direct=True,
-            allow_atomic=atomic,
-            deny_delete=True,
-        )
+        return _provision.event_stream_config(self._config.nats, self._wire.server_version)
 
-    async def plan_provision(self) -> ProvisionPlan:
-        """What `provision()` would do to the event stream, changing nothing.
+    async def plan_provision(self, *, bus: bool = False) -> ProvisionPlan:
+        """What `provision()` would do, changing nothing: the event stream (the
+        plan's `action`, `config`, `changes`, ...) and the snapshot stream; with
+        `bus`, in JetStream mode, also what `bus.provision()` would do to the
+        dead-letter stream and the configured consumers.
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
             StoreUnavailable: JetStream is not enabled.
         """
-        self._check_server()
-        wanted = self.stream_config()
-        name = wanted.name
-        current = await self._wire.js.stream_settings(name, "stream")
-        if current is None:
-            return ProvisionPlan(action="create", config=wanted)
-        have = int(current.get("num_replicas", 1) or 1)
-        if have > wanted.num_replicas:
-            # Fewer copies never makes an event store safer: an operator who
-            # scaled the stream up (say to R3) keeps it, whatever the default.
-            wanted = msgspec.structs.replace(wanted, num_replicas=have)
-        changes = _differences(wanted, current)
-        if not changes:
-            return ProvisionPlan(action="none", config=wanted, current=current)
-        for key in _IMMUTABLE:
-            if key in changes:
-                return ProvisionPlan(
-                    action="blocked",
-                    config=wanted,
-                    current=current,
-                    changes=changes,
-                    blocker=(
-                        f"stream {name} exists with {key}={current.get(key)!r}; the event store "
-                        f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in "
-                        "place. Move the events to a new stream or pick another "
-                        "bus.nats.stream_name."
-                    ),
-                )
-        # Keep the stream's other subjects, minus those our wildcard now covers
-        # (the server refuses overlapping subjects within one stream).
-        ours = wanted.subjects[0].removesuffix(">")
-        kept = [s for s in current.get("subjects", []) if not s.startswith(ours)]
-        subjects = list(dict.fromkeys([*kept, *wanted.subjects]))
-        merged = msgspec.structs.replace(wanted, subjects=subjects)
-        return ProvisionPlan(action="update", config=merged, current=current, changes=changes)
+        return await _provision.plan(self._wire, self._config.nats, bus=bus)
 
     async def provision(self) -> ProvisionPlan:
         """Create the event stream, or update it to the store's settings, and
         create or update the snapshot stream. Idempotent.
 
-        Returns the plan it carried out on the event stream (`plan_provision()`).
+        Returns the plan it carried out (`plan_provision()`).
 
         Raises:
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
@@ -486,45 +419,5 @@ class Client:
                 changed to the store's (retention, storage).
         """
         plan = await self.plan_provision()
-        name = plan.config.name
-        if plan.action == "blocked":
-            raise StreamConfigError(plan.blocker)
-        if plan.action == "create":
-            await self._wire.js.stream_put(plan.config, create=True)
-            log.info("created stream %s", name)
-        elif plan.action == "update":
-            log.warning(
-                "updating stream %s: %s",
-                name,
-                ", ".join(f"{k}: {v}" for k, v in plan.changes.items()),
-            )
-            await self._wire.js.stream_put(plan.config, create=False)
-        await _snapshots.provision(self._wire, self._config.nats)
+        await _provision.apply(self._wire, plan)
         return plan
-
-    def _check_server(self) -> None:
-        version = self._wire.server_version
-        if version < MIN_SERVER:
-            raise ServerTooOld(
-                f"nats-server {'.'.join(map(str, version))} is too old: angzarr_es needs "
-                f"{'.'.join(map(str, MIN_SERVER))} or newer (batch Direct Get with no_hdr)"
-            )
-        if not self._wire.jetstream_enabled:
-            raise StoreUnavailable(
-                "the NATS server does not have JetStream enabled (start it with -js)"
-            )
-
-
-def _differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, str]:
-    """Settings of `wanted` the existing stream does not have, as 'old -> new'."""
-    out: dict[str, str] = {}
-    for key, value in msgspec.structs.asdict(wanted).items():
-        if key == "subjects":
-            missing = [s for s in value if s not in current.get("subjects", [])]
-            if missing:
-                out[key] = f"add {missing}"
-            continue
-        have = current.get(key, False if isinstance(value, bool) else None)
-        if have != value:
-            out[key] = f"{have!r} -> {value!r}"
-    return out

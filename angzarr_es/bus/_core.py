@@ -10,8 +10,8 @@ from types import TracebackType
 
 from angzarr_es import _nats
 from angzarr_es._nats import Wire
+from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._catchup import CatchUp
-from angzarr_es.bus._deadletter import provision_dlq
 from angzarr_es.bus._delivery import (
     Delivery,
     Handler,
@@ -258,7 +258,7 @@ class Bus:
             ConsumerConfigError: an existing consumer conflicts with its definition.
             StoreError: the server refused.
         """
-        await provision_dlq(self._wire, self._cfg)
+        await ensure_dead_letters(self._wire, self._cfg)
         for spec in self._cfg.consumers:
             settings = ProjectorSettings(
                 name=spec.name,

@@ -26,9 +26,7 @@ __all__ = [
     "H_STREAM_SEQ",
     "H_SUBJECT",
     "DeadLetters",
-    "dlq_stream_config",
     "one_line",
-    "provision_dlq",
 ]
 
 log = logging.getLogger("angzarr_es")
@@ -40,38 +38,6 @@ H_SUBJECT = "Angzarr-Subject"
 H_STREAM = "Angzarr-Stream"
 H_STREAM_SEQ = "Angzarr-Stream-Sequence"
 MAX_ERROR_HEADER = 1024
-
-
-def dlq_stream_config(cfg: NatsConfig) -> m.StreamConfig:
-    """The dead-letter stream `<dlq_stream>` on `<prefix>.dlq.>`, as the server should hold it."""
-    return m.StreamConfig(
-        name=cfg.dlq_stream,
-        subjects=[Subjects(cfg.subject_prefix).dlq_stream],
-        num_replicas=cfg.replicas,
-        duplicate_window=int(cfg.duplicate_window * m.NANOS),
-        allow_direct=True,
-    )
-
-
-async def provision_dlq(wire: Wire, cfg: NatsConfig) -> None:
-    """Create the dead-letter stream if it is missing, or add `<prefix>.dlq.>` to
-    the subjects of an existing one.
-
-    Raises:
-        StoreError: the server refused.
-    """
-    name = cfg.dlq_stream
-    wanted = dlq_stream_config(cfg)
-    current = await wire.js.stream_settings(name, "dead-letter stream")
-    if current is None:
-        config, create = wanted, True
-    else:
-        subjects = list(current.get("subjects", []))
-        if wanted.subjects[0] in subjects:
-            return
-        config = msgspec.structs.replace(wanted, subjects=[*subjects, *wanted.subjects])
-        create = False
-    await wire.js.stream_put(config, create=create, what=f"dead-letter stream {name}")
 
 
 def one_line(exc: BaseException) -> str:

@@ -50,7 +50,8 @@ import msgspec
 from angzarr_es import _nats, tracing
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
-from angzarr_es.bus._deadletter import DeadLetters, one_line, provision_dlq
+from angzarr_es._provision import ensure_dead_letters
+from angzarr_es.bus._deadletter import DeadLetters, one_line
 from angzarr_es.bus._delivery import Handler, Start, decode_delivery
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
@@ -173,7 +174,7 @@ class Projector:
         # The consumer first: on a stream that does not exist it fails, and
         # then no dead-letter stream is left behind either.
         await provision_consumer(self._wire, self._cfg, self._settings)
-        await provision_dlq(self._wire, self._cfg)
+        await ensure_dead_letters(self._wire, self._cfg)
         self._advisories = await self._dead_letters.follow_advisories(self._on_exceeded)
         try:
             await self._feed.start()

@@ -17,38 +17,13 @@ from google.protobuf.message import DecodeError, Message
 
 from angzarr_es import codec
 from angzarr_es._nats import Wire
-from angzarr_es._nats import messages as m
 from angzarr_es._types import Snapshot
-from angzarr_es.config import NatsConfig
 from angzarr_es.errors import CodecError, InvalidSnapshot
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import Subjects
 
-__all__ = ["covering_commit", "latest", "provision", "save", "stream_config"]
+__all__ = ["covering_commit", "latest", "save"]
 
 H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
-
-
-def stream_config(cfg: NatsConfig) -> m.StreamConfig:
-    """The snapshot stream's configuration."""
-    return m.StreamConfig(
-        name=cfg.snapshot_stream,
-        subjects=Subjects(cfg.subject_prefix).snapshots_stream,
-        num_replicas=cfg.replicas,
-        max_msgs_per_subject=1 + cfg.snapshot_history,
-        discard="old",
-        duplicate_window=int(cfg.duplicate_window * m.NANOS),
-        allow_direct=True,
-    )
-
-
-async def provision(wire: Wire, cfg: NatsConfig) -> None:
-    """Create the snapshot stream, or update it to `stream_config`. Idempotent.
-
-    Raises:
-        StoreError: the server refused both.
-    """
-    await wire.js.stream_ensure(stream_config(cfg), what="snapshot stream")
 
 
 def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import msgspec
 
 import angzarr_es
+from angzarr_es import _provision
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
-from angzarr_es.store import _snapshots
 from tests.support import jsadmin
 from tests.support.cli import (
     one_error_line,
@@ -130,7 +130,7 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
             assert "would be created" not in done.stdout
 
             # A snapshot stream whose settings drifted: the dry run names the change.
-            wanted = _snapshots.stream_config(n)
+            wanted = _provision.snapshot_stream_config(n)
             drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
             await jsadmin.update_stream(client, drifted)
             done = run_cli("provision", "--dry-run", "--config", str(conf))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from angzarr_es import _provision
 from angzarr_es.config import Config, NatsConfig
-from angzarr_es.store import _snapshots
 from tests.support.deploy import compose_services, deploy_json, deploy_yaml
 
 DEFAULTS = NatsConfig()
@@ -13,7 +13,7 @@ DEFAULTS = NatsConfig()
 
 def test_snapshot_stream_json_is_what_provision_applies_with_r3() -> None:
     wanted = msgspec.to_builtins(
-        _snapshots.stream_config(msgspec.structs.replace(DEFAULTS, replicas=3))
+        _provision.snapshot_stream_config(msgspec.structs.replace(DEFAULTS, replicas=3))
     )
     assert deploy_json("angzarr-snapshots.stream.json") == wanted
     assert wanted["name"] == DEFAULTS.snapshot_stream == "angzarr-snapshots"

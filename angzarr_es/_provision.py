@@ -1,0 +1,327 @@
+"""Provisioning: every stream and consumer angzarr_es owns, planned in one place.
+
+    event stream        <stream_name>       <prefix>.events.>, <prefix>.correlation.>
+    snapshot stream     <snapshot_stream>   <prefix>.snapshots.>
+    dead-letter stream  <dlq_stream>        <prefix>.dlq.>            (JetStream mode)
+    consumers           [[bus.nats.consumers]] durables               (JetStream mode)
+
+`plan()` reads what exists and says what provisioning would do, changing
+nothing; `apply()` carries out the stream part of a plan. Durable consumers
+are made by the bus (`Bus.provision`), which knows a projector's settings;
+the plan only says whether each exists yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import msgspec
+
+from angzarr_es._nats import Wire
+from angzarr_es._nats import messages as m
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
+from angzarr_es.subjects import Subjects
+
+__all__ = [
+    "ConsumerPlan",
+    "ProvisionPlan",
+    "StreamPlan",
+    "apply",
+    "differences",
+    "dlq_stream_config",
+    "event_stream_config",
+    "plan",
+    "snapshot_stream_config",
+]
+
+log = logging.getLogger("angzarr_es")
+
+# Batch Direct Get with no_hdr and the `-Subject` expected header: 2.11.
+MIN_SERVER = (2, 11, 0)
+ATOMIC_SERVER = (2, 12, 0)
+# Settings whose other values would delete or lose events.
+_IMMUTABLE = ("retention", "storage")
+
+Action = Literal["create", "update", "none", "blocked"]
+Role = Literal["event stream", "snapshot stream", "dead-letter stream"]
+
+
+class StreamPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What provisioning does to one stream."""
+
+    role: Role
+    """Which of the project's streams this is."""
+    action: Action
+    """create it, update it, leave it, or refuse (see `blocker`)."""
+    config: m.StreamConfig
+    """The configuration applied (for an update: with the stream's extra subjects kept)."""
+    current: dict[str, Any] | None = None
+    """The existing stream's configuration as the server reported it."""
+    changes: dict[str, str] = {}
+    """Setting -> "old -> new" for every setting that differs."""
+    blocker: str = ""
+    """Why the stream cannot be changed in place (action "blocked")."""
+
+
+class ConsumerPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A configured durable consumer (`[[bus.nats.consumers]]`)."""
+
+    name: str
+    filter: str
+    max_deliver: int
+    ack_wait: float
+    exists: bool
+    """False: it would be created; True: it would be checked and brought up to date."""
+
+
+class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What provisioning does: the event stream first, then the others.
+
+    `action`, `config`, `current`, `changes` and `blocker` are the event
+    stream's (`streams[0]`).
+    """
+
+    streams: list[StreamPlan]
+    consumers: list[ConsumerPlan] = []
+
+    @property
+    def events(self) -> StreamPlan:
+        """The event stream's plan."""
+        return self.streams[0]
+
+    @property
+    def action(self) -> Action:
+        return self.events.action
+
+    @property
+    def config(self) -> m.StreamConfig:
+        return self.events.config
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        return self.events.current
+
+    @property
+    def changes(self) -> dict[str, str]:
+        return self.events.changes
+
+    @property
+    def blocker(self) -> str:
+        return self.events.blocker
+
+    def role(self, role: Role) -> StreamPlan | None:
+        """The plan of the stream with `role`, if this plan covers it."""
+        return next((s for s in self.streams if s.role == role), None)
+
+
+# -- what each stream should be -------------------------------------------------
+
+
+def event_stream_config(cfg: NatsConfig, server_version: tuple[int, int, int]) -> m.StreamConfig:
+    """The event stream as the store needs it (atomic batches where the server has them)."""
+    return m.StreamConfig(
+        name=cfg.stream_name,
+        subjects=Subjects(cfg.subject_prefix).events_stream,
+        num_replicas=cfg.replicas,
+        max_age=int(cfg.max_age * m.NANOS),
+        duplicate_window=int(cfg.duplicate_window * m.NANOS),
+        allow_direct=True,
+        allow_atomic=server_version >= ATOMIC_SERVER,
+        deny_delete=True,
+    )
+
+
+def snapshot_stream_config(cfg: NatsConfig) -> m.StreamConfig:
+    """The snapshot stream: the latest snapshot per aggregate plus `snapshot_history`."""
+    return m.StreamConfig(
+        name=cfg.snapshot_stream,
+        subjects=Subjects(cfg.subject_prefix).snapshots_stream,
+        num_replicas=cfg.replicas,
+        max_msgs_per_subject=1 + cfg.snapshot_history,
+        discard="old",
+        duplicate_window=int(cfg.duplicate_window * m.NANOS),
+        allow_direct=True,
+    )
+
+
+def dlq_stream_config(cfg: NatsConfig) -> m.StreamConfig:
+    """The dead-letter stream `<dlq_stream>` on `<prefix>.dlq.>`."""
+    return m.StreamConfig(
+        name=cfg.dlq_stream,
+        subjects=[Subjects(cfg.subject_prefix).dlq_stream],
+        num_replicas=cfg.replicas,
+        duplicate_window=int(cfg.duplicate_window * m.NANOS),
+        allow_direct=True,
+    )
+
+
+def differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, str]:
+    """Settings of `wanted` the existing stream does not have, as 'old -> new'."""
+    out: dict[str, str] = {}
+    for key, value in msgspec.structs.asdict(wanted).items():
+        if key == "subjects":
+            missing = [s for s in value if s not in current.get("subjects", [])]
+            if missing:
+                out[key] = f"add {missing}"
+            continue
+        have = current.get(key, False if isinstance(value, bool) else None)
+        if have != value:
+            out[key] = f"{have!r} -> {value!r}"
+    return out
+
+
+# -- planning --------------------------------------------------------------------
+
+
+def check_server(wire: Wire) -> None:
+    """Raise if the connected server cannot host the store.
+
+    Raises:
+        ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
+        StoreUnavailable: JetStream is not enabled.
+    """
+    version = wire.server_version
+    if version < MIN_SERVER:
+        raise ServerTooOld(
+            f"nats-server {'.'.join(map(str, version))} is too old: angzarr_es needs "
+            f"{'.'.join(map(str, MIN_SERVER))} or newer (batch Direct Get with no_hdr)"
+        )
+    if not wire.jetstream_enabled:
+        raise StoreUnavailable(
+            "the NATS server does not have JetStream enabled (start it with -js)"
+        )
+
+
+async def plan(wire: Wire, cfg: NatsConfig, *, bus: bool = False) -> ProvisionPlan:
+    """What provisioning would do, changing nothing: the event and snapshot
+    streams, and with `bus` (in JetStream mode) the dead-letter stream and
+    the configured consumers.
+
+    Raises:
+        ServerTooOld, StoreUnavailable, StoreError
+    """
+    check_server(wire)
+    streams = [
+        await _plan_events(wire, event_stream_config(cfg, wire.server_version)),
+        await _plan_settings(wire, "snapshot stream", snapshot_stream_config(cfg)),
+    ]
+    consumers: list[ConsumerPlan] = []
+    if bus and cfg.jetstream:
+        streams.append(await _plan_dead_letters(wire, dlq_stream_config(cfg)))
+        events_exist = streams[0].action != "create"
+        for spec in cfg.consumers:
+            exists = events_exist and (
+                await wire.js.consumer_info(cfg.stream_name, spec.name) is not None
+            )
+            consumers.append(
+                ConsumerPlan(
+                    name=spec.name,
+                    filter=spec.filter,
+                    max_deliver=spec.max_deliver,
+                    ack_wait=spec.ack_wait,
+                    exists=exists,
+                )
+            )
+    return ProvisionPlan(streams=streams, consumers=consumers)
+
+
+async def _plan_events(wire: Wire, wanted: m.StreamConfig) -> StreamPlan:
+    name = wanted.name
+    current = await wire.js.stream_settings(name, "stream")
+    if current is None:
+        return StreamPlan(role="event stream", action="create", config=wanted)
+    have = int(current.get("num_replicas", 1) or 1)
+    if have > wanted.num_replicas:
+        # Fewer copies never makes an event store safer: an operator who
+        # scaled the stream up (say to R3) keeps it, whatever the default.
+        wanted = msgspec.structs.replace(wanted, num_replicas=have)
+    changes = differences(wanted, current)
+    if not changes:
+        return StreamPlan(role="event stream", action="none", config=wanted, current=current)
+    for key in _IMMUTABLE:
+        if key in changes:
+            return StreamPlan(
+                role="event stream",
+                action="blocked",
+                config=wanted,
+                current=current,
+                changes=changes,
+                blocker=(
+                    f"stream {name} exists with {key}={current.get(key)!r}; the event store "
+                    f"needs {key}={getattr(wanted, key)!r} and it cannot be changed in "
+                    "place. Move the events to a new stream or pick another "
+                    "bus.nats.stream_name."
+                ),
+            )
+    # Keep the stream's other subjects, minus those our wildcard now covers
+    # (the server refuses overlapping subjects within one stream).
+    ours = wanted.subjects[0].removesuffix(">")
+    kept = [s for s in current.get("subjects", []) if not s.startswith(ours)]
+    subjects = list(dict.fromkeys([*kept, *wanted.subjects]))
+    merged = msgspec.structs.replace(wanted, subjects=subjects)
+    return StreamPlan(
+        role="event stream", action="update", config=merged, current=current, changes=changes
+    )
+
+
+async def _plan_settings(wire: Wire, role: Role, wanted: m.StreamConfig) -> StreamPlan:
+    """A stream brought to `wanted` whole (the snapshot stream)."""
+    current = await wire.js.stream_settings(wanted.name, role)
+    if current is None:
+        return StreamPlan(role=role, action="create", config=wanted)
+    changes = differences(wanted, current)
+    action: Action = "update" if changes else "none"
+    return StreamPlan(role=role, action=action, config=wanted, current=current, changes=changes)
+
+
+async def _plan_dead_letters(wire: Wire, wanted: m.StreamConfig) -> StreamPlan:
+    """The dead-letter stream: created, or given its subject; its other settings
+    are the operator's (retention of dead letters is a policy choice)."""
+    role: Role = "dead-letter stream"
+    current = await wire.js.stream_settings(wanted.name, role)
+    if current is None:
+        return StreamPlan(role=role, action="create", config=wanted)
+    subjects = list(current.get("subjects", []))
+    if wanted.subjects[0] in subjects:
+        return StreamPlan(role=role, action="none", config=wanted, current=current)
+    config = msgspec.structs.replace(wanted, subjects=[*subjects, *wanted.subjects])
+    changes = {"subjects": f"add {wanted.subjects}"}
+    return StreamPlan(role=role, action="update", config=config, current=current, changes=changes)
+
+
+# -- carrying it out ---------------------------------------------------------------
+
+
+async def apply(wire: Wire, planned: ProvisionPlan) -> None:
+    """Create or update the streams of `planned`, in order.
+
+    Raises:
+        StreamConfigError: a stream cannot be changed in place (nothing after
+            it is changed).
+        StoreError: the server refused.
+    """
+    for stream in planned.streams:
+        name = stream.config.name
+        if stream.action == "blocked":
+            raise StreamConfigError(stream.blocker)
+        if stream.action == "create":
+            await wire.js.stream_put(stream.config, create=True, what=f"{stream.role} {name}")
+            log.info("created %s %s", stream.role, name)
+        elif stream.action == "update":
+            changed = ", ".join(f"{k}: {v}" for k, v in stream.changes.items())
+            log.warning("updating %s %s: %s", stream.role, name, changed)
+            await wire.js.stream_put(stream.config, create=False, what=f"{stream.role} {name}")
+
+
+async def ensure_dead_letters(wire: Wire, cfg: NatsConfig) -> None:
+    """Create the dead-letter stream if it is missing, or add `<prefix>.dlq.>` to
+    the subjects of an existing one (a projector does this as it starts).
+
+    Raises:
+        StoreError: the server refused.
+    """
+    await apply(
+        wire, ProvisionPlan(streams=[await _plan_dead_letters(wire, dlq_stream_config(cfg))])
+    )
