@@ -29,11 +29,24 @@ The README and docs/ of the source distribution give the details.
 """
 
 from angzarr_es import filters as filters
+from angzarr_es._codec import RecordedEvent
+from angzarr_es._nats.messages import StreamConfig
 from angzarr_es._observe import Observer
-from angzarr_es._types import ANY, AppendResult, Expected, History, Snapshot
-from angzarr_es.bus import Bus, CatchUp, Delivery, Projector, ProjectorStats, Subscription
+from angzarr_es._provision import ConsumerPlan, ProvisionPlan, StreamPlan
+from angzarr_es._types import ANY, AppendResult, Expected, ExpectedVersion, History, Snapshot
+from angzarr_es.bus import (
+    Bus,
+    CatchUp,
+    Delivery,
+    Handler,
+    Projector,
+    ProjectorSettings,
+    ProjectorStats,
+    SkipHandler,
+    Start,
+    Subscription,
+)
 from angzarr_es.client import Client, connect
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.errors import (
     AngzarrESError,
@@ -53,12 +66,15 @@ from angzarr_es.errors import (
     StoreUnavailable,
     StreamConfigError,
 )
+from angzarr_es.health import Health
 from angzarr_es.store import EventStore
+from angzarr_es.subjects import AggregateId
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
+    "AggregateId",
     "AngzarrESError",
     "AppendResult",
     "AppendTooLarge",
@@ -70,9 +86,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConsumerConfigError",
+    "ConsumerPlan",
     "Delivery",
     "EventStore",
     "Expected",
+    "ExpectedVersion",
+    "Handler",
+    "Health",
     "History",
     "InvalidAggregateId",
     "InvalidDomain",
@@ -81,14 +101,20 @@ __all__ = [
     "Observer",
     "PermissionDenied",
     "Projector",
+    "ProjectorSettings",
     "ProjectorStats",
+    "ProvisionPlan",
     "RecordedEvent",
     "ServerTooOld",
+    "SkipHandler",
     "Snapshot",
+    "Start",
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",
+    "StreamConfig",
     "StreamConfigError",
+    "StreamPlan",
     "Subscription",
     "connect",
 ]

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import Message
 
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._types import AppendResult, ExpectedVersion, History
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.subjects import AggregateId
 
 __all__ = ["StoreProtocol", "StoresProtocol"]

@@ -11,8 +11,8 @@ import msgspec
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from angzarr_es import codec
-from angzarr_es.codec import RecordedEvent
+from angzarr_es import _codec
+from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import InvalidSnapshot
 from angzarr_es.subjects import AggregateId, correlation_token
 
@@ -178,7 +178,7 @@ def prepare_append(
     key = check_idempotency_key(idempotency_key)
     if isinstance(events, Message):
         raise TypeError("events must be a list of protobuf messages, not one message")
-    packed = [codec.pack(e) for e in events]
+    packed = [_codec.pack(e) for e in events]
     place = where(root)
     if not isinstance(correlation_id, str):
         raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from angzarr_es import _provision
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._health import check as check_health
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
@@ -26,9 +27,8 @@ from angzarr_es.bus import (
     SkipHandler,
     Start,
     Subscription,
-    handler_task,
 )
-from angzarr_es.codec import RecordedEvent
+from angzarr_es.bus._projector import handler_task
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.errors import (
     ConfigError,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import msgspec
 from google.protobuf.message import Message
 
-from angzarr_es import codec
+from angzarr_es import _codec
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._types import (
     ANY,
     AppendResult,
@@ -25,7 +26,6 @@ from angzarr_es._types import (
     prepare_append,
     prepare_read,
 )
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import ConcurrencyError, InvalidEdition, InvalidSnapshot
 from angzarr_es.subjects import (
     AggregateId,
@@ -67,7 +67,7 @@ def _sort_key(key: _Key) -> str:
 
 
 class InMemoryEventStore:
-    """`EventStore`'s contract in a dict; events go through the same codec."""
+    """`EventStore`'s contract in a dict; events go through the same _codec."""
 
     def __init__(
         self, domain: str, edition: str | None = None, *, world: _World | None = None
@@ -116,8 +116,8 @@ class InMemoryEventStore:
         written = [
             RecordedEvent(
                 sequence=first + offset,
-                event=codec.unpack(item),
-                type_name=codec.type_name_of(item.type_url),
+                event=_codec.unpack(item),
+                type_name=_codec.type_name_of(item.type_url),
                 created_at=now,
                 correlation_id=correlation_id,
             )
@@ -184,7 +184,7 @@ class InMemoryEventStore:
             raise InvalidSnapshot(
                 f"aggregate is at next sequence {nxt}; cannot snapshot sequence {sequence}"
             )
-        copy = codec.unpack(codec.pack(state))
+        copy = _codec.unpack(_codec.pack(state))
         kept = [*self._world.snapshots.get(key, []), Snapshot(sequence=sequence, state=copy)]
         self._world.snapshots[key] = kept[-(1 + self._world.snapshot_history) :]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import redact_url
 from benchmarks.commits import commit
@@ -139,7 +139,7 @@ class Recorder:
         the caller to keep)."""
         out: list[Message] = []
         for row in self.recorder.select_events(root):
-            cls = codec._class_for(row.topic)
+            cls = _codec._class_for(row.topic)
             assert cls is not None
             out.append(cls.FromString(row.state))
         return out
@@ -167,5 +167,5 @@ class CodecOnly:
     def load(self, root: str) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
         for payload in self.commits.get(root, []):
-            out.extend(codec.recorded(codec.decode_book(payload)))
+            out.extend(_codec.recorded(_codec.decode_book(payload)))
         return out

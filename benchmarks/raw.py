@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es.pb import core_pb2
 
 H_EXPECTED = "Nats-Expected-Last-Subject-Sequence"
@@ -44,7 +44,7 @@ def _decode_events(book: core_pb2.EventBook, out: list[Message]) -> None:
         packed = page.event
         cls = _classes.get(packed.type_url)
         if cls is None:
-            cls = _classes[packed.type_url] = codec._class_for(packed.type_url.rpartition("/")[2])
+            cls = _classes[packed.type_url] = _codec._class_for(packed.type_url.rpartition("/")[2])
         out.append(packed if cls is None else cls.FromString(packed.value))
 
 

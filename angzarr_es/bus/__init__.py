@@ -32,9 +32,9 @@ from angzarr_es.bus._deadletter import (
     H_STREAM_SEQ,
     H_SUBJECT,
 )
-from angzarr_es.bus._delivery import Delivery, Handler, SkipHandler, Start, root_of
-from angzarr_es.bus._projector import Projector, handler_task
-from angzarr_es.bus._settings import ProjectorSettings, ProjectorStats, provision_consumer
+from angzarr_es.bus._delivery import Delivery, Handler, SkipHandler, Start
+from angzarr_es.bus._projector import Projector
+from angzarr_es.bus._settings import ProjectorSettings, ProjectorStats
 
 __all__ = [
     "H_DELIVERIES",
@@ -53,7 +53,4 @@ __all__ = [
     "SkipHandler",
     "Start",
     "Subscription",
-    "handler_task",
-    "provision_consumer",
-    "root_of",
 ]

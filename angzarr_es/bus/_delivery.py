@@ -13,8 +13,8 @@ from typing import Literal
 
 import msgspec
 
-from angzarr_es import codec
-from angzarr_es.codec import RecordedEvent
+from angzarr_es import _codec
+from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import AngzarrESError, InvalidAggregateId
 from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import parse_subject
@@ -80,13 +80,13 @@ def decode_delivery(
         InvalidAggregateId: `subject` is not an aggregate subject under `prefix`.
     """
     domain, root = parse_subject(prefix, subject)
-    book = codec.decode_book(data, subject=subject, stream_sequence=stream_sequence)
+    book = _codec.decode_book(data, subject=subject, stream_sequence=stream_sequence)
     return Delivery(
         subject=subject,
         domain=domain,
         root=root,
         book=book,
-        events=codec.recorded(book, subject=subject),
+        events=_codec.recorded(book, subject=subject),
         stream_sequence=stream_sequence,
         delivery_count=delivery_count,
         edition=book.cover.edition.name,

@@ -79,7 +79,7 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
                 )
         start_config(self.start)
 
-    def consumer_config(self) -> m.ConsumerConfig:
+    def _consumer_config(self) -> m.ConsumerConfig:
         """The durable consumer as the server should hold it."""
         return m.ConsumerConfig(
             durable_name=self.durable,
@@ -132,7 +132,7 @@ async def provision_consumer(
     """
     settings.check()
     stream, name = cfg.stream_name, settings.durable
-    wanted = settings.consumer_config()
+    wanted = settings._consumer_config()
     for _ in range(3):
         info = await wire.js.consumer_info(stream, name)
         if info is None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from google.protobuf import any_pb2
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es._nats import Stored
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import CONFLICT_CODES, DUPLICATE_IN_PROCESS
@@ -110,7 +110,7 @@ class Appender:
             pos = await self._position_for(subject, expected)
             cover_root = root_bytes(root)
             for _ in range(ANY_ATTEMPTS):
-                payload = codec.encode_commit(
+                payload = _codec.encode_commit(
                     domain=self._domain,
                     root=cover_root,
                     first_sequence=pos.next_sequence,
@@ -337,8 +337,8 @@ class Appender:
         """The result of a commit stored under an idempotency key: a duplicate
         unless it carries `own`, this call's append id."""
         seq = stored.seq
-        book = codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
-        first, nxt = codec.commit_span(book, subject=subject, stream_sequence=seq)
+        book = _codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
+        first, nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)
         duplicate = stored.append_id != own
         if not duplicate:  # this call's own commit: where the aggregate now stands
             self._cache.put(subject, Position(nxt, seq))

@@ -20,8 +20,8 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from angzarr_es import codec
-from angzarr_es.codec import RecordedEvent
+from angzarr_es import _codec
+from angzarr_es._codec import RecordedEvent
 from angzarr_es.pb import core_pb2
 from angzarr_es.store import _typed
 
@@ -34,7 +34,7 @@ MISS_COST = 8
 COOLDOWN = 256
 
 _parse_book = core_pb2.EventBook.FromString
-_EPOCH = codec.EPOCH
+_EPOCH = _codec.EPOCH
 _timedelta = dt.timedelta
 
 
@@ -58,7 +58,7 @@ class Guess:
             self.cooldown -= 1
             return
         url = pages[len(pages) - 1].event.type_url
-        name, cls = codec.kind_of(url)
+        name, cls = _codec.kind_of(url)
         self.parse = None if cls is None else _typed.parser_for(cls)
         self.typed = (url, name)
 
@@ -103,8 +103,8 @@ def decode_commits(
         Corrupt: a payload is not an EventBook, or not the aggregate's next commit.
         CodecError: an event does not decode as its type.
     """
-    extend = codec.extend_recorded
-    span = codec.span
+    extend = _codec.extend_recorded
+    span = _codec.span
     guess = scan.guess
     append = out.append
     index = offset

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
 from angzarr_es.config import NatsConfig
@@ -63,7 +63,7 @@ def _remember(ctx: StoreContext, subject: str, last: tuple[bytes, int] | None) -
     if last is None:
         return NEW
     payload, seq = last
-    book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
-    pos = Position(codec.commit_span(book, subject=subject, stream_sequence=seq)[1], seq)
+    book = _codec.decode_book(payload, subject=subject, stream_sequence=seq)
+    pos = Position(_codec.commit_span(book, subject=subject, stream_sequence=seq)[1], seq)
     ctx.cache.put(subject, pos)
     return pos

@@ -31,10 +31,10 @@ import secrets
 
 import msgspec
 
-from angzarr_es import codec
+from angzarr_es import _codec
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats import Wire
 from angzarr_es._nats.messages import H_MSG_ID
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import InvalidAggregateId
 from angzarr_es.subjects import Subjects, decode_root
 
@@ -158,12 +158,12 @@ async def by_correlation(
         if commit is None or commit[1] in found:
             continue
         payload, commit_seq = commit
-        book = codec.decode_book(payload, subject=entry.subject, stream_sequence=commit_seq)
+        book = _codec.decode_book(payload, subject=entry.subject, stream_sequence=commit_seq)
         if book.cover.correlation_id != correlation_id or not book.pages:
             continue
         if book.pages[0].header.sequence != entry.first_sequence:
             continue
-        events = codec.recorded(book, subject=entry.subject)
+        events = _codec.recorded(book, subject=entry.subject)
         found[commit_seq] = ((where[0], where[1]), events)
     out: dict[tuple[str, str], list[RecordedEvent]] = {}
     for commit_seq in sorted(found):

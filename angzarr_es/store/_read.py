@@ -8,8 +8,8 @@ import datetime as dt
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._types import History, Snapshot, prepare_read
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import CodecError, StoreError
 from angzarr_es.store import _snapshots
 from angzarr_es.store._cache import Position

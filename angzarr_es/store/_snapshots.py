@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError, Message
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es._nats import Wire
 from angzarr_es._types import Snapshot
 from angzarr_es.errors import CodecError, InvalidSnapshot
@@ -27,8 +27,8 @@ H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
 
 
 def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:
-    book = codec.decode_book(payload, subject=subject, stream_sequence=seq)
-    return codec.commit_span(book, subject=subject, stream_sequence=seq)
+    book = _codec.decode_book(payload, subject=subject, stream_sequence=seq)
+    return _codec.commit_span(book, subject=subject, stream_sequence=seq)
 
 
 async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) -> int:
@@ -82,7 +82,7 @@ async def save(
         StoreTimeout, StoreUnavailable, StoreError
     """
     snap = core_pb2.Snapshot(sequence=sequence)
-    snap.state.CopyFrom(codec.pack(state))
+    snap.state.CopyFrom(_codec.pack(state))
     headers = {H_COMMIT_SEQ: str(commit_seq)}
     ack = await wire.publish_commit(subject, snap.SerializeToString(), headers, wire.timeout)
     if ack.error is not None:
@@ -110,5 +110,5 @@ async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] 
             subject=subject,
         )
     commit_seq = int(raw_seq)
-    record = Snapshot(sequence=snap.sequence, state=codec.unpack(snap.state))
+    record = Snapshot(sequence=snap.sequence, state=_codec.unpack(snap.state))
     return record, commit_seq

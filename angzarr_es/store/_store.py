@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Iterable
 
 from google.protobuf.message import Message
 
+from angzarr_es._codec import RecordedEvent
 from angzarr_es._observe import observe_append, observe_load
 from angzarr_es._types import (
     AppendResult,
@@ -16,7 +17,6 @@ from angzarr_es._types import (
     prepare_append,
     prepare_read,
 )
-from angzarr_es.codec import RecordedEvent
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
 from angzarr_es.store._context import StoreContext, fresh_position

@@ -12,7 +12,8 @@ import pytest
 
 import angzarr_es
 from angzarr_es import ConfigError, filters
-from angzarr_es.bus import CatchUp, Delivery, Subscription, root_of
+from angzarr_es.bus import CatchUp, Delivery, Subscription
+from angzarr_es.bus._delivery import root_of
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2

@@ -776,7 +776,7 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     """A process that takes a commit and dies (never acks) on its last delivery: the
     server gives up by itself and the running projector dead-letters the commit
     from the server's MAX_DELIVERIES advisory."""
-    from angzarr_es.bus import provision_consumer
+    from angzarr_es.bus._settings import provision_consumer
 
     await append_many(client, ["lost"], 1)
     seen = Recorder()

@@ -9,7 +9,7 @@ from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_fa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from angzarr_es import CodecError, codec
+from angzarr_es import CodecError, _codec
 from angzarr_es.pb import core_pb2, player_pb2
 
 
@@ -25,18 +25,18 @@ from angzarr_es.pb import core_pb2, player_pb2
 )
 def test_commit_round_trip(first: int, amounts: list[int], corr: str, when: dt.datetime) -> None:
     events = [player_pb2.FundsDeposited(amount_cents=a) for a in amounts]
-    payload = codec.encode_commit(
+    payload = _codec.encode_commit(
         domain="player",
         root=b"r",
         first_sequence=first,
-        events=[codec.pack(e) for e in events],
+        events=[_codec.pack(e) for e in events],
         correlation_id=corr,
         created_at=when,
     )
-    book = codec.decode_book(payload)
+    book = _codec.decode_book(payload)
     assert book.cover.domain == "player"
     assert book.next_sequence == first + len(events)
-    out = codec.recorded(book)
+    out = _codec.recorded(book)
     assert [r.sequence for r in out] == list(range(first, first + len(events)))
     assert [r.event for r in out] == events
     assert all(r.correlation_id == corr for r in out)
@@ -44,7 +44,7 @@ def test_commit_round_trip(first: int, amounts: list[int], corr: str, when: dt.d
 
 
 def test_type_url_is_slash_full_name() -> None:
-    packed = codec.pack(player_pb2.PlayerRegistered(name="x"))
+    packed = _codec.pack(player_pb2.PlayerRegistered(name="x"))
     assert packed.type_url == "/examples.player.PlayerRegistered"
 
 
@@ -59,23 +59,23 @@ def test_any_prefix_before_the_last_slash_is_accepted(url: str) -> None:
     packed = any_pb2.Any(
         type_url=url, value=player_pb2.PlayerRegistered(name="n").SerializeToString()
     )
-    assert codec.unpack(packed) == player_pb2.PlayerRegistered(name="n")
+    assert _codec.unpack(packed) == player_pb2.PlayerRegistered(name="n")
 
 
 def test_unknown_types_stay_raw() -> None:
     packed = any_pb2.Any(type_url="/nope.Nothing", value=b"\x01")
-    assert codec.unpack(packed) is packed
+    assert _codec.unpack(packed) is packed
 
 
 def test_bytes_that_do_not_parse_as_the_named_type_raise() -> None:
     packed = any_pb2.Any(type_url="/examples.player.PlayerRegistered", value=b"\xff\xff")
     with pytest.raises(CodecError):
-        codec.unpack(packed)
+        _codec.unpack(packed)
 
 
 def test_corrupt_book_names_subject_and_sequence() -> None:
     with pytest.raises(CodecError) as info:
-        codec.decode_book(b"\xff\xff", subject="a.b", stream_sequence=7)
+        _codec.decode_book(b"\xff\xff", subject="a.b", stream_sequence=7)
     assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
 
 
@@ -83,9 +83,9 @@ def test_pages_without_next_sequence_are_understood() -> None:
     book = core_pb2.EventBook()
     for seq in (4, 5):
         book.pages.add().header.sequence = seq
-    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+    assert _codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
     book.next_sequence = 6
-    assert codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
+    assert _codec.commit_span(book, subject="a.b", stream_sequence=7) == (4, 6)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_a_book_that_is_not_a_commit_has_no_span(sequences: tuple[int, ...], nxt
     for seq in sequences:
         book.pages.add().header.sequence = seq
     with pytest.raises(CodecError) as info:
-        codec.commit_span(book, subject="a.b", stream_sequence=7)
+        _codec.commit_span(book, subject="a.b", stream_sequence=7)
     assert (info.value.subject, info.value.stream_sequence) == ("a.b", 7)
 
 
@@ -116,13 +116,13 @@ def test_pack_names_a_missing_required_field() -> None:
     pool.Add(fdp)
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("teststrict.Strict"))
     with pytest.raises(ValueError, match=r"teststrict\.Strict.*required fields: id"):
-        codec.pack(cls())
+        _codec.pack(cls())
     filled = cls()
     filled.ParseFromString(b"\n\x01x")  # id = "x": the stubs type cls() as a bare Message
-    assert codec.pack(filled).type_url == "/teststrict.Strict"
+    assert _codec.pack(filled).type_url == "/teststrict.Strict"
 
 
 @pytest.mark.parametrize("bad", [b"x", 1, None, object()])
 def test_pack_refuses_non_messages(bad: object) -> None:
     with pytest.raises(TypeError):
-        codec.pack(bad)  # type: ignore[arg-type]
+        _codec.pack(bad)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from angzarr_es import codec
+from angzarr_es import _codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.pb import core_pb2, player_pb2
 
@@ -44,9 +44,9 @@ def reference_recorded(book: core_pb2.EventBook, lo: int, hi: int | None) -> lis
         out.append(
             RecordedEvent(
                 sequence=seq,
-                event=codec.unpack(page.event),
-                type_name=codec.type_name_of(page.event.type_url),
-                created_at=codec.to_datetime(page.created_at),
+                event=_codec.unpack(page.event),
+                type_name=_codec.type_name_of(page.event.type_url),
+                created_at=page.created_at.ToDatetime(tzinfo=dt.UTC),
                 correlation_id=book.cover.correlation_id,
             )
         )
@@ -62,8 +62,8 @@ def reference_recorded(book: core_pb2.EventBook, lo: int, hi: int | None) -> lis
 def test_encode_commit_matches_the_plain_protobuf_encoding(
     first: int, amounts: list[int], created_at: dt.datetime
 ) -> None:
-    events = [codec.pack(player_pb2.FundsDeposited(amount_cents=a)) for a in amounts]
-    got = codec.encode_commit(
+    events = [_codec.pack(player_pb2.FundsDeposited(amount_cents=a)) for a in amounts]
+    got = _codec.encode_commit(
         domain="player",
         root=b"\x01" * 16,
         first_sequence=first,
@@ -91,7 +91,7 @@ def books(draw: st.DrawFn) -> core_pb2.EventBook:
         page.created_at.seconds = when
         page.created_at.nanos = nanos
         if draw(st.booleans()):
-            page.event.CopyFrom(codec.pack(player_pb2.FundsDeposited(amount_cents=seq)))
+            page.event.CopyFrom(_codec.pack(player_pb2.FundsDeposited(amount_cents=seq)))
         else:
             page.event.type_url = "/unknown.Type"
             page.event.value = b"\x08\x01"
@@ -109,5 +109,5 @@ def test_recorded_matches_reading_every_page(
 ) -> None:
     hi = None if span is None else lo + span
     parsed = core_pb2.EventBook.FromString(book.SerializeToString())
-    assert codec.recorded(parsed, lo, hi) == reference_recorded(parsed, lo, hi)
-    assert codec.recorded(parsed) == reference_recorded(parsed, 0, None)
+    assert _codec.recorded(parsed, lo, hi) == reference_recorded(parsed, lo, hi)
+    assert _codec.recorded(parsed) == reference_recorded(parsed, 0, None)
