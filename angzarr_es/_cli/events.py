@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
-from angzarr_es._codec import RecordedEvent
+from angzarr_es.codec import RecordedEvent
 
 
 def event_json(event: Message) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import msgspec
 
 import angzarr_es
 from angzarr_es._cli.common import load_config
-from angzarr_es._nats import messages as js
 from angzarr_es._provision import ProvisionPlan, StreamPlan
 from angzarr_es.config import redact_url
 
@@ -85,7 +84,7 @@ def _side_plan(plan: ProvisionPlan) -> None:
 
 def _describe(plan: ProvisionPlan) -> None:
     print("configuration (JSON for `nats stream add --config`):")
-    print(msgspec.json.format(js.encode(plan.config), indent=2).decode())
+    print(msgspec.json.format(msgspec.json.encode(plan.config), indent=2).decode())
     _changes(plan.events)
 
 
