@@ -4,7 +4,7 @@ and `testing.InMemoryClient`).
 
 mypy checks each implementation against these at the bottom of this module,
 so the in-memory double cannot drift from the JetStream store's signatures;
-`tests/test_contract.py` checks that they behave alike.
+`tests/integration/test_contract.py` checks that they behave alike.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Metric(msgspec.Struct, frozen=True, kw_only=True):
 
 # The spec table: key -> metric. The key names the family on StoreMetrics
 # (`metrics.families[key]`); the families, this module's series list and the
-# check of the docs table (tests/test_metrics.py) all come from here.
+# check of the docs table (tests/integration/test_metrics.py) all come from here.
 SPEC: Mapping[str, Metric] = {
     "append_seconds": Metric(
         name="angzarr_es_append_seconds",

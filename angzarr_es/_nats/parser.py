@@ -8,15 +8,15 @@ a load of small commits (profiled with cProfile on `Wire.direct_batch`).
 
 `FastParser` reads MSG/HMSG operations straight from the received chunk with
 `find` and `split`, slices each payload once, and hands the messages of the
-subscriptions the store serves directly (`_wire._Client.direct`) to their
+subscriptions the store serves directly (`connection.FastClient.direct`) to their
 handler without a coroutine. Anything else (PING, PONG, +OK, -ERR, INFO, or an
 operation written in a form it does not expect) is left to nats-py's own
-parser, byte for byte as before; `tests/test_parser.py` checks that both
+parser, byte for byte as before; `tests/unit/test_parser.py` checks that both
 parsers dispatch the same calls for arbitrary streams cut at arbitrary points.
 
 `take` is the same dispatch, synchronous and for the leading messages of a
 chunk only: the connection offers it the bytes it receives while nats-py's
-reader task is idle with nothing buffered (`_wire._read_sooner`), which saves
+reader task is idle with nothing buffered (`connection._read_sooner`), which saves
 the pass of the event loop that task needs to wake up. The tests feed the same
 streams through `take` first, including chunks that start inside a message.
 

@@ -4,7 +4,7 @@
                                 concurrency=8) as p:
         ...
 
-Semantics (all measured against nats-server in tests/test_projector.py):
+Semantics (all measured against nats-server in tests/integration/test_projector.py):
 
 - Explicit acks. A handler that returns acks its commit; one that raises gets
   a NAK with the delay `backoff[n-1]` after its n-th delivery (the last value
