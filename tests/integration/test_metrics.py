@@ -240,7 +240,7 @@ async def test_a_subscription_delivery_carries_the_commit_headers(
     assert "Nats-Msg-Id" in delivery.headers
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # The series as dashboards know them: (sample name, label names), and the
 # histograms' bucket bounds. Changing the spec table must not change these.
