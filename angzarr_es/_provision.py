@@ -308,10 +308,10 @@ async def apply(wire: Wire, planned: ProvisionPlan) -> None:
             raise StreamConfigError(stream.blocker)
         if stream.action == "create":
             await wire.js.stream_put(stream.config, create=True, what=f"{stream.role} {name}")
-            log.info("created %s %s", stream.role, name)
+            log.info("created stream %s (%s)", name, stream.role)
         elif stream.action == "update":
             changed = ", ".join(f"{k}: {v}" for k, v in stream.changes.items())
-            log.warning("updating %s %s: %s", stream.role, name, changed)
+            log.warning("updating stream %s (%s): %s", name, stream.role, changed)
             await wire.js.stream_put(stream.config, create=False, what=f"{stream.role} {name}")
 
 
