@@ -141,6 +141,11 @@ class Client:
         """The URL of the server currently connected to, credentials redacted ("" if none)."""
         return self._wire.connected_url
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection was closed for good (`close()`, or the server gone for good)."""
+        return self._wire.closed
+
     def store(self, domain: str, edition: str | None = None) -> EventStore:
         """The event store of one domain, on the main timeline or on `edition`.
 

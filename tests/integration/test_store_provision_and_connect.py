@@ -155,7 +155,10 @@ async def test_an_unreachable_server_is_store_unavailable() -> None:
 
 async def test_a_closed_client_raises_store_unavailable(client: angzarr_es.Client) -> None:
     store = client.store("player")
+    assert not client.closed
+    assert client.connected_url.startswith("nats://")
     await client.close()
+    assert client.closed
     with pytest.raises(angzarr_es.StoreUnavailable):
         await store.append("x", [deposit(1)], expected=0)
     with pytest.raises(angzarr_es.StoreUnavailable):

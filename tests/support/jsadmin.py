@@ -27,7 +27,7 @@ def connection(client: Client) -> NatsClient:
 
 def is_closed(client: Client) -> bool:
     """Whether the client's connection is closed."""
-    return bool(connection(client).is_closed)
+    return client.closed
 
 
 def subscription_count(client: Client) -> int:
