@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from angzarr_es.subjects import AggregateId, encode_root, validate_domain
+from angzarr_es.subjects import AggregateId, Subjects, encode_root, validate_domain
 
 __all__ = ["Filter", "FilterLike", "aggregate", "domain", "everything", "resolve"]
 
@@ -26,7 +26,7 @@ class Filter(msgspec.Struct, frozen=True, kw_only=True):
 
     def subject(self, prefix: str) -> str:
         """The NATS subject filter under `prefix`."""
-        return f"{prefix}.events.{self.tail}"
+        return Subjects(prefix).events_root + self.tail
 
 
 FilterLike = Filter | str
@@ -69,11 +69,11 @@ def resolve(f: FilterLike, prefix: str) -> str:
         raise TypeError(f"a filter must be a Filter or a subject string, got {type(f).__name__}")
     if not f or " " in f:
         raise ValueError(f"not a subject filter: {f!r}")
-    head = f"{prefix}.events."
-    if not f.startswith(head) and f != f"{prefix}.>":
+    subjects = Subjects(prefix)
+    if not subjects.is_events_filter(f):
         # It could never match a commit (a bare "player" subscribed to nothing).
         raise ValueError(
-            f"subject filter {f!r} is not under {head!r}: use filters.domain(...) "
-            "or a subject that carries the prefix"
+            f"subject filter {f!r} is not under {subjects.events_root!r}: use "
+            "filters.domain(...) or a subject that carries the prefix"
         )
     return f

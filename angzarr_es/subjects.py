@@ -169,10 +169,12 @@ def root_bytes(root: AggregateId) -> bytes:
 
 
 def events_filter(prefix: str, domain: str | None = None) -> str:
-    """Subject filter for all main-timeline aggregates of `domain` (or of every domain)."""
+    """Subject filter for all main-timeline aggregates of `domain` (or of every
+    commit of every domain)."""
+    subjects = Subjects(prefix)
     if domain is None:
-        return f"{prefix}.events.>"
-    return Subjects(prefix).domain_aggregates(validate_domain(domain))
+        return subjects.everything()
+    return subjects.domain_aggregates(validate_domain(domain))
 
 
 def domain_filter(prefix: str, domain: str) -> str:
@@ -186,13 +188,8 @@ def parse_subject(prefix: str, subject: str) -> tuple[str, str]:
     Raises:
         InvalidAggregateId: `subject` is not an aggregate subject under `prefix`.
     """
-    head = f"{prefix}.events."
-    if not subject.startswith(head):
-        raise InvalidAggregateId(f"{subject!r} is not under {head!r}")
-    parts = subject[len(head) :].split(".")
-    if len(parts) < 2:
-        raise InvalidAggregateId(f"{subject!r} is not an aggregate subject")
-    return parts[0], decode_root(parts[1])
+    domain, root, _ = Subjects(prefix).parse(subject)
+    return domain, root
 
 
 class Subjects:
@@ -261,6 +258,10 @@ class Subjects:
         """Everything of `domain`: every timeline and sub-subject."""
         return f"{self.events_root}{validate_domain(domain)}.>"
 
+    def everything(self) -> str:
+        """Every commit: every domain, aggregate and timeline."""
+        return self.events_root + ">"
+
     def all_aggregates(self) -> str:
         """Every main-timeline aggregate of every domain."""
         return self.events_root + "*.*"
@@ -274,6 +275,23 @@ class Subjects:
         return f"{self.snapshots_root}*.*.{edition}"
 
     # -- reading subjects ------------------------------------------------------------
+
+    def parse(self, subject: str) -> tuple[str, str, str]:
+        """(domain, aggregate id, edition) of an aggregate's subject ("" for the main timeline).
+
+        Raises:
+            InvalidAggregateId: `subject` is not an aggregate subject under this prefix.
+        """
+        if not subject.startswith(self.events_root):
+            raise InvalidAggregateId(f"{subject!r} is not under {self.events_root!r}")
+        parts = subject[len(self.events_root) :].split(".")
+        if len(parts) not in (2, 3):
+            raise InvalidAggregateId(f"{subject!r} is not an aggregate subject")
+        return parts[0], decode_root(parts[1]), parts[2] if len(parts) == 3 else ""
+
+    def is_events_filter(self, text: str) -> bool:
+        """Whether subject filter `text` can match commits under this prefix."""
+        return text.startswith(self.events_root) or text == f"{self.prefix}.>"
 
     def domain_of(self, subject: str) -> str:
         """The domain token of an event subject ("" if it is not one)."""

@@ -21,7 +21,7 @@ from angzarr_es._cli.common import add_decoding_options, import_protos, load_con
 from angzarr_es._cli.events import event_json, record, stamp
 from angzarr_es.bus import Delivery
 from angzarr_es.errors import AngzarrESError
-from angzarr_es.subjects import domain_filter, events_filter
+from angzarr_es.subjects import Subjects
 
 _json = msgspec.json.Encoder()
 
@@ -40,13 +40,15 @@ def subject_filter(text: str, prefix: str) -> str:
     Raises:
         CommandError: a filter outside `<prefix>.events.` (exit status 2).
     """
+    subjects = Subjects(prefix)
     if text in (">", "*"):
-        return events_filter(prefix)
+        return subjects.everything()
     if "." not in text and "*" not in text and ">" not in text:
-        return domain_filter(prefix, text)
-    head = f"{prefix}.events."
-    if not text.startswith(head) and text != f"{prefix}.events.>":
-        raise usage_error(f"filter {text!r} is not under {head} (bus.nats.subject_prefix)")
+        return subjects.domain_all(text)
+    if not text.startswith(subjects.events_root):
+        raise usage_error(
+            f"filter {text!r} is not under {subjects.events_root} (bus.nats.subject_prefix)"
+        )
     return text
 
 

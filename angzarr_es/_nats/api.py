@@ -18,7 +18,6 @@ from angzarr_es._nats.errors import (
     STREAM_NOT_FOUND,
 )
 from angzarr_es._nats.mux import Mux
-from angzarr_es.errors import StoreError
 
 __all__ = ["JetStream", "ack_metadata"]
 
@@ -166,8 +165,7 @@ class JetStream:
         while True:  # the server answers in pages of 256
             body = m.encode(m.OffsetRequest(offset=len(infos)))
             listing = m.stream_list(await self.call(STREAM_LIST, body, what="list streams"))
-            if listing.error is not None:
-                raise StoreError(f"list streams: {listing.error.description}")
+            _check("list streams", listing.error)
             infos.extend(listing.streams or [])
             if not listing.streams or len(infos) >= listing.total:
                 return infos
@@ -237,15 +235,14 @@ class JetStream:
             body = m.encode(m.OffsetRequest(offset=len(infos)))
             what = f"list consumers of {stream}"
             listing = m.consumer_list(await self.call(subject, body, what=what))
-            if listing.error is not None:
-                raise StoreError(f"{what}: {listing.error.description}")
+            _check(what, listing.error)
             infos.extend(listing.consumers or [])
             if not listing.consumers or len(infos) >= listing.total:
                 return infos
 
-    async def consumer_unpin(self, stream: str, name: str, group: str) -> str:
-        """Release the pinned client of a priority group; the refusal's text, or ""."""
+    async def consumer_unpin(self, stream: str, name: str, group: str) -> None:
+        """Release the pinned client of a priority group."""
         body = m.encode(m.UnpinRequest(group=group))
         subject = CONSUMER_UNPIN.format(stream=stream, consumer=name)
         reply = m.api_response(await self.call(subject, body, what="unpin"))
-        return "" if reply.error is None else reply.error.description
+        _check(f"unpin {name}", reply.error)

@@ -20,10 +20,10 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
-from angzarr_es._nats.errors import refused, translated
+from angzarr_es._nats.errors import connect_error, refused, translated
 from angzarr_es._nats.parser import FastParser, parse_headers, report_handler_error
 from angzarr_es.config import NatsConfig, redact_url
-from angzarr_es.errors import ConfigError, PermissionDenied, StoreUnavailable
+from angzarr_es.errors import ConfigError, StoreUnavailable
 
 __all__ = [
     "FastClient",
@@ -327,29 +327,16 @@ async def open_connection(
         attempt.result()
     except nats.errors.NoServersError as exc:
         cause = fatal.result() if fatal.done() else (last[-1] if last else exc)
-        if refused(cause):
-            raise PermissionDenied(
-                f"NATS at {where} refused the credentials: {reason(cause)}"
-            ) from exc
-        raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(cause)}") from exc
-    except nats.errors.Error as exc:
-        text = str(exc)
-        if "authorization" in text.lower() or "authentication" in text.lower():
-            raise PermissionDenied(f"NATS at {where} refused the credentials: {text}") from exc
-        raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(exc)}") from exc
-    except (TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(exc)}") from exc
+        raise connect_error(where, cause, reason(cause)) from exc
+    except (nats.errors.Error, TimeoutError, OSError) as exc:
+        raise connect_error(where, exc, reason(exc)) from exc
     except _GaveUp:
         if not fatal.done():
             raise StoreUnavailable(
                 f"cannot connect to NATS at {where}: no answer in time"
             ) from None
         cause = fatal.result()
-        if refused(cause):
-            raise PermissionDenied(
-                f"NATS at {where} refused the credentials: {reason(cause)}"
-            ) from cause
-        raise StoreUnavailable(f"cannot connect to NATS at {where}: {reason(cause)}") from cause
+        raise connect_error(where, cause, reason(cause)) from cause
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     return nc

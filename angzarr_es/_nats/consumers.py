@@ -18,6 +18,7 @@ from angzarr_es._nats.api import CONSUMER_NEXT, ack_metadata
 from angzarr_es._nats.connection import settle_subscriptions
 from angzarr_es._nats.errors import translated
 from angzarr_es._nats.wire import Wire
+from angzarr_es.errors import StoreError
 
 log = logging.getLogger("angzarr_es")
 
@@ -211,9 +212,10 @@ class Puller:
         if not (self.group and self.pin_id):
             return
         self.pin_id = ""
-        refused = await self.wire.js.consumer_unpin(self.stream, self.consumer, self.group)
-        if refused:
-            log.warning("could not unpin %s: %s", self.consumer, refused)
+        try:
+            await self.wire.js.consumer_unpin(self.stream, self.consumer, self.group)
+        except StoreError as exc:  # the pin expires on its own (priority_timeout)
+            log.warning("could not unpin %s: %s", self.consumer, exc)
 
     def stalled(self) -> bool:
         """Whether requests are outstanding but the server has gone quiet past two heartbeats."""

@@ -10,6 +10,7 @@ exception class nats-py defines has one.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
@@ -164,3 +165,40 @@ def refused(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return "authorization" in text or "authentication" in text
+
+
+def connect_error(where: str, cause: BaseException, reason: str) -> StoreError:
+    """The error for a connect to `where` that failed because of `cause`
+    (`reason` says it for a person: nats-py's timeouts say nothing)."""
+    if refused(cause):
+        return PermissionDenied(f"NATS at {where} refused the credentials: {reason}", code=403)
+    return StoreUnavailable(f"cannot connect to NATS at {where}: {reason}")
+
+
+# nats-server: Permissions Violation for Publish to "<subject>" / Subscription to ...
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
+
+
+class Violation(NamedTuple):
+    """An asynchronous permissions violation, as nats-py reports it."""
+
+    error: PermissionDenied
+    subject: str | None
+    """The denied publish's subject (lower case, as nats-py reports it); None
+    when the violation concerns every request (a denied subscription)."""
+    subscription: bool
+    """Whether a subscription was denied (our reply inbox, for one)."""
+
+
+def violation(exc: BaseException) -> Violation | None:
+    """The permissions violation `exc` reports, or None if it is something else."""
+    text = str(exc)
+    if "permissions violation" not in text.lower():
+        return None
+    denied = PermissionDenied(f"NATS refused: {text.removeprefix('nats: ')}", code=403)
+    found = _VIOLATION.search(text)
+    if found is None:
+        return Violation(denied, None, False)
+    if found.group(1).lower() == "publish":
+        return Violation(denied, found.group(2), False)
+    return Violation(denied, None, True)

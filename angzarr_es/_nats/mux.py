@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,15 +20,12 @@ from nats.aio.subscription import Subscription
 
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.connection import FastClient, serve_directly, settle_subscriptions
-from angzarr_es._nats.errors import NO_RESPONDERS, translated
+from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translated
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
 
 __all__ = ["Collector", "Mux", "feed"]
 
 log = logging.getLogger("angzarr_es")
-
-# nats-server: Permissions Violation for Publish to "<subject>" / Subscription to ...
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"', re.I)
 
 # How often pending requests are checked for their deadline: a request times
 # out between `timeout` and `timeout + SWEEP_INTERVAL` seconds.
@@ -154,14 +150,11 @@ class Mux:
             self._sweeper.cancel()
             self._sweeper = None
 
-    def permission_violation(self, text: str) -> None:
-        """Fail the requests an asynchronous permissions violation concerns."""
-        denied = PermissionDenied(f"NATS refused: {text.removeprefix('nats: ')}")
-        found = _VIOLATION.search(text)
-        # Only a denied publish names the request it concerns (lowercased by
-        # nats-py); a denied subscription (our reply inbox) dooms them all.
-        subject = found.group(2) if found and found.group(1).lower() == "publish" else None
-        if found and subject is None:
+    def permission_violation(self, found: Violation) -> None:
+        """Fail the requests an asynchronous permissions violation concerns:
+        a denied publish names its request; anything else dooms them all."""
+        denied, subject = found.error, found.subject
+        if found.subscription:
             self._sub_denied = denied
         for collector in self.collectors.values():
             if not collector.done.done() and subject in (None, collector.subject.lower()):

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import JetStream
 from angzarr_es._nats.connection import open_connection
-from angzarr_es._nats.errors import PROVISION_HINT, translated
+from angzarr_es._nats.errors import PROVISION_HINT, translated, violation
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
@@ -72,12 +72,12 @@ class Wire:
     def on_async_error(self, exc: Exception) -> None:
         """nats-py reported an error outside any call: a permissions violation
         fails the requests it concerns; anything else is logged."""
-        text = str(exc)
-        if "permissions violation" not in text.lower():
+        found = violation(exc)
+        if found is None:
             log.debug("nats: %r", exc)
             return
-        log.warning("nats: %s", text)
-        self.mux.permission_violation(text)
+        log.warning("nats: %s", exc)
+        self.mux.permission_violation(found)
 
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""

@@ -89,7 +89,7 @@ class DeadLetters:
             self._observer.dead_lettered(self._projector)
         ack = await self._wire.publish_commit(target, data, headers, self._wire.timeout)
         if ack.error is not None:
-            raise StoreError(f"dead-letter to {target}: {ack.error.description}")
+            raise ack.error.as_error(f"dead-letter to {target}")
 
     async def follow_advisories(self, on_dead: Callable[[], None]) -> _nats.CoreSubscription:
         """Dead-letter the commits the server gives up on by itself (a last

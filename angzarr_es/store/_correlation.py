@@ -36,7 +36,7 @@ from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats import Wire
 from angzarr_es._nats.messages import H_MSG_ID
 from angzarr_es.errors import InvalidAggregateId
-from angzarr_es.subjects import Subjects, decode_root
+from angzarr_es.subjects import Subjects
 
 __all__ = ["by_correlation", "index_subject", "write_entry"]
 
@@ -91,17 +91,10 @@ async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequen
 
 def _parse(prefix: str, subject: str) -> tuple[str, str, str] | None:
     """(domain, root, edition) of a commit subject, or None if it is not one."""
-    head = f"{prefix}.events."
-    if not subject.startswith(head):
-        return None
-    parts = subject[len(head) :].split(".")
-    if len(parts) not in (2, 3):
-        return None
     try:
-        root = decode_root(parts[1])
+        return Subjects(prefix).parse(subject)
     except InvalidAggregateId:
         return None
-    return parts[0], root, parts[2] if len(parts) == 3 else ""
 
 
 async def _entries(wire: Wire, stream: str, subject: str) -> list[tuple[int, Entry]]:

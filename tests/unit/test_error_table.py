@@ -108,3 +108,37 @@ def test_angzarr_errors_pass_through() -> None:
     with pytest.raises(e.ConcurrencyError) as info, table.translated("x"):
         raise original
     assert info.value is original
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (nats.errors.AuthorizationError(), e.PermissionDenied),
+        (nats.errors.Error("nats: 'Authorization Violation'"), e.PermissionDenied),
+        (nats.errors.Error("nats: authentication expired"), e.PermissionDenied),
+        (ConnectionRefusedError(111, "Connection refused"), e.StoreUnavailable),
+        (TimeoutError(), e.StoreUnavailable),
+        (nats.errors.NoServersError(), e.StoreUnavailable),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v.__name__,
+)
+def test_connect_errors(cause: BaseException, expected: type[e.StoreError]) -> None:
+    err = table.connect_error("nats://h:4222", cause, "why")
+    assert type(err) is expected
+    assert "nats://h:4222" in str(err)
+    assert str(err).endswith("why")
+
+
+def test_permission_violations() -> None:
+    publish = table.violation(
+        nats.errors.Error('nats: permissions violation for publish to "a.b.c"')
+    )
+    assert publish is not None
+    assert (publish.subject, publish.subscription) == ("a.b.c", False)
+    assert isinstance(publish.error, e.PermissionDenied)
+    sub = table.violation(
+        nats.errors.Error('nats: Permissions Violation for Subscription to "_INBOX.x.*"')
+    )
+    assert sub is not None
+    assert (sub.subject, sub.subscription) == (None, True)
+    assert table.violation(nats.errors.Error("nats: slow consumer")) is None
