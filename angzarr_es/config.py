@@ -30,7 +30,7 @@ import msgspec
 
 from angzarr_es.errors import ConfigError
 
-__all__ = ["Config", "ConsumerSpec", "NatsConfig"]
+__all__ = ["BusConfig", "Config", "ConsumerSpec", "NatsConfig"]
 
 log = logging.getLogger("angzarr_es")
 
