@@ -6,8 +6,9 @@
 is a module of `angzarr_es._cli` with `add_arguments(parser)` and
 `run(args) -> int` (`angzarr_es._cli.common.Subcommand`). Every subcommand
 takes `--config PATH` (TOML, see `angzarr_es.config`) and honours `NATS_URL`
-and `BUS_BACKEND`. Errors are one line on stderr and a non-zero exit status:
-1 for a failure, 2 for bad usage or configuration, 130 after Ctrl-C.
+and `BUS_BACKEND`. Errors are one line on stderr (control characters escaped)
+and a non-zero exit status: 1 for a failure, 2 for bad usage or
+configuration, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from angzarr_es._cli.common import EXIT_FAILURE, EXIT_USAGE, CommandError, Subcommand
+from angzarr_es._cli.output import printable
 from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, InvalidDomain
 
 __all__ = ["COMMANDS", "Command", "main"]
@@ -123,5 +125,6 @@ def _fail(exc: BaseException, status: int) -> int:
     if os.environ.get("ANGZARR_ES_DEBUG"):
         raise exc
     first = str(exc).strip().splitlines()
-    print(f"{PROG}: error: {first[0] if first else type(exc).__name__}", file=sys.stderr)
+    text = printable(first[0]) if first else type(exc).__name__
+    print(f"{PROG}: error: {text}", file=sys.stderr)
     return status

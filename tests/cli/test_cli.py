@@ -28,6 +28,7 @@ from tests.support import jsadmin
 from tests.support.cli import (
     ROOT,
     cli_env,
+    console_script,
     one_error_line,
     required_arguments,
     run_cli,
@@ -340,29 +341,6 @@ def test_bench_without_the_package_says_so() -> None:
     done = run_cli("bench", env=cli_env(ANGZARR_ES_BENCH_MODULE="no_such_benchmarks"))
     assert done.returncode == 2
     assert "no_such_benchmarks package is not importable" in one_error_line(done.stderr)
-
-
-def console_script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """What `pip install .` gives: an `angzarr-es` script (sys.path[0] is its own
-    directory, not the working directory) and angzarr_es importable without
-    the checkout's root, so without `benchmarks`."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "angzarr_es").symlink_to(ROOT / "angzarr_es", target_is_directory=True)
-    # An editable install (`pip install -e`, as CI does) puts the checkout's
-    # root on sys.path through a .pth file; take it off again, as a wheel would.
-    (site / "sitecustomize.py").write_text(
-        "import os, sys\n"
-        f"sys.path[:] = [p for p in sys.path if os.path.realpath(p) != {str(ROOT.resolve())!r}]\n"
-    )
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "angzarr-es"
-    script.write_text("import sys\nfrom angzarr_es.cli import main\nsys.exit(main())\n")
-    env = cli_env()
-    env["PYTHONPATH"] = str(site)
-    env.pop("ANGZARR_ES_BENCH_MODULE", None)
-    return script, env
 
 
 def test_bench_console_script_finds_benchmarks_in_the_working_directory(tmp_path: Path) -> None:

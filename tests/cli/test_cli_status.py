@@ -4,6 +4,7 @@ of a missing stream, its options, and a server that is down at start-up."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -101,12 +102,14 @@ async def test_status_watch_refreshes(conf: Path, client: angzarr_es.Client) -> 
 async def test_status_with_rich_tables(conf: Path, client: angzarr_es.Client) -> None:
     pytest.importorskip("rich")
     await client.provision()
-    env = cli_env(COLUMNS="200")
+    # Rich draws tables on a terminal only: FORCE_COLOR claims one.
+    env = cli_env(COLUMNS="200", FORCE_COLOR="1")
     del env["ANGZARR_ES_PLAIN"]
     done = run_cli("status", "--config", str(conf), env=env)
     assert done.returncode == 0, done.stderr
-    assert "┃ stream" in done.stdout  # a rich table, not the plain fallback
-    assert f"{client.config.nats.stream_name} *" in done.stdout
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert "┃ stream" in shown  # a rich table, not the plain fallback
+    assert f"{client.config.nats.stream_name} *" in shown
 
 
 @pytest.mark.parametrize("count", ["0", "-1", "x"])
