@@ -27,6 +27,7 @@ from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
 from tests.support.cli import (
     ROOT,
+    UNREACHABLE,
     cli_env,
     console_script,
     one_error_line,
@@ -44,6 +45,35 @@ def test_help_lists_every_subcommand() -> None:
     assert done.returncode == 0
     for command in COMMANDS:
         assert re.search(rf"^ +{command.name}\s+{re.escape(command.help)}$", done.stdout, re.M)
+
+
+def test_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout == f"angzarr-es {angzarr_es.__version__}\n"
+
+
+@pytest.mark.parametrize("where", ["before", "after", "both"])
+def test_config_goes_before_or_after_the_subcommand(tmp_path: Path, where: str) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[bus.nats]\nstream_name = "from-the-file"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('[bus.nats]\nstream_name = "not-this-one"\n')
+    args = {
+        "before": ["--config", str(good), "provision", "--dry-run"],
+        "after": ["provision", "--dry-run", "--config", str(good)],
+        # The one after the subcommand wins, as it is the more specific.
+        "both": ["--config", str(other), "provision", "--dry-run", "--config", str(good)],
+    }[where]
+    done = run_cli(*args, env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 1  # read the file, then found no server
+    assert "invalid choice" not in done.stderr
+    assert f"cannot connect to NATS at {UNREACHABLE}" in one_error_line(done.stderr)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bus.nats]\nstream_nmae = 'typo'\n")
+    done = run_cli("--config", str(bad), "status")
+    assert done.returncode == 2
+    assert "stream_nmae" in one_error_line(done.stderr)
 
 
 def test_the_docs_describe_every_subcommand() -> None:
