@@ -113,9 +113,35 @@ def test_server_prints_urls_serves_and_stops_cleanly(tmp_path: Path, sig: signal
         server.proc.send_signal(sig)
         rest = server.rest()
         assert server.proc.returncode == 0, server.proc.stderr.read() if server.proc.stderr else ""
-        assert rest[-1] == "nats-server stopped"
+        assert rest[-1] == f"nats-server stopped; its data is kept in {data}"
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the nats-server child is gone too
+    finally:
+        stop(server)
+
+
+def test_server_says_where_its_default_data_dir_is_and_why_the_server_died(
+    tmp_path: Path,
+) -> None:
+    # No --data-dir: ./angzarr-es-data, said plainly.
+    server = start_cli("server", "--port", "-1", "--monitor-port", "-1", cwd=tmp_path)
+    try:
+        head = server.until(lambda line: "nats-server" in line and "running" in line)
+        data = server.until(lambda line: "data dir" in line)
+        server.until(lambda line: line.startswith("Ctrl-C"))
+        where = tmp_path / "angzarr-es-data"
+        assert data == f"  data dir     {where}    (the default: --data-dir DIR to choose)"
+        assert (where / "jetstream").is_dir()
+        # nats-server dies under it: the reason is how it died, not its last log line.
+        os.kill(int(head.rpartition("pid ")[2].rstrip(")")), signal.SIGKILL)
+        server.rest()
+        assert server.proc.returncode == 1
+        assert server.proc.stderr is not None
+        line = one_error_line(server.proc.stderr.read())
+        assert line == (
+            "angzarr-es: error: nats-server exited unexpectedly: killed by SIGKILL "
+            f"(its data is kept in {where})"
+        )
     finally:
         stop(server)
 

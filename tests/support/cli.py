@@ -156,7 +156,7 @@ class Lines:
         return self.lines
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
+def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Lines:
     """Start the command line in the background, stdout as `Lines`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "angzarr_es", *args],
@@ -164,6 +164,7 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
     )
     return Lines(proc)
 
