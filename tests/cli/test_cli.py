@@ -28,6 +28,7 @@ from tests.support import jsadmin
 from tests.support.cli import (
     ROOT,
     UNREACHABLE,
+    add_nats_settings,
     cli_env,
     console_script,
     one_error_line,
@@ -336,8 +337,7 @@ async def test_tail_shows_the_trace_an_instrumented_append_started(
 @pytest.fixture
 def core_conf(conf: Path) -> Path:
     """`conf` with the bus in core mode."""
-    conf.write_text(conf.read_text() + "jetstream = false\n")  # under [bus.nats]
-    return conf
+    return add_nats_settings(conf, "jetstream = false")
 
 
 async def test_tail_in_core_mode_sees_every_publish_with_its_headers(

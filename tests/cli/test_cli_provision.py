@@ -16,6 +16,7 @@ from angzarr_es._nats.errors import REPLICAS_NOT_SUPPORTED, api_error
 from angzarr_es.config import Config
 from tests.support import jsadmin
 from tests.support.cli import (
+    add_nats_settings,
     one_error_line,
     run_cli,
     unreachable_fails,
@@ -150,8 +151,7 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
 @pytest.fixture
 def r3_conf(conf: Path) -> Path:
     """`conf` asking for three replicas (the test server is a single one)."""
-    conf.write_text(conf.read_text() + "replicas = 3\n")  # under [bus.nats]
-    return conf
+    return add_nats_settings(conf, "replicas = 3")
 
 
 async def test_three_replicas_on_a_single_server_are_refused_naming_the_fix(
@@ -196,8 +196,7 @@ def test_the_server_refusing_replicas_names_the_fix() -> None:
 
 @pytest.fixture
 def max_age_conf(conf: Path) -> Path:
-    conf.write_text(conf.read_text() + 'max_age = "7d"\n')  # under [bus.nats]
-    return conf
+    return add_nats_settings(conf, 'max_age = "7d"')
 
 
 async def test_the_max_age_warning_is_given_once(

@@ -110,6 +110,13 @@ def write_config(path: Path, config: Config) -> Path:
     return path
 
 
+def add_nats_settings(conf: Path, text: str) -> Path:
+    """`conf` (a `write_config` file, which ends in its [bus.nats] table) with
+    the settings in `text` added to that table."""
+    conf.write_text(conf.read_text() + text.rstrip("\n") + "\n")
+    return conf
+
+
 class Lines:
     """Lines of a child's stdout (or of `stream`, e.g. its stderr), read by a
     thread, awaited with a deadline."""
