@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -112,7 +113,7 @@ async def check(
         try:
             server, connections, jsz = await monitor
         except StoreError as exc:
-            problems.append(f"monitoring endpoint: {exc}")
+            problems.append(f"monitoring endpoint {monitor_url}: {exc}")
         else:
             if usage is not None and jsz is not None:
                 usage = msgspec.structs.replace(
@@ -240,23 +241,48 @@ def _judge(
 async def _monitor(
     url: str,
 ) -> tuple[ServerStats, list[ClientConnection], _Jsz | None]:
+    """`/varz`, `/connz` and `/jsz` of the monitoring endpoint at `url`.
+
+    Raises:
+        StoreError: why (one problem however many of the paths fail), and
+            the fix where there is one.
+    """
     base = url.rstrip("/")
-    varz, connz, jsz = await asyncio.gather(
-        asyncio.to_thread(_get, base + "/varz"),
-        asyncio.to_thread(_get, base + "/connz?sort=pending&limit=10"),
-        asyncio.to_thread(_get, base + "/jsz"),
+    # /varz alone first: an endpoint that does not answer, or is not a
+    # monitoring endpoint, is reported once, the same way every time.
+    varz = await asyncio.to_thread(_get, base, "/varz")
+    connz, jsz = await asyncio.gather(
+        asyncio.to_thread(_get, base, "/connz?sort=pending&limit=10"),
+        asyncio.to_thread(_get, base, "/jsz"),
     )
     try:
         return _varz(varz), _connz(connz).connections, _jsz(jsz)
     except msgspec.DecodeError as exc:
-        raise StoreError(f"{base}: not a nats-server monitoring endpoint: {exc}") from exc
+        raise StoreError(f"not a nats-server monitoring endpoint: {exc}") from exc
 
 
-def _get(url: str, timeout: float = 2.0) -> bytes:
+CLIENT_PORT = (
+    "it speaks the NATS client protocol: that is the client port, not the monitoring "
+    "port (nats-server's `http` setting, e.g. http://localhost:8222)"
+)
+
+
+def _get(base: str, path: str, timeout: float = 2.0) -> bytes:
+    """GET `base + path`.
+
+    Raises:
+        StoreError
+    """
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
+        with urllib.request.urlopen(base + path, timeout=timeout) as reply:
             data: bytes = reply.read()
             return data
+    except http.client.BadStatusLine as exc:
+        if str(exc).startswith("INFO "):
+            raise StoreError(CLIENT_PORT) from exc
+        raise StoreError(f"did not answer as an HTTP server: {exc!r}") from exc
+    except http.client.HTTPException as exc:
+        raise StoreError(f"did not answer as an HTTP server: {exc!r}") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise StoreError(f"{url}: {reason}") from exc
+        raise StoreError(f"no answer from {path.partition('?')[0]}: {reason}") from exc

@@ -207,6 +207,13 @@ async def plan(wire: Wire, cfg: NatsConfig, *, bus: bool = False) -> ProvisionPl
         await _plan_events(wire, event_stream_config(cfg, wire.server_version)),
         await _plan_settings(wire, "snapshot stream", snapshot_stream_config(cfg)),
     ]
+    events = streams[0]
+    if cfg.replicas > 1 and not wire.clustered and events.action != "blocked":
+        # The server would refuse every stream with err_code 10074; say so
+        # before changing anything, and what to do about it.
+        streams[0] = msgspec.structs.replace(
+            events, action="blocked", blocker=replicas_blocker(cfg.replicas)
+        )
     consumers: list[ConsumerPlan] = []
     if bus and cfg.jetstream:
         streams.append(await _plan_dead_letters(wire, dlq_stream_config(cfg)))
@@ -225,6 +232,15 @@ async def plan(wire: Wire, cfg: NatsConfig, *, bus: bool = False) -> ProvisionPl
                 )
             )
     return ProvisionPlan(streams=streams, consumers=consumers)
+
+
+def replicas_blocker(replicas: int) -> str:
+    """Why `replicas` copies cannot be had from a server that is not clustered, and the fix."""
+    return (
+        f"bus.nats.replicas = {replicas} needs a JetStream cluster of at least {replicas} "
+        "servers, and the connected nats-server is not clustered: set "
+        "bus.nats.replicas = 1, or connect to a cluster"
+    )
 
 
 async def _plan_events(wire: Wire, wanted: m.StreamConfig) -> StreamPlan:

@@ -1,13 +1,14 @@
 """The `angzarr-es` command line.
 
-    angzarr-es COMMAND [--config PATH] [ARGS...]
+    angzarr-es [--config PATH] COMMAND [--config PATH] [ARGS...]
 
 `COMMANDS` below names the subcommands (`angzarr-es --help` lists them): each
 is a module of `angzarr_es._cli` with `add_arguments(parser)` and
 `run(args) -> int` (`angzarr_es._cli.common.Subcommand`). Every subcommand
-takes `--config PATH` (TOML, see `angzarr_es.config`) and honours `NATS_URL`
-and `BUS_BACKEND`. Errors are one line on stderr and a non-zero exit status:
-1 for a failure, 2 for bad usage or configuration, 130 after Ctrl-C.
+takes `--config PATH` (TOML, see `angzarr_es.config`), before or after its
+name, and honours `NATS_URL` and `BUS_BACKEND`. Errors are one line on stderr
+(control characters escaped) and a non-zero exit status: 1 for a failure, 2
+for bad usage or configuration, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import angzarr_es
 from angzarr_es._cli.common import EXIT_FAILURE, EXIT_USAGE, CommandError, Subcommand
+from angzarr_es._cli.output import printable
 from angzarr_es.errors import AngzarrESError, ConfigError, InvalidAggregateId, InvalidDomain
 
 __all__ = ["COMMANDS", "Command", "main"]
@@ -63,16 +66,20 @@ COMMANDS: tuple[Command, ...] = (
 """Every subcommand, in the order `--help` lists them."""
 
 
+_CONFIG_HELP = "TOML configuration file (NATS_URL and BUS_BACKEND override it)"
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, tuple[Command, Subcommand]]]:
+    # `--config` works before the subcommand's name and after it. After it,
+    # it wins; its default is SUPPRESS so that an absent one after the name
+    # does not undo one before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="TOML configuration file (NATS_URL and BUS_BACKEND override it)",
-    )
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=_CONFIG_HELP)
     parser = argparse.ArgumentParser(
         prog=PROG, description="Event store on NATS JetStream: operate, inspect, demo."
     )
+    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--version", action="version", version=f"{PROG} {angzarr_es.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands = {}
     for command in COMMANDS:
@@ -123,5 +130,6 @@ def _fail(exc: BaseException, status: int) -> int:
     if os.environ.get("ANGZARR_ES_DEBUG"):
         raise exc
     first = str(exc).strip().splitlines()
-    print(f"{PROG}: error: {first[0] if first else type(exc).__name__}", file=sys.stderr)
+    text = printable(first[0]) if first else type(exc).__name__
+    print(f"{PROG}: error: {text}", file=sys.stderr)
     return status

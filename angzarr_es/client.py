@@ -64,10 +64,23 @@ async def connect(
     environment. `observer` becomes `Client.observer`.
 
     Raises:
+        TypeError: `url` is not a string or a list of strings, or `config`
+            not a `Config`.
         ConfigError: invalid configuration.
         StoreUnavailable: no server could be reached.
         PermissionDenied: the server refused the credentials.
     """
+    if isinstance(url, Config):
+        raise TypeError("connect() takes a Config as a keyword: connect(config=...)")
+    if url is not None and not (
+        isinstance(url, str) or (isinstance(url, list) and all(isinstance(u, str) for u in url))
+    ):
+        raise TypeError(
+            "connect() takes a server URL or a list of them, such as "
+            f"'nats://localhost:4222', not {type(url).__name__} {url!r}"
+        )
+    if config is not None and not isinstance(config, Config):
+        raise TypeError(f"connect(config=...) takes a Config, not {type(config).__name__}")
     where = "<config>"
     if config is None:
         env: dict[str, str] = dict(os.environ)

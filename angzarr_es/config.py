@@ -13,7 +13,13 @@
     name = "player-projector"
     filter = "angzarr.events.player.*"
 
-`NATS_URL` and `BUS_BACKEND` override the file.
+    [cli]
+    proto_modules = ["shop.orders_pb2"]   # imported by `angzarr-es show` / `tail`
+
+Durations (`max_age`, `duplicate_window`, the timeouts, a consumer's
+`ack_wait` and `backoff`) are seconds, or in the file a string such as
+`"7d"`, `"12h"`, `"1h30m"`, `"90s"` or `"500ms"`. `NATS_URL` and
+`BUS_BACKEND` override the file.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -108,10 +114,19 @@ class BusConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
 
 
+class CliConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The `[cli]` table: settings of the `angzarr-es` command line only."""
+
+    # Modules imported so that `show` and `tail` decode their event types
+    # (as if each were given with --proto-module).
+    proto_modules: list[str] = msgspec.field(default_factory=list)
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration file; every field has a working default."""
 
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    cli: CliConfig = msgspec.field(default_factory=CliConfig)
 
     @property
     def nats(self) -> NatsConfig:
@@ -138,11 +153,14 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read configuration: {exc}") from exc
             try:
-                config = msgspec.toml.decode(raw, type=cls)
-            except msgspec.ValidationError as exc:
-                raise ConfigError(f"{where}: {_keyed(str(exc))}") from exc
+                table = msgspec.toml.decode(raw, type=dict[str, Any])
             except msgspec.DecodeError as exc:
                 raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+            _read_durations(table, where)
+            try:
+                config = msgspec.convert(table, type=cls)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"{where}: {_explained(str(exc))}") from exc
         config = config.with_env(env)
         backend = env.get("BUS_BACKEND", "").strip().lower()
         if backend and backend not in SUPPORTED_BACKENDS:
@@ -152,7 +170,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             )
         if env.get("NATS_URL"):
             _check_urls(config.nats.servers, "NATS_URL")
-        config.validate(where)
+        # No warnings yet: `connect()` validates again and gives them, once.
+        config._check(where)
         return config
 
     def with_env(self, env: Mapping[str, str]) -> Config:
@@ -163,7 +182,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             nats = msgspec.structs.replace(nats, url=env["NATS_URL"])
         if env.get("BUS_BACKEND"):
             backend = env["BUS_BACKEND"].strip().lower()
-        return Config(bus=BusConfig(backend=backend, nats=nats))
+        return msgspec.structs.replace(self, bus=BusConfig(backend=backend, nats=nats))
 
     def with_url(self, url: str | list[str]) -> Config:
         """Return a copy connecting to `url`."""
@@ -171,11 +190,20 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return msgspec.structs.replace(self, bus=msgspec.structs.replace(self.bus, nats=nats))
 
     def validate(self, where: str = "<config>") -> None:
-        """Check values msgspec's types cannot express.
+        """Check values msgspec's types cannot express, and warn (on the
+        `angzarr_es` logger) about settings that delete events.
 
         Raises:
             ConfigError: naming the offending key.
         """
+        self._check(where)
+        if self.bus.nats.max_age > 0:
+            log.warning(
+                "bus.nats.max_age = %ss: JetStream will DELETE events older than that",
+                f"{self.bus.nats.max_age:g}",
+            )
+
+    def _check(self, where: str) -> None:
         n = self.bus.nats
         if self.bus.backend not in SUPPORTED_BACKENDS:
             raise ConfigError(
@@ -227,11 +255,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{where}: {message}")
-        if n.max_age > 0:
-            log.warning(
-                "bus.nats.max_age = %ss: JetStream will DELETE events older than that",
-                n.max_age,
-            )
 
 
 URL_SCHEMES = ("nats", "tls", "ws", "wss")
@@ -301,9 +324,109 @@ def _prefix_ok(prefix: str) -> bool:
     return all(_token_ok(tok) for tok in prefix.split("."))
 
 
-def _keyed(message: str) -> str:
-    # msgspec says "... - at `$.bus.nats.x`"; lead with the key instead.
+def _explained(message: str) -> str:
+    """msgspec's "... - at `$.bus.nats.x`", led by the key, with the valid
+    values of a choice and the unit of a duration."""
     text, sep, at = message.rpartition(" - at `$.")
     if not sep:
         return message
-    return f"{at.rstrip('`')}: {text}"
+    key = at.rstrip("`")
+    field = _field_type(key)
+    if isinstance(field, msgspec.inspect.LiteralType):
+        text += f" (valid: {', '.join(repr(v) for v in field.values)})"
+    elif _DURATION_KEY.fullmatch(key):
+        text += f" (a duration: seconds, or a string such as {_DURATION_EXAMPLES})"
+    return f"{key}: {text}"
+
+
+def _field_type(key: str) -> msgspec.inspect.Type | None:
+    """The type of the setting at `key` (`bus.nats.consumers[0].name`), if any."""
+    node: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        while isinstance(node, msgspec.inspect.UnionType) and len(node.types) == 1:
+            node = node.types[0]
+        if part.startswith("["):
+            if not isinstance(node, msgspec.inspect.ListType):
+                return None
+            node = node.item_type
+            continue
+        if not isinstance(node, msgspec.inspect.StructType):
+            return None
+        found = next((f for f in node.fields if f.encode_name == part), None)
+        if found is None:
+            return None
+        node = found.type
+    return node
+
+
+# -- durations ---------------------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w|y))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w|y)")
+_DURATION_EXAMPLES = '"7d", "12h", "1h30m", "90s" or "500ms"'
+_DURATION_KEY = re.compile(
+    r"bus\.nats\.(max_age|duplicate_window|request_timeout|connect_timeout"
+    r"|consumers\[\d+\]\.(ack_wait|backoff(\[\d+\])?))"
+)
+
+
+def _parse_duration(text: str) -> float:
+    """Seconds in `text`: a number, or number-unit pairs with units ms, s, m,
+    h, d, w and y (365 days), e.g. "7d", "1h30m", "1.5s".
+
+    Raises:
+        ValueError: not such a duration.
+    """
+    compact = text.strip().replace(" ", "")
+    try:
+        return float(compact)
+    except ValueError:
+        pass
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(compact))
+
+
+def _read_durations(table: dict[str, Any], where: str) -> None:
+    """Replace the duration strings of a decoded file by seconds, in place.
+
+    Raises:
+        ConfigError: a string that is not a duration.
+    """
+    bus = table.get("bus")
+    nats = bus.get("nats") if isinstance(bus, dict) else None
+    if not isinstance(nats, dict):
+        return
+    for key in ("max_age", "duplicate_window", "request_timeout", "connect_timeout"):
+        if key in nats:
+            nats[key] = _seconds(nats[key], f"bus.nats.{key}", where)
+    consumers = nats.get("consumers")
+    for i, consumer in enumerate(consumers if isinstance(consumers, list) else []):
+        if not isinstance(consumer, dict):
+            continue
+        at = f"bus.nats.consumers[{i}]"
+        if "ack_wait" in consumer:
+            consumer["ack_wait"] = _seconds(consumer["ack_wait"], f"{at}.ack_wait", where)
+        backoff = consumer.get("backoff")
+        if isinstance(backoff, list):
+            consumer["backoff"] = [
+                _seconds(v, f"{at}.backoff[{j}]", where) for j, v in enumerate(backoff)
+            ]
+
+
+def _seconds(value: object, key: str, where: str) -> object:
+    """A duration string as seconds; any other value as it is (msgspec judges it).
+
+    Raises:
+        ConfigError: a string that is not a duration.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return _parse_duration(value)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {key}: {value!r} is not a duration: give seconds (a number) "
+            f"or a string such as {_DURATION_EXAMPLES}"
+        ) from None

@@ -332,14 +332,41 @@ class EmbeddedServer:
     def _why(self, *, timed_out: bool) -> str:
         """The reason a start failed, on one line: the server's fatal or error
         line (e.g. a port in use), else its last words."""
-        for level in ("[FTL]", "[ERR]"):
-            for line in self.log:
-                if level in line:
-                    return _LOG_PREFIX.sub("", line).strip()
+        fatal = self._fatal_line()
+        if fatal:
+            return fatal
         if timed_out:
             return f"not ready within {self.ready_timeout:g}s"
         last = next((line.strip() for line in reversed(self.log) if line.strip()), "")
         return last or "it exited without a message"
+
+    def _fatal_line(self) -> str:
+        """The server's first fatal, else first error, log line ("" if none)."""
+        for level in ("[FTL]", "[ERR]"):
+            for line in self.log:
+                if level in line:
+                    return _LOG_PREFIX.sub("", line).strip()
+        return ""
+
+    def exit_reason(self) -> str:
+        """Why the process ended, on one line: its fatal or error log line,
+        else how it exited ("killed by SIGKILL", "exit status 1"); "" while
+        it runs."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return ""
+        if self._reader is not None:
+            self._reader.join(1.0)  # its last words, still in the pipe
+        fatal = self._fatal_line()
+        if fatal:
+            return fatal
+        code = proc.returncode
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit status {code}"
 
     def _read_log(self) -> None:
         proc = self.proc

@@ -73,12 +73,22 @@ class ConcurrencyError(AngzarrESError):
 class AppendTooLarge(AngzarrESError, ValueError):
     """A commit is larger than the server accepts in one message."""
 
-    def __init__(self, size: int, limit: int, *, detail: str = "") -> None:
+    def __init__(self, size: int, limit: int, *, events: int = 0, detail: str = "") -> None:
         if size and limit:
-            text = f"commit of {size} bytes exceeds the server's max_payload of {limit} bytes"
+            count = "one event" if events == 1 else f"{events} events" if events else ""
+            text = (
+                f"commit of {size} bytes{f' ({count})' if count else ''} exceeds the "
+                f"server's max_payload of {limit} bytes"
+            )
         else:  # refused by the client library, which does not say the sizes
             text = f"{detail or 'a message'} exceeds the server's max_payload"
-        super().__init__(f"{text}; nothing was written (split the events over several appends)")
+        raise_it = "raise max_payload in the nats-server configuration (64 MB at most)"
+        fix = (
+            f"one event cannot be split: {raise_it}, or keep large data out of events"
+            if events == 1
+            else f"split the events over several appends, or {raise_it}"
+        )
+        super().__init__(f"{text}; nothing was written: {fix}")
         self.size = size
         self.limit = limit
 

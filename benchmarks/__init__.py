@@ -2,8 +2,10 @@
 
 Every operation is measured side by side with its baselines in one run (raw
 nats-py, naive nats-py, the `eventsourcing` library's recorders, a codec-only
-in-memory store) and reported as p50/p90/p99 and a ratio. Results go to
-`docs/benchmarks/`.
+in-memory store) and reported as p50/p90/p99 and a ratio. A full run on the
+server it starts writes the published results to `docs/benchmarks/`; `--quick`,
+`--tiny` and `--url` runs write to `angzarr-es-bench` in the temporary
+directory (`--out` chooses).
 
 `run` parses the arguments and calls the cases, one module each: `appends`
 (and conflicts), `loads`, `writers` (concurrent writers) and `memory`

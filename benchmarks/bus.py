@@ -11,7 +11,8 @@ free ports with temporary storage unless --url is given):
 - projector throughput in commits per second over a backlog, with
   concurrency 1 and 16, for a no-op handler and one that awaits 1 ms of I/O.
 
-Writes docs/benchmarks/bus.json and prints a Markdown table.
+Writes docs/benchmarks/bus.json (with --quick, a file in the temporary
+directory) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ from angzarr_es.store import EventStore
 from angzarr_es.subjects import root_bytes
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "bus.json"
+QUICK_OUT = Path(tempfile.gettempdir()) / "angzarr-es-bench" / "bus.json"
 
 
 def _config(url: str, tag: str, *, jetstream: bool = True) -> Config:
@@ -275,8 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bus", description=__doc__)
     parser.add_argument("--url", help="use this JetStream server instead of an embedded one")
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out", type=Path, help=f"default: {OUT}, or with --quick {QUICK_OUT} (not published)"
+    )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else OUT
     if args.url:
         results = asyncio.run(run(args.url, args.quick))
     else:

@@ -29,6 +29,8 @@ from benchmarks.writers import bench_writers
 # A comma that starts another URL (`--url nats://a:4222,nats://b:4222`); one
 # inside a DSN's password is not followed by a scheme.
 _NEXT_URL = re.compile(r",(?=[^,]*://)")
+PUBLISHED = Path("docs/benchmarks")
+SCRATCH = Path(tempfile.gettempdir()) / "angzarr-es-bench"
 
 
 async def run_all(args: argparse.Namespace, sizes: Sizes, server: Server, tmp: Path) -> Run:
@@ -64,10 +66,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-peers", dest="peers", action="store_false", help="skip the eventsourcing peers"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("docs/benchmarks"), help="where to write results"
+        "--out",
+        type=Path,
+        help=f"where to write results (default: {PUBLISHED} for a full run on the server it "
+        f"starts, the published results; {SCRATCH} for any other)",
     )
     parser.add_argument("--no-chart", dest="chart", action="store_false", help="skip the PNG")
     args = parser.parse_args(argv)
+    if args.out is None:
+        # Only the full runs on our own server are published: the others
+        # would leave stray files in a checkout's docs/.
+        full = not (args.quick or args.tiny or args.url)
+        args.out = PUBLISHED if full else SCRATCH
     if args.url and args.sync_always:
         parser.error("--sync-always configures the server this run starts; not with --url")
     if args.replicas != 1 and not args.url:

@@ -1,8 +1,13 @@
-"""Tables and highlighting for the command line: `rich` when installed, plain text otherwise.
+"""Tables and highlighting for the command line: `rich` on a terminal when
+installed, plain text otherwise.
 
-`rich` is optional (`pip install 'angzarr-es[cli]'`); without it output is
-plain aligned text and unhealthy values are marked with a leading `!`.
-Set `ANGZARR_ES_PLAIN=1` to force plain text.
+`rich` is optional (`pip install 'angzarr-es[cli]'`); without it, and
+whenever stdout is not a terminal (a pipe or a file gets every value whole,
+never a table cut to the terminal's width), output is plain aligned text and
+unhealthy values are marked with a leading `!`. Set `ANGZARR_ES_PLAIN=1` to
+force plain text. Every text goes through `printable` first: ids and
+payloads are data, and a control character in them must not reach the
+terminal as one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,41 @@ class Bad(str):
     __slots__ = ()
 
 
+# C0 and C1 controls and DEL, line and paragraph separators, and the bidi
+# controls that reorder what a terminal shows (the "Trojan Source" set).
+_UNPRINTABLE = [
+    *range(0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+_ESCAPES = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNPRINTABLE} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+# In JSON, where C0 controls are escaped already, the rest as \u escapes.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _UNPRINTABLE if c >= 0x20}
+
+
+def printable_json(text: str) -> str:
+    """A line of JSON with the control characters JSON allows raw escaped too."""
+    return text.translate(_JSON_ESCAPES)
+
+
+def printable(text: str) -> str:
+    """`text` with every control character escaped (`\\x1b`, `\\n`, `\\u202e`), so
+    that stored data cannot move the cursor, clear the screen or reorder the line."""
+    return text.translate(_ESCAPES)
+
+
 def _console() -> Any:
     if os.environ.get("ANGZARR_ES_PLAIN"):
         return None
@@ -28,7 +68,10 @@ def _console() -> Any:
         from rich.console import Console
     except ImportError:
         return None
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    # Not a terminal (FORCE_COLOR or TTY_COMPATIBLE=1 say otherwise): plain
+    # text, as rich would fit tables to a width no reader has.
+    return console if console.is_terminal else None
 
 
 class Output:
@@ -42,6 +85,7 @@ class Output:
         return self.console is not None
 
     def line(self, text: str = "", *, bad: bool = False, dim: bool = False) -> None:
+        text = printable(text)
         if self.console is None:
             print(("! " if bad else "") + text, flush=True)
             return
@@ -51,6 +95,9 @@ class Output:
         self.console.print(Text(text, style=style))
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        rows = [
+            [Bad(printable(c)) if isinstance(c, Bad) else printable(c) for c in r] for r in rows
+        ]
         if self.console is None:
             _plain_table(title, columns, rows)
             return

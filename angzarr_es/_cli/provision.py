@@ -40,7 +40,10 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
         )
         if dry_run:
             plan = await client.plan_provision(bus=True)
-            print(f"stream {plan.config.name} {where} {_DRY[plan.action]}")
+            action = _DRY[plan.action]
+            if plan.action == "blocked" and plan.current is None:
+                action = "cannot be created"
+            print(f"stream {plan.config.name} {where} {action}")
             _describe(plan)
             if plan.action == "blocked":
                 print(f"blocked: {plan.blocker}")

@@ -14,11 +14,14 @@ from angzarr_es.embedded import EmbeddedServer, dir_problem
 from angzarr_es.errors import StoreUnavailable
 
 _VERSION = re.compile(r"Version:\s+(\S+)")
+DEFAULT_DATA_DIR = "angzarr-es-data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data-dir", metavar="DIR", default="angzarr-es-data", help="JetStream storage"
+        "--data-dir",
+        metavar="DIR",
+        help=f"JetStream storage (default: ./{DEFAULT_DATA_DIR} in the working directory)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=4222, help="client port (-1: any free port)")
@@ -29,12 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     load_config(args)  # validated like everywhere; the server itself needs no client config
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise usage_error(
-            f"--data-dir {args.data_dir}: cannot use it as the data directory: "
+            f"--data-dir {args.data_dir or DEFAULT_DATA_DIR}: cannot use it as the data directory: "
             f"{dir_problem(data_dir, exc)}"
         ) from exc
     # Started from this (main) thread, so the nats-server may die with us: a
@@ -61,18 +64,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"  client URL   {server.url}    (export NATS_URL={server.url})")
         if server.monitor_url:
             print(f"  monitoring   {server.monitor_url}    (/varz /connz /jsz /healthz)")
-        print(f"  data dir     {data_dir}")
+        default = "" if args.data_dir else "    (the default: --data-dir DIR to choose)"
+        print(f"  data dir     {data_dir}{default}")
         print("Ctrl-C to stop", flush=True)
         while not stop.wait(0.5):
             if not server.running:
                 # A Ctrl-C in a terminal reaches the child too: give our handler its turn.
                 if stop.wait(1.0):
                     break
-                tail = next((line for line in reversed(server.log) if line.strip()), "")
-                raise StoreUnavailable(f"nats-server exited unexpectedly: {tail}")
+                raise StoreUnavailable(
+                    f"nats-server exited unexpectedly: {server.exit_reason()} "
+                    f"(its data is kept in {data_dir})"
+                )
     finally:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("nats-server stopped", flush=True)
+    print(f"nats-server stopped; its data is kept in {data_dir}", flush=True)
     return 0

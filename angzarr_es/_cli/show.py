@@ -17,7 +17,7 @@ from angzarr_es._cli.common import (
     usage_error,
 )
 from angzarr_es._cli.events import event_json, record, stamp
-from angzarr_es._cli.output import Output
+from angzarr_es._cli.output import Output, printable, printable_json
 from angzarr_es.subjects import domain_filter, validate_domain
 
 _json = msgspec.json.Encoder()
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    import_protos(args.proto_module)
+    import_protos(args.proto_module, config)
     if args.from_seq < 0 or (args.to_seq is not None and args.to_seq < args.from_seq):
         raise usage_error("--from must be >= 0 and --to (exclusive) >= --from")
     validate_domain(args.domain)
@@ -51,15 +51,15 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config) -> int:
             shown = 0
             async with aclosing(store.iter(args.id, args.from_seq, args.to_seq)) as events:
                 async for ev in events:
-                    print(_json.encode(record(args.domain, args.id, ev)).decode())
+                    print(printable_json(_json.encode(record(args.domain, args.id, ev)).decode()))
                     shown += 1
-            if not shown and await store.next_sequence(args.id) == 0:
-                await _explain_missing(client, config, args.domain, store.subject(args.id))
+            if not shown:
+                await _explain_empty(client, config, args, await store.next_sequence(args.id))
             return 0
-        with out.busy(f"loading {args.domain}/{args.id}"):
+        with out.busy(f"loading {printable(args.domain)}/{printable(args.id)}"):
             history = await store.load(args.id, args.from_seq, args.to_seq)
-        if history.next_sequence == 0:
-            await _explain_missing(client, config, args.domain, store.subject(args.id))
+        if not history.events:
+            await _explain_empty(client, config, args, history.next_sequence)
         out.line(
             f"{args.domain}/{args.id}: {len(history.events)} event(s) shown, "
             f"next sequence {history.next_sequence} ({store.subject(args.id)})"
@@ -73,7 +73,7 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config) -> int:
                     stamp(ev.created_at),
                     ev.type_name,
                     ev.correlation_id or "-",
-                    _json.encode(event_json(ev.event)).decode(),
+                    _json.encode(event_json(ev)).decode(),
                 ]
                 for ev in history.events
             ],
@@ -81,18 +81,35 @@ async def _run(args: argparse.Namespace, config: angzarr_es.Config) -> int:
         return 0
 
 
-async def _explain_missing(
-    client: angzarr_es.Client, config: angzarr_es.Config, domain: str, subject: str
+async def _explain_empty(
+    client: angzarr_es.Client,
+    config: angzarr_es.Config,
+    args: argparse.Namespace,
+    next_sequence: int,
 ) -> None:
-    """Why `subject` has no events.
+    """Why nothing was shown, if that is an error: the domain or the aggregate
+    has no events, or `--from` is past the aggregate's last event. (A range
+    that only ends early, `--to` equal to `--from`, shows nothing and is fine.)
 
     Raises:
-        CommandError: always: the domain has no events, or only this aggregate has none.
+        CommandError: the domain has no events, the aggregate has none, or
+            `--from` is past its end.
     """
-    if not await client.has_events(domain):
-        stream = config.nats.stream_name
-        everything = domain_filter(config.nats.subject_prefix, domain)
-        raise CommandError(f"unknown domain {domain!r}: no events under {everything} in {stream}")
-    raise CommandError(
-        f"{domain} aggregate {subject.rpartition('.')[2]!r} has no events ({subject})"
-    )
+    domain = args.domain
+    subject = client.store(domain).subject(args.id)
+    if next_sequence == 0:
+        if not await client.has_events(domain):
+            stream = config.nats.stream_name
+            everything = domain_filter(config.nats.subject_prefix, domain)
+            raise CommandError(
+                f"unknown domain {domain!r}: no events under {everything} in {stream}"
+            )
+        raise CommandError(
+            f"{domain} aggregate {subject.rpartition('.')[2]!r} has no events ({subject})"
+        )
+    if args.from_seq >= next_sequence:
+        last = next_sequence - 1
+        raise CommandError(
+            f"--from {args.from_seq} is past the end of {domain} aggregate {args.id!r}: its "
+            f"events are #0 to #{last}; give --from {last} or lower ({subject})"
+        )

@@ -158,9 +158,12 @@ def render(out: Output, h: Health, lag_threshold: int) -> None:
             bad=s.slow_consumers > 0,
         )
     else:
-        out.line(
-            f"server     reachable, api rtt {rtt}  (no monitoring URL: --monitor-url)", dim=True
+        note = (
+            f"monitoring endpoint {h.monitor_url} gave nothing, see the problems below"
+            if h.monitor_url
+            else "no monitoring URL: --monitor-url"
         )
+        out.line(f"server     reachable, api rtt {rtt}  ({note})", dim=True)
     u = h.jetstream
     if not h.jetstream_enabled:
         out.line("jetstream  NOT ENABLED", bad=True)

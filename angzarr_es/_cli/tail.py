@@ -19,6 +19,7 @@ import msgspec
 import angzarr_es
 from angzarr_es._cli.common import add_decoding_options, import_protos, load_config, usage_error
 from angzarr_es._cli.events import event_json, record, stamp
+from angzarr_es._cli.output import printable, printable_json
 from angzarr_es.bus import Delivery
 from angzarr_es.errors import AngzarrESError
 from angzarr_es.subjects import Subjects
@@ -54,7 +55,7 @@ def subject_filter(text: str, prefix: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    import_protos(args.proto_module)
+    import_protos(args.proto_module, config)
     if args.count < 0:
         raise usage_error("--count must be >= 0")
     subject = subject_filter(args.filter, config.nats.subject_prefix)
@@ -62,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _skip_notice(subject: str, stream_seq: int, exc: AngzarrESError) -> None:
-    print(f"skipped a message on {subject}: {exc}", file=sys.stderr, flush=True)
+    print(printable(f"skipped a message on {subject}: {exc}"), file=sys.stderr, flush=True)
 
 
 def _banner(subject: str, url: str) -> None:
     # Notices go to stderr: stdout carries only events (JSON lines with --json).
-    print(f"tailing {subject} on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(printable(f"tailing {subject} on {url} (Ctrl-C to stop)"), file=sys.stderr, flush=True)
 
 
 async def _run(args: argparse.Namespace, config: angzarr_es.Config, subject: str) -> int:
@@ -114,10 +115,12 @@ class _Printer:
         for ev in d.events:
             if self.json:
                 extra = {"traceparent": trace, "edition": edition}
-                line = _json.encode(record(domain, root, ev, **extra)).decode()
+                line = printable_json(_json.encode(record(domain, root, ev, **extra)).decode())
             else:
-                body = _json.encode(event_json(ev.event)).decode()
-                line = f"{stamp(ev.created_at)}  {where}  #{ev.sequence}  {ev.type_name}  {body}"
+                body = _json.encode(event_json(ev)).decode()
+                line = printable(
+                    f"{stamp(ev.created_at)}  {where}  #{ev.sequence}  {ev.type_name}  {body}"
+                )
             print(line, flush=True)
             self.seen += 1
             if self.count and self.seen >= self.count:

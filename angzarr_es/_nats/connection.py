@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,95 @@ def tls_context(cfg: NatsConfig) -> ssl.SSLContext:
                 f"with its key ({exc.reason or exc})"
             ) from exc
     return context
+
+
+NKEYS_EXTRA = "pip install 'angzarr-es[nkeys]'"
+
+
+def _creds_block(name: str) -> re.Pattern[str]:
+    """The first line of a .creds file's `-----BEGIN <name>-----` block."""
+    return re.compile(rf"-{{3,}}BEGIN {name}-{{3,}}\s*?\n\s*(\S+)")
+
+
+def check_credentials(cfg: NatsConfig) -> None:
+    """Check `credentials` and `nkey_seed` before connecting: nats-py would
+    fail with the nkeys package's own exception, or only once a server asks
+    for a signature.
+
+    Raises:
+        ConfigError: the nkeys package is missing, the seed is not one, or
+            the .creds file is missing or not one.
+    """
+    if not (cfg.credentials or cfg.nkey_seed):
+        return
+    key = "bus.nats.credentials" if cfg.credentials else "bus.nats.nkey_seed"
+    try:
+        import nkeys
+    except ImportError as exc:
+        raise ConfigError(
+            f"{key} needs the nkeys package, which cannot be imported ({exc}): {NKEYS_EXTRA}"
+        ) from exc
+    if cfg.nkey_seed:
+        _check_seed(nkeys, cfg.nkey_seed.strip().encode(), "bus.nats.nkey_seed is not")
+    if cfg.credentials:
+        path = cfg.credentials
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError as exc:
+            raise ConfigError(
+                f"bus.nats.credentials: cannot read {path!r}: {exc.strerror or exc}"
+            ) from exc
+        jwt = _creds_block("NATS USER JWT").search(text)
+        seed = _creds_block("USER NKEY SEED").search(text)
+        if jwt is None or seed is None:
+            raise ConfigError(
+                f"bus.nats.credentials: {path!r} is not a NATS .creds file (it needs a "
+                "user JWT and a user nkey seed, as `nsc generate creds` writes them)"
+            )
+        _check_seed(
+            nkeys, seed.group(1).encode(), f"bus.nats.credentials: the seed in {path!r} is not"
+        )
+
+
+def _check_seed(nkeys: Any, seed: bytes, what: str) -> None:
+    """Raises:
+    ConfigError: `seed` is not an nkey seed (the message never shows it)."""
+    try:
+        nkeys.from_seed(bytearray(seed)).wipe()
+    except (nkeys.NkeysError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{what} a valid nkey seed ({type(exc).__name__}): a user's seed is 58 "
+            "characters starting with SU, as `nk -gen user` or `nsc` print it"
+        ) from None
+
+
+class _MonitoringPort(Exception):
+    """The server URL is nats-server's HTTP monitoring port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"{host}:{port} answers HTTP: that is nats-server's monitoring port, not "
+            "its client port (4222 unless the server's `port` says otherwise)"
+        )
+
+
+async def _answers_http(host: str, port: int, timeout: float) -> bool:
+    """Whether `host:port` answers an HTTP request (a NATS server speaks first,
+    an HTTP server waits for the request: a connect there just times out)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+        head = await asyncio.wait_for(reader.readexactly(5), timeout)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return head == b"HTTP/"
 
 
 class _GaveUp(Exception):
@@ -246,6 +336,8 @@ async def open_connection(
     `on_disconnect`.
 
     Raises:
+        ConfigError: a TLS file, the nkey seed or the .creds file is missing
+            or not what its setting says, or the nkeys package is missing.
         StoreUnavailable: no server could be reached.
         PermissionDenied: the server refused the credentials.
     """
@@ -254,6 +346,12 @@ async def open_connection(
     # would retry, report "no servers", or hang after a failed TLS handshake).
     fatal: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     last: list[Exception] = []
+
+    probes: list[asyncio.Task[None]] = []
+
+    async def probe(host: str, port: int) -> None:
+        if await _answers_http(host, port, cfg.connect_timeout) and not fatal.done():
+            fatal.set_result(_MonitoringPort(host, port))
 
     async def on_error(exc: Exception) -> None:
         if connected:
@@ -265,6 +363,13 @@ async def open_connection(
             refused(exc) or isinstance(exc, ssl.SSLError) or str(exc) == NO_TLS
         ):
             fatal.set_result(exc)
+        server = nc._current_server
+        if isinstance(exc, TimeoutError) and not probes and server is not None:
+            # No INFO in time: an HTTP server (the monitoring port) waits for
+            # a request instead. Ask it, once, while nats-py tries again.
+            uri = server.uri
+            if uri.scheme in ("nats", "tls") and uri.hostname:
+                probes.append(asyncio.create_task(probe(uri.hostname, uri.port or 4222)))
 
     async def disconnected() -> None:
         if connected:
@@ -293,6 +398,7 @@ async def open_connection(
         options["token"] = cfg.token
     if cfg.tls_ca or cfg.tls_cert:
         options["tls"] = tls_context(cfg)
+    check_credentials(cfg)
     where = ", ".join(redact_url(u) for u in cfg.servers)
 
     def reason(exc: BaseException) -> str:
@@ -337,6 +443,9 @@ async def open_connection(
             ) from None
         cause = fatal.result()
         raise connect_error(where, cause, reason(cause)) from cause
+    finally:
+        for task in probes:
+            task.cancel()
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     return nc

@@ -31,6 +31,7 @@ NO_MESSAGE_FOUND = 10037
 JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
 STREAM_NAME_IN_USE = 10058
 STREAM_NOT_FOUND = 10059
+REPLICAS_NOT_SUPPORTED = 10074
 WRONG_LAST_SEQUENCE = 10071
 CONSUMER_ALREADY_EXISTS = 10148
 DUPLICATE_IN_PROCESS = 10158
@@ -148,6 +149,8 @@ def api_error(what: str, code: int, err_code: int, description: str) -> StoreErr
     message = f"{what}: {description} (code {code}, err_code {err_code})"
     if err_code == STREAM_NOT_FOUND:
         message += f"; create the streams with {PROVISION_HINT}"
+    elif err_code == REPLICAS_NOT_SUPPORTED:
+        message += "; set bus.nats.replicas = 1, or connect to a JetStream cluster"
     return error_class(code, err_code)(message, code=code, err_code=err_code)
 
 

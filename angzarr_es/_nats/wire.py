@@ -130,6 +130,12 @@ class Wire:
         info = getattr(self.nc, "_server_info", {}) or {}
         return bool(info.get("jetstream", False))
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the connected server is part of a cluster (it announced one)."""
+        info = getattr(self.nc, "_server_info", {}) or {}
+        return bool(info.get("cluster"))
+
     # -- publishing ----------------------------------------------------------------
 
     async def publish(

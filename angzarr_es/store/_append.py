@@ -121,7 +121,7 @@ class Appender:
                 )
                 size = len(payload) + len(subject) + COMMIT_OVERHEAD
                 if size > self._wire.max_payload:
-                    raise AppendTooLarge(size, self._wire.max_payload)
+                    raise AppendTooLarge(size, self._wire.max_payload, events=len(packed))
                 if entry:
                     await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
                 result = await self._publish(subject, payload, pos, len(packed), keyed)

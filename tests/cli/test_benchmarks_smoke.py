@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,25 @@ def test_measure_warms_each_round_and_frees_results_off_the_clock(
     timed = ["clock", "run", "clock", "free"]  # freed after the clock is read
     round_ = ["run", "free", *timed, *timed]  # one untimed call first
     assert log == ["run", "free", *round_, *round_]
+
+
+@pytest.mark.parametrize(
+    ("args", "published"),
+    [
+        ([], True),
+        (["--sync-always"], True),
+        (["--quick"], False),
+        (["--tiny"], False),
+        (["--url", "nats://elsewhere:4222"], False),
+    ],
+)
+def test_only_full_runs_write_to_docs_unless_told(args: list[str], published: bool) -> None:
+    from benchmarks import run
+
+    out = run.parse_args(args).out
+    if published:
+        assert out == Path("docs/benchmarks")
+    else:
+        assert "docs" not in out.parts
+        assert out == Path(tempfile.gettempdir()) / "angzarr-es-bench"
+    assert run.parse_args([*args, "--out", "here"]).out == Path("here")

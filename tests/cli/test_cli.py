@@ -27,7 +27,10 @@ from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
 from tests.support.cli import (
     ROOT,
+    UNREACHABLE,
+    add_nats_settings,
     cli_env,
+    console_script,
     one_error_line,
     required_arguments,
     run_cli,
@@ -43,6 +46,35 @@ def test_help_lists_every_subcommand() -> None:
     assert done.returncode == 0
     for command in COMMANDS:
         assert re.search(rf"^ +{command.name}\s+{re.escape(command.help)}$", done.stdout, re.M)
+
+
+def test_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout == f"angzarr-es {angzarr_es.__version__}\n"
+
+
+@pytest.mark.parametrize("where", ["before", "after", "both"])
+def test_config_goes_before_or_after_the_subcommand(tmp_path: Path, where: str) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[bus.nats]\nstream_name = "from-the-file"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('[bus.nats]\nstream_name = "not-this-one"\n')
+    args = {
+        "before": ["--config", str(good), "provision", "--dry-run"],
+        "after": ["provision", "--dry-run", "--config", str(good)],
+        # The one after the subcommand wins, as it is the more specific.
+        "both": ["--config", str(other), "provision", "--dry-run", "--config", str(good)],
+    }[where]
+    done = run_cli(*args, env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 1  # read the file, then found no server
+    assert "invalid choice" not in done.stderr
+    assert f"cannot connect to NATS at {UNREACHABLE}" in one_error_line(done.stderr)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[bus.nats]\nstream_nmae = 'typo'\n")
+    done = run_cli("--config", str(bad), "status")
+    assert done.returncode == 2
+    assert "stream_nmae" in one_error_line(done.stderr)
 
 
 def test_the_docs_describe_every_subcommand() -> None:
@@ -82,9 +114,35 @@ def test_server_prints_urls_serves_and_stops_cleanly(tmp_path: Path, sig: signal
         server.proc.send_signal(sig)
         rest = server.rest()
         assert server.proc.returncode == 0, server.proc.stderr.read() if server.proc.stderr else ""
-        assert rest[-1] == "nats-server stopped"
+        assert rest[-1] == f"nats-server stopped; its data is kept in {data}"
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the nats-server child is gone too
+    finally:
+        stop(server)
+
+
+def test_server_says_where_its_default_data_dir_is_and_why_the_server_died(
+    tmp_path: Path,
+) -> None:
+    # No --data-dir: ./angzarr-es-data, said plainly.
+    server = start_cli("server", "--port", "-1", "--monitor-port", "-1", cwd=tmp_path)
+    try:
+        head = server.until(lambda line: "nats-server" in line and "running" in line)
+        data = server.until(lambda line: "data dir" in line)
+        server.until(lambda line: line.startswith("Ctrl-C"))
+        where = tmp_path / "angzarr-es-data"
+        assert data == f"  data dir     {where}    (the default: --data-dir DIR to choose)"
+        assert (where / "jetstream").is_dir()
+        # nats-server dies under it: the reason is how it died, not its last log line.
+        os.kill(int(head.rpartition("pid ")[2].rstrip(")")), signal.SIGKILL)
+        server.rest()
+        assert server.proc.returncode == 1
+        assert server.proc.stderr is not None
+        line = one_error_line(server.proc.stderr.read())
+        assert line == (
+            "angzarr-es: error: nats-server exited unexpectedly: killed by SIGKILL "
+            f"(its data is kept in {where})"
+        )
     finally:
         stop(server)
 
@@ -279,8 +337,7 @@ async def test_tail_shows_the_trace_an_instrumented_append_started(
 @pytest.fixture
 def core_conf(conf: Path) -> Path:
     """`conf` with the bus in core mode."""
-    conf.write_text(conf.read_text() + "jetstream = false\n")  # under [bus.nats]
-    return conf
+    return add_nats_settings(conf, "jetstream = false")
 
 
 async def test_tail_in_core_mode_sees_every_publish_with_its_headers(
@@ -340,29 +397,6 @@ def test_bench_without_the_package_says_so() -> None:
     done = run_cli("bench", env=cli_env(ANGZARR_ES_BENCH_MODULE="no_such_benchmarks"))
     assert done.returncode == 2
     assert "no_such_benchmarks package is not importable" in one_error_line(done.stderr)
-
-
-def console_script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """What `pip install .` gives: an `angzarr-es` script (sys.path[0] is its own
-    directory, not the working directory) and angzarr_es importable without
-    the checkout's root, so without `benchmarks`."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "angzarr_es").symlink_to(ROOT / "angzarr_es", target_is_directory=True)
-    # An editable install (`pip install -e`, as CI does) puts the checkout's
-    # root on sys.path through a .pth file; take it off again, as a wheel would.
-    (site / "sitecustomize.py").write_text(
-        "import os, sys\n"
-        f"sys.path[:] = [p for p in sys.path if os.path.realpath(p) != {str(ROOT.resolve())!r}]\n"
-    )
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "angzarr-es"
-    script.write_text("import sys\nfrom angzarr_es.cli import main\nsys.exit(main())\n")
-    env = cli_env()
-    env["PYTHONPATH"] = str(site)
-    env.pop("ANGZARR_ES_BENCH_MODULE", None)
-    return script, env
 
 
 def test_bench_console_script_finds_benchmarks_in_the_working_directory(tmp_path: Path) -> None:

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 import msgspec
+import pytest
 
 import angzarr_es
 from angzarr_es import _provision
 from angzarr_es._nats import messages as js
+from angzarr_es._nats.errors import REPLICAS_NOT_SUPPORTED, api_error
 from angzarr_es.config import Config
 from tests.support import jsadmin
 from tests.support.cli import (
+    add_nats_settings,
     one_error_line,
     run_cli,
     unreachable_fails,
@@ -143,3 +146,64 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
         finally:
             for stream in (n.stream_name, n.snapshot_stream, dlq):
                 await jsadmin.delete_stream(client, stream)
+
+
+@pytest.fixture
+def r3_conf(conf: Path) -> Path:
+    """`conf` asking for three replicas (the test server is a single one)."""
+    return add_nats_settings(conf, "replicas = 3")
+
+
+async def test_three_replicas_on_a_single_server_are_refused_naming_the_fix(
+    r3_conf: Path, client: angzarr_es.Client, config: Config
+) -> None:
+    fix = "set bus.nats.replicas = 1, or connect to a cluster"
+    done = run_cli("provision", "--dry-run", "--config", str(r3_conf))
+    assert done.returncode == 1, done.stdout
+    assert f"stream {config.nats.stream_name} " in done.stdout
+    assert "cannot be created" in done.stdout
+    assert "num_replicas: 1 -> 3" not in done.stdout
+    (blocked,) = [line for line in done.stdout.splitlines() if line.startswith("blocked: ")]
+    assert "bus.nats.replicas = 3 needs a JetStream cluster" in blocked
+    assert fix in blocked
+
+    done = run_cli("provision", "--config", str(r3_conf))
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert fix in line
+    assert "10074" not in line  # predicted, not refused by the server
+    assert await client.stream_settings(config.nats.stream_name) is None
+
+    # An existing R1 stream: the same refusal, not an update to R3.
+    done = run_cli("provision", "--config", str(conf_without_replicas(r3_conf)))
+    assert done.returncode == 0, done.stderr
+    done = run_cli("provision", "--dry-run", "--config", str(r3_conf))
+    assert done.returncode == 1
+    assert fix in done.stdout
+    await jsadmin.delete_stream(client, config.nats.snapshot_stream)
+
+
+def conf_without_replicas(conf: Path) -> Path:
+    plain = conf.with_name("r1.toml")
+    plain.write_text(conf.read_text().replace("replicas = 3\n", ""))
+    return plain
+
+
+def test_the_server_refusing_replicas_names_the_fix() -> None:
+    error = api_error("create stream x", 500, REPLICAS_NOT_SUPPORTED, "replicas > 1 not supported")
+    assert str(error).endswith("; set bus.nats.replicas = 1, or connect to a JetStream cluster")
+
+
+@pytest.fixture
+def max_age_conf(conf: Path) -> Path:
+    return add_nats_settings(conf, 'max_age = "7d"')
+
+
+async def test_the_max_age_warning_is_given_once(
+    max_age_conf: Path, client: angzarr_es.Client
+) -> None:
+    done = run_cli("provision", "--dry-run", "--config", str(max_age_conf))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("JetStream will DELETE events") == 1, done.stderr
+    assert "bus.nats.max_age = 604800s" in done.stderr
+    assert '"max_age": 604800000000000' in done.stdout

@@ -4,6 +4,7 @@ of a missing stream, its options, and a server that is down at start-up."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -101,12 +102,14 @@ async def test_status_watch_refreshes(conf: Path, client: angzarr_es.Client) -> 
 async def test_status_with_rich_tables(conf: Path, client: angzarr_es.Client) -> None:
     pytest.importorskip("rich")
     await client.provision()
-    env = cli_env(COLUMNS="200")
+    # Rich draws tables on a terminal only: FORCE_COLOR claims one.
+    env = cli_env(COLUMNS="200", FORCE_COLOR="1")
     del env["ANGZARR_ES_PLAIN"]
     done = run_cli("status", "--config", str(conf), env=env)
     assert done.returncode == 0, done.stderr
-    assert "┃ stream" in done.stdout  # a rich table, not the plain fallback
-    assert f"{client.config.nats.stream_name} *" in done.stdout
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)
+    assert "┃ stream" in shown  # a rich table, not the plain fallback
+    assert f"{client.config.nats.stream_name} *" in shown
 
 
 @pytest.mark.parametrize("count", ["0", "-1", "x"])
@@ -142,10 +145,39 @@ def test_status_refuses_a_monitoring_url_that_is_not_one(conf: Path, where: str,
     assert done.stdout == ""
 
 
-def test_status_reports_an_unreachable_monitoring_endpoint(conf: Path) -> None:
-    done = run_cli("status", "--config", str(conf), "--monitor-url", "http://127.0.0.1:1")
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_status_reports_an_unreachable_monitoring_endpoint(
+    conf: Path, json_flag: list[str]
+) -> None:
+    url = "http://127.0.0.1:1"
+    done = run_cli("status", "--config", str(conf), "--monitor-url", url, *json_flag)
     assert done.returncode == 1
-    assert "problem: monitoring endpoint: http://127.0.0.1:1/" in done.stdout
+    problem = f"monitoring endpoint {url}: no answer from /varz: "
+    if json_flag:
+        health = json.loads(done.stdout)
+        assert health["monitor_url"] == url
+        assert any(p.startswith(problem) for p in health["problems"]), health["problems"]
+    else:
+        # The same endpoint in both outputs, and no claim that none was given.
+        assert f"problem: {problem}" in done.stdout
+        assert "no monitoring URL" not in done.stdout
+        assert f"(monitoring endpoint {url} gave nothing, see the problems below)" in done.stdout
+
+
+def test_status_says_a_monitoring_url_at_the_client_port_is_the_client_port(
+    conf: Path, config: Config
+) -> None:
+    client_port = config.nats.servers[0].replace("nats://", "http://")
+    done = run_cli("status", "--config", str(conf), "--monitor-url", client_port)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr == ""
+    (problem,) = [line for line in done.stdout.splitlines() if "problem: monitoring" in line]
+    assert problem == (
+        f"! problem: monitoring endpoint {client_port}: it speaks the NATS client protocol: "
+        "that is the client port, not the monitoring port (nats-server's `http` setting, "
+        "e.g. http://localhost:8222)"
+    )
 
 
 # -- no server at start-up -------------------------------------------------------------

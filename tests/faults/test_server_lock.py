@@ -235,7 +235,7 @@ def test_cli_server_refuses_a_data_dir_in_use(tmp_path: Path) -> None:
         assert not gone(nats_pid)
 
         first.proc.send_signal(signal.SIGTERM)
-        assert first.rest()[-1] == "nats-server stopped"
+        assert first.rest()[-1] == f"nats-server stopped; its data is kept in {data}"
         assert first.proc.returncode == 0
     finally:
         stop(first)

@@ -97,7 +97,7 @@ async def test_monitoring_endpoint_adds_server_stats() -> None:
     assert health.jetstream.server_max_storage > 0
     assert not unreachable.ok
     assert unreachable.server is None
-    assert unreachable.problems[0].startswith("monitoring endpoint: http://127.0.0.1:1/")
+    assert unreachable.problems[0].startswith("monitoring endpoint http://127.0.0.1:1: no answer")
 
 
 async def test_unreachable_after_the_server_goes_away() -> None:

@@ -46,6 +46,21 @@ def run_cli(
     )
 
 
+def run_script(
+    script: Path, *args: str, env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script (see `console_script`) to completion, capturing text output."""
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
+
+
 def one_error_line(stderr: str) -> str:
     """The one line of an error, checked to be one and no traceback."""
     assert "Traceback" not in stderr
@@ -95,6 +110,13 @@ def write_config(path: Path, config: Config) -> Path:
     return path
 
 
+def add_nats_settings(conf: Path, text: str) -> Path:
+    """`conf` (a `write_config` file, which ends in its [bus.nats] table) with
+    the settings in `text` added to that table."""
+    conf.write_text(conf.read_text() + text.rstrip("\n") + "\n")
+    return conf
+
+
 class Lines:
     """Lines of a child's stdout (or of `stream`, e.g. its stderr), read by a
     thread, awaited with a deadline."""
@@ -141,7 +163,7 @@ class Lines:
         return self.lines
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
+def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Lines:
     """Start the command line in the background, stdout as `Lines`."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "angzarr_es", *args],
@@ -149,6 +171,7 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> Lines:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
     )
     return Lines(proc)
 
@@ -174,3 +197,26 @@ def stop(lines: Lines) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def console_script(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """What `pip install .` gives: an `angzarr-es` script (sys.path[0] is its own
+    directory, not the working directory) and angzarr_es importable without
+    the checkout's root, so without `benchmarks`."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "angzarr_es").symlink_to(ROOT / "angzarr_es", target_is_directory=True)
+    # An editable install (`pip install -e`, as CI does) puts the checkout's
+    # root on sys.path through a .pth file; take it off again, as a wheel would.
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        f"sys.path[:] = [p for p in sys.path if os.path.realpath(p) != {str(ROOT.resolve())!r}]\n"
+    )
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "angzarr-es"
+    script.write_text("import sys\nfrom angzarr_es.cli import main\nsys.exit(main())\n")
+    env = cli_env()
+    env["PYTHONPATH"] = str(site)
+    env.pop("ANGZARR_ES_BENCH_MODULE", None)
+    return script, env

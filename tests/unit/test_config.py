@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+import angzarr_es
 from angzarr_es import Config, ConfigError
 from angzarr_es.config import redact_url
 
@@ -177,3 +179,112 @@ def test_invalid_toml(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         Config.load(tmp_path / "nope.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ('"7d"', 7 * 86400.0),
+        ('"1h30m"', 5400.0),
+        ('"90s"', 90.0),
+        ('"500ms"', 0.5),
+        ('"1.5h"', 5400.0),
+        ('"2w"', 14 * 86400.0),
+        ('"1y"', 365 * 86400.0),
+        ('"30"', 30.0),
+        ("604800", 604800.0),
+    ],
+)
+def test_durations_are_seconds_or_strings_with_units(
+    tmp_path: Path, value: str, seconds: float
+) -> None:
+    cfg = Config.load(write(tmp_path, f"[bus.nats]\nmax_age = {value}\n"), {})
+    assert cfg.nats.max_age == seconds
+
+
+def test_every_duration_takes_units(tmp_path: Path) -> None:
+    text = (
+        "[bus.nats]\n"
+        'duplicate_window = "2m"\nrequest_timeout = "250ms"\nconnect_timeout = "3s"\n'
+        "[[bus.nats.consumers]]\n"
+        'name = "p"\nfilter = "x"\nack_wait = "1m"\nbackoff = ["1s", 5, "1m"]\n'
+    )
+    n = Config.load(write(tmp_path, text), {}).nats
+    assert (n.duplicate_window, n.request_timeout, n.connect_timeout) == (120.0, 0.25, 3.0)
+    assert (n.consumers[0].ack_wait, n.consumers[0].backoff) == (60.0, [1.0, 5.0, 60.0])
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('max_age = "7x"', "bus.nats.max_age"),
+        ('max_age = "d"', "bus.nats.max_age"),
+        ('connect_timeout = "soon"', "bus.nats.connect_timeout"),
+        ('[[bus.nats.consumers]]\nname = "p"\nfilter = "x"\nbackoff = ["1s", "1q"]', "backoff[1]"),
+    ],
+)
+def test_a_bad_duration_says_what_a_duration_is(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(write(tmp_path, f"[bus.nats]\n{text}\n"), {})
+    message = str(info.value)
+    assert key in message
+    assert "is not a duration: give seconds (a number) or a string such as" in message
+    assert '"7d"' in message
+
+
+def test_a_duration_of_the_wrong_type_says_it_is_seconds(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bus\.nats\.max_age: Expected `float`, got `bool`"):
+        Config.load(write(tmp_path, "[bus.nats]\nmax_age = true\n"), {})
+    with pytest.raises(ConfigError, match="a duration: seconds, or a string such as"):
+        Config.load(write(tmp_path, "[bus.nats]\nmax_age = true\n"), {})
+
+
+def test_a_bad_choice_lists_the_valid_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.load(write(tmp_path, "[bus.nats]\nreplay = 'magic'\n"), {})
+    assert str(info.value).endswith(
+        "bus.nats.replay: Invalid enum value 'magic' (valid: 'consumer', 'direct')"
+    )
+
+
+def test_the_cli_table_survives_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cli]\nproto_modules = ["shop.orders_pb2"]\n')
+    cfg = Config.load(path, {"NATS_URL": "nats://env:2"})
+    assert cfg.cli.proto_modules == ["shop.orders_pb2"]
+    assert Config().cli.proto_modules == []
+
+
+def test_max_age_warns_on_validate_not_on_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The command line loads, then connects (which validates): one warning.
+    path = write(tmp_path, '[bus.nats]\nmax_age = "1h"\n')
+    with caplog.at_level(logging.WARNING, logger="angzarr_es"):
+        cfg = Config.load(path, {})
+        assert not caplog.records
+        cfg.validate()
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "bus.nats.max_age = 3600s: JetStream will DELETE events older than that"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (5,),
+            "connect() takes a server URL or a list of them, such as 'nats://localhost:4222', not int 5",
+        ),
+        ((["nats://a:4222", 7],), "not list"),
+        ((Config(),), "connect() takes a Config as a keyword: connect(config=...)"),
+    ],
+)
+async def test_connect_refuses_arguments_of_the_wrong_type(
+    args: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(TypeError) as info:
+        await angzarr_es.connect(*args)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    with pytest.raises(TypeError, match=r"connect\(config=\.\.\.\) takes a Config, not dict"):
+        await angzarr_es.connect(config={"bus": {}})  # type: ignore[arg-type]
