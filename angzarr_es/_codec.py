@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _UTC = dt.UTC
-EPOCH = _EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
 _timedelta = dt.timedelta
 _classes: dict[str, type[Message] | None] = {}
 _kinds: dict[str, tuple[str, type[Message] | None]] = {}
@@ -134,7 +134,7 @@ def encode_commit(
     # Exact integer arithmetic (microsecond precision), cheaper than
     # Timestamp.FromDatetime, and the stamp is set in place on each page
     # instead of being copied from a temporary message.
-    delta = created_at - _EPOCH
+    delta = created_at - EPOCH
     seconds = delta.days * 86400 + delta.seconds
     nanos = delta.microseconds * 1000
     pages = book.pages
@@ -262,7 +262,7 @@ def extend_recorded(
         if last != first + count - 1 or tail.seconds != seconds or tail.nanos != nanos:
             _extend_each(out, pages, correlation_id, lo, hi, subject)
             return
-    created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
+    created_at = EPOCH + _timedelta(0, seconds, nanos // 1000)
     selected, seq = span(pages, first, lo, hi)
     append = out.append
     kinds = _kinds
@@ -316,7 +316,7 @@ def _extend_each(
 ) -> None:
     """The general case: every page's own sequence and timestamp."""
     last_stamp: tuple[int, int] | None = None
-    created_at = _EPOCH
+    created_at = EPOCH
     for page in pages:
         seq = page.header.sequence
         if seq < lo or (hi is not None and seq >= hi):
@@ -324,7 +324,7 @@ def _extend_each(
         stamp = page.created_at
         key = (stamp.seconds, stamp.nanos)
         if key != last_stamp:
-            created_at = _EPOCH + _timedelta(0, key[0], key[1] // 1000)
+            created_at = EPOCH + _timedelta(0, key[0], key[1] // 1000)
             last_stamp = key
         packed = page.event
         name, cls = kind_of(packed.type_url)

@@ -25,6 +25,7 @@ from importlib import metadata
 import msgspec
 
 import angzarr_es
+from angzarr_es._nats import api
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.embedded import EmbeddedServer
@@ -178,7 +179,8 @@ async def bench_discovery(client: angzarr_es.Client, aggregates: int) -> None:
 
     async def multi_last(domain: str) -> tuple[int, str]:
         body = js.encode({"multi_last": [f"{prefix}{domain}.*"], "batch": 2000})
-        got = await wire.mux.gather(f"$JS.API.DIRECT.GET.{stream}", body, 2001, "multi_last")
+        subject = api.DIRECT_GET.format(stream=stream)
+        got = await wire.mux.gather(subject, body, 2001, "multi_last")
         return len(got.replies), got.status
 
     print(line("Direct Get multi_last, 1000 aggregates", await timed(lambda: multi_last("k1"), 20)))
@@ -187,7 +189,7 @@ async def bench_discovery(client: angzarr_es.Client, aggregates: int) -> None:
 
     async def info_page(offset: int) -> int:
         body = msgspec.json.encode({"subjects_filter": f"{prefix}many.*", "offset": offset})
-        return len(await wire.js.call(f"$JS.API.STREAM.INFO.{stream}", body))
+        return len(await wire.js.call(api.STREAM_INFO.format(stream=stream), body))
 
     size = await info_page(0)
     print(line("STREAM.INFO page at offset 0", await timed(lambda: info_page(0), 5)))

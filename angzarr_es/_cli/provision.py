@@ -9,8 +9,8 @@ import asyncio
 import msgspec
 
 import angzarr_es
+from angzarr_es import ProvisionPlan, StreamPlan
 from angzarr_es._cli.common import load_config
-from angzarr_es._provision import ProvisionPlan, StreamPlan
 from angzarr_es.config import redact_url
 
 _DRY = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import nats.errors
@@ -154,9 +154,8 @@ def api_error(what: str, code: int, err_code: int, description: str) -> StoreErr
     return error_class(code, err_code)(message, code=code, err_code=err_code)
 
 
-def status_error(what: str, status: str, headers: Mapping[str, str] | None = None) -> StoreError:
-    """The typed error for a status message (`NATS/1.0 503`, ...) answering `what`."""
-    description = (headers or {}).get("Description", "")
+def status_error(what: str, status: str, description: str = "") -> StoreError:
+    """The typed error for a status message (`NATS/1.0 503 <description>`) answering `what`."""
     text = f"{what}: server answered status {status} {description}".rstrip()
     code = int(status) if status.isdigit() else 0
     return error_class(code)(text, code=code)

@@ -113,7 +113,7 @@ class Reads:
         if status == "404":
             return None
         if status:
-            raise status_error(what, status, headers)
+            raise status_error(what, status, headers.get(m.H_DESCRIPTION, ""))
         return msg.data, int(headers.get(m.H_SEQUENCE, "0")), headers
 
     # -- the stream leader -----------------------------------------------------------

@@ -14,7 +14,7 @@ import random
 import signal
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -39,12 +39,6 @@ from tests.support.loadgen import (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3) as c:
-        yield c
 
 
 @pytest.fixture

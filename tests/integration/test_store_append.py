@@ -301,9 +301,10 @@ async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
     async with await angzarr_es.connect(config=client.config) as other:
         real = other._wire.reads.direct_last
 
-        async def lagging(stream: str, subject: str) -> Any:
-            # A follower that has only four commits.
-            return await other._wire.reads.leader_next(stream, subject, 4)
+        async def lagging(stream: str, subject: str, what: str = "") -> Any:
+            # A follower that has only four commits (no headers: the store reads none).
+            got = await other._wire.reads.leader_next(stream, subject, 4)
+            return None if got is None else (*got, {})
 
         monkeypatch.setattr(other._wire.reads, "direct_last", lagging)
         res = await other.store("player").append("e", [], expected=6)

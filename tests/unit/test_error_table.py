@@ -98,7 +98,7 @@ def test_api_errors(code: int, err_code: int, expected: type[e.StoreError]) -> N
     ],
 )
 def test_status_errors(status: str, expected: type[e.StoreError]) -> None:
-    err = table.status_error("read x", status, {"Description": "why"})
+    err = table.status_error("read x", status, "why")
     assert type(err) is expected
     assert str(err) == f"read x: server answered status {status} why"
 

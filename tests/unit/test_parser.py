@@ -142,7 +142,7 @@ def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
 
 async def feed(parser: Any, pieces: list[bytes], take: bool = False) -> None:
     """Parse `pieces` in order; with `take`, each is first offered to
-    `FastParser.take` (as `_wire._read_sooner` does as bytes arrive) and only
+    `FastParser.take` (as `_nats.connection._read_sooner` does as bytes arrive) and only
     what it leaves is parsed."""
     for piece in pieces:
         if take:
