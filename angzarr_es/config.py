@@ -36,7 +36,7 @@ import msgspec
 
 from angzarr_es.errors import ConfigError
 
-__all__ = ["BusConfig", "Config", "ConsumerSpec", "NatsConfig"]
+__all__ = ["BusConfig", "CliConfig", "Config", "ConsumerSpec", "NatsConfig"]
 
 log = logging.getLogger("angzarr_es")
 
