@@ -283,6 +283,8 @@ class Client:
 
         Raises:
             ConfigError: the bus is in core mode (projectors need JetStream).
+            TypeError: `handler` is not an `async def` (nor an object with an
+                async `__call__`).
             ValueError: invalid settings.
         """
         self._need_jetstream("projectors")
@@ -316,7 +318,8 @@ class Client:
 
         Raises:
             ConfigError: the bus is in core mode (there is no history).
-            ValueError, TypeError: invalid `start`.
+            ValueError, TypeError: invalid `start`; an `on_skip` that is an
+                `async def` (it is called, not awaited).
         """
         self._need_jetstream("catch-up subscriptions")
         subject = self.bus.filter(filter)

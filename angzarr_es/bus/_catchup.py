@@ -11,7 +11,14 @@ from types import TracebackType
 from angzarr_es import _nats
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
-from angzarr_es.bus._delivery import Delivery, SkipHandler, Start, decode_delivery, start_config
+from angzarr_es.bus._delivery import (
+    Delivery,
+    SkipHandler,
+    Start,
+    check_skip_handler,
+    decode_delivery,
+    start_config,
+)
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import AngzarrESError, StoreError, StoreTimeout, StoreUnavailable
 
@@ -42,6 +49,7 @@ class CatchUp:
         window: int = 256,
         on_skip: SkipHandler | None = None,
     ) -> None:
+        check_skip_handler(on_skip)
         self._wire = wire
         self._on_skip = on_skip
         self._cfg = cfg

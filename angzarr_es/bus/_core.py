@@ -17,6 +17,8 @@ from angzarr_es.bus._delivery import (
     Handler,
     SkipHandler,
     Start,
+    check_handler,
+    check_skip_handler,
     decode_delivery,
     root_of,
 )
@@ -183,9 +185,13 @@ class Bus:
         to `on_skip` (default: a logged warning) and the next is delivered.
 
         Raises:
+            TypeError: `handler` is not an `async def` (nor an object with an
+                async `__call__`), or `on_skip` is.
             ValueError: `start` other than "new" in core mode.
             StoreUnavailable: not connected; StoreError: the consumer was refused.
         """
+        check_handler(handler)
+        check_skip_handler(on_skip)
         subject = self.filter(f)
         if not self._cfg.jetstream:
             if start != "new":

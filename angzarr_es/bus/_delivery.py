@@ -7,6 +7,7 @@ durable projectors.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -24,6 +25,8 @@ __all__ = [
     "Handler",
     "SkipHandler",
     "Start",
+    "check_handler",
+    "check_skip_handler",
     "decode_delivery",
     "root_of",
     "start_config",
@@ -62,6 +65,48 @@ Handler = Callable[[Delivery], Awaitable[None]]
 SkipHandler = Callable[[str, int, AngzarrESError], None]
 """Told of a message on a subscription's subjects that is not a commit and was
 passed over: (subject, stream sequence or 0 in core mode, the decoding error)."""
+
+
+def _is_async(fn: object) -> bool:
+    """Whether calling `fn` runs a coroutine function: an `async def`, a
+    `functools.partial` of one, or an object whose `__call__` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method itself is inspected
+    )
+
+
+def check_handler(handler: object, what: str = "handler") -> None:
+    """Refuse a handler that is not an async function, before anything runs.
+
+    A plain `def` handler returns None, which fails on `await` at every
+    delivery: a projector would retry it and dead-letter every commit.
+
+    Raises:
+        TypeError: `handler` is not callable, or not `async def` (nor an
+            object with an `async def __call__`).
+    """
+    if not callable(handler):
+        raise TypeError(f"{what} must be an async function, got {handler!r}")
+    if not _is_async(handler):
+        raise TypeError(
+            f"{what} {handler!r} is not a coroutine function: define it with "
+            "`async def handler(delivery): ...` (a plain function's result cannot be "
+            "awaited, so every delivery would fail)"
+        )
+
+
+def check_skip_handler(on_skip: object) -> None:
+    """Refuse an `on_skip` that cannot be called synchronously.
+
+    Raises:
+        TypeError: not callable, or an `async def` (it would never run).
+    """
+    if on_skip is None:
+        return
+    if not callable(on_skip) or _is_async(on_skip):
+        raise TypeError(
+            f"on_skip must be a plain function (it is called, not awaited), got {on_skip!r}"
+        )
 
 
 def decode_delivery(

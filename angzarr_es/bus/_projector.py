@@ -52,7 +52,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._deadletter import DeadLetters, one_line
-from angzarr_es.bus._delivery import Handler, Start, decode_delivery
+from angzarr_es.bus._delivery import Handler, Start, check_handler, decode_delivery
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.bus._ordering import Key, KeyOrder
@@ -89,6 +89,7 @@ class Projector:
         observer: Observer | None = None,
     ) -> None:
         settings.check()
+        check_handler(handler)
         self._observer = observer
         self._wire = wire
         self._cfg = cfg

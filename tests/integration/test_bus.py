@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import uuid
 from collections.abc import AsyncIterator
 
@@ -293,6 +294,40 @@ async def test_a_failing_subscription_handler_does_not_stop_the_subscription(
             await js_client.store("player").append(f"p{i}", [deposit(i)], expected=0)
         await seen.wait_count(3)
     assert [d.root for d in seen.seen] == ["p0", "p1", "p2"]
+
+
+def _sync_handler(d: Delivery) -> None:
+    pass
+
+
+async def _async_handler(d: Delivery) -> None:
+    pass
+
+
+async def test_sync_handlers_are_refused_when_made_and_async_callables_accepted(
+    js_client: angzarr_es.Client,
+) -> None:
+    """A plain `def` handler failed on `await None` at every delivery, so a
+    projector dead-lettered every commit (issue 19)."""
+    players = filters.domain("player")
+    for bad in (_sync_handler, lambda d: None, print):
+        with pytest.raises(TypeError, match="async def"):
+            js_client.projector("sync", players, bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async def"):
+            await js_client.bus.subscribe(players, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="async function"):
+        js_client.projector("sync", players, "not callable")  # type: ignore[arg-type]
+    # on_skip is called, not awaited: an async one would never run.
+    with pytest.raises(TypeError, match="on_skip"):
+        js_client.subscribe(players, on_skip=_async_handler)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_skip"):
+        await js_client.bus.subscribe(players, Recorder(), on_skip=_async_handler)  # type: ignore[arg-type]
+    assert await jsadmin.consumer_names(js_client, js_client.config.nats.stream_name) == []
+    # Accepted: async def, an object with an async __call__, a partial of one.
+    for good in (_async_handler, Recorder(), functools.partial(_async_handler)):
+        js_client.projector("fine", players, good)
+        sub = await js_client.bus.subscribe(players, good, on_skip=lambda s, q, e: None)
+        await sub.close()
 
 
 # -- catch-up subscriptions -------------------------------------------------------
