@@ -12,6 +12,14 @@ of `[A-Za-z0-9_-]`), otherwise `~` followed by the unpadded base64url of the
 id's UTF-8 bytes. `~` never appears in a safe id, so the mapping is reversible
 and no id can land on another aggregate's subject, whatever characters it holds
 (`.`, `*`, `>`, spaces, non-ASCII).
+
+A string in a UUID's text form names that UUID's aggregate: hyphenated hex in
+any case, bare, in braces or after `urn:uuid:`, is first turned into the
+canonical lowercase form `str(uuid)` (`canonical_root`), so `u`, `str(u)` and
+`str(u).upper()` are one aggregate. Any other string is used exactly as given
+(32 hex digits without hyphens included: such ids are often digests), so the
+mapping stays a bijection between subject tokens and canonical ids.
+Correlation ids are not aggregate ids: they are encoded exactly as given.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "AggregateId",
     "Subjects",
+    "canonical_root",
     "correlation_token",
     "decode_root",
     "domain_filter",
@@ -83,7 +92,25 @@ def validate_edition(edition: object) -> str:
     return edition
 
 
-def _canonical(root: AggregateId) -> str:
+# A UUID's hyphenated text, and the forms `uuid.UUID` reads it in (any case,
+# braces, a `urn:uuid:` prefix); the hex without hyphens is left alone.
+_UUID_HEX = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+_UUID_TEXT = re.compile(
+    rf"({_UUID_HEX})|\{{({_UUID_HEX})\}}|[Uu][Rr][Nn]:[Uu][Uu][Ii][Dd]:({_UUID_HEX})"
+)
+_UUID_LENGTHS = frozenset({36, 38, 45})
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def canonical_root(root: AggregateId) -> str:
+    """The text an aggregate id is stored, listed and delivered as.
+
+    A `uuid.UUID`, or a string in a UUID's text form (any case, in braces, or
+    as `urn:uuid:...`), gives `str(uuid)`; any other string is returned as it is.
+
+    Raises:
+        InvalidAggregateId: not a str nor a UUID, or empty.
+    """
     if isinstance(root, uuid.UUID):
         return str(root)
     if not isinstance(root, str):
@@ -92,16 +119,19 @@ def _canonical(root: AggregateId) -> str:
         )
     if not root:
         raise InvalidAggregateId("aggregate id must not be empty")
+    if len(root) in _UUID_LENGTHS:
+        found = _UUID_TEXT.fullmatch(root)
+        if found is not None:
+            return (found[1] or found[2] or found[3]).lower()
     return root
 
 
-def encode_root(root: AggregateId) -> str:
-    """The subject token for an aggregate id.
+def _token(text: str) -> str:
+    """The subject token of a non-empty id, exactly as given.
 
     Raises:
-        InvalidAggregateId: empty, not a str/UUID, or over MAX_ID_BYTES.
+        InvalidAggregateId: over MAX_ID_BYTES.
     """
-    text = _canonical(root)
     if _SAFE.fullmatch(text) and len(text) <= MAX_ID_BYTES:
         return text
     raw = text.encode("utf-8", "surrogatepass")
@@ -112,8 +142,18 @@ def encode_root(root: AggregateId) -> str:
     return _ENCODED + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+def encode_root(root: AggregateId) -> str:
+    """The subject token for an aggregate id (of its `canonical_root`).
+
+    Raises:
+        InvalidAggregateId: empty, not a str/UUID, or over MAX_ID_BYTES.
+    """
+    return _token(canonical_root(root))
+
+
 def correlation_token(correlation_id: object) -> str:
-    """The subject token for a correlation id (encoded like an aggregate id).
+    """The subject token for a correlation id (encoded like an aggregate id,
+    but exactly as given: a UUID-like correlation id is not canonicalised).
 
     Raises:
         TypeError: not a str.
@@ -123,19 +163,23 @@ def correlation_token(correlation_id: object) -> str:
     if not isinstance(correlation_id, str):
         raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")
     try:
-        return encode_root(correlation_id)
+        if not correlation_id:
+            raise InvalidAggregateId("aggregate id must not be empty")
+        return _token(correlation_id)
     except InvalidAggregateId as exc:
         raise InvalidAggregateId(str(exc).replace("aggregate id", "correlation id")) from None
 
 
 def decode_root(token: str) -> str:
-    """The aggregate id (as given to the store) behind a subject token.
+    """The aggregate id (its `canonical_root`) behind a subject token.
 
     Raises:
         InvalidAggregateId: the token is not one `encode_root` produces.
     """
     if not token.startswith(_ENCODED):
-        if not _SAFE.fullmatch(token):
+        # A UUID in capitals is a safe token no id encodes to (ids in that
+        # form are stored under the lowercase one).
+        if not _SAFE.fullmatch(token) or canonical_root(token) != token:
             raise InvalidAggregateId(f"not an aggregate subject token: {token!r}")
         return token
     body = token[len(_ENCODED) :]
@@ -153,18 +197,13 @@ def decode_root(token: str) -> str:
 
 
 def root_bytes(root: AggregateId) -> bytes:
-    """Bytes for `Cover.root.value`: a UUID's 16 bytes, else the id's UTF-8."""
+    """Bytes for `Cover.root.value`: a UUID's 16 bytes (also for a UUID's text
+    in any form `canonical_root` accepts), else the id's UTF-8."""
     if isinstance(root, uuid.UUID):
         return root.bytes
-    text = _canonical(root)
-    if len(text) == 36:
-        try:
-            parsed = uuid.UUID(text)
-        except ValueError:
-            pass
-        else:
-            if str(parsed) == text:
-                return parsed.bytes
+    text = canonical_root(root)
+    if len(text) == 36 and _CANONICAL_UUID.fullmatch(text):
+        return uuid.UUID(text).bytes
     return text.encode("utf-8", "surrogatepass")
 
 

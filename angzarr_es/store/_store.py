@@ -209,11 +209,11 @@ class EventStore:
         return self._reader.iter(root, from_sequence, to_sequence, self.subject)
 
     def list_roots(self) -> AsyncGenerator[str, None]:
-        """Every aggregate id of this domain and edition, exactly as given, in subject order.
+        """Every aggregate id of this domain and edition, as given, in subject order.
 
         Pages through the server's subject index (one request per 100,000
-        aggregates); holds one page at a time. A UUID root is listed as its
-        canonical string. A subject whose last token no store writes (someone
+        aggregates); holds one page at a time. A UUID root (also one given as
+        text in another form) is listed as its canonical string. A subject whose last token no store writes (someone
         else's message on the domain's subjects) is skipped with a warning.
 
         Raises:

@@ -280,6 +280,28 @@ async def test_uuid_and_its_canonical_string_are_the_same_aggregate(store: Store
     assert await store.next_sequence(str(pid)) == 2
 
 
+async def test_a_uuid_in_any_text_form_is_the_uuids_aggregate(backend: Backend) -> None:
+    """`str(u).upper()` named another aggregate than `u` (issue 19): a string in
+    a UUID's text form is the UUID, stored, listed and delivered canonically."""
+    store = backend.store("player")
+    pid = uuid.uuid4()
+    text = str(pid)
+    forms: list[uuid.UUID | str] = [pid, text, text.upper(), f"{{{text}}}", f"urn:uuid:{text}"]
+    for n, form in enumerate(forms):
+        await store.append(form, [deposit(n)], expected=n, correlation_id="wf")
+    for form in forms:
+        hist = await store.load(form)
+        assert [e.event.amount_cents for e in hist.events] == list(range(len(forms)))  # type: ignore[attr-defined]
+        assert await store.next_sequence(form) == len(forms)
+    assert await roots_of(store) == [text]
+    assert list(await backend.events_by_correlation("wf")) == [("player", text)]
+    # 32 hex digits without hyphens (a digest, say) stay an id of their own.
+    await store.append(pid.hex, [deposit(9)], expected=0)
+    assert sorted(await roots_of(store)) == sorted([text, pid.hex])
+    # Correlation ids are not aggregate ids: each spelling is its own.
+    assert await backend.events_by_correlation("WF") == {}
+
+
 @pytest.mark.parametrize("bad", ["", None, 7, b"bytes", "x" * 1025])
 async def test_bad_aggregate_ids_are_refused(store: Store, bad: object) -> None:
     with pytest.raises(angzarr_es.InvalidAggregateId):

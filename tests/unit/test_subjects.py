@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 from angzarr_es import InvalidAggregateId, InvalidDomain
 from angzarr_es.subjects import (
     MAX_ID_BYTES,
+    canonical_root,
+    correlation_token,
     decode_root,
     domain_filter,
     encode_root,
@@ -27,7 +30,9 @@ ids = st.text(min_size=1, max_size=200).filter(
 
 @given(ids)
 def test_encoding_round_trips(root: str) -> None:
-    assert decode_root(encode_root(root)) == root
+    assert decode_root(encode_root(root)) == canonical_root(root)
+    if canonical_root(root) == root:  # every id but a UUID's other text forms
+        assert decode_root(encode_root(root)) == root
 
 
 @given(ids)
@@ -40,7 +45,7 @@ def test_tokens_are_single_safe_subject_tokens(root: str) -> None:
 
 @given(ids, ids)
 def test_distinct_ids_get_distinct_tokens(a: str, b: str) -> None:
-    if a != b:
+    if canonical_root(a) != canonical_root(b):
         assert encode_root(a) != encode_root(b)
 
 
@@ -50,10 +55,36 @@ def test_uuid_and_canonical_string_share_a_token(u: uuid.UUID) -> None:
     assert root_bytes(u) == root_bytes(str(u)) == u.bytes
 
 
-def test_non_canonical_uuid_strings_are_plain_ids() -> None:
-    u = uuid.uuid4()
-    assert encode_root(str(u).upper()) != encode_root(u)
-    assert root_bytes(str(u).upper()) == str(u).upper().encode()
+def uuid_forms(u: uuid.UUID) -> list[str]:
+    text = str(u)
+    return [text, text.upper(), f"{{{text}}}", f"{{{text.upper()}}}", f"urn:uuid:{text}",
+            f"URN:UUID:{text.upper()}", f"urn:UUID:{text}"]  # fmt: skip
+
+
+@given(st.uuids())
+def test_a_uuid_in_any_text_form_names_the_uuids_aggregate(u: uuid.UUID) -> None:
+    """`str(u).upper()` named another aggregate than `u` (issue 19)."""
+    for form in uuid_forms(u):
+        assert canonical_root(form) == str(u), form
+        assert encode_root(form) == encode_root(u) == str(u), form
+        assert root_bytes(form) == u.bytes, form
+        assert decode_root(encode_root(form)) == str(u)
+    # A token that no canonical id encodes to is not an aggregate's.
+    braced = base64.urlsafe_b64encode(f"{{{u}}}".encode()).rstrip(b"=").decode()
+    for token in (str(u).upper(), "~" + braced):
+        if token != str(u):
+            with pytest.raises(InvalidAggregateId):
+                decode_root(token)
+
+
+@given(st.uuids())
+def test_other_uuid_like_strings_and_correlation_ids_stay_as_given(u: uuid.UUID) -> None:
+    for other in (u.hex, u.hex.upper(), f"{{{u.hex}}}", f" {u}", f"{u}-x", f"uuid:{u}"):
+        assert canonical_root(other) == other
+        assert decode_root(encode_root(other)) == other
+        assert root_bytes(other) == other.encode()
+    # Correlation ids are not aggregate ids: each spelling is its own.
+    assert correlation_token(str(u).upper()) != correlation_token(str(u))
 
 
 @pytest.mark.parametrize("bad", ["", None, 3, b"x", "x" * (MAX_ID_BYTES + 1), "é" * 600])
