@@ -9,7 +9,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
@@ -23,13 +23,13 @@ from angzarr_es.bus import (
     CatchUp,
     Handler,
     Projector,
-    ProjectorSettings,
     SkipHandler,
     Start,
     Subscription,
 )
 from angzarr_es.bus._projector import handler_task
-from angzarr_es.config import Config, ConsumerSpec
+from angzarr_es.bus._settings import configured, filter_and_handler
+from angzarr_es.config import Config
 from angzarr_es.errors import (
     ConfigError,
     InvalidEdition,
@@ -259,6 +259,23 @@ class Client:
             self._bus = Bus(self._wire, self._config.nats)
         return self._bus
 
+    @overload
+    def projector(
+        self,
+        name: str,
+        handler: Handler,
+        /,
+        *,
+        concurrency: int = 1,
+        max_deliver: int | None = None,
+        ack_wait: float | None = None,
+        backoff: Sequence[float] | None = None,
+        max_ack_pending: int | None = None,
+        start: Start = "all",
+        partition: tuple[int, int] | None = None,
+    ) -> Projector: ...
+
+    @overload
     def projector(
         self,
         name: str,
@@ -272,33 +289,50 @@ class Client:
         max_ack_pending: int | None = None,
         start: Start = "all",
         partition: tuple[int, int] | None = None,
+    ) -> Projector: ...
+
+    def projector(
+        self,
+        name: str,
+        filter: FilterLike | Handler,
+        handler: Handler | None = None,
+        *,
+        concurrency: int = 1,
+        max_deliver: int | None = None,
+        ack_wait: float | None = None,
+        backoff: Sequence[float] | None = None,
+        max_ack_pending: int | None = None,
+        start: Start = "all",
+        partition: tuple[int, int] | None = None,
     ) -> Projector:
         """A durable projector (JetStream mode); run it with `async with`.
 
-        `max_deliver`, `ack_wait`, `backoff` and `max_ack_pending` not given
-        come from the configuration's `[[bus.nats.consumers]]` entry of this
-        `name`, else the defaults 5, 30.0 s, (1, 5, 15, 30) s and 1000. See
-        `angzarr_es.bus` (its projector module) for the delivery, retry, dead-letter and
+        `projector(name, filter, handler)`, or `projector(name, handler)` to
+        take the filter from the configuration's `[[bus.nats.consumers]]`
+        entry of this `name`. `max_deliver`, `ack_wait`, `backoff` and
+        `max_ack_pending` not given come from that entry too, else the
+        defaults 5, 30.0 s, (1, 5, 15, 30) s and 1000. See `angzarr_es.bus`
+        (its projector module) for the delivery, retry, dead-letter and
         ordering semantics.
 
         Raises:
-            ConfigError: the bus is in core mode (projectors need JetStream).
+            ConfigError: the bus is in core mode (projectors need JetStream),
+                or no filter was given and the entry of `name` has none.
             TypeError: `handler` is not an `async def` (nor an object with an
                 async `__call__`).
             ValueError: invalid settings.
         """
         self._need_jetstream("projectors")
-        spec = next((c for c in self._config.nats.consumers if c.name == name), None)
-        if spec is None:
-            spec = ConsumerSpec(name=name, filter="")
-        settings = ProjectorSettings(
-            name=name,
-            subject=self.bus.filter(filter),
+        subject, handler = filter_and_handler(filter, handler)
+        settings = configured(
+            self._config.nats,
+            name,
+            subject,
             concurrency=concurrency,
-            max_deliver=spec.max_deliver if max_deliver is None else max_deliver,
-            ack_wait=spec.ack_wait if ack_wait is None else ack_wait,
-            backoff=tuple(spec.backoff if backoff is None else backoff),
-            max_ack_pending=spec.max_ack_pending if max_ack_pending is None else max_ack_pending,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            backoff=backoff,
+            max_ack_pending=max_ack_pending,
             start=start,
             partition=partition,
         )

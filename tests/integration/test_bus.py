@@ -316,7 +316,7 @@ async def test_sync_handlers_are_refused_when_made_and_async_callables_accepted(
         with pytest.raises(TypeError, match="async def"):
             await js_client.bus.subscribe(players, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="async function"):
-        js_client.projector("sync", players, "not callable")  # type: ignore[arg-type]
+        js_client.projector("sync", players, "not callable")  # type: ignore[call-overload]
     # on_skip is called, not awaited: an async one would never run.
     with pytest.raises(TypeError, match="on_skip"):
         js_client.subscribe(players, on_skip=_async_handler)  # type: ignore[arg-type]

@@ -13,11 +13,15 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es.config import BusConfig, Config, NatsConfig
+from angzarr_es import filters
+from angzarr_es.config import BusConfig, Config, ConsumerSpec, NatsConfig
 from angzarr_es.embedded import find_nats_server
 from angzarr_es.subjects import events_filter
 from tests.support import jsadmin
+from tests.support.bus import Recorder
+from tests.support.configs import with_nats
 from tests.support.deploy import compose_services, deploy_json
+from tests.support.events import deposit
 
 DEFAULTS = NatsConfig()
 
@@ -45,9 +49,10 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
     subjects = [events_filter(prefix), f"{prefix}.correlation.>"]
     stream.update(name=config.nats.stream_name, subjects=subjects, num_replicas=1)
     consumer = deploy_json("player-projector.consumer.json")
-    assert consumer["filter_subject"] == f"{DEFAULTS.subject_prefix}.events.player.*"
+    # The angzarr docs' filter: every player subject, deeper ones included.
+    assert consumer["filter_subject"] == f"{DEFAULTS.subject_prefix}.events.player.>"
     assert (consumer["ack_policy"], consumer["max_deliver"]) == ("explicit", 5)
-    consumer.update(filter_subject=f"{prefix}.events.player.*", num_replicas=1)
+    consumer.update(filter_subject=f"{prefix}.events.player.>", num_replicas=1)
     async with await angzarr_es.connect(config=config) as client:
         try:
             made = json.loads(await jsadmin.create_stream(client, stream))
@@ -63,6 +68,51 @@ async def test_server_accepts_the_stream_and_consumer_json(config: Config) -> No
             assert made["config"]["durable_name"] == "player-projector"
         finally:
             await jsadmin.delete_stream(client, stream["name"])
+
+
+async def test_a_projector_runs_on_the_deploy_consumer(config: Config) -> None:
+    """The docs' consumer (`<prefix>.events.player.>`) refused
+    `filters.domain("player")` without saying that the deep form was wanted,
+    and `projector(name)` could not take the filter from the configuration
+    (issue 19)."""
+    prefix = config.nats.subject_prefix
+    consumer = deploy_json("player-projector.consumer.json")
+    consumer.update(filter_subject=f"{prefix}.events.player.>", num_replicas=1)
+    spec = ConsumerSpec(name="player-projector", filter=consumer["filter_subject"])
+    cfg = with_nats(config, consumers=[spec])
+    async with await angzarr_es.connect(config=cfg) as client:
+        try:
+            await client.provision()
+            body = json.dumps({"stream_name": cfg.nats.stream_name, "config": consumer}).encode()
+            made = json.loads(
+                await jsadmin.create_consumer(
+                    client, cfg.nats.stream_name, "player-projector", body
+                )
+            )
+            assert "error" not in made, made
+            players = filters.domain("player")
+            with pytest.raises(
+                angzarr_es.ConsumerConfigError,
+                match=r"filters\.domain\('player', deep=True\)",
+            ):
+                async with client.projector("player-projector", players, Recorder()):
+                    pass
+            await client.store("player").append("p", [deposit(1)], expected=0)
+            deep = Recorder()
+            async with client.projector(
+                "player-projector", filters.domain("player", deep=True), deep
+            ):
+                await deep.wait_count(1)
+            # The name alone takes the filter of its [[bus.nats.consumers]] entry.
+            await client.store("player").append("p", [deposit(2)], expected=1)
+            named = Recorder()
+            async with client.projector("player-projector", named) as p:
+                assert p.settings.subject == f"{prefix}.events.player.>"
+                await named.wait_count(1)
+            assert [d.events[0].sequence for d in named.seen] == [1]
+        finally:
+            for stream in (cfg.nats.stream_name, cfg.nats.snapshot_stream, cfg.nats.dlq_stream):
+                await jsadmin.delete_stream(client, stream)
 
 
 def _free_port() -> int:

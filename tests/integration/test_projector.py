@@ -338,6 +338,17 @@ async def test_a_projector_takes_its_settings_from_its_config_entry(bus_config: 
         await jsadmin.delete_stream(c, cfg.nats.stream_name)
 
 
+async def test_a_projector_named_alone_needs_a_configured_filter(
+    client: angzarr_es.Client,
+) -> None:
+    with pytest.raises(angzarr_es.ConfigError, match=r"no filter.*\[\[bus\.nats\.consumers\]\]"):
+        client.projector("unconfigured", Recorder())
+    with pytest.raises(TypeError, match="needs a handler"):
+        client.projector("unconfigured", filters.domain("player"))  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="a filter must be"):
+        client.projector("unconfigured", Recorder(), Recorder())  # type: ignore[call-overload]
+
+
 async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Config) -> None:
     specs = [
         ConsumerSpec(
