@@ -20,6 +20,7 @@ import msgspec
 
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
+from angzarr_es._nats.errors import PROVISION_HINT
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import ServerTooOld, StoreUnavailable, StreamConfigError
 from angzarr_es.subjects import Subjects
@@ -29,9 +30,11 @@ __all__ = [
     "ProvisionPlan",
     "StreamPlan",
     "apply",
+    "deleting_settings",
     "differences",
     "dlq_stream_config",
     "event_stream_config",
+    "explain_deleting",
     "plan",
     "snapshot_stream_config",
 ]
@@ -43,6 +46,17 @@ MIN_SERVER = (2, 11, 0)
 ATOMIC_SERVER = (2, 12, 0)
 # Settings whose other values would delete or lose events.
 _IMMUTABLE = ("retention", "storage")
+# Settings of the event stream whose other values delete or lose the events
+# the store appends: the store will not write to such a stream (`stream_check`)
+# and provisioning repairs them (the _IMMUTABLE ones block it instead).
+DELETING = (
+    "max_age",
+    "max_msgs",
+    "max_bytes",
+    "max_msgs_per_subject",
+    "discard",
+    *_IMMUTABLE,
+)
 
 Action = Literal["create", "update", "none", "blocked"]
 Role = Literal["event stream", "snapshot stream", "dead-letter stream"]
@@ -170,6 +184,49 @@ def differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, st
         if have != value:
             out[key] = f"{have!r} -> {value!r}"
     return out
+
+
+def deleting_settings(
+    cfg: NatsConfig, current: dict[str, Any], server_version: tuple[int, int, int]
+) -> dict[str, str]:
+    """The event stream's settings (of `current`, as the server reports them)
+    that can delete or lose events the configuration keeps, as `differences`
+    says them ('have -> wanted'); empty if none. A configured `max_age` is
+    the operator's choice: a stream that expires events is then no surprise.
+    """
+    wanted = event_stream_config(cfg, server_version)
+    changes = differences(wanted, current)
+    found = {key: changes[key] for key in DELETING if key in changes}
+    if wanted.max_age:
+        found.pop("max_age", None)
+    return found
+
+
+def explain_deleting(name: str, found: dict[str, str], current: dict[str, Any]) -> str:
+    """What a stream with `deleting_settings` does to events, and the fix."""
+    what = {
+        "max_age": f"events older than {int(current.get('max_age') or 0) / m.NANOS:g} s "
+        "are deleted",
+        "max_msgs": f"only the newest {current.get('max_msgs')} messages are kept",
+        "max_bytes": f"only the newest {current.get('max_bytes')} bytes are kept",
+        "max_msgs_per_subject": f"only the newest {current.get('max_msgs_per_subject')} "
+        "commits of each aggregate are kept",
+        "discard": "the oldest messages are deleted when a limit is reached",
+        "retention": "messages are deleted once consumed",
+        "storage": "events are lost when the server restarts",
+    }
+    said = "; ".join(f"{key}: {change} ({what[key]})" for key, change in found.items())
+    if any(key in found for key in _IMMUTABLE):
+        fix = (
+            "That cannot be changed in place: move the events to a new stream or pick "
+            "another bus.nats.stream_name"
+        )
+    else:
+        fix = f"Run {PROVISION_HINT} to make it keep every event"
+    return (
+        f"stream {name} can delete the events the store appends: {said}. {fix}, or set "
+        'bus.nats.stream_check = "warn" to append anyway.'
+    )
 
 
 # -- planning --------------------------------------------------------------------

@@ -44,7 +44,8 @@ from angzarr_es.store import (
     _editions,
 )
 from angzarr_es.store._cache import PositionCache
-from angzarr_es.subjects import Subjects, validate_edition
+from angzarr_es.store._context import check_stream, provisioned
+from angzarr_es.subjects import Subjects, correlation_token, validate_edition
 
 __all__ = ["Client", "connect"]
 
@@ -204,6 +205,8 @@ class Client:
             StoreTimeout, StoreUnavailable, StoreError
         """
         everything = self._subjects.domain_all(domain)
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
         return await self._wire.reads.direct_last(self._ctx.stream, everything) is not None
 
     async def events_by_correlation(
@@ -218,12 +221,16 @@ class Client:
             InvalidAggregateId: empty or oversized `correlation_id`.
             InvalidEdition, CodecError, StoreTimeout, StoreUnavailable, StoreError
         """
+        edition = validate_edition(edition)
+        correlation_token(correlation_id)  # checked before anything is sent
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
         return await _correlation.by_correlation(
             self._wire,
             self._ctx.stream,
             self._config.nats.subject_prefix,
             correlation_id,
-            validate_edition(edition),
+            edition,
         )
 
     async def delete_edition(self, edition: str) -> int:
@@ -475,4 +482,5 @@ class Client:
         """
         plan = await self.plan_provision()
         await _provision.apply(self._wire, plan)
+        provisioned(self._ctx)
         return plan

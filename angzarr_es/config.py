@@ -78,6 +78,10 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     append_attempts: int = 3
     cache_size: int = 100_000
     replay: Literal["direct", "consumer"] = "direct"
+    # Before a client's first append: an event stream whose settings can delete
+    # events (max_age, max_msgs, ..., discard old) is refused with
+    # StreamConfigError ("refuse"), or appended to after a warning ("warn").
+    stream_check: Literal["refuse", "warn"] = "refuse"
     credentials: str | None = None
     user: str | None = None
     password: str | None = None

@@ -3,7 +3,9 @@
 Direct Get is answered by any replica with `allow_direct`, without headers
 (`no_hdr`: nats-py's header parsing dominated a load); the leader's
 STREAM.MSG.GET is the read that is never stale. A Direct Get nobody answers
-is explained by one shared STREAM.INFO probe per stream.
+is explained by one shared STREAM.INFO probe per stream. On a stream without
+`allow_direct` (made by hand; `use_leader`), the Direct Get methods read the
+same messages from the leader instead, one request per message.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class Reads:
         # Stream -> (when asked, STREAM.INFO probe) for Direct Gets nobody answered.
         self._probes: dict[str, tuple[float, asyncio.Future[str]]] = {}
         self._pages = asyncio.Semaphore(PAGES_IN_FLIGHT)
+        # Streams without allow_direct: their "Direct Gets" go to the leader.
+        self._leader_only: set[str] = set()
+
+    def use_leader(self, stream: str, leader: bool = True) -> None:
+        """Serve the Direct Get reads of `stream` from its leader (it has no
+        `allow_direct`), or again by Direct Get (`leader=False`)."""
+        if leader:
+            self._leader_only.add(stream)
+        else:
+            self._leader_only.discard(stream)
 
     # -- Direct Get: any replica -----------------------------------------------------
 
@@ -61,6 +73,9 @@ class Reads:
 
         Returns (payloads, stream sequence of the last one, whether more may follow).
         """
+        if stream in self._leader_only:
+            found, more = await self._leader_batch(stream, subject, start, batch, max_bytes)
+            return [data for _, data in found], found[-1][0] if found else 0, more
         body = m.encode(
             m.DirectBatchRequest(
                 seq=start, next_by_subj=subject, batch=batch, max_bytes=max_bytes, no_hdr=True
@@ -82,6 +97,9 @@ class Reads:
         self, stream: str, subject: str, start: int, batch: int
     ) -> list[int]:
         """Stream sequences of up to `batch` messages on `subject` from `start`."""
+        if stream in self._leader_only:
+            found, _ = await self._leader_batch(stream, subject, start, batch, 0)
+            return [seq for seq, _ in found]
         body = m.encode(m.DirectBatchRequest(seq=start, next_by_subj=subject, batch=batch))
         what = f"locate {subject}"
         got = await self._mux.gather(DIRECT_GET.format(stream=stream), body, batch + 1, what)
@@ -100,6 +118,9 @@ class Reads:
         May be answered by any replica, including one that lags.
         """
         what = what or f"read last commit of {subject}"
+        if stream in self._leader_only:
+            got = await self._js.msg_get(stream, m.MsgGetRequest(last_by_subj=subject), what)
+            return None if got is None else (got.data, got.seq, parse_headers(got.hdrs))
         try:
             msg = await self._mux.request(
                 DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what
@@ -149,6 +170,26 @@ class Reads:
             got.seq,
         )
 
+    async def _leader_batch(
+        self, stream: str, subject: str, start: int, batch: int, max_bytes: int
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        """A Direct Get batch read from the leader, one message per request:
+        ((stream sequence, payload) of each, whether more may follow)."""
+        found: list[tuple[int, bytes]] = []
+        seq, size = start, 0
+        while len(found) < batch:
+            got = await self._js.msg_get(
+                stream, m.MsgGetRequest(seq=seq, next_by_subj=subject), f"read {subject}"
+            )
+            if got is None:
+                return found, False
+            found.append((got.seq, got.data))
+            seq = got.seq + 1
+            size += len(got.data) + len(subject) + HEADER_ALLOWANCE
+            if max_bytes and size >= max_bytes:
+                break
+        return found, True
+
     # -- why nobody answered ---------------------------------------------------------
 
     async def _no_direct_get(self, what: str, stream: str) -> StoreUnavailable:
@@ -176,7 +217,7 @@ class Reads:
                 timeout=min(self._mux.timeout, 0.25),
                 what=f"look up stream {stream}",
             )
-            reply = m.api_response(raw)
+            reply = m.stream_info(raw)
         except StoreUnavailable as exc:
             if exc.code == 503 and self._mux.nc.is_connected:
                 return "no responders: JetStream is not enabled for this account or server"
@@ -185,6 +226,11 @@ class Reads:
             return "no responders (the stream has no leader, or JetStream is not enabled)"
         if reply.error is not None and reply.error.err_code == STREAM_NOT_FOUND:
             return f"stream {stream} does not exist: create it with {PROVISION_HINT}"
+        if reply.error is None and not (reply.config or {}).get("allow_direct", False):
+            return (
+                f"stream {stream} does not serve Direct Get (allow_direct is off): "
+                f"turn it on with {PROVISION_HINT}"
+            )
         return "no responders (the stream has no leader yet: an election, or it is starting)"
 
 
@@ -207,6 +253,16 @@ def _more_after(got: Collector, batch: int, max_bytes: int, subject_len: int) ->
         return True
     spent = got.size + sent * (subject_len + HEADER_ALLOWANCE)
     return spent >= max_bytes
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """A raw `NATS/1.0` header block as a dict (the last of repeated names)."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        k, sep, v = line.partition(b":")
+        if sep:
+            out[k.strip().decode(errors="replace")] = v.strip().decode(errors="replace")
+    return out
 
 
 def header_value(raw: bytes, name: str) -> str:

@@ -14,7 +14,7 @@ from angzarr_es.errors import CodecError, StoreError
 from angzarr_es.store import _snapshots
 from angzarr_es.store._cache import Position
 from angzarr_es.store._commits import Corrupt, Guess, Scan, decode_commits
-from angzarr_es.store._context import StoreContext, fresh_position
+from angzarr_es.store._context import StoreContext, check_stream, fresh_position
 from angzarr_es.subjects import AggregateId
 
 __all__ = ["Reader"]
@@ -84,6 +84,8 @@ class Reader:
         to_sequence), holding one page of commits at a time; the arguments are
         checked when the iteration starts."""
         subject, lo, hi = prepare_read(root, from_sequence, to_sequence, where)
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
         scan = Scan(guess=self._guess)
         async with aclosing(self._scan(subject, lo, hi, scan, ITER_BYTES)) as pages:
             async for page in pages:

@@ -19,7 +19,7 @@ from angzarr_es._types import (
 )
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
-from angzarr_es.store._context import StoreContext, fresh_position
+from angzarr_es.store._context import StoreContext, check_stream, fresh_position
 from angzarr_es.store._read import Reader
 from angzarr_es.subjects import AggregateId, validate_domain, validate_edition
 
@@ -114,6 +114,8 @@ class EventStore:
         idempotency_key: str,
     ) -> AppendResult:
         args = prepare_append(root, events, expected, correlation_id, idempotency_key, self.subject)
+        if not self._ctx.writable:
+            await check_stream(self._ctx, write=True)
         return await self._appender.append(root, args)
 
     async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
@@ -128,8 +130,11 @@ class EventStore:
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
         """
         sequence = check_snapshot(state, sequence)
+        subject = self.subject(root)
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
         commit = await _snapshots.covering_commit(
-            self._ctx.wire, self._ctx.stream, self.subject(root), sequence
+            self._ctx.wire, self._ctx.stream, subject, sequence
         )
         await _snapshots.save(
             self._ctx.wire,
@@ -148,7 +153,10 @@ class EventStore:
         Raises:
             InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
         """
-        return (await fresh_position(self._ctx, self.subject(root))).next_sequence
+        subject = self.subject(root)
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
+        return (await fresh_position(self._ctx, subject)).next_sequence
 
     async def load(
         self,
@@ -191,6 +199,8 @@ class EventStore:
             root, from_sequence, to_sequence, self.subject, as_of=as_of, snapshot=snapshot
         )
         snapshots = self._snapshot_subject(root) if snapshot else None
+        if not self._ctx.readable:
+            await check_stream(self._ctx, write=False)
         return await self._reader.load(subject, lo, hi, as_of, snapshots)
 
     def iter(

@@ -46,7 +46,7 @@ async def test_provision_is_idempotent_and_applies_event_store_settings(
 async def test_provision_repairs_a_stream_that_would_delete_events(
     nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = fresh_config(nats_url)
+    config = fresh_config(nats_url, stream_check="warn")  # an event written before
     nats = config.nats
     async with await angzarr_es.connect(config=config) as client:
         bad = js.StreamConfig(
