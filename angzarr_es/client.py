@@ -7,9 +7,9 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, overload
+from typing import Any
 
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
@@ -23,13 +23,14 @@ from angzarr_es.bus import (
     CatchUp,
     Handler,
     Projector,
+    ProjectorSettings,
     SkipHandler,
     Start,
     Subscription,
 )
+from angzarr_es.bus._factory import ProjectorFactory
 from angzarr_es.bus._projector import handler_task
-from angzarr_es.bus._settings import configured, filter_and_handler
-from angzarr_es.config import Config
+from angzarr_es.config import Config, NatsConfig
 from angzarr_es.errors import (
     ConfigError,
     InvalidEdition,
@@ -109,8 +110,9 @@ async def _shut(thing: Projector | CatchUp | Subscription, drain_timeout: float 
         await thing.close()
 
 
-class Client:
-    """A connection to NATS: provisions the stream and hands out stores."""
+class Client(ProjectorFactory[Projector]):
+    """A connection to NATS: provisions the stream and hands out stores,
+    projectors (`projector(name, [filter,] handler, ...)`) and subscriptions."""
 
     def __init__(self, wire: Wire, config: Config, *, observer: Observer | None = None) -> None:
         self._wire = wire
@@ -266,83 +268,11 @@ class Client:
             self._bus = Bus(self._wire, self._config.nats)
         return self._bus
 
-    @overload
-    def projector(
-        self,
-        name: str,
-        handler: Handler,
-        /,
-        *,
-        concurrency: int = 1,
-        max_deliver: int | None = None,
-        ack_wait: float | None = None,
-        backoff: Sequence[float] | None = None,
-        max_ack_pending: int | None = None,
-        start: Start = "all",
-        partition: tuple[int, int] | None = None,
-    ) -> Projector: ...
+    def _projector_config(self) -> NatsConfig:
+        return self._config.nats
 
-    @overload
-    def projector(
-        self,
-        name: str,
-        filter: FilterLike,
-        handler: Handler,
-        *,
-        concurrency: int = 1,
-        max_deliver: int | None = None,
-        ack_wait: float | None = None,
-        backoff: Sequence[float] | None = None,
-        max_ack_pending: int | None = None,
-        start: Start = "all",
-        partition: tuple[int, int] | None = None,
-    ) -> Projector: ...
-
-    def projector(
-        self,
-        name: str,
-        filter: FilterLike | Handler,
-        handler: Handler | None = None,
-        *,
-        concurrency: int = 1,
-        max_deliver: int | None = None,
-        ack_wait: float | None = None,
-        backoff: Sequence[float] | None = None,
-        max_ack_pending: int | None = None,
-        start: Start = "all",
-        partition: tuple[int, int] | None = None,
-    ) -> Projector:
-        """A durable projector (JetStream mode); run it with `async with`.
-
-        `projector(name, filter, handler)`, or `projector(name, handler)` to
-        take the filter from the configuration's `[[bus.nats.consumers]]`
-        entry of this `name`. `max_deliver`, `ack_wait`, `backoff` and
-        `max_ack_pending` not given come from that entry too, else the
-        defaults 5, 30.0 s, (1, 5, 15, 30) s and 1000. See `angzarr_es.bus`
-        (its projector module) for the delivery, retry, dead-letter and
-        ordering semantics.
-
-        Raises:
-            ConfigError: the bus is in core mode (projectors need JetStream),
-                or no filter was given and the entry of `name` has none.
-            TypeError: `handler` is not an `async def` (nor an object with an
-                async `__call__`).
-            ValueError: invalid settings.
-        """
+    def _make_projector(self, settings: ProjectorSettings, handler: Handler) -> Projector:
         self._need_jetstream("projectors")
-        subject, handler = filter_and_handler(filter, handler)
-        settings = configured(
-            self._config.nats,
-            name,
-            subject,
-            concurrency=concurrency,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait,
-            backoff=backoff,
-            max_ack_pending=max_ack_pending,
-            start=start,
-            partition=partition,
-        )
         projector = Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
         self._owned.add(projector)
         return projector

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import msgspec
 
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import CONSUMER_ALREADY_EXISTS
-from angzarr_es.bus._delivery import Handler, Start, start_config
-from angzarr_es.config import ConsumerSpec, NatsConfig
-from angzarr_es.errors import ConfigError, ConsumerConfigError, StoreError
-from angzarr_es.filters import Filter, FilterLike, resolve
+from angzarr_es.bus._delivery import Start, start_config
+from angzarr_es.config import NatsConfig
+from angzarr_es.errors import ConsumerConfigError, StoreError
 from angzarr_es.subjects import Subjects
 
 __all__ = [
@@ -21,8 +19,7 @@ __all__ = [
     "PIN_TTL",
     "ProjectorSettings",
     "ProjectorStats",
-    "configured",
-    "filter_and_handler",
+    "filter_hint",
     "provision_consumer",
 ]
 
@@ -108,73 +105,6 @@ class ProjectorSettings(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-def filter_and_handler(
-    filter: FilterLike | Handler, handler: Handler | None
-) -> tuple[FilterLike | None, Handler]:
-    """(filter or None, handler) of `projector(name, filter, handler)` or
-    `projector(name, handler)`.
-
-    Raises:
-        TypeError: a filter and no handler, or a handler and no filter.
-    """
-    if handler is not None:
-        if not isinstance(filter, Filter | str):
-            raise TypeError(
-                f"a filter must be a Filter or a subject string, got {type(filter).__name__}"
-            )
-        return filter, handler
-    if isinstance(filter, Filter | str):
-        raise TypeError(
-            "a projector needs a handler: projector(name, filter, handler), or "
-            "projector(name, handler) with the filter of its [[bus.nats.consumers]] entry"
-        )
-    return None, filter
-
-
-def configured(
-    cfg: NatsConfig,
-    name: str,
-    filter: FilterLike | None,
-    *,
-    concurrency: int = 1,
-    max_deliver: int | None = None,
-    ack_wait: float | None = None,
-    backoff: Sequence[float] | None = None,
-    max_ack_pending: int | None = None,
-    start: Start = "all",
-    partition: tuple[int, int] | None = None,
-) -> ProjectorSettings:
-    """A projector's settings: the arguments given, else its `[[bus.nats.consumers]]`
-    entry's (the filter too), else the defaults.
-
-    Raises:
-        ConfigError: no `filter`, and no entry of this `name` with one.
-        TypeError, ValueError: a filter that is not one.
-    """
-    spec = next((c for c in cfg.consumers if c.name == name), None)
-    if filter is None:
-        if spec is None or not spec.filter:
-            raise ConfigError(
-                f"projector {name!r} has no filter: pass one (client.projector(name, filter, "
-                f"handler)) or add a [[bus.nats.consumers]] entry with name = {name!r} and "
-                "a filter"
-            )
-        filter = spec.filter
-    if spec is None:
-        spec = ConsumerSpec(name=name, filter="")
-    return ProjectorSettings(
-        name=name,
-        subject=resolve(filter, cfg.subject_prefix),
-        concurrency=concurrency,
-        max_deliver=spec.max_deliver if max_deliver is None else max_deliver,
-        ack_wait=spec.ack_wait if ack_wait is None else ack_wait,
-        backoff=tuple(spec.backoff if backoff is None else backoff),
-        max_ack_pending=spec.max_ack_pending if max_ack_pending is None else max_ack_pending,
-        start=start,
-        partition=partition,
-    )
-
-
 class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):
     """Counters since the projector object was made."""
 
@@ -234,7 +164,9 @@ async def provision_consumer(
                 f"consumer {name} on stream {stream} exists with a conflicting definition: "
                 + "; ".join(conflicts)
                 + ". "
-                + _filter_hint(cfg, str(have.get("filter_subject") or ""), settings.subject)
+                + filter_hint(
+                    cfg.subject_prefix, str(have.get("filter_subject") or ""), wanted.filter_subject
+                )
                 + "Delete it (nats consumer rm) or choose another projector name."
             )
         changed = [k for k in _UPDATABLE if have.get(k) != wanted_raw.get(k)]
@@ -252,10 +184,11 @@ async def provision_consumer(
     raise ConsumerConfigError(f"consumer {name} keeps changing while being provisioned")
 
 
-def _filter_hint(cfg: NatsConfig, have: str, wanted: str) -> str:
+def filter_hint(prefix: str, have: str, wanted: str) -> str:
     """How to ask for the filter an existing consumer has, when it is the other
-    form of `filters.domain` (the angzarr docs' consumers use `<domain>.>`)."""
-    root = Subjects(cfg.subject_prefix).events_root
+    form of `filters.domain` (the angzarr docs' consumers use `<domain>.>`);
+    "" otherwise."""
+    root = Subjects(prefix).events_root
     mine, theirs = wanted.removeprefix(root), have.removeprefix(root)
     if not (wanted.startswith(root) and have.startswith(root)) or mine[:-1] != theirs[:-1]:
         return ""
