@@ -19,14 +19,18 @@ The main entry points:
 - `Observer`: subclass it to hear of appends, loads, retries, redeliveries and
   dead letters (`metrics.StoreMetrics` is one); `connect(observer=...)` or
   `Client.observer` installs it.
-- `testing.InMemoryClient` / `testing.InMemoryEventStore`: the same contract
-  without a server, for unit tests.
+- `testing.InMemoryClient` / `testing.InMemoryEventStore`: the client, its
+  stores and its bus without a server, for unit tests (`angzarr_es.testing`
+  is loaded on first use).
 - Errors derive from `AngzarrESError` (see `angzarr_es.errors`): above all
   `ConcurrencyError`, `StoreUnavailable` (nothing stored) and `StoreTimeout`
   (outcome unknown: retry with the same `idempotency_key`).
 
 The README and docs/ of the source distribution give the details.
 """
+
+import importlib as _importlib
+import typing as _typing
 
 from angzarr_es import filters as filters
 from angzarr_es._codec import RecordedEvent
@@ -69,6 +73,9 @@ from angzarr_es.errors import (
 from angzarr_es.health import Health
 from angzarr_es.store import EventStore
 from angzarr_es.subjects import AggregateId
+
+if _typing.TYPE_CHECKING:
+    from angzarr_es import testing as testing
 
 __version__ = "0.1.0"
 
@@ -118,3 +125,11 @@ __all__ = [
     "Subscription",
     "connect",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `angzarr_es.testing` after a plain `import angzarr_es`, as the README
+    # writes it, without loading the test doubles into every application.
+    if name == "testing":
+        return _importlib.import_module("angzarr_es.testing")
+    raise AttributeError(f"module 'angzarr_es' has no attribute {name!r}")

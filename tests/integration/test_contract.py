@@ -1,42 +1,23 @@
 """The store contract: every implementation (in-memory, JetStream with each
-replay strategy) must pass these, with the same results."""
+replay strategy) must pass these, with the same results (the `backend`
+fixture: tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
 
 import angzarr_es
 from angzarr_es import ANY, ConcurrencyError
+from angzarr_es._contract import ClientProtocol as Backend
 from angzarr_es._contract import StoreProtocol as Store
-from angzarr_es._contract import StoresProtocol as Backend
-from angzarr_es.config import Config
 from angzarr_es.pb import hand_pb2, player_pb2
-from angzarr_es.testing import InMemoryClient
-from tests.support import jsadmin
 from tests.support.events import deposit
 
 StoreFactory = Any
-
-
-@pytest.fixture(params=["memory", "direct", "consumer"])
-async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Backend]:
-    """One implementation: the in-memory client, or a real client with one replay strategy."""
-    if request.param == "memory":
-        yield InMemoryClient()
-        return
-    nats = msgspec.structs.replace(config.nats, replay=request.param)
-    cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
-    async with await angzarr_es.connect(config=cfg) as client:
-        await client.provision()
-        yield client
-        await jsadmin.delete_stream(client, nats.stream_name)
-        await jsadmin.delete_stream(client, nats.snapshot_stream)
 
 
 @pytest.fixture

@@ -67,7 +67,10 @@ HANDED_OUT = {
     "CatchUp",
     "Client",
     "EventStore",
+    "InMemoryBus",
+    "InMemoryCatchUp",
     "InMemoryEventStore",
+    "InMemoryProjector",
     "Projector",
     "Subscription",
 }
