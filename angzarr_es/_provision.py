@@ -33,6 +33,7 @@ __all__ = [
     "deleting_settings",
     "differences",
     "dlq_stream_config",
+    "ensure_event_stream",
     "event_stream_config",
     "explain_deleting",
     "plan",
@@ -386,6 +387,20 @@ async def apply(wire: Wire, planned: ProvisionPlan) -> None:
             changed = ", ".join(f"{k}: {v}" for k, v in stream.changes.items())
             log.warning("updating stream %s (%s): %s", name, stream.role, changed)
             await wire.js.stream_put(stream.config, create=False, what=f"{stream.role} {name}")
+
+
+async def ensure_event_stream(wire: Wire, wanted: m.StreamConfig) -> None:
+    """Create the stream `wanted`, or bring an existing one up to it by the event
+    stream's rules: settings that would delete events are repaired, retention
+    and storage are never changed in place, replicas are never lowered.
+
+    Raises:
+        ServerTooOld, StoreUnavailable: the server cannot host it.
+        StreamConfigError: the existing stream cannot be changed in place.
+        StoreError: the server refused.
+    """
+    check_server(wire)
+    await apply(wire, ProvisionPlan(streams=[await _plan_events(wire, wanted)]))
 
 
 async def ensure_dead_letters(wire: Wire, cfg: NatsConfig) -> None:

@@ -261,9 +261,10 @@ class FastClient(NatsClient):
         size = len(hdr)
         self.stats["out_msgs"] += 1
         self.stats["out_bytes"] += len(payload)
+        # No reply subject (a message no one answers): "HPUB <subject> <sizes>".
+        target = subject.encode() + (b" " + reply.encode() if reply else b"")
         await self._send_command(
-            b"HPUB %b %b %d %d\r\n%b%b\r\n"
-            % (subject.encode(), reply.encode(), size, size + len(payload), hdr, payload)
+            b"HPUB %b %d %d\r\n%b%b\r\n" % (target, size, size + len(payload), hdr, payload)
         )
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()

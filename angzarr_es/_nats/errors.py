@@ -36,6 +36,17 @@ WRONG_LAST_SEQUENCE = 10071
 CONSUMER_ALREADY_EXISTS = 10148
 DUPLICATE_IN_PROCESS = 10158
 WRONG_LAST_SEQUENCE_CLUSTERED = 10164
+# Atomic batch publish (nats-server 2.12+).
+ATOMIC_PUBLISH_DISABLED = 10174
+"""The stream was not created with `allow_atomic`."""
+BATCH_INCOMPLETE = 10176
+"""A batch arrived with a gap (a message lost on the way): nothing was stored."""
+BATCH_TOO_LARGE = 10199
+"""More than 1,000 messages in one batch."""
+BATCH_DUPLICATE_MSG_ID = 10201
+"""A message id of the batch was stored before: the whole batch is refused."""
+TOO_MANY_BATCHES = 10210
+"""429: the stream has too many batches in flight (50); nothing was stored."""
 CONFLICT_CODES = frozenset({WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED})
 """A publish's expected last subject sequence did not hold: a concurrency conflict."""
 
@@ -106,6 +117,9 @@ STATUS_ERRORS: dict[int, type[StoreError]] = {
 
 ERR_CODE_ERRORS: dict[int, type[StoreError]] = {
     STREAM_NOT_FOUND: StoreUnavailable,
+    # Transient: the same batch may be sent again shortly.
+    TOO_MANY_BATCHES: StoreUnavailable,
+    BATCH_INCOMPLETE: StoreUnavailable,
 }
 """JetStream `err_code` -> error class, checked before the `code`."""
 
@@ -151,6 +165,8 @@ def api_error(what: str, code: int, err_code: int, description: str) -> StoreErr
         message += f"; create the streams with {PROVISION_HINT}"
     elif err_code == REPLICAS_NOT_SUPPORTED:
         message += "; set bus.nats.replicas = 1, or connect to a JetStream cluster"
+    elif err_code == ATOMIC_PUBLISH_DISABLED:
+        message += "; the stream needs allow_atomic (nats-server 2.12 or newer)"
     return error_class(code, err_code)(message, code=code, err_code=err_code)
 
 

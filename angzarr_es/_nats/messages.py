@@ -18,6 +18,11 @@ H_MSG_ID = "Nats-Msg-Id"
 # Ours: a random id per append call with an idempotency key, stored with the
 # commit, so that the commit found under the key is known to be this call's.
 H_APPEND_ID = "Angzarr-Append-Id"
+# Atomic batch publish (nats-server 2.12+): every message of a batch carries
+# the batch's id and its 1-based position; the last one also the commit.
+H_BATCH_ID = "Nats-Batch-Id"
+H_BATCH_SEQUENCE = "Nats-Batch-Sequence"
+H_BATCH_COMMIT = "Nats-Batch-Commit"
 
 # Headers nats-server sets on the replies and messages the project reads.
 STATUS = "Status"
@@ -46,6 +51,9 @@ class PubAck(msgspec.Struct, frozen=True):
     seq: int = 0
     duplicate: bool = False
     error: ApiError | None = None
+    # An atomic batch's commit: its id and size; `seq` is its last message's.
+    batch: str = ""
+    count: int = 0
 
 
 class DirectBatchRequest(msgspec.Struct, frozen=True, omit_defaults=True):

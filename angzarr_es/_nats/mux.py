@@ -211,15 +211,27 @@ class Mux:
         self._arm_sweeper(loop)
         try:
             with translated(what):
-                if isinstance(self.nc, FastClient):
-                    await self.nc.send(subject, self._inbox_prefix + token, payload, headers)
-                else:
-                    await self.nc.publish(
-                        subject, payload, reply=self._inbox_prefix + token, headers=headers
-                    )
+                await self._send(subject, self._inbox_prefix + token, payload, headers)
             return await waiter
         finally:
             self._replies.pop(token, None)
+
+    async def post(self, subject: str, payload: bytes, headers: dict[str, str], what: str) -> None:
+        """Publish with no reply subject (the leading messages of an atomic batch).
+
+        Raises:
+            StoreUnavailable, StoreError
+        """
+        with translated(what):
+            await self._send(subject, "", payload, headers)
+
+    async def _send(
+        self, subject: str, reply: str, payload: bytes, headers: dict[str, str] | None
+    ) -> None:
+        if isinstance(self.nc, FastClient):
+            await self.nc.send(subject, reply, payload, headers)
+        else:
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
 
     # -- many replies ----------------------------------------------------------------
 

@@ -76,22 +76,49 @@ class Reads:
         if stream in self._leader_only:
             found, more = await self._leader_batch(stream, subject, start, batch, max_bytes)
             return [data for _, data in found], found[-1][0] if found else 0, more
+        got = await self._page(stream, subject, start, batch, max_bytes, no_hdr=True)
+        if got is None:
+            return [], 0, False
+        payloads = [data for data, _, _ in got.replies]
+        return payloads, got.last_seq, _more_after(got, batch, max_bytes, len(subject))
+
+    async def direct_sequenced(
+        self, stream: str, subject: str, start: int, batch: int, max_bytes: int
+    ) -> tuple[list[tuple[int, bytes]], int, bool]:
+        """Like `direct_batch`, for a subject filter whose matches are not dense
+        in the stream: each message comes with its stream sequence (read with
+        headers, so the page's end count is exact).
+
+        Returns ((stream sequence, payload) of each, last stream sequence, whether more may follow).
+        """
+        if stream in self._leader_only:
+            found, more = await self._leader_batch(stream, subject, start, batch, max_bytes)
+            return found, found[-1][0] if found else 0, more
+        got = await self._page(stream, subject, start, batch, max_bytes, no_hdr=False)
+        if got is None:
+            return [], 0, False
+        found = [(int(seq or 0), data) for data, _, seq in got.replies]
+        return found, got.last_seq, got.pending > 0
+
+    async def _page(
+        self, stream: str, subject: str, start: int, batch: int, max_bytes: int, *, no_hdr: bool
+    ) -> Collector | None:
+        """One batch Direct Get ended by its `204 EOB`; None when nothing matched."""
         body = m.encode(
             m.DirectBatchRequest(
-                seq=start, next_by_subj=subject, batch=batch, max_bytes=max_bytes, no_hdr=True
+                seq=start, next_by_subj=subject, batch=batch, max_bytes=max_bytes, no_hdr=no_hdr
             )
         )
         what = f"read {subject}"
         async with self._pages:
             got = await self._mux.gather(DIRECT_GET.format(stream=stream), body, batch + 1, what)
         if got.status == "404":
-            return [], 0, False
+            return None
         if got.status == "503":
             raise await self._no_direct_get(what, stream)
         if got.status != "204":
             raise status_error(what, got.status or "?")
-        payloads = [data for data, _, _ in got.replies]
-        return payloads, got.last_seq, _more_after(got, batch, max_bytes, len(subject))
+        return got
 
     async def direct_sequences(
         self, stream: str, subject: str, start: int, batch: int

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Sequence
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -27,7 +29,10 @@ from angzarr_es._nats.replay import Replayer
 from angzarr_es.config import NatsConfig, redact_url
 from angzarr_es.errors import AngzarrESError, StoreUnavailable
 
-__all__ = ["Wire"]
+__all__ = ["BatchMessage", "Wire"]
+
+BatchMessage = tuple[str, bytes, dict[str, str]]
+"""One message of an atomic batch: (subject, payload, its own headers)."""
 
 log = logging.getLogger("angzarr_es")
 
@@ -162,4 +167,39 @@ class Wire:
                 f"append to {subject}: no stream captures this subject "
                 f"(create the event stream with {PROVISION_HINT})"
             )
+        return m.pub_ack(msg.data)
+
+    async def publish_batch(self, messages: Sequence[BatchMessage], timeout: float) -> m.PubAck:
+        """Publish `messages` as one atomic batch: all are stored, in order and
+        with consecutive stream sequences, or none is. Only the commit (the
+        last message) is answered; its PubAck's `seq` is the last message's.
+
+        Each message keeps its own headers (an expected last subject sequence
+        on the first message of a subject, a `Nats-Msg-Id`); the batch headers
+        are added here, with a new batch id per call. Needs nats-server 2.12+
+        and a stream with `allow_atomic`; at most 1,000 messages.
+
+        Raises:
+            StoreUnavailable: not connected (nothing sent), or no stream captures a subject.
+            StoreTimeout: no answer in time (the batch may or may not be stored).
+        """
+        if not messages:
+            raise ValueError("an atomic batch needs at least one message")
+        what = f"atomic batch of {len(messages)} to {messages[0][0]}"
+        if not self.nc.is_connected:
+            raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
+        batch_id = uuid.uuid4().hex
+        *leading, (subject, payload, headers) = messages
+        for position, (lead_subject, lead_payload, lead_headers) in enumerate(leading, 1):
+            marked = {**lead_headers, m.H_BATCH_ID: batch_id, m.H_BATCH_SEQUENCE: str(position)}
+            await self.mux.post(lead_subject, lead_payload, marked, what)
+        commit = {
+            **headers,
+            m.H_BATCH_ID: batch_id,
+            m.H_BATCH_SEQUENCE: str(len(messages)),
+            m.H_BATCH_COMMIT: "1",
+        }
+        msg = await self.mux.ask(subject, payload, commit, timeout, what)
+        if msg.headers and msg.headers.get(m.STATUS) == "503":
+            raise StoreUnavailable(f"{what}: no stream captures this subject")
         return m.pub_ack(msg.data)

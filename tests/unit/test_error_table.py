@@ -76,6 +76,12 @@ def test_each_entry_builds_its_error(cls: type[BaseException]) -> None:
         (403, 0, e.PermissionDenied),
         (400, table.WRONG_LAST_SEQUENCE, e.StoreError),
         (500, 10049, e.StoreError),
+        # Atomic batch publish.
+        (400, table.ATOMIC_PUBLISH_DISABLED, e.StoreError),
+        (400, table.BATCH_TOO_LARGE, e.StoreError),
+        (400, table.BATCH_DUPLICATE_MSG_ID, e.StoreError),
+        (400, table.BATCH_INCOMPLETE, e.StoreUnavailable),
+        (429, table.TOO_MANY_BATCHES, e.StoreUnavailable),
     ],
 )
 def test_api_errors(code: int, err_code: int, expected: type[e.StoreError]) -> None:
@@ -85,6 +91,19 @@ def test_api_errors(code: int, err_code: int, expected: type[e.StoreError]) -> N
     assert "described" in str(err)
     if err_code == table.STREAM_NOT_FOUND:
         assert "provision" in str(err)
+    if err_code == table.ATOMIC_PUBLISH_DISABLED:
+        assert "allow_atomic" in str(err)
+
+
+def test_the_atomic_batch_codes_are_nats_servers() -> None:
+    # nats-server 2.15's answers, measured (tests/integration/test_atomic_batch.py).
+    assert (
+        table.ATOMIC_PUBLISH_DISABLED,
+        table.BATCH_INCOMPLETE,
+        table.BATCH_TOO_LARGE,
+        table.BATCH_DUPLICATE_MSG_ID,
+        table.TOO_MANY_BATCHES,
+    ) == (10174, 10176, 10199, 10201, 10210)
 
 
 @pytest.mark.parametrize(
