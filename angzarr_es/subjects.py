@@ -41,6 +41,7 @@ __all__ = [
     "domain_filter",
     "encode_root",
     "events_filter",
+    "exact_token",
     "parse_subject",
     "root_bytes",
     "validate_domain",
@@ -140,6 +141,19 @@ def _token(text: str) -> str:
             f"aggregate id is {len(raw)} bytes; at most {MAX_ID_BYTES} are allowed"
         )
     return _ENCODED + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def exact_token(text: str) -> str:
+    """The subject token of a non-empty string exactly as given: a UUID's
+    text is not canonicalised, so two different strings never share a token
+    (for names and ids that are strings by contract).
+
+    Raises:
+        InvalidAggregateId: empty, or over MAX_ID_BYTES.
+    """
+    if not text:
+        raise InvalidAggregateId("aggregate id must not be empty")
+    return _token(text)
 
 
 def encode_root(root: AggregateId) -> str:

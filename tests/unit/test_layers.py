@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "angzarr_es.metrics": 6,
     "angzarr_es.demo": 6,
     "angzarr_es.testing": 6,
+    "angzarr_es.eventsourcing": 6,  # the eventsourcing library's recorders
     "angzarr_es.client": 5,
     "angzarr_es.store": 4,
     "angzarr_es.bus": 4,

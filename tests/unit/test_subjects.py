@@ -18,6 +18,7 @@ from angzarr_es.subjects import (
     domain_filter,
     encode_root,
     events_filter,
+    exact_token,
     parse_subject,
     root_bytes,
     validate_domain,
@@ -59,6 +60,20 @@ def uuid_forms(u: uuid.UUID) -> list[str]:
     text = str(u)
     return [text, text.upper(), f"{{{text}}}", f"{{{text.upper()}}}", f"urn:uuid:{text}",
             f"URN:UUID:{text.upper()}", f"urn:UUID:{text}"]  # fmt: skip
+
+
+@given(ids, ids)
+def test_exact_tokens_keep_every_string_apart(a: str, b: str) -> None:
+    # For ids that are strings by contract (the eventsourcing module's text ids).
+    assert (exact_token(a) == exact_token(b)) == (a == b)
+    assert not any(c in exact_token(a) for c in ".*> \t\r\n\x00")
+
+
+@given(st.uuids())
+def test_exact_tokens_do_not_canonicalise_a_uuids_text(u: uuid.UUID) -> None:
+    forms = {exact_token(form) for form in uuid_forms(u)}
+    assert len(forms) == len(uuid_forms(u))
+    assert exact_token(str(u)) == encode_root(u)
 
 
 @given(st.uuids())
