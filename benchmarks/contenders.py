@@ -13,3 +13,5 @@ WIRE = "socket only (no client)"
 SQLITE = "eventsourcing-sqlite"
 POSTGRES = "eventsourcing-postgres"
 PEERS = (SQLITE, POSTGRES)
+ES_MODULE = "angzarr_es.eventsourcing"
+"""This project's persistence module for the eventsourcing library (benchmarks.es_app)."""
