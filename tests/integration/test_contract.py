@@ -1,5 +1,6 @@
 """The store contract: every implementation (in-memory, JetStream with each
-replay strategy) must pass these, with the same results."""
+replay strategy, JetStream with the hot-aggregate cache) must pass these, with
+the same results."""
 
 from __future__ import annotations
 
@@ -24,13 +25,17 @@ from tests.support.events import deposit
 StoreFactory = Any
 
 
-@pytest.fixture(params=["memory", "direct", "consumer"])
+@pytest.fixture(params=["memory", "direct", "consumer", "cached"])
 async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[Backend]:
-    """One implementation: the in-memory client, or a real client with one replay strategy."""
+    """One implementation: the in-memory client, a real client with one replay
+    strategy and no cache, or one with the cache (the default settings)."""
     if request.param == "memory":
         yield InMemoryClient()
         return
-    nats = msgspec.structs.replace(config.nats, replay=request.param)
+    if request.param == "cached":
+        nats = config.nats
+    else:
+        nats = msgspec.structs.replace(config.nats, replay=request.param, cache_bytes=0)
     cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
