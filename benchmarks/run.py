@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from angzarr_es.config import redact_url
-from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.embedded import EmbeddedCluster, EmbeddedServer
 from benchmarks import report
 from benchmarks.appends import bench_appends, bench_conflicts
-from benchmarks.cluster import LoopbackCluster, run_cluster
+from benchmarks.cluster import run_cluster
 from benchmarks.context import Run, Server, connect
 from benchmarks.harness import filesystem, machine
 from benchmarks.hot import bench_hot
@@ -154,8 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = run_on(args.loop, run_all(args, sizes, Server(embedded.url), Path(tmp)))
             if args.cluster:
                 print("three-server R3 cluster on loopback", flush=True)
-                with LoopbackCluster(Path(tmp) / "cluster", sync_always=args.sync_always) as lc:
-                    cluster = run_on(args.loop, run_cluster(sizes, lc.urls, Path(tmp)))
+                with EmbeddedCluster(
+                    3,
+                    root=Path(tmp) / "cluster",
+                    name="angzarr-bench",
+                    sync_always=args.sync_always,
+                ) as three:
+                    cluster = run_on(args.loop, run_cluster(sizes, three.urls, Path(tmp)))
     meta["seconds"] = f"{time.perf_counter() - t0:.1f}"
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = mode if preset == "full" else f"{mode}-{preset}"

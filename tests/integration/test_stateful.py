@@ -35,6 +35,30 @@ ROOTS = ["alice", "b.o.b", "*", "🃏", str(uuid.UUID(int=7)), uuid.UUID(int=8)]
 EDITION_ROOTS = ["b.o.b", "🃏", str(uuid.UUID(int=7))]
 
 
+def search(examples: int, steps: int) -> settings:
+    """A random search: `examples` runs of up to `steps` rules each."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+def hunt(examples: int, steps: int) -> settings:
+    """A fixed search for a planted bug, so that whether it is found never
+    depends on the run's random seed; finding it is the point (no shrinking)."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
 class Shared:
     """One event loop, one stream and two clients for every example of a run;
     each example gets a domain of its own, so examples never interfere."""
@@ -143,12 +167,7 @@ def test_store_matches_the_model(shared: Shared) -> None:
     StoreMachine.shared = shared
     run_state_machine_as_test(
         StoreMachine,
-        settings=settings(
-            max_examples=30,
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+        settings=search(30, 25),
     )
 
 
@@ -174,13 +193,7 @@ def test_machine_detects_a_broken_store(shared: Shared) -> None:
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             Broken,
-            settings=settings(
-                max_examples=50,
-                stateful_step_count=25,
-                derandomize=True,
-                database=None,
-                deadline=None,
-            ),
+            settings=hunt(50, 25),
         )
 
 
@@ -328,12 +341,7 @@ def test_extras_match_the_model(shared: Shared) -> None:
     EditionsMachine.shared = shared
     run_state_machine_as_test(
         EditionsMachine,
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+        settings=search(50, 30),
     )
 
 
@@ -358,17 +366,7 @@ def test_editions_machine_detects_a_broken_store(shared: Shared) -> None:
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             Broken,
-            settings=settings(
-                max_examples=100,
-                stateful_step_count=30,
-                # A fixed search, so that whether the bug is found never
-                # depends on the run's random seed.
-                derandomize=True,
-                database=None,
-                deadline=None,
-                phases=[Phase.generate],  # finding it is the point; no shrinking
-                suppress_health_check=[HealthCheck.too_slow],
-            ),
+            settings=hunt(100, 30),
         )
 
 
@@ -496,36 +494,27 @@ class CacheMachine(RuleBasedStateMachine):
         self.run(jsadmin.purge(client, self.shared.config.nats.stream_name, subject))
 
 
+def _row(e: Any) -> tuple[Any, ...]:
+    return (e.sequence, e.event, e.type_name, e.created_at, e.correlation_id)
+
+
 def _seen(history: History) -> tuple[int, list[tuple[Any, ...]], Any]:
     snap = history.snapshot
     return (
         history.next_sequence,
-        [
-            (e.sequence, e.event, e.type_name, e.created_at, e.correlation_id)
-            for e in history.events
-        ],
+        [_row(e) for e in history.events],
         None if snap is None else (snap.sequence, snap.state),
     )
 
 
 async def _events(events: Any) -> list[tuple[Any, ...]]:
-    return [
-        (e.sequence, e.event, e.type_name, e.created_at, e.correlation_id) async for e in events
-    ]
-
-
-CACHE_SETTINGS = settings(
-    max_examples=40,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+    return [_row(e) async for e in events]
 
 
 @pytest.mark.timeout(300)
 def test_cached_loads_match_loads_without_the_cache(shared: Shared) -> None:
     CacheMachine.shared = shared
-    run_state_machine_as_test(CacheMachine, settings=CACHE_SETTINGS)
+    run_state_machine_as_test(CacheMachine, settings=search(40, 30))
     totals = [c._ctx.hot.stats() for c in (shared.clients[0], shared.client(SMALL_CACHE))]
     # The run went through every path: served, missed, and found stale.
     assert sum(t.hits for t in totals)
@@ -558,20 +547,6 @@ def test_cache_machine_detects_a_cache_that_ignores_purges(
 
         monkeypatch.setattr(reads, "direct_batch", blind)
 
-    class Broken(CacheMachine):
-        pass
-
-    Broken.shared = shared
+    CacheMachine.shared = shared
     with pytest.raises(AssertionError):
-        run_state_machine_as_test(
-            Broken,
-            settings=settings(
-                max_examples=100,
-                stateful_step_count=30,
-                derandomize=True,
-                database=None,
-                deadline=None,
-                phases=[Phase.generate],
-                suppress_health_check=[HealthCheck.too_slow],
-            ),
-        )
+        run_state_machine_as_test(CacheMachine, settings=hunt(100, 30))
