@@ -60,6 +60,10 @@ EVENT_BYTES = 704
 # An aggregate larger than this share of the cache is not kept: one huge
 # history must not push out every other entry.
 MAX_ENTRY_SHARE = 4
+# Commits appended by this process are kept as sent and decoded when a load
+# reads the entry (an append then costs no decoding); past this many in a
+# row they are decoded on the next append.
+PENDING_MAX = 64
 
 
 def commit_cost(commits: int, events: int, payload_bytes: int) -> int:
@@ -68,19 +72,24 @@ def commit_cost(commits: int, events: int, payload_bytes: int) -> int:
 
 
 class Entry(NamedTuple):
-    """One aggregate's cached events [base, next_sequence), up to its commit at `tail_seq`."""
+    """One aggregate's cached events [base, next_sequence), up to its commit at
+    `tail_seq`: the first `decoded` of them in `events`, the rest in the commits
+    of `pending` (appended by this process, as sent)."""
 
     events: list[RecordedEvent]
-    """Holds this entry's events first; later entries may extend the same list
-    in place, so read it only through `select`."""
+    """Holds this entry's decoded events first; later entries may extend the
+    same list in place, so read it only through `select`."""
     base: int
     next_sequence: int
     tail_seq: int
     tail: bytes
     size: int
+    decoded: int
+    pending: tuple[bytes, ...] = ()
 
     def select(self, lo: int, hi: int | None) -> list[RecordedEvent]:
-        """A new list of the events with sequence in [lo, hi) (lo >= base)."""
+        """A new list of the events with sequence in [lo, hi) (lo >= base; the
+        entry has nothing pending: `HotCache.materialize`)."""
         stop = self.next_sequence if hi is None or hi > self.next_sequence else hi
         if stop <= lo:
             return []
@@ -146,27 +155,45 @@ class HotCache:
     ) -> Entry:
         """`entry` followed by `fresh` (read or written after it, up to the commit
         `scan` ended at, costing `added` bytes), kept if it may be; returned either way."""
-        events = entry.events
-        if len(events) != entry.next_sequence - entry.base:
-            # Another entry extended this list already (a racing read or
-            # append from the same tail): leave its events alone.
-            events = events[: entry.next_sequence - entry.base]
-        events += fresh
         grown = Entry(
-            events,
+            _extended(entry, fresh),
             entry.base,
             scan.next_sequence,
             scan.stream_seq,
             scan.tail,
             entry.size + added + len(scan.tail) - len(entry.tail),
+            entry.decoded + len(fresh),
         )
         self.put(subject, grown)
         return grown
 
+    def materialize(self, subject: str, entry: Entry, guess: Guess) -> Entry | None:
+        """`entry` with its pending commits decoded (kept in its place); None,
+        and the entry dropped, if they do not decode as the aggregate's next
+        commits."""
+        if not entry.pending:
+            return entry
+        scan = Scan(next_sequence=entry.base + entry.decoded, guess=guess)
+        fresh: list[RecordedEvent] = []
+        try:
+            decode_commits(subject, entry.pending, 0, None, scan, fresh)
+        except (Corrupt, CodecError):  # our own commits always decode; never trust them otherwise
+            scan.next_sequence = -1
+        if scan.next_sequence != entry.next_sequence:
+            if self._data.get(subject) is entry:
+                self._remove(subject, entry)
+            return None
+        done = entry._replace(
+            events=_extended(entry, fresh), decoded=entry.decoded + len(fresh), pending=()
+        )
+        if self._data.get(subject) is entry:
+            self._data[subject] = done
+        return done
+
     def appended(self, subject: str, pos: Position, payload: bytes, result: AppendResult) -> None:
-        """This process stored `payload` as the commit after `pos`: extend the
-        aggregate's entry with its events (or start one for a new aggregate)
-        without reading them back."""
+        """This process stored `payload` as the commit after `pos`: add it to the
+        aggregate's entry (or start one for a new aggregate) without reading it
+        back; its events are decoded when a load reads the entry."""
         if not self.max_bytes:
             return
         if result.duplicate or result.first_sequence != pos.next_sequence:
@@ -175,19 +202,28 @@ class HotCache:
         if entry is None:
             if pos.stream_seq:
                 return  # the aggregate's earlier events are not held here
-            entry = Entry([], 0, 0, 0, b"", ENTRY_BYTES + len(subject))
+            entry = Entry([], 0, 0, 0, b"", ENTRY_BYTES + len(subject), 0)
         elif entry.tail_seq != pos.stream_seq or entry.next_sequence != pos.next_sequence:
             return  # the entry is behind or ahead of `pos`: the next load catches up
-        scan = Scan(next_sequence=pos.next_sequence, guess=self._guess)
-        fresh: list[RecordedEvent] = []
-        try:
-            decode_commits(subject, (payload,), 0, None, scan, fresh)
-        except (Corrupt, CodecError):  # our own commit always decodes; never trust it otherwise
-            self.drop(subject)
-            return
-        scan.stream_seq = result.stream_sequence
-        scan.tail = payload
-        self.extend(subject, entry, fresh, scan, commit_cost(1, len(fresh), len(payload)))
+        elif len(entry.pending) >= PENDING_MAX:
+            found = self.materialize(subject, entry, self._guess)
+            if found is None:
+                return
+            entry = found
+        added = commit_cost(1, result.next_sequence - result.first_sequence, len(payload))
+        self.put(
+            subject,
+            Entry(
+                entry.events,
+                entry.base,
+                result.next_sequence,
+                result.stream_sequence,
+                payload,
+                entry.size + added + len(payload) - len(entry.tail),
+                entry.decoded,
+                (*entry.pending, payload),
+            ),
+        )
 
     def drop(self, subject: str) -> None:
         entry = self._data.get(subject)
@@ -214,3 +250,14 @@ class HotCache:
             fallbacks=self.fallbacks,
             evictions=self.evictions,
         )
+
+
+def _extended(entry: Entry, fresh: list[RecordedEvent]) -> list[RecordedEvent]:
+    """`entry`'s decoded events followed by `fresh`: its own list, extended in
+    place, unless another entry extended that list already (a racing read or
+    append from the same tail), whose events are then left alone."""
+    events = entry.events
+    if len(events) != entry.decoded:
+        events = events[: entry.decoded]
+    events += fresh
+    return events

@@ -93,7 +93,9 @@ class Reader:
             # The whole history from `lo` on: the aggregate's entry from now.
             size = ENTRY_BYTES + len(subject) + len(scan.tail)
             size += commit_cost(scan.commits, len(events), scan.payload_bytes)
-            entry = Entry(events[:], min(lo, nxt), nxt, scan.stream_seq, scan.tail, size)
+            entry = Entry(
+                events[:], min(lo, nxt), nxt, scan.stream_seq, scan.tail, size, len(events)
+            )
             hot.put(subject, entry)
         return History(events=events, next_sequence=nxt, snapshot=snap)
 
@@ -157,9 +159,14 @@ class Reader:
                 self._counted("fallback")
                 return None
             page = ([entry.tail], tail_seq, False)  # the replica lags: the rest from the leader
+        done = hot.materialize(subject, entry, self._guess)
+        if done is None:
+            hot.fallbacks += 1
+            self._counted("fallback")
+            return None
         hot.hits += 1
         self._counted("hit")
-        return entry, page
+        return done, page
 
     async def _refresh(self, subject: str, entry: Entry, page: Page) -> Entry:
         """`entry` brought up to date with `page` (read from its tail) and what follows."""

@@ -8,8 +8,8 @@ import datetime as dt
 from angzarr_es import codec
 from angzarr_es._types import AppendResult
 from angzarr_es.store._cache import NEW, Position
-from angzarr_es.store._commits import Scan, decode_commits
-from angzarr_es.store._hot import MAX_ENTRY_SHARE, Entry, HotCache
+from angzarr_es.store._commits import Guess, Scan, decode_commits
+from angzarr_es.store._hot import MAX_ENTRY_SHARE, PENDING_MAX, Entry, HotCache
 from tests.support.events import deposit
 
 SUBJECT = "t.events.player.p"
@@ -27,7 +27,7 @@ def payload(first: int, n: int = 1) -> bytes:
 
 
 def entry(next_sequence: int, tail_seq: int, base: int = 0, size: int = 100) -> Entry:
-    return Entry([], base, next_sequence, tail_seq, b"t%d" % tail_seq, size)
+    return Entry([], base, next_sequence, tail_seq, b"t%d" % tail_seq, size, next_sequence - base)
 
 
 def test_the_later_entry_wins_and_a_lower_base_wins_a_tie() -> None:
@@ -60,7 +60,7 @@ def test_least_recently_used_entries_go_first_and_the_bound_holds() -> None:
 def test_extending_keeps_older_entries_on_the_same_list_intact() -> None:
     hot = HotCache(1 << 20)
     scan = Scan()
-    base = Entry([], 0, 0, 0, b"", 10)
+    base = Entry([], 0, 0, 0, b"", 10, 0)
     first: list[codec.RecordedEvent] = []
     decode_commits(SUBJECT, [payload(0, 2)], 0, None, scan, first)
     scan.stream_seq, scan.tail = 1, b"one"
@@ -80,70 +80,64 @@ def test_extending_keeps_older_entries_on_the_same_list_intact() -> None:
     assert b.select(5, None) == []
 
 
+def appended(hot: HotCache, at: Position, commit: bytes, first: int, nxt: int, seq: int) -> None:
+    result = AppendResult(first_sequence=first, next_sequence=nxt, stream_sequence=seq)
+    hot.appended(SUBJECT, at, commit, result)
+
+
 def test_an_append_starts_a_new_aggregate_and_extends_a_matching_entry() -> None:
     hot = HotCache(1 << 20)
-    p0 = payload(0, 2)
-    hot.appended(
-        SUBJECT, NEW, p0, AppendResult(first_sequence=0, next_sequence=2, stream_sequence=7)
-    )
+    p0, p1 = payload(0, 2), payload(2)
+    appended(hot, NEW, p0, 0, 2, 7)
     got = hot.get(SUBJECT)
     assert got is not None
-    assert (got.next_sequence, got.tail_seq, got.tail) == (2, 7, p0)
-    assert [e.sequence for e in got.select(0, None)] == [0, 1]
-    p1 = payload(2)
-    hot.appended(
-        SUBJECT,
-        Position(2, 7),
-        p1,
-        AppendResult(first_sequence=2, next_sequence=3, stream_sequence=9),
-    )
+    assert (got.next_sequence, got.tail_seq, got.tail, got.pending) == (2, 7, p0, (p0,))
+    appended(hot, Position(2, 7), p1, 2, 3, 9)
     got = hot.get(SUBJECT)
     assert got is not None
-    assert (got.next_sequence, got.tail_seq, got.tail) == (3, 9, p1)
-    assert [e.event for e in got.select(0, None)] == [deposit(0), deposit(1), deposit(2)]
+    assert (got.next_sequence, got.tail_seq, got.tail, got.pending) == (3, 9, p1, (p0, p1))
+    # Decoded when read, and the decoded entry takes its place.
+    done = hot.materialize(SUBJECT, got, Guess())
+    assert done is not None
+    assert done.pending == ()
+    assert [e.event for e in done.select(0, None)] == [deposit(0), deposit(1), deposit(2)]
+    assert hot.get(SUBJECT) is done
+
+
+def test_many_appends_in_a_row_are_decoded_a_batch_at_a_time() -> None:
+    hot = HotCache(1 << 24)
+    appended(hot, NEW, payload(0), 0, 1, 1)
+    for n in range(1, PENDING_MAX + 5):
+        appended(hot, Position(n, n), payload(n), n, n + 1, n + 1)
+    got = hot.get(SUBJECT)
+    assert got is not None
+    assert (got.decoded, len(got.pending)) == (PENDING_MAX, 5)
 
 
 def test_an_append_leaves_alone_what_it_cannot_vouch_for() -> None:
     hot = HotCache(1 << 20)
     # No entry, and not a new aggregate: its earlier events are unknown here.
-    hot.appended(
-        SUBJECT,
-        Position(3, 5),
-        payload(3),
-        AppendResult(first_sequence=3, next_sequence=4, stream_sequence=6),
-    )
+    appended(hot, Position(3, 5), payload(3), 3, 4, 6)
     assert hot.get(SUBJECT) is None
     hot.put(SUBJECT, entry(3, 5))
     # An entry behind the position appended at: left for the next load.
-    hot.appended(
-        SUBJECT,
-        Position(4, 8),
-        payload(4),
-        AppendResult(first_sequence=4, next_sequence=5, stream_sequence=9),
-    )
+    appended(hot, Position(4, 8), payload(4), 4, 5, 9)
     assert hot.get(SUBJECT) == entry(3, 5)
     # A duplicate of an earlier append (another commit than this payload).
-    hot.appended(
-        SUBJECT,
-        Position(3, 5),
-        payload(3),
-        AppendResult(first_sequence=3, next_sequence=4, stream_sequence=6, duplicate=True),
-    )
+    result = AppendResult(first_sequence=3, next_sequence=4, stream_sequence=6, duplicate=True)
+    hot.appended(SUBJECT, Position(3, 5), payload(3), result)
     assert hot.get(SUBJECT) == entry(3, 5)
-    # A payload that is not a commit at the position: the entry is dropped.
-    hot.appended(
-        SUBJECT,
-        Position(3, 5),
-        payload(0),
-        AppendResult(first_sequence=3, next_sequence=4, stream_sequence=6),
-    )
+    # A payload that is not the commit at the position: the entry is dropped
+    # when it is read.
+    appended(hot, Position(3, 5), payload(0), 3, 4, 6)
+    got = hot.get(SUBJECT)
+    assert got is not None
+    assert hot.materialize(SUBJECT, got, Guess()) is None
     assert hot.get(SUBJECT) is None
 
 
 def test_a_disabled_cache_keeps_nothing() -> None:
     hot = HotCache(0)
     assert not hot.enabled
-    hot.appended(
-        SUBJECT, NEW, payload(0), AppendResult(first_sequence=0, next_sequence=1, stream_sequence=1)
-    )
+    appended(hot, NEW, payload(0), 0, 1, 1)
     assert len(hot) == 0
