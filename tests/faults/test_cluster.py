@@ -279,7 +279,9 @@ async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) 
     async with await angzarr_es.connect(config=r3) as probe:
         leader = await cluster.wait_for_leader(probe, stream, current=True)
     follower = next(n for n in cluster.servers if n != leader)
-    nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay="consumer")
+    nats = msgspec.structs.replace(
+        r3.nats, url=cluster.url_of(follower), replay="consumer", cache_bytes=0
+    )
     async with await angzarr_es.connect(config=config_of(nats)) as c:
         store = c.store("player")
         for i in range(100):
@@ -331,7 +333,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     every projector, no consumers or subscriptions left, flat memory."""
     stream = r3.nats.stream_name
     cfg = config_of(msgspec.structs.replace(r3.nats, dlq_stream=stream + "-dlq"))
-    consumer_cfg = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    consumer_cfg = config_of(msgspec.structs.replace(cfg.nats, replay="consumer", cache_bytes=0))
     clients = [await angzarr_es.connect(config=cfg) for _ in range(3)]
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     clients.append(await angzarr_es.connect(config=cfg))  # the projectors'

@@ -402,7 +402,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     stream = r3.nats.stream_name
     consumer_cfg = Config(
         bus=msgspec.structs.replace(
-            r3.bus, nats=msgspec.structs.replace(r3.nats, replay="consumer")
+            r3.bus, nats=msgspec.structs.replace(r3.nats, replay="consumer", cache_bytes=0)
         )
     )
     clients = [await angzarr_es.connect(config=r3) for _ in range(3)]

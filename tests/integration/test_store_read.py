@@ -74,7 +74,7 @@ async def test_closing_the_client_during_a_read_raises_a_typed_error(
 
 
 async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
-    nats = msgspec.structs.replace(config.nats, replay="consumer")
+    nats = msgspec.structs.replace(config.nats, replay="consumer", cache_bytes=0)
     cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
@@ -126,7 +126,7 @@ async def test_a_lagging_replica_never_hides_our_own_append(
 
 
 async def test_consumer_replay_leaves_no_consumer_behind(config: Config) -> None:
-    nats = msgspec.structs.replace(config.nats, replay="consumer")
+    nats = msgspec.structs.replace(config.nats, replay="consumer", cache_bytes=0)
     cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
