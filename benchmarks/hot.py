@@ -23,11 +23,10 @@ async def bench_hot(run: Run) -> None:
     s = run.sizes
     for size in s.hot_sizes:
         root = uuid.uuid4()
-        await fill(run, root, size, 1)
+        tail = await fill(run, root, size, 1)
         store = run.hot.store(DOMAIN)
         await store.load(root)  # read once: the aggregate is hot from now on
         subject = store.subject(root)
-        tail = await run.raw.last_sequence(subject)
 
         async def floor(_: int, subject: str = subject, tail: int = tail) -> object:
             # The same single request the hot load sends: a batch Direct Get

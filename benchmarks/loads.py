@@ -14,8 +14,9 @@ from benchmarks.harness import Case
 from benchmarks.wire import WireClient
 
 
-async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> None:
-    """Write `total` events to `root` in commits of `per_commit`, pipelined."""
+async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> int:
+    """Write `total` events to `root` in commits of `per_commit`, pipelined;
+    returns the last commit's stream sequence, once every replica has it."""
     subject = run.store.subject(root)
     payloads = [
         commit(
@@ -26,7 +27,9 @@ async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> None:
         )
         for first in range(0, total, per_commit)
     ]
-    await run.raw.bulk_fill(subject, payloads)
+    last = await run.raw.bulk_fill(subject, payloads)
+    await run.raw.replicated(subject, last)
+    return last
 
 
 async def bench_loads(run: Run) -> None:

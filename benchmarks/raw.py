@@ -101,10 +101,12 @@ class RawClient:
         ack = await self.js.publish(subject, payload, headers={H_EXPECTED: str(last)})
         return int(ack.seq)
 
-    async def bulk_fill(self, subject: str, payloads: list[bytes], window: int = 500) -> None:
+    async def bulk_fill(self, subject: str, payloads: list[bytes], window: int = 500) -> int:
         """Store `payloads` on `subject` in order: plain publishes, each window
         closed by one request whose ack proves every earlier message of this
-        connection was stored (with `sync_interval: always` each is fsynced)."""
+        connection was stored (with `sync_interval: always` each is fsynced).
+        Returns the last one's stream sequence."""
+        last = 0
         for start in range(0, len(payloads), window):
             chunk = payloads[start : start + window]
             for payload in chunk[:-1]:
@@ -113,6 +115,18 @@ class RawClient:
             ack = decode_ack(reply.data)
             if ack.error is not None or not ack.seq:
                 raise RuntimeError(f"filling {subject} failed: {ack.error}")
+            last = ack.seq
+        return last
+
+    async def replicated(self, subject: str, seq: int) -> None:
+        """Wait until Direct Get (any replica) sees `subject`'s last message at
+        `seq`: on a cluster a follower may not have stored it when the leader
+        acked it."""
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while await self.last_sequence(subject) != seq:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"{subject}: replicas did not reach stream sequence {seq}")
+            await asyncio.sleep(0.01)  # polling interval (set-up, not timed)
 
     async def bulk_publish(self, messages: list[tuple[str, bytes]], window: int = 500) -> None:
         """Store each (subject, payload) in order, as `bulk_fill` does for one subject."""
