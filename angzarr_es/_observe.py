@@ -17,9 +17,10 @@ from typing import Literal
 from angzarr_es._types import AppendResult, History
 from angzarr_es.errors import AngzarrESError, ConcurrencyError
 
-__all__ = ["Observer", "Outcome", "observe_append", "observe_load"]
+__all__ = ["CacheOutcome", "Observer", "Outcome", "observe_append", "observe_load"]
 
 Outcome = Literal["ok", "conflict", "error"]
+CacheOutcome = Literal["hit", "miss", "fallback"]
 
 
 class Observer:
@@ -47,6 +48,14 @@ class Observer:
 
     def loaded(self, domain: str, seconds: float) -> None:
         """One `EventStore.load` call ended, successfully or not."""
+
+    def cache_load(self, domain: str, outcome: CacheOutcome) -> None:
+        """A load or iteration with the hot-aggregate cache on.
+
+        "hit": served from the aggregate's entry (one request); "miss": no
+        entry, the whole history was read; "fallback": the entry was stale
+        (its last commit is gone) and dropped, the whole history was read.
+        """
 
     def retried(self, domain: str, reason: str) -> None:
         """One more attempt at an append: `timeout`, `in_process` or `lost_race`."""

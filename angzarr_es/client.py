@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._health import check as check_health
@@ -46,6 +48,7 @@ from angzarr_es.store import (
 )
 from angzarr_es.store._cache import PositionCache
 from angzarr_es.store._context import check_stream, provisioned
+from angzarr_es.store._hot import HotCache
 from angzarr_es.subjects import Subjects, correlation_token, validate_edition
 
 __all__ = ["Client", "connect"]
@@ -122,6 +125,7 @@ class Client(ProjectorFactory[Projector]):
             cfg=config.nats,
             cache=PositionCache(config.nats.cache_size),
             observer=observer,
+            hot=HotCache(config.nats.cache_bytes),
         )
         self._subjects = Subjects(config.nats.subject_prefix)
         self._bus: Bus | None = None
@@ -257,6 +261,7 @@ class Client(ProjectorFactory[Projector]):
             self._wire, n.stream_name, self._subjects.edition_events(name)
         )
         self._ctx.cache.clear()
+        self._ctx.hot.clear()
         return purged
 
     # -- the bus (angzarr_es.bus) ---------------------------------------------
@@ -355,7 +360,8 @@ class Client(ProjectorFactory[Projector]):
     async def health(
         self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD
     ) -> Health:
-        """A typed summary: server reachable, JetStream, streams, consumer lags.
+        """A typed summary: server reachable, JetStream, streams, consumer lags,
+        and this client's hot-aggregate cache (`Health.cache`).
 
         `monitor_url` (default `bus.nats.monitor_url`) adds the server's
         `/varz`, `/connz` and `/jsz`. Never raises for an unhealthy system:
@@ -363,13 +369,25 @@ class Client(ProjectorFactory[Projector]):
         """
         wanted = self.stream_config()
         url = self._config.nats.monitor_url if monitor_url is None else monitor_url
-        return await check_health(
+        found = await check_health(
             self._wire,
             wanted,
             lambda current: _provision.differences(wanted, current),
             monitor_url=url,
             lag_threshold=lag_threshold,
         )
+        return msgspec.structs.replace(found, cache=self._ctx.hot.stats())
+
+    def clear_cache(self) -> None:
+        """Forget every aggregate position and cached history this client holds.
+
+        The next append or load of each aggregate reads it from the server.
+        Needed only after events were removed in a way the cache cannot
+        notice: a purge that kept an aggregate's last commit but not its
+        first ones (docs/operations.md, "The hot-aggregate cache").
+        """
+        self._ctx.cache.clear()
+        self._ctx.hot.clear()
 
     # -- provisioning --------------------------------------------------------
 

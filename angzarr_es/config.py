@@ -76,7 +76,11 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     connect_timeout: float = 2.0
     # Attempts for one append when acks are lost (same Nats-Msg-Id each time).
     append_attempts: int = 3
+    # Aggregate positions kept (entries).
     cache_size: int = 100_000
+    # Bytes of decoded histories kept for loads in one request (0: off);
+    # docs/operations.md, "The hot-aggregate cache".
+    cache_bytes: int = 64 * 1024 * 1024
     replay: Literal["direct", "consumer"] = "direct"
     # Before a client's first append: an event stream whose settings can delete
     # events (max_age, max_msgs, ..., discard old) is refused with
@@ -224,6 +228,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             (n.connect_timeout > 0, "bus.nats.connect_timeout must be > 0 seconds"),
             (n.append_attempts >= 1, "bus.nats.append_attempts must be >= 1"),
             (n.cache_size >= 0, "bus.nats.cache_size must be >= 0"),
+            (n.cache_bytes >= 0, "bus.nats.cache_bytes must be >= 0 (0 turns the cache off)"),
             (_token_ok(n.stream_name), "bus.nats.stream_name must be one token of [A-Za-z0-9_-]"),
             (
                 not n.snapshot_stream_name or _token_ok(n.snapshot_stream_name),

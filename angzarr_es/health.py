@@ -13,6 +13,7 @@ import datetime as dt
 import msgspec
 
 __all__ = [
+    "CacheStats",
     "ClientConnection",
     "ConsumerStatus",
     "Health",
@@ -122,6 +123,26 @@ class ConsumerStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_active: str | None = None
 
 
+class CacheStats(msgspec.Struct, frozen=True, kw_only=True):
+    """This client's hot-aggregate cache (`[bus.nats] cache_bytes`), since it connected."""
+
+    max_bytes: int = 0
+    """The bound (0: the cache is off)."""
+    bytes: int = 0
+    """What the entries hold, as the cache estimates it."""
+    entries: int = 0
+    events: int = 0
+    hits: int = 0
+    """Loads and iterations served from an entry: one request."""
+    misses: int = 0
+    """Loads and iterations of an aggregate without an entry: the whole history read."""
+    fallbacks: int = 0
+    """Entries found stale (their last commit gone: a purge, a deleted edition,
+    a re-created stream) and dropped: the whole history read."""
+    evictions: int = 0
+    """Entries dropped to stay within `max_bytes`."""
+
+
 class Health(msgspec.Struct, frozen=True, kw_only=True):
     """Everything `angzarr-es status` shows; `ok` is False when `problems` is not empty."""
 
@@ -138,6 +159,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     monitor_url: str = ""
     server: ServerStats | None = None
     connections: list[ClientConnection] = []
+    cache: CacheStats | None = None
+    """This client's hot-aggregate cache (None: not collected)."""
     problems: list[str] = []
 
     @property

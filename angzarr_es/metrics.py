@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from angzarr_es import tracing
-from angzarr_es._observe import Observer, Outcome
+from angzarr_es._observe import CacheOutcome, Observer, Outcome
 from angzarr_es.client import Client
 
 try:
@@ -91,6 +91,13 @@ SPEC: Mapping[str, Metric] = {
         help="Extra publish attempts inside one append.",
         labels=("domain", "reason"),
         values="reason: timeout | in_process | lost_race",
+    ),
+    "cache_loads": Metric(
+        name="angzarr_es_cache_loads_total",
+        kind="counter",
+        help="Loads and iterations with the hot-aggregate cache on, by what they found.",
+        labels=("domain", "outcome"),
+        values="outcome: hit | miss | fallback",
     ),
     "redeliveries": Metric(
         name="angzarr_es_bus_redeliveries_total",
@@ -192,6 +199,9 @@ class StoreMetrics(Observer):
 
     def retried(self, domain: str, reason: str) -> None:
         self._counters["retries"].labels(domain, reason).inc()
+
+    def cache_load(self, domain: str, outcome: CacheOutcome) -> None:
+        self._counters["cache_loads"].labels(domain, outcome).inc()
 
     def redelivered(self, consumer: str, count: int = 1) -> None:
         """Count redeliveries to `consumer` (for consumers you run yourself)."""

@@ -8,9 +8,12 @@ server it starts writes the published results to `docs/benchmarks/`; `--quick`,
 directory (`--out` chooses).
 
 `run` parses the arguments and calls the cases, one module each: `appends`
-(and conflicts), `loads`, `writers` (concurrent writers) and `memory`
-(streaming, in a `memchild` process). They share `context` (the server and
-the connections of a run), `sizes` (the presets), `contenders` (the rows'
-names), `harness` (timing) and the baselines `raw`, `wire` and `peers`;
-`targets` judges the results and `report` writes them.
+(and conflicts), `loads`, `hot` (loads through the hot-aggregate cache),
+`writers` (concurrent writers) and `memory` (streaming, in a `memchild`
+process; the cache's memory, in a `cachechild` process); `cluster` starts a
+three-server cluster for `--cluster` and runs the appends and loads on it.
+They share `context` (the server and the connections of a run), `sizes`
+(the presets), `contenders` (the rows' names), `harness` (timing) and the
+baselines `raw`, `wire` and `peers`; `targets` judges the results and
+`report` writes them.
 """

@@ -10,7 +10,7 @@ from angzarr_es import ConcurrencyError
 from angzarr_es.pb import player_pb2
 from benchmarks import peers
 from benchmarks.commits import commit, event
-from benchmarks.contenders import CODEC, FLOOR, NAIVE, OURS, OURS_ONE, WIRE
+from benchmarks.contenders import CODEC, FLOOR, NAIVE, OURS, OURS_HOT, OURS_ONE, WIRE
 from benchmarks.context import DOMAIN, Run, sync
 from benchmarks.harness import Case
 from benchmarks.wire import WireClient
@@ -31,6 +31,17 @@ def _append_cases(run: Run, count: int) -> list[Case]:
         return result
 
     cases.append(Case(OURS, ours))
+
+    # The same with the hot-aggregate cache on: each append also extends the
+    # aggregate's cached history from the payload it sent.
+    hot, hot_root, hot_next = run.hot.store(DOMAIN), uuid.uuid4(), [0]
+
+    async def ours_hot(_: int) -> object:
+        result = await hot.append(hot_root, events, expected=hot_next[0])
+        hot_next[0] = result.next_sequence
+        return result
+
+    cases.append(Case(OURS_HOT, ours_hot))
 
     floor_subject = store.subject(uuid.uuid4())
     floor_payload = commit(DOMAIN, b"floor", 0, events)

@@ -56,18 +56,26 @@ def extract(rev: str, into: Path) -> ModuleType:
     return importlib.import_module("angzarr_es_before")
 
 
-def _config(module: ModuleType, url: str) -> Any:
+def _config(module: ModuleType, url: str, cache_bytes: int) -> Any:
     cfg_mod = importlib.import_module(module.__name__ + ".config")
+    # The hot-aggregate cache's bound, for the versions that have one.
+    cache = (
+        {"cache_bytes": cache_bytes}
+        if "cache_bytes" in cfg_mod.NatsConfig.__struct_fields__
+        else {}
+    )
     nats = cfg_mod.NatsConfig(
-        url=url, stream_name=STREAM, subject_prefix=PREFIX, request_timeout=10.0
+        url=url, stream_name=STREAM, subject_prefix=PREFIX, request_timeout=10.0, **cache
     )
     return cfg_mod.Config(bus=msgspec.structs.replace(cfg_mod.Config().bus, nats=nats))
 
 
-async def compare(url: str, before_mod: ModuleType, samples: int, writer_rounds: int = 3) -> None:
+async def compare(
+    url: str, before_mod: ModuleType, samples: int, writer_rounds: int = 3, cache_bytes: int = 0
+) -> None:
     versions: dict[str, Any] = {}
     for name, module in (("before", before_mod), ("after", angzarr_es)):
-        client = await module.connect(config=_config(module, url))
+        client = await module.connect(config=_config(module, url, cache_bytes))
         await client.provision()
         versions[name] = client
     ev = [player_pb2.FundsDeposited(amount_cents=1, currency="EUR")]
@@ -161,11 +169,20 @@ def main() -> None:
     parser.add_argument(
         "--writer-rounds", type=int, default=3, help="alternating rounds of 64 concurrent writers"
     )
+    parser.add_argument(
+        "--cache-bytes",
+        type=int,
+        default=0,
+        help="the hot-aggregate cache's bound for the versions that have it (default 0: off, "
+        "so that loads read the whole history in both)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="angzarr-before-") as tmp:
         before = extract(args.rev, Path(tmp))
         with EmbeddedServer() as server:
-            asyncio.run(compare(server.url, before, args.samples, args.writer_rounds))
+            asyncio.run(
+                compare(server.url, before, args.samples, args.writer_rounds, args.cache_bytes)
+            )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 OURS = "angzarr_es"
 OURS_CONSUMER = "angzarr_es (consumer)"
 OURS_ONE = "angzarr_es, 1 event per call"
+OURS_HOT = "angzarr_es (hot cache)"
 FLOOR = "raw nats-py (floor)"
 FLOOR_DECODED = "raw nats-py (floor + event decode)"
 NAIVE = "naive nats-py"
@@ -15,3 +16,7 @@ POSTGRES = "eventsourcing-postgres"
 PEERS = (SQLITE, POSTGRES)
 ES_MODULE = "angzarr_es.eventsourcing"
 """This project's persistence module for the eventsourcing library (benchmarks.es_app)."""
+
+# eventsourcing's Application repository with its aggregate cache and fast-forward.
+CACHED = " (cached repository)"
+CACHED_PEERS = (SQLITE + CACHED, POSTGRES + CACHED)

@@ -25,12 +25,21 @@ from benchmarks.wire import Unsupported, WireClient
 STREAM = "bench-events"
 PREFIX = "bench"
 DOMAIN = "player"
+# The hot-aggregate cache's default bound.
+HOT_CACHE_BYTES = NatsConfig().cache_bytes
 
 
 def config(
-    url: str, replay: str, stream: str = STREAM, prefix: str = PREFIX, replicas: int = 1
+    url: str,
+    replay: str,
+    stream: str = STREAM,
+    prefix: str = PREFIX,
+    replicas: int = 1,
+    cache_bytes: int = 0,
 ) -> Config:
-    """The client configuration every contender built on angzarr_es uses."""
+    """The client configuration every contender built on angzarr_es uses: without
+    the hot-aggregate cache unless `cache_bytes` is given (the cases of the cache
+    use a client of their own, so that every other row measures what it did)."""
     nats = NatsConfig(
         url=url,
         stream_name=stream,
@@ -38,6 +47,7 @@ def config(
         replicas=replicas,
         replay="consumer" if replay == "consumer" else "direct",
         request_timeout=10.0,
+        cache_bytes=cache_bytes,
     )
     return Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
 
@@ -62,8 +72,8 @@ class Server:
         first = url.split(",")[0].strip()
         return cls(first, True, replicas, f"bench-{tag}-events", f"bench-{tag}")
 
-    def config(self, replay: str) -> Config:
-        return config(self.url, replay, self.stream, self.prefix, self.replicas)
+    def config(self, replay: str, cache_bytes: int = 0) -> Config:
+        return config(self.url, replay, self.stream, self.prefix, self.replicas, cache_bytes)
 
 
 @dataclass
@@ -75,15 +85,19 @@ class Run:
     ours: angzarr_es.Client
     ours_consumer: angzarr_es.Client
     rival: angzarr_es.Client
+    hot: angzarr_es.Client
+    """With the hot-aggregate cache at its default size."""
     raw: RawClient
     wire: WireClient | None
     recorders: list[peers.Recorder]
+    repositories: list[peers.CachedRepository]
     codec_only: peers.CodecOnly
     stream: str = STREAM
     prefix: str = PREFIX
     results: list[Measured] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     memory: dict[str, dict[str, float]] = field(default_factory=dict)
+    cache_memory: dict[str, dict[str, float]] = field(default_factory=dict)
     server_version: str = ""
 
     @property
@@ -143,6 +157,8 @@ async def connect(
         stack.push_async_callback(ours_consumer.close)
         rival = await angzarr_es.connect(config=server.config("direct"))
         stack.push_async_callback(rival.close)
+        hot = await angzarr_es.connect(config=server.config("direct", HOT_CACHE_BYTES))
+        stack.push_async_callback(hot.close)
         raw = await RawClient.connect(url, server.stream)
         stack.push_async_callback(raw.close)
         recorders: list[peers.Recorder] = []
@@ -153,15 +169,20 @@ async def connect(
             stack.push_async_callback(wire.close)
         except Unsupported as exc:
             notes.append(f"no {WIRE} rows: {exc}")
+        repositories: list[peers.CachedRepository] = []
         if with_peers and peers.available():
             recorders.append(peers.Recorder.sqlite(tmp / "eventsourcing.sqlite"))
             stack.callback(recorders[0].close)
             notes.append(recorders[0].settings())
+            repositories.append(peers.CachedRepository.sqlite(tmp / "eventsourcing-app.sqlite"))
+            stack.callback(repositories[0].close)
             found, why = peers.find_postgres(pg_dsn)
             notes.append(why)
             if found:
                 recorders.append(peers.Recorder.postgres(found))
                 stack.callback(recorders[-1].close)
+                repositories.append(peers.CachedRepository.postgres(found))
+                stack.callback(repositories[-1].close)
         elif with_peers:
             notes.append("eventsourcing is not installed: pip install 'angzarr-es[bench]'")
         yield Run(
@@ -170,9 +191,11 @@ async def connect(
             ours=ours,
             ours_consumer=ours_consumer,
             rival=rival,
+            hot=hot,
             raw=raw,
             wire=wire,
             recorders=recorders,
+            repositories=repositories,
             codec_only=peers.CodecOnly(DOMAIN),
             stream=server.stream,
             prefix=server.prefix,

@@ -14,8 +14,9 @@ from benchmarks.harness import Case
 from benchmarks.wire import WireClient
 
 
-async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> None:
-    """Write `total` events to `root` in commits of `per_commit`, pipelined."""
+async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> int:
+    """Write `total` events to `root` in commits of `per_commit`, pipelined;
+    returns the last commit's stream sequence, once every replica has it."""
     subject = run.store.subject(root)
     payloads = [
         commit(
@@ -26,7 +27,9 @@ async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> None:
         )
         for first in range(0, total, per_commit)
     ]
-    await run.raw.bulk_fill(subject, payloads)
+    last = await run.raw.bulk_fill(subject, payloads)
+    await run.raw.replicated(subject, last)
+    return last
 
 
 async def bench_loads(run: Run) -> None:
@@ -50,8 +53,8 @@ async def _load_cases(run: Run, root: uuid.UUID, size: int, per_commit: int) -> 
     their own copy (the codec, the peers) are given the same events here."""
     subject = run.store.subject(root)
     cases = [
-        Case(OURS, _ours_loader(run.ours.store(DOMAIN), root, size)),
-        Case(OURS_CONSUMER, _ours_loader(run.ours_consumer.store(DOMAIN), root, size)),
+        Case(OURS, ours_loader(run.ours.store(DOMAIN), root, size)),
+        Case(OURS_CONSUMER, ours_loader(run.ours_consumer.store(DOMAIN), root, size)),
     ]
 
     async def floor(_: int) -> object:
@@ -98,22 +101,23 @@ async def _load_cases(run: Run, root: uuid.UUID, size: int, per_commit: int) -> 
     # is measured once, in the 1/commit rounds.
     if per_commit == 1:
         for recorder in run.recorders:
-            rec_root = uuid.uuid4()
-            for first in range(0, size, 100):
-                recorder.append(
-                    rec_root, first, [event(i) for i in range(first, min(first + 100, size))]
-                )
-
-            def rec_load(
-                _: int, recorder: peers.Recorder = recorder, rec_root: uuid.UUID = rec_root
-            ) -> object:
-                events = recorder.load(rec_root)
-                if len(events) != size:
-                    raise RuntimeError(f"{recorder.name} lost events")
-                return events
-
-            cases.append(Case(recorder.name, sync(rec_load)))
+            cases.append(Case(recorder.name, sync(recorder_loader(recorder, size))))
     return cases
+
+
+def recorder_loader(recorder: peers.Recorder, size: int) -> Callable[[int], object]:
+    """A load of a new aggregate of `size` events stored by `recorder`."""
+    root = uuid.uuid4()
+    for first in range(0, size, 100):
+        recorder.append(root, first, [event(i) for i in range(first, min(first + 100, size))])
+
+    def load(_: int) -> object:
+        events = recorder.load(root)
+        if len(events) != size:
+            raise RuntimeError(f"{recorder.name} lost events")
+        return events
+
+    return load
 
 
 async def _wire_loader(wire: WireClient, subject: str, commits: int) -> list[Case]:
@@ -130,7 +134,7 @@ async def _wire_loader(wire: WireClient, subject: str, commits: int) -> list[Cas
     return [Case(WIRE, load)]
 
 
-def _ours_loader(
+def ours_loader(
     store: EventStore, root: uuid.UUID, size: int
 ) -> Callable[[int], Awaitable[object]]:
     async def load(_: int) -> object:

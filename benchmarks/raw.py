@@ -94,22 +94,19 @@ class RawClient:
     async def lookup_then_append(self, subject: str, payload: bytes) -> Ack:
         """The floor for an append with no cached position: Direct Get of the
         subject's last message for its stream sequence, then the request."""
-        got = await self.nc.request(
-            f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=TIMEOUT
-        )
-        headers = got.headers or {}
-        last = int(headers.get("Nats-Sequence", "0")) if "Status" not in headers else 0
-        return await self.request_append(subject, payload, last)
+        return await self.request_append(subject, payload, await self.last_sequence(subject))
 
     async def naive_append(self, subject: str, payload: bytes, last: int) -> int:
         """What a nats-py user writes: js.publish with the expected header."""
         ack = await self.js.publish(subject, payload, headers={H_EXPECTED: str(last)})
         return int(ack.seq)
 
-    async def bulk_fill(self, subject: str, payloads: list[bytes], window: int = 500) -> None:
+    async def bulk_fill(self, subject: str, payloads: list[bytes], window: int = 500) -> int:
         """Store `payloads` on `subject` in order: plain publishes, each window
         closed by one request whose ack proves every earlier message of this
-        connection was stored (with `sync_interval: always` each is fsynced)."""
+        connection was stored (with `sync_interval: always` each is fsynced).
+        Returns the last one's stream sequence."""
+        last = 0
         for start in range(0, len(payloads), window):
             chunk = payloads[start : start + window]
             for payload in chunk[:-1]:
@@ -118,6 +115,38 @@ class RawClient:
             ack = decode_ack(reply.data)
             if ack.error is not None or not ack.seq:
                 raise RuntimeError(f"filling {subject} failed: {ack.error}")
+            last = ack.seq
+        return last
+
+    async def replicated(self, subject: str, seq: int) -> None:
+        """Wait until Direct Get (any replica) sees `subject`'s last message at
+        `seq`: on a cluster a follower may not have stored it when the leader
+        acked it."""
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while await self.last_sequence(subject) != seq:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"{subject}: replicas did not reach stream sequence {seq}")
+            await asyncio.sleep(0.01)  # polling interval (set-up, not timed)
+
+    async def bulk_publish(self, messages: list[tuple[str, bytes]], window: int = 500) -> None:
+        """Store each (subject, payload) in order, as `bulk_fill` does for one subject."""
+        for start in range(0, len(messages), window):
+            chunk = messages[start : start + window]
+            for subject, payload in chunk[:-1]:
+                await self.nc.publish(subject, payload)
+            subject, payload = chunk[-1]
+            reply = await self.nc.request(subject, payload, timeout=6 * TIMEOUT)
+            ack = decode_ack(reply.data)
+            if ack.error is not None or not ack.seq:
+                raise RuntimeError(f"filling {subject} failed: {ack.error}")
+
+    async def last_sequence(self, subject: str) -> int:
+        """The stream sequence of the last message on `subject` (0 if none)."""
+        got = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=TIMEOUT
+        )
+        headers = got.headers or {}
+        return int(headers.get("Nats-Sequence", "0")) if "Status" not in headers else 0
 
     # -- loads -----------------------------------------------------------------
 
@@ -135,16 +164,16 @@ class RawClient:
         self._on_direct_msg(msg)
 
     async def direct_load(
-        self, subject: str, batch: int = 1000, *, decode: bool = False
+        self, subject: str, batch: int = 1000, *, decode: bool = False, start: int = 1
     ) -> list[Any]:
-        """The floor for loads: batch Direct Get with no_hdr, every payload parsed.
+        """The floor for loads: batch Direct Get with no_hdr from stream sequence
+        `start`, every payload parsed.
 
         Returns what was read, for the caller to keep: the parsed books, or with
         `decode` each event decoded to its message class (the least a caller
         that reads every event needs).
         """
         out: list[Any] = []
-        start = 1
         api = f"$JS.API.DIRECT.GET.{self.stream}"
         while True:
             self._books = []

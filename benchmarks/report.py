@@ -9,7 +9,16 @@ from pathlib import Path
 
 import msgspec
 
-from benchmarks.contenders import FLOOR, FLOOR_DECODED, NAIVE, OURS, PEERS, WIRE
+from benchmarks.contenders import (
+    CACHED_PEERS,
+    FLOOR,
+    FLOOR_DECODED,
+    NAIVE,
+    OURS,
+    OURS_HOT,
+    PEERS,
+    WIRE,
+)
 from benchmarks.harness import Measured, Stats
 from benchmarks.targets import Target, targets
 
@@ -20,6 +29,18 @@ class Results(msgspec.Struct, frozen=True, kw_only=True):
     results: list[Stats]
     memory: dict[str, dict[str, float]]
     targets: list[Target]
+    cache_memory: dict[str, dict[str, float]] = {}
+
+
+def verdict(t: Target, yes: str = "yes", no: str = "**no**") -> str:
+    """How a target reads in a table: met or not, or a context row."""
+    if t.context:
+        return "context"
+    return yes if t.met else no
+
+
+def limit_of(t: Target) -> str:
+    return "" if t.context and not t.limit else f"{t.limit:g} {t.unit}"
 
 
 def fmt_us(us: float) -> str:
@@ -52,7 +73,8 @@ def markdown(data: Results) -> str:
         f"{m.get('nats-py', '?')}, msgspec {m.get('msgspec', '?')}, protobuf "
         f"{m.get('protobuf', '?')}, eventsourcing {m.get('eventsourcing', '?')}, SQLite "
         f"{m.get('sqlite', '?')}. Storage: {m.get('storage', '?')} (NATS, SQLite and, when "
-        f"started by the run's operator, PostgreSQL data). Run took {m.get('seconds', '?')} s.",
+        f"started by the run's operator, PostgreSQL data). Event loop: "
+        f"{m.get('loop', 'asyncio')}. Run took {m.get('seconds', '?')} s.",
         "",
     ]
     if m.get("command"):
@@ -63,10 +85,7 @@ def markdown(data: Results) -> str:
         lines.append("")
     lines += ["## Targets", "", "| target | measured | limit | met |", "|---|---:|---:|:---:|"]
     for t in data.targets:
-        lines.append(
-            f"| {t.name} | {t.measured:g} {t.unit} | {t.limit:g} {t.unit} | "
-            f"{'yes' if t.met else '**no**'} |"
-        )
+        lines.append(f"| {t.name} | {t.measured:g} {t.unit} | {limit_of(t)} | {verdict(t)} |")
     lines += ["", "## Latency per operation", ""]
     ops: dict[str, list[Stats]] = {}
     for s in data.results:
@@ -102,6 +121,22 @@ def markdown(data: Results) -> str:
         for key, got in data.memory.items():
             lines.append(
                 f"| {key} | {fmt_rate(got['events_per_s'])} | {got['peak_growth_mb']:.1f} MB |"
+            )
+        lines.append("")
+    if data.cache_memory:
+        lines += [
+            "## The hot-aggregate cache's memory (separate process per row)",
+            "",
+            "| case | aggregates read | cached (events) | bound | the cache's count | "
+            "RSS growth | RSS per cached event | estimate per event |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, got in data.cache_memory.items():
+            lines.append(
+                f"| {key} | {got['aggregates']:.0f} | {got['entries']:.0f} "
+                f"({got['events']:.0f}) | {got['max_bytes'] / 2**20:g} MiB | "
+                f"{got['cache_bytes'] / 2**20:.1f} MiB | {got['rss_growth_mb']:.1f} MiB | "
+                f"{got['rss_per_event']:.0f} B | {got['estimate_per_event']:.0f} B |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -147,13 +182,22 @@ def write(
     measured: Sequence[Measured],
     memory: dict[str, dict[str, float]],
     *,
+    cache_memory: dict[str, dict[str, float]] | None = None,
+    sync_always: bool = False,
     chart_png: bool = True,
 ) -> list[Path]:
     """Write results-<suffix>.json/.md and latency-<suffix>.png into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     stats = [m.stats for m in measured]
+    cache_memory = cache_memory or {}
+    judged = targets(stats, memory, cache_memory, sync_always=sync_always)
     data = Results(
-        machine=meta, notes=notes, results=stats, memory=memory, targets=targets(stats, memory)
+        machine=meta,
+        notes=notes,
+        results=stats,
+        memory=memory,
+        targets=judged,
+        cache_memory=cache_memory,
     )
     paths = [out / f"results-{suffix}.json", out / f"results-{suffix}.md"]
     paths[0].write_bytes(msgspec.json.format(msgspec.json.encode(data)) + b"\n")
@@ -169,8 +213,12 @@ def write(
 
 SUMMARY_START = "<!-- summary:start (written by python -m benchmarks) -->"
 SUMMARY_END = "<!-- summary:end -->"
-SUMMARY_COLUMNS = (OURS, FLOOR, FLOOR_DECODED, WIRE, NAIVE, *PEERS)
-MODES = (("default", "default file store"), ("sync-always", "`sync_interval: always`"))
+SUMMARY_COLUMNS = (OURS, OURS_HOT, FLOOR, FLOOR_DECODED, WIRE, NAIVE, *PEERS, *CACHED_PEERS)
+MODES = (
+    ("default", "default file store"),
+    ("sync-always", "`sync_interval: always`"),
+    ("cluster", "R3 cluster (3 servers on loopback)"),
+)
 
 
 def summary(out: Path) -> str:
@@ -191,7 +239,9 @@ def summary(out: Path) -> str:
         cells = []
         for data in runs.values():
             t = next((t for t in data.targets if t.name == name), None)
-            cells.append("" if t is None else f"{t.measured:g} {t.unit} {'✓' if t.met else '✗'}")
+            cells.append(
+                "" if t is None else f"{t.measured:g} {t.unit} {verdict(t, '✓', '✗')}".rstrip()
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for mode, label in MODES:
         if mode not in runs:
@@ -219,6 +269,12 @@ def summary(out: Path) -> str:
             lines.append(
                 f"| {key} | {fmt_rate(got['events_per_s'])} events/s, peak RSS +"
                 f"{got['peak_growth_mb']:.1f} MB |" + " |" * (len(present) - 1)
+            )
+        for key, got in data.cache_memory.items():
+            lines.append(
+                f"| {key}: {got['aggregates']:.0f} read, {got['entries']:.0f} kept | RSS +"
+                f"{got['rss_growth_mb']:.1f} MiB (bound {got['max_bytes'] / 2**20:g} MiB), "
+                f"{got['rss_per_event']:.0f} B per cached event |" + " |" * (len(present) - 1)
             )
     return "\n".join(lines)
 

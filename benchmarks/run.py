@@ -1,5 +1,6 @@
 """The benchmark run: start a nats-server, measure every operation against its
-baselines, write JSON, Markdown and a chart."""
+baselines, write JSON, Markdown and a chart; with `--cluster`, measure the
+appends and the cold and hot loads again on a three-server R3 cluster."""
 
 from __future__ import annotations
 
@@ -12,19 +13,25 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from angzarr_es.config import redact_url
-from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.embedded import EmbeddedCluster, EmbeddedServer
 from benchmarks import report
 from benchmarks.appends import bench_appends, bench_conflicts
+from benchmarks.cluster import run_cluster
 from benchmarks.context import Run, Server, connect
 from benchmarks.harness import filesystem, machine
+from benchmarks.hot import bench_hot
 from benchmarks.loads import bench_loads
-from benchmarks.memory import bench_iter
+from benchmarks.memory import bench_cache_memory, bench_iter
 from benchmarks.sizes import PRESETS, Sizes
 from benchmarks.writers import bench_writers
+
+T = TypeVar("T")
+LOOPS = ("asyncio", "uvloop")
 
 # A comma that starts another URL (`--url nats://a:4222,nats://b:4222`); one
 # inside a DSN's password is not followed by a scheme.
@@ -38,9 +45,21 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, server: Server, tmp: P
         await bench_appends(run)
         await bench_conflicts(run)
         await bench_loads(run)
+        await bench_hot(run)
         await bench_writers(run)
         await bench_iter(run)
+        await bench_cache_memory(run)
     return run
+
+
+def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
+    """`coro` on asyncio's own event loop or uvloop's."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -72,6 +91,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"starts, the published results; {SCRATCH} for any other)",
     )
     parser.add_argument("--no-chart", dest="chart", action="store_false", help="skip the PNG")
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="the event loop (uvloop: pip install uvloop)",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure appends and cold and hot loads on a three-server R3 cluster "
+        "started on loopback",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
         # Only the full runs on our own server are published: the others
@@ -80,6 +111,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.out = PUBLISHED if full else SCRATCH
     if args.url and args.sync_always:
         parser.error("--sync-always configures the server this run starts; not with --url")
+    if args.url and args.cluster:
+        parser.error("--cluster starts a cluster of its own; not with --url")
     if args.replicas != 1 and not args.url:
         parser.error("--replicas needs a cluster: give its servers with --url")
     if args.replicas < 1:
@@ -103,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta["preset"] = preset
     meta["command"] = command_line(sys.argv[1:] if argv is None else argv)
     meta["started"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta["loop"] = args.loop
     t0 = time.perf_counter()
+    cluster: Run | None = None
     with tempfile.TemporaryDirectory(prefix="angzarr-bench-") as tmp:
         if args.url:
             server = Server.elsewhere(args.url, args.replicas)
@@ -113,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             meta["storage"] = "the server's own"
             print(f"benchmarking {meta['nats_mode']}; streams {server.stream}, deleted after")
-            run = asyncio.run(run_all(args, sizes, server, Path(tmp)))
+            run = run_on(args.loop, run_all(args, sizes, server, Path(tmp)))
             meta["nats-server"] = run.server_version
         else:
             meta["nats_mode"] = (
@@ -126,14 +161,48 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sync_always=args.sync_always, store_dir=Path(tmp) / "nats"
             ) as embedded:
                 print(f"nats-server {meta['nats-server']} at {embedded.url} ({meta['nats_mode']})")
-                run = asyncio.run(run_all(args, sizes, Server(embedded.url), Path(tmp)))
+                run = run_on(args.loop, run_all(args, sizes, Server(embedded.url), Path(tmp)))
+            if args.cluster:
+                print("three-server R3 cluster on loopback", flush=True)
+                with EmbeddedCluster(
+                    3,
+                    root=Path(tmp) / "cluster",
+                    name="angzarr-bench",
+                    sync_always=args.sync_always,
+                ) as three:
+                    cluster = run_on(args.loop, run_cluster(sizes, three.urls, Path(tmp)))
     meta["seconds"] = f"{time.perf_counter() - t0:.1f}"
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = mode if preset == "full" else f"{mode}-{preset}"
+    if args.loop != "asyncio":
+        suffix += f"-{args.loop}"
     paths = report.write(
-        args.out, suffix, meta, run.notes, run.results, run.memory, chart_png=args.chart
+        args.out,
+        suffix,
+        meta,
+        run.notes,
+        run.results,
+        run.memory,
+        cache_memory=run.cache_memory,
+        sync_always=args.sync_always,
+        chart_png=args.chart,
     )
-    if preset == "full" and not args.url:
+    if cluster is not None:
+        cluster_meta = {
+            **meta,
+            "nats_mode": f"R3 cluster of three servers on loopback ({meta['nats_mode']})",
+        }
+        paths += report.write(
+            args.out,
+            suffix.replace(mode, "cluster", 1),
+            cluster_meta,
+            cluster.notes,
+            cluster.results,
+            {},
+            sync_always=args.sync_always,
+            chart_png=args.chart,
+        )
+    if preset == "full" and not args.url and args.loop == "asyncio":
         readme = report.update_readme(args.out)
         if readme is not None:
             paths.append(readme)

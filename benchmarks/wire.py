@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from typing import cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -54,8 +55,8 @@ class _Protocol(asyncio.Protocol):
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's does not derive from asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         chunks = self.chunks
@@ -208,9 +209,9 @@ class WireClient:
             raise RuntimeError(f"wire append refused: {ack.error}")
         return ack.seq
 
-    def load_request(self, subject: str, batch: int) -> bytes:
+    def load_request(self, subject: str, batch: int, start: int = 1) -> bytes:
         body = msgspec.json.encode(
-            {"seq": 1, "next_by_subj": subject, "batch": batch, "no_hdr": True}
+            {"seq": start, "next_by_subj": subject, "batch": batch, "no_hdr": True}
         )
         return b"PUB %b %b %d\r\n%b\r\n" % (self._direct, self._inbox, len(body), body)
 

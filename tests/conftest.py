@@ -3,12 +3,18 @@
 Set ANGZARR_TEST_NATS_URL to run against an existing JetStream server instead.
 Each test gets its own stream name and subject prefix, so tests never see each
 other's events and no state needs cleaning between them.
+
+Set ANGZARR_TEST_LOOP=uvloop to run every test on uvloop's event loop (the
+`test` extra installs it): the async tests through pytest-asyncio's loop
+factory hook, and the tests that make loops of their own through the
+process's event loop policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -17,6 +23,29 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
+
+LOOPS = ("asyncio", "uvloop")
+LOOP = os.environ.get("ANGZARR_TEST_LOOP", "asyncio")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if LOOP not in LOOPS:
+        raise pytest.UsageError(f"ANGZARR_TEST_LOOP={LOOP!r}: one of {', '.join(LOOPS)}")
+    if LOOP == "uvloop":
+        import uvloop
+
+        # For the tests that make loops of their own (asyncio.new_event_loop).
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+if LOOP == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every async test and fixture on uvloop's loop."""
+        return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ _context.py      StoreContext (what a client's stores share), position lookups
 _commits.py      decoding a page of commits into events
 _typed.py        typed views of a commit's events
 _cache.py        the position cache, and the turns of `expected=ANY` appends
+_hot.py          the hot-aggregate cache: decoded histories, one request per cached load
 _snapshots.py    the snapshot stream
 _correlation.py  the correlation index
 _editions.py     deleting an edition

@@ -126,6 +126,7 @@ class Appender:
                     await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
                 result = await self._publish(subject, payload, pos, len(packed), keyed)
                 if isinstance(result, AppendResult):
+                    self._ctx.hot.appended(subject, pos, payload, result)
                     return result
                 # Refused: `result` is the aggregate's real position. If it is the
                 # one the caller expected, only our idea of the last commit's

@@ -74,6 +74,11 @@ class Scan:
     # commit read then fixes where the dense sequence stands.
     anchored: bool = True
     guess: Guess = field(default_factory=Guess)
+    # For the hot-aggregate cache (_hot): the last commit decoded, as stored,
+    # and the commits and payload bytes decoded so far.
+    tail: bytes = b""
+    commits: int = 0
+    payload_bytes: int = 0
 
 
 class Corrupt(Exception):

@@ -17,6 +17,7 @@ from angzarr_es.config import NatsConfig
 from angzarr_es.errors import PermissionDenied, StoreError, StoreUnavailable, StreamConfigError
 from angzarr_es.store._cache import NEW, Position, PositionCache, Turns
 from angzarr_es.store._commits import Guess
+from angzarr_es.store._hot import HotCache
 from angzarr_es.subjects import Subjects
 
 __all__ = [
@@ -53,6 +54,8 @@ class StoreContext:
     cfg: NatsConfig
     cache: PositionCache
     observer: Observer | None = None
+    # Decoded histories of the aggregates this client works on (off: 0 bytes).
+    hot: HotCache = field(default_factory=lambda: HotCache(0))
     # Per domain: the event type its next commit is expected to hold (_commits).
     guesses: dict[str, Guess] = field(default_factory=dict)
     # Per subject: the turn an `expected=ANY` append waits for.

@@ -1,6 +1,7 @@
 """The read path: loads and iterations through Direct Get pages or a replay
 consumer, the tail a lagging replica misses read from the leader, commits
-decoded into events, and a corrupt commit named by its stream sequence."""
+decoded into events, a corrupt commit named by its stream sequence, and the
+hot-aggregate cache's reads (one Direct Get from the cached tail; `_hot`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
 from angzarr_es._codec import RecordedEvent
+from angzarr_es._observe import CacheOutcome
 from angzarr_es._types import History, Snapshot, prepare_read
 from angzarr_es.errors import CodecError, StoreError
 from angzarr_es.store import _snapshots
 from angzarr_es.store._cache import Position
 from angzarr_es.store._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es.store._context import StoreContext, check_stream, fresh_position
+from angzarr_es.store._hot import ENTRY_BYTES, Entry, commit_cost
 from angzarr_es.subjects import AggregateId
 
 __all__ = ["Reader"]
@@ -25,17 +28,23 @@ PAGE_COMMITS = 1000
 LOAD_BYTES = 2 * 1024 * 1024
 ITER_BYTES = 1024 * 1024
 
+# A Direct Get page: the payloads, the last one's stream sequence, and whether
+# more may follow (`Reads.direct_batch`).
+Page = tuple[list[bytes], int, bool]
+
 
 class Reader:
     """Reads the aggregates of one domain."""
 
-    __slots__ = ("_cache", "_ctx", "_guess", "_wire")
+    __slots__ = ("_cache", "_ctx", "_domain", "_guess", "_hot", "_wire")
 
     def __init__(self, ctx: StoreContext, domain: str) -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
+        self._domain = domain
         self._guess = ctx.guesses.setdefault(domain, Guess())
+        self._hot = ctx.hot if ctx.hot.enabled else None
 
     async def load(
         self,
@@ -56,6 +65,15 @@ class Reader:
             if found is not None and (hi is None or found[0].sequence < hi):
                 snap, start = found
                 lo = max(lo, snap.sequence + 1)
+        hot = self._hot
+        if hot is not None:
+            found_hot = await self._lookup(subject, lo, LOAD_BYTES)
+            if found_hot is not None:
+                entry = await self._refresh(subject, *found_hot)
+                events = entry.select(lo, hi)
+                if as_of is not None:
+                    events = _until(events, as_of)
+                return History(events=events, next_sequence=entry.next_sequence, snapshot=snap)
         scan = Scan(anchored=start <= 1, guess=self._guess)
         if as_of is None and self._ctx.cfg.replay == "direct":
             events = await self._load_direct(subject, lo, hi, scan, start)
@@ -71,6 +89,14 @@ class Reader:
         if start > 1 and not scan.stream_seq:
             scan.complete = False  # nothing at or after the snapshot's commit
         nxt = await self._finish(subject, scan)
+        if hot is not None and hi is None and scan.complete and scan.stream_seq:
+            # The whole history from `lo` on: the aggregate's entry from now.
+            size = ENTRY_BYTES + len(subject) + len(scan.tail)
+            size += commit_cost(scan.commits, len(events), scan.payload_bytes)
+            entry = Entry(
+                events[:], min(lo, nxt), nxt, scan.stream_seq, scan.tail, size, len(events)
+            )
+            hot.put(subject, entry)
         return History(events=events, next_sequence=nxt, snapshot=snap)
 
     async def iter(
@@ -87,10 +113,85 @@ class Reader:
         if not self._ctx.readable:
             await check_stream(self._ctx, write=False)
         scan = Scan(guess=self._guess)
-        async with aclosing(self._scan(subject, lo, hi, scan, ITER_BYTES)) as pages:
+        start, opening = 1, None
+        if self._hot is not None:
+            found = await self._lookup(subject, lo, ITER_BYTES)
+            if found is not None:
+                # The cached events, then whatever came after them, read as
+                # without the cache (one page at a time, not kept).
+                entry, (payloads, last, more) = found
+                for event in entry.select(lo, hi):
+                    yield event
+                if hi is not None and hi <= entry.next_sequence:
+                    return
+                scan = Scan(
+                    next_sequence=entry.next_sequence, stream_seq=entry.tail_seq, guess=self._guess
+                )
+                start, opening = entry.tail_seq + 1, _after_tail(payloads, last, more)
+        async with aclosing(self._scan(subject, lo, hi, scan, ITER_BYTES, start, opening)) as pages:
             async for page in pages:
                 for event in page:
                     yield event
+
+    # -- the hot-aggregate cache ---------------------------------------------------
+
+    async def _lookup(self, subject: str, lo: int, page_bytes: int) -> tuple[Entry, Page] | None:
+        """The aggregate's entry, if it covers `lo` and the stream still holds
+        its tail, with the page read from that tail (the tail first); None on
+        a miss or a fallback (counted)."""
+        hot = self._hot
+        assert hot is not None
+        entry = hot.get(subject)
+        if entry is None or entry.base > lo:
+            hot.misses += 1
+            self._counted("miss")
+            return None
+        tail_seq = entry.tail_seq
+        page = await self._wire.reads.direct_batch(
+            self._ctx.stream, subject, tail_seq, PAGE_COMMITS, page_bytes
+        )
+        payloads, last = page[0], page[1]
+        if not payloads or payloads[0] != entry.tail or (len(payloads) == 1 and last != tail_seq):
+            # Not our tail at its sequence: a replica behind this process, or
+            # the tail is gone (a purge, a deleted edition, a new stream).
+            held = await self._wire.reads.leader_next(self._ctx.stream, subject, tail_seq)
+            if held != (entry.tail, tail_seq):
+                hot.drop(subject)
+                hot.fallbacks += 1
+                self._counted("fallback")
+                return None
+            page = ([entry.tail], tail_seq, False)  # the replica lags: the rest from the leader
+        done = hot.materialize(subject, entry, self._guess)
+        if done is None:
+            hot.fallbacks += 1
+            self._counted("fallback")
+            return None
+        hot.hits += 1
+        self._counted("hit")
+        return done, page
+
+    async def _refresh(self, subject: str, entry: Entry, page: Page) -> Entry:
+        """`entry` brought up to date with `page` (read from its tail) and what follows."""
+        payloads, last, more = page
+        known = self._cache.get(subject)
+        if len(payloads) == 1 and not more and (known is None or known.stream_seq <= last):
+            return entry  # nothing new, and nothing this process has seen is missing
+        scan = Scan(
+            next_sequence=entry.next_sequence,
+            stream_seq=entry.tail_seq,
+            guess=self._guess,
+            tail=entry.tail,
+        )
+        fresh = await self._load_direct(
+            subject, 0, None, scan, entry.tail_seq + 1, _after_tail(payloads, last, more)
+        )
+        added = commit_cost(scan.commits, len(fresh), scan.payload_bytes)
+        return self._ctx.hot.extend(subject, entry, fresh, scan, added)
+
+    def _counted(self, outcome: CacheOutcome) -> None:
+        observer = self._ctx.observer
+        if observer is not None:
+            observer.cache_load(self._domain, outcome)
 
     async def _finish(self, subject: str, scan: Scan) -> int:
         if scan.complete:
@@ -105,9 +206,11 @@ class Reader:
         scan: Scan,
         page_bytes: int,
         start: int = 1,
+        opening: Page | None = None,
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """Yield the events in [lo, hi), a commit or a page at a time, from the
-        commits at or after stream sequence `start`; fill `scan` with where the
+        commits at or after stream sequence `start` (the first page of them
+        already read when `opening` is given); fill `scan` with where the
         aggregate ends.
 
         `page_bytes` bounds each Direct Get reply; below LOAD_BYTES, events are
@@ -116,15 +219,21 @@ class Reader:
         known = self._cache.get(subject)
         per_commit = page_bytes < LOAD_BYTES
         origin = start
-        if self._ctx.cfg.replay == "direct":
+        # After an opening page (the cache's), the rest is read as it began:
+        # by Direct Get, whatever the replay setting.
+        if opening is not None or self._ctx.cfg.replay == "direct":
+            got = opening
             while True:
-                payloads, last, more = await self._wire.reads.direct_batch(
-                    self._ctx.stream, subject, start, PAGE_COMMITS, page_bytes
-                )
-                async for page in self._decode(
+                if got is None:
+                    got = await self._wire.reads.direct_batch(
+                        self._ctx.stream, subject, start, PAGE_COMMITS, page_bytes
+                    )
+                payloads, last, more = got
+                got = None
+                async for decoded in self._decode(
                     subject, payloads, start, last, lo, hi, scan, per_commit
                 ):
-                    yield page
+                    yield decoded
                 if not scan.complete or not more or not payloads:
                     break
                 start = last + 1
@@ -147,7 +256,13 @@ class Reader:
         self._remember_scan(subject, scan)
 
     async def _load_direct(
-        self, subject: str, lo: int, hi: int | None, scan: Scan, start: int
+        self,
+        subject: str,
+        lo: int,
+        hi: int | None,
+        scan: Scan,
+        start: int,
+        opening: Page | None = None,
     ) -> list[RecordedEvent]:
         """`_scan` in direct mode for a whole load, decoding every page straight
         into one list: without its async generators (one per page, and one per
@@ -155,10 +270,14 @@ class Reader:
         known = self._cache.get(subject)
         events: list[RecordedEvent] = []
         begin = start
+        got = opening
         while True:
-            payloads, last, more = await self._wire.reads.direct_batch(
-                self._ctx.stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
-            )
+            if got is None:
+                got = await self._wire.reads.direct_batch(
+                    self._ctx.stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
+                )
+            payloads, last, more = got
+            got = None
             if await self._decode_into(subject, payloads, begin, lo, hi, scan, events) and payloads:
                 scan.stream_seq = last
             if not scan.complete or not more or not payloads:
@@ -236,9 +355,14 @@ class Reader:
         `out` (`offset`: the index of the first in that page); False if it
         stopped at `hi`. A corrupt commit is named by its stream sequence."""
         try:
-            return decode_commits(subject, payloads, lo, hi, scan, out, offset)
+            done = decode_commits(subject, payloads, lo, hi, scan, out, offset)
         except Corrupt as bad:
             raise await self._corrupt(subject, start, bad) from bad.__cause__
+        if done and payloads and self._hot is not None:
+            scan.tail = payloads[-1]
+            scan.commits += len(payloads)
+            scan.payload_bytes += sum(map(len, payloads))
+        return done
 
     async def _corrupt(self, subject: str, start: int, bad: Corrupt) -> CodecError:
         """The error for a corrupt commit of the page from `start`, naming its stream sequence."""
@@ -254,6 +378,15 @@ class Reader:
             subject=subject,
             stream_sequence=seq,
         )
+
+
+def _after_tail(payloads: list[bytes], last: int, more: bool) -> Page | None:
+    """The page read from a cached tail, without the tail: the opening page of
+    what follows it; None when nothing followed in it but more may (the tail
+    filled the page), so that the read starts after the tail."""
+    if len(payloads) == 1 and more:
+        return None
+    return payloads[1:], last, more
 
 
 def _behind(known: Position | None, scan: Scan) -> bool:

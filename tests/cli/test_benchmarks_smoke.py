@@ -68,6 +68,23 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
         "append 10 events p50 <= 1.3x append 1 p50 (interleaved)",
     }
     assert data["memory"]["iter 1000 events (direct)"]["events"] == 1000
+    # The hot-aggregate cache: the hot load beside its one-request floor, and
+    # its memory in child processes (the bound judged when it evicted).
+    assert ("hot load 100 events (1/commit)", "angzarr_es (hot cache)") in ops
+    assert ("hot load 100 events (1/commit)", "raw nats-py (floor)") in ops
+    assert ("append 1 event (cached)", "angzarr_es (hot cache)") in ops
+    if importlib.util.find_spec("eventsourcing") is not None:
+        cached_repo = "eventsourcing-sqlite (cached repository)"
+        assert ("hot load 100 events (1/commit)", cached_repo) in ops
+    names = {t["name"] for t in data["targets"]}
+    assert (
+        "hot load 100 events (1/commit): p50 <= 1.3x the raw request floor (one round trip)"
+        in names
+    )
+    bound = data["cache_memory"]["hot cache, aggregates of 1 commit, beyond the bound"]
+    assert bound["evictions"] > 0
+    assert bound["cache_bytes"] <= bound["max_bytes"]
+    assert any(n.startswith("hot cache, aggregates of 1 commit, beyond the bound") for n in names)
     for key in ("python", "nats-server", "nats-py", "msgspec", "protobuf", "cpu", "cores"):
         assert data["machine"][key]
     command = shlex.join(["python", "-m", "benchmarks", "--tiny", "--out", str(tmp_path)])
@@ -187,10 +204,30 @@ async def test_benchmarks_measure_a_server_they_did_not_start_and_leave_it_clean
     assert not (tmp_path / "README.md").exists()
 
 
+@pytest.mark.timeout(120)
+def test_benchmarks_on_a_loopback_cluster_and_uvloop(tmp_path: Path) -> None:
+    args = ["--tiny", "--cluster", "--loop", "uvloop", "--no-peers", "--no-chart"]
+    done = benchmarks([*args, "--out", str(tmp_path)], timeout=110)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    single = json.loads((tmp_path / "results-default-tiny-uvloop.json").read_text())
+    cluster = json.loads((tmp_path / "results-cluster-tiny-uvloop.json").read_text())
+    assert single["machine"]["loop"] == cluster["machine"]["loop"] == "uvloop"
+    assert cluster["machine"]["nats_mode"].startswith("R3 cluster of three servers")
+    ops = {(r["op"], r["contender"]) for r in cluster["results"]}
+    for op, contender in (
+        ("append 1 event (cached)", "angzarr_es"),
+        ("load 100 events (1/commit)", "angzarr_es"),
+        ("hot load 100 events (1/commit)", "angzarr_es (hot cache)"),
+        ("hot load 100 events (1/commit)", "raw nats-py (floor)"),
+    ):
+        assert (op, contender) in ops
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--url", "nats://127.0.0.1:1", "--sync-always"], "not with --url"),
+        (["--url", "nats://127.0.0.1:1", "--cluster"], "not with --url"),
         (["--replicas", "3"], "needs a cluster"),
     ],
 )

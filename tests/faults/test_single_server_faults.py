@@ -367,8 +367,10 @@ async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
 ) -> None:
     """Direct Get may be answered by a replica that lags (measured on R3): a
     load and an iter still return what this process has seen committed, the
-    missing tail read from the stream leader."""
-    async with await angzarr_es.connect(config=cfg) as c:
+    missing tail read from the stream leader. (Without the hot-aggregate
+    cache: tests/integration/test_store_cache.py has its lagging replicas.)"""
+    config = config_of(msgspec.structs.replace(cfg.nats, cache_bytes=0))
+    async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
         for i in range(5):
             await store.append("lag", [tagged(str(i))], expected=i)
@@ -404,7 +406,8 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
     """A replay consumer left idle past its inactive threshold (30 s) while the
     caller works through a page is deleted by the server: the iteration goes
     on with a new one from where it was (found by review: a 503 mid-replay)."""
-    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    # Without the cache: the iteration must go through the replay consumer.
+    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer", cache_bytes=0))
     async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
         for i in range(1200):  # more commits than one pull fetches (1000)
@@ -425,7 +428,7 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
 ) -> None:
     """An R1 replay consumer may be placed on a lagging replica (measured on R3):
     what this process has seen committed must still come back."""
-    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer"))
+    config = config_of(msgspec.structs.replace(cfg.nats, replay="consumer", cache_bytes=0))
     async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
         for i in range(5):

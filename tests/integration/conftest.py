@@ -14,11 +14,12 @@ from tests.support import jsadmin
 from tests.support.configs import with_nats
 
 
-@pytest.fixture(params=["memory", "direct", "consumer"])
+@pytest.fixture(params=["memory", "direct", "consumer", "cached"])
 async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[ClientProtocol]:
-    """One implementation: the in-memory client, or a real client with one
-    replay strategy; both with a `[[bus.nats.consumers]]` entry "configured"
-    for every player subject."""
+    """One implementation: the in-memory client, a real client with one replay
+    strategy and no cache, or one with the hot-aggregate cache (the default
+    settings); all with a `[[bus.nats.consumers]]` entry "configured" for
+    every player subject."""
     spec = ConsumerSpec(
         name="configured", filter=f"{config.nats.subject_prefix}.events.player.>", max_deliver=3
     )
@@ -28,7 +29,8 @@ async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterat
         await memory.provision()
         yield memory
         return
-    cfg = with_nats(cfg, replay=request.param)
+    if request.param != "cached":
+        cfg = with_nats(cfg, replay=request.param, cache_bytes=0)
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
         yield client

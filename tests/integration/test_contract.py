@@ -1,6 +1,6 @@
 """The store contract: every implementation (in-memory, JetStream with each
-replay strategy) must pass these, with the same results (the `backend`
-fixture: tests/integration/conftest.py)."""
+replay strategy, JetStream with the hot-aggregate cache) must pass these,
+with the same results (the `backend` fixture: tests/integration/conftest.py)."""
 
 from __future__ import annotations
 

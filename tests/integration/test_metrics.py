@@ -104,6 +104,11 @@ async def test_appends_loads_and_conflicts_are_counted(
     assert value(m, "angzarr_es_append_conflicts_total", domain="player") == 1
     assert value(m, "angzarr_es_appended_events_total", domain="player") == 3
     assert value(m, "angzarr_es_load_seconds_count", domain="player") == 1
+    # The appends made the new aggregate a cached one: the load was a hit.
+    assert value(m, "angzarr_es_cache_loads_total", domain="player", outcome="hit") == 1
+    client.clear_cache()
+    await store.load(pid)
+    assert value(m, "angzarr_es_cache_loads_total", domain="player", outcome="miss") == 1
 
 
 async def test_a_lost_race_with_any_is_a_retry(
@@ -254,6 +259,7 @@ SERIES = {
     ("angzarr_es_appended_events_total", ("domain",)),
     ("angzarr_es_append_conflicts_total", ("domain",)),
     ("angzarr_es_append_retries_total", ("domain", "reason")),
+    ("angzarr_es_cache_loads_total", ("domain", "outcome")),
     ("angzarr_es_bus_redeliveries_total", ("consumer",)),
     ("angzarr_es_bus_dead_letters_total", ("consumer",)),
 }
@@ -267,6 +273,7 @@ def test_the_exported_series_are_unchanged() -> None:
     m.appended("d", "conflict", 0.001, 0)
     m.loaded("d", 0.001)
     m.retried("d", "timeout")
+    m.cache_load("d", "hit")
     m.redelivered("c")
     m.dead_lettered("c")
     samples = [s for family in reg.collect() for s in family.samples]
@@ -324,6 +331,7 @@ def test_the_base_observer_does_nothing() -> None:
     o.appended("d", "ok", 0.1, 1)
     o.loaded("d", 0.1)
     o.retried("d", "timeout")
+    o.cache_load("d", "fallback")
     o.redelivered("c", 2)
     o.dead_lettered("c")
     assert headers == {}

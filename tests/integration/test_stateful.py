@@ -2,11 +2,13 @@
 clients (as two processes would), checked step by step against the in-memory
 implementation as the model: appends, loads and conflicts (InMemoryEventStore),
 then editions, snapshots, correlation, discovery and deleting editions
-(InMemoryClient)."""
+(InMemoryClient); and the hot-aggregate cache, whose loads are checked against
+a client without it after appends, purges and deleted editions."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -23,14 +25,38 @@ from hypothesis.stateful import (
 )
 
 import angzarr_es
-from angzarr_es import ANY, ConcurrencyError, InvalidSnapshot
+from angzarr_es import ANY, ConcurrencyError, History, InvalidSnapshot
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import InMemoryClient, InMemoryEventStore
 from tests.support import jsadmin
-from tests.support.configs import fresh_config
+from tests.support.configs import fresh_config, with_nats
 
 ROOTS = ["alice", "b.o.b", "*", "🃏", str(uuid.UUID(int=7)), uuid.UUID(int=8)]
 EDITION_ROOTS = ["b.o.b", "🃏", str(uuid.UUID(int=7))]
+
+
+def search(examples: int, steps: int) -> settings:
+    """A random search: `examples` runs of up to `steps` rules each."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+def hunt(examples: int, steps: int) -> settings:
+    """A fixed search for a planted bug, so that whether it is found never
+    depends on the run's random seed; finding it is the point (no shrinking)."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 class Shared:
@@ -45,12 +71,22 @@ class Shared:
         ]
         self.loop.run_until_complete(self.clients[0].provision())
         self.domains = itertools.count()
+        self._others: dict[int, angzarr_es.Client] = {}
+
+    def client(self, cache_bytes: int) -> angzarr_es.Client:
+        """One more client on the stream, with a cache of `cache_bytes` (made once)."""
+        if cache_bytes not in self._others:
+            config = with_nats(self.config, cache_bytes=cache_bytes)
+            self._others[cache_bytes] = self.loop.run_until_complete(
+                angzarr_es.connect(config=config)
+            )
+        return self._others[cache_bytes]
 
     def close(self) -> None:
         try:
             for name in (self.config.nats.stream_name, self.config.nats.snapshot_stream):
                 self.loop.run_until_complete(jsadmin.delete_stream(self.clients[0], name))
-            for c in self.clients:
+            for c in [*self.clients, *self._others.values()]:
                 self.loop.run_until_complete(c.close())
         finally:
             self.loop.close()
@@ -131,12 +167,7 @@ def test_store_matches_the_model(shared: Shared) -> None:
     StoreMachine.shared = shared
     run_state_machine_as_test(
         StoreMachine,
-        settings=settings(
-            max_examples=30,
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+        settings=search(30, 25),
     )
 
 
@@ -162,13 +193,7 @@ def test_machine_detects_a_broken_store(shared: Shared) -> None:
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             Broken,
-            settings=settings(
-                max_examples=50,
-                stateful_step_count=25,
-                derandomize=True,
-                database=None,
-                deadline=None,
-            ),
+            settings=hunt(50, 25),
         )
 
 
@@ -316,12 +341,7 @@ def test_extras_match_the_model(shared: Shared) -> None:
     EditionsMachine.shared = shared
     run_state_machine_as_test(
         EditionsMachine,
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
+        settings=search(50, 30),
     )
 
 
@@ -346,15 +366,187 @@ def test_editions_machine_detects_a_broken_store(shared: Shared) -> None:
     with pytest.raises(AssertionError):
         run_state_machine_as_test(
             Broken,
-            settings=settings(
-                max_examples=100,
-                stateful_step_count=30,
-                # A fixed search, so that whether the bug is found never
-                # depends on the run's random seed.
-                derandomize=True,
-                database=None,
-                deadline=None,
-                phases=[Phase.generate],  # finding it is the point; no shrinking
-                suppress_health_check=[HealthCheck.too_slow],
-            ),
+            settings=hunt(100, 30),
         )
+
+
+# -- the hot-aggregate cache against no cache -----------------------------------
+
+CACHE_ROOTS = ["alice", "b.o.b", str(uuid.UUID(int=9))]
+# The second cached client's bound: a few entries, so that evictions happen.
+SMALL_CACHE = 24 * 1024
+
+
+class CacheMachine(RuleBasedStateMachine):
+    """Two clients with the cache (one of them small enough to evict) append,
+    save snapshots, purge and delete editions; every load and iteration by
+    both must equal a cache-less client's at the same moment."""
+
+    shared: Shared
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = self.shared.loop
+        n = next(self.shared.domains)
+        self.domain = f"c{n}"
+        self.editions = ["", f"ce{n}"]
+        self.clients = [self.shared.clients[0], self.shared.client(SMALL_CACHE)]
+        self.plain = self.shared.client(0)
+        self.amount = 0
+        self.instants: list[dt.datetime] = []
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def stores(self, who: int, edition: int, root: str) -> tuple[Any, Any, str]:
+        ed = self.editions[edition]
+        cached = self.clients[who].store(self.domain, ed)
+        return cached, self.plain.store(self.domain, ed), root
+
+    @initialize(writers=st.lists(st.integers(0, 1), min_size=6, max_size=6))
+    def seed(self, writers: list[int]) -> None:
+        """Every aggregate of the example starts with events, by either client."""
+        for i, writer in enumerate(writers):
+            self.append(writer, i % 2, CACHE_ROOTS[i // 2], 1 + i % 3, 0)
+            self.load(i % 2, CACHE_ROOTS[i // 2], 0, None, False, None)
+
+    @rule(
+        writer=st.integers(0, 1),
+        edition=st.integers(0, 1),
+        root=st.sampled_from(CACHE_ROOTS),
+        n=st.integers(1, 3),
+        offset=st.one_of(st.sampled_from([0, 0, 0, -1, 1]), st.just(None)),
+    )
+    def append(self, writer: int, edition: int, root: str, n: int, offset: int | None) -> None:
+        store, plain, root = self.stores(writer, edition, root)
+        nxt = self.run(plain.next_sequence(root))
+        expected: Any = ANY if offset is None else max(0, nxt + offset)
+        events = []
+        for _ in range(n):
+            self.amount += 1
+            events.append(player_pb2.FundsDeposited(amount_cents=self.amount))
+        try:
+            self.run(store.append(root, events, expected=expected, correlation_id="c"))
+        except ConcurrencyError:
+            assert offset
+        self.instants.append(dt.datetime.now(dt.UTC))
+
+    @rule(
+        writer=st.integers(0, 1),
+        edition=st.integers(0, 1),
+        root=st.sampled_from(CACHE_ROOTS),
+        back=st.integers(0, 3),
+    )
+    def save_snapshot(self, writer: int, edition: int, root: str, back: int) -> None:
+        store, plain, root = self.stores(writer, edition, root)
+        seq = self.run(plain.next_sequence(root)) - 1 - back
+        if seq >= 0:
+            self.run(store.save_snapshot(root, player_pb2.PlayerState(balance_cents=seq), seq))
+
+    @rule(
+        edition=st.integers(0, 1),
+        root=st.sampled_from(CACHE_ROOTS),
+        lo=st.integers(0, 8),
+        span=st.one_of(st.none(), st.integers(0, 8)),
+        snapshot=st.booleans(),
+        when=st.one_of(st.none(), st.integers(0, 50)),
+    )
+    def load(
+        self,
+        edition: int,
+        root: str,
+        lo: int,
+        span: int | None,
+        snapshot: bool,
+        when: int | None,
+    ) -> None:
+        hi = None if span is None else lo + span
+        as_of = None
+        if when is not None and self.instants and not snapshot:
+            as_of = self.instants[when % len(self.instants)]
+        for reader in (0, 1):
+            store, plain, root = self.stores(reader, edition, root)
+            got = self.run(store.load(root, lo, hi, snapshot=snapshot, as_of=as_of))
+            want = self.run(plain.load(root, lo, hi, snapshot=snapshot, as_of=as_of))
+            assert _seen(got) == _seen(want)
+
+    @rule(edition=st.integers(0, 1), root=st.sampled_from(CACHE_ROOTS), lo=st.integers(0, 8))
+    def iterate(self, edition: int, root: str, lo: int) -> None:
+        for reader in (0, 1):
+            store, plain, root = self.stores(reader, edition, root)
+            got = self.run(_events(store.iter(root, lo)))
+            want = self.run(plain.load(root, lo))
+            assert got == _seen(want)[1]
+
+    @rule(
+        who=st.integers(0, 2),
+        what=st.sampled_from(["subject", "stream", "edition"]),
+        root=st.sampled_from(CACHE_ROOTS),
+    )
+    def remove(self, who: int, what: str, root: str) -> None:
+        """Purge one aggregate's commits or the whole stream's (every domain of
+        the run), or delete the edition, from a cached client or the plain one."""
+        client = self.plain if who == 2 else self.clients[who]
+        if what == "edition":
+            self.run(client.delete_edition(self.editions[1]))
+            return
+        subject = client.store(self.domain).subject(root) if what == "subject" else ""
+        self.run(jsadmin.purge(client, self.shared.config.nats.stream_name, subject))
+
+
+def _row(e: Any) -> tuple[Any, ...]:
+    return (e.sequence, e.event, e.type_name, e.created_at, e.correlation_id)
+
+
+def _seen(history: History) -> tuple[int, list[tuple[Any, ...]], Any]:
+    snap = history.snapshot
+    return (
+        history.next_sequence,
+        [_row(e) for e in history.events],
+        None if snap is None else (snap.sequence, snap.state),
+    )
+
+
+async def _events(events: Any) -> list[tuple[Any, ...]]:
+    return [_row(e) async for e in events]
+
+
+@pytest.mark.timeout(300)
+def test_cached_loads_match_loads_without_the_cache(shared: Shared) -> None:
+    CacheMachine.shared = shared
+    run_state_machine_as_test(CacheMachine, settings=search(40, 30))
+    totals = [c._ctx.hot.stats() for c in (shared.clients[0], shared.client(SMALL_CACHE))]
+    # The run went through every path: served, missed, and found stale.
+    assert sum(t.hits for t in totals)
+    assert sum(t.misses for t in totals)
+    assert sum(t.fallbacks for t in totals)
+
+
+@pytest.mark.timeout(300)
+def test_cache_machine_detects_a_cache_that_ignores_purges(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The machine can fail: a cache whose tail check always passes is caught."""
+    for client in (shared.clients[0], shared.client(SMALL_CACHE)):
+        reads, hot = client._wire.reads, client._ctx.hot
+
+        async def blind(
+            stream: str,
+            subject: str,
+            start: int,
+            batch: int,
+            max_bytes: int,
+            real: Any = reads.direct_batch,
+            hot: Any = hot,
+        ) -> Any:
+            got = await real(stream, subject, start, batch, max_bytes)
+            entry = hot.get(subject)
+            if entry is not None and entry.tail_seq == start and not got[0]:
+                return [entry.tail], start, False  # "the tail is still there"
+            return got
+
+        monkeypatch.setattr(reads, "direct_batch", blind)
+
+    CacheMachine.shared = shared
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(CacheMachine, settings=hunt(100, 30))

@@ -21,6 +21,7 @@ from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2
 from tests.support import jsadmin
+from tests.support.configs import with_nats
 from tests.support.events import deposit
 
 
@@ -73,7 +74,7 @@ async def test_closing_the_client_during_a_read_raises_a_typed_error(
 
 
 async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
-    nats = msgspec.structs.replace(config.nats, replay="consumer")
+    nats = msgspec.structs.replace(config.nats, replay="consumer", cache_bytes=0)
     cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
@@ -96,32 +97,36 @@ async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
         await jsadmin.delete_stream(client, nats.stream_name)
 
 
+@pytest.mark.parametrize("cached", [False, True])
 async def test_a_lagging_replica_never_hides_our_own_append(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch, cached: bool
 ) -> None:
-    store = client.store("player")
-    pid = uuid.uuid4()
-    for i in range(5):
-        await store.append(pid, [deposit(i)], expected=i)
-    real = client._wire.reads.direct_batch
+    config = client.config if cached else with_nats(client.config, cache_bytes=0)
+    async with await angzarr_es.connect(config=config) as writer:
+        store = writer.store("player")
+        pid = uuid.uuid4()
+        for i in range(5):
+            await store.append(pid, [deposit(i)], expected=i)
+        real = writer._wire.reads.direct_batch
 
-    async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
-        # A follower that has only the first three commits.
-        payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
-        return payloads[:3], 3, False
+        async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
+            # A follower that has only the first three commits.
+            payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
+            return payloads[:3], 3, False
 
-    monkeypatch.setattr(client._wire.reads, "direct_batch", lagging)
-    hist = await store.load(pid)
-    assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
-    assert hist.next_sequence == 5
-    assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
+        monkeypatch.setattr(writer._wire.reads, "direct_batch", lagging)
+        hist = await store.load(pid)
+        assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
+        assert hist.next_sequence == 5
+        assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
+        assert writer._ctx.hot.stats().hits == (2 if cached else 0)
     assert (await jsadmin.stream_info_json(client, client.config.nats.stream_name))["state"][
         "consumer_count"
     ] == 0
 
 
 async def test_consumer_replay_leaves_no_consumer_behind(config: Config) -> None:
-    nats = msgspec.structs.replace(config.nats, replay="consumer")
+    nats = msgspec.structs.replace(config.nats, replay="consumer", cache_bytes=0)
     cfg = Config(bus=msgspec.structs.replace(config.bus, nats=nats))
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()

@@ -1,9 +1,8 @@
-"""A three-server JetStream cluster on loopback, for fault-injection tests.
-
-Every server runs from the installed nats-server binary with its own temporary
-store dir, a unique server_name and fixed client and route ports picked by
-binding port-0 sockets (routes must name their peers' ports up front, and a
-restarted server must come back on the same client port so clients reconnect).
+"""A three-server JetStream cluster on loopback, for fault-injection tests:
+`angzarr_es.embedded.EmbeddedCluster` (each server with its own temporary
+store dir, a unique server_name and fixed client and route ports, so that a
+restarted server comes back on the same client port and clients reconnect),
+with faults and stream-state helpers.
 
     with Cluster(3) as cluster:
         leader = await cluster.stream_leader(client, "angzarr-events")
@@ -18,40 +17,21 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
 
 import angzarr_es
 from angzarr_es.config import Config
-from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.errors import StoreError, StoreUnavailable
+from angzarr_es.embedded import EmbeddedCluster
+from angzarr_es.errors import StoreError
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
 
 T = TypeVar("T")
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct loopback ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def eventually(
@@ -91,75 +71,16 @@ class _Info(msgspec.Struct):
 _decode_info = msgspec.json.Decoder(_Info).decode
 
 
-class Cluster:
-    """`size` clustered nats-servers with JetStream, named n1..nN."""
+class Cluster(EmbeddedCluster):
+    """`size` clustered nats-servers with JetStream, named n1..nN, with the
+    faults and stream-state helpers the tests use."""
 
     def __init__(self, size: int = 3, *, name: str = "angzarr-test") -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="angzarr-es-cluster-")
-        ports = free_ports(2 * size)
-        client_ports, route_ports = ports[:size], ports[size:]
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
-        self.servers: dict[str, EmbeddedServer] = {}
-        for i in range(size):
-            sname = f"n{i + 1}"
-            extra = (
-                f"cluster {{\n  name: {name}\n  listen: 127.0.0.1:{route_ports[i]}\n"
-                f"  routes: [{routes}]\n}}\n"
-            )
-            self.servers[sname] = EmbeddedServer(
-                store_dir=Path(self._tmp.name) / sname,
-                port=client_ports[i],
-                monitor_port=None,
-                name=sname,
-                extra_config=extra,
-                ready_timeout=30.0,
-            )
-
-    @property
-    def urls(self) -> list[str]:
-        return [f"nats://127.0.0.1:{s.port}" for s in self.servers.values()]
-
-    def url_of(self, name: str) -> str:
-        return f"nats://127.0.0.1:{self.servers[name].port}"
-
-    def start(self) -> Cluster:
-        # Start the processes side by side: each waits for its own readiness.
-        errors: list[StoreUnavailable] = []
-
-        def run(server: EmbeddedServer) -> None:
-            try:
-                server.start()
-            except StoreUnavailable as exc:  # re-raised below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(s,)) for s in self.servers.values()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            self.stop()
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-
-    def cleanup(self) -> None:
-        self.stop()
-        self._tmp.cleanup()
+        super().__init__(size, name=name)
 
     def __enter__(self) -> Cluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
+        self.start()
+        return self
 
     # -- faults ----------------------------------------------------------------
 

@@ -90,6 +90,21 @@ async def delete_stream(client: Client, name: str) -> None:
         await api(client, f"$JS.API.STREAM.DELETE.{name}")
 
 
+async def purge(client: Client, stream: str, subjects_filter: str = "", *, keep: int = 0) -> int:
+    """STREAM.PURGE of `stream` (only `subjects_filter`, when given; keeping
+    the last `keep` messages); how many messages went."""
+    body: dict[str, Any] = {}
+    if subjects_filter:
+        body["filter"] = subjects_filter
+    if keep:
+        body["keep"] = keep
+    raw = await api(client, f"$JS.API.STREAM.PURGE.{stream}", msgspec.json.encode(body))
+    reply: dict[str, Any] = msgspec.json.decode(raw)
+    assert reply.get("success"), reply
+    purged: int = reply.get("purged", 0)
+    return purged
+
+
 async def get_message(
     client: Client, stream: str, *, seq: int = 0, last_by_subj: str = "", next_by_subj: str = ""
 ) -> bytes:
