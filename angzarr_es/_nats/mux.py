@@ -14,13 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import NamedTuple
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.connection import FastClient, serve_directly, settle_subscriptions
-from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translated
+from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translate, translated
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
 
 __all__ = ["Collector", "Mux", "feed"]
@@ -210,8 +211,15 @@ class Mux:
         self._replies[token] = _Pending(waiter, loop.time() + timeout, what, subject)
         self._arm_sweeper(loop)
         try:
-            with translated(what):
-                await self._send(subject, self._inbox_prefix + token, payload, headers)
+            # Not `with translated(...)`: a context manager per request costs
+            # about 2 µs of a ~200 µs append (profiled); the happy path pays nothing here.
+            try:
+                if isinstance(self.nc, FastClient):
+                    await self.nc.send(subject, self._inbox_prefix + token, payload, headers)
+                else:
+                    await self._send(subject, self._inbox_prefix + token, payload, headers)
+            except (nats.errors.Error, OSError) as exc:
+                raise translate(exc, what) from exc
             return await waiter
         finally:
             self._replies.pop(token, None)

@@ -99,8 +99,8 @@ class EventStore:
                 something landed) or reload first: a blind `ANY` retry may
                 store it twice.
         """
-        call = self._append(root, events, expected, correlation_id, idempotency_key)
         observer = self._ctx.observer
+        call = self._append(root, events, expected, correlation_id, idempotency_key)
         if observer is None:
             return await call
         return await observe_append(observer, self._domain, call)
