@@ -221,7 +221,16 @@ class Appender:
                         # A random id: an earlier attempt of this call (a
                         # cluster answers a retry that way).
                         return self._committed(subject, pos, count, ack.seq)
-                    earlier = await self._earlier(subject, ack.seq, own)
+                    try:
+                        earlier = await self._earlier(subject, ack.seq, own)
+                    except StoreError as exc:
+                        # Stored (by this call or an earlier one with the key):
+                        # never "nothing stored", whatever the read met.
+                        raise StoreTimeout(
+                            f"append to {subject}: stored under the idempotency key (stream "
+                            f"sequence {ack.seq}), but reading that commit failed ({exc}); "
+                            "retry with the same key"
+                        ) from exc
                     if earlier is not None:
                         return earlier
                     # The key's commit was deleted (an edition's purge) while

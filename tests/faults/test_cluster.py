@@ -37,6 +37,7 @@ from tests.support.loadgen import (
     tagged,
     until,
 )
+from tests.support.wirefaults import DROP_REPLY, UNAVAILABLE, Fault, WireFaults
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -608,3 +609,28 @@ async def test_provision_with_the_default_replicas_never_scales_an_r3_stream_dow
         assert "num_replicas" not in plan.changes
         info = msgspec.json.decode(await jsadmin.stream_info(client, cfg.nats.stream_name))
         assert info["config"]["num_replicas"] == 3
+
+
+async def test_a_stored_keyed_append_is_never_reported_as_nothing_stored(
+    cluster: Cluster, r3: Config
+) -> None:
+    """Issue 20's sequence, made deterministic at the wire seam: a keyed append
+    is stored but its ack is lost; the retry is answered `duplicate: true`; the
+    read of the earlier commit then meets 503/10008 (a re-election). The commit
+    is in the stream, so the append may raise StoreTimeout (unknown), never
+    StoreUnavailable ("nothing was stored"); a retry with the key finds it."""
+    async with await angzarr_es.connect(config=r3) as client:
+        faults = WireFaults(client).add(
+            Fault("publish", 1, DROP_REPLY), Fault("msg_get", 1, UNAVAILABLE)
+        )
+        store = client.store("player")
+        with pytest.raises(angzarr_es.StoreError) as info:
+            await store.append("k", [tagged("once")], expected=0, idempotency_key="cmd-1")
+        assert [k for k, _ in faults.trace] == ["publish", "publish", "msg_get"]
+        assert type(info.value) is angzarr_es.StoreTimeout, repr(info.value)
+        faults.restore()
+        again = await store.append("k", [tagged("once")], expected=0, idempotency_key="cmd-1")
+        assert again.duplicate
+        assert (again.first_sequence, again.next_sequence) == (0, 1)
+        hist = await store.load("k")
+        assert [e.event.reason for e in hist.events] == ["once"]  # type: ignore[attr-defined]
