@@ -20,6 +20,7 @@ from angzarr_es._types import (
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
 from angzarr_es.store._context import StoreContext, fresh_position
+from angzarr_es.store._outcomes import nothing_sent
 from angzarr_es.store._read import Reader
 from angzarr_es.subjects import AggregateId, validate_domain, validate_edition
 
@@ -125,16 +126,20 @@ class EventStore:
         Raises:
             TypeError: `state` is not a protobuf message.
             InvalidSnapshot: the aggregate has no event `sequence` (yet).
-            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+            StoreUnavailable, StoreError: nothing was stored.
+            StoreTimeout: no acknowledgement; the snapshot may have been stored.
+            InvalidAggregateId, CodecError
         """
         sequence = check_snapshot(state, sequence)
-        commit = await _snapshots.covering_commit(
-            self._ctx.wire, self._ctx.stream, self.subject(root), sequence
-        )
+        subject = self._snapshot_subject(root)
+        with nothing_sent(f"save snapshot to {subject}"):
+            commit = await _snapshots.covering_commit(
+                self._ctx.wire, self._ctx.stream, self.subject(root), sequence
+            )
         await _snapshots.save(
             self._ctx.wire,
             self._ctx.cfg.snapshot_stream,
-            self._snapshot_subject(root),
+            subject,
             state,
             sequence,
             commit,
