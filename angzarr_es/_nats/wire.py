@@ -3,6 +3,7 @@
     wire.mux      requests and batch reads over one reply inbox (mux.py)
     wire.js       the JetStream API, one method per operation (api.py)
     wire.reads    Direct Get and leader reads (reads.py)
+    wire.probe    why nobody served a stream: one shared STREAM.INFO probe (probe.py)
     wire.replayer replays through an ephemeral consumer (replay.py)
 
 `Wire` itself connects, closes, publishes, and says what it is connected to.
@@ -20,8 +21,9 @@ from nats.aio.client import Client as NatsClient
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import JetStream
 from angzarr_es._nats.connection import open_connection
-from angzarr_es._nats.errors import PROVISION_HINT, translated
+from angzarr_es._nats.errors import translated
 from angzarr_es._nats.mux import Mux
+from angzarr_es._nats.probe import StreamProbe
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
 from angzarr_es.config import NatsConfig, redact_url
@@ -41,7 +43,8 @@ class Wire:
         self.timeout = cfg.request_timeout
         self.mux = Mux(nc, self.timeout)
         self.js = JetStream(self.mux)
-        self.reads = Reads(self.mux, self.js)
+        self.probe = StreamProbe(self.mux, self.js)
+        self.reads = Reads(self.mux, self.js, self.probe)
         self.replayer = Replayer(self.mux, self.js)
 
     @classmethod
@@ -140,20 +143,20 @@ class Wire:
             await self.nc.publish(subject, payload, headers=headers)
 
     async def publish_commit(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        self, stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> m.PubAck:
-        """Publish to a stream subject and decode the PubAck.
+        """Publish to a subject of `stream` and decode the PubAck.
 
         Raises StoreUnavailable at once, sending nothing, while the connection
         is down: nats-py would hold the message and send it on reconnect,
-        possibly long after the append reported a timeout.
+        possibly long after the append reported a timeout. A 503 (nobody
+        serves the subject: nothing stored) is explained by the stream's
+        probe: the stream is missing, has no leader yet, or lacks a quorum.
         """
+        what = f"append to {subject}"
         if not self.nc.is_connected:
-            raise StoreUnavailable(f"append to {subject}: not connected to NATS (nothing sent)")
-        msg = await self.mux.ask(subject, payload, headers, timeout, f"append to {subject}")
+            raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
+        msg = await self.mux.ask(subject, payload, headers, timeout, what)
         if msg.headers and msg.headers.get(m.STATUS) == "503":
-            raise StoreUnavailable(
-                f"append to {subject}: no stream captures this subject "
-                f"(create the event stream with {PROVISION_HINT})"
-            )
+            raise await self.probe.unavailable(f"{what}: nothing stored", stream)
         return m.pub_ack(msg.data)

@@ -136,7 +136,7 @@ class Appender:
                     # that returns a position proves our attempts cannot land.
                     with nothing_sent(f"append to {subject}"):
                         await _correlation.write_entry(
-                            self._wire, entry, subject, pos.next_sequence
+                            self._wire, self._ctx.stream, entry, subject, pos.next_sequence
                         )
                 result = await self._publish(subject, payload, pos, len(packed), keyed)
                 if isinstance(result, AppendResult):
@@ -221,7 +221,9 @@ class Appender:
         while attempt < attempts:
             attempt += 1
             try:
-                ack = await self._wire.publish_commit(subject, payload, headers, timeout)
+                ack = await self._wire.publish_commit(
+                    self._ctx.stream, subject, payload, headers, timeout
+                )
             except StoreTimeout as exc:
                 unknown = True
                 if attempt < attempts:

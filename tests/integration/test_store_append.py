@@ -139,9 +139,9 @@ async def test_a_conflict_known_from_the_cache_raises_without_publishing(
     published: list[str] = []
     real = client._wire.publish_commit
 
-    async def spy(subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
+    async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
         published.append(subject)
-        return await real(subject, *args, **kwargs)
+        return await real(stream, subject, *args, **kwargs)
 
     monkeypatch.setattr(client._wire, "publish_commit", spy)
     with pytest.raises(angzarr_es.ConcurrencyError):
