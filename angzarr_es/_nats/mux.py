@@ -141,12 +141,19 @@ class Mux:
             if not collector.done.done():
                 collector.done.set_exception(exc)
 
+    def fail_requests(self, error: Callable[[str], StoreError]) -> None:
+        """Fail every single-reply request waiting with `error(what it was)`:
+        its reply cannot arrive on a connection that dropped (measured: without
+        this, the writers of a killed server stopped for the whole request
+        timeout)."""
+        for pending in self._replies.values():
+            if not pending.waiter.done():
+                pending.waiter.set_exception(error(pending.what))
+
     def fail_all(self, exc: StoreError) -> None:
         """Fail everything in flight and forget it (the connection is closing)."""
         self.fail_collectors(exc)
-        for pending in self._replies.values():
-            if not pending.waiter.done():
-                pending.waiter.set_exception(exc)
+        self.fail_requests(lambda what: exc)
         self.collectors.clear()
         self._hot_subject, self._hot = b"", None
         self._replies.clear()

@@ -27,7 +27,7 @@ from angzarr_es._nats.probe import StreamProbe
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
 from angzarr_es.config import NatsConfig, redact_url
-from angzarr_es.errors import AngzarrESError, StoreUnavailable
+from angzarr_es.errors import AngzarrESError, StoreTimeout, StoreUnavailable
 
 __all__ = ["Wire"]
 
@@ -58,8 +58,13 @@ class Wire:
         holder: list[Wire] = []
 
         def lost() -> None:
-            holder[0].mux.fail_collectors(
+            mux = holder[0].mux
+            mux.fail_collectors(
                 StoreUnavailable("connection to NATS lost during the read; retry it")
+            )
+            # A request sent may have been served (a publish stored): unknown.
+            mux.fail_requests(
+                lambda what: StoreTimeout(f"{what}: connection to NATS lost before the reply")
             )
 
         nc = await open_connection(cfg, lambda exc: holder[0].on_async_error(exc), lost)

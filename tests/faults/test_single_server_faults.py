@@ -299,6 +299,41 @@ async def test_an_ack_that_never_arrives(server: EmbeddedServer, cfg: Config) ->
     )
 
 
+async def test_a_request_in_flight_when_the_connection_drops_fails_at_once(
+    server: EmbeddedServer, cfg: Config
+) -> None:
+    """No reply can arrive on a connection that dropped: a request waiting
+    for one fails at the disconnect (for a publish, StoreTimeout: the outcome
+    is unknown), not when its timeout runs out. Measured before
+    (benchmarks/outage.py, kill -9 of a follower): the writers connected to
+    it stopped for the whole request_timeout (2 s) while the stream never
+    lost its leader."""
+    patient = config_of(msgspec.structs.replace(cfg.nats, request_timeout=10.0))
+    async with through_proxy(server, patient) as (client, proxy):
+        store = client.store("player")
+        await store.append("d", [tagged("0")], expected=0)
+        proxy.swallow = True
+        task = asyncio.create_task(
+            store.append("d", [tagged("1")], expected=1, idempotency_key="d-1")
+        )
+        await eventually(lambda: until(proxy.swallowed > 0), timeout=5, what="the ack")
+        started = time.monotonic()
+        proxy.swallow = False
+        proxy.cut()
+        outcome = await bounded(task, 30)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"the append waited {elapsed:.1f}s after the connection dropped"
+        assert isinstance(outcome, StoreTimeout), outcome
+        again = await eventually(
+            lambda: store.append("d", [tagged("1")], expected=1, idempotency_key="d-1"),
+            timeout=10,
+            what="the retry with the key",
+        )
+        assert (again.first_sequence, again.next_sequence, again.duplicate) == (1, 2, True)
+        hist = await store.load("d")
+        assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
+
+
 async def test_a_timed_out_append_retried_with_its_key_is_not_stored_twice(
     server: EmbeddedServer, cfg: Config
 ) -> None:
