@@ -28,6 +28,7 @@ from angzarr_es.errors import ConfigError, PermissionDenied, StoreUnavailable
 __all__ = [
     "FastClient",
     "RawHandler",
+    "abandon",
     "open_connection",
     "serve_directly",
     "settle_subscriptions",
@@ -205,6 +206,25 @@ def _read_sooner(nc: FastClient) -> None:
         feed(data)
 
     reader.feed_data = feed_data  # type: ignore[method-assign,assignment]
+
+
+def abandon(nc: NatsClient) -> bool:
+    """Leave the connected server (it went silent) for another of the pool now.
+
+    It is dropped from the pool first, so that the reconnect, which shuffles
+    the pool, cannot pick it again and wait out connect_timeout on it; a
+    server that is still a cluster member comes back with the next server's
+    INFO (its `connect_urls`). False, doing nothing, when there is no other
+    server to go to or the connection is not up.
+    """
+    current = nc._current_server
+    pool = nc._server_pool
+    if current is None or not nc.is_connected or not any(s is not current for s in pool):
+        return False
+    pool[:] = [s for s in pool if s is not current]
+    # nats-py's own answer to a stale connection (its ping does the same).
+    asyncio.get_running_loop().create_task(nc._process_op_err(nats.errors.StaleConnectionError()))
+    return True
 
 
 def serve_directly(nc: NatsClient, sub: Subscription, handler: RawHandler) -> None:

@@ -110,6 +110,8 @@ class Mux:
         self._hot: Collector | None = None
         self._replies: dict[str, _Pending] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        # Called after a sweep in which a request ran out of time.
+        self.on_timeout: Callable[[], None] | None = None
         self._next_token = 0
         # Set when the server refuses our reply-inbox subscription.
         self._sub_denied: PermissionDenied | None = None
@@ -291,20 +293,25 @@ class Mux:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        expired = False
         for token, pending in list(self._replies.items()):
             if pending.deadline <= now:
                 del self._replies[token]
                 if not pending.waiter.done():
+                    expired = True
                     pending.waiter.set_exception(
                         StoreTimeout(f"{pending.what}: no answer from NATS in time")
                     )
         for collector in self.collectors.values():
             if collector.deadline <= now and not collector.done.done():
+                expired = True
                 collector.done.set_exception(
                     StoreTimeout(f"{collector.what}: no answer from NATS in time")
                 )
         if self._replies or self.collectors:
             self._arm_sweeper(loop)
+        if expired and self.on_timeout is not None:
+            self.on_timeout()
 
     # -- routing replies -----------------------------------------------------------------
 

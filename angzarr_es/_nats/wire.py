@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import JetStream
-from angzarr_es._nats.connection import open_connection
+from angzarr_es._nats.connection import abandon, open_connection
 from angzarr_es._nats.errors import translated
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.probe import StreamProbe
@@ -32,6 +32,12 @@ from angzarr_es.errors import AngzarrESError, StoreTimeout, StoreUnavailable
 __all__ = ["Wire"]
 
 log = logging.getLogger("angzarr_es")
+
+LIVENESS_TIMEOUT = 1.0
+"""Seconds the connected server has to answer a PING once a request timed
+out; silence past it (a frozen process or machine, a half-open connection)
+moves the client to another server. A server answers PING from its read
+loop, whatever JetStream is doing, in well under a millisecond on a LAN."""
 
 
 class Wire:
@@ -46,6 +52,8 @@ class Wire:
         self.probe = StreamProbe(self.mux, self.js)
         self.reads = Reads(self.mux, self.js, self.probe)
         self.replayer = Replayer(self.mux, self.js)
+        self._liveness: asyncio.Task[None] | None = None
+        self.mux.on_timeout = self._check_alive
 
     @classmethod
     async def connect(cls, cfg: NatsConfig) -> Wire:
@@ -87,8 +95,36 @@ class Wire:
         log.warning("nats: %s", text)
         self.mux.permission_violation(text)
 
+    def _check_alive(self) -> None:
+        """A request ran out of time: is our own server still there?
+
+        nats-py notices a silent server only after 2 unanswered pings, 120 s
+        apart; until then every request times out (measured: the writers on
+        a SIGSTOPped server stopped until it resumed). One PING at a time.
+        """
+        if (self._liveness is not None and not self._liveness.done()) or not self.connected:
+            return
+        self._liveness = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        url = self.connected_url
+        try:
+            await self.nc.flush(timeout=LIVENESS_TIMEOUT)  # type: ignore[arg-type]
+        except nats.errors.FlushTimeoutError:
+            if abandon(self.nc):
+                log.warning(
+                    "nats: %s did not answer a PING within %gs after a request timed out: "
+                    "reconnecting to another server",
+                    url,
+                    LIVENESS_TIMEOUT,
+                )
+        except (nats.errors.Error, OSError) as exc:  # closing or reconnecting already
+            log.debug("nats: liveness PING to %s: %r", url, exc)
+
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
+        if self._liveness is not None:
+            self._liveness.cancel()
         self.mux.fail_all(StoreUnavailable("connection closed"))
         # A reconnect loop whose cancellation Python 3.11's wait_for swallowed
         # would retry forever (seen with the server gone); with a bounded

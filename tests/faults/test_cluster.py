@@ -725,3 +725,31 @@ async def test_quorum_loss_is_reported_as_such_and_probed_at_a_bounded_rate(
     )
     assert not [t for t in texts + after if "does not exist" in t or "provision" in t]
     assert probes <= elapsed / 2.0 + 2, f"{probes} STREAM.INFO probes in {elapsed:.1f}s"
+
+
+async def test_a_client_whose_server_freezes_moves_to_another(
+    cluster: Cluster, r3: Config
+) -> None:
+    """SIGSTOP the server a client is connected to (a follower: the stream
+    keeps its leader). TCP stays up, so nothing tells the client; before, it
+    waited for SIGCONT or nats-py's pings (2 x 120 s), every request timing
+    out (benchmarks/outage.py: writers on a paused leader resumed only when
+    it did). A request that times out now makes the client ask its server
+    for a PONG; silence moves it to another server."""
+    stream = r3.nats.stream_name
+    async with await angzarr_es.connect(config=r3) as admin:
+        leader = await cluster.wait_for_leader(admin, stream, current=True)
+    frozen = next(n for n in cluster.servers if n != leader)
+    async with await angzarr_es.connect(config=pinned(r3, cluster, frozen)) as client:
+        store = client.store("player")
+        await store.append("f", [tagged("0")], expected=0)
+        cluster.pause(frozen)
+        try:
+            started = time.monotonic()
+            await _failures_until_stored(store, "f", 1, timeout=15)
+            elapsed = time.monotonic() - started
+            moved_to = client.connected_url
+        finally:
+            cluster.resume(frozen)
+    print(f"\nfrozen server {frozen}: appending again after {elapsed:.2f}s, via {moved_to}")
+    assert moved_to != cluster.url_of(frozen)
