@@ -166,6 +166,10 @@ async def trial(cluster: Cluster, fault: str, args: argparse.Namespace) -> Trial
             await eventually(
                 lambda: until(len(ledger.acked) >= 20 * args.writers), timeout=60, what="warm-up"
             )
+            # nats-py waits reconnect_time_wait (0.25 s) before going back to
+            # a server it connected to less than that long ago: long-lived
+            # clients, as applications have.
+            await asyncio.sleep(1.0)
             follower = next(n for n in names if n != leader)
             faulted = follower if fault == "follower-kill" else leader
             fault_at = time.time()

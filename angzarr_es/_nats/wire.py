@@ -33,6 +33,13 @@ __all__ = ["Wire"]
 
 log = logging.getLogger("angzarr_es")
 
+RESEND = 0.5
+"""Seconds a commit's publish waits for its answer before the same message
+(same Nats-Msg-Id, same expected sequence: JetStream stores it once) is sent
+again, at most half the request timeout. Measured: a publish sent to a stream
+leader that froze just before a new one was elected held its writer for the
+rest of its timeout after the new leader was serving."""
+
 LIVENESS_TIMEOUT = 1.0
 """Seconds the connected server has to answer a PING once a request timed
 out; silence past it (a frozen process or machine, a half-open connection)
@@ -53,7 +60,7 @@ class Wire:
         self.reads = Reads(self.mux, self.js, self.probe)
         self.replayer = Replayer(self.mux, self.js)
         self._liveness: asyncio.Task[None] | None = None
-        self.mux.on_timeout = self._check_alive
+        self.mux.on_slow = self._check_alive
 
     @classmethod
     async def connect(cls, cfg: NatsConfig) -> Wire:
@@ -96,7 +103,8 @@ class Wire:
         self.mux.permission_violation(text)
 
     def _check_alive(self) -> None:
-        """A request ran out of time: is our own server still there?
+        """A request ran out of time, or a publish went unanswered long enough
+        to be sent again: is our own server still there?
 
         nats-py notices a silent server only after 2 unanswered pings, 120 s
         apart; until then every request times out (measured: the writers on
@@ -183,6 +191,12 @@ class Wire:
         with translated(f"publish to {subject}"):
             await self.nc.publish(subject, payload, headers=headers)
 
+    @staticmethod
+    def resend_after(timeout: float) -> float:
+        """Seconds after which an unanswered publish carrying a Nats-Msg-Id is
+        sent again (so an answer that took longer may be a later copy's)."""
+        return min(RESEND, timeout / 2)
+
     async def publish_commit(
         self, stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> m.PubAck:
@@ -190,14 +204,16 @@ class Wire:
 
         Raises StoreUnavailable at once, sending nothing, while the connection
         is down: nats-py would hold the message and send it on reconnect,
-        possibly long after the append reported a timeout. A 503 (nobody
+        possibly long after the append reported a timeout. A message with a
+        Nats-Msg-Id is sent again while unanswered (`resend_after`). A 503 (nobody
         serves the subject: nothing stored) is explained by the stream's
         probe: the stream is missing, has no leader yet, or lacks a quorum.
         """
         what = f"append to {subject}"
         if not self.nc.is_connected:
             raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
-        msg = await self.mux.ask(subject, payload, headers, timeout, what)
+        every = self.resend_after(timeout) if m.H_MSG_ID in headers else 0.0
+        msg = await self.mux.ask(subject, payload, headers, timeout, what, every)
         if msg.headers and msg.headers.get(m.STATUS) == "503":
             raise await self.probe.unavailable(f"{what}: nothing stored", stream)
         return m.pub_ack(msg.data)

@@ -218,8 +218,13 @@ class Appender:
         # from then on a failure is an unknown outcome, not "nothing stored".
         unknown = False
         derived = attempt = 0
+        # An answer slower than this may be a later copy's (the wire sends an
+        # unanswered publish again): an earlier copy may have been stored.
+        slow = self._wire.resend_after(timeout)
+        clock = asyncio.get_running_loop().time
         while attempt < attempts:
             attempt += 1
+            sent = clock()
             try:
                 ack = await self._wire.publish_commit(
                     self._ctx.stream, subject, payload, headers, timeout
@@ -232,9 +237,10 @@ class Appender:
                     continue
                 return await self._ours_or(subject, msg_id, pos, count, own, exc)
             except StoreError as exc:  # this attempt was not sent, or refused
-                if unknown:
+                if unknown or clock() - sent >= slow:
                     raise unknown_outcome(f"append to {subject}", exc) from exc
                 raise
+            unknown = unknown or clock() - sent >= slow
             err = ack.error
             if err is None:
                 if ack.duplicate:

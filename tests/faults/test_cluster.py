@@ -727,9 +727,7 @@ async def test_quorum_loss_is_reported_as_such_and_probed_at_a_bounded_rate(
     assert probes <= elapsed / 2.0 + 2, f"{probes} STREAM.INFO probes in {elapsed:.1f}s"
 
 
-async def test_a_client_whose_server_freezes_moves_to_another(
-    cluster: Cluster, r3: Config
-) -> None:
+async def test_a_client_whose_server_freezes_moves_to_another(cluster: Cluster, r3: Config) -> None:
     """SIGSTOP the server a client is connected to (a follower: the stream
     keeps its leader). TCP stays up, so nothing tells the client; before, it
     waited for SIGCONT or nats-py's pings (2 x 120 s), every request timing

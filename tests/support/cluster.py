@@ -174,8 +174,17 @@ class Cluster:
         server.start()
 
     def pause(self, name: str) -> None:
-        """SIGSTOP server `name`: alive but silent, as a hung or partitioned node."""
-        self.servers[name].signal(signal.SIGSTOP)
+        """SIGSTOP server `name`: alive but silent, as a hung or partitioned node.
+
+        Returns once the kernel reports it stopped: a signal is delivered
+        asynchronously, and a request sent right after `kill()` was seen
+        answered by the "paused" server.
+        """
+        server = self.servers[name]
+        server.signal(signal.SIGSTOP)
+        if server.proc is not None and server.proc.poll() is None:
+            # Our child: wait for its stop to be reported, leaving it waitable.
+            os.waitid(os.P_PID, server.proc.pid, os.WSTOPPED | os.WNOWAIT)
 
     def resume(self, name: str) -> None:
         self.servers[name].signal(signal.SIGCONT)

@@ -110,19 +110,20 @@ class WireFaults:
         headers: dict[str, str] | None,
         timeout: float,
         what: str,
+        resend: float = 0.0,
     ) -> Msg:
         if self.paused:
-            return await self._real(subject, payload, headers, timeout, what)
+            return await self._real(subject, payload, headers, timeout, what, resend)
         kind = kind_of(subject, self._prefix)
         self.trace.append((kind, subject))
         n = self._seen[kind] = self._seen.get(kind, 0) + 1
         fault = next((f for f in self.faults if f.kind == kind and f.nth == n), None)
         if fault is None:
-            return await self._real(subject, payload, headers, timeout, what)
+            return await self._real(subject, payload, headers, timeout, what, resend)
         self.fired.append(fault)
         mode = fault.mode
         if mode == DROP_REPLY:
-            await self._real(subject, payload, headers, timeout, what)
+            await self._real(subject, payload, headers, timeout, what, resend)
             raise StoreTimeout(f"{what}: no answer from NATS in time (reply dropped)")
         if mode == LOSE:
             raise StoreTimeout(f"{what}: no answer from NATS in time (request lost)")
