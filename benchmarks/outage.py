@@ -73,8 +73,16 @@ class Writer:
     log: list[tuple[float, float, str]] = field(default_factory=list)
 
     def resume(self, after: float) -> float | None:
-        """When the first append returning after `after` returned."""
-        return next((end for _, end, what in self.log if what == "ok" and end > after), None)
+        """When the first append after `after` returned: one sent after it, or
+        one that waited through it (not an ack already on its way)."""
+        return next(
+            (
+                end
+                for start, end, what in self.log
+                if what == "ok" and (start > after or end > after + 0.1)
+            ),
+            None,
+        )
 
 
 @dataclass
