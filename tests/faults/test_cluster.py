@@ -14,7 +14,6 @@ import random
 import signal
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
@@ -24,7 +23,7 @@ import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
 from tests.support import jsadmin
-from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
+from tests.support.cluster import Cluster, eventually, library_bytes, rss_mb
 from tests.support.loadgen import (
     TYPED,
     Ledger,
@@ -40,19 +39,6 @@ from tests.support.loadgen import (
 from tests.support.wirefaults import DROP_REPLY, UNAVAILABLE, Fault, WireFaults
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3) as c:
-        yield c
-
-
-@pytest.fixture
-async def r3(cluster: Cluster) -> AsyncIterator[Config]:
-    """A fresh R3 stream on a healthy cluster; its config (deleted afterwards)."""
-    async with r3_stream(cluster) as cfg:
-        yield cfg
 
 
 class Load:
@@ -150,9 +136,7 @@ async def test_a_frozen_leader_under_load(cluster: Cluster, r3: Config) -> None:
     once a new leader is elected; writers whose own server is frozen get typed
     errors (StoreTimeout) until it resumes, then carry on."""
     stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe, stream, current=True)
-    other = next(n for n in cluster.servers if n != leader)
+    leader, other = await cluster.leader_and_follower(r3)
     frozen_client = await angzarr_es.connect(config=pinned(r3, cluster, leader))
     live_client = await angzarr_es.connect(config=pinned(r3, cluster, other))
     try:
@@ -223,10 +207,7 @@ async def test_read_your_writes_against_lagging_followers(
     happen; the store must then read the missing tail from the stream leader.
     The spy counts those leader reads, so the test fails if none was needed.
     """
-    stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe, stream, current=True)
-    follower = next(n for n in cluster.servers if n != leader)
+    _, follower = await cluster.leader_and_follower(r3)
     nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay=replay)
     tail_reads = 0
     loading = False
@@ -270,9 +251,7 @@ async def test_read_your_writes_against_lagging_followers(
 async def test_consumer_replay_through_a_follower(cluster: Cluster, r3: Config) -> None:
     """Replay consumers are created on the leader; the pull must not race route interest."""
     stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe, stream, current=True)
-    follower = next(n for n in cluster.servers if n != leader)
+    _, follower = await cluster.leader_and_follower(r3)
     nats = msgspec.structs.replace(r3.nats, url=cluster.url_of(follower), replay="consumer")
     async with await angzarr_es.connect(config=config_of(nats)) as c:
         store = c.store("player")
@@ -668,10 +647,7 @@ async def test_an_election_is_not_reported_as_a_missing_stream(
     """Issue 20: every 503 on a publish said "no stream captures this subject
     (create the event stream ...)", also while the stream's leader was being
     elected. The shared probe now tells the cases apart."""
-    stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as admin:
-        leader = await cluster.wait_for_leader(admin, stream, current=True)
-    other = next(n for n in cluster.servers if n != leader)
+    leader, other = await cluster.leader_and_follower(r3)
     async with await angzarr_es.connect(config=pinned(r3, cluster, other)) as client:
         store = client.store("player")
         await store.append("e", [tagged("0")], expected=0)
@@ -689,10 +665,7 @@ async def test_quorum_loss_is_reported_as_such_and_probed_at_a_bounded_rate(
     """Two of three servers down: the survivor's appends say the stream has no
     quorum (once the survivor answers STREAM.INFO, about 5 s in), never that it
     is missing; a storm of failing appends costs one probe per PROBE_TTL."""
-    stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as admin:
-        leader = await cluster.wait_for_leader(admin, stream, current=True)
-    gone = [leader, next(n for n in cluster.servers if n != leader)]
+    gone = list(await cluster.leader_and_follower(r3))
     survivor = next(n for n in cluster.servers if n not in gone)
     async with await angzarr_es.connect(config=pinned(r3, cluster, survivor)) as client:
         store = client.store("player")
@@ -734,10 +707,7 @@ async def test_a_client_whose_server_freezes_moves_to_another(cluster: Cluster, 
     out (benchmarks/outage.py: writers on a paused leader resumed only when
     it did). A request that times out now makes the client ask its server
     for a PONG; silence moves it to another server."""
-    stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as admin:
-        leader = await cluster.wait_for_leader(admin, stream, current=True)
-    frozen = next(n for n in cluster.servers if n != leader)
+    _, frozen = await cluster.leader_and_follower(r3)
     async with await angzarr_es.connect(config=pinned(r3, cluster, frozen)) as client:
         store = client.store("player")
         await store.append("f", [tagged("0")], expected=0)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -47,12 +47,6 @@ ROOT_DIR = Path(__file__).resolve().parents[2]
 # some slack (measured: gaps closed after at most 3.4 s with ack_wait 2 s).
 GAP_BOUND = projector_proc.ACK_WAIT + 8.0
 SOAK_SECONDS = float(os.environ.get("ANGZARR_SOAK_SECONDS", "8"))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3) as c:
-        yield c
 
 
 @pytest.fixture

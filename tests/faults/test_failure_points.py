@@ -63,16 +63,29 @@ MODES_OF = {
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
 
+@dataclass
+class Rig:
+    """The client under test (its wire faults armed per call) and another one
+    (for what other processes write first, and for the checks)."""
+
+    client: angzarr_es.Client
+    other: angzarr_es.Client
+    faults: WireFaults
+    ours: angzarr_es.EventStore
+    theirs: angzarr_es.EventStore
+
+
 @pytest.fixture
-async def pair(nats_url: str) -> AsyncIterator[tuple[angzarr_es.Client, angzarr_es.Client]]:
-    """The client under test and another one (setup by other processes, checks)."""
+async def rig(nats_url: str) -> AsyncIterator[Rig]:
     config = fresh_config(nats_url, request_timeout=1.0, append_attempts=ATTEMPTS)
     async with (
         await angzarr_es.connect(config=config) as client,
         await angzarr_es.connect(config=config) as other,
     ):
         await client.provision()
-        yield client, other
+        faults = WireFaults(client)
+        faults.paused = True  # until `attempt` arms it
+        yield Rig(client, other, faults, client.store("player"), other.store("player"))
         await jsadmin.delete_stream(client, config.nats.stream_name)
         await jsadmin.delete_stream(client, config.nats.snapshot_stream)
 
@@ -218,12 +231,9 @@ async def _reasons(store: angzarr_es.EventStore, root: str) -> list[str]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 async def test_append_reports_what_the_stream_holds_at_every_failure_point(
-    pair: tuple[angzarr_es.Client, angzarr_es.Client], scenario: Scenario
+    rig: Rig, scenario: Scenario
 ) -> None:
-    client, other = pair
-    faults = WireFaults(client)
-    faults.paused = True
-    ours, theirs = client.store("player"), other.store("player")
+    faults, ours, theirs, other = rig.faults, rig.ours, rig.theirs, rig.other
     wrong: list[str] = []
 
     async def call(n: int, chosen: tuple[Fault, ...]) -> Outcome:
@@ -286,12 +296,9 @@ async def test_append_reports_what_the_stream_holds_at_every_failure_point(
 
 
 async def test_save_snapshot_reports_what_the_stream_holds_at_every_failure_point(
-    pair: tuple[angzarr_es.Client, angzarr_es.Client],
+    rig: Rig,
 ) -> None:
-    client, other = pair
-    faults = WireFaults(client)
-    faults.paused = True
-    ours, theirs = client.store("player"), other.store("player")
+    faults, ours, theirs = rig.faults, rig.ours, rig.theirs
     wrong: list[str] = []
 
     async def call(n: int, chosen: tuple[Fault, ...]) -> Outcome:
@@ -316,15 +323,13 @@ async def test_save_snapshot_reports_what_the_stream_holds_at_every_failure_poin
 
 
 async def test_delete_edition_reports_what_the_stream_holds_at_every_failure_point(
-    pair: tuple[angzarr_es.Client, angzarr_es.Client],
+    rig: Rig,
 ) -> None:
     """Deleting is the write whose "stored" is "gone": a result means the
     edition's events and snapshots are gone; StoreTimeout, that anything may
     be; any other error, that its events are all still there (its snapshots go
     first, so they may be gone). A retry then deletes what is left."""
-    client, other = pair
-    faults = WireFaults(client)
-    faults.paused = True
+    client, other, faults = rig.client, rig.other, rig.faults
     wrong: list[str] = []
 
     async def call(n: int, chosen: tuple[Fault, ...]) -> Outcome:

@@ -34,7 +34,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
 from angzarr_es.errors import AngzarrESError, ConcurrencyError, StoreTimeout
-from tests.support.cluster import Cluster, eventually, r3_stream
+from tests.support.cluster import Cluster, eventually
 from tests.support.loadgen import _leader_load, config_of, tagged, until
 
 SECONDS = float(os.environ.get("ANGZARR_CHAOS_SECONDS", "60"))
@@ -292,18 +291,6 @@ def check(history: History) -> list[str]:
             bad.append(f"{root}: commit at {first} first handled after {seen[root]}")
         seen[root] = max(seen.get(root, -1), first)
     return bad
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3) as c:
-        yield c
-
-
-@pytest.fixture
-async def r3(cluster: Cluster) -> AsyncIterator[Config]:
-    async with r3_stream(cluster) as cfg:
-        yield cfg
 
 
 async def test_a_nemesis_against_writers_and_a_projector(cluster: Cluster, r3: Config) -> None:

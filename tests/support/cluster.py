@@ -237,6 +237,12 @@ class Cluster:
 
         return await eventually(probe, timeout=timeout, what=f"a leader for stream {stream}")
 
+    async def leader_and_follower(self, cfg: Config) -> tuple[str, str]:
+        """The stream's leader, once every replica is current, and a follower."""
+        async with await angzarr_es.connect(config=cfg) as client:
+            leader = await self.wait_for_leader(client, cfg.nats.stream_name, current=True)
+        return leader, next(n for n in self.servers if n != leader)
+
 
 @contextlib.asynccontextmanager
 async def r3_stream(cluster: Cluster, *, own_dlq: bool = False) -> AsyncIterator[Config]:
