@@ -26,11 +26,12 @@ from angzarr_es._types import ANY, Append, AppendResult, ExpectedVersion
 from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
+    InvalidSnapshot,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from angzarr_es.store import _correlation
+from angzarr_es.store import _correlation, _snapshots
 from angzarr_es.store._cache import NEW, Position
 from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
 from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
@@ -162,7 +163,7 @@ class Appender:
                 raise
             # The aggregate moved: perhaps by this idempotency key's earlier append.
             try:
-                earlier = await self._keyed(subject, keyed)
+                earlier = await self._keyed(subject, keyed, expected)
             except StoreError as exc:
                 # Whether the key's command is stored is what the caller asks.
                 raise StoreTimeout(
@@ -364,11 +365,25 @@ class Appender:
             return self._found(subject, pos, count, winner, own)
         raise exc
 
-    async def _keyed(self, subject: str, keyed: Keyed) -> AppendResult | None:
-        """The commit stored on `subject` under this idempotency key, among
-        those of the server's duplicate window (this call's own, or a
-        duplicate of an earlier call's)."""
+    async def _keyed(
+        self, subject: str, keyed: Keyed, expected: ExpectedVersion
+    ) -> AppendResult | None:
+        """The commit stored on `subject` under this idempotency key (this
+        call's own, or an earlier call's): the one at `expected` first, where
+        every attempt of a command retried with the same `expected` lands, then
+        among the first KEY_SEARCH commits of the server's duplicate window.
+
+        The nemesis found why the first look is needed: on a busy aggregate the
+        window held more than KEY_SEARCH commits, and a command whose earlier
+        calls had timed out was refused (ConcurrencyError) although stored.
+        """
         msg_id = keyed.msg_id
+        if expected is not ANY:
+            found = await self._at_sequence(subject, expected)
+            if found is not None and (
+                found.msg_id == msg_id or found.msg_id.startswith(msg_id + ".")
+            ):
+                return self._keyed_result(subject, found, keyed.own)
         window = self._ctx.cfg.duplicate_window + KEY_SKEW
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
         stream = self._ctx.stream
@@ -382,6 +397,16 @@ class Appender:
                 return self._keyed_result(subject, found, keyed.own)
             found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
         return None
+
+    async def _at_sequence(self, subject: str, sequence: int) -> Stored | None:
+        """The commit holding event `sequence` (a binary search of leader
+        reads), or None if the aggregate has no such event."""
+        stream = self._ctx.stream
+        try:
+            seq = await _snapshots.covering_commit(self._wire, stream, subject, sequence)
+        except InvalidSnapshot:
+            return None
+        return await self._wire.reads.leader_message(stream, subject, seq=seq)
 
     async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence

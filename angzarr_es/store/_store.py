@@ -80,8 +80,9 @@ class EventStore:
         stream's `duplicate_window`, 2 minutes by default), this one stores
         nothing and returns that commit's result, with `duplicate=True`,
         whatever `expected` says now. The events are not compared. (With an
-        `expected` the aggregate has moved past, the commit is looked for
-        among the aggregate's first 1,000 commits of the window.)
+        `expected` the aggregate has moved past, the commit at `expected` is
+        read, where a command retried with its `expected` lands, then the
+        aggregate's first 1,000 commits of the window.)
 
         Raises:
             TypeError: an event is not a protobuf message, or `correlation_id`

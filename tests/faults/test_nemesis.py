@@ -72,6 +72,14 @@ class Command:
     ended: float = 0.0
     errors: list[str] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        met = dict(collections.Counter(self.errors))
+        return (
+            f"{self.tag} on {self.root} at expected {self.expected}: {self.outcome}"
+            + (f" at {self.first}" if self.outcome == "stored" else "")
+            + f" after {self.ended - self.started:.1f}s, errors {met}"
+        )
+
 
 @dataclass
 class History:
@@ -424,9 +432,9 @@ def test_the_history_check_finds_each_violation() -> None:
         "d:1 stored 2 times",
         "x:9 stored but never sent",
         "two acknowledged appends at ('r', 1)",
-        "acknowledged Command(writer='a', root='r', tag='a:2'",
-        "refused Command(writer='c'",
-        "unknown Command(writer='d'",
+        "acknowledged a:2 on r at expected 0: stored at 1",
+        "refused c:1 on r",
+        "unknown d:1 on r",
         "the projector never handled",
         "r: commit at 1 first handled after 2",
     ):
