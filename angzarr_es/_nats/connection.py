@@ -129,6 +129,16 @@ class FastClient(NatsClient):
             info["tls_required"] = True
         await super()._process_info(info, initial_connection)
 
+    async def _connect_to_server(self, s: Any) -> None:
+        # nats-py reuses its transport object for every attempt and opens the
+        # next socket over the last one. After a handshake that timed out (a
+        # frozen server accepts TCP but never sends INFO) that socket was
+        # still open, and only the garbage collector closed it (a
+        # ResourceWarning failed a nemesis run): close it first.
+        if self._transport is not None:
+            self._transport.close()  # type: ignore[no-untyped-call]  # nats-py: untyped
+        await super()._connect_to_server(s)
+
     async def _read_loop(self) -> None:
         # Started on every (re)connect, once the transport (TLS included) is final.
         _read_sooner(self)

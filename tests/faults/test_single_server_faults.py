@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 
 import msgspec
+import nats.aio.client
 import pytest
 
 import angzarr_es
@@ -511,3 +514,48 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
         hist = await store.load("lag")
         assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
         assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+
+
+async def test_a_server_that_accepts_but_never_answers_leaks_no_socket(
+    server: EmbeddedServer, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen server accepts TCP connections (the kernel does) but never
+    sends INFO. Reconnecting, nats-py reuses its transport object and
+    connected to the next server over the open socket, leaving it to the
+    garbage collector (ResourceWarning: unclosed StreamWriter; it failed a
+    5-minute nemesis run once clients left frozen servers for others)."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    accepted: list[asyncio.StreamWriter] = []
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    # The pool in the order given: the real server first, then the silent one.
+    monkeypatch.setattr(nats.aio.client, "shuffle", lambda pool: None)
+    urls = [server.url, f"nats://127.0.0.1:{port}"]
+    config = config_of(msgspec.structs.replace(cfg.nats, url=urls, connect_timeout=0.5))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            async with await angzarr_es.connect(config=config) as client:
+                await asyncio.to_thread(server.kill)
+                # Reconnecting: the real server refuses, the silent one is
+                # tried, times out, is tried again.
+                await eventually(
+                    lambda: until(len(accepted) >= 2), timeout=10, what="two silent attempts"
+                )
+                await asyncio.to_thread(server.start)
+                await eventually(
+                    lambda: until(client.connected_url == server.url),
+                    timeout=10,
+                    what="the reconnect to the real server",
+                )
+                gc.collect()
+    finally:
+        for w in accepted:
+            w.close()
+        listener.close()
+        await listener.wait_closed()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, leaks
