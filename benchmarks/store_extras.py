@@ -128,6 +128,7 @@ async def bench_correlation(client: angzarr_es.Client, appends: int) -> None:
     correlated: list[float] = []
     batched: list[float] = []
     wire = client._wire
+    stream = client.config.nats.stream_name
     events_prefix = f"{client.config.nats.subject_prefix}.events.batch."
     entry = f"{client.config.nats.subject_prefix}.correlation.batch"
     payload = commit("batch", b"x", 0, [deposit(1)], correlation_id="wf")
@@ -143,7 +144,7 @@ async def bench_correlation(client: angzarr_es.Client, appends: int) -> None:
         batch = {"Nats-Batch-Id": f"b{n}", "Nats-Batch-Sequence": "1"}
         await wire.publish(f"{events_prefix}{n}", payload, headers=batch)
         last = {"Nats-Batch-Id": f"b{n}", "Nats-Batch-Sequence": "2", "Nats-Batch-Commit": "1"}
-        ack = await wire.publish_commit(entry, b"x", last, 10.0)
+        ack = await wire.publish_commit(stream, entry, b"x", last, 10.0)
         assert ack.error is None, ack.error
         batched.append(time.perf_counter() - t)
     print(f"\n== append, interleaved, {appends} each ==")

@@ -29,6 +29,7 @@ from angzarr_es.errors import ConfigError, StoreUnavailable
 __all__ = [
     "FastClient",
     "RawHandler",
+    "abandon",
     "open_connection",
     "serve_directly",
     "settle_subscriptions",
@@ -218,6 +219,16 @@ class FastClient(NatsClient):
             info["tls_required"] = True
         await super()._process_info(info, initial_connection)
 
+    async def _connect_to_server(self, s: Any) -> None:
+        # nats-py reuses its transport object for every attempt and opens the
+        # next socket over the last one. After a handshake that timed out (a
+        # frozen server accepts TCP but never sends INFO) that socket was
+        # still open, and only the garbage collector closed it (a
+        # ResourceWarning failed a nemesis run): close it first.
+        if self._transport is not None:
+            self._transport.close()  # type: ignore[no-untyped-call]  # nats-py: untyped
+        await super()._connect_to_server(s)
+
     async def _read_loop(self) -> None:
         # Started on every (re)connect, once the transport (TLS included) is final.
         _read_sooner(self)
@@ -296,6 +307,25 @@ def _read_sooner(nc: FastClient) -> None:
         feed(data)
 
     reader.feed_data = feed_data  # type: ignore[method-assign,assignment]
+
+
+def abandon(nc: NatsClient) -> bool:
+    """Leave the connected server (it went silent) for another of the pool now.
+
+    It is dropped from the pool first, so that the reconnect, which shuffles
+    the pool, cannot pick it again and wait out connect_timeout on it; a
+    server that is still a cluster member comes back with the next server's
+    INFO (its `connect_urls`). False, doing nothing, when there is no other
+    server to go to or the connection is not up.
+    """
+    current = nc._current_server
+    pool = nc._server_pool
+    if current is None or not nc.is_connected or not any(s is not current for s in pool):
+        return False
+    pool[:] = [s for s in pool if s is not current]
+    # nats-py's own answer to a stale connection (its ping does the same).
+    asyncio.get_running_loop().create_task(nc._process_op_err(nats.errors.StaleConnectionError()))
+    return True
 
 
 def serve_directly(nc: NatsClient, sub: Subscription, handler: RawHandler) -> None:

@@ -26,6 +26,7 @@ from angzarr_es.errors import (
 )
 
 # JetStream error codes the project acts on (nats-server's errors.json).
+CLUSTER_NOT_AVAILABLE = 10008  # "JetStream system temporarily unavailable" (503)
 CONSUMER_NOT_FOUND = 10014
 NO_MESSAGE_FOUND = 10037
 JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039

@@ -117,8 +117,15 @@ class StreamState(msgspec.Struct, frozen=True):
     subjects: dict[str, int] | None = None
 
 
+class PeerInfo(msgspec.Struct, frozen=True):
+    name: str = ""
+    current: bool = False
+    offline: bool = False
+
+
 class ClusterInfo(msgspec.Struct, frozen=True):
     leader: str = ""
+    replicas: list[PeerInfo] = []
 
 
 class StreamInfo(msgspec.Struct, frozen=True):

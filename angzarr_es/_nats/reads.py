@@ -3,9 +3,9 @@
 Direct Get is answered by any replica with `allow_direct`, without headers
 (`no_hdr`: nats-py's header parsing dominated a load); the leader's
 STREAM.MSG.GET is the read that is never stale. A Direct Get nobody answers
-is explained by one shared STREAM.INFO probe per stream. On a stream without
-`allow_direct` (made by hand; `use_leader`), the Direct Get methods read the
-same messages from the leader instead, one request per message.
+is explained by the connection's shared STREAM.INFO probe (probe.py). On a
+stream without `allow_direct` (made by hand; `use_leader`), the Direct Get
+methods read the same messages from the leader instead, one request per message.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import NamedTuple
 
-import msgspec
-
 from angzarr_es._nats import messages as m
-from angzarr_es._nats.api import DIRECT_GET, DIRECT_GET_LAST, STREAM_INFO, JetStream
-from angzarr_es._nats.errors import PROVISION_HINT, STREAM_NOT_FOUND, status_error
+from angzarr_es._nats.api import DIRECT_GET, DIRECT_GET_LAST, JetStream
+from angzarr_es._nats.errors import status_error
 from angzarr_es._nats.mux import Collector, Mux
-from angzarr_es.errors import StoreError, StoreUnavailable
+from angzarr_es._nats.probe import StreamProbe
+from angzarr_es.errors import StoreUnavailable
 
 __all__ = ["Reads", "Stored"]
 
@@ -31,8 +30,6 @@ HEADER_ALLOWANCE = 1024
 # sizes this keeps replies well under the server's per-client pending limit
 # (64 MiB), past which it drops the connection as a slow consumer.
 PAGES_IN_FLIGHT = 16
-PROBE_TTL = 2.0
-"""Seconds a stream's STREAM.INFO probe answers for every failed Direct Get on it."""
 
 
 class Stored(NamedTuple):
@@ -47,11 +44,10 @@ class Stored(NamedTuple):
 class Reads:
     """Direct Get and leader reads of one connection."""
 
-    def __init__(self, mux: Mux, js: JetStream) -> None:
+    def __init__(self, mux: Mux, js: JetStream, probe: StreamProbe) -> None:
         self._mux = mux
         self._js = js
-        # Stream -> (when asked, STREAM.INFO probe) for Direct Gets nobody answered.
-        self._probes: dict[str, tuple[float, asyncio.Future[str]]] = {}
+        self._probe = probe
         self._pages = asyncio.Semaphore(PAGES_IN_FLIGHT)
         # Streams without allow_direct: their "Direct Gets" go to the leader.
         self._leader_only: set[str] = set()
@@ -115,7 +111,7 @@ class Reads:
         if got.status == "404":
             return None
         if got.status == "503":
-            raise await self._no_direct_get(what, stream)
+            raise await self._probe.unavailable(what, stream, read=True)
         if got.status != "204":
             raise status_error(what, got.status or "?")
         return got
@@ -131,7 +127,7 @@ class Reads:
         what = f"locate {subject}"
         got = await self._mux.gather(DIRECT_GET.format(stream=stream), body, batch + 1, what)
         if got.status == "503":  # a missing stream must not read as "no messages"
-            raise await self._no_direct_get(what, stream)
+            raise await self._probe.unavailable(what, stream, read=True)
         if got.status not in ("204", "404"):
             raise status_error(what, got.status or "?")
         return [int(seq or 0) for _, _, seq in got.replies]
@@ -155,7 +151,7 @@ class Reads:
         except StoreUnavailable as exc:
             if exc.code != 503:
                 raise
-            raise await self._no_direct_get(what, stream) from exc
+            raise await self._probe.unavailable(what, stream, read=True) from exc
         headers = msg.headers or {}
         status = headers.get(m.STATUS)
         if status == "404":
@@ -216,49 +212,6 @@ class Reads:
             if max_bytes and size >= max_bytes:
                 break
         return found, True
-
-    # -- why nobody answered ---------------------------------------------------------
-
-    async def _no_direct_get(self, what: str, stream: str) -> StoreUnavailable:
-        """The error for a Direct Get nobody answered: the stream is missing
-        (a permanent misconfiguration, said so), or its leader is being elected.
-
-        Reads failing together share one STREAM.INFO probe, and its answer is
-        reused for PROBE_TTL seconds: an election must not cost a probe (and a
-        wait) per failed read.
-        """
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        known = self._probes.get(stream)
-        if known is None or (known[1].done() and now - known[0] > PROBE_TTL):
-            known = (now, loop.create_task(self._probe(stream)))
-            self._probes[stream] = known
-        reason = await asyncio.shield(known[1])
-        return StoreUnavailable(f"{what}: {reason}", code=503)
-
-    async def _probe(self, stream: str) -> str:
-        """Why Direct Gets on `stream` go unanswered, as far as STREAM.INFO tells (0.25 s)."""
-        try:
-            raw = await self._js.call(
-                STREAM_INFO.format(stream=stream),
-                timeout=min(self._mux.timeout, 0.25),
-                what=f"look up stream {stream}",
-            )
-            reply = m.stream_info(raw)
-        except StoreUnavailable as exc:
-            if exc.code == 503 and self._mux.nc.is_connected:
-                return "no responders: JetStream is not enabled for this account or server"
-            return f"no responders ({exc})"
-        except (StoreError, msgspec.DecodeError):
-            return "no responders (the stream has no leader, or JetStream is not enabled)"
-        if reply.error is not None and reply.error.err_code == STREAM_NOT_FOUND:
-            return f"stream {stream} does not exist: create it with {PROVISION_HINT}"
-        if reply.error is None and not (reply.config or {}).get("allow_direct", False):
-            return (
-                f"stream {stream} does not serve Direct Get (allow_direct is off): "
-                f"turn it on with {PROVISION_HINT}"
-            )
-        return "no responders (the stream has no leader yet: an election, or it is starting)"
 
 
 def _more_after(got: Collector, batch: int, max_bytes: int, subject_len: int) -> bool:

@@ -3,6 +3,7 @@
     wire.mux      requests and batch reads over one reply inbox (mux.py)
     wire.js       the JetStream API, one method per operation (api.py)
     wire.reads    Direct Get and leader reads (reads.py)
+    wire.probe    why nobody served a stream: one shared STREAM.INFO probe (probe.py)
     wire.replayer replays through an ephemeral consumer (replay.py)
 
 `Wire` itself connects, closes, publishes, and says what it is connected to.
@@ -21,13 +22,14 @@ from nats.aio.client import Client as NatsClient
 
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import JetStream
-from angzarr_es._nats.connection import open_connection
-from angzarr_es._nats.errors import PROVISION_HINT, translated, violation
+from angzarr_es._nats.connection import abandon, open_connection
+from angzarr_es._nats.errors import translated, violation
 from angzarr_es._nats.mux import Mux
+from angzarr_es._nats.probe import StreamProbe
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
 from angzarr_es.config import NatsConfig, redact_url
-from angzarr_es.errors import AngzarrESError, StoreUnavailable
+from angzarr_es.errors import AngzarrESError, StoreTimeout, StoreUnavailable
 
 __all__ = ["BatchMessage", "Wire"]
 
@@ -35,6 +37,19 @@ BatchMessage = tuple[str, bytes, dict[str, str]]
 """One message of an atomic batch: (subject, payload, its own headers)."""
 
 log = logging.getLogger("angzarr_es")
+
+RESEND = 0.5
+"""Seconds a commit's publish waits for its answer before the same message
+(same Nats-Msg-Id, same expected sequence: JetStream stores it once) is sent
+again, at most half the request timeout. Measured: a publish sent to a stream
+leader that froze just before a new one was elected held its writer for the
+rest of its timeout after the new leader was serving."""
+
+LIVENESS_TIMEOUT = 1.0
+"""Seconds the connected server has to answer a PING once a request timed
+out; silence past it (a frozen process or machine, a half-open connection)
+moves the client to another server. A server answers PING from its read
+loop, whatever JetStream is doing, in well under a millisecond on a LAN."""
 
 
 class Wire:
@@ -46,8 +61,11 @@ class Wire:
         self.timeout = cfg.request_timeout
         self.mux = Mux(nc, self.timeout)
         self.js = JetStream(self.mux)
-        self.reads = Reads(self.mux, self.js)
+        self.probe = StreamProbe(self.mux, self.js)
+        self.reads = Reads(self.mux, self.js, self.probe)
         self.replayer = Replayer(self.mux, self.js)
+        self._liveness: asyncio.Task[None] | None = None
+        self.mux.on_slow = self._check_alive
 
     @classmethod
     async def connect(cls, cfg: NatsConfig) -> Wire:
@@ -60,8 +78,13 @@ class Wire:
         holder: list[Wire] = []
 
         def lost() -> None:
-            holder[0].mux.fail_collectors(
+            mux = holder[0].mux
+            mux.fail_collectors(
                 StoreUnavailable("connection to NATS lost during the read; retry it")
+            )
+            # A request sent may have been served (a publish stored): unknown.
+            mux.fail_requests(
+                lambda what: StoreTimeout(f"{what}: connection to NATS lost before the reply")
             )
 
         nc = await open_connection(cfg, lambda exc: holder[0].on_async_error(exc), lost)
@@ -84,8 +107,37 @@ class Wire:
         log.warning("nats: %s", exc)
         self.mux.permission_violation(found)
 
+    def _check_alive(self) -> None:
+        """A request ran out of time, or a publish went unanswered long enough
+        to be sent again: is our own server still there?
+
+        nats-py notices a silent server only after 2 unanswered pings, 120 s
+        apart; until then every request times out (measured: the writers on
+        a SIGSTOPped server stopped until it resumed). One PING at a time.
+        """
+        if (self._liveness is not None and not self._liveness.done()) or not self.connected:
+            return
+        self._liveness = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        url = self.connected_url
+        try:
+            await self.nc.flush(timeout=LIVENESS_TIMEOUT)  # type: ignore[arg-type]
+        except nats.errors.FlushTimeoutError:
+            if abandon(self.nc):
+                log.warning(
+                    "nats: %s did not answer a PING within %gs after a request timed out: "
+                    "reconnecting to another server",
+                    url,
+                    LIVENESS_TIMEOUT,
+                )
+        except (nats.errors.Error, OSError) as exc:  # closing or reconnecting already
+            log.debug("nats: liveness PING to %s: %r", url, exc)
+
     async def close(self) -> None:
         """Drain nothing, close the connection; pending requests fail."""
+        if self._liveness is not None:
+            self._liveness.cancel()
         self.mux.fail_all(StoreUnavailable("connection closed"))
         # A reconnect loop whose cancellation Python 3.11's wait_for swallowed
         # would retry forever (seen with the server gone); with a bounded
@@ -150,23 +202,31 @@ class Wire:
         with translated(f"publish to {subject}"):
             await self.nc.publish(subject, payload, headers=headers)
 
+    @staticmethod
+    def resend_after(timeout: float) -> float:
+        """Seconds after which an unanswered publish carrying a Nats-Msg-Id is
+        sent again (so an answer that took longer may be a later copy's)."""
+        return min(RESEND, timeout / 2)
+
     async def publish_commit(
-        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        self, stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> m.PubAck:
-        """Publish to a stream subject and decode the PubAck.
+        """Publish to a subject of `stream` and decode the PubAck.
 
         Raises StoreUnavailable at once, sending nothing, while the connection
         is down: nats-py would hold the message and send it on reconnect,
-        possibly long after the append reported a timeout.
+        possibly long after the append reported a timeout. A message with a
+        Nats-Msg-Id is sent again while unanswered (`resend_after`). A 503 (nobody
+        serves the subject: nothing stored) is explained by the stream's
+        probe: the stream is missing, has no leader yet, or lacks a quorum.
         """
+        what = f"append to {subject}"
         if not self.nc.is_connected:
-            raise StoreUnavailable(f"append to {subject}: not connected to NATS (nothing sent)")
-        msg = await self.mux.ask(subject, payload, headers, timeout, f"append to {subject}")
+            raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
+        every = self.resend_after(timeout) if m.H_MSG_ID in headers else 0.0
+        msg = await self.mux.ask(subject, payload, headers, timeout, what, every)
         if msg.headers and msg.headers.get(m.STATUS) == "503":
-            raise StoreUnavailable(
-                f"append to {subject}: no stream captures this subject "
-                f"(create the event stream with {PROVISION_HINT})"
-            )
+            raise await self.probe.unavailable(f"{what}: nothing stored", stream)
         return m.pub_ack(msg.data)
 
     async def publish_batch(self, messages: Sequence[BatchMessage], timeout: float) -> m.PubAck:

@@ -87,7 +87,9 @@ class DeadLetters:
         target = self._subjects.dead_letter(self._subjects.domain_of(subject))
         if self._observer is not None:
             self._observer.dead_lettered(self._projector)
-        ack = await self._wire.publish_commit(target, data, headers, self._wire.timeout)
+        ack = await self._wire.publish_commit(
+            self._cfg.dlq_stream, target, data, headers, self._wire.timeout
+        )
         if ack.error is not None:
             raise ack.error.as_error(f"dead-letter to {target}")
 

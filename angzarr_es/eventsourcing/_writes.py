@@ -260,7 +260,7 @@ class Writer:
     async def _send(self, messages: list[BatchMessage], timeout: float) -> m.PubAck:
         if len(messages) == 1:
             subject, payload, headers = messages[0]
-            return await self._wire.publish_commit(subject, payload, headers, timeout)
+            return await self._wire.publish_commit(self._stream, subject, payload, headers, timeout)
         version = self._wire.server_version
         if version < ATOMIC_SERVER:
             # An older server ignores the batch headers and stores each message

@@ -1,6 +1,12 @@
 """The append path: where to append, publishing a commit with retries on lost
 acknowledgements, finding out whether a lost attempt landed, idempotency keys,
-and the turns `expected=ANY` appends to one aggregate take."""
+and the turns `expected=ANY` appends to one aggregate take.
+
+Every failure says what the stream may hold (`_outcomes`): until an attempt
+of the commit may have been stored (it went unanswered, or is "in process"),
+a failure means nothing was stored; after that, unless a leader read finds
+the commit, or a rival's in its slot, the outcome is unknown (StoreTimeout).
+"""
 
 from __future__ import annotations
 
@@ -20,13 +26,15 @@ from angzarr_es._types import ANY, Append, AppendResult, ExpectedVersion
 from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
+    InvalidSnapshot,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from angzarr_es.store import _correlation
+from angzarr_es.store import _correlation, _snapshots
 from angzarr_es.store._cache import NEW, Position
 from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
+from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
 from angzarr_es.subjects import AggregateId, root_bytes
 
 __all__ = ["Appender"]
@@ -75,9 +83,10 @@ class Appender:
         entry = self._ctx.subjects.correlation(cid) if cid else ""
         if not packed:
             # Nothing to write, so no server check: read the current position.
-            pos = await fresh_position(self._ctx, subject)
-            if expected is not ANY and expected != pos.next_sequence:
-                pos = await leader_position(self._ctx, subject)  # a lagging replica?
+            with nothing_sent(f"append to {subject}"):
+                pos = await fresh_position(self._ctx, subject)
+                if expected is not ANY and expected != pos.next_sequence:
+                    pos = await leader_position(self._ctx, subject)  # a lagging replica?
             if expected is not ANY and expected != pos.next_sequence:
                 raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
@@ -107,7 +116,8 @@ class Appender:
         keyed: Keyed | None,
     ) -> AppendResult:
         try:
-            pos = await self._position_for(subject, expected)
+            with nothing_sent(f"append to {subject}"):
+                pos = await self._position_for(subject, expected)
             cover_root = root_bytes(root)
             for _ in range(ANY_ATTEMPTS):
                 payload = _codec.encode_commit(
@@ -123,7 +133,12 @@ class Appender:
                 if size > self._wire.max_payload:
                     raise AppendTooLarge(size, self._wire.max_payload, events=len(packed))
                 if entry:
-                    await _correlation.write_entry(self._wire, entry, subject, pos.next_sequence)
+                    # Each round starts with nothing of ours stored: a refusal
+                    # that returns a position proves our attempts cannot land.
+                    with nothing_sent(f"append to {subject}"):
+                        await _correlation.write_entry(
+                            self._wire, self._ctx.stream, entry, subject, pos.next_sequence
+                        )
                 result = await self._publish(subject, payload, pos, len(packed), keyed)
                 if isinstance(result, AppendResult):
                     self._ctx.hot.appended(subject, pos, payload, result)
@@ -148,7 +163,15 @@ class Appender:
             if keyed is None:
                 raise
             # The aggregate moved: perhaps by this idempotency key's earlier append.
-            earlier = await self._keyed(subject, keyed)
+            try:
+                earlier = await self._keyed(subject, keyed, expected)
+            except StoreError as exc:
+                # Whether the key's command is stored is what the caller asks.
+                raise StoreTimeout(
+                    f"append to {subject}: the aggregate moved past `expected`, and looking "
+                    f"for the idempotency key's earlier commit failed ({exc})",
+                    err_code=exc.err_code,
+                ) from exc
             if earlier is None:
                 raise
             return earlier
@@ -193,28 +216,33 @@ class Appender:
             observer.commit_headers(headers)
         attempts = self._ctx.cfg.append_attempts
         timeout = self._wire.timeout
-        retried = False
+        # Whether an attempt may have been stored (unanswered, or in process):
+        # from then on a failure is an unknown outcome, not "nothing stored".
+        unknown = False
         derived = attempt = 0
+        # An answer slower than this may be a later copy's (the wire sends an
+        # unanswered publish again): an earlier copy may have been stored.
+        slow = self._wire.resend_after(timeout)
+        clock = asyncio.get_running_loop().time
         while attempt < attempts:
             attempt += 1
+            sent = clock()
             try:
-                ack = await self._wire.publish_commit(subject, payload, headers, timeout)
-            except StoreTimeout:
-                retried = True
+                ack = await self._wire.publish_commit(
+                    self._ctx.stream, subject, payload, headers, timeout
+                )
+            except StoreTimeout as exc:
+                unknown = True
                 if attempt < attempts:
                     if observer is not None:
                         observer.retried(self._domain, "timeout")
                     continue
-                landed = await self._landed(subject, msg_id, pos)
-                if landed is not None:
-                    return self._found(subject, pos, count, landed, own)
+                return await self._ours_or(subject, msg_id, pos, count, own, exc)
+            except StoreError as exc:  # this attempt was not sent, or refused
+                if unknown or clock() - sent >= slow:
+                    raise unknown_outcome(f"append to {subject}", exc) from exc
                 raise
-            except StoreUnavailable as exc:
-                if not retried:
-                    raise
-                raise StoreTimeout(
-                    f"append to {subject}: outcome unknown: an attempt was sent, then {exc}"
-                ) from exc
+            unknown = unknown or clock() - sent >= slow
             err = ack.error
             if err is None:
                 if ack.duplicate:
@@ -222,7 +250,17 @@ class Appender:
                         # A random id: an earlier attempt of this call (a
                         # cluster answers a retry that way).
                         return self._committed(subject, pos, count, ack.seq)
-                    earlier = await self._earlier(subject, ack.seq, own)
+                    try:
+                        earlier = await self._earlier(subject, ack.seq, own)
+                    except StoreError as exc:
+                        # Stored (by this call or an earlier one with the key):
+                        # never "nothing stored", whatever the read met.
+                        raise StoreTimeout(
+                            f"append to {subject}: stored under the idempotency key (stream "
+                            f"sequence {ack.seq}), but reading that commit failed ({exc}); "
+                            "retry with the same key",
+                            err_code=exc.err_code,
+                        ) from exc
                     if earlier is not None:
                         return earlier
                     # The key's commit was deleted (an edition's purge) while
@@ -241,32 +279,53 @@ class Appender:
                 return self._committed(subject, pos, count, ack.seq)
             if err.err_code == DUPLICATE_IN_PROCESS:
                 # An earlier attempt is still being proposed: its fate is ours.
-                retried = True
+                unknown = True
                 if observer is not None:
                     observer.retried(self._domain, "in_process")
                 if attempt < attempts:
                     await asyncio.sleep(min(timeout, 0.005 * 2**attempt))
                     continue
-                landed = await self._landed(subject, msg_id, pos)
-                if landed is not None:
-                    return self._found(subject, pos, count, landed, own)
-                raise StoreTimeout(f"append to {subject}: an earlier attempt is still in process")
+                return await self._ours_or(
+                    subject,
+                    msg_id,
+                    pos,
+                    count,
+                    own,
+                    StoreTimeout(f"append to {subject}: an earlier attempt is still in process"),
+                )
             if err.err_code in CONFLICT_CODES:
-                if retried:
-                    landed = await self._landed(subject, msg_id, pos)
-                    if landed is not None:
-                        return self._found(subject, pos, count, landed, own)
-                real = await self._settled_position(subject, pos)
+                if unknown:
+                    winner = await self._winner(subject, pos)
+                    if winner is not None and winner.msg_id == msg_id:
+                        return self._found(subject, pos, count, winner, own)
+                    # A rival holds the slot our attempts expected: none of
+                    # them can land any more.
+                    unknown = winner is None
+                try:
+                    real = await self._settled_position(subject, pos)
+                except StoreError as exc:
+                    if unknown:
+                        raise unknown_outcome(f"append to {subject}", exc) from exc
+                    if isinstance(exc, StoreTimeout):
+                        raise nothing_stored(f"append to {subject}", exc) from exc
+                    raise
                 if real.stream_seq == pos.stream_seq:
                     # 10164: a rival proposal was in flight but never applied
                     # (it failed): the slot may still be ours.
                     if attempt < attempts:
                         continue
+                    text = f"append to {subject}: a rival write was reported but never applied"
+                    raise StoreTimeout(text) if unknown else StoreUnavailable(text)
+                if unknown:  # our slot's first commit is unknown, yet the aggregate moved
                     raise StoreTimeout(
-                        f"append to {subject}: a rival write was reported but never applied"
+                        f"append to {subject}: outcome unknown: the aggregate moved on "
+                        "while an attempt was unanswered"
                     )
                 return real
-            raise err.as_error(f"append to {subject}")
+            refused = err.as_error(f"append to {subject}")
+            if unknown:
+                raise unknown_outcome(f"append to {subject}", refused) from refused
+            raise refused
         raise StoreTimeout(f"append to {subject}: no acknowledgement after {attempts} attempts")
 
     def _committed(self, subject: str, pos: Position, count: int, seq: int) -> AppendResult:
@@ -276,32 +335,56 @@ class Appender:
             first_sequence=pos.next_sequence, next_sequence=nxt, stream_sequence=seq
         )
 
-    async def _landed(self, subject: str, msg_id: str, pos: Position) -> Stored | None:
-        """Our commit (read from the leader) if an earlier attempt was stored, else None.
+    async def _winner(self, subject: str, pos: Position) -> Stored | None:
+        """The commit that took the slot after `pos` (read from the leader), or
+        None while the slot is free.
 
-        The commit that won the slot after `pos` is the first one on the
-        subject past `pos.stream_seq`; it is ours iff it carries our
-        Nats-Msg-Id (random per publish, so identical commands from two
-        writers in the same clock tick are still told apart).
+        It is the first commit on the subject past `pos.stream_seq` (the
+        expected last sequence every attempt carried); it is ours iff it
+        carries our Nats-Msg-Id (random per publish, so identical commands
+        from two writers in the same clock tick are still told apart). Called
+        once an attempt may have been stored: a failed read is an unknown outcome.
         """
         try:
-            winner = await self._wire.reads.leader_message(
+            return await self._wire.reads.leader_message(
                 self._ctx.stream, subject, seq=pos.stream_seq + 1
             )
-        except (StoreTimeout, StoreUnavailable) as exc:
+        except StoreError as exc:
             raise StoreTimeout(
                 f"append to {subject}: outcome unknown: no acknowledgement, and "
-                f"looking for the commit failed ({exc})"
+                f"looking for the commit failed ({exc})",
+                err_code=exc.err_code,
             ) from exc
-        if winner is not None and winner.msg_id == msg_id:
-            return winner
-        return None
 
-    async def _keyed(self, subject: str, keyed: Keyed) -> AppendResult | None:
-        """The commit stored on `subject` under this idempotency key, among
-        those of the server's duplicate window (this call's own, or a
-        duplicate of an earlier call's)."""
+    async def _ours_or(
+        self, subject: str, msg_id: str, pos: Position, count: int, own: str, exc: StoreTimeout
+    ) -> AppendResult:
+        """The result if our commit took the slot after `pos`, else `exc`
+        (the last attempt went unanswered: the outcome is unknown)."""
+        winner = await self._winner(subject, pos)
+        if winner is not None and winner.msg_id == msg_id:
+            return self._found(subject, pos, count, winner, own)
+        raise exc
+
+    async def _keyed(
+        self, subject: str, keyed: Keyed, expected: ExpectedVersion
+    ) -> AppendResult | None:
+        """The commit stored on `subject` under this idempotency key (this
+        call's own, or an earlier call's): the one at `expected` first, where
+        every attempt of a command retried with the same `expected` lands, then
+        among the first KEY_SEARCH commits of the server's duplicate window.
+
+        The nemesis found why the first look is needed: on a busy aggregate the
+        window held more than KEY_SEARCH commits, and a command whose earlier
+        calls had timed out was refused (ConcurrencyError) although stored.
+        """
         msg_id = keyed.msg_id
+        if expected is not ANY:
+            found = await self._at_sequence(subject, expected)
+            if found is not None and (
+                found.msg_id == msg_id or found.msg_id.startswith(msg_id + ".")
+            ):
+                return self._keyed_result(subject, found, keyed.own)
         window = self._ctx.cfg.duplicate_window + KEY_SKEW
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
         stream = self._ctx.stream
@@ -315,6 +398,16 @@ class Appender:
                 return self._keyed_result(subject, found, keyed.own)
             found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
         return None
+
+    async def _at_sequence(self, subject: str, sequence: int) -> Stored | None:
+        """The commit holding event `sequence` (a binary search of leader
+        reads), or None if the aggregate has no such event."""
+        stream = self._ctx.stream
+        try:
+            seq = await _snapshots.covering_commit(self._wire, stream, subject, sequence)
+        except InvalidSnapshot:
+            return None
+        return await self._wire.reads.leader_message(stream, subject, seq=seq)
 
     async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence

@@ -67,7 +67,9 @@ def index_subject(prefix: str, correlation_id: str) -> str:
     return Subjects(prefix).correlation(correlation_id)
 
 
-async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequence: int) -> None:
+async def write_entry(
+    wire: Wire, stream: str, entry_subject: str, subject: str, first_sequence: int
+) -> None:
     """Store the index entry for a commit about to be published.
 
     Raises:
@@ -79,7 +81,7 @@ async def write_entry(wire: Wire, entry_subject: str, subject: str, first_sequen
     attempts = wire.cfg.append_attempts
     for attempt in range(1, attempts + 1):
         try:
-            ack = await wire.publish_commit(entry_subject, payload, headers, wire.timeout)
+            ack = await wire.publish_commit(stream, entry_subject, payload, headers, wire.timeout)
         except TimeoutError:
             if attempt == attempts:
                 raise

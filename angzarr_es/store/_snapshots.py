@@ -84,7 +84,9 @@ async def save(
     snap = core_pb2.Snapshot(sequence=sequence)
     snap.state.CopyFrom(_codec.pack(state))
     headers = {H_COMMIT_SEQ: str(commit_seq)}
-    ack = await wire.publish_commit(subject, snap.SerializeToString(), headers, wire.timeout)
+    ack = await wire.publish_commit(
+        stream, subject, snap.SerializeToString(), headers, wire.timeout
+    )
     if ack.error is not None:
         raise ack.error.as_error(f"save snapshot to {subject}")
 

@@ -20,6 +20,7 @@ from angzarr_es._types import (
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
 from angzarr_es.store._context import StoreContext, check_stream, fresh_position
+from angzarr_es.store._outcomes import nothing_sent
 from angzarr_es.store._read import Reader
 from angzarr_es.subjects import AggregateId, validate_domain, validate_edition
 
@@ -79,8 +80,9 @@ class EventStore:
         stream's `duplicate_window`, 2 minutes by default), this one stores
         nothing and returns that commit's result, with `duplicate=True`,
         whatever `expected` says now. The events are not compared. (With an
-        `expected` the aggregate has moved past, the commit is looked for
-        among the aggregate's first 1,000 commits of the window.)
+        `expected` the aggregate has moved past, the commit at `expected` is
+        read, where a command retried with its `expected` lands, then the
+        aggregate's first 1,000 commits of the window.)
 
         Raises:
             TypeError: an event is not a protobuf message, or `correlation_id`
@@ -127,19 +129,22 @@ class EventStore:
         Raises:
             TypeError: `state` is not a protobuf message.
             InvalidSnapshot: the aggregate has no event `sequence` (yet).
-            InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
+            StoreUnavailable, StoreError: nothing was stored.
+            StoreTimeout: no acknowledgement; the snapshot may have been stored.
+            InvalidAggregateId, CodecError
         """
         sequence = check_snapshot(state, sequence)
-        subject = self.subject(root)
+        subject = self._snapshot_subject(root)
         if not self._ctx.readable:
             await check_stream(self._ctx, write=False)
-        commit = await _snapshots.covering_commit(
-            self._ctx.wire, self._ctx.stream, subject, sequence
-        )
+        with nothing_sent(f"save snapshot to {subject}"):
+            commit = await _snapshots.covering_commit(
+                self._ctx.wire, self._ctx.stream, self.subject(root), sequence
+            )
         await _snapshots.save(
             self._ctx.wire,
             self._ctx.cfg.snapshot_stream,
-            self._snapshot_subject(root),
+            subject,
             state,
             sequence,
             commit,

@@ -14,7 +14,6 @@ import random
 import signal
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -24,7 +23,7 @@ import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
 from tests.support import jsadmin
-from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
+from tests.support.cluster import Cluster, eventually, library_bytes, rss_mb
 from tests.support.loadgen import (
     TYPED,
     Ledger,
@@ -37,15 +36,9 @@ from tests.support.loadgen import (
     tagged,
     until,
 )
+from tests.support.wirefaults import DROP_REPLY, UNAVAILABLE, Fault, WireFaults
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def r3(cluster: Cluster) -> AsyncIterator[Config]:
-    """A fresh R3 stream on a healthy cluster; its config (deleted afterwards)."""
-    async with r3_stream(cluster) as cfg:
-        yield cfg
 
 
 class Load:
@@ -143,9 +136,7 @@ async def test_a_frozen_leader_under_load(cluster: Cluster, r3: Config) -> None:
     once a new leader is elected; writers whose own server is frozen get typed
     errors (StoreTimeout) until it resumes, then carry on."""
     stream = r3.nats.stream_name
-    async with await angzarr_es.connect(config=r3) as probe:
-        leader = await cluster.wait_for_leader(probe, stream, current=True)
-    other = next(n for n in cluster.servers if n != leader)
+    leader, other = await cluster.leader_and_follower(r3)
     frozen_client = await angzarr_es.connect(config=pinned(r3, cluster, leader))
     live_client = await angzarr_es.connect(config=pinned(r3, cluster, other))
     try:
@@ -464,15 +455,16 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
         first_of: set[str] = set()
 
         async def late_first_ack(
-            subject: str, payload: bytes, headers: dict[str, str], t: float
+            stream: str, subject: str, payload: bytes, headers: dict[str, str], t: float
         ) -> Any:
             msg_id = headers["Nats-Msg-Id"]
             if msg_id not in first_of:
                 first_of.add(msg_id)
-                in_flight.append(asyncio.ensure_future(observed(subject, payload, headers, t)))
+                sent = observed(stream, subject, payload, headers, t)
+                in_flight.append(asyncio.ensure_future(sent))
                 await asyncio.sleep(0)  # let it reach the socket first: the retry follows it
                 raise angzarr_es.StoreTimeout("the first ack is late")
-            return await observed(subject, payload, headers, t)
+            return await observed(stream, subject, payload, headers, t)
 
         monkeypatch.setattr(wire, "publish_commit", late_first_ack)
         store = client.store("player")
@@ -614,3 +606,135 @@ async def test_provision_with_the_default_replicas_never_scales_an_r3_stream_dow
         assert "num_replicas" not in plan.changes
         info = msgspec.json.decode(await jsadmin.stream_info(client, cfg.nats.stream_name))
         assert info["config"]["num_replicas"] == 3
+
+
+async def test_a_stored_keyed_append_is_never_reported_as_nothing_stored(
+    cluster: Cluster, r3: Config
+) -> None:
+    """Issue 20's sequence, made deterministic at the wire seam: a keyed append
+    is stored but its ack is lost; the retry is answered `duplicate: true`; the
+    read of the earlier commit then meets 503/10008 (a re-election). The commit
+    is in the stream, so the append may raise StoreTimeout (unknown), never
+    StoreUnavailable ("nothing was stored"); a retry with the key finds it."""
+    async with await angzarr_es.connect(config=r3) as client:
+        faults = WireFaults(client).add(
+            Fault("publish", 1, DROP_REPLY), Fault("msg_get", 1, UNAVAILABLE)
+        )
+        store = client.store("player")
+        with pytest.raises(angzarr_es.StoreError) as info:
+            await store.append("k", [tagged("once")], expected=0, idempotency_key="cmd-1")
+        assert [k for k, _ in faults.trace] == ["publish", "publish", "msg_get"]
+        assert type(info.value) is angzarr_es.StoreTimeout, repr(info.value)
+        faults.restore()
+        again = await store.append("k", [tagged("once")], expected=0, idempotency_key="cmd-1")
+        assert again.duplicate
+        assert (again.first_sequence, again.next_sequence) == (0, 1)
+        hist = await store.load("k")
+        assert [e.event.reason for e in hist.events] == ["once"]  # type: ignore[attr-defined]
+
+
+def reasons(texts: list[str]) -> dict[str, int]:
+    """How often each reason was given, without the subject."""
+    return dict(collections.Counter(t.split(": ", 1)[-1] for t in texts))
+
+
+async def _failures_until_stored(
+    store: angzarr_es.EventStore, root: str, expected: int, timeout: float
+) -> list[str]:
+    """Append (with a key, so retries are safe) until it is stored; the text of
+    every StoreUnavailable met on the way."""
+    texts: list[str] = []
+
+    async def stored() -> bool | None:
+        try:
+            await store.append(root, [tagged("x")], expected=expected, idempotency_key="once")
+        except angzarr_es.StoreUnavailable as exc:
+            texts.append(str(exc))
+            await backoff()
+            return None
+        return True
+
+    await eventually(stored, timeout=timeout, what=f"an append to {root}")
+    return texts
+
+
+async def test_an_election_is_not_reported_as_a_missing_stream(
+    cluster: Cluster, r3: Config
+) -> None:
+    """Issue 20: every 503 on a publish said "no stream captures this subject
+    (create the event stream ...)", also while the stream's leader was being
+    elected. The shared probe now tells the cases apart."""
+    leader, other = await cluster.leader_and_follower(r3)
+    async with await angzarr_es.connect(config=pinned(r3, cluster, other)) as client:
+        store = client.store("player")
+        await store.append("e", [tagged("0")], expected=0)
+        cluster.kill(leader)
+        texts = await _failures_until_stored(store, "e", 1, timeout=30)
+    print(f"\nelection: {len(texts)} appends refused; reasons {reasons(texts)}")
+    assert texts, "no append met the election"
+    assert not [t for t in texts if "does not exist" in t or "provision" in t], texts
+    assert all("nothing stored" in t and "no leader" in t for t in texts), texts
+
+
+async def test_quorum_loss_is_reported_as_such_and_probed_at_a_bounded_rate(
+    cluster: Cluster, r3: Config
+) -> None:
+    """Two of three servers down: the survivor's appends say the stream has no
+    quorum (once the survivor answers STREAM.INFO, about 5 s in), never that it
+    is missing; a storm of failing appends costs one probe per PROBE_TTL."""
+    gone = list(await cluster.leader_and_follower(r3))
+    survivor = next(n for n in cluster.servers if n not in gone)
+    async with await angzarr_es.connect(config=pinned(r3, cluster, survivor)) as client:
+        store = client.store("player")
+        await store.append("q", [tagged("0")], expected=0)
+        spy = WireFaults(client)
+        for name in gone:
+            cluster.kill(name)
+        started = time.monotonic()
+        texts: list[str] = []
+
+        async def storm(k: int) -> None:
+            while not any("no quorum" in t for t in texts):
+                try:
+                    await store.append(f"q{k}", [tagged("x")], expected=0)
+                except angzarr_es.StoreUnavailable as exc:
+                    texts.append(str(exc))
+                except angzarr_es.StoreTimeout:
+                    pass  # a publish in flight to the killed leader
+                await backoff()
+
+        await asyncio.wait_for(asyncio.gather(*(storm(k) for k in range(20))), 60)
+        elapsed = time.monotonic() - started
+        probes = sum(kind == "stream_info" for kind, _ in spy.trace)
+        for name in gone:
+            cluster.restart(name)
+        after = await _failures_until_stored(store, "q", 1, timeout=60)
+    print(
+        f"\nquorum loss: {len(texts)} appends refused in {elapsed:.1f}s with {probes} probes; "
+        f"reasons {reasons(texts)}; {len(after)} more until it recovered"
+    )
+    assert not [t for t in texts + after if "does not exist" in t or "provision" in t]
+    assert probes <= elapsed / 2.0 + 2, f"{probes} STREAM.INFO probes in {elapsed:.1f}s"
+
+
+async def test_a_client_whose_server_freezes_moves_to_another(cluster: Cluster, r3: Config) -> None:
+    """SIGSTOP the server a client is connected to (a follower: the stream
+    keeps its leader). TCP stays up, so nothing tells the client; before, it
+    waited for SIGCONT or nats-py's pings (2 x 120 s), every request timing
+    out (benchmarks/outage.py: writers on a paused leader resumed only when
+    it did). A request that times out now makes the client ask its server
+    for a PONG; silence moves it to another server."""
+    _, frozen = await cluster.leader_and_follower(r3)
+    async with await angzarr_es.connect(config=pinned(r3, cluster, frozen)) as client:
+        store = client.store("player")
+        await store.append("f", [tagged("0")], expected=0)
+        cluster.pause(frozen)
+        try:
+            started = time.monotonic()
+            await _failures_until_stored(store, "f", 1, timeout=15)
+            elapsed = time.monotonic() - started
+            moved_to = client.connected_url
+        finally:
+            cluster.resume(frozen)
+    print(f"\nfrozen server {frozen}: appending again after {elapsed:.2f}s, via {moved_to}")
+    assert moved_to != cluster.url_of(frozen)

@@ -64,7 +64,7 @@ async def test_a_resent_batch_is_refused_whole(wire: Wire, stream: str) -> None:
 async def test_a_stale_expected_sequence_refuses_the_batch_and_uses_no_sequence(
     wire: Wire, stream: str
 ) -> None:
-    await wire.publish_commit(f"{stream}.b", b"0", {}, 2.0)
+    await wire.publish_commit(stream, f"{stream}.b", b"0", {}, 2.0)
     ack = await wire.publish_batch(
         [(f"{stream}.a", b"1", expect(0)), (f"{stream}.b", b"2", expect(0))], 2.0
     )
@@ -92,8 +92,8 @@ async def test_a_stream_without_allow_atomic_says_so(wire: Wire) -> None:
 
 async def test_sequenced_pages_say_whether_more_follow(wire: Wire, stream: str) -> None:
     for i in range(5):
-        await wire.publish_commit(f"{stream}.e.{i % 2}", b"%d" % i, {}, 2.0)
-        await wire.publish_commit(f"{stream}.other", b"x", {}, 2.0)
+        await wire.publish_commit(stream, f"{stream}.e.{i % 2}", b"%d" % i, {}, 2.0)
+        await wire.publish_commit(stream, f"{stream}.other", b"x", {}, 2.0)
     page, last, more = await wire.reads.direct_sequenced(stream, f"{stream}.e.*", 1, 3, 1 << 20)
     assert [seq for seq, _ in page] == [1, 3, 5]
     assert (last, more) == (5, True)

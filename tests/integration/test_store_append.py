@@ -19,6 +19,7 @@ from angzarr_es.pb import player_pb2
 from angzarr_es.store import _append as store_mod
 from tests.support import jsadmin
 from tests.support.events import deposit
+from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
 
 
 async def test_of_n_racing_writers_with_the_same_expected_exactly_one_wins(
@@ -139,9 +140,9 @@ async def test_a_conflict_known_from_the_cache_raises_without_publishing(
     published: list[str] = []
     real = client._wire.publish_commit
 
-    async def spy(subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
+    async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
         published.append(subject)
-        return await real(subject, *args, **kwargs)
+        return await real(stream, subject, *args, **kwargs)
 
     monkeypatch.setattr(client._wire, "publish_commit", spy)
     with pytest.raises(angzarr_es.ConcurrencyError):
@@ -328,3 +329,35 @@ async def test_a_stale_cached_stream_position_is_not_a_conflict(
     assert (res.first_sequence, res.next_sequence) == (1, 2)
     amounts = [e.event.amount_cents for e in (await ours.load("r")).events]  # type: ignore[attr-defined]
     assert amounts == [2, 3]
+
+
+async def test_a_keyed_retry_finds_its_commit_behind_a_busy_window(
+    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the nemesis (issue 20): a keyed command whose calls all ended
+    in StoreTimeout, retried with its key and `expected` once the aggregate
+    had moved on, was refused with ConcurrencyError although its commit was
+    stored: the key was looked for among the first KEY_SEARCH commits of the
+    duplicate window only, and a busy shared aggregate had more. The retry now
+    reads the commit at `expected` first: where every attempt of the same
+    command would have landed."""
+    monkeypatch.setattr(store_mod, "KEY_SEARCH", 3)
+    store = client.store("player")
+    async with await angzarr_es.connect(config=config) as other:
+        rival = other.store("player")
+        for i in range(5):  # more than KEY_SEARCH commits in the window before ours
+            await rival.append("busy", [deposit(i)], expected=i)
+        faults = WireFaults(client).add(
+            Fault("publish", 1, DROP_REPLY),  # stored, ack lost
+            Fault("publish", 2, LOSE),
+            Fault("publish", 3, LOSE),
+            Fault("msg_get", 1, LOSE),  # and the check for it fails
+        )
+        with pytest.raises(angzarr_es.StoreTimeout):
+            await store.append("busy", [deposit(5)], expected=5, idempotency_key="cmd")
+        faults.restore()
+        await rival.append("busy", [deposit(6)], expected=6)
+    again = await store.append("busy", [deposit(5)], expected=5, idempotency_key="cmd")
+    assert (again.first_sequence, again.next_sequence, again.duplicate) == (5, 6, True)
+    amounts = [e.event.amount_cents for e in (await store.load("busy")).events]  # type: ignore[attr-defined]
+    assert amounts == [0, 1, 2, 3, 4, 5, 6]

@@ -103,10 +103,12 @@ async def test_provision_refuses_a_server_that_is_too_old(
 async def test_appending_without_a_stream_says_so(config: Config) -> None:
     async with await angzarr_es.connect(config=config) as client:
         store = client.store("player")
-        with pytest.raises(angzarr_es.StoreUnavailable, match="provision"):
-            await store.append("x", [deposit(1)], expected=0)
-        # Reads and lookups name the missing stream (a 503 alone read as transient).
+        # Publishes, reads and lookups name the missing stream (a 503 alone
+        # read as transient), with the err_code to act on.
         missing = f"stream {config.nats.stream_name} does not exist.*provision"
+        with pytest.raises(angzarr_es.StoreUnavailable, match=missing) as info:
+            await store.append("x", [deposit(1)], expected=0)
+        assert info.value.err_code == 10059
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
             await store.load("x")
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
@@ -124,12 +126,15 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
             asked.append(subject)
             return await real(subject, *args, **kwargs)
 
-        wire.reads._probes.clear()
+        wire.probe.forget()
         wire.mux.request = counting  # type: ignore[method-assign]
         got = await asyncio.gather(
-            *(store.load(f"y{i}") for i in range(20)), return_exceptions=True
+            *(store.load(f"y{i}") for i in range(20)),
+            *(store.append(f"z{i}", [deposit(1)], expected=0) for i in range(20)),
+            return_exceptions=True,
         )
         assert all(isinstance(e, angzarr_es.StoreUnavailable) for e in got), got
+        assert all("does not exist" in str(e) for e in got), got
         assert sum(s.startswith("$JS.API.STREAM.INFO.") for s in asked) == 1
 
 

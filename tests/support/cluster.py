@@ -95,8 +95,17 @@ class Cluster(EmbeddedCluster):
         server.start()
 
     def pause(self, name: str) -> None:
-        """SIGSTOP server `name`: alive but silent, as a hung or partitioned node."""
-        self.servers[name].signal(signal.SIGSTOP)
+        """SIGSTOP server `name`: alive but silent, as a hung or partitioned node.
+
+        Returns once the kernel reports it stopped: a signal is delivered
+        asynchronously, and a request sent right after `kill()` was seen
+        answered by the "paused" server.
+        """
+        server = self.servers[name]
+        server.signal(signal.SIGSTOP)
+        if server.proc is not None and server.proc.poll() is None:
+            # Our child: wait for its stop to be reported, leaving it waitable.
+            os.waitid(os.P_PID, server.proc.pid, os.WSTOPPED | os.WNOWAIT)
 
     def resume(self, name: str) -> None:
         self.servers[name].signal(signal.SIGCONT)
@@ -148,6 +157,12 @@ class Cluster(EmbeddedCluster):
             return info.cluster.leader
 
         return await eventually(probe, timeout=timeout, what=f"a leader for stream {stream}")
+
+    async def leader_and_follower(self, cfg: Config) -> tuple[str, str]:
+        """The stream's leader, once every replica is current, and a follower."""
+        async with await angzarr_es.connect(config=cfg) as client:
+            leader = await self.wait_for_leader(client, cfg.nats.stream_name, current=True)
+        return leader, next(n for n in self.servers if n != leader)
 
 
 @contextlib.asynccontextmanager

@@ -153,9 +153,11 @@ class PublishSpy:
         self.trail: list[str] = []  # per ack: "ok", "dup" or the err_code
         original = wire.publish_commit
 
-        async def spy(subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> Any:
+        async def spy(
+            stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        ) -> Any:
             self.ids[headers["Nats-Msg-Id"]] += 1
-            ack = await original(subject, payload, headers, timeout)
+            ack = await original(stream, subject, payload, headers, timeout)
             if ack.duplicate:
                 self.duplicates += 1
             if ack.error is not None:

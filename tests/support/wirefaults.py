@@ -1,0 +1,145 @@
+"""Failures injected at the wire seam: every request a client makes (publishes,
+JetStream API calls, single Direct Gets) goes through `Mux.ask`, so replacing
+it on one client's mux lets a test lose a request, drop the reply of one that
+was served, or answer it as the server does when it cannot (503 statuses,
+JetStream error replies), at exactly the request it names.
+
+    faults = WireFaults(client)
+    faults.add(Fault("publish", 1, DROP_REPLY))   # the first publish is stored, its ack lost
+    faults.add(Fault("msg_get", 1, UNAVAILABLE))  # then one leader read answers 10008
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from angzarr_es import Client
+from angzarr_es.errors import StoreTimeout, StoreUnavailable
+
+# What a failure does to the request it hits.
+DROP_REPLY = "drop_reply"
+"""Sent and served (a publish is stored), but the reply never arrives."""
+LOSE = "lose"
+"""Never reaches the server; the caller waits out its timeout."""
+NO_RESPONDERS = "no_responders"
+"""The server answers status 503: nobody serves the subject (no stream leader)."""
+UNAVAILABLE = "unavailable"
+"""JetStream answers 503 / 10008 "JetStream system temporarily unavailable"."""
+REFUSED = "refused"
+"""JetStream answers some other error (500): the request was refused."""
+DISCONNECTED = "disconnected"
+"""The connection is down when it is sent: nothing goes out."""
+
+MODES = (DROP_REPLY, LOSE, NO_RESPONDERS, UNAVAILABLE, REFUSED, DISCONNECTED)
+
+
+def kind_of(subject: str, prefix: str) -> str:
+    """What a request on `subject` is, for a client whose subject prefix is `prefix`."""
+    if subject.startswith(f"{prefix}.events."):
+        return "publish"
+    if subject.startswith(f"{prefix}.correlation."):
+        return "entry"
+    if subject.startswith(f"{prefix}.snapshots."):
+        return "snapshot"
+    for api, kind in (
+        ("$JS.API.DIRECT.GET.", "direct_get"),
+        ("$JS.API.STREAM.MSG.GET.", "msg_get"),
+        ("$JS.API.STREAM.PURGE.", "purge"),
+        ("$JS.API.STREAM.INFO.", "stream_info"),
+    ):
+        if subject.startswith(api):
+            return kind
+    return "other"
+
+
+def _error_reply(subject: str, code: int, err_code: int, description: str) -> bytes:
+    body = f'"code":{code},"err_code":{err_code},"description":"{description}"'
+    if subject.startswith("$JS.API."):
+        return b'{"type":"io.nats.jetstream.api.v1.error","error":{%s}}' % body.encode()
+    return b'{"error":{%s}}' % body.encode()  # a PubAck refusing the publish
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fail the `nth` (1-based) request of `kind` as `mode` says."""
+
+    kind: str
+    nth: int
+    mode: str
+
+
+@dataclass
+class WireFaults:
+    """Replaces `client`'s `Mux.ask`; records every request as (kind, subject)."""
+
+    client: Client
+    faults: list[Fault] = field(default_factory=list)
+    trace: list[tuple[str, str]] = field(default_factory=list)
+    fired: list[Fault] = field(default_factory=list)
+    # Requests the test itself makes through this client are not counted.
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        mux = self.client._wire.mux
+        self._real: Callable[..., Awaitable[Msg]] = mux.ask
+        self._prefix = self.client.config.nats.subject_prefix
+        self._seen: dict[str, int] = {}
+        mux.ask = self._ask  # type: ignore[method-assign]
+
+    def add(self, *faults: Fault) -> WireFaults:
+        self.faults.extend(faults)
+        return self
+
+    def reset(self, *faults: Fault) -> None:
+        """Forget the trace and the faults; arm `faults` instead."""
+        self.faults = list(faults)
+        self.trace.clear()
+        self.fired.clear()
+        self._seen.clear()
+
+    def restore(self) -> None:
+        self.client._wire.mux.ask = self._real  # type: ignore[method-assign,assignment]
+
+    async def _ask(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+        what: str,
+        resend: float = 0.0,
+    ) -> Msg:
+        if self.paused:
+            return await self._real(subject, payload, headers, timeout, what, resend)
+        kind = kind_of(subject, self._prefix)
+        self.trace.append((kind, subject))
+        n = self._seen[kind] = self._seen.get(kind, 0) + 1
+        fault = next((f for f in self.faults if f.kind == kind and f.nth == n), None)
+        if fault is None:
+            return await self._real(subject, payload, headers, timeout, what, resend)
+        self.fired.append(fault)
+        mode = fault.mode
+        if mode == DROP_REPLY:
+            await self._real(subject, payload, headers, timeout, what, resend)
+            raise StoreTimeout(f"{what}: no answer from NATS in time (reply dropped)")
+        if mode == LOSE:
+            raise StoreTimeout(f"{what}: no answer from NATS in time (request lost)")
+        if mode == DISCONNECTED:
+            raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
+        nc = self.client._wire.nc
+        if kind == "direct_get" and mode in (UNAVAILABLE, REFUSED):
+            # Direct Get answers with a status, not a JSON error.
+            status = "503" if mode == UNAVAILABLE else "500"
+            return Msg(_client=nc, subject="", data=b"", headers={"Status": status})
+        if mode == NO_RESPONDERS:
+            return Msg(_client=nc, subject="", data=b"", headers={"Status": "503"})
+        if mode == UNAVAILABLE:
+            data = _error_reply(subject, 503, 10008, "JetStream system temporarily unavailable")
+        elif mode == REFUSED:
+            data = _error_reply(subject, 500, 10999, "injected refusal")
+        else:
+            raise AssertionError(f"unknown fault mode {mode!r}")
+        return Msg(_client=nc, subject="", data=data, headers=None)
