@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from angzarr_es import _codec, _provision
 from angzarr_es._nats import Wire
-from angzarr_es._nats.errors import PROVISION_HINT
+from angzarr_es._nats.errors import PROVISION_HINT, STREAM_NOT_FOUND
 from angzarr_es._observe import Observer
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import PermissionDenied, StoreError, StoreUnavailable, StreamConfigError
@@ -101,7 +101,9 @@ async def check_stream(ctx: StoreContext, *, write: bool) -> None:
             return
         if not verdict.exists:
             raise StoreUnavailable(
-                f"stream {ctx.stream} does not exist: create it with {PROVISION_HINT}", code=503
+                f"stream {ctx.stream} does not exist: create it with {PROVISION_HINT}",
+                code=503,
+                err_code=STREAM_NOT_FOUND,
             )
         if ctx.verdict is None or ctx.verdict.direct != verdict.direct:
             ctx.wire.reads.use_leader(ctx.stream, not verdict.direct)

@@ -46,10 +46,10 @@ def requests(client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch) -> Iter
     ask, gather = mux.ask, mux.gather
 
     async def counted_ask(
-        subject: str, payload: bytes, headers: Any, timeout: float, what: str
+        subject: str, payload: bytes, headers: Any, timeout: float, what: str, *rest: Any
     ) -> Any:
         sent.append(what)
-        return await ask(subject, payload, headers, timeout, what)
+        return await ask(subject, payload, headers, timeout, what, *rest)
 
     async def counted_gather(
         subject: str, body: bytes, expect: int, what: str, inbox: str = ""
