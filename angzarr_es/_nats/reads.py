@@ -98,7 +98,7 @@ class Reads:
         what = what or f"read last commit of {subject}"
         try:
             msg = await self._mux.request(
-                DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what
+                DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what, repeatable=True
             )
         except StoreUnavailable as exc:
             if exc.code != 503:
