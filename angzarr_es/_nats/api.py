@@ -70,14 +70,24 @@ class JetStream:
         self._mux = mux
 
     async def call(
-        self, subject: str, body: bytes = b"", *, what: str = "", timeout: float | None = None
+        self,
+        subject: str,
+        body: bytes = b"",
+        *,
+        what: str = "",
+        timeout: float | None = None,
+        repeatable: bool = False,
     ) -> bytes:
-        """One API request; the raw JSON reply.
+        """One API request; the raw JSON reply (`repeatable`: a read, sent
+        again while unanswered).
 
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
-        msg = await self._mux.request(subject, body, timeout=timeout, what=what or subject)
+        what = what or subject
+        msg = await self._mux.request(
+            subject, body, timeout=timeout, what=what, repeatable=repeatable
+        )
         return msg.data
 
     # -- account and streams ---------------------------------------------------
@@ -187,9 +197,8 @@ class JetStream:
         """One STREAM.MSG.GET, answered by the stream leader (None: no such message)."""
         subject = request.last_by_subj or request.next_by_subj
         what = what or (f"read {subject}" if subject else f"read {stream} #{request.seq}")
-        reply = m.msg_get(
-            await self.call(STREAM_MSG_GET.format(stream=stream), m.encode(request), what=what)
-        )
+        api = STREAM_MSG_GET.format(stream=stream)
+        reply = m.msg_get(await self.call(api, m.encode(request), what=what, repeatable=True))
         if reply.error is not None:
             if reply.error.err_code == NO_MESSAGE_FOUND or reply.error.code == 404:
                 return None

@@ -25,13 +25,25 @@ from angzarr_es._nats.connection import FastClient, serve_directly, settle_subsc
 from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translate, translated
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
 
-__all__ = ["Collector", "Mux", "feed"]
+__all__ = ["Collector", "Mux", "feed", "resend_after"]
 
 log = logging.getLogger("angzarr_es")
 
 # How often pending requests are checked for their deadline: a request times
 # out between `timeout` and `timeout + SWEEP_INTERVAL` seconds.
 SWEEP_INTERVAL = 0.05
+
+RESEND = 0.5
+"""Seconds a request that is safe to repeat (a commit with its Nats-Msg-Id, a
+read) waits for its answer before the same message is sent again, at most
+half its timeout. Measured: a publish, or a read looking for its commit, sent
+to a stream leader that froze just before a new one was elected held its
+writer for the rest of its timeout after the new leader was serving."""
+
+
+def resend_after(timeout: float) -> float:
+    """Seconds after which an unanswered repeatable request is sent again."""
+    return min(RESEND, timeout / 2)
 
 
 class _Pending(NamedTuple):
@@ -212,13 +224,17 @@ class Mux:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         what: str = "request",
+        repeatable: bool = False,
     ) -> Msg:
         """One request, one reply; a 503 status (no responders) is an error.
+        A `repeatable` one (a read) is sent again while unanswered (`resend_after`).
 
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
-        msg = await self.ask(subject, payload, headers, timeout or self.timeout, what)
+        timeout = timeout or self.timeout
+        again = resend_after(timeout) if repeatable else 0.0
+        msg = await self.ask(subject, payload, headers, timeout, what, again)
         if msg.headers and msg.headers.get(m.STATUS) == "503":
             raise StoreUnavailable(f"{what}: {NO_RESPONDERS}", code=503)
         return msg

@@ -146,7 +146,7 @@ class Reads:
             return None if got is None else (got.data, got.seq, parse_headers(got.hdrs))
         try:
             msg = await self._mux.request(
-                DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what
+                DIRECT_GET_LAST.format(stream=stream, subject=subject), what=what, repeatable=True
             )
         except StoreUnavailable as exc:
             if exc.code != 503:

@@ -24,7 +24,7 @@ from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import JetStream
 from angzarr_es._nats.connection import abandon, open_connection
 from angzarr_es._nats.errors import translated, violation
-from angzarr_es._nats.mux import Mux
+from angzarr_es._nats.mux import Mux, resend_after
 from angzarr_es._nats.probe import StreamProbe
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
@@ -37,13 +37,6 @@ BatchMessage = tuple[str, bytes, dict[str, str]]
 """One message of an atomic batch: (subject, payload, its own headers)."""
 
 log = logging.getLogger("angzarr_es")
-
-RESEND = 0.5
-"""Seconds a commit's publish waits for its answer before the same message
-(same Nats-Msg-Id, same expected sequence: JetStream stores it once) is sent
-again, at most half the request timeout. Measured: a publish sent to a stream
-leader that froze just before a new one was elected held its writer for the
-rest of its timeout after the new leader was serving."""
 
 LIVENESS_TIMEOUT = 1.0
 """Seconds the connected server has to answer a PING once a request timed
@@ -205,8 +198,9 @@ class Wire:
     @staticmethod
     def resend_after(timeout: float) -> float:
         """Seconds after which an unanswered publish carrying a Nats-Msg-Id is
-        sent again (so an answer that took longer may be a later copy's)."""
-        return min(RESEND, timeout / 2)
+        sent again (same id, same expected sequence: JetStream stores it once),
+        so an answer that took longer may be a later copy's."""
+        return resend_after(timeout)
 
     async def publish_commit(
         self, stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float

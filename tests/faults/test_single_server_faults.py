@@ -25,6 +25,7 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.store._context import leader_position
 from tests.support import jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
@@ -366,6 +367,36 @@ async def test_an_unanswered_publish_is_sent_again_before_its_timeout(
         hist = await store.load("h")
         assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
     print(f"\nunanswered publish ({key or 'random id'}): stored in {elapsed:.2f}s; {spy.trail}")
+
+
+@pytest.mark.parametrize("read", ["direct_get", "leader_read"])
+async def test_an_unanswered_read_is_sent_again_before_its_timeout(
+    server: EmbeddedServer, cfg: Config, read: str
+) -> None:
+    """The reads of the write path (Direct Get of the last commit; the
+    leader's STREAM.MSG.GET) are sent again too. Measured before
+    (benchmarks/outage.py, SIGSTOP of the leader): the read looking for an
+    unanswered commit, sent just before a new leader was elected, held its
+    writer for its whole timeout (1.8 s after the new leader served)."""
+    patient = config_of(msgspec.structs.replace(cfg.nats, request_timeout=10.0))
+    async with through_proxy(server, patient) as (client, proxy):
+        store = client.store("player")
+        await store.append("r", [tagged("0")], expected=0)
+
+        async def op() -> int:
+            if read == "direct_get":
+                return await store.next_sequence("r")
+            return (await leader_position(store._ctx, store.subject("r"))).next_sequence
+
+        proxy.swallow = True
+        started = time.monotonic()
+        task = asyncio.create_task(op())
+        await eventually(lambda: until(proxy.swallowed > 0), timeout=5, what="the reply")
+        proxy.swallow = False
+        got = await asyncio.wait_for(task, 30)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"the read took {elapsed:.1f}s"
+    assert got == 1
 
 
 async def test_a_timed_out_append_retried_with_its_key_is_not_stored_twice(
