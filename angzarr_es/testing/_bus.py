@@ -24,6 +24,7 @@ from types import TracebackType
 
 import msgspec
 
+from angzarr_es._durables import filter_hint
 from angzarr_es.bus import (
     Delivery,
     Handler,
@@ -34,7 +35,6 @@ from angzarr_es.bus import (
     Subscription,
 )
 from angzarr_es.bus._delivery import check_handler, check_skip_handler, decode_delivery
-from angzarr_es.bus._settings import filter_hint
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import ConfigError, ConsumerConfigError, StoreUnavailable
 from angzarr_es.filters import FilterLike, resolve

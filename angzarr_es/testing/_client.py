@@ -168,6 +168,7 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
                 max_deliver=spec.max_deliver,
                 ack_wait=spec.ack_wait,
                 exists=spec.name in self._world.durables,
+                action="none" if spec.name in self._world.durables else "create",
             )
             for spec in nats.consumers
             if bus

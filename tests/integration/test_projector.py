@@ -364,8 +364,15 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
     stream = cfg.nats.stream_name
     async with await angzarr_es.connect(config=cfg) as c:
         await c.provision()
+        planned = await c.plan_provision(bus=True)
+        assert [(p.name, p.action) for p in planned.consumers] == [
+            ("player-projector", "create"),
+            ("hand-projector", "create"),
+        ]
         await c.bus.provision()
         await c.bus.provision()  # idempotent
+        planned = await c.plan_provision(bus=True)
+        assert [p.action for p in planned.consumers] == ["none", "none"]
         assert sorted(await jsadmin.consumer_names(c, stream)) == [
             "hand-projector",
             "player-projector",
@@ -380,6 +387,12 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
             pass
         info = msgspec.json.decode(await jsadmin.consumer_info(c, stream, "player-projector"))
         assert info["config"]["ack_wait"] == 7 * 10**9
+        # ... and the plan says provisioning would bring it back to its entry.
+        player = (await c.plan_provision(bus=True)).consumers[0]
+        assert (player.action, player.changes) == (
+            "update",
+            {"ack_wait": "7000000000 -> 30000000000"},
+        )
         # ... a conflicting definition is refused, naming what differs.
         with pytest.raises(ConsumerConfigError, match="filter_subject"):
             async with c.projector("player-projector", filters.domain("hand"), Recorder()):
