@@ -8,7 +8,6 @@ import logging
 import os
 import weakref
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -16,6 +15,7 @@ import msgspec
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._health import check as check_health
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
@@ -113,7 +113,7 @@ async def _shut(thing: Projector | CatchUp | Subscription, drain_timeout: float 
         await thing.close()
 
 
-class Client(ProjectorFactory[Projector]):
+class Client(ClosesOnExit, ProjectorFactory[Projector]):
     """A connection to NATS: provisions the stream and hands out stores,
     projectors (`projector(name, [filter,] handler, ...)`) and subscriptions."""
 
@@ -345,17 +345,6 @@ class Client(ProjectorFactory[Projector]):
             await asyncio.wait({handler})
         finally:
             await self._wire.close()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def health(
         self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD

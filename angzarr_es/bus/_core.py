@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from angzarr_es import _nats
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._catchup import CatchUp
@@ -45,7 +45,7 @@ CAPTURE_CHECK_TTL = 10.0
 PUMP_EXIT = 5.0
 
 
-class Subscription:
+class Subscription(ClosesOnExit):
     """A running subscription; `close()` (or leaving `async with`) stops it."""
 
     def __init__(
@@ -64,17 +64,6 @@ class Subscription:
             finally:
                 if self._forget is not None:
                     self._forget()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class Bus:

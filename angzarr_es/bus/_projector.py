@@ -42,12 +42,12 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import msgspec
 
 from angzarr_es import _nats, tracing
+from angzarr_es._lifecycle import StartsOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ensure_dead_letters
@@ -78,7 +78,7 @@ def handler_task() -> asyncio.Task[None] | None:
     return _handler_task.get()
 
 
-class Projector:
+class Projector(StartsOnEnter):
     """A running durable projector; make it with `client.projector(...)`."""
 
     def __init__(
@@ -310,18 +310,6 @@ class Projector:
         """Stop and remove the durable consumer (its checkpoint is lost)."""
         await self.stop()
         await self._wire.js.consumer_delete(self._cfg.stream_name, self._settings.durable)
-
-    async def __aenter__(self) -> Projector:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- receiving -----------------------------------------------------------
 

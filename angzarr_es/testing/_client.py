@@ -6,11 +6,11 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Literal
 
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._provision import ConsumerPlan, ProvisionPlan, StreamPlan
 from angzarr_es.bus import Handler, ProjectorSettings, SkipHandler, Start
 from angzarr_es.bus._factory import ProjectorFactory
@@ -30,7 +30,7 @@ log = logging.getLogger("angzarr_es")
 SERVER_VERSION = (2, 12, 0)
 
 
-class InMemoryClient(ProjectorFactory[InMemoryProjector]):
+class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
     """`Client` over one in-memory world: stores, discovery, correlation,
     editions, `provision`, `close` and `async with`, and a bus (projectors,
     catch-up and live subscriptions) that delivers the world's commits in
@@ -202,14 +202,3 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
                 log.warning("closing the client: stopping %r failed: %r", thing, result)
         self._world.closed = True
         self._world.notify()
-
-    async def __aenter__(self) -> InMemoryClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
