@@ -65,37 +65,36 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
 def _side_plan(plan: ProvisionPlan) -> int:
     """What provisioning would do to the snapshot and dead-letter streams and
     the configured consumers; 1 if a consumer cannot be brought to its definition."""
+    blocked = 0
     for stream in plan.streams[1:]:
         name = f"{stream.role} {stream.config.name}"
-        if stream.action == "create":
-            print(f"{name} would be created")
-        elif stream.action == "none":
-            print(f"{name} exists and is up to date")
-        elif stream.role == "dead-letter stream":
+        if stream.role == "dead-letter stream" and stream.action == "update":
             print(f"{name} exists; subject {stream.config.subjects[-1]} would be added")
         else:
-            print(f"{name} exists and would be updated (existing -> wanted):")
-            for key, change in stream.changes.items():
-                print(f"  {key}: {change}")
-    blocked = 0
+            _say(name, stream.action, stream.changes)
     for consumer in plan.consumers:
         name = (
             f"consumer {consumer.name} ({consumer.filter}, max_deliver {consumer.max_deliver}, "
             f"ack_wait {consumer.ack_wait}s)"
         )
-        if consumer.action == "create":
-            print(f"{name} would be created")
-        elif consumer.action == "none":
-            print(f"{name} exists and is up to date")
-        elif consumer.action == "update":
-            print(f"{name} exists and would be updated (existing -> wanted):")
-            for key, change in consumer.changes.items():
-                print(f"  {key}: {change}")
-        else:
-            print(f"{name} cannot be changed in place")
+        _say(name, consumer.action, consumer.changes)
+        if consumer.action == "blocked":
             print(f"blocked: {consumer.blocker}")
             blocked = 1
     return blocked
+
+
+def _say(name: str, action: str, changes: dict[str, str]) -> None:
+    if action == "create":
+        print(f"{name} would be created")
+    elif action == "none":
+        print(f"{name} exists and is up to date")
+    elif action == "update":
+        print(f"{name} exists and would be updated (existing -> wanted):")
+        for key, change in changes.items():
+            print(f"  {key}: {change}")
+    else:
+        print(f"{name} cannot be changed in place")
 
 
 def _describe(plan: ProvisionPlan) -> None:
