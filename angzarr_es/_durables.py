@@ -10,7 +10,7 @@ projector as it starts and for `Bus.provision`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -26,6 +26,7 @@ __all__ = [
     "PIN_TTL",
     "Action",
     "ConsumerPlan",
+    "Limits",
     "configured_consumer_config",
     "durable_config",
     "filter_hint",
@@ -74,28 +75,39 @@ class ConsumerPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Why the existing consumer cannot be brought to its definition (action "blocked")."""
 
 
+class Limits(Protocol):
+    """What a projector's settings and a `[[bus.nats.consumers]]` entry both say."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ack_wait(self) -> float: ...
+    @property
+    def max_deliver(self) -> int: ...
+    @property
+    def max_ack_pending(self) -> int: ...
+
+
 def durable_config(
-    *,
-    durable: str,
-    name: str,
+    of: Limits,
     subject: str,
-    ack_wait: float,
-    max_deliver: int,
-    max_ack_pending: int,
+    *,
+    durable: str = "",
     pinned: bool = False,
     start: dict[str, Any] | None = None,
 ) -> m.ConsumerConfig:
-    """A projector's durable consumer as the server should hold it (`start`:
-    the delivery policy fields, by default from the first commit)."""
+    """A projector's durable consumer as the server should hold it: named
+    `durable` (default: `of.name`), on `subject`, from `start` (the delivery
+    policy fields; default: the first commit)."""
     return m.ConsumerConfig(
-        durable_name=durable,
-        description=f"angzarr_es projector {name}",
+        durable_name=durable or of.name,
+        description=f"angzarr_es projector {of.name}",
         ack_policy="explicit",
         replay_policy="instant",
         filter_subject=subject,
-        ack_wait=int(ack_wait * m.NANOS),
-        max_deliver=max_deliver,
-        max_ack_pending=max_ack_pending,
+        ack_wait=int(of.ack_wait * m.NANOS),
+        max_deliver=of.max_deliver,
+        max_ack_pending=of.max_ack_pending,
         priority_policy="pinned_client" if pinned else "",
         priority_groups=[PIN_GROUP] if pinned else [],
         priority_timeout=int(PIN_TTL * m.NANOS) if pinned else 0,
@@ -105,14 +117,7 @@ def durable_config(
 
 def configured_consumer_config(spec: ConsumerSpec) -> m.ConsumerConfig:
     """The durable consumer of a `[[bus.nats.consumers]]` entry."""
-    return durable_config(
-        durable=spec.name,
-        name=spec.name,
-        subject=spec.filter,
-        ack_wait=spec.ack_wait,
-        max_deliver=spec.max_deliver,
-        max_ack_pending=spec.max_ack_pending,
-    )
+    return durable_config(spec, spec.filter)
 
 
 def plan_consumer(

@@ -112,12 +112,9 @@ async def provision_consumer(
 def consumer_config(settings: ProjectorSettings) -> m.ConsumerConfig:
     """The projector's durable consumer as the server should hold it."""
     return durable_config(
+        settings,
+        settings.subject,
         durable=settings.durable,
-        name=settings.name,
-        subject=settings.subject,
-        ack_wait=settings.ack_wait,
-        max_deliver=settings.max_deliver,
-        max_ack_pending=settings.max_ack_pending,
         pinned=settings.partition is not None,
         start=start_config(settings.start),
     )
