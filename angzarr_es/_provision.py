@@ -6,9 +6,9 @@
     consumers           [[bus.nats.consumers]] durables               (JetStream mode)
 
 `plan()` reads what exists and says what provisioning would do, changing
-nothing; `apply()` carries out the stream part of a plan. Durable consumers
-are made by the bus (`Bus.provision`), which knows a projector's settings;
-the plan only says whether each exists yet.
+nothing; `apply()` carries out the stream part of a plan. Durable
+consumers are planned and made in `_durables.py`, by the same
+`plan_consumer()` for this plan and for a projector's start.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from angzarr_es._durables import Action, ConsumerPlan, configured_consumer_config, plan_consumer
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import PROVISION_HINT
@@ -59,7 +60,6 @@ DELETING = (
     *_IMMUTABLE,
 )
 
-Action = Literal["create", "update", "none", "blocked"]
 Role = Literal["event stream", "snapshot stream", "dead-letter stream"]
 
 
@@ -78,17 +78,6 @@ class StreamPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Setting -> "old -> new" for every setting that differs."""
     blocker: str = ""
     """Why the stream cannot be changed in place (action "blocked")."""
-
-
-class ConsumerPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """A configured durable consumer (`[[bus.nats.consumers]]`)."""
-
-    name: str
-    filter: str
-    max_deliver: int
-    ack_wait: float
-    exists: bool
-    """False: it would be created; True: it would be checked and brought up to date."""
 
 
 class ProvisionPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -277,18 +266,9 @@ async def plan(wire: Wire, cfg: NatsConfig, *, bus: bool = False) -> ProvisionPl
         streams.append(await _plan_dead_letters(wire, dlq_stream_config(cfg)))
         events_exist = streams[0].action != "create"
         for spec in cfg.consumers:
-            exists = events_exist and (
-                await wire.js.consumer_info(cfg.stream_name, spec.name) is not None
-            )
-            consumers.append(
-                ConsumerPlan(
-                    name=spec.name,
-                    filter=spec.filter,
-                    max_deliver=spec.max_deliver,
-                    ack_wait=spec.ack_wait,
-                    exists=exists,
-                )
-            )
+            info = await wire.js.consumer_info(cfg.stream_name, spec.name) if events_exist else None
+            current = None if info is None else info.config
+            consumers.append(plan_consumer(cfg, configured_consumer_config(spec), current))
     return ProvisionPlan(streams=streams, consumers=consumers)
 
 

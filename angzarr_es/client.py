@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import weakref
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -16,6 +13,7 @@ import msgspec
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._health import check as check_health
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
@@ -28,10 +26,9 @@ from angzarr_es.bus import (
     ProjectorSettings,
     SkipHandler,
     Start,
-    Subscription,
 )
 from angzarr_es.bus._factory import ProjectorFactory
-from angzarr_es.bus._projector import handler_task
+from angzarr_es.bus._owned import Owned, close_after
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.errors import (
     ConfigError,
@@ -100,20 +97,7 @@ async def connect(
     return Client(wire, config, observer=observer)
 
 
-_closing: set[asyncio.Task[None]] = set()  # deferred closes, kept until done
-
-
-async def _shut(thing: Projector | CatchUp | Subscription, drain_timeout: float | None) -> None:
-    if isinstance(thing, Projector):
-        await thing.stop(drain_timeout=drain_timeout)
-        await thing.settle(drain_timeout)
-    elif isinstance(thing, CatchUp):
-        await thing.aclose()
-    else:
-        await thing.close()
-
-
-class Client(ProjectorFactory[Projector]):
+class Client(ClosesOnExit, ProjectorFactory[Projector]):
     """A connection to NATS: provisions the stream and hands out stores,
     projectors (`projector(name, [filter,] handler, ...)`) and subscriptions."""
 
@@ -129,8 +113,7 @@ class Client(ProjectorFactory[Projector]):
         )
         self._subjects = Subjects(config.nats.subject_prefix)
         self._bus: Bus | None = None
-        # What close() stops first: without it their tasks died with the loop.
-        self._owned: weakref.WeakSet[Projector | CatchUp] = weakref.WeakSet()
+        self._owned = Owned()  # what close() stops first
 
     @property
     def config(self) -> Config:
@@ -316,46 +299,15 @@ class Client(ProjectorFactory[Projector]):
         from a projector's handler, it returns once the rest is stopped, and
         the connection closes when that handler has settled its commit.
         """
-        owned = [*self._owned, *(self._bus.subscriptions if self._bus else ())]
-        me = handler_task()
-        if me is not None and (
-            me.done() or not any(isinstance(o, Projector) and o.runs(me) for o in owned)
-        ):
-            me = None  # not a handler of this client's projectors
+        me = self._owned.caller()
         try:
-            results = await asyncio.gather(
-                *(_shut(o, drain_timeout) for o in owned), return_exceptions=True
-            )
-            for thing, result in zip(owned, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.warning("closing the client: stopping %r failed: %r", thing, result)
+            await self._owned.stop(self._bus.subscriptions if self._bus else (), drain_timeout)
         finally:
             if me is not None:
-                # Our caller's commit is acked when its handler returns: close
-                # after that, from a task that exists now (so that a loop
-                # ending meanwhile cancels and awaits it like the others).
-                task = asyncio.get_running_loop().create_task(self._close_after(me))
-                _closing.add(task)
-                task.add_done_callback(_closing.discard)
+                # Our caller's commit is acked when its handler returns.
+                close_after(me, self._wire.close)
             else:
                 await self._wire.close()
-
-    async def _close_after(self, handler: asyncio.Task[Any]) -> None:
-        try:
-            await asyncio.wait({handler})
-        finally:
-            await self._wire.close()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def health(
         self, *, monitor_url: str | None = None, lag_threshold: int = DEFAULT_LAG_THRESHOLD

@@ -48,8 +48,7 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
             if plan.action == "blocked":
                 print(f"blocked: {plan.blocker}")
                 return 1
-            _side_plan(plan)
-            return 0
+            return _side_plan(plan)
         plan = await client.provision()
         print(f"stream {plan.config.name} {where} {_DONE[plan.action]}")
         _changes(plan.events)
@@ -63,26 +62,39 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
         return 0
 
 
-def _side_plan(plan: ProvisionPlan) -> None:
+def _side_plan(plan: ProvisionPlan) -> int:
     """What provisioning would do to the snapshot and dead-letter streams and
-    the configured consumers."""
+    the configured consumers; 1 if a consumer cannot be brought to its definition."""
+    blocked = 0
     for stream in plan.streams[1:]:
         name = f"{stream.role} {stream.config.name}"
-        if stream.action == "create":
-            print(f"{name} would be created")
-        elif stream.action == "none":
-            print(f"{name} exists and is up to date")
-        elif stream.role == "dead-letter stream":
+        if stream.role == "dead-letter stream" and stream.action == "update":
             print(f"{name} exists; subject {stream.config.subjects[-1]} would be added")
         else:
-            print(f"{name} exists and would be updated (existing -> wanted):")
-            for key, change in stream.changes.items():
-                print(f"  {key}: {change}")
+            _say(name, stream.action, stream.changes)
     for consumer in plan.consumers:
-        print(
+        name = (
             f"consumer {consumer.name} ({consumer.filter}, max_deliver {consumer.max_deliver}, "
-            f"ack_wait {consumer.ack_wait}s) would be created or checked"
+            f"ack_wait {consumer.ack_wait}s)"
         )
+        _say(name, consumer.action, consumer.changes)
+        if consumer.action == "blocked":
+            print(f"blocked: {consumer.blocker}")
+            blocked = 1
+    return blocked
+
+
+def _say(name: str, action: str, changes: dict[str, str]) -> None:
+    if action == "create":
+        print(f"{name} would be created")
+    elif action == "none":
+        print(f"{name} exists and is up to date")
+    elif action == "update":
+        print(f"{name} exists and would be updated (existing -> wanted):")
+        for key, change in changes.items():
+            print(f"  {key}: {change}")
+    else:
+        print(f"{name} cannot be changed in place")
 
 
 def _describe(plan: ProvisionPlan) -> None:

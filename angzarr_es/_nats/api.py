@@ -14,7 +14,6 @@ from angzarr_es._nats.errors import (
     CONSUMER_NOT_FOUND,
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
     NO_MESSAGE_FOUND,
-    STREAM_NAME_IN_USE,
     STREAM_NOT_FOUND,
 )
 from angzarr_es._nats.mux import Mux
@@ -122,20 +121,6 @@ class JetStream:
             await self.call(template.format(stream=config.name), m.encode(config), what=name)
         )
         _check(f"{verb} {name}", reply.error)
-
-    async def stream_ensure(self, config: m.StreamConfig, *, what: str = "") -> None:
-        """Create the stream, or update it to `config` if it exists. Idempotent."""
-        name = what or f"stream {config.name}"
-        body = m.encode(config)
-        for template, verb in ((STREAM_CREATE, "create"), (STREAM_UPDATE, "update")):
-            reply = m.api_response(
-                await self.call(template.format(stream=config.name), body, what=name)
-            )
-            if reply.error is None:
-                return
-            if verb == "create" and reply.error.err_code == STREAM_NAME_IN_USE:
-                continue
-            _check(f"{verb} {name}", reply.error)
 
     async def stream_delete(self, name: str) -> bool:
         """Delete a stream and everything in it; False if it did not exist."""

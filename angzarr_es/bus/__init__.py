@@ -14,12 +14,14 @@ Two modes, chosen by `[bus.nats] jetstream`:
     _delivery.py    Delivery and its decoding, Handler, Start (shared by all below)
     _core.py        Bus: core publish, live subscriptions, provisioning
     _catchup.py     CatchUp: replay from a start, then follow
-    _settings.py    ProjectorSettings, ProjectorStats, the durable consumer
+    _settings.py    ProjectorSettings, ProjectorStats, the durable consumer's config
     _deadletter.py  the dead-letter stream and what goes into it
     _ordering.py    per-aggregate order of a projector's commits
     _inhand.py      a projector's deliveries in hand, and who settles each
     _feed.py        a projector's pull requests, and what the server's statuses say
-    _projector.py   Projector: the pull loop, handlers, acks, retries, stop
+    _settle.py      what a delivery becomes: ack, retry after backoff, dead letter
+    _projector.py   Projector: the pull loop, handlers, stop
+    _owned.py       what a client made, stopped together when it closes
 """
 
 from angzarr_es.bus._catchup import CatchUp

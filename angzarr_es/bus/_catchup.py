@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from types import TracebackType
 
 from angzarr_es import _nats
+from angzarr_es._lifecycle import OpensOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es.bus._delivery import (
@@ -27,7 +27,7 @@ __all__ = ["CatchUp"]
 log = logging.getLogger("angzarr_es")
 
 
-class CatchUp:
+class CatchUp(OpensOnEnter):
     """Replay a filter's history from `start`, then follow live commits.
 
     Reads through an ephemeral pull consumer (no acks, memory storage) that is
@@ -229,15 +229,3 @@ class CatchUp:
             except StoreError as exc:
                 # Its inactive threshold removes it anyway.
                 log.warning("could not delete subscription consumer %s: %s", self._name, exc)
-
-    async def __aenter__(self) -> CatchUp:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

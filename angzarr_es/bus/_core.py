@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from angzarr_es import _nats
+from angzarr_es._durables import configured_consumer_config, provision_consumer
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._catchup import CatchUp
@@ -22,7 +23,6 @@ from angzarr_es.bus._delivery import (
     decode_delivery,
     root_of,
 )
-from angzarr_es.bus._settings import ProjectorSettings, provision_consumer
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AngzarrESError,
@@ -45,7 +45,7 @@ CAPTURE_CHECK_TTL = 10.0
 PUMP_EXIT = 5.0
 
 
-class Subscription:
+class Subscription(ClosesOnExit):
     """A running subscription; `close()` (or leaving `async with`) stops it."""
 
     def __init__(
@@ -64,17 +64,6 @@ class Subscription:
             finally:
                 if self._forget is not None:
                     self._forget()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class Bus:
@@ -266,15 +255,8 @@ class Bus:
         """
         await ensure_dead_letters(self._wire, self._cfg)
         for spec in self._cfg.consumers:
-            settings = ProjectorSettings(
-                name=spec.name,
-                subject=spec.filter,
-                max_deliver=spec.max_deliver,
-                ack_wait=spec.ack_wait,
-                backoff=tuple(spec.backoff),
-                max_ack_pending=spec.max_ack_pending,
-            )
-            await provision_consumer(self._wire, self._cfg, settings)
+            # As `plan_provision(bus=True)` plans it (a checked configuration).
+            await provision_consumer(self._wire, self._cfg, configured_consumer_config(spec))
 
 
 async def _call(handler: Handler, delivery: Delivery) -> None:

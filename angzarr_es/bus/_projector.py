@@ -42,21 +42,22 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import msgspec
 
 from angzarr_es import _nats, tracing
+from angzarr_es._lifecycle import StartsOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ensure_dead_letters
-from angzarr_es.bus._deadletter import DeadLetters, one_line
+from angzarr_es.bus._deadletter import DeadLetters
 from angzarr_es.bus._delivery import Handler, Start, check_handler, decode_delivery
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.bus._ordering import Key, KeyOrder
 from angzarr_es.bus._settings import ProjectorSettings, ProjectorStats, provision_consumer
+from angzarr_es.bus._settle import Settler
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import AngzarrESError, StoreError
 from angzarr_es.subjects import Subjects
@@ -77,7 +78,7 @@ def handler_task() -> asyncio.Task[None] | None:
     return _handler_task.get()
 
 
-class Projector:
+class Projector(StartsOnEnter):
     """A running durable projector; make it with `client.projector(...)`."""
 
     def __init__(
@@ -102,6 +103,7 @@ class Projector:
         self._in_hand = InHand()
         self._order = KeyOrder()
         self._dead_letters = DeadLetters(wire, cfg, settings.name, settings.durable, observer)
+        self._settle = Settler(wire, settings.name, settings, self._dead_letters)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         # Set while a stop() runs: another stop() (not from a handler) waits for it.
@@ -109,7 +111,6 @@ class Projector:
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = 0
-        self._handled = self._failed = self._dead = self._skipped = 0
         self._settled = asyncio.Event()
         self._feed = Feed(wire, cfg, settings, self._on_msg, self._wake.set, self._settled.set)
         self._advisories: _nats.CoreSubscription | None = None
@@ -129,12 +130,7 @@ class Projector:
     @property
     def stats(self) -> ProjectorStats:
         """Counters so far."""
-        return ProjectorStats(
-            handled=self._handled,
-            failed=self._failed,
-            dead_lettered=self._dead,
-            skipped=self._skipped,
-        )
+        return self._settle.stats()
 
     async def wait(
         self, predicate: Callable[[ProjectorStats], bool], timeout: float | None = None
@@ -247,7 +243,7 @@ class Projector:
         idle = self._in_hand.hand_back()
         for msg in idle:
             if msg.delivered >= self._settings.max_deliver:
-                await self._give_up(msg)  # not reached in the drain: dead-letter, never drop
+                await self._settle.give_up(msg)  # not reached in the drain: never dropped
         returned = [p for p in idle if p.delivered < self._settings.max_deliver]
         self._order.clear()
         try:
@@ -286,21 +282,6 @@ class Projector:
             except StoreError as exc:
                 log.warning("projector %s: in-progress ack while stopping: %s", self.name, exc)
 
-    async def _give_up(self, msg: _nats.Pulled) -> None:
-        try:
-            await self._dead_letters.publish(
-                msg.subject,
-                msg.data,
-                msg.stream_seq,
-                msg.delivered,
-                "ProjectorStopped: the projector stopped before handling the last delivery",
-            )
-            await _nats.reply(self._wire, msg.reply, _nats.TERM + b" projector stopped")
-        except StoreError as exc:
-            log.error("projector %s: could not dead-letter #%d: %s", self.name, msg.stream_seq, exc)
-            return
-        self._dead += 1
-
     async def reset(self, start: Start = "all") -> None:
         """Replay from `start`: recreate the consumer there (dropping its checkpoint).
 
@@ -330,18 +311,6 @@ class Projector:
         await self.stop()
         await self._wire.js.consumer_delete(self._cfg.stream_name, self._settings.durable)
 
-    async def __aenter__(self) -> Projector:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     # -- receiving -----------------------------------------------------------
 
     def _on_msg(self, msg: _nats.Pulled) -> None:
@@ -356,7 +325,7 @@ class Projector:
         ):
             # Another partition's commit, or no commit at all (a filter such as
             # `<prefix>.>` also matches the correlation index's entries).
-            self._skipped += 1
+            self._settle.skipped += 1
             self._settled.set()
             self._send_soon(msg.reply, _nats.ACK)
             return
@@ -415,15 +384,9 @@ class Projector:
                 else:
                     await self._handler(delivery)
             except Exception as exc:  # noqa: BLE001 - any handler error is a failed delivery
-                self._failed += 1
-                settled = self._in_hand.settle(seq, msg)
-                if settled is not None:
-                    await self._on_failure(key, seq, settled, exc)
+                await self._settle.failed_with(key, seq, self._in_hand.settle(seq, msg), exc)
             else:
-                settled = self._in_hand.settle(seq, msg)
-                if settled is not None:
-                    await _nats.reply(self._wire, settled.reply, _nats.ACK)
-                self._handled += 1
+                await self._settle.succeeded(self._in_hand.settle(seq, msg))
         except AngzarrESError as exc:
             log.error("projector %s: could not settle %s #%d: %s", self.name, subject, seq, exc)
         finally:
@@ -434,31 +397,9 @@ class Projector:
             self._pump()
             self._wake.set()
 
-    async def _on_failure(self, key: Key, seq: int, msg: _nats.Pulled, exc: Exception) -> None:
-        s = self._settings
-        if msg.delivered >= s.max_deliver:
-            log.error(
-                "projector %s: %s #%d failed on delivery %d of %d, dead-lettering: %r",
-                self.name, msg.subject, seq, msg.delivered, s.max_deliver, exc,
-            )  # fmt: skip
-            error = one_line(exc)
-            await self._dead_letters.publish(
-                msg.subject, msg.data, msg.stream_seq, msg.delivered, error
-            )
-            await _nats.reply(self._wire, msg.reply, _nats.TERM + b" " + error.encode()[:200])
-            self._dead += 1
-            return
-        delay = s.backoff[min(msg.delivered, len(s.backoff)) - 1] if s.backoff else 0.0
-        log.warning(
-            "projector %s: %s #%d failed on delivery %d, retry in %.3gs: %r",
-            self.name, msg.subject, seq, msg.delivered, delay, exc,
-        )  # fmt: skip
-        key.block(seq, time.monotonic() + delay + s.ack_wait + 1.0)
-        await _nats.reply(self._wire, msg.reply, _nats.nak_body(delay))
-
     def _on_exceeded(self) -> None:
         """The server gave up on a commit by itself and it was dead-lettered."""
-        self._dead += 1
+        self._settle.dead += 1
         self._settled.set()
 
     # -- the loop: pulls, in-progress acks, unblocking, stalls -----------------

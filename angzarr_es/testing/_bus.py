@@ -20,10 +20,11 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 import msgspec
 
+from angzarr_es._durables import filter_hint
+from angzarr_es._lifecycle import OpensOnEnter, StartsOnEnter
 from angzarr_es.bus import (
     Delivery,
     Handler,
@@ -34,7 +35,6 @@ from angzarr_es.bus import (
     Subscription,
 )
 from angzarr_es.bus._delivery import check_handler, check_skip_handler, decode_delivery
-from angzarr_es.bus._settings import filter_hint
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import ConfigError, ConsumerConfigError, StoreUnavailable
 from angzarr_es.filters import FilterLike, resolve
@@ -68,7 +68,7 @@ def _delivery(world: World, stored: Stored, count: int = 0) -> Delivery:
     )
 
 
-class InMemoryCatchUp:
+class InMemoryCatchUp(OpensOnEnter):
     """`CatchUp` in memory: the filter's commits from `start`, then live ones."""
 
     def __init__(
@@ -118,20 +118,8 @@ class InMemoryCatchUp:
         self._wake.set()  # an iteration waiting in another task ends
         self._world.waiters.discard(self._wake)
 
-    async def __aenter__(self) -> InMemoryCatchUp:
-        await self.open()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class InMemoryProjector:
+class InMemoryProjector(StartsOnEnter):
     """`Projector` in memory; make it with `InMemoryClient.projector(...)`."""
 
     def __init__(
@@ -264,18 +252,6 @@ class InMemoryProjector:
         name = self._settings.durable
         self._world.durables.pop(name, None)
         self._world.delivered = {k: v for k, v in self._world.delivered.items() if k[0] != name}
-
-    async def __aenter__(self) -> InMemoryProjector:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _loop(self) -> None:
         s = self._settings

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Literal
 
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
+from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._provision import ConsumerPlan, ProvisionPlan, StreamPlan
-from angzarr_es.bus import Handler, ProjectorSettings, SkipHandler, Start
+from angzarr_es.bus import Handler, ProjectorSettings, SkipHandler, Start, Subscription
 from angzarr_es.bus._factory import ProjectorFactory
+from angzarr_es.bus._owned import stop_together
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.errors import InvalidEdition
 from angzarr_es.filters import FilterLike
@@ -30,7 +30,7 @@ log = logging.getLogger("angzarr_es")
 SERVER_VERSION = (2, 12, 0)
 
 
-class InMemoryClient(ProjectorFactory[InMemoryProjector]):
+class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
     """`Client` over one in-memory world: stores, discovery, correlation,
     editions, `provision`, `close` and `async with`, and a bus (projectors,
     catch-up and live subscriptions) that delivers the world's commits in
@@ -168,6 +168,7 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
                 max_deliver=spec.max_deliver,
                 ack_wait=spec.ack_wait,
                 exists=spec.name in self._world.durables,
+                action="none" if spec.name in self._world.durables else "create",
             )
             for spec in nats.consumers
             if bus
@@ -184,31 +185,15 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
     async def close(self, *, drain_timeout: float | None = 30.0) -> None:
         """Stop the projectors (each within `drain_timeout`) and close the
         subscriptions made here; the stores' calls then raise `StoreUnavailable`."""
-        owned = [*self._owned, *self._bus.subscriptions]
-        results = await asyncio.gather(
-            *(
-                o.stop(drain_timeout=drain_timeout)
-                if isinstance(o, InMemoryProjector)
-                else o.aclose()
-                if isinstance(o, InMemoryCatchUp)
-                else o.close()
-                for o in owned
-            ),
-            return_exceptions=True,
-        )
-        for thing, result in zip(owned, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("closing the client: stopping %r failed: %r", thing, result)
+
+        async def shut(thing: InMemoryProjector | InMemoryCatchUp | Subscription) -> None:
+            if isinstance(thing, InMemoryProjector):
+                await thing.stop(drain_timeout=drain_timeout)
+            elif isinstance(thing, InMemoryCatchUp):
+                await thing.aclose()
+            else:
+                await thing.close()
+
+        await stop_together([*self._owned, *self._bus.subscriptions], shut)
         self._world.closed = True
         self._world.notify()
-
-    async def __aenter__(self) -> InMemoryClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

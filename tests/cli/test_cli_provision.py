@@ -66,11 +66,33 @@ async def test_provision_creates_the_configured_consumers_and_streams(
     done = run_cli("provision", "--dry-run", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "consumer player-projector" in done.stdout
-    assert "would be created or checked" in done.stdout
+    assert "ack_wait 30.0s) would be created\n" in done.stdout
     done = run_cli("provision", "--config", str(conf))
     assert done.returncode == 0, done.stderr
     assert "consumer player-projector" in done.stdout
     assert await jsadmin.consumer_names(client, n.stream_name) == ["player-projector"]
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert "ack_wait 30.0s) exists and is up to date\n" in done.stdout
+    # Changed behind our back: the dry run says what provisioning would change.
+    theirs = {"durable_name": "player-projector", "ack_policy": "explicit", "max_deliver": 9}
+    theirs["filter_subject"] = f"{n.subject_prefix}.events.player.*"
+    body = msgspec.json.encode({"stream_name": n.stream_name, "config": theirs})
+    await jsadmin.delete_consumer(client, n.stream_name, "player-projector")
+    await jsadmin.create_consumer(client, n.stream_name, "player-projector", body)
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "exists and would be updated (existing -> wanted):\n" in done.stdout
+    assert "  max_deliver: 9 -> 5\n" in done.stdout
+    # A definition it cannot take over: the dry run fails, naming the fix.
+    theirs["filter_subject"] = f"{n.subject_prefix}.events.player.>"
+    body = msgspec.json.encode({"stream_name": n.stream_name, "config": theirs})
+    await jsadmin.delete_consumer(client, n.stream_name, "player-projector")
+    await jsadmin.create_consumer(client, n.stream_name, "player-projector", body)
+    done = run_cli("provision", "--dry-run", "--config", str(conf))
+    assert done.returncode == 1
+    assert "cannot be changed in place\nblocked: consumer player-projector" in done.stdout
+    assert "filters.domain('player', deep=True)" in done.stdout
+    await jsadmin.delete_consumer(client, n.stream_name, "player-projector")
     for stream in (dlq, n.snapshot_stream):
         info = js.stream_info(await jsadmin.stream_info(client, stream))
         assert info.error is None, stream

@@ -23,6 +23,7 @@ from eventsourcing.persistence import (
 
 from angzarr_es.eventsourcing import Factory
 from tests.eventsourcing.support import WithNats, stream_state
+from tests.support import internals
 
 WAIT = 30.0
 """Seconds a thread may take to see what it waits for (a failure, not a pause)."""
@@ -319,7 +320,7 @@ def test_a_factory_dropped_without_close_leaves_no_thread(nats_url: str) -> None
     import gc
 
     factory = Factory({"NATS_URL": nats_url, "ANGZARR_ES_STREAM": "unused", "CREATE_TABLE": "no"})
-    thread = factory.datastore.bridge._thread
+    thread = internals.loop_thread(factory)
     assert thread.is_alive()
     del factory
     gc.collect()

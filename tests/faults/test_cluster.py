@@ -22,7 +22,7 @@ import pytest
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.cluster import Cluster, eventually, library_bytes, rss_mb
 from tests.support.loadgen import (
     TYPED,
@@ -52,7 +52,7 @@ class Load:
         self.shared = [f"shared-{k}" for k in range(3)]
         self.writers = [f"o{w}" for w in range(own)] + [f"s{w}" for w in range(shared)]
         # The spies keep every Nats-Msg-Id: off in the soak, whose memory is measured.
-        self.spies = [PublishSpy(c._wire) for c in clients] if spy else []
+        self.spies = [PublishSpy(internals.wire(c)) for c in clients] if spy else []
         self.tasks: list[asyncio.Task[None]] = []
         for w, name in enumerate(self.writers):
             store = clients[w % len(clients)].store("player")
@@ -221,7 +221,7 @@ async def test_read_your_writes_against_lagging_followers(
     tail_reads = 0
     loading = False
     async with await angzarr_es.connect(config=config_of(nats)) as c:
-        wire = c._wire
+        wire = internals.wire(c)
         original = wire.reads.leader_next
 
         async def spy(stream: str, subject: str, seq: int) -> Any:
@@ -324,7 +324,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     clients.append(await angzarr_es.connect(config=cfg))  # the projectors'
     for c in clients:  # nats-py opens its reply subscription on the first request
         await jsadmin.account_info(c)
-    subs_before = [jsadmin.subscription_count(c) for c in clients]
+    subs_before = [internals.subscription_count(c) for c in clients]
     samples: list[float] = []
     projected: list[set[str]] = [set() for _ in range(4)]
 
@@ -374,7 +374,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
             c.clear_cache()
         held = library_bytes(tracemalloc.take_snapshot()) / 1e6
         tracemalloc.stop()
-        leftover = [jsadmin.subscription_count(c) for c in clients]
+        leftover = [internals.subscription_count(c) for c in clients]
         info = await cluster.stream_info(clients[0], stream)
     finally:
         for p in projectors:
@@ -448,7 +448,7 @@ async def test_a_retry_while_the_first_attempt_is_in_flight(
     while the first attempt is still being proposed: the store must wait it
     out and report one success, never a second commit."""
     async with await angzarr_es.connect(config=r3) as client:
-        wire = client._wire
+        wire = internals.wire(client)
         spy = PublishSpy(wire)
         observed = wire.publish_commit  # the spy, wrapping the real one
         in_flight: list[asyncio.Future[Any]] = []

@@ -22,6 +22,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es.embedded import LOCK_FILE, EmbeddedServer
+from tests.support import internals
 from tests.support.cli import Lines, one_error_line, run_cli, start_cli, stop
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
@@ -169,7 +170,7 @@ def test_a_start_interrupted_while_waiting_leaves_no_server(
     def interrupted(timeout: float | None = None) -> bool:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(server._ready, "wait", interrupted)
+    monkeypatch.setattr(internals.ready_event(server), "wait", interrupted)
     with pytest.raises(KeyboardInterrupt):
         server.start()
     assert server.proc is None

@@ -26,7 +26,7 @@ from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.store._context import leader_position
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
 from tests.support.faultproxy import FaultProxy
@@ -166,12 +166,11 @@ async def test_replies_are_read_sooner_again_after_a_reconnect(
     async with await angzarr_es.connect(config=cfg) as client:
         store = client.store("player")
         await store.append("p", [tagged("0")], expected=0)
-        nc = jsadmin.connection(client)
-        first = nc._transport._io_reader  # type: ignore[union-attr]
+        first = internals.stream_reader(client)
         assert "feed_data" in vars(first)
         await restart(server)
         hist = await eventually(lambda: store.load("p"), timeout=10, what="load after restart")
-        reader = nc._transport._io_reader  # type: ignore[union-attr]
+        reader = internals.stream_reader(client)
         assert reader is not first
         assert "feed_data" in vars(reader)  # offered on the new connection too
         assert [e.sequence for e in hist.events] == [0]
@@ -214,7 +213,7 @@ async def test_an_append_while_disconnected_sends_nothing(
         await store.append("p", [tagged("0")], expected=0)
         await asyncio.to_thread(server.kill)
         await eventually(
-            lambda: until(not jsadmin.connection(client).is_connected),
+            lambda: until(not internals.connection(client).is_connected),
             timeout=10,
             what="the disconnect",
         )
@@ -222,7 +221,7 @@ async def test_an_append_while_disconnected_sends_nothing(
             await store.append("p", [tagged("1")], expected=angzarr_es.ANY)
         await asyncio.to_thread(server.start)
         await eventually(
-            lambda: until(jsadmin.connection(client).is_connected), timeout=10, what="reconnect"
+            lambda: until(internals.connection(client).is_connected), timeout=10, what="reconnect"
         )
         await store.append("p", [tagged("1")], expected=angzarr_es.ANY)  # the caller's retry
         hist = await store.load("p")
@@ -279,7 +278,7 @@ async def test_an_ack_that_never_arrives(server: EmbeddedServer, cfg: Config) ->
     """The server stores the commit but no reply ever reaches the client."""
     async with through_proxy(server, cfg) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(client._wire)
+        spy = PublishSpy(internals.wire(client))
         await store.append("a", [tagged("0")], expected=0)
         proxy.swallow = True
         started = time.monotonic()
@@ -351,7 +350,7 @@ async def test_an_unanswered_publish_is_sent_again_before_its_timeout(
     patient = config_of(msgspec.structs.replace(cfg.nats, request_timeout=10.0))
     async with through_proxy(server, patient) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(client._wire)
+        spy = PublishSpy(internals.wire(client))
         await store.append("h", [tagged("0")], expected=0)
         proxy.swallow = True
         started = time.monotonic()
@@ -386,7 +385,9 @@ async def test_an_unanswered_read_is_sent_again_before_its_timeout(
         async def op() -> int:
             if read == "direct_get":
                 return await store.next_sequence("r")
-            return (await leader_position(store._ctx, store.subject("r"))).next_sequence
+            return (
+                await leader_position(internals.context(store), store.subject("r"))
+            ).next_sequence
 
         proxy.swallow = True
         started = time.monotonic()
@@ -450,7 +451,7 @@ async def test_a_lost_ack_over_the_network_is_retried_once(
     a single server checks the expected sequence before de-duplicating."""
     async with through_proxy(server, cfg) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(client._wire)
+        spy = PublishSpy(internals.wire(client))
         await store.append("b", [tagged("0")], expected=0)
         proxy.swallow = True
         task = asyncio.create_task(
@@ -477,7 +478,7 @@ async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
         store = c.store("player")
         for i in range(5):
             await store.append("lag", [tagged(str(i))], expected=i)
-        wire = c._wire
+        wire = internals.wire(c)
         subject = store.subject("lag")
         seqs = await wire.reads.direct_sequences(cfg.nats.stream_name, subject, 1, 5)
         real_batch, real_next = wire.reads.direct_batch, wire.reads.leader_next
@@ -536,7 +537,7 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
         store = c.store("player")
         for i in range(5):
             await store.append("lag", [tagged(str(i))], expected=i)
-        real = c._wire.replayer.replay
+        real = internals.wire(c).replayer.replay
 
         async def lagging(stream: str, subject: str, start: int, batch: int) -> Any:
             async for payloads, first, _last in real(stream, subject, start, batch):
@@ -544,7 +545,7 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
                     yield payloads[: 4 - first], first, 3
                 return
 
-        monkeypatch.setattr(c._wire.replayer, "replay", lagging)
+        monkeypatch.setattr(internals.wire(c).replayer, "replay", lagging)
         hist = await store.load("lag")
         assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
         assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]

@@ -19,7 +19,7 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
 from angzarr_es.subjects import root_bytes
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.bus import Recorder
 from tests.support.configs import with_nats
 from tests.support.events import deposit
@@ -222,7 +222,7 @@ async def test_core_publish_refuses_subjects_a_stream_captures(
     """With the event store provisioned in core mode, a published book would be
     stored as one more commit of its aggregate (and every append already
     reaches core subscribers): publish refuses, and nothing is stored."""
-    monkeypatch.setattr(angzarr_es.bus._core, "CAPTURE_CHECK_TTL", 0.0)
+    internals.check_capture_every(monkeypatch, 0.0)
     async with await angzarr_es.connect(config=core_config) as c:
         await c.bus.publish(book("player", "p1", deposit(1)))  # no stream yet: fine
         await c.provision()
@@ -446,7 +446,8 @@ async def test_catch_up_resumes_where_it_was_after_the_server_was_away(
     store = js_client.store("player")
     for i in range(3):
         await store.append("p", [deposit(i)], expected=i)
-    real = angzarr_es._nats.api.JetStream.consumer_put
+    api = internals.wire(js_client).js
+    real = api.consumer_put
     failures = 0
 
     async def away(*args: object, **kwargs: object) -> object:
@@ -461,8 +462,8 @@ async def test_catch_up_resumes_where_it_was_after_the_server_was_away(
         async for d in sub:
             got.append(d.stream_sequence)
             if len(got) == 3:  # history read: lose the consumer, then write more
-                monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_put", away)
-                sub._broken = True  # as a lost consumer or a stall would
+                monkeypatch.setattr(api, "consumer_put", away)
+                internals.break_catch_up(sub)  # as a lost consumer or a stall would
                 await store.append("p", [deposit(3)], expected=3)
             if len(got) == 4:
                 break
@@ -506,7 +507,9 @@ async def test_a_catch_up_ends_when_its_client_is_closed(config: Config) -> None
 
     subject = client.bus.filter(filters.domain("player"))
     owned = asyncio.create_task(read(client.subscribe(subject), seen[0]))
-    loose = asyncio.create_task(read(CatchUp(client._wire, config.nats, subject, "all"), seen[1]))
+    loose = asyncio.create_task(
+        read(CatchUp(internals.wire(client), config.nats, subject, "all"), seen[1])
+    )
     await client.store("player").append("p", [deposit(0)], expected=0)
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in seen)), 10)
     async with await angzarr_es.connect(config=config) as other:
@@ -602,19 +605,20 @@ async def test_a_core_close_from_work_the_handler_left_behind_unsubscribes(
 
     async with await angzarr_es.connect(config=cfg) as c:
         subs.append(await c.bus.subscribe(filters.domain("player"), spawn_close))
-        before = jsadmin.subscription_count(c)
+        before = internals.subscription_count(c)
         await c.bus.publish(book("player", "p1", deposit(1)))
         await asyncio.wait_for(seen.wait(), 10)
         await asyncio.wait_for(later[0], 10)
-        assert jsadmin.subscription_count(c) == before - 1  # it returned without unsubscribing
+        assert internals.subscription_count(c) == before - 1  # it returned without unsubscribing
 
 
 def slow_consumer_put(
-    monkeypatch: pytest.MonkeyPatch, *, made_first: bool
+    monkeypatch: pytest.MonkeyPatch, client: angzarr_es.Client, *, made_first: bool
 ) -> tuple[asyncio.Event, asyncio.Event]:
     """Hold consumer creation until `release` is set, before asking the server
     or (`made_first`) after it made the consumer; `making` is set when held."""
-    real = angzarr_es._nats.api.JetStream.consumer_put
+    api = internals.wire(client).js
+    real = api.consumer_put
     making, release = asyncio.Event(), asyncio.Event()
 
     async def slow(*args: object, **kwargs: object) -> object:
@@ -623,7 +627,7 @@ def slow_consumer_put(
         await release.wait()
         return made if made_first else await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_put", slow)
+    monkeypatch.setattr(api, "consumer_put", slow)
     return making, release
 
 
@@ -635,7 +639,7 @@ async def test_closing_a_subscription_while_it_remakes_its_consumer_leaves_none(
     sub = await js_client.bus.subscribe(filters.domain("player"), seen)
     await js_client.store("player").append("p", [deposit(0)], expected=0)
     await seen.wait_count(1)
-    making, release = slow_consumer_put(monkeypatch, made_first=True)
+    making, release = slow_consumer_put(monkeypatch, js_client, made_first=True)
     (name,) = await jsadmin.consumer_names(js_client, stream)
     await jsadmin.delete_consumer(js_client, stream, name)  # forces a re-make
     await asyncio.wait_for(making.wait(), 30)
@@ -672,8 +676,8 @@ async def test_closing_a_catch_up_while_it_makes_its_consumer_leaves_none(
     sub = js_client.subscribe(filters.domain("player"), start="all")
     await sub.open()
     assert (await anext(sub)).stream_sequence == 1
-    making, release = slow_consumer_put(monkeypatch, made_first=False)
-    sub._broken = True
+    making, release = slow_consumer_put(monkeypatch, js_client, made_first=False)
+    internals.break_catch_up(sub)
     reader = asyncio.create_task(anext(sub, None))
     await asyncio.wait_for(making.wait(), 10)
     closing = asyncio.create_task(sub.aclose())

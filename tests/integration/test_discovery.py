@@ -19,7 +19,7 @@ from angzarr_es import codec
 from angzarr_es.pb import player_pb2
 from angzarr_es.store import _discovery
 from angzarr_es.subjects import encode_root
-from tests.support import jsadmin
+from tests.support import internals
 
 # nats-server sends at most this many subjects per STREAM.INFO page.
 SERVER_PAGE = 100_000
@@ -33,7 +33,7 @@ async def publish_acked(client: angzarr_es.Client, subjects: list[str], payload:
     Fire-and-forget publishes can be dropped by a busy server, so each carries a
     reply inbox and a window waits for all its acks.
     """
-    nc = jsadmin.connection(client)
+    nc = internals.connection(client)
     inbox = nc.new_inbox()
     acked = 0
     target = 0
@@ -104,7 +104,7 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     del subjects
 
     pages = 0
-    request = client._wire.mux.request
+    request = internals.wire(client).mux.request
 
     async def counting_request(subject: str, body: bytes = b"", **kw: Any) -> Any:
         nonlocal pages
@@ -112,7 +112,7 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
             pages += 1
         return await request(subject, body, **kw)
 
-    client._wire.mux.request = counting_request  # type: ignore[method-assign,assignment]
+    internals.wire(client).mux.request = counting_request  # type: ignore[method-assign,assignment]
 
     # One full server page versus three: if the client held every id, the big
     # listing would need more than twice the memory of the small one.

@@ -23,7 +23,7 @@ from angzarr_es import ANY, CodecError, InvalidAggregateId, InvalidDomain, codec
 from angzarr_es._nats import messages as js
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.subjects import MAX_ID_BYTES
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
 
 T = TypeVar("T")
@@ -148,7 +148,7 @@ def test_ids_at_and_over_the_size_limit(env: Env, unit: str) -> None:
 
 def test_huge_events_up_to_max_payload(env: Env) -> None:
     store = env.client.store("player")
-    limit = jsadmin.max_payload(env.client)
+    limit = internals.max_payload(env.client)
     big = "x" * (limit - 4096)
     env.run(store.append("huge", [event(big)], expected=0))
     assert env.run(store.load("huge")).events[0].event.reason == big  # type: ignore[attr-defined]
@@ -238,7 +238,10 @@ def test_appends_after_a_foreign_last_message_raise_codec_error(env: Env, foreig
     finally:
         env.run(fresh.close())
     stream = env.config.nats.stream_name
-    assert env.run(env.client._wire.reads.direct_sequences(stream, subject, 1, 10))[-1] == seq
+    assert (
+        env.run(internals.wire(env.client).reads.direct_sequences(stream, subject, 1, 10))[-1]
+        == seq
+    )
 
 
 @FUZZ

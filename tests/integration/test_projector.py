@@ -27,7 +27,7 @@ from angzarr_es.bus import (
     H_SUBJECT,
 )
 from angzarr_es.config import Config, ConsumerSpec
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
@@ -364,8 +364,15 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
     stream = cfg.nats.stream_name
     async with await angzarr_es.connect(config=cfg) as c:
         await c.provision()
+        planned = await c.plan_provision(bus=True)
+        assert [(p.name, p.action) for p in planned.consumers] == [
+            ("player-projector", "create"),
+            ("hand-projector", "create"),
+        ]
         await c.bus.provision()
         await c.bus.provision()  # idempotent
+        planned = await c.plan_provision(bus=True)
+        assert [p.action for p in planned.consumers] == ["none", "none"]
         assert sorted(await jsadmin.consumer_names(c, stream)) == [
             "hand-projector",
             "player-projector",
@@ -380,6 +387,12 @@ async def test_provisioning_is_idempotent_and_refuses_conflicts(bus_config: Conf
             pass
         info = msgspec.json.decode(await jsadmin.consumer_info(c, stream, "player-projector"))
         assert info["config"]["ack_wait"] == 7 * 10**9
+        # ... and the plan says provisioning would bring it back to its entry.
+        player = (await c.plan_provision(bus=True)).consumers[0]
+        assert (player.action, player.changes) == (
+            "update",
+            {"ack_wait": "7000000000 -> 30000000000"},
+        )
         # ... a conflicting definition is refused, naming what differs.
         with pytest.raises(ConsumerConfigError, match="filter_subject"):
             async with c.projector("player-projector", filters.domain("hand"), Recorder()):
@@ -403,8 +416,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         await release.wait()
 
     await append_many(client, ["a", "b", "c"], 2)
-    nc = jsadmin.connection(client)
-    subs_before = len(nc._subs)
+    subs_before = internals.subscription_count(client)
     tasks_before = len(asyncio.all_tasks())
     seen = Recorder(blocking)
     p = client.projector("proj", filters.domain("player"), seen, concurrency=2)
@@ -416,7 +428,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         release.set()
         await stopping
     assert p.stats.handled == 2  # the in-flight ones finished and were acked
-    assert len(nc._subs) == subs_before
+    assert internals.subscription_count(client) == subs_before
     assert len(asyncio.all_tasks()) == tasks_before
     raw = await jsadmin.consumer_info(client, client.config.nats.stream_name, "proj")
     info = msgspec.json.decode(raw)
@@ -474,7 +486,9 @@ async def test_commits_on_their_last_delivery_are_handled_when_stopping(
     await seen.wait_count(1)  # one running (concurrency 1) ...
 
     await eventually(
-        lambda: until(len(p._in_hand) == 6), timeout=WAIT, what="five more commits in hand"
+        lambda: until(len(internals.in_hand(p)) == 6),
+        timeout=WAIT,
+        what="five more commits in hand",
     )
     stopping = asyncio.create_task(p.stop())
     await asyncio.sleep(0)  # let stop() begin, then let the handlers run
@@ -561,14 +575,14 @@ async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -
     await p.start()
 
     await eventually(
-        lambda: until(len(p._in_hand) == 3 and bool(started)),
+        lambda: until(len(internals.in_hand(p)) == 3 and bool(started)),
         timeout=WAIT,
         what="three commits in hand",
     )
     await p.stop(drain_timeout=0.3)
     assert started == [1]
-    assert not p._tasks
-    assert p._running == 0
+    assert not internals.handler_tasks(p)
+    assert internals.handlers_running(p) == 0
     # Last deliveries that could not run are dead-lettered, never dropped.
     assert p.stats.dead_lettered == 3
 
@@ -583,14 +597,14 @@ async def test_reset_from_a_handler_replays_that_handler_s_commit(
         calls.append(d.stream_sequence)
         if len(calls) == 1:
             p = holder[0]
-            first = p._in_hand[1]
+            first = internals.in_hand(p)[1]
             await p.reset("all")
 
             # Still running when the new consumer delivers this commit again:
             # it was taken for the old delivery, acked by this call, and
             # never replayed.
             await eventually(
-                lambda: until(p._in_hand.get(1) not in (None, first)),
+                lambda: until(internals.in_hand(p).get(1) not in (None, first)),
                 timeout=WAIT,
                 what="the replay's first delivery",
             )
@@ -620,7 +634,7 @@ async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_e
             await p.reset("all")
 
             await eventually(
-                lambda: until(1 in p._in_hand or len(calls) > 1),
+                lambda: until(1 in internals.in_hand(p) or len(calls) > 1),
                 timeout=WAIT,
                 what="the replay's delivery",
             )
@@ -677,7 +691,7 @@ async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order
         await p.start()  # the supervisor, while a:#1 still runs
 
         await eventually(
-            lambda: until(2 in p._in_hand or "start 2" in log),
+            lambda: until(2 in internals.in_hand(p) or "start 2" in log),
             timeout=WAIT,
             what="a:#2 handed back and delivered again",
         )
@@ -727,8 +741,8 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     await pa.start()
     await a.wait_count(1)
     async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
-        monkeypatch.setattr(angzarr_es._nats.api.JetStream, "consumer_info", unanswered)
-        pa._feed.on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
+        monkeypatch.setattr(internals.wire(client).js, "consumer_info", unanswered)
+        internals.feed(pa).on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
         with pytest.raises(TimeoutError):
             await b.wait_count(1, timeout=1.8)  # three times ack_wait
         monkeypatch.undo()
@@ -787,22 +801,20 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     """A process that takes a commit and dies (never acks) on its last delivery: the
     server gives up by itself and the running projector dead-letters the commit
     from the server's MAX_DELIVERIES advisory."""
-    from angzarr_es.bus._settings import provision_consumer
-
     await append_many(client, ["lost"], 1)
     seen = Recorder()
     p = client.projector("proj", filters.domain("player"), seen, max_deliver=2, ack_wait=0.4)
-    await provision_consumer(client._wire, client.config.nats, p.settings)
+    await internals.provision_consumer(client, p)
     stream = client.config.nats.stream_name
     steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
-    nc = jsadmin.connection(client)
-    inbox = nc.new_inbox()
-    thief = await nc.subscribe(inbox)
-    await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)
-    first = await thief.next_msg(timeout=2)
-    await nc.publish(steal, b'{"batch": 1, "expires": 3000000000}', reply=inbox)
-    second = await thief.next_msg(timeout=4)
-    await thief.unsubscribe()
+    async with jsadmin.admin(client) as other:  # the process that dies
+        nc = other.nc
+        inbox = nc.new_inbox()
+        thief = await nc.subscribe(inbox)
+        await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)
+        first = await thief.next_msg(timeout=2)
+        await nc.publish(steal, b'{"batch": 1, "expires": 3000000000}', reply=inbox)
+        second = await thief.next_msg(timeout=4)
     assert first.reply.split(".")[4:6] == ["1", "1"]  # delivery 1 of stream seq 1
     assert second.reply.split(".")[4:6] == ["2", "1"]  # delivery 2: the last
     async with p:
@@ -927,7 +939,7 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
             await holder[0].stop()  # returns at once: this handler runs on
         elif how == "close_from_handler":
             await client.close()  # returns; the connection closes after our ack
-            assert not jsadmin.is_closed(client)
+            assert not client.closed
         await release.wait()
 
     p = client.projector(f"closing-{how}".replace("_", "-"), filters.domain("player"), handle)
@@ -936,18 +948,18 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
     await asyncio.wait_for(in_handler.wait(), WAIT)
     if how == "cancelled_close":
         closing = asyncio.create_task(client.close())
-        await eventually(lambda: until(p._stopping), timeout=WAIT, what="the stop under way")
+        await eventually(
+            lambda: until(internals.stopping(p)), timeout=WAIT, what="the stop under way"
+        )
         closing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await closing
-        assert jsadmin.is_closed(client)  # closed in spite of the cancel
+        assert client.closed  # closed in spite of the cancel
     else:
         closing = asyncio.create_task(client.close())
         release.set()
         await asyncio.wait_for(closing, WAIT)
-        await eventually(
-            lambda: until(jsadmin.is_closed(client)), timeout=WAIT, what="the connection closed"
-        )
+        await eventually(lambda: until(client.closed), timeout=WAIT, what="the connection closed")
     release.set()
     async with await angzarr_es.connect(config=bus_config) as other:
         if how != "cancelled_close":
@@ -988,7 +1000,7 @@ async def test_a_handler_closes_its_own_temporary_client_at_once(client: angzarr
     async def handle(d: Delivery) -> None:
         async with await angzarr_es.connect(config=client.config) as tmp:
             pass
-        closed.append(jsadmin.is_closed(tmp))
+        closed.append(tmp.closed)
 
     async with client.projector("tmp-client", filters.domain("player"), handle) as p:
         await p.wait(lambda s: s.handled == 1, timeout=WAIT)

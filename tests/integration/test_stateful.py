@@ -28,7 +28,7 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, History, InvalidSnapshot
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import InMemoryClient, InMemoryEventStore
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config, with_nats
 
 ROOTS = ["alice", "b.o.b", "*", "🃏", str(uuid.UUID(int=7)), uuid.UUID(int=8)]
@@ -515,7 +515,9 @@ async def _events(events: Any) -> list[tuple[Any, ...]]:
 def test_cached_loads_match_loads_without_the_cache(shared: Shared) -> None:
     CacheMachine.shared = shared
     run_state_machine_as_test(CacheMachine, settings=search(40, 30))
-    totals = [c._ctx.hot.stats() for c in (shared.clients[0], shared.client(SMALL_CACHE))]
+    totals = [
+        internals.context(c).hot.stats() for c in (shared.clients[0], shared.client(SMALL_CACHE))
+    ]
     # The run went through every path: served, missed, and found stale.
     assert sum(t.hits for t in totals)
     assert sum(t.misses for t in totals)
@@ -528,7 +530,7 @@ def test_cache_machine_detects_a_cache_that_ignores_purges(
 ) -> None:
     """The machine can fail: a cache whose tail check always passes is caught."""
     for client in (shared.clients[0], shared.client(SMALL_CACHE)):
-        reads, hot = client._wire.reads, client._ctx.hot
+        reads, hot = internals.wire(client).reads, internals.context(client).hot
 
         async def blind(
             stream: str,

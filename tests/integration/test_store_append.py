@@ -17,7 +17,7 @@ from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.store import _append as store_mod
-from tests.support import jsadmin
+from tests.support import internals
 from tests.support.events import deposit
 from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
 
@@ -128,7 +128,7 @@ async def test_a_burst_of_any_appends_in_one_process_all_land(
     amounts = [e.event.amount_cents for e in hist.events]  # type: ignore[attr-defined]
     assert sorted(amounts) == [*range(100), *range(1000, 1020)]
     assert sorted(r.first_sequence for r in results) == list(range(120))
-    assert len(client._ctx.turns) == 0  # no lock is kept once idle
+    assert len(internals.context(client).turns) == 0  # no lock is kept once idle
 
 
 async def test_a_conflict_known_from_the_cache_raises_without_publishing(
@@ -138,13 +138,13 @@ async def test_a_conflict_known_from_the_cache_raises_without_publishing(
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1), deposit(2)], expected=0)
     published: list[str] = []
-    real = client._wire.publish_commit
+    real = internals.wire(client).publish_commit
 
     async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
         published.append(subject)
         return await real(stream, subject, *args, **kwargs)
 
-    monkeypatch.setattr(client._wire, "publish_commit", spy)
+    monkeypatch.setattr(internals.wire(client), "publish_commit", spy)
     with pytest.raises(angzarr_es.ConcurrencyError):
         await store.append(pid, [deposit(3)], expected=1)
     assert published == []
@@ -158,7 +158,7 @@ async def test_load_then_append_costs_one_round_trip(
     await store.append(pid, [deposit(1)], expected=0)
     await store.load(pid)
     calls: list[str] = []
-    mux = client._wire.mux  # every request and batch read goes through the mux
+    mux = internals.wire(client).mux  # every request and batch read goes through the mux
     for name in ("ask", "gather"):
         real = getattr(mux, name)
 
@@ -177,7 +177,7 @@ async def test_a_lost_ack_is_retried_without_writing_twice(
     store = client.store("player")
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
-    real = client._wire.publish_commit
+    real = internals.wire(client).publish_commit
     attempts: list[js.PubAck] = []
 
     async def lose_first_ack(*args: Any, **kwargs: Any) -> js.PubAck:
@@ -187,7 +187,7 @@ async def test_a_lost_ack_is_retried_without_writing_twice(
             raise angzarr_es.StoreTimeout("ack lost")  # ...but the caller never hears
         return ack
 
-    monkeypatch.setattr(client._wire, "publish_commit", lose_first_ack)
+    monkeypatch.setattr(internals.wire(client), "publish_commit", lose_first_ack)
     res = await store.append(pid, [deposit(2), deposit(3)], expected=1)
     assert (res.first_sequence, res.next_sequence) == (1, 3)
     assert len(attempts) == 2
@@ -207,7 +207,7 @@ async def test_a_lost_ack_then_a_real_conflict_is_still_a_conflict(
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
     async with await angzarr_es.connect(config=config) as other:
-        real = client._wire.publish_commit
+        real = internals.wire(client).publish_commit
         calls = 0
 
         async def other_wins_while_ack_lost(*args: Any, **kwargs: Any) -> js.PubAck:
@@ -219,7 +219,7 @@ async def test_a_lost_ack_then_a_real_conflict_is_still_a_conflict(
                 raise angzarr_es.StoreTimeout("request lost")
             return await real(*args, **kwargs)
 
-        monkeypatch.setattr(client._wire, "publish_commit", other_wins_while_ack_lost)
+        monkeypatch.setattr(internals.wire(client), "publish_commit", other_wins_while_ack_lost)
         with pytest.raises(angzarr_es.ConcurrencyError) as info:
             await store.append(pid, [deposit(2)], expected=1)
     assert info.value.actual == 2
@@ -235,7 +235,7 @@ async def test_every_attempt_timing_out_raises_store_timeout(
     async def never(*args: Any, **kwargs: Any) -> js.PubAck:
         raise angzarr_es.StoreTimeout("no ack")
 
-    monkeypatch.setattr(client._wire, "publish_commit", never)
+    monkeypatch.setattr(internals.wire(client), "publish_commit", never)
     with pytest.raises(angzarr_es.StoreTimeout):
         await store.append("p", [deposit(1)], expected=0)
     assert await store.next_sequence("p") == 0
@@ -245,7 +245,7 @@ async def test_a_commit_over_max_payload_is_refused_and_nothing_is_written(
     client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
-    limit = jsadmin.max_payload(client)
+    limit = internals.max_payload(client)
     huge = player_pb2.FundsWithdrawn(reason="x" * limit)
     with pytest.raises(angzarr_es.AppendTooLarge) as info:
         await store.append("big", [huge], expected=0)
@@ -274,7 +274,7 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
     async with await angzarr_es.connect(config=config) as other:
         b = other.store("player")
         await b.load("p")
-        real = other._wire.publish_commit
+        real = internals.wire(other).publish_commit
         calls = 0
 
         async def first_attempt_lost(*args: Any, **kwargs: Any) -> js.PubAck:
@@ -285,7 +285,7 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
                 raise angzarr_es.StoreTimeout("lost")
             return await real(*args, **kwargs)
 
-        monkeypatch.setattr(other._wire, "publish_commit", first_attempt_lost)
+        monkeypatch.setattr(internals.wire(other), "publish_commit", first_attempt_lost)
         with pytest.raises(angzarr_es.ConcurrencyError) as info:
             await b.append("p", [deposit(10)], expected=1)
     assert info.value.actual == 2
@@ -300,14 +300,14 @@ async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
     for i in range(6):
         await store.append("e", [deposit(i)], expected=i)
     async with await angzarr_es.connect(config=client.config) as other:
-        real = other._wire.reads.direct_last
+        real = internals.wire(other).reads.direct_last
 
         async def lagging(stream: str, subject: str, what: str = "") -> Any:
             # A follower that has only four commits (no headers: the store reads none).
-            got = await other._wire.reads.leader_next(stream, subject, 4)
+            got = await internals.wire(other).reads.leader_next(stream, subject, 4)
             return None if got is None else (*got, {})
 
-        monkeypatch.setattr(other._wire.reads, "direct_last", lagging)
+        monkeypatch.setattr(internals.wire(other).reads, "direct_last", lagging)
         res = await other.store("player").append("e", [], expected=6)
         assert (res.first_sequence, res.next_sequence) == (6, 6)
         assert real is not None

@@ -19,7 +19,7 @@ import angzarr_es
 from angzarr_es import CodecError, History, RecordedEvent
 from angzarr_es._observe import CacheOutcome
 from angzarr_es.config import Config
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
 
@@ -42,7 +42,7 @@ async def plain(client: angzarr_es.Client) -> AsyncIterator[angzarr_es.Client]:
 def requests(client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every request `client` sends while the block runs (its `what`)."""
     sent: list[str] = []
-    mux = client._wire.mux
+    mux = internals.wire(client).mux
     ask, gather = mux.ask, mux.gather
 
     async def counted_ask(
@@ -73,7 +73,7 @@ def assert_same(got: History, want: History) -> None:
 
 
 def stats(client: angzarr_es.Client) -> tuple[int, int, int]:
-    s = client._ctx.hot.stats()
+    s = internals.context(client).hot.stats()
     return s.hits, s.misses, s.fallbacks
 
 
@@ -185,7 +185,7 @@ async def test_snapshot_loads_seed_the_entry_and_are_served_from_it(
         want = await ref.load(root, snapshot=True)
         assert_same(got, want)
         assert got.snapshot == want.snapshot
-        entry = fresh._ctx.hot.get(cold.subject(root))
+        entry = internals.context(fresh).hot.get(cold.subject(root))
         assert entry is not None
         assert entry.base == 7
         with requests(fresh, monkeypatch) as sent:
@@ -271,7 +271,7 @@ async def test_a_replica_behind_this_process_is_completed_from_the_leader(
     await other.store("player").append(root, [deposit(4)], expected=4)
     # This client learns of the other's commit without reading it (a position lookup).
     assert await store.next_sequence(root) == 5
-    reads = client._wire.reads
+    reads = internals.wire(client).reads
     real = reads.direct_batch
 
     async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
@@ -361,7 +361,7 @@ async def test_the_cache_keeps_within_its_bytes(config: Config) -> None:
         roots = [uuid.uuid4() for _ in range(300)]
         for root in roots:
             await store.append(root, [deposit(1), deposit(2)], expected=0)
-        s = client._ctx.hot.stats()
+        s = internals.context(client).hot.stats()
         assert 0 < s.bytes <= s.max_bytes
         assert s.evictions > 0
         assert s.entries + s.evictions == len(roots)
@@ -371,9 +371,9 @@ async def test_the_cache_keeps_within_its_bytes(config: Config) -> None:
         # One history larger than a quarter of the cache is never kept.
         big = uuid.uuid4()
         await store.append(big, [deposit(i) for i in range(200)], expected=0)
-        assert client._ctx.hot.get(store.subject(big)) is None
+        assert internals.context(client).hot.get(store.subject(big)) is None
         assert len((await store.load(big)).events) == 200
-        assert client._ctx.hot.get(store.subject(big)) is None
+        assert internals.context(client).hot.get(store.subject(big)) is None
         await jsadmin.delete_stream(client, cfg.nats.stream_name)
         await jsadmin.delete_stream(client, cfg.nats.snapshot_stream)
 
@@ -423,7 +423,7 @@ async def test_a_tail_that_fills_its_page_is_followed_by_the_next_page(
     store, root = client.store("player"), uuid.uuid4()
     await store.append(root, [deposit(0)], expected=0)
     await other.store("player").append(root, [deposit(1), deposit(2)], expected=1)
-    reads = client._wire.reads
+    reads = internals.wire(client).reads
     real = reads.direct_batch
     pages: list[int] = []
 

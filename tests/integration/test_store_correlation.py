@@ -10,7 +10,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es._nats import messages as js
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.events import deposit
 
 
@@ -91,13 +91,13 @@ async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.
     prefix, stream = client.config.nats.subject_prefix, client.config.nats.stream_name
     entry = _correlation.index_subject(prefix, "wf")
     # A writer that died between its entry and its commit...
-    await _correlation.write_entry(client._wire, stream, entry, store.subject("p"), 0)
+    await _correlation.write_entry(internals.wire(client), stream, entry, store.subject("p"), 0)
     assert await client.events_by_correlation("wf") == {}
     # ...and the commit that later took that slot under another workflow.
     await store.append("p", [deposit(1)], expected=0, correlation_id="other")
     assert await client.events_by_correlation("wf") == {}
     # An entry naming the right slot but a commit of another workflow.
-    await _correlation.write_entry(client._wire, stream, entry, store.subject("p"), 1)
+    await _correlation.write_entry(internals.wire(client), stream, entry, store.subject("p"), 1)
     await store.append("p", [deposit(2)], expected=1)
     assert await client.events_by_correlation("wf") == {}
     # Garbage on the index subject is skipped.

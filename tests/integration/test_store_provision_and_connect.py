@@ -12,7 +12,7 @@ import pytest
 import angzarr_es
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
 
@@ -95,7 +95,9 @@ async def test_a_configured_max_age_warns_that_events_will_be_deleted(
 async def test_provision_refuses_a_server_that_is_too_old(
     client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(type(client._wire), "server_version", property(lambda self: (2, 10, 22)))
+    monkeypatch.setattr(
+        type(internals.wire(client)), "server_version", property(lambda self: (2, 10, 22))
+    )
     with pytest.raises(angzarr_es.ServerTooOld, match=r"2\.11"):
         await client.provision()
 
@@ -118,7 +120,7 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
             await client.events_by_correlation("wf")  # was {}: "no events"
         # Failures together share one probe (an election must not cost one per read).
-        wire = client._wire
+        wire = internals.wire(client)
         asked: list[str] = []
         real = wire.mux.request
 
@@ -143,7 +145,7 @@ async def test_connect_with_a_url_ignores_a_bad_nats_url(
 ) -> None:
     monkeypatch.setenv("NATS_URL", "http://not-nats:4222")
     async with await angzarr_es.connect(nats_url) as client:  # `url` replaces NATS_URL
-        assert jsadmin.connection(client).is_connected
+        assert internals.connection(client).is_connected
     with pytest.raises(angzarr_es.ConfigError, match=r"^connect\(url=\.\.\.\): .*'https'"):
         await angzarr_es.connect("https://x:4222")
 

@@ -20,7 +20,7 @@ from angzarr_es import codec
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
 
@@ -107,19 +107,19 @@ async def test_a_lagging_replica_never_hides_our_own_append(
         pid = uuid.uuid4()
         for i in range(5):
             await store.append(pid, [deposit(i)], expected=i)
-        real = writer._wire.reads.direct_batch
+        real = internals.wire(writer).reads.direct_batch
 
         async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
             # A follower that has only the first three commits.
             payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
             return payloads[:3], 3, False
 
-        monkeypatch.setattr(writer._wire.reads, "direct_batch", lagging)
+        monkeypatch.setattr(internals.wire(writer).reads, "direct_batch", lagging)
         hist = await store.load(pid)
         assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
         assert hist.next_sequence == 5
         assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
-        assert writer._ctx.hot.stats().hits == (2 if cached else 0)
+        assert internals.context(writer).hot.stats().hits == (2 if cached else 0)
     assert (await jsadmin.stream_info_json(client, client.config.nats.stream_name))["state"][
         "consumer_count"
     ] == 0

@@ -13,7 +13,7 @@ import angzarr_es
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
 
@@ -59,7 +59,7 @@ async def test_a_snapshot_load_starts_at_the_covering_commit(
         seqs.append(res.stream_sequence)
         await client.store("player").append(f"noise-{n}", [deposit(0)], expected=0)
     await store.save_snapshot("p", player_pb2.PlayerState(balance_cents=1), 41)
-    wire = client._wire
+    wire = internals.wire(client)
     starts: list[int] = []
     direct_batch, consumer_replay = wire.reads.direct_batch, wire.replayer.replay
 

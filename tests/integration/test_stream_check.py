@@ -18,7 +18,7 @@ from angzarr_es import _provision
 from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config, with_nats
 from tests.support.events import deposit
 
@@ -184,13 +184,13 @@ async def test_the_look_costs_one_request_per_client(
     asked: list[str] = []
 
     def counting(c: angzarr_es.Client) -> None:
-        real = c._wire.js.stream_info
+        real = internals.wire(c).js.stream_info
 
         async def stream_info(name: str, **kwargs: Any) -> Any:
             asked.append(name)
             return await real(name, **kwargs)
 
-        monkeypatch.setattr(c._wire.js, "stream_info", stream_info)
+        monkeypatch.setattr(internals.wire(c).js, "stream_info", stream_info)
 
     counting(client)  # provisioned: it knows the stream already
     players = client.store("player")

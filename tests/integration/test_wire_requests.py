@@ -17,6 +17,7 @@ from angzarr_es._nats.connection import FastClient as _Client
 from angzarr_es._nats.mux import SWEEP_INTERVAL
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
+from tests.support import internals
 
 
 async def interest_registered(nc: NatsClient) -> None:
@@ -57,11 +58,10 @@ async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: s
             *(wire.mux.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
         )
         assert [r.data for r in replies] == [b[::-1] for b in bodies]
-        assert not wire.mux._replies  # nothing left behind
+        assert not internals.pending_replies(wire.mux)  # nothing left behind
     # Replies were handed over in the reader task, not through nats-py's queue.
     assert isinstance(wire.nc, _Client)
-    assert wire.mux._inbox_sub is not None
-    assert wire.mux._inbox_sub._id in wire.nc.direct
+    assert internals.inbox_served_directly(wire)
 
 
 async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> None:
@@ -74,7 +74,7 @@ async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> 
             await wire.mux.request("silent", b"x", timeout=0.2, what="ask silent")
         waited = time.monotonic() - started
         assert 0.2 <= waited < 0.2 + SWEEP_INTERVAL + 1.0
-        assert not wire.mux._replies
+        assert not internals.pending_replies(wire.mux)
     finally:
         await silent.close()
 
@@ -96,7 +96,7 @@ async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
     try:
         pending = asyncio.ensure_future(wire.mux.request("silent2", b"x", timeout=5))
         await asyncio.wait_for(arrived.wait(), 5)
-        assert len(wire.mux._replies) == 1
+        assert internals.pending_replies(wire.mux) == 1
         await wire.close()
         with pytest.raises(StoreUnavailable, match="closed"):
             await asyncio.wait_for(pending, 2)
@@ -129,14 +129,15 @@ async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
 def count_takes(nc: _Client) -> list[int]:
     """Record the bytes `FastParser.take` dispatches from the socket callback."""
     taken: list[int] = []
-    take = nc._ps.take
+    parser = internals.parser(nc)
+    take = parser.take
 
     def counting(data: bytes) -> int:
         n = take(data)
         taken.append(n)
         return n
 
-    nc._ps.take = counting  # type: ignore[method-assign]
+    parser.take = counting  # type: ignore[method-assign]
     return taken
 
 

@@ -1,48 +1,42 @@
 """JetStream admin requests the tests make beside the library: stream and
 consumer info, creating, changing and deleting them, raw messages.
 
-This is the one place the tests reach into a client's connection
-(`client._wire`) for requests of their own; fault injection that replaces a
-wire method still patches the wire where it happens. The JSON API calls return
-the server's raw reply, for the caller to decode as it needs.
+Each call opens a connection of its own from the client's public `config`
+(same servers, credentials and TLS) and closes it before returning: the
+requests never pass through the client under test, so they neither disturb
+it (its request counters, its faults) nor depend on its internals, and they
+work on a client the test already closed. The JSON API calls return the
+server's raw reply, for the caller to decode as it needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from angzarr_es import Client
+from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as js
 
 
-def connection(client: Client) -> NatsClient:
-    """The client's nats-py connection (to count subscriptions, publish with a reply, ...)."""
-    nc: NatsClient = client._wire.nc
-    return nc
-
-
-def is_closed(client: Client) -> bool:
-    """Whether the client's connection is closed."""
-    return client.closed
-
-
-def subscription_count(client: Client) -> int:
-    """How many subscriptions the client's connection holds."""
-    return len(connection(client)._subs)
-
-
-def max_payload(client: Client) -> int:
-    """The connected server's max_payload, in bytes."""
-    return int(connection(client).max_payload)
+@asynccontextmanager
+async def admin(client: Client) -> AsyncIterator[Wire]:
+    """A connection of our own to `client`'s servers, closed on leaving."""
+    wire = await Wire.connect(client.config.nats)
+    try:
+        yield wire
+    finally:
+        await wire.close()
 
 
 async def api(client: Client, subject: str, body: bytes = b"") -> bytes:
     """Any JetStream API request; the raw JSON reply."""
-    return await client._wire.js.call(subject, body)
+    async with admin(client) as wire:
+        return await wire.js.call(subject, body)
 
 
 def _body(request: object) -> bytes:
@@ -83,11 +77,8 @@ async def update_stream(client: Client, config: js.StreamConfig) -> bytes:
 
 
 async def delete_stream(client: Client, name: str) -> None:
-    """Remove a test stream (deny_delete forbids deleting messages, not the stream).
-
-    A client already closed (a test closed it on purpose) deletes nothing."""
-    if not is_closed(client):
-        await api(client, f"$JS.API.STREAM.DELETE.{name}")
+    """Remove a test stream (deny_delete forbids deleting messages, not the stream)."""
+    await api(client, f"$JS.API.STREAM.DELETE.{name}")
 
 
 async def purge(client: Client, stream: str, subjects_filter: str = "", *, keep: int = 0) -> int:
@@ -116,7 +107,8 @@ async def get_message(
 async def direct_get_last(client: Client, stream: str, subject: str) -> Msg:
     """DIRECT.GET of the last message on `subject`, with its headers."""
     body = msgspec.json.encode({"last_by_subj": subject})
-    msg: Msg = await client._wire.mux.request(f"$JS.API.DIRECT.GET.{stream}", body)
+    async with admin(client) as wire:
+        msg: Msg = await wire.mux.request(f"$JS.API.DIRECT.GET.{stream}", body)
     return msg
 
 
@@ -155,12 +147,13 @@ async def publish(
     client: Client, subject: str, payload: bytes, headers: dict[str, str] | None = None
 ) -> js.PubAck:
     """Store `payload` on a stream subject as it is, bypassing the store's checks."""
-    msg = await client._wire.mux.request(subject, payload, headers=headers)
+    async with admin(client) as wire:
+        msg = await wire.mux.request(subject, payload, headers=headers)
     return js.pub_ack(msg.data)
 
 
 async def publish_unacked(client: Client, subject: str, payload: bytes) -> None:
     """A core NATS publish, flushed to the server (no ack is asked for)."""
-    nc = connection(client)
-    await nc.publish(subject, payload)
-    await nc.flush()
+    async with admin(client) as wire:
+        await wire.nc.publish(subject, payload)
+        await wire.nc.flush()

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from angzarr_es import Client
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
+from tests.support import internals
 
 # What a failure does to the request it hits.
 DROP_REPLY = "drop_reply"
@@ -83,7 +84,7 @@ class WireFaults:
     paused: bool = False
 
     def __post_init__(self) -> None:
-        mux = self.client._wire.mux
+        mux = internals.wire(self.client).mux
         self._real: Callable[..., Awaitable[Msg]] = mux.ask
         self._prefix = self.client.config.nats.subject_prefix
         self._seen: dict[str, int] = {}
@@ -101,7 +102,7 @@ class WireFaults:
         self._seen.clear()
 
     def restore(self) -> None:
-        self.client._wire.mux.ask = self._real  # type: ignore[method-assign,assignment]
+        internals.wire(self.client).mux.ask = self._real  # type: ignore[method-assign,assignment]
 
     async def _ask(
         self,
@@ -129,7 +130,7 @@ class WireFaults:
             raise StoreTimeout(f"{what}: no answer from NATS in time (request lost)")
         if mode == DISCONNECTED:
             raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
-        nc = self.client._wire.nc
+        nc = internals.wire(self.client).nc
         if kind == "direct_get" and mode in (UNAVAILABLE, REFUSED):
             # Direct Get answers with a status, not a JSON error.
             status = "503" if mode == UNAVAILABLE else "500"
