@@ -46,7 +46,11 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
         self._config = config if config is not None else Config()
         nats = self._config.nats
         history = nats.snapshot_history if snapshot_history is None else snapshot_history
-        self._world = World(prefix=nats.subject_prefix, snapshot_history=history)
+        self._world = World(
+            prefix=nats.subject_prefix,
+            snapshot_history=history,
+            type_url_prefix=nats.type_url_prefix,
+        )
         self._bus = InMemoryBus(self._world, nats)
         self._provisioned = False
         # What close() stops first.
