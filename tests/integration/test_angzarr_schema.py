@@ -17,11 +17,10 @@ from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.testing import InMemoryClient
 from tests.support import jsadmin
-from tests.support.angzarr_schema import COORDINATOR
+from tests.support.angzarr_schema import COORDINATOR, angzarr_book
 from tests.support.bus import Recorder
 from tests.support.configs import with_nats
 from tests.support.events import deposit
-from tests.unit.test_schema import angzarr_book
 
 
 @pytest.fixture(params=["direct", "consumer", "cached"])

@@ -18,13 +18,16 @@ independent of `angzarr_es.pb.core_pb2`:
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 
-__all__ = ["COORDINATOR", "MESSAGES", "V1", "Schema"]
+from angzarr_es.pb import player_pb2
+
+__all__ = ["COORDINATOR", "MESSAGES", "ROOT", "V1", "WHEN", "Schema", "angzarr_book"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 OPT, REP = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
@@ -197,3 +200,55 @@ def _build(package: str, *, coordinator: bool) -> Schema:
 
 COORDINATOR = _build("angzarr_client.proto.angzarr.v1", coordinator=True)
 V1 = _build("io.angzarr.v1", coordinator=False)
+
+
+# -- a book angzarr might write ------------------------------------------------------
+
+ROOT = bytes(range(16))
+WHEN = dt.datetime(2026, 12, 7, 7, 0, 0, 250000, tzinfo=dt.UTC)
+
+
+def _cover(schema: Schema, book: Any) -> None:
+    cover = book.cover
+    cover.domain = "player"
+    cover.root.value = ROOT
+    cover.correlation_id = "wf-1"
+    cover.edition.name = "angzarr"
+    div = cover.edition.divergences.add()
+    div.domain, div.sequence = "table", 7
+    parent = schema["Cover"](domain="table", correlation_id="wf-1")
+    parent.root.value = bytes(16)
+    cover.ext.Pack(parent)
+
+
+def _page(schema: Schema, book: Any, seq: int) -> Any:
+    page = book.pages.add()
+    page.header.sequence = seq
+    page.header.sync_mode = schema.enum("SyncMode", "SYNC_MODE_CASCADE")
+    page.created_at.FromDatetime(WHEN)
+    return page
+
+
+def angzarr_book(schema: Schema) -> bytes:
+    """A commit of four pages with every field angzarr's `schema` has: an event,
+    a claim check, then (coordinator) a pending page and a committed page with a
+    cascade id, else two events."""
+    book = schema["EventBook"]()
+    _cover(schema, book)
+    _page(schema, book, 0).event.Pack(player_pb2.FundsDeposited(amount_cents=1))
+    ref = _page(schema, book, 1).external
+    ref.storage_type = schema.enum("PayloadStorageType", "PAYLOAD_STORAGE_TYPE_S3")
+    ref.uri = "s3://payloads/abc.bin"
+    ref.content_hash = b"\x01" * 32
+    ref.original_size = 300_000
+    ref.stored_at.FromDatetime(WHEN)
+    pending = _page(schema, book, 2)
+    pending.event.Pack(player_pb2.FundsDeposited(amount_cents=3))
+    last = _page(schema, book, 3)
+    last.event.Pack(player_pb2.FundsDeposited(amount_cents=4))
+    if schema is COORDINATOR:
+        pending.no_commit = True
+        pending.cascade_id = "cascade-9"
+        last.cascade_id = "cascade-8"
+    book.next_sequence = 4
+    return book.SerializeToString()  # type: ignore[no-any-return]

@@ -9,7 +9,6 @@ tests/support/angzarr_schema.py, never with `core_pb2`.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
@@ -19,10 +18,7 @@ from angzarr_es import _codec, codec
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.store import _commits, _snapshots
-from tests.support.angzarr_schema import COORDINATOR, MESSAGES, V1, Schema
-
-ROOT = bytes(range(16))
-WHEN = dt.datetime(2026, 12, 7, 7, 0, 0, 250000, tzinfo=dt.UTC)
+from tests.support.angzarr_schema import COORDINATOR, MESSAGES, ROOT, V1, WHEN, Schema, angzarr_book
 
 
 def _shape(descriptor: Any) -> dict[int, tuple[object, ...]]:
@@ -60,52 +56,6 @@ def test_enums_carry_io_angzarr_v1s_numbers() -> None:
         ours = core_pb2.DESCRIPTOR.enum_types_by_name[enum]
         for value in ours.values:
             assert V1.enum(enum, value.name) == value.number
-
-
-def _cover(schema: Schema, book: Any) -> None:
-    cover = book.cover
-    cover.domain = "player"
-    cover.root.value = ROOT
-    cover.correlation_id = "wf-1"
-    cover.edition.name = "angzarr"
-    div = cover.edition.divergences.add()
-    div.domain, div.sequence = "table", 7
-    parent = schema["Cover"](domain="table", correlation_id="wf-1")
-    parent.root.value = bytes(16)
-    cover.ext.Pack(parent)
-
-
-def _page(schema: Schema, book: Any, seq: int) -> Any:
-    page = book.pages.add()
-    page.header.sequence = seq
-    page.header.sync_mode = schema.enum("SyncMode", "SYNC_MODE_CASCADE")
-    page.created_at.FromDatetime(WHEN)
-    return page
-
-
-def angzarr_book(schema: Schema) -> bytes:
-    """A commit of four pages with every field angzarr's `schema` has: an event,
-    a claim check, then (coordinator) a pending page and a committed page with a
-    cascade id, else two events."""
-    book = schema["EventBook"]()
-    _cover(schema, book)
-    _page(schema, book, 0).event.Pack(player_pb2.FundsDeposited(amount_cents=1))
-    ref = _page(schema, book, 1).external
-    ref.storage_type = schema.enum("PayloadStorageType", "PAYLOAD_STORAGE_TYPE_S3")
-    ref.uri = "s3://payloads/abc.bin"
-    ref.content_hash = b"\x01" * 32
-    ref.original_size = 300_000
-    ref.stored_at.FromDatetime(WHEN)
-    pending = _page(schema, book, 2)
-    pending.event.Pack(player_pb2.FundsDeposited(amount_cents=3))
-    last = _page(schema, book, 3)
-    last.event.Pack(player_pb2.FundsDeposited(amount_cents=4))
-    if schema is COORDINATOR:
-        pending.no_commit = True
-        pending.cascade_id = "cascade-9"
-        last.cascade_id = "cascade-8"
-    book.next_sequence = 4
-    return book.SerializeToString()  # type: ignore[no-any-return]
 
 
 def angzarr_deferred_header(schema: Schema) -> Any:
