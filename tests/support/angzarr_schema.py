@@ -10,10 +10,11 @@ independent of `angzarr_es.pb.core_pb2`:
 - `COORDINATOR`: `angzarr_client.proto.angzarr.v1`, the schema angzarr's
   coordinator compiles (angzarr f97af362, angzarr-project 80ce7c2): EventPage
   fields 6 `no_commit` and 7 `cascade_id`, SyncMode numbered from ASYNC = 0,
-  no Snapshot.created_at, AngzarrDeferredSequence with two fields.
+  no Cover.ext, no Snapshot.created_at, AngzarrDeferredSequence with two fields.
 - `V1`: `io.angzarr.v1`, angzarr-project's newest: 6 and 7 reserved,
-  Snapshot.created_at, AngzarrDeferredSequence.source_component/command_index,
-  SyncMode with UNSPECIFIED = 0.
+  Cover.ext, Snapshot.created_at,
+  AngzarrDeferredSequence.source_component/command_index, SyncMode with
+  UNSPECIFIED = 0.
 """
 
 from __future__ import annotations
@@ -78,9 +79,16 @@ def _fields(package: str, *, coordinator: bool) -> dict[str, list[Field]]:
         _f("state", 3, MSG, ANY),
         _f("retention", 4, ENUM, p + "SnapshotRetention"),
     ]
+    cover = [
+        _f("domain", 2, STRING),
+        _f("root", 1, MSG, p + "UUID"),
+        _f("correlation_id", 3, STRING),
+        _f("edition", 4, MSG, p + "Edition"),
+    ]
     if coordinator:
         page += [_f("no_commit", 6, BOOL), _f("cascade_id", 7, STRING, optional=True)]
     else:
+        cover += [_f("ext", 6, MSG, ANY)]
         deferred += [_f("source_component", 3, STRING), _f("command_index", 4, UINT32)]
         snapshot += [_f("created_at", 5, MSG, TIMESTAMP)]
     return {
@@ -90,13 +98,7 @@ def _fields(package: str, *, coordinator: bool) -> dict[str, list[Field]]:
             _f("divergences", 2, MSG, p + "DomainDivergence", label=REP),
         ],
         "DomainDivergence": [_f("domain", 1, STRING), _f("sequence", 2, UINT32)],
-        "Cover": [
-            _f("domain", 2, STRING),
-            _f("root", 1, MSG, p + "UUID"),
-            _f("correlation_id", 3, STRING),
-            _f("edition", 4, MSG, p + "Edition"),
-            _f("ext", 6, MSG, ANY),
-        ],
+        "Cover": cover,
         "PayloadReference": [
             _f("storage_type", 1, ENUM, p + "PayloadStorageType"),
             _f("uri", 2, STRING),
@@ -216,9 +218,10 @@ def _cover(schema: Schema, book: Any) -> None:
     cover.edition.name = "angzarr"
     div = cover.edition.divergences.add()
     div.domain, div.sequence = "table", 7
-    parent = schema["Cover"](domain="table", correlation_id="wf-1")
-    parent.root.value = bytes(16)
-    cover.ext.Pack(parent)
+    if "ext" in cover.DESCRIPTOR.fields_by_name:
+        parent = schema["Cover"](domain="table", correlation_id="wf-1")
+        parent.root.value = bytes(16)
+        cover.ext.Pack(parent)
 
 
 def _page(schema: Schema, book: Any, seq: int) -> Any:

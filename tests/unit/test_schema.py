@@ -76,8 +76,9 @@ def test_a_book_with_every_field_survives_our_parse_unchanged(schema: Schema) ->
     ours = core_pb2.EventBook.FromString(payload)
     assert ours.SerializeToString() == payload
     assert ours.cover.edition.divergences[0].sequence == 7
-    assert ours.cover.ext.type_url == f"type.googleapis.com/{schema.package}.Cover"
-    assert core_pb2.Cover.FromString(ours.cover.ext.value).domain == "table"
+    if schema is V1:
+        assert ours.cover.ext.type_url == f"type.googleapis.com/{schema.package}.Cover"
+        assert core_pb2.Cover.FromString(ours.cover.ext.value).domain == "table"
     # The number survives; its name is io.angzarr.v1's (the coordinator's
     # CASCADE = 2 is v1's SIMPLE: angzarr renumbered the enum).
     assert ours.pages[0].header.sync_mode == schema.enum("SyncMode", "SYNC_MODE_CASCADE")
