@@ -17,6 +17,7 @@ empty event: see `RecordedEvent`.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ _EventPage = core_pb2.EventPage
 _PayloadReference = core_pb2.PayloadReference
 _PAGE_NAME: str = _EventPage.DESCRIPTOR.full_name
 _REFERENCE_NAME: str = _PayloadReference.DESCRIPTOR.full_name
+_no_commit = operator.attrgetter("no_commit")
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -272,14 +274,16 @@ def recorded(
         CodecError: an event's bytes do not parse as its type.
     """
     out: list[RecordedEvent] = []
-    pages = book.pages
+    # The pages' wrappers, made once in one call: the pending check and the
+    # decoding loop then share them.
+    pages = book.pages[:]
     count = len(pages)
     if count:
         first = pages[0].header.sequence
         last = pages[count - 1].header.sequence if count > 1 else first
         correlation_id = book.cover.correlation_id
         try:
-            if _pending(pages) or not extend_recorded(
+            if any(map(_no_commit, pages)) or not extend_recorded(
                 out, pages, first, last, correlation_id, lo, hi, subject
             ):
                 extend_irregular(out, pages, correlation_id, lo, hi, subject)
@@ -289,10 +293,6 @@ def recorded(
                 subject=subject,
             ) from exc
     return out
-
-
-def _pending(pages: Sequence[core_pb2.EventPage]) -> bool:
-    return any(page.no_commit for page in pages)
 
 
 def extend_recorded(
