@@ -36,8 +36,8 @@ class InMemoryClient(ProjectorFactory[InMemoryProjector]):
     catch-up and live subscriptions) that delivers the world's commits in
     order (see `angzarr_es.testing` for what it leaves out).
 
-    `config` gives the subject prefix, `snapshot_history` and the
-    `[[bus.nats.consumers]]` entries; nothing connects anywhere.
+    `config` gives the subject prefix, `snapshot_history`, `type_url_prefix`
+    and the `[[bus.nats.consumers]]` entries; nothing connects anywhere.
     """
 
     def __init__(
