@@ -91,13 +91,8 @@ def parser_for(cls: type[Message]) -> Parser | None:
 def plain_parser() -> Parser:
     """`FromString` of the EventBook mirror the read path parses with when it
     has no type to guess: an `EventBook` whose pending pages have no `event`."""
-    found = _parsers.get(any_pb2.Any)
-    if found is None:
-        with _lock:
-            found = _parsers.get(any_pb2.Any)
-            if found is None:
-                found = _parsers[any_pb2.Any] = _build(None)
-    return found
+    with _lock:
+        return _build(None)
 
 
 def _build(event: Any) -> Parser:

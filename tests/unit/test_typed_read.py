@@ -191,3 +191,22 @@ def test_a_type_url_that_is_not_utf8_fails_both_paths_even_outside_the_range() -
             guess.learn(core_pb2.EventBook.FromString(payloads[0]).pages, missed=False)
         with pytest.raises(_commits.Corrupt, match="UTF-8"):
             decode(payloads, 3, None, guess)
+
+
+def test_events_that_are_any_messages_have_a_typed_view_of_their_own() -> None:
+    """The plain view (value as bytes) is not the typed view of `Any`."""
+    inner = [any_pb2.Any(type_url=f"x/y.Z{i}", value=bytes([i])) for i in range(3)]
+    payloads = [
+        codec.encode_commit(
+            domain="player",
+            root=b"\x02" * 16,
+            first_sequence=i,
+            events=[codec.pack(e)],
+            correlation_id="",
+            created_at=NOW,
+        )
+        for i, e in enumerate(inner)
+    ]
+    guess = _commits.Guess()
+    assert [e.event for e in decode(payloads, 0, None, guess)] == inner
+    assert guess.credit == 2  # the typed view hit twice
