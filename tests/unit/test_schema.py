@@ -58,16 +58,22 @@ def test_enums_carry_io_angzarr_v1s_numbers() -> None:
             assert V1.enum(enum, value.name) == value.number
 
 
-def angzarr_deferred_header(schema: Schema) -> Any:
-    header = schema["PageHeader"]()
-    deferred = header.angzarr_deferred
+def deferred_headers(schema: Schema) -> list[Any]:
+    """Page headers with each deferred sequence (commands and facts carry them
+    before angzarr stamps a sequence), every field set."""
+    saga = schema["PageHeader"]()
+    deferred = saga.angzarr_deferred
     deferred.source.domain = "order"
     deferred.source.root.value = ROOT
     deferred.source_seq = 5
     if schema is V1:
         deferred.source_component = "fulfilment-saga"
         deferred.command_index = 2
-    return header
+    fact = schema["PageHeader"]()
+    fact.external_deferred.external_id = "pi_1234"
+    fact.external_deferred.description = "Stripe webhook"
+    fact.sync_mode = schema.enum("SyncMode", "SYNC_MODE_DECISION")
+    return [saga, fact]
 
 
 @pytest.mark.parametrize("schema", [V1, COORDINATOR], ids=["io.angzarr.v1", "coordinator"])
@@ -83,8 +89,11 @@ def test_a_book_with_every_field_survives_our_parse_unchanged(schema: Schema) ->
     # CASCADE = 2 is v1's SIMPLE: angzarr renumbered the enum).
     assert ours.pages[0].header.sync_mode == schema.enum("SyncMode", "SYNC_MODE_CASCADE")
     assert ours.pages[1].external.uri == "s3://payloads/abc.bin"
-    header = angzarr_deferred_header(schema).SerializeToString()
-    assert core_pb2.PageHeader.FromString(header).SerializeToString() == header
+    for header in deferred_headers(schema):
+        data = header.SerializeToString()
+        ours_header = core_pb2.PageHeader.FromString(data)
+        assert ours_header.SerializeToString() == data
+        assert ours_header.WhichOneof("sequence_type") == header.WhichOneof("sequence_type")
 
 
 def _routes(payloads: list[bytes]) -> dict[str, list[RecordedEvent]]:
