@@ -84,7 +84,7 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     replay: Literal["direct", "consumer"] = "direct"
     # What precedes an event's full protobuf name in its Any's type URL when
     # this library writes it (what Any.Pack writes, and what angzarr's clients
-    # compare against); "/" keeps the form this library wrote before 0.4.
+    # compare against); "/" keeps the form this library wrote before (issue 16).
     # Reading accepts any prefix.
     type_url_prefix: str = "type.googleapis.com/"
     # Before a client's first append: an event stream whose settings can delete
