@@ -3,14 +3,21 @@ for the public part).
 
 One commit per JetStream message, events packed as Any.
 
-Type URLs are `"/" + full message name` (angzarr's convention); readers accept
-any prefix before the last `/`. An event whose type is not known to this
-process's protobuf descriptor pool stays available as the raw `Any`.
+Type URLs are `"type.googleapis.com/" + full message name` by default (what
+`Any.Pack` writes in every language, and what angzarr's clients compare
+against); `pack(..., type_url_prefix="/")` keeps the older `"/" + full name`.
+Readers accept any prefix before the last `/`. An event whose type is not known
+to this process's protobuf descriptor pool stays available as the raw `Any`.
+
+A page that holds no committed event (angzarr's claim check, a pending
+two-phase page, a page with no payload) is read as a stand-in, never as an
+empty event: see `RecordedEvent`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,10 +30,12 @@ from angzarr_es.pb import core_pb2
 
 __all__ = [
     "EPOCH",
+    "TYPE_URL_PREFIX",
     "RecordedEvent",
     "commit_span",
     "decode_book",
     "encode_commit",
+    "extend_irregular",
     "extend_recorded",
     "kind_of",
     "pack",
@@ -43,20 +52,59 @@ _classes: dict[str, type[Message] | None] = {}
 _kinds: dict[str, tuple[str, type[Message] | None]] = {}
 _symbols = symbol_database.Default()
 
+TYPE_URL_PREFIX = "type.googleapis.com/"
+_EventPage = core_pb2.EventPage
+_PayloadReference = core_pb2.PayloadReference
+_PAGE_NAME: str = _EventPage.DESCRIPTOR.full_name
+_REFERENCE_NAME: str = _PayloadReference.DESCRIPTOR.full_name
+_no_commit = operator.attrgetter("no_commit")
+
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One stored event of one aggregate."""
+    """One stored event of one aggregate.
+
+    A page that holds no committed event keeps its place in the sequence with a
+    stand-in as `event`, whose type no handler of domain events expects:
+
+    - a claim check (angzarr stored the payload elsewhere): the page's
+      `angzarr_es.core.PayloadReference` (also `external`);
+    - a pending two-phase page (angzarr's `no_commit`, not committed): the
+      stored `angzarr_es.core.EventPage` (`pending` is True), whose `event` (an
+      `Any`, see `codec.unpack`) or `external` holds the pending payload and
+      `cascade_id` its cascade;
+    - a page with no payload at all: the stored `EventPage`.
+    """
 
     sequence: int
     """0-based, dense position in the aggregate."""
     event: Message
-    """The decoded protobuf message, or the raw `Any` if its type is unknown here."""
+    """The decoded protobuf message, or the raw `Any` if its type is unknown
+    here, or a stand-in (see above)."""
     type_name: str
-    """Full protobuf name of the event type, e.g. `examples.player.FundsDeposited`."""
+    """Full protobuf name of the event type, e.g. `examples.player.FundsDeposited`
+    (of a stand-in: `angzarr_es.core.PayloadReference` or `angzarr_es.core.EventPage`)."""
     created_at: dt.datetime
     """When the event was appended (aware, UTC)."""
     correlation_id: str = ""
     """The workflow id stamped on the commit ("" if none)."""
+
+    @property
+    def pending(self) -> bool:
+        """True for a page angzarr wrote pending in a two-phase commit
+        (`no_commit`): not a committed event; `event` is the stored page."""
+        event = self.event
+        return type(event) is _EventPage and event.no_commit
+
+    @property
+    def external(self) -> core_pb2.PayloadReference | None:
+        """Where the payload is when angzarr stored it outside the book (its claim
+        check: the serialized `Any` of the event, at `external.uri`), else None."""
+        event = self.event
+        if type(event) is _PayloadReference:
+            return event
+        if type(event) is _EventPage and event.HasField("external"):
+            return event.external
+        return None
 
 
 def type_name_of(type_url: str) -> str:
@@ -64,17 +112,24 @@ def type_name_of(type_url: str) -> str:
     return type_url.rpartition("/")[2]
 
 
-def pack(event: Message) -> any_pb2.Any:
-    """Pack `event` into an Any with type URL `"/" + full name`.
+def pack(event: Message, type_url_prefix: str = TYPE_URL_PREFIX) -> any_pb2.Any:
+    """Pack `event` into an Any with type URL `type_url_prefix + full name`
+    (`type.googleapis.com/examples.player.FundsDeposited` by default).
 
     Raises:
         TypeError: `event` is not a protobuf message.
-        ValueError: it lacks a required (proto2) field.
+        ValueError: it lacks a required (proto2) field; `type_url_prefix` does
+            not end with `/`.
     """
     if not isinstance(event, Message):
         raise TypeError(f"events must be protobuf messages, got {type(event).__name__}")
+    if not type_url_prefix.endswith("/"):
+        raise ValueError(
+            f"type_url_prefix must end with '/' (e.g. {TYPE_URL_PREFIX!r} or '/'), "
+            f"got {type_url_prefix!r}"
+        )
     packed = any_pb2.Any()
-    packed.type_url = "/" + event.DESCRIPTOR.full_name
+    packed.type_url = type_url_prefix + event.DESCRIPTOR.full_name
     try:
         packed.value = event.SerializeToString()
     except EncodeError as exc:
@@ -212,19 +267,26 @@ def kind_of(type_url: str) -> tuple[str, type[Message] | None]:
 def recorded(
     book: core_pb2.EventBook, lo: int = 0, hi: int | None = None, *, subject: str = ""
 ) -> list[RecordedEvent]:
-    """The events of `book` whose sequence lies in [lo, hi).
+    """The events of `book` whose sequence lies in [lo, hi) (stand-ins included,
+    see `RecordedEvent`).
 
     Raises:
         CodecError: an event's bytes do not parse as its type.
     """
     out: list[RecordedEvent] = []
-    pages = book.pages
+    # The pages' wrappers, made once in one call: the pending check and the
+    # decoding loop then share them.
+    pages = book.pages[:]
     count = len(pages)
     if count:
         first = pages[0].header.sequence
         last = pages[count - 1].header.sequence if count > 1 else first
+        correlation_id = book.cover.correlation_id
         try:
-            extend_recorded(out, pages, first, last, book.cover.correlation_id, lo, hi, subject)
+            if any(map(_no_commit, pages)) or not extend_recorded(
+                out, pages, first, last, correlation_id, lo, hi, subject
+            ):
+                extend_irregular(out, pages, correlation_id, lo, hi, subject)
         except OverflowError as exc:  # a timestamp no datetime can hold
             raise CodecError(
                 f"corrupt EventBook on {subject or '?'}: timestamp out of range: {exc}",
@@ -242,8 +304,11 @@ def extend_recorded(
     lo: int,
     hi: int | None,
     subject: str,
-) -> None:
-    """Append to `out` the events of a commit's (non-empty) `pages` in [lo, hi).
+) -> bool:
+    """Append to `out` the events of a commit's (non-empty) `pages` in [lo, hi);
+    False, with nothing appended, if a page in range holds no event with a type
+    URL (a claim check, or a pending page in the read path's views): the caller
+    then reads the commit with `extend_irregular`.
 
     `first` and `last` are the first and last page's sequences. A commit's
     pages normally carry consecutive sequences and one timestamp; when the
@@ -260,19 +325,24 @@ def extend_recorded(
     if count > 1:
         tail = pages[count - 1].created_at
         if last != first + count - 1 or tail.seconds != seconds or tail.nanos != nanos:
-            _extend_each(out, pages, correlation_id, lo, hi, subject)
-            return
+            return _extend_each(out, pages, correlation_id, lo, hi, subject, careful=False)
     created_at = EPOCH + _timedelta(0, seconds, nanos // 1000)
     selected, seq = span(pages, first, lo, hi)
     append = out.append
     kinds = _kinds
-    type_url = ""
+    mark = len(out)
+    # No URL is "\0": the first page always looks its kind up, so an empty URL
+    # (no event) is seen there or at a change of URL, never per page.
+    type_url = "\0"
     name = ""
     cls: type[Message] | None = None
     for page in selected:
         packed = page.event
         url = packed.type_url
         if url != type_url:
+            if not url:
+                del out[mark:]
+                return False
             name, cls = kinds.get(url) or kind_of(url)
             type_url = url
         event: Message
@@ -293,6 +363,25 @@ def extend_recorded(
             )
         )
         seq += 1
+    return True
+
+
+def extend_irregular(
+    out: list[RecordedEvent],
+    pages: Sequence[core_pb2.EventPage],
+    correlation_id: str,
+    lo: int,
+    hi: int | None,
+    subject: str,
+) -> None:
+    """Append to `out` the events of a commit's `pages` (of a real `EventBook`)
+    in [lo, hi), each page read on its own: its sequence, its timestamp, and
+    what it holds (an event, or a stand-in: see `RecordedEvent`).
+
+    Raises:
+        CodecError: an event's bytes do not parse as its type.
+    """
+    _extend_each(out, pages, correlation_id, lo, hi, subject, careful=True)
 
 
 def span(pages: Sequence[Any], first: int, lo: int, hi: int | None) -> tuple[Sequence[Any], int]:
@@ -313,10 +402,14 @@ def _extend_each(
     lo: int,
     hi: int | None,
     subject: str,
-) -> None:
-    """The general case: every page's own sequence and timestamp."""
+    *,
+    careful: bool,
+) -> bool:
+    """The general case: every page's own sequence and timestamp. Not `careful`:
+    False (nothing appended) at a page in range without an event type URL."""
     last_stamp: tuple[int, int] | None = None
     created_at = EPOCH
+    mark = len(out)
     for page in pages:
         seq = page.header.sequence
         if seq < lo or (hi is not None and seq >= hi):
@@ -326,14 +419,25 @@ def _extend_each(
         if key != last_stamp:
             created_at = EPOCH + _timedelta(0, key[0], key[1] // 1000)
             last_stamp = key
-        packed = page.event
-        name, cls = kind_of(packed.type_url)
-        event: Message = packed
-        if cls is not None:
-            try:
-                event = cls.FromString(packed.value)
-            except DecodeError as exc:
-                raise _undecodable(packed.type_url, exc, seq, subject) from exc
+        event: Message
+        if careful and (page.no_commit or page.WhichOneof("payload") != "event"):
+            if page.HasField("external") and not page.no_commit:
+                name, event = _REFERENCE_NAME, page.external
+            else:
+                name, event = _PAGE_NAME, page
+        else:
+            packed = page.event
+            url = packed.type_url
+            if not (url or careful):
+                del out[mark:]
+                return False
+            name, cls = kind_of(url)
+            event = packed
+            if cls is not None:
+                try:
+                    event = cls.FromString(packed.value)
+                except DecodeError as exc:
+                    raise _undecodable(url, exc, seq, subject) from exc
         out.append(
             RecordedEvent(
                 sequence=seq,
@@ -343,6 +447,7 @@ def _extend_each(
                 correlation_id=correlation_id,
             )
         )
+    return True
 
 
 def _undecodable(type_url: str, exc: DecodeError, seq: int, subject: str) -> CodecError:

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from angzarr_es import _codec
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import InvalidSnapshot
+from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import AggregateId, correlation_token
 
 
@@ -52,6 +53,13 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """Sequence of the last event the state includes."""
     state: Message
     """The decoded protobuf state, or the raw `Any` if its type is unknown here."""
+    retention: int = 0
+    """angzarr's `SnapshotRetention` as saved (`core_pb2.RETENTION_DEFAULT` = 0,
+    `RETENTION_PERSIST`, `RETENTION_TRANSIENT`): kept and returned, not acted
+    on (this store keeps the latest snapshot and `snapshot_history` older ones,
+    whatever it says)."""
+    created_at: dt.datetime | None = None
+    """When the snapshot was saved (aware, UTC); None if it was stored without."""
 
 
 class History(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,9 +171,11 @@ def prepare_append(
     correlation_id: object,
     idempotency_key: object,
     where: Callable[[AggregateId], K],
+    type_url_prefix: str = _codec.TYPE_URL_PREFIX,
 ) -> Append[K]:
     """Check an append's arguments, in the order every store checks them, and
-    pack its events; `where(root)` places the aggregate (checking `root`).
+    pack its events (type URLs `type_url_prefix` + full name); `where(root)`
+    places the aggregate (checking `root`).
 
     Raises:
         TypeError: `expected` neither an int nor ANY; a non-str key or
@@ -178,7 +188,8 @@ def prepare_append(
     key = check_idempotency_key(idempotency_key)
     if isinstance(events, Message):
         raise TypeError("events must be a list of protobuf messages, not one message")
-    packed = [_codec.pack(e) for e in events]
+    pack = _codec.pack
+    packed = [pack(e, type_url_prefix) for e in events]
     place = where(root)
     if not isinstance(correlation_id, str):
         raise TypeError(f"correlation_id must be a str, got {correlation_id!r}")
@@ -214,12 +225,13 @@ def prepare_read(
     return where(root), lo, hi
 
 
-def check_snapshot(state: object, sequence: object) -> int:
+def check_snapshot(state: object, sequence: object, retention: object = 0) -> int:
     """Check `save_snapshot`'s arguments; the sequence.
 
     Raises:
         TypeError: `state` is not a protobuf message.
-        InvalidSnapshot: `sequence` is not an int in [0, 2**32).
+        InvalidSnapshot: `sequence` is not an int in [0, 2**32), or
+            `retention` not one of angzarr's `SnapshotRetention` values.
     """
     if not isinstance(state, Message):
         raise TypeError(f"state must be a protobuf message, got {type(state).__name__}")
@@ -227,4 +239,10 @@ def check_snapshot(state: object, sequence: object) -> int:
         raise InvalidSnapshot(f"snapshot sequence must be an int, got {sequence!r}")
     if not 0 <= sequence <= MAX_SNAPSHOT_SEQUENCE:
         raise InvalidSnapshot(f"snapshot sequence must be in [0, 2**32), got {sequence}")
+    known = core_pb2.SnapshotRetention.values()
+    if isinstance(retention, bool) or retention not in known:
+        names = ", ".join(
+            f"core_pb2.{core_pb2.SnapshotRetention.Name(v)} ({v})" for v in sorted(known)
+        )
+        raise InvalidSnapshot(f"snapshot retention must be one of {names}; got {retention!r}")
     return sequence

@@ -82,6 +82,11 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     # docs/operations.md, "The hot-aggregate cache".
     cache_bytes: int = 64 * 1024 * 1024
     replay: Literal["direct", "consumer"] = "direct"
+    # What precedes an event's full protobuf name in its Any's type URL when
+    # this library writes it (what Any.Pack writes, and what angzarr's clients
+    # compare against); "/" keeps the form this library wrote before (issue 16).
+    # Reading accepts any prefix.
+    type_url_prefix: str = "type.googleapis.com/"
     # Before a client's first append: an event stream whose settings can delete
     # events (max_age, max_msgs, ..., discard old) is refused with
     # StreamConfigError ("refuse"), or appended to after a warning ("warn").
@@ -235,6 +240,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 "bus.nats.snapshot_stream_name must be one token of [A-Za-z0-9_-]",
             ),
             (n.snapshot_history >= 0, "bus.nats.snapshot_history must be >= 0"),
+            (
+                _type_url_prefix_ok(n.type_url_prefix),
+                "bus.nats.type_url_prefix must end with '/' and hold no blanks "
+                '(e.g. "type.googleapis.com/", the default, or "/")',
+            ),
             (_prefix_ok(n.subject_prefix), "bus.nats.subject_prefix must be dot-separated tokens"),
             (_token_ok(n.dlq_stream), "bus.nats.dlq_stream must be one token of [A-Za-z0-9_-]"),
             (
@@ -327,6 +337,10 @@ def redact_url(url: str) -> str:
 
 def _token_ok(name: str) -> bool:
     return bool(name) and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)
+
+
+def _type_url_prefix_ok(prefix: str) -> bool:
+    return prefix.endswith("/") and prefix.isascii() and prefix.isprintable() and " " not in prefix
 
 
 def _prefix_ok(prefix: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import any_pb2, json_format
 
-from angzarr_es.codec import RecordedEvent
+from angzarr_es.codec import TYPE_URL_PREFIX, RecordedEvent
 
 _ANY = any_pb2.Any.DESCRIPTOR.full_name
 
@@ -27,7 +27,7 @@ def event_json(ev: RecordedEvent) -> Any:
         return json_format.MessageToDict(event, preserving_proto_field_name=True)
     except (TypeError, ValueError, json_format.Error):
         # An `Any` inside it names a type not imported here.
-        return _opaque("/" + ev.type_name, event.SerializeToString())
+        return _opaque(TYPE_URL_PREFIX + ev.type_name, event.SerializeToString())
 
 
 def _opaque(type_url: str, value: bytes) -> dict[str, str]:

@@ -27,25 +27,39 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ngzarr_es/pb/core.proto\x12\x0f\x61ngzarr_es.core\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x04UUID\x12\r\n\x05value\x18\x01 \x01(\x0c\"\x17\n\x07\x45\x64ition\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x7f\n\x05\x43over\x12#\n\x04root\x18\x01 \x01(\x0b\x32\x15.angzarr_es.core.UUID\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12)\n\x07\x65\x64ition\x18\x04 \x01(\x0b\x32\x18.angzarr_es.core.Edition\"1\n\nPageHeader\x12\x12\n\x08sequence\x18\x01 \x01(\rH\x00\x42\x0f\n\rsequence_type\"\x8d\x01\n\tEventPage\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.angzarr_es.core.PageHeader\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\"A\n\x08Snapshot\x12\x10\n\x08sequence\x18\x02 \x01(\r\x12#\n\x05state\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\"\xa1\x01\n\tEventBook\x12%\n\x05\x63over\x18\x01 \x01(\x0b\x32\x16.angzarr_es.core.Cover\x12+\n\x08snapshot\x18\x02 \x01(\x0b\x32\x19.angzarr_es.core.Snapshot\x12)\n\x05pages\x18\x03 \x03(\x0b\x32\x1a.angzarr_es.core.EventPage\x12\x15\n\rnext_sequence\x18\x06 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61ngzarr_es/pb/core.proto\x12\x0f\x61ngzarr_es.core\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x04UUID\x12\r\n\x05value\x18\x01 \x01(\x0c\"O\n\x07\x45\x64ition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x0b\x64ivergences\x18\x02 \x03(\x0b\x32!.angzarr_es.core.DomainDivergence\"4\n\x10\x44omainDivergence\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\r\"\xa8\x01\n\x05\x43over\x12#\n\x04root\x18\x01 \x01(\x0b\x32\x15.angzarr_es.core.UUID\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12)\n\x07\x65\x64ition\x18\x04 \x01(\x0b\x32\x18.angzarr_es.core.Edition\x12!\n\x03\x65xt\x18\x06 \x01(\x0b\x32\x14.google.protobuf.AnyJ\x04\x08\x05\x10\x06\"\xb6\x01\n\x10PayloadReference\x12\x39\n\x0cstorage_type\x18\x01 \x01(\x0e\x32#.angzarr_es.core.PayloadStorageType\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\x0c\x12\x15\n\roriginal_size\x18\x04 \x01(\x04\x12-\n\tstored_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x02\n\nPageHeader\x12\x12\n\x08sequence\x18\x01 \x01(\rH\x00\x12\x46\n\x11\x65xternal_deferred\x18\x02 \x01(\x0b\x32).angzarr_es.core.ExternalDeferredSequenceH\x00\x12\x44\n\x10\x61ngzarr_deferred\x18\x03 \x01(\x0b\x32(.angzarr_es.core.AngzarrDeferredSequenceH\x00\x12\x31\n\tsync_mode\x18\x04 \x01(\x0e\x32\x19.angzarr_es.core.SyncModeH\x01\x88\x01\x01\x42\x0f\n\rsequence_typeB\x0c\n\n_sync_mode\"D\n\x18\x45xternalDeferredSequence\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x8c\x01\n\x17\x41ngzarrDeferredSequence\x12&\n\x06source\x18\x01 \x01(\x0b\x32\x16.angzarr_es.core.Cover\x12\x12\n\nsource_seq\x18\x02 \x01(\r\x12\x18\n\x10source_component\x18\x03 \x01(\t\x12\x15\n\rcommand_index\x18\x04 \x01(\rJ\x04\x08\x05\x10\x06\"\x92\x02\n\tEventPage\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x1b.angzarr_es.core.PageHeader\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x12\x35\n\x08\x65xternal\x18\x04 \x01(\x0b\x32!.angzarr_es.core.PayloadReferenceH\x00\x12\x11\n\tno_commit\x18\x06 \x01(\x08\x12\x17\n\ncascade_id\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07payloadB\r\n\x0b_cascade_idJ\x04\x08\x05\x10\x06\"\xae\x01\n\x08Snapshot\x12\x10\n\x08sequence\x18\x02 \x01(\r\x12#\n\x05state\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x35\n\tretention\x18\x04 \x01(\x0e\x32\".angzarr_es.core.SnapshotRetention\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x02\"\xad\x01\n\tEventBook\x12%\n\x05\x63over\x18\x01 \x01(\x0b\x32\x16.angzarr_es.core.Cover\x12+\n\x08snapshot\x18\x02 \x01(\x0b\x32\x19.angzarr_es.core.Snapshot\x12)\n\x05pages\x18\x03 \x03(\x0b\x32\x1a.angzarr_es.core.EventPage\x12\x15\n\rnext_sequence\x18\x06 \x01(\rJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06*\x97\x01\n\x08SyncMode\x12\x19\n\x15SYNC_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSYNC_MODE_ASYNC\x10\x01\x12\x14\n\x10SYNC_MODE_SIMPLE\x10\x02\x12\x15\n\x11SYNC_MODE_CASCADE\x10\x03\x12\x16\n\x12SYNC_MODE_DECISION\x10\x04\x12\x16\n\x12SYNC_MODE_ISOLATED\x10\x05*Z\n\x11SnapshotRetention\x12\x15\n\x11RETENTION_DEFAULT\x10\x00\x12\x15\n\x11RETENTION_PERSIST\x10\x01\x12\x17\n\x13RETENTION_TRANSIENT\x10\x02*\x9a\x01\n\x12PayloadStorageType\x12$\n PAYLOAD_STORAGE_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fPAYLOAD_STORAGE_TYPE_FILESYSTEM\x10\x01\x12\x1c\n\x18PAYLOAD_STORAGE_TYPE_GCS\x10\x02\x12\x1b\n\x17PAYLOAD_STORAGE_TYPE_S3\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'angzarr_es.pb.core_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SYNCMODE']._serialized_start=1722
+  _globals['_SYNCMODE']._serialized_end=1873
+  _globals['_SNAPSHOTRETENTION']._serialized_start=1875
+  _globals['_SNAPSHOTRETENTION']._serialized_end=1965
+  _globals['_PAYLOADSTORAGETYPE']._serialized_start=1968
+  _globals['_PAYLOADSTORAGETYPE']._serialized_end=2122
   _globals['_UUID']._serialized_start=105
   _globals['_UUID']._serialized_end=126
   _globals['_EDITION']._serialized_start=128
-  _globals['_EDITION']._serialized_end=151
-  _globals['_COVER']._serialized_start=153
-  _globals['_COVER']._serialized_end=280
-  _globals['_PAGEHEADER']._serialized_start=282
-  _globals['_PAGEHEADER']._serialized_end=331
-  _globals['_EVENTPAGE']._serialized_start=334
-  _globals['_EVENTPAGE']._serialized_end=475
-  _globals['_SNAPSHOT']._serialized_start=477
-  _globals['_SNAPSHOT']._serialized_end=542
-  _globals['_EVENTBOOK']._serialized_start=545
-  _globals['_EVENTBOOK']._serialized_end=706
+  _globals['_EDITION']._serialized_end=207
+  _globals['_DOMAINDIVERGENCE']._serialized_start=209
+  _globals['_DOMAINDIVERGENCE']._serialized_end=261
+  _globals['_COVER']._serialized_start=264
+  _globals['_COVER']._serialized_end=432
+  _globals['_PAYLOADREFERENCE']._serialized_start=435
+  _globals['_PAYLOADREFERENCE']._serialized_end=617
+  _globals['_PAGEHEADER']._serialized_start=620
+  _globals['_PAGEHEADER']._serialized_end=876
+  _globals['_EXTERNALDEFERREDSEQUENCE']._serialized_start=878
+  _globals['_EXTERNALDEFERREDSEQUENCE']._serialized_end=946
+  _globals['_ANGZARRDEFERREDSEQUENCE']._serialized_start=949
+  _globals['_ANGZARRDEFERREDSEQUENCE']._serialized_end=1089
+  _globals['_EVENTPAGE']._serialized_start=1092
+  _globals['_EVENTPAGE']._serialized_end=1366
+  _globals['_SNAPSHOT']._serialized_start=1369
+  _globals['_SNAPSHOT']._serialized_end=1543
+  _globals['_EVENTBOOK']._serialized_start=1546
+  _globals['_EVENTBOOK']._serialized_end=1719
 # @@protoc_insertion_point(module_scope)

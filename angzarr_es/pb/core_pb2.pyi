@@ -4,12 +4,48 @@ import datetime
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SyncMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYNC_MODE_UNSPECIFIED: _ClassVar[SyncMode]
+    SYNC_MODE_ASYNC: _ClassVar[SyncMode]
+    SYNC_MODE_SIMPLE: _ClassVar[SyncMode]
+    SYNC_MODE_CASCADE: _ClassVar[SyncMode]
+    SYNC_MODE_DECISION: _ClassVar[SyncMode]
+    SYNC_MODE_ISOLATED: _ClassVar[SyncMode]
+
+class SnapshotRetention(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETENTION_DEFAULT: _ClassVar[SnapshotRetention]
+    RETENTION_PERSIST: _ClassVar[SnapshotRetention]
+    RETENTION_TRANSIENT: _ClassVar[SnapshotRetention]
+
+class PayloadStorageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYLOAD_STORAGE_TYPE_UNSPECIFIED: _ClassVar[PayloadStorageType]
+    PAYLOAD_STORAGE_TYPE_FILESYSTEM: _ClassVar[PayloadStorageType]
+    PAYLOAD_STORAGE_TYPE_GCS: _ClassVar[PayloadStorageType]
+    PAYLOAD_STORAGE_TYPE_S3: _ClassVar[PayloadStorageType]
+SYNC_MODE_UNSPECIFIED: SyncMode
+SYNC_MODE_ASYNC: SyncMode
+SYNC_MODE_SIMPLE: SyncMode
+SYNC_MODE_CASCADE: SyncMode
+SYNC_MODE_DECISION: SyncMode
+SYNC_MODE_ISOLATED: SyncMode
+RETENTION_DEFAULT: SnapshotRetention
+RETENTION_PERSIST: SnapshotRetention
+RETENTION_TRANSIENT: SnapshotRetention
+PAYLOAD_STORAGE_TYPE_UNSPECIFIED: PayloadStorageType
+PAYLOAD_STORAGE_TYPE_FILESYSTEM: PayloadStorageType
+PAYLOAD_STORAGE_TYPE_GCS: PayloadStorageType
+PAYLOAD_STORAGE_TYPE_S3: PayloadStorageType
 
 class UUID(_message.Message):
     __slots__ = ("value",)
@@ -18,46 +54,108 @@ class UUID(_message.Message):
     def __init__(self, value: _Optional[bytes] = ...) -> None: ...
 
 class Edition(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "divergences")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCES_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    divergences: _containers.RepeatedCompositeFieldContainer[DomainDivergence]
+    def __init__(self, name: _Optional[str] = ..., divergences: _Optional[_Iterable[_Union[DomainDivergence, _Mapping]]] = ...) -> None: ...
+
+class DomainDivergence(_message.Message):
+    __slots__ = ("domain", "sequence")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    sequence: int
+    def __init__(self, domain: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Cover(_message.Message):
-    __slots__ = ("root", "domain", "correlation_id", "edition")
+    __slots__ = ("root", "domain", "correlation_id", "edition", "ext")
     ROOT_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     EDITION_FIELD_NUMBER: _ClassVar[int]
+    EXT_FIELD_NUMBER: _ClassVar[int]
     root: UUID
     domain: str
     correlation_id: str
     edition: Edition
-    def __init__(self, root: _Optional[_Union[UUID, _Mapping]] = ..., domain: _Optional[str] = ..., correlation_id: _Optional[str] = ..., edition: _Optional[_Union[Edition, _Mapping]] = ...) -> None: ...
+    ext: _any_pb2.Any
+    def __init__(self, root: _Optional[_Union[UUID, _Mapping]] = ..., domain: _Optional[str] = ..., correlation_id: _Optional[str] = ..., edition: _Optional[_Union[Edition, _Mapping]] = ..., ext: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+
+class PayloadReference(_message.Message):
+    __slots__ = ("storage_type", "uri", "content_hash", "original_size", "stored_at")
+    STORAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    storage_type: PayloadStorageType
+    uri: str
+    content_hash: bytes
+    original_size: int
+    stored_at: _timestamp_pb2.Timestamp
+    def __init__(self, storage_type: _Optional[_Union[PayloadStorageType, str]] = ..., uri: _Optional[str] = ..., content_hash: _Optional[bytes] = ..., original_size: _Optional[int] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PageHeader(_message.Message):
-    __slots__ = ("sequence",)
+    __slots__ = ("sequence", "external_deferred", "angzarr_deferred", "sync_mode")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    ANGZARR_DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_MODE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
-    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
+    external_deferred: ExternalDeferredSequence
+    angzarr_deferred: AngzarrDeferredSequence
+    sync_mode: SyncMode
+    def __init__(self, sequence: _Optional[int] = ..., external_deferred: _Optional[_Union[ExternalDeferredSequence, _Mapping]] = ..., angzarr_deferred: _Optional[_Union[AngzarrDeferredSequence, _Mapping]] = ..., sync_mode: _Optional[_Union[SyncMode, str]] = ...) -> None: ...
+
+class ExternalDeferredSequence(_message.Message):
+    __slots__ = ("external_id", "description")
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    external_id: str
+    description: str
+    def __init__(self, external_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class AngzarrDeferredSequence(_message.Message):
+    __slots__ = ("source", "source_seq", "source_component", "command_index")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_INDEX_FIELD_NUMBER: _ClassVar[int]
+    source: Cover
+    source_seq: int
+    source_component: str
+    command_index: int
+    def __init__(self, source: _Optional[_Union[Cover, _Mapping]] = ..., source_seq: _Optional[int] = ..., source_component: _Optional[str] = ..., command_index: _Optional[int] = ...) -> None: ...
 
 class EventPage(_message.Message):
-    __slots__ = ("header", "created_at", "event")
+    __slots__ = ("header", "created_at", "event", "external", "no_commit", "cascade_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_FIELD_NUMBER: _ClassVar[int]
+    NO_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    CASCADE_ID_FIELD_NUMBER: _ClassVar[int]
     header: PageHeader
     created_at: _timestamp_pb2.Timestamp
     event: _any_pb2.Any
-    def __init__(self, header: _Optional[_Union[PageHeader, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    external: PayloadReference
+    no_commit: bool
+    cascade_id: str
+    def __init__(self, header: _Optional[_Union[PageHeader, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., external: _Optional[_Union[PayloadReference, _Mapping]] = ..., no_commit: _Optional[bool] = ..., cascade_id: _Optional[str] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("sequence", "state")
+    __slots__ = ("sequence", "state", "retention", "created_at")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     state: _any_pb2.Any
-    def __init__(self, sequence: _Optional[int] = ..., state: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
+    retention: SnapshotRetention
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., state: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., retention: _Optional[_Union[SnapshotRetention, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EventBook(_message.Message):
     __slots__ = ("cover", "snapshot", "pages", "next_sequence")

@@ -9,6 +9,11 @@ guess their event type: the type of the last event it decoded. A commit whose
 events are not all of that type is parsed again as a plain `EventBook`; a store
 whose guesses keep missing (commits mixing event types) stops guessing for a
 while, so the cost of a wrong guess (one extra parse of the book) stays small.
+
+Both views show a page that holds no committed event (a claim check, a pending
+two-phase page) as a page without an event type URL; such a commit, rare, is
+parsed once more as the real `EventBook` and read page by page
+(`_codec.extend_irregular`), so the common commit pays nothing for them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ CREDIT_CAP = 64
 MISS_COST = 8
 COOLDOWN = 256
 
-_parse_book = core_pb2.EventBook.FromString
+_parse_book = _typed.plain_parser()
+_parse_real = core_pb2.EventBook.FromString
 _EPOCH = _codec.EPOCH
 _timedelta = dt.timedelta
 
@@ -43,7 +49,8 @@ class Guess:
     """The event type a store expects in the next commit it reads."""
 
     parse: Callable[[bytes], core_pb2.EventBook] | None = None
-    typed: tuple[str, str] = ("", "")
+    # (type URL, type name, class) of the guessed type.
+    typed: tuple[str, str, Any] = ("", "", None)
     credit: int = 0
     cooldown: int = 0
 
@@ -60,7 +67,7 @@ class Guess:
         url = pages[len(pages) - 1].event.type_url
         name, cls = _codec.kind_of(url)
         self.parse = None if cls is None else _typed.parser_for(cls)
-        self.typed = (url, name)
+        self.typed = (url, name, cls)
 
 
 @dataclass(slots=True)
@@ -174,7 +181,7 @@ def decode_commits(
                     (other := tail.created_at).seconds == seconds and other.nanos == nanos
                 ):
                     created_at = _EPOCH + _timedelta(0, seconds, nanos // 1000)
-                    type_url, name = guess.typed
+                    type_url, name, cls = guess.typed
                     mark = len(out)
                     if lo <= first and (hi is None or hi > last):
                         # A slice builds the page wrappers in one call (cheaper
@@ -184,9 +191,15 @@ def decode_commits(
                         selected, seq = span(pages, first, lo, hi)
                     for page in selected:
                         packed = page.event
-                        if packed.type_url != type_url:
-                            del out[mark:]
-                            break
+                        url = packed.type_url
+                        if url != type_url:
+                            # The same type under another prefix ("/" and
+                            # "type.googleapis.com/" histories) is still a hit.
+                            if _codec.kind_of(url)[1] is not cls:
+                                del out[mark:]
+                                break
+                            type_url = url
+                            guess.typed = (url, name, cls)
                         append(
                             RecordedEvent(
                                 sequence=seq,
@@ -202,7 +215,9 @@ def decode_commits(
                             guess.credit += 1
                         continue
                 pages = _plain(payload, index).pages
-            extend(out, pages, first, last, correlation_id, lo, hi, subject)
+            if not extend(out, pages, first, last, correlation_id, lo, hi, subject):
+                pages = _real(payload, index).pages
+                _codec.extend_irregular(out, pages, correlation_id, lo, hi, subject)
             guess.learn(pages, missed=guessed is not None)
     except OverflowError as exc:  # a timestamp no datetime can hold
         raise Corrupt(index, f"timestamp out of range: {exc}") from exc
@@ -213,4 +228,11 @@ def _plain(payload: bytes, index: int) -> core_pb2.EventBook:
     try:
         return _parse_book(payload)
     except DecodeError as exc:
+        raise Corrupt(index, str(exc)) from exc
+
+
+def _real(payload: bytes, index: int) -> core_pb2.EventBook:
+    try:
+        return _parse_real(payload)
+    except DecodeError as exc:  # the views parsed it: never expected
         raise Corrupt(index, str(exc)) from exc

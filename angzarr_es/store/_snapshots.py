@@ -2,7 +2,7 @@
 
     stream   <stream_name minus "-events">-snapshots (default angzarr-snapshots)
     subject  <prefix>.snapshots.<domain>.<root-token>[.<edition>]
-    payload  core.Snapshot {sequence, state: Any}
+    payload  core.Snapshot {sequence, state: Any, retention, created_at}
     header   Angzarr-Commit-Sequence: stream sequence of the event commit holding `sequence`
 
 Snapshots live in a stream of their own, so that its per-subject limit never
@@ -13,6 +13,8 @@ Direct Get batch at the covering commit instead of the aggregate's first.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from google.protobuf.message import DecodeError, Message
 
 from angzarr_es import _codec
@@ -21,7 +23,7 @@ from angzarr_es._types import Snapshot
 from angzarr_es.errors import CodecError, InvalidSnapshot
 from angzarr_es.pb import core_pb2
 
-__all__ = ["covering_commit", "latest", "save"]
+__all__ = ["covering_commit", "decode", "encode", "latest", "save"]
 
 H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
 
@@ -72,21 +74,53 @@ async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) 
     return found
 
 
-async def save(
-    wire: Wire, stream: str, subject: str, state: Message, sequence: int, commit_seq: int
-) -> None:
-    """Store one snapshot.
+def encode(
+    state: Message,
+    sequence: int,
+    retention: int,
+    type_url_prefix: str,
+) -> bytes:
+    """One snapshot as stored, stamped with the time now.
 
     Raises:
         TypeError: `state` is not a protobuf message.
+    """
+    name = core_pb2.SnapshotRetention.Name(retention)
+    snap = core_pb2.Snapshot(sequence=sequence, retention=name)
+    snap.state.CopyFrom(_codec.pack(state, type_url_prefix))
+    snap.created_at.FromDatetime(dt.datetime.now(dt.UTC))
+    return snap.SerializeToString()
+
+
+def decode(data: bytes, subject: str) -> Snapshot:
+    """A stored snapshot as the record `load` returns.
+
+    Raises:
+        CodecError: naming the subject.
+    """
+    try:
+        snap = core_pb2.Snapshot.FromString(data)
+        created_at = (
+            snap.created_at.ToDatetime(tzinfo=dt.UTC) if snap.HasField("created_at") else None
+        )
+    except (DecodeError, OverflowError, ValueError) as exc:
+        raise CodecError(f"corrupt snapshot on {subject}: {exc}", subject=subject) from exc
+    return Snapshot(
+        sequence=snap.sequence,
+        state=_codec.unpack(snap.state),
+        retention=snap.retention,
+        created_at=created_at,
+    )
+
+
+async def save(wire: Wire, stream: str, subject: str, payload: bytes, commit_seq: int) -> None:
+    """Store one snapshot (`encode`'s bytes).
+
+    Raises:
         StoreTimeout, StoreUnavailable, StoreError
     """
-    snap = core_pb2.Snapshot(sequence=sequence)
-    snap.state.CopyFrom(_codec.pack(state))
     headers = {H_COMMIT_SEQ: str(commit_seq)}
-    ack = await wire.publish_commit(
-        stream, subject, snap.SerializeToString(), headers, wire.timeout
-    )
+    ack = await wire.publish_commit(stream, subject, payload, headers, wire.timeout)
     if ack.error is not None:
         raise ack.error.as_error(f"save snapshot to {subject}")
 
@@ -101,10 +135,7 @@ async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] 
     if found is None:
         return None
     data, _, headers = found
-    try:
-        snap = core_pb2.Snapshot.FromString(data)
-    except DecodeError as exc:
-        raise CodecError(f"corrupt snapshot on {subject}: {exc}", subject=subject) from exc
+    record = decode(data, subject)
     raw_seq = headers.get(H_COMMIT_SEQ, "1") or "1"
     if not raw_seq.isdigit():
         raise CodecError(
@@ -112,5 +143,4 @@ async def latest(wire: Wire, stream: str, subject: str) -> tuple[Snapshot, int] 
             subject=subject,
         )
     commit_seq = int(raw_seq)
-    record = Snapshot(sequence=snap.sequence, state=_codec.unpack(snap.state))
     return record, commit_seq

@@ -115,25 +115,40 @@ class EventStore:
         correlation_id: str,
         idempotency_key: str,
     ) -> AppendResult:
-        args = prepare_append(root, events, expected, correlation_id, idempotency_key, self.subject)
+        args = prepare_append(
+            root,
+            events,
+            expected,
+            correlation_id,
+            idempotency_key,
+            self.subject,
+            self._ctx.cfg.type_url_prefix,
+        )
         if not self._ctx.writable:
             await check_stream(self._ctx, write=True)
         return await self._appender.append(root, args)
 
-    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
-        """Store `state` as the aggregate's state after its event `sequence`.
+    async def save_snapshot(
+        self, root: AggregateId, state: Message, sequence: int, *, retention: int = 0
+    ) -> None:
+        """Store `state` as the aggregate's state after its event `sequence`,
+        stamped with the time now (`Snapshot.created_at`).
 
         Keeps the latest snapshot per aggregate plus `snapshot_history` older
-        ones (in the snapshot stream).
+        ones (in the snapshot stream). `retention` (angzarr's
+        `SnapshotRetention`, e.g. `core_pb2.RETENTION_PERSIST`) is stored with
+        the snapshot for angzarr's tools and returned by `load`; it does not
+        change what this store keeps.
 
         Raises:
             TypeError: `state` is not a protobuf message.
-            InvalidSnapshot: the aggregate has no event `sequence` (yet).
+            InvalidSnapshot: the aggregate has no event `sequence` (yet), or
+                `retention` is not a `SnapshotRetention` value.
             StoreUnavailable, StoreError: nothing was stored.
             StoreTimeout: no acknowledgement; the snapshot may have been stored.
             InvalidAggregateId, CodecError
         """
-        sequence = check_snapshot(state, sequence)
+        sequence = check_snapshot(state, sequence, retention)
         subject = self._snapshot_subject(root)
         if not self._ctx.readable:
             await check_stream(self._ctx, write=False)
@@ -145,8 +160,7 @@ class EventStore:
             self._ctx.wire,
             self._ctx.cfg.snapshot_stream,
             subject,
-            state,
-            sequence,
+            _snapshots.encode(state, sequence, retention, self._ctx.cfg.type_url_prefix),
             commit,
         )
 

@@ -36,8 +36,8 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
     catch-up and live subscriptions) that delivers the world's commits in
     order (see `angzarr_es.testing` for what it leaves out).
 
-    `config` gives the subject prefix, `snapshot_history` and the
-    `[[bus.nats.consumers]]` entries; nothing connects anywhere.
+    `config` gives the subject prefix, `snapshot_history`, `type_url_prefix`
+    and the `[[bus.nats.consumers]]` entries; nothing connects anywhere.
     """
 
     def __init__(
@@ -46,7 +46,11 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
         self._config = config if config is not None else Config()
         nats = self._config.nats
         history = nats.snapshot_history if snapshot_history is None else snapshot_history
-        self._world = World(prefix=nats.subject_prefix, snapshot_history=history)
+        self._world = World(
+            prefix=nats.subject_prefix,
+            snapshot_history=history,
+            type_url_prefix=nats.type_url_prefix,
+        )
         self._bus = InMemoryBus(self._world, nats)
         self._provisioned = False
         # What close() stops first.

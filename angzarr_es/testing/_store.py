@@ -16,12 +16,12 @@ from angzarr_es._types import (
     AppendResult,
     ExpectedVersion,
     History,
-    Snapshot,
     check_snapshot,
     prepare_append,
     prepare_read,
 )
 from angzarr_es.errors import ConcurrencyError, InvalidSnapshot
+from angzarr_es.store import _snapshots
 from angzarr_es.subjects import (
     AggregateId,
     decode_root,
@@ -75,7 +75,15 @@ class InMemoryEventStore:
     ) -> AppendResult:
         """See `EventStore.append` (keys are kept for the store's lifetime,
         not for a duplicate window)."""
-        args = prepare_append(root, events, expected, correlation_id, idempotency_key, self._key)
+        args = prepare_append(
+            root,
+            events,
+            expected,
+            correlation_id,
+            idempotency_key,
+            self._key,
+            self._world.type_url_prefix,
+        )
         key, packed, expected = args.where, args.packed, args.expected
         world = self._world
         world.check_open()
@@ -158,9 +166,11 @@ class InMemoryEventStore:
         for event in (await self.load(root, from_sequence, to_sequence)).events:
             yield event
 
-    async def save_snapshot(self, root: AggregateId, state: Message, sequence: int) -> None:
+    async def save_snapshot(
+        self, root: AggregateId, state: Message, sequence: int, *, retention: int = 0
+    ) -> None:
         """See `EventStore.save_snapshot`."""
-        sequence = check_snapshot(state, sequence)
+        sequence = check_snapshot(state, sequence, retention)
         key = self._key(root)
         self._world.check_open()
         nxt = len(self._world.events.get(key, []))
@@ -168,8 +178,9 @@ class InMemoryEventStore:
             raise InvalidSnapshot(
                 f"aggregate is at next sequence {nxt}; cannot snapshot sequence {sequence}"
             )
-        copy = _codec.unpack(_codec.pack(state))
-        kept = [*self._world.snapshots.get(key, []), Snapshot(sequence=sequence, state=copy)]
+        # Stored and read back as the JetStream store stores and reads it.
+        payload = _snapshots.encode(state, sequence, retention, self._world.type_url_prefix)
+        kept = [*self._world.snapshots.get(key, []), _snapshots.decode(payload, str(key))]
         self._world.snapshots[key] = kept[-(1 + self._world.snapshot_history) :]
 
     async def list_roots(self) -> AsyncIterator[str]:

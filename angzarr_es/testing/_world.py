@@ -8,7 +8,7 @@ import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 
-from angzarr_es._codec import RecordedEvent
+from angzarr_es._codec import TYPE_URL_PREFIX, RecordedEvent
 from angzarr_es._types import AppendResult, Snapshot
 from angzarr_es.bus import Start
 from angzarr_es.bus._delivery import start_config
@@ -48,6 +48,7 @@ class World:
 
     prefix: str = "angzarr"
     snapshot_history: int = 0
+    type_url_prefix: str = TYPE_URL_PREFIX
     events: dict[Key, list[RecordedEvent]] = field(default_factory=dict)
     commits: dict[Key, int] = field(default_factory=dict)
     snapshots: dict[Key, list[Snapshot]] = field(default_factory=dict)

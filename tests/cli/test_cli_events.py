@@ -1,7 +1,8 @@
 """`show` and `tail` as subprocesses: which event types decode (protobuf's
 well-known types, `--proto-module`, `[cli] proto_modules`, from the console
 script too), what reaches the terminal (control characters escaped, values
-whole when piped), and a `--from` past the end."""
+whole when piped), a `--from` past the end, and pages angzarr wrote without a
+committed event."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from google.protobuf.message import Message
 
 import angzarr_es
 from angzarr_es.pb import player_pb2
+from tests.support import jsadmin
+from tests.support.angzarr_schema import COORDINATOR, angzarr_book
 from tests.support.cli import (
     cli_env,
     console_script,
@@ -116,7 +119,8 @@ async def test_cli_proto_modules_in_the_config_decode_events(
     found, missing = module_confs
     order = await append_order(client)
     done = run_cli("show", "order", order, "--json", "--config", str(conf), cwd=shop)
-    assert json.loads(done.stdout)["event"]["@type"] == f"/{PACKAGE}.OrderPlaced"  # unknown
+    # Unknown here: the stored type URL and bytes.
+    assert json.loads(done.stdout)["event"]["@type"] == f"type.googleapis.com/{PACKAGE}.OrderPlaced"
     done = run_cli("show", "order", order, "--json", "--config", str(found), cwd=shop)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["event"] == {"item": "lamp"}
@@ -264,3 +268,32 @@ async def test_show_from_past_the_end_says_where_the_end_is(
         "show", "player", "p1", "--from", "1", "--to", "1", *json_flag, "--config", str(conf)
     )
     assert done.returncode == 0, done.stderr
+
+
+# -- pages angzarr wrote without a committed event -------------------------------------
+
+
+async def test_show_names_angzarrs_claim_checks_and_pending_pages(
+    conf: Path, client: angzarr_es.Client
+) -> None:
+    await client.provision()
+    root = str(uuid.uuid4())
+    ack = await jsadmin.publish(
+        client, client.store("player").subject(root), angzarr_book(COORDINATOR)
+    )
+    assert ack.error is None
+    done = run_cli("show", "player", root, "--json", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["type"] for r in rows] == [
+        "examples.player.FundsDeposited",
+        "angzarr_es.core.PayloadReference",
+        "angzarr_es.core.EventPage",
+        "examples.player.FundsDeposited",
+    ]
+    assert rows[1]["event"]["uri"] == "s3://payloads/abc.bin"
+    assert rows[2]["event"]["no_commit"] is True
+    assert rows[2]["event"]["cascade_id"] == "cascade-9"
+    done = run_cli("show", "player", root, "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert "angzarr_es.core.EventPage" in done.stdout

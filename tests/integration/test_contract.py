@@ -14,7 +14,7 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError
 from angzarr_es._contract import ClientProtocol as Backend
 from angzarr_es._contract import StoreProtocol as Store
-from angzarr_es.pb import hand_pb2, player_pb2
+from angzarr_es.pb import core_pb2, hand_pb2, player_pb2
 from tests.support.events import deposit
 
 StoreFactory = Any
@@ -430,6 +430,32 @@ async def test_the_latest_snapshot_wins(store: Store) -> None:
     assert hist.snapshot is not None
     assert (hist.snapshot.sequence, hist.snapshot.state) == (3, balance(3))
     assert [e.sequence for e in hist.events] == [4]
+
+
+async def test_a_snapshot_keeps_its_retention_and_when_it_was_saved(store: Store) -> None:
+    await store.append("k", [deposit(i) for i in range(3)], expected=0)
+    before = dt.datetime.now(dt.UTC)
+    await store.save_snapshot("k", balance(1), 1, retention=core_pb2.RETENTION_PERSIST)
+    after = dt.datetime.now(dt.UTC)
+    hist = await store.load("k", snapshot=True)
+    assert hist.snapshot is not None
+    assert hist.snapshot.retention == core_pb2.RETENTION_PERSIST
+    created = hist.snapshot.created_at
+    assert created is not None
+    assert created.utcoffset() == dt.timedelta(0)
+    assert before - dt.timedelta(milliseconds=1) <= created <= after
+    await store.save_snapshot("k", balance(2), 2)
+    latest = (await store.load("k", snapshot=True)).snapshot
+    assert latest is not None
+    assert (latest.sequence, latest.retention) == (2, core_pb2.RETENTION_DEFAULT)
+
+
+@pytest.mark.parametrize("bad", [3, -1, True, "RETENTION_PERSIST", None])
+async def test_an_unknown_snapshot_retention_is_refused(store: Store, bad: object) -> None:
+    await store.append("u", [deposit(1)], expected=0)
+    with pytest.raises(angzarr_es.InvalidSnapshot, match="RETENTION_PERSIST"):
+        await store.save_snapshot("u", balance(0), 0, retention=bad)  # type: ignore[arg-type]
+    assert (await store.load("u", snapshot=True)).snapshot is None
 
 
 async def test_snapshot_and_ranges(store: Store) -> None:

@@ -130,4 +130,25 @@ async def test_a_stored_snapshot_is_a_core_snapshot_message(client: angzarr_es.C
     assert got is not None
     snap = core_pb2.Snapshot.FromString(got.data)
     assert snap.sequence == 0
-    assert snap.state.type_url == "/examples.player.PlayerState"
+    assert snap.state.type_url == "type.googleapis.com/examples.player.PlayerState"
+    assert snap.retention == core_pb2.RETENTION_DEFAULT
+    assert snap.HasField("created_at")
+
+
+async def test_a_snapshot_angzarr_wrote_without_created_at_loads(
+    client: angzarr_es.Client,
+) -> None:
+    store = client.store("player")
+    await store.append("p", [deposit(1)], expected=0)
+    snap = core_pb2.Snapshot(sequence=0, retention=core_pb2.RETENTION_TRANSIENT)
+    snap.state.Pack(player_pb2.PlayerState(name="Ann"))
+    subject = f"{client.config.nats.subject_prefix}.snapshots.player.p"
+    ack = await jsadmin.publish(client, subject, snap.SerializeToString(), {})
+    assert ack.error is None
+    hist = await store.load("p", snapshot=True)
+    assert hist.snapshot is not None
+    assert hist.snapshot.state == player_pb2.PlayerState(name="Ann")
+    assert (hist.snapshot.retention, hist.snapshot.created_at) == (
+        core_pb2.RETENTION_TRANSIENT,
+        None,
+    )

@@ -43,16 +43,36 @@ def test_commit_round_trip(first: int, amounts: list[int], corr: str, when: dt.d
     assert all(r.created_at == when for r in out)
 
 
-def test_type_url_is_slash_full_name() -> None:
-    packed = _codec.pack(player_pb2.PlayerRegistered(name="x"))
-    assert packed.type_url == "/examples.player.PlayerRegistered"
+def test_type_url_defaults_to_what_any_pack_writes() -> None:
+    event = player_pb2.PlayerRegistered(name="x")
+    packed = _codec.pack(event)
+    assert packed.type_url == "type.googleapis.com/examples.player.PlayerRegistered"
+    reference = any_pb2.Any()
+    reference.Pack(event)
+    assert packed == reference
+
+
+@pytest.mark.parametrize("prefix", ["/", "type.example.com/angzarr/"])
+def test_type_url_prefix_is_the_callers(prefix: str) -> None:
+    packed = _codec.pack(player_pb2.PlayerRegistered(name="x"), prefix)
+    assert packed.type_url == prefix + "examples.player.PlayerRegistered"
+    assert _codec.unpack(packed) == player_pb2.PlayerRegistered(name="x")
+
+
+@pytest.mark.parametrize("prefix", ["", "type.googleapis.com", "/x"])
+def test_a_type_url_prefix_without_a_final_slash_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="must end with '/'"):
+        _codec.pack(player_pb2.PlayerRegistered(name="x"), prefix)
 
 
 @pytest.mark.parametrize(
     "url",
     [
         "type.googleapis.com/examples.player.PlayerRegistered",
+        "/examples.player.PlayerRegistered",
+        "type.angzarr.io/examples.player.PlayerRegistered",
         "x/y/examples.player.PlayerRegistered",
+        "examples.player.PlayerRegistered",
     ],
 )
 def test_any_prefix_before_the_last_slash_is_accepted(url: str) -> None:
@@ -119,7 +139,7 @@ def test_pack_names_a_missing_required_field() -> None:
         _codec.pack(cls())
     filled = cls()
     filled.ParseFromString(b"\n\x01x")  # id = "x": the stubs type cls() as a bare Message
-    assert _codec.pack(filled).type_url == "/teststrict.Strict"
+    assert _codec.pack(filled).type_url == "type.googleapis.com/teststrict.Strict"
 
 
 @pytest.mark.parametrize("bad", [b"x", 1, None, object()])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,21 +37,52 @@ def reference_encode(
 
 
 def reference_recorded(book: core_pb2.EventBook, lo: int, hi: int | None) -> list[RecordedEvent]:
+    """Every page read on its own, as RecordedEvent documents it."""
     out = []
     for page in book.pages:
         seq = page.header.sequence
         if seq < lo or (hi is not None and seq >= hi):
             continue
+        event: Message
+        if page.no_commit or page.WhichOneof("payload") is None:
+            event, name = page, "angzarr_es.core.EventPage"
+        elif page.WhichOneof("payload") == "external":
+            event, name = page.external, "angzarr_es.core.PayloadReference"
+        else:
+            event, name = _codec.unpack(page.event), _codec.type_name_of(page.event.type_url)
         out.append(
             RecordedEvent(
                 sequence=seq,
-                event=_codec.unpack(page.event),
-                type_name=_codec.type_name_of(page.event.type_url),
+                event=event,
+                type_name=name,
                 created_at=page.created_at.ToDatetime(tzinfo=dt.UTC),
                 correlation_id=book.cover.correlation_id,
             )
         )
     return out
+
+
+PAGE_KINDS = ["deposit", "deposit/", "unknown", "claim", "pending", "pending-claim", "empty"]
+
+
+def fill_page(page: core_pb2.EventPage, kind: str, n: int) -> None:
+    """Give `page` a payload of `kind`: an event (packed with the default type
+    URL prefix, or "/" for "deposit/"), a type unknown here, or what angzarr
+    writes besides events (a claim check, a pending page, nothing)."""
+    if kind.startswith("deposit"):
+        prefix = "/" if kind.endswith("/") else _codec.TYPE_URL_PREFIX
+        page.event.CopyFrom(_codec.pack(player_pb2.FundsDeposited(amount_cents=n), prefix))
+    elif kind == "unknown":
+        page.event.type_url = "/unknown.Type"
+        page.event.value = b"\x08\x01"
+    if kind.endswith("claim"):
+        page.external.uri = f"s3://payloads/{n}.bin"
+        page.external.original_size = n
+    if kind.startswith("pending"):
+        if not kind.endswith("claim"):
+            page.event.CopyFrom(_codec.pack(player_pb2.FundsDeposited(amount_cents=n)))
+        page.no_commit = True
+        page.cascade_id = f"cascade-{n}"
 
 
 @settings(deadline=None)  # a loaded CI machine must not make this flaky
@@ -78,7 +110,7 @@ def test_encode_commit_matches_the_plain_protobuf_encoding(
 def books(draw: st.DrawFn) -> core_pb2.EventBook:
     """Books as any writer may produce them: increasing sequences (gaps allowed),
     non-decreasing timestamps (one per commit or one per event), known and
-    unknown event types."""
+    unknown event types, and angzarr's pages without a committed event."""
     count = draw(st.integers(0, 8))
     seq = draw(st.integers(0, 1000))
     when = draw(st.integers(-(2**33), 2**33))
@@ -90,11 +122,7 @@ def books(draw: st.DrawFn) -> core_pb2.EventBook:
         page.header.sequence = seq
         page.created_at.seconds = when
         page.created_at.nanos = nanos
-        if draw(st.booleans()):
-            page.event.CopyFrom(_codec.pack(player_pb2.FundsDeposited(amount_cents=seq)))
-        else:
-            page.event.type_url = "/unknown.Type"
-            page.event.value = b"\x08\x01"
+        fill_page(page, draw(st.sampled_from(PAGE_KINDS)), seq)
         seq += draw(st.sampled_from([1, 1, 1, 2]))
         if draw(st.integers(0, 3)) == 0:
             when += draw(st.integers(0, 5))

@@ -288,3 +288,17 @@ async def test_connect_refuses_arguments_of_the_wrong_type(
     assert message in str(info.value)
     with pytest.raises(TypeError, match=r"connect\(config=\.\.\.\) takes a Config, not dict"):
         await angzarr_es.connect(config={"bus": {}})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefix", ["/", "type.googleapis.com/", "type.example.com/a/"])
+def test_type_url_prefix(tmp_path: Path, prefix: str) -> None:
+    assert Config().nats.type_url_prefix == "type.googleapis.com/"
+    cfg = Config.load(write(tmp_path, f'[bus.nats]\ntype_url_prefix = "{prefix}"\n'), {})
+    assert cfg.nats.type_url_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "type.googleapis.com", "a b/", "é/"])
+def test_a_type_url_prefix_must_end_with_a_slash(tmp_path: Path, prefix: str) -> None:
+    path = write(tmp_path, f'[bus.nats]\ntype_url_prefix = "{prefix}"\n')
+    with pytest.raises(ConfigError, match=r"bus\.nats\.type_url_prefix must end with '/'"):
+        Config.load(path, {})

@@ -16,10 +16,12 @@ from angzarr_es.codec import RecordedEvent
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.store import _commits, _typed
-from tests.unit.test_codec_fastpaths import reference_recorded
+from tests.unit.test_codec_fastpaths import fill_page, reference_recorded
 
 NOW = dt.datetime(2026, 11, 26, 6, 0, 0, 123456, tzinfo=dt.UTC)
 KINDS = ["deposit", "withdraw", "register", "unknown"]
+# Pages angzarr writes besides plain events, and events under the "/" prefix.
+ODD = ["deposit/", "claim", "pending", "pending-claim", "empty"]
 
 
 def event_of(kind: str, n: int) -> Message:
@@ -42,15 +44,19 @@ def commit(first: int, kinds: list[str], stamps: list[int] | None = None) -> byt
         domain="player",
         root=b"\x02" * 16,
         first_sequence=first,
-        events=[packed(k, first + i) for i, k in enumerate(kinds)],
+        events=[packed("deposit" if k in ODD else k, first + i) for i, k in enumerate(kinds)],
         correlation_id="corr" if first % 2 else "",
         created_at=NOW + dt.timedelta(seconds=first),
     )
-    if stamps is None:
+    if stamps is None and not set(kinds) & set(ODD):
         return payload
     book = core_pb2.EventBook.FromString(payload)
-    for page, extra in zip(book.pages, stamps, strict=True):
-        page.created_at.seconds += extra
+    for i, (page, kind) in enumerate(zip(book.pages, kinds, strict=True)):
+        if stamps is not None:
+            page.created_at.seconds += stamps[i]
+        if kind in ODD:
+            page.ClearField("event")
+            fill_page(page, kind, first + i)
     return book.SerializeToString()
 
 
@@ -72,7 +78,8 @@ def decode(
 
 @st.composite
 def histories(draw: st.DrawFn) -> list[bytes]:
-    """Dense commits of 1-6 events, of one type or mixed, mostly with one timestamp."""
+    """Dense commits of 1-6 events, of one type or mixed, mostly with one
+    timestamp; some with one of angzarr's pages without a committed event."""
     payloads = []
     seq = 0
     for _ in range(draw(st.integers(1, 12))):
@@ -81,6 +88,8 @@ def histories(draw: st.DrawFn) -> list[bytes]:
             kinds = [draw(st.sampled_from(KINDS))] * size
         else:
             kinds = draw(st.lists(st.sampled_from(KINDS), min_size=size, max_size=size))
+        if draw(st.integers(0, 3)) == 0:
+            kinds[draw(st.integers(0, size - 1))] = draw(st.sampled_from(ODD))
         stamps = None
         if size > 1 and draw(st.integers(0, 4)) == 0:
             stamps = sorted(draw(st.lists(st.integers(0, 3), min_size=size, max_size=size)))
@@ -182,3 +191,22 @@ def test_a_type_url_that_is_not_utf8_fails_both_paths_even_outside_the_range() -
             guess.learn(core_pb2.EventBook.FromString(payloads[0]).pages, missed=False)
         with pytest.raises(_commits.Corrupt, match="UTF-8"):
             decode(payloads, 3, None, guess)
+
+
+def test_events_that_are_any_messages_have_a_typed_view_of_their_own() -> None:
+    """The plain view (value as bytes) is not the typed view of `Any`."""
+    inner = [any_pb2.Any(type_url=f"x/y.Z{i}", value=bytes([i])) for i in range(3)]
+    payloads = [
+        codec.encode_commit(
+            domain="player",
+            root=b"\x02" * 16,
+            first_sequence=i,
+            events=[codec.pack(e)],
+            correlation_id="",
+            created_at=NOW,
+        )
+        for i, e in enumerate(inner)
+    ]
+    guess = _commits.Guess()
+    assert [e.event for e in decode(payloads, 0, None, guess)] == inner
+    assert guess.credit == 2  # the typed view hit twice
