@@ -184,7 +184,7 @@ class StoreMetrics(Observer):
     # -- Observer ----------------------------------------------------------------
 
     def commit_headers(self, headers: dict[str, str]) -> None:
-        if self.trace:
+        if self.trace and tracing.HEADER not in headers:  # OpenTelemetry wrote none
             tracing.inject(headers)
 
     def appended(self, domain: str, outcome: Outcome, seconds: float, events: int) -> None:

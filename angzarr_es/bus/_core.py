@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from angzarr_es import _nats
+from angzarr_es import _nats, _otel
 from angzarr_es._nats import Wire
 from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._catchup import CatchUp
@@ -20,6 +20,7 @@ from angzarr_es.bus._delivery import (
     check_handler,
     check_skip_handler,
     decode_delivery,
+    handling,
     root_of,
 )
 from angzarr_es.bus._settings import ProjectorSettings, provision_consumer
@@ -279,7 +280,11 @@ class Bus:
 
 async def _call(handler: Handler, delivery: Delivery) -> None:
     try:
-        await handler(delivery)
+        if _otel.ENABLED:
+            with handling(delivery):
+                await handler(delivery)
+        else:
+            await handler(delivery)
     except Exception:
         log.exception("subscription handler failed on %s", delivery.subject)
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Iterable
 
 from google.protobuf.message import Message
 
+from angzarr_es import _otel
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._observe import observe_append, observe_load
 from angzarr_es._types import (
@@ -103,6 +104,16 @@ class EventStore:
         """
         observer = self._ctx.observer
         call = self._append(root, events, expected, correlation_id, idempotency_key)
+        if _otel.ENABLED:
+            call = _otel.traced(
+                call,
+                f"append {self._domain}",
+                _otel.trace.SpanKind.PRODUCER,
+                lambda: _otel.append_attributes(
+                    self._domain, self._edition, root, self.subject, expected, correlation_id
+                ),
+                _otel.appended_attributes,
+            )
         if observer is None:
             return await call
         return await observe_append(observer, self._domain, call)
@@ -187,6 +198,16 @@ class EventStore:
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         call = self._load(root, from_sequence, to_sequence, snapshot, as_of)
+        if _otel.ENABLED:
+            call = _otel.traced(
+                call,
+                f"load {self._domain}",
+                _otel.trace.SpanKind.CLIENT,
+                lambda: _otel.load_attributes(
+                    self._domain, self._edition, root, self.subject, from_sequence, to_sequence
+                ),
+                _otel.loaded_attributes,
+            )
         observer = self._ctx.observer
         if observer is None:
             return await call
