@@ -5,7 +5,8 @@
 
 `StoreMetrics` is an `angzarr_es.Observer`: `connect(observer=StoreMetrics())`
 does the same as `instrument()`. Instrumented clients also stamp every commit
-with a W3C `traceparent` header (see `angzarr_es.tracing`). Without an
+with a W3C `traceparent` header (see `angzarr_es.tracing`; with OpenTelemetry
+installed, only a commit its propagator gave none). Without an
 observer nothing here runs: the store's hot path checks one attribute.
 
 Every series is one row of `SPEC`; this list is generated from it:

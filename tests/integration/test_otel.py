@@ -57,6 +57,38 @@ async def test_the_extra_is_in_use() -> None:
     assert tracing.OTEL
 
 
+def test_the_tracing_functions_work_on_opentelemetrys_context() -> None:
+    valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with otel.ROOT.start_as_current_span("outer") as outer:
+        started = outer.get_span_context()
+        current = tracing.current()
+        assert current is not None
+        assert (current.trace_id, current.span_id) == (
+            f"{started.trace_id:032x}",
+            f"{started.span_id:016x}",
+        )
+        with tracing.use(None):
+            assert tracing.current() is None
+        with tracing.span() as inner:
+            now = trace.get_current_span().get_span_context()
+            assert (now.trace_id, f"{now.span_id:016x}") == (started.trace_id, inner.span_id)
+        headers: dict[str, str] = {}
+        sent = tracing.inject(headers)
+        assert headers["traceparent"] == sent.traceparent
+        assert sent.trace_id == current.trace_id
+    assert tracing.current() is None
+    carried = {"traceparent": valid, "tracestate": "k=v", "baggage": "tenant=t1"}
+    assert tracing.extract(carried) == tracing.TraceContext(
+        "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state="k=v"
+    )
+    with tracing.continue_from(carried) as handling:
+        assert tracing.current() == handling
+        assert handling.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert handling.span_id != "00f067aa0ba902b7"
+        assert baggage.get_baggage("tenant") == "t1"  # the whole carried context
+    assert tracing.current() is None
+
+
 async def test_a_trace_around_an_append_continues_in_a_projector_handler(
     client: angzarr_es.Client, spans: InMemorySpanExporter
 ) -> None:
