@@ -15,8 +15,8 @@ hand-made W3C headers).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from typing import Any, TypeVar
 
 from angzarr_es._types import ANY, AppendResult, ExpectedVersion, History
 from angzarr_es.errors import AngzarrESError
@@ -33,16 +33,15 @@ else:
 
 __all__ = [
     "ENABLED",
-    "append_attributes",
-    "appended_attributes",
+    "attributes",
     "inject",
-    "load_attributes",
-    "loaded_attributes",
     "otel_context",
     "processing",
     "propagate",
     "trace",
     "traced",
+    "traced_append",
+    "traced_load",
 ]
 
 T = TypeVar("T")
@@ -59,6 +58,24 @@ CONSUMER_GROUP = "messaging.consumer.group.name"
 NATS = "nats"
 
 
+def attributes(
+    operation: str, kind: str, destination: str, domain: str, root: str, edition: str
+) -> Attributes:
+    """The attributes every span of the store and the bus has: `operation` is
+    the operation's name (`append`, `load`, `process`), `kind` its type."""
+    attrs: Attributes = {
+        SYSTEM: NATS,
+        DESTINATION: destination,
+        OPERATION_TYPE: kind,
+        OPERATION_NAME: operation,
+        "angzarr_es.domain": domain,
+        "angzarr_es.root": root,
+    }
+    if edition:
+        attrs["angzarr_es.edition"] = edition
+    return attrs
+
+
 def _destination(subject: Callable[[AggregateId], str], root: AggregateId) -> str:
     """The aggregate's subject, or "" for a root the call itself will refuse."""
     try:
@@ -67,72 +84,64 @@ def _destination(subject: Callable[[AggregateId], str], root: AggregateId) -> st
         return ""
 
 
-def append_attributes(
+def traced_append(
+    call: Awaitable[AppendResult],
     domain: str,
     edition: str,
     root: AggregateId,
     subject: Callable[[AggregateId], str],
     expected: ExpectedVersion,
     correlation_id: str,
-) -> Attributes:
-    """An append span's attributes, known before it is sent."""
-    attrs: Attributes = {
-        SYSTEM: NATS,
-        DESTINATION: _destination(subject, root),
-        OPERATION_TYPE: "send",
-        OPERATION_NAME: "append",
-        "angzarr_es.domain": domain,
-        "angzarr_es.root": str(root),
-        "angzarr_es.expected": "any" if expected is ANY else expected,
-    }
-    if edition:
-        attrs["angzarr_es.edition"] = edition
-    if correlation_id:
-        attrs[CONVERSATION] = correlation_id
-    return attrs
+) -> Coroutine[Any, Any, AppendResult]:
+    """`call` (one append) in a producer span, its context the commit's."""
+
+    def before() -> Attributes:
+        attrs = attributes(
+            "append", "send", _destination(subject, root), domain, str(root), edition
+        )
+        attrs["angzarr_es.expected"] = "any" if expected is ANY else expected
+        if correlation_id:
+            attrs[CONVERSATION] = correlation_id
+        return attrs
+
+    def after(result: AppendResult) -> Attributes:
+        return {
+            "angzarr_es.first_sequence": result.first_sequence,
+            "angzarr_es.next_sequence": result.next_sequence,
+            "angzarr_es.stream_sequence": result.stream_sequence,
+            "angzarr_es.duplicate": result.duplicate,
+        }
+
+    return traced(call, f"append {domain}", trace.SpanKind.PRODUCER, before, after)
 
 
-def appended_attributes(result: AppendResult) -> Attributes:
-    """What an append wrote."""
-    return {
-        "angzarr_es.first_sequence": result.first_sequence,
-        "angzarr_es.next_sequence": result.next_sequence,
-        "angzarr_es.stream_sequence": result.stream_sequence,
-        "angzarr_es.duplicate": result.duplicate,
-    }
-
-
-def load_attributes(
+def traced_load(
+    call: Awaitable[History],
     domain: str,
     edition: str,
     root: AggregateId,
     subject: Callable[[AggregateId], str],
     from_sequence: int,
     to_sequence: int | None,
-) -> Attributes:
-    """A load span's attributes, known before it reads."""
-    attrs: Attributes = {
-        SYSTEM: NATS,
-        DESTINATION: _destination(subject, root),
-        OPERATION_TYPE: "receive",
-        OPERATION_NAME: "load",
-        "angzarr_es.domain": domain,
-        "angzarr_es.root": str(root),
-        "angzarr_es.from_sequence": from_sequence,
-    }
-    if to_sequence is not None:
-        attrs["angzarr_es.to_sequence"] = to_sequence
-    if edition:
-        attrs["angzarr_es.edition"] = edition
-    return attrs
+) -> Coroutine[Any, Any, History]:
+    """`call` (one load) in a client span."""
 
+    def before() -> Attributes:
+        attrs = attributes(
+            "load", "receive", _destination(subject, root), domain, str(root), edition
+        )
+        attrs["angzarr_es.from_sequence"] = from_sequence
+        if to_sequence is not None:
+            attrs["angzarr_es.to_sequence"] = to_sequence
+        return attrs
 
-def loaded_attributes(history: History) -> Attributes:
-    """What a load read."""
-    return {
-        "angzarr_es.events": len(history.events),
-        "angzarr_es.next_sequence": history.next_sequence,
-    }
+    def after(history: History) -> Attributes:
+        return {
+            "angzarr_es.events": len(history.events),
+            "angzarr_es.next_sequence": history.next_sequence,
+        }
+
+    return traced(call, f"load {domain}", trace.SpanKind.CLIENT, before, after)
 
 
 async def traced(

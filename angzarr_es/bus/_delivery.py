@@ -191,29 +191,19 @@ def handling(delivery: Delivery, consumer: str = "") -> contextlib.AbstractConte
 
 
 def _span_attributes(d: Delivery, consumer: str) -> _otel.Attributes:
-    o = _otel
-    attrs: _otel.Attributes = {
-        o.SYSTEM: o.NATS,
-        o.DESTINATION: d.subject,
-        o.OPERATION_TYPE: "process",
-        o.OPERATION_NAME: "process",
-        "angzarr_es.domain": d.domain,
-        "angzarr_es.root": d.root,
-    }
+    attrs = _otel.attributes("process", "process", d.subject, d.domain, d.root, d.edition)
     if d.events:
         attrs["angzarr_es.first_sequence"] = d.events[0].sequence
         attrs["angzarr_es.next_sequence"] = d.events[-1].sequence + 1
-    if d.edition:
-        attrs["angzarr_es.edition"] = d.edition
     if d.book.cover.correlation_id:
-        attrs[o.CONVERSATION] = d.book.cover.correlation_id
+        attrs[_otel.CONVERSATION] = d.book.cover.correlation_id
     if d.stream_sequence:
         attrs["angzarr_es.stream_sequence"] = d.stream_sequence
     if d.delivery_count:
         attrs["angzarr_es.delivery_count"] = d.delivery_count
     if consumer:
-        attrs[o.CONSUMER_GROUP] = consumer
+        attrs[_otel.CONSUMER_GROUP] = consumer
     message_id = d.headers.get("Nats-Msg-Id")
     if message_id:
-        attrs[o.MESSAGE_ID] = message_id
+        attrs[_otel.MESSAGE_ID] = message_id
     return attrs

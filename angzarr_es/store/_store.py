@@ -105,14 +105,8 @@ class EventStore:
         observer = self._ctx.observer
         call = self._append(root, events, expected, correlation_id, idempotency_key)
         if _otel.ENABLED:
-            call = _otel.traced(
-                call,
-                f"append {self._domain}",
-                _otel.trace.SpanKind.PRODUCER,
-                lambda: _otel.append_attributes(
-                    self._domain, self._edition, root, self.subject, expected, correlation_id
-                ),
-                _otel.appended_attributes,
+            call = _otel.traced_append(
+                call, self._domain, self._edition, root, self.subject, expected, correlation_id
             )
         if observer is None:
             return await call
@@ -199,14 +193,8 @@ class EventStore:
         """
         call = self._load(root, from_sequence, to_sequence, snapshot, as_of)
         if _otel.ENABLED:
-            call = _otel.traced(
-                call,
-                f"load {self._domain}",
-                _otel.trace.SpanKind.CLIENT,
-                lambda: _otel.load_attributes(
-                    self._domain, self._edition, root, self.subject, from_sequence, to_sequence
-                ),
-                _otel.loaded_attributes,
+            call = _otel.traced_load(
+                call, self._domain, self._edition, root, self.subject, from_sequence, to_sequence
             )
         observer = self._ctx.observer
         if observer is None:
