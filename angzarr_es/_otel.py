@@ -179,7 +179,7 @@ def inject(headers: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def processing(
-    name: str, headers: Mapping[str, str], attributes: Callable[[], Attributes]
+    name: str, headers: Mapping[str, str], describe: Callable[[], Attributes]
 ) -> Iterator[None]:
     """A consumer span around one handler call, a child of the context the
     message carries (read through the global propagator; a new trace when it
@@ -187,7 +187,7 @@ def processing(
     parent = propagate.extract(headers) if headers else otel_context.Context()
     span = _tracer.start_span(name, context=parent, kind=trace.SpanKind.CONSUMER)
     if span.is_recording():
-        span.set_attributes(attributes())
+        span.set_attributes(describe())
     token = otel_context.attach(parent)
     try:
         with trace.use_span(span, end_on_exit=True):
