@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return otel.install()
+def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    return otel.record(monkeypatch)
 
 
 def attributes(span: ReadableSpan, *keys: str) -> dict[str, Any]:
@@ -347,7 +347,8 @@ def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
 
 def test_each_mode_in_a_fresh_process(nats_url: str) -> None:
     """Without the package: the hand-made headers, exactly as before. With it
-    and no tracer provider: nothing recorded, the caller's context carried on."""
+    and no tracer provider: nothing recorded, the caller's context carried on.
+    With a global tracer provider: the library's spans go to it."""
     assert _passed_in_a_fresh_process(nats_url, "-p", "tests.support.no_otel") == {
         "test_the_package_is_missing",
         "test_uninstrumented_commits_carry_no_trace",
@@ -356,6 +357,9 @@ def test_each_mode_in_a_fresh_process(nats_url: str) -> None:
     assert _passed_in_a_fresh_process(nats_url) == {
         "test_without_a_trace_nothing_is_written",
         "test_the_current_context_is_carried_on_unchanged",
+    }
+    assert _passed_in_a_fresh_process(nats_url, "-p", "tests.support.otel") == {
+        "test_spans_go_to_the_global_tracer_provider",
     }
 
 

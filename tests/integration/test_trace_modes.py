@@ -1,10 +1,11 @@
-"""Trace headers on commits in the two modes OpenTelemetry's presence decides.
+"""Trace headers on commits in the modes OpenTelemetry's presence decides.
 
 Each test runs only in its mode: without opentelemetry (the hand-made W3C
-headers, unchanged from before the `otel` extra existed), or with it and no
+headers, unchanged from before the `otel` extra existed), with it and no
 tracer provider (the no-op tracer: nothing recorded, the caller's context
-carried on). tests/integration/test_otel.py runs this file in fresh
-processes in both modes, hiding the package with tests/support/no_otel.py.
+carried on), or with a global tracer provider set by tests/support/otel.py.
+tests/integration/test_otel.py runs this file in fresh processes in each
+mode, hiding the package with tests/support/no_otel.py.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ PARENT = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", st
 TRACE_HEADERS = {"traceparent", "tracestate", "baggage"}
 
 
-def _no_provider() -> bool:
+def _global_provider() -> str:
+    """ "none" (no opentelemetry), "proxy" (no provider set) or "sdk"."""
     if not tracing.OTEL:
-        return False
+        return "none"
     from opentelemetry import trace
 
-    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return "proxy" if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) else "sdk"
 
 
 hand_made = pytest.mark.skipif(tracing.OTEL, reason="without opentelemetry only")
@@ -40,7 +42,7 @@ hand_made = pytest.mark.skipif(tracing.OTEL, reason="without opentelemetry only"
 def no_provider() -> None:
     """Skip unless opentelemetry is in use with no tracer provider (asked when
     the test runs: another test may have set one since collection)."""
-    if not _no_provider():
+    if _global_provider() != "proxy":
         pytest.skip("needs opentelemetry and no tracer provider")
 
 
@@ -118,3 +120,16 @@ async def test_the_current_context_is_carried_on_unchanged(client: angzarr_es.Cl
     assert TRACE_HEADERS & headers.keys() == {"traceparent", "tracestate"}
     assert (headers["traceparent"], headers["tracestate"]) == (PARENT.traceparent, "k=v")
     assert await _traced_by_projector(client) == PARENT
+
+
+async def test_spans_go_to_the_global_tracer_provider(client: angzarr_es.Client) -> None:
+    if _global_provider() != "sdk":
+        pytest.skip("needs a global tracer provider (-p tests.support.otel)")
+    from tests.support import otel
+
+    otel.EXPORTER.clear()
+    with otel.ROOT.start_as_current_span("request"):
+        await client.store("player").append("a", [player_pb2.PlayerRegistered()], expected=0)
+    (append,) = otel.span_named("append player")
+    assert append.parent is not None
+    assert otel.span_named("request")[0].context.span_id == append.parent.span_id

@@ -1,38 +1,36 @@
-"""OpenTelemetry's SDK for the tests: one global tracer provider recording into memory.
+"""OpenTelemetry's SDK for the tests: spans recorded into memory.
 
-OpenTelemetry lets a process set its global tracer provider once, so the
-first test that asks installs it for the rest of the session. It samples a
-span only when its parent is sampled (`ParentBased(ALWAYS_OFF)`): the other
-tests, which start no trace, record nothing; `ROOT` starts sampled traces
-from a provider of its own (not the global one) into the same exporter.
+OpenTelemetry lets a process set its global tracer provider once, and every
+commit appended under a provider carries a trace context; so that the rest of
+the suite keeps running with none, `record(monkeypatch)` hands the library a
+tracer of a provider of our own for one test instead. `ROOT` starts the
+traces a test follows, from the same provider. The plugin
+`-p tests.support.otel` (a fresh process: tests/integration/test_otel.py)
+sets that provider as the global one, to check that the library finds it.
 """
 
 from __future__ import annotations
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-__all__ = ["EXPORTER", "ROOT", "install", "span_named"]
+from angzarr_es import _otel
+
+__all__ = ["EXPORTER", "PROVIDER", "ROOT", "record", "span_named"]
 
 EXPORTER = InMemorySpanExporter()
-_roots = TracerProvider()
-_roots.add_span_processor(SimpleSpanProcessor(EXPORTER))
-ROOT = _roots.get_tracer("tests")
-"""Starts the traces a test follows (always sampled)."""
-
-_installed: list[TracerProvider] = []
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
+ROOT = PROVIDER.get_tracer("tests")
+"""Starts the traces a test follows."""
 
 
-def install() -> InMemorySpanExporter:
-    """The global provider set (once), and the exporter emptied."""
-    if not _installed:
-        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
-        provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-        trace.set_tracer_provider(provider)
-        _installed.append(provider)
+def record(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """The library's spans recorded for this test; the exporter emptied."""
+    monkeypatch.setattr(_otel, "_tracer", PROVIDER.get_tracer("angzarr_es"))
     EXPORTER.clear()
     return EXPORTER
 
@@ -40,3 +38,8 @@ def install() -> InMemorySpanExporter:
 def span_named(name: str) -> list[ReadableSpan]:
     """The finished spans called `name`, oldest first."""
     return [s for s in EXPORTER.get_finished_spans() if s.name == name]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As a plugin: `PROVIDER` is the global tracer provider."""
+    trace.set_tracer_provider(PROVIDER)
