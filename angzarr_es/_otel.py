@@ -56,6 +56,10 @@ CONVERSATION = "messaging.message.conversation_id"
 MESSAGE_ID = "messaging.message.id"
 CONSUMER_GROUP = "messaging.consumer.group.name"
 NATS = "nats"
+# Trace headers whose length a caller decides, and the most of each a commit keeps
+# (W3C caps a useful tracestate at 512 characters; angzarr_es.tracing does the same).
+BOUNDED = ("tracestate", "baggage")
+MAX_VALUE = 512
 
 
 def attributes(
@@ -173,8 +177,15 @@ async def traced(
 def inject(headers: dict[str, str]) -> None:
     """Write the current context into a commit's headers, through the global
     propagator (W3C `traceparent`/`tracestate`, and `baggage`, by default).
-    Nothing is written when there is no trace."""
+    Nothing is written when there is no trace.
+
+    A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
+    dropped: every commit stores its headers, and the store allows a commit
+    1 KiB of them against the server's max_payload."""
     propagate.inject(headers)
+    for name in BOUNDED:
+        if len(headers.get(name, "")) > MAX_VALUE:
+            del headers[name]
 
 
 @contextlib.contextmanager

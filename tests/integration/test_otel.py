@@ -34,6 +34,7 @@ from angzarr_es import filters, metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from tests.support import otel
+from tests.support.bus import stored_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -314,6 +315,25 @@ async def test_trace_headers_go_through_the_global_propagator(
     async with client.projector("bag", filters.domain("player"), handler) as p:
         await p.wait(lambda s: s.handled == 1, timeout=20)
     assert seen == [("tenant=t1", "t1")]
+
+
+async def test_long_tracestate_and_baggage_stay_out_of_commits(
+    client: angzarr_es.Client, spans: InMemorySpanExporter
+) -> None:
+    state = ",".join(f"k{i}={'v' * 200}" for i in range(3))  # 3 valid members, > 512
+    long = tracing.TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state=state)
+    token = otel_context.attach(baggage.set_baggage("big", "x" * 600))
+    try:
+        with tracing.use(long):
+            await client.store("player").append("long", [player_pb2.FundsDeposited()], expected=0)
+    finally:
+        otel_context.detach(token)
+    headers = await stored_headers(client, "player", "long")
+    assert "tracestate" not in headers
+    assert "baggage" not in headers
+    carried = tracing.TraceContext.parse(headers["traceparent"])
+    assert carried is not None
+    assert carried.trace_id == long.trace_id
 
 
 async def test_metrics_add_no_second_trace_header(
