@@ -5,7 +5,8 @@
 
 `StoreMetrics` is an `angzarr_es.Observer`: `connect(observer=StoreMetrics())`
 does the same as `instrument()`. Instrumented clients also stamp every commit
-with a W3C `traceparent` header (see `angzarr_es.tracing`). Without an
+with a W3C `traceparent` header (see `angzarr_es.tracing`; with OpenTelemetry
+installed, only a commit its propagator gave none). Without an
 observer nothing here runs: the store's hot path checks one attribute.
 
 Every series is one row of `SPEC`; this list is generated from it:
@@ -184,7 +185,7 @@ class StoreMetrics(Observer):
     # -- Observer ----------------------------------------------------------------
 
     def commit_headers(self, headers: dict[str, str]) -> None:
-        if self.trace:
+        if self.trace and tracing.HEADER not in headers:  # OpenTelemetry wrote none
             tracing.inject(headers)
 
     def appended(self, domain: str, outcome: Outcome, seconds: float, events: int) -> None:

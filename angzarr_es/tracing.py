@@ -1,13 +1,29 @@
-"""W3C trace context (`traceparent`) carried in NATS message headers.
+"""Trace context on commits: OpenTelemetry when it is installed, W3C headers by hand when not.
 
     with tracing.span():                       # or tracing.continue_from(headers)
         await store.append(pid, events, expected=n)   # commit carries `traceparent`
 
-With metrics switched on (`angzarr_es.metrics.instrument`), every commit
-carries a `traceparent` header naming the current trace (a new trace when
-there is none) and a fresh span id for the publish, so a projector can
-continue the same trace with `continue_from(headers)`. No dependency: if you
-use OpenTelemetry, hand its ids to `TraceContext` and `use()` it.
+**With `opentelemetry-api` installed** (`pip install 'angzarr-es[otel]'`;
+`OTEL` is True) the store and the bus use OpenTelemetry, as angzarr's own
+bus does: every commit carries the trace context the global propagator
+writes for the append's span (W3C `traceparent`/`tracestate` by default, and
+`baggage` when there is some), and the library makes spans through the
+global tracer provider: `append <domain>` (producer), `load <domain>`
+(client), and `process <domain>` (consumer) around each projector or
+subscription handler call, a child of the context the commit carries, with
+the messaging attributes (`messaging.system = "nats"`,
+`messaging.destination.name` = the subject, ...; docs/operations.md,
+*Tracing*). Without a tracer provider nothing is recorded and the context
+current at the append (if any) is carried on. The functions below then work
+on OpenTelemetry's current context: `current()` reads the current span's,
+`use()`, `span()` and `continue_from()` set it, `inject()` and `extract()` go
+through the global propagator.
+
+**Without it** nothing changes from before: with metrics switched on
+(`angzarr_es.metrics.instrument`), every commit carries a `traceparent`
+header naming the current trace (a new trace when there is none) and a
+fresh span id for the publish, and a projector runs each handler call in
+the trace its commit carries (`continue_from(headers)`).
 See https://www.w3.org/TR/trace-context/.
 """
 
@@ -21,9 +37,23 @@ from contextvars import ContextVar
 
 import msgspec
 
-__all__ = ["HEADER", "TraceContext", "continue_from", "current", "extract", "inject", "span", "use"]
+from angzarr_es import _otel
+
+__all__ = [
+    "HEADER",
+    "OTEL",
+    "TraceContext",
+    "continue_from",
+    "current",
+    "extract",
+    "inject",
+    "span",
+    "use",
+]
 
 HEADER = "traceparent"
+OTEL = _otel.ENABLED
+"""Whether OpenTelemetry carries the trace context (`opentelemetry-api` is installed)."""
 STATE_HEADER = "tracestate"
 MAX_STATE = 512
 _FORMAT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
@@ -73,23 +103,33 @@ _current: ContextVar[TraceContext | None] = ContextVar("angzarr_es_trace", defau
 
 def current() -> TraceContext | None:
     """The trace context of the running task, if any."""
+    if OTEL:
+        return _from_otel(_otel.trace.get_current_span().get_span_context())
     return _current.get()
 
 
 @contextlib.contextmanager
 def use(context: TraceContext | None) -> Iterator[TraceContext | None]:
     """Make `context` current inside the block."""
-    token = _current.set(context)
+    if OTEL:
+        span = _otel.trace.INVALID_SPAN if context is None else _otel_span(context)
+        token = _otel.otel_context.attach(_otel.trace.set_span_in_context(span))
+        try:
+            yield context
+        finally:
+            _otel.otel_context.detach(token)
+        return
+    reset = _current.set(context)
     try:
         yield context
     finally:
-        _current.reset(token)
+        _current.reset(reset)
 
 
 @contextlib.contextmanager
 def span() -> Iterator[TraceContext]:
     """A child of the current span (or a new trace) for the duration of the block."""
-    parent = _current.get()
+    parent = current()
     context = parent.child() if parent is not None else TraceContext.new()
     with use(context):
         yield context
@@ -97,7 +137,12 @@ def span() -> Iterator[TraceContext]:
 
 def extract(headers: Mapping[str, str] | None) -> TraceContext | None:
     """The trace context a message carries, if any (invalid headers are ignored)."""
-    if not headers or HEADER not in headers:
+    if not headers:
+        return None
+    if OTEL:
+        carried = _otel.propagate.extract(headers)
+        return _from_otel(_otel.trace.get_current_span(carried).get_span_context())
+    if HEADER not in headers:
         return None
     return TraceContext.parse(headers[HEADER], headers.get(STATE_HEADER, ""))
 
@@ -105,20 +150,62 @@ def extract(headers: Mapping[str, str] | None) -> TraceContext | None:
 @contextlib.contextmanager
 def continue_from(headers: Mapping[str, str] | None) -> Iterator[TraceContext]:
     """Handle a message inside the trace it carries (a new trace if none)."""
-    parent = extract(headers)
+    if not OTEL:
+        parent = extract(headers)
+        context = parent.child() if parent is not None else TraceContext.new()
+        with use(context):
+            yield context
+        return
+    # The whole carried context (its baggage too) with a span of our own in it.
+    carried = _otel.propagate.extract(headers) if headers else _otel.otel_context.Context()
+    parent = _from_otel(_otel.trace.get_current_span(carried).get_span_context())
     context = parent.child() if parent is not None else TraceContext.new()
-    with use(context):
+    token = _otel.otel_context.attach(_otel.trace.set_span_in_context(_otel_span(context), carried))
+    try:
         yield context
+    finally:
+        _otel.otel_context.detach(token)
 
 
 def inject(headers: dict[str, str]) -> TraceContext:
     """Add `traceparent` (and `tracestate`) for a publish: a new span in the current
     trace, or in a new trace when there is none. Returns the context sent."""
-    parent = _current.get()
+    parent = current()
     sent = parent.child() if parent is not None else TraceContext.new()
+    if OTEL:
+        _otel.propagate.inject(headers, _otel.trace.set_span_in_context(_otel_span(sent)))
+        return sent
     headers[HEADER] = sent.traceparent
     # W3C caps a useful tracestate at 512 characters; a longer one (from an
     # untrusted caller) is dropped rather than allowed to bloat every commit.
     if sent.state and len(sent.state) <= MAX_STATE:
         headers[STATE_HEADER] = sent.state
     return sent
+
+
+def _otel_span(context: TraceContext) -> _otel.trace.Span:
+    """`context` as an OpenTelemetry span that records nothing."""
+    t = _otel.trace
+    flags = t.TraceFlags(t.TraceFlags.SAMPLED if context.sampled else t.TraceFlags.DEFAULT)
+    state = t.TraceState.from_header([context.state]) if context.state else t.TraceState()
+    return t.NonRecordingSpan(
+        t.SpanContext(
+            int(context.trace_id, 16),
+            int(context.span_id, 16),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=state,
+        )
+    )
+
+
+def _from_otel(found: _otel.trace.SpanContext) -> TraceContext | None:
+    """An OpenTelemetry span context as a TraceContext (None when invalid)."""
+    if not found.is_valid:
+        return None
+    return TraceContext(
+        _otel.trace.format_trace_id(found.trace_id),
+        _otel.trace.format_span_id(found.span_id),
+        sampled=found.trace_flags.sampled,
+        state=found.trace_state.to_header(),
+    )

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from angzarr_es import _nats
+from angzarr_es import _nats, _otel
 from angzarr_es._durables import configured_consumer_config, provision_consumer
 from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
@@ -21,6 +21,7 @@ from angzarr_es.bus._delivery import (
     check_handler,
     check_skip_handler,
     decode_delivery,
+    handling,
     root_of,
 )
 from angzarr_es.config import NatsConfig
@@ -261,7 +262,11 @@ class Bus:
 
 async def _call(handler: Handler, delivery: Delivery) -> None:
     try:
-        await handler(delivery)
+        if _otel.ENABLED:
+            with handling(delivery):
+                await handler(delivery)
+        else:
+            await handler(delivery)
     except Exception:
         log.exception("subscription handler failed on %s", delivery.subject)
 

@@ -6,6 +6,7 @@ durable projectors.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import inspect
 import uuid
@@ -14,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from angzarr_es import _codec
+from angzarr_es import _codec, _otel
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import AngzarrESError, InvalidAggregateId
 from angzarr_es.pb import core_pb2
@@ -28,6 +29,7 @@ __all__ = [
     "check_handler",
     "check_skip_handler",
     "decode_delivery",
+    "handling",
     "root_of",
     "start_config",
 ]
@@ -177,3 +179,31 @@ def root_of(cover: core_pb2.Cover) -> str:
     if not text:
         raise InvalidAggregateId("the cover has no root")
     return text
+
+
+def handling(delivery: Delivery, consumer: str = "") -> contextlib.AbstractContextManager[None]:
+    """With OpenTelemetry (only then: check `_otel.ENABLED`), the consumer span
+    around one handler call: a child of the context the commit carries.
+    `consumer` names the projector's durable consumer, if any."""
+    return _otel.processing(
+        f"process {delivery.domain}", delivery.headers, lambda: _span_attributes(delivery, consumer)
+    )
+
+
+def _span_attributes(d: Delivery, consumer: str) -> _otel.Attributes:
+    attrs = _otel.attributes("process", "process", d.subject, d.domain, d.root, d.edition)
+    if d.events:
+        attrs["angzarr_es.first_sequence"] = d.events[0].sequence
+        attrs["angzarr_es.next_sequence"] = d.events[-1].sequence + 1
+    if d.book.cover.correlation_id:
+        attrs[_otel.CONVERSATION] = d.book.cover.correlation_id
+    if d.stream_sequence:
+        attrs["angzarr_es.stream_sequence"] = d.stream_sequence
+    if d.delivery_count:
+        attrs["angzarr_es.delivery_count"] = d.delivery_count
+    if consumer:
+        attrs[_otel.CONSUMER_GROUP] = consumer
+    message_id = d.headers.get("Nats-Msg-Id")
+    if message_id:
+        attrs[_otel.MESSAGE_ID] = message_id
+    return attrs

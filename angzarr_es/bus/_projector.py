@@ -46,13 +46,13 @@ from typing import Any
 
 import msgspec
 
-from angzarr_es import _nats, tracing
+from angzarr_es import _nats, _otel, tracing
 from angzarr_es._lifecycle import StartsOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ensure_dead_letters
 from angzarr_es.bus._deadletter import DeadLetters
-from angzarr_es.bus._delivery import Handler, Start, check_handler, decode_delivery
+from angzarr_es.bus._delivery import Handler, Start, check_handler, decode_delivery, handling
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.bus._ordering import Key, KeyOrder
@@ -377,7 +377,10 @@ class Projector(StartsOnEnter):
                     delivery_count=msg.delivered,
                     headers=msg.headers,
                 )
-                if msg.headers and tracing.HEADER in msg.headers:
+                if _otel.ENABLED:
+                    with handling(delivery, self.name):
+                        await self._handler(delivery)
+                elif msg.headers and tracing.HEADER in msg.headers:
                     # The handler runs as a child span of the append's trace.
                     with tracing.continue_from(msg.headers):
                         await self._handler(delivery)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from google.protobuf import any_pb2
 
-from angzarr_es import _codec
+from angzarr_es import _codec, _otel
 from angzarr_es._nats import Stored
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import CONFLICT_CODES, DUPLICATE_IN_PROCESS
@@ -211,6 +211,8 @@ class Appender:
         }
         if own:
             headers[m.H_APPEND_ID] = own
+        if _otel.ENABLED:  # the append span's context, as angzarr's bus reads it
+            _otel.inject(headers)
         observer = self._ctx.observer
         if observer is not None:
             observer.commit_headers(headers)

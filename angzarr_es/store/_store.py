@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Iterable
 
 from google.protobuf.message import Message
 
+from angzarr_es import _otel
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._observe import observe_append, observe_load
 from angzarr_es._types import (
@@ -103,6 +104,10 @@ class EventStore:
         """
         observer = self._ctx.observer
         call = self._append(root, events, expected, correlation_id, idempotency_key)
+        if _otel.ENABLED:
+            call = _otel.traced_append(
+                call, self._domain, self._edition, root, self.subject, expected, correlation_id
+            )
         if observer is None:
             return await call
         return await observe_append(observer, self._domain, call)
@@ -201,6 +206,10 @@ class EventStore:
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
         call = self._load(root, from_sequence, to_sequence, snapshot, as_of)
+        if _otel.ENABLED:
+            call = _otel.traced_load(
+                call, self._domain, self._edition, root, self.subject, from_sequence, to_sequence
+            )
         observer = self._ctx.observer
         if observer is None:
             return await call

@@ -16,6 +16,7 @@ from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
 from tests.support import jsadmin
+from tests.support.bus import stored_headers
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -75,13 +76,6 @@ def value(m: metrics.StoreMetrics, name: str, **labels: str) -> float:
     return 0.0 if got is None else got
 
 
-async def _stored_headers(client: angzarr_es.Client, domain: str, root: str) -> dict[str, str]:
-    """The headers stored with the aggregate's first commit (header names in lower case)."""
-    async with client.subscribe(filters.aggregate(domain, root)) as sub:
-        delivery = await asyncio.wait_for(anext(sub), 20)
-    return {k.lower(): v for k, v in delivery.headers.items()}
-
-
 async def test_appends_loads_and_conflicts_are_counted(
     instrumented: tuple[angzarr_es.Client, metrics.StoreMetrics],
 ) -> None:
@@ -131,18 +125,11 @@ async def test_commits_carry_the_current_trace(
     store = client.store("player")
     with tracing.continue_from({"traceparent": VALID}):
         await store.append("traced", [player_pb2.PlayerRegistered()], expected=0)
-    stored = await _stored_headers(client, "player", "traced")
+    stored = await stored_headers(client, "player", "traced")
     sent = TraceContext.parse(stored["traceparent"])
     assert sent is not None
     assert sent.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert sent.span_id != "00f067aa0ba902b7"
-
-
-async def test_uninstrumented_commits_carry_no_trace(client: angzarr_es.Client) -> None:
-    store = client.store("player")
-    assert client.observer is None
-    await store.append("plain", [player_pb2.PlayerRegistered()], expected=0)
-    assert "traceparent" not in await _stored_headers(client, "player", "plain")
 
 
 @pytest.mark.parametrize("registry", ["default", "own"])
@@ -223,9 +210,9 @@ async def test_a_trace_follows_an_event_from_append_to_projector(
         await asyncio.wait_for(got.wait(), 20)
     context = seen[0]
     assert context is not None
-    # Same trace id as the caller of append, a span of its own.
+    # Same trace id as the caller of append (without OpenTelemetry, in a span
+    # of its own: tests/integration/test_trace_modes.py).
     assert context.traceparent.split("-")[1] == VALID.split("-")[1]
-    assert context.traceparent.split("-")[2] != VALID.split("-")[2]
 
 
 async def test_a_subscription_delivery_carries_the_commit_headers(

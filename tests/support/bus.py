@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from angzarr_es import Client, Delivery
+from angzarr_es import Client, Delivery, filters
 from tests.support import jsadmin
 
 WAIT = 15.0
@@ -41,3 +41,10 @@ class Recorder:
 
 async def delete_dlq(client: Client) -> None:
     await jsadmin.delete_stream(client, client.config.nats.dlq_stream)
+
+
+async def stored_headers(client: Client, domain: str, root: str) -> dict[str, str]:
+    """The headers stored with the aggregate's first commit, names as stored."""
+    async with client.subscribe(filters.aggregate(domain, root)) as sub:
+        delivery = await asyncio.wait_for(anext(sub), WAIT)
+    return delivery.headers

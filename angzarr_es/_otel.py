@@ -1,0 +1,207 @@
+"""OpenTelemetry, when `opentelemetry-api` is installed (the `otel` extra).
+
+`ENABLED` says whether it is. Then the store and the bus make spans through
+the global tracer provider (`traced` around an append or a load, `processing`
+around a handler call) and write and read trace headers through the global
+propagator (`inject`, and `propagate.extract` in `processing`), as angzarr's
+own bus does (`src/bus/nats/otel.rs`). Without a tracer provider the API's
+no-op tracer answers: a span that records nothing and carries the caller's
+context on, so a commit carries the trace that was current (if any).
+
+Without the package nothing here is called (`angzarr_es.tracing` keeps its
+hand-made W3C headers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from typing import Any, TypeVar
+
+from angzarr_es._types import ANY, AppendResult, ExpectedVersion, History
+from angzarr_es.errors import AngzarrESError
+from angzarr_es.subjects import AggregateId
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover - depends on the environment
+    ENABLED = False
+else:
+    ENABLED = True
+    _tracer = trace.get_tracer("angzarr_es")
+
+__all__ = [
+    "ENABLED",
+    "attributes",
+    "inject",
+    "otel_context",
+    "processing",
+    "propagate",
+    "trace",
+    "traced",
+    "traced_append",
+    "traced_load",
+]
+
+T = TypeVar("T")
+Attributes = dict[str, str | int | bool]
+
+# Messaging semantic conventions (https://opentelemetry.io/docs/specs/semconv/messaging/).
+SYSTEM = "messaging.system"
+DESTINATION = "messaging.destination.name"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+CONVERSATION = "messaging.message.conversation_id"
+MESSAGE_ID = "messaging.message.id"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+NATS = "nats"
+# Trace headers whose length a caller decides, and the most of each a commit keeps
+# (W3C caps a useful tracestate at 512 characters; angzarr_es.tracing does the same).
+BOUNDED = ("tracestate", "baggage")
+MAX_VALUE = 512
+
+
+def attributes(
+    operation: str, kind: str, destination: str, domain: str, root: str, edition: str
+) -> Attributes:
+    """The attributes every span of the store and the bus has: `operation` is
+    the operation's name (`append`, `load`, `process`), `kind` its type."""
+    attrs: Attributes = {
+        SYSTEM: NATS,
+        DESTINATION: destination,
+        OPERATION_TYPE: kind,
+        OPERATION_NAME: operation,
+        "angzarr_es.domain": domain,
+        "angzarr_es.root": root,
+    }
+    if edition:
+        attrs["angzarr_es.edition"] = edition
+    return attrs
+
+
+def _destination(subject: Callable[[AggregateId], str], root: AggregateId) -> str:
+    """The aggregate's subject, or "" for a root the call itself will refuse."""
+    try:
+        return subject(root)
+    except (AngzarrESError, TypeError, ValueError):
+        return ""
+
+
+def traced_append(
+    call: Awaitable[AppendResult],
+    domain: str,
+    edition: str,
+    root: AggregateId,
+    subject: Callable[[AggregateId], str],
+    expected: ExpectedVersion,
+    correlation_id: str,
+) -> Coroutine[Any, Any, AppendResult]:
+    """`call` (one append) in a producer span, its context the commit's."""
+
+    def before() -> Attributes:
+        attrs = attributes(
+            "append", "send", _destination(subject, root), domain, str(root), edition
+        )
+        attrs["angzarr_es.expected"] = "any" if expected is ANY else expected
+        if correlation_id:
+            attrs[CONVERSATION] = correlation_id
+        return attrs
+
+    def after(result: AppendResult) -> Attributes:
+        return {
+            "angzarr_es.first_sequence": result.first_sequence,
+            "angzarr_es.next_sequence": result.next_sequence,
+            "angzarr_es.stream_sequence": result.stream_sequence,
+            "angzarr_es.duplicate": result.duplicate,
+        }
+
+    return traced(call, f"append {domain}", trace.SpanKind.PRODUCER, before, after)
+
+
+def traced_load(
+    call: Awaitable[History],
+    domain: str,
+    edition: str,
+    root: AggregateId,
+    subject: Callable[[AggregateId], str],
+    from_sequence: int,
+    to_sequence: int | None,
+) -> Coroutine[Any, Any, History]:
+    """`call` (one load) in a client span."""
+
+    def before() -> Attributes:
+        attrs = attributes(
+            "load", "receive", _destination(subject, root), domain, str(root), edition
+        )
+        attrs["angzarr_es.from_sequence"] = from_sequence
+        if to_sequence is not None:
+            attrs["angzarr_es.to_sequence"] = to_sequence
+        return attrs
+
+    def after(history: History) -> Attributes:
+        return {
+            "angzarr_es.events": len(history.events),
+            "angzarr_es.next_sequence": history.next_sequence,
+        }
+
+    return traced(call, f"load {domain}", trace.SpanKind.CLIENT, before, after)
+
+
+async def traced(
+    call: Awaitable[T],
+    name: str,
+    kind: trace.SpanKind,
+    before: Callable[[], Attributes],
+    after: Callable[[T], Attributes],
+) -> T:
+    """Await `call` inside a span of its own; attributes only when it records.
+
+    A span that records nothing and is the caller's own (the no-op tracer
+    passing the current context on) is not made current: `call` runs in the
+    caller's context, which is the same, and the cost stays two look-ups.
+    """
+    span = _tracer.start_span(name, kind=kind)
+    recording = span.is_recording()
+    if not recording and span is trace.get_current_span():
+        return await call
+    if recording:
+        span.set_attributes(before())
+    with trace.use_span(span, end_on_exit=True):
+        result = await call
+        if recording:
+            span.set_attributes(after(result))
+        return result
+
+
+def inject(headers: dict[str, str]) -> None:
+    """Write the current context into a commit's headers, through the global
+    propagator (W3C `traceparent`/`tracestate`, and `baggage`, by default).
+    Nothing is written when there is no trace.
+
+    A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
+    dropped: every commit stores its headers, and the store allows a commit
+    1 KiB of them against the server's max_payload."""
+    propagate.inject(headers)
+    for name in BOUNDED:
+        if len(headers.get(name, "")) > MAX_VALUE:
+            del headers[name]
+
+
+@contextlib.contextmanager
+def processing(
+    name: str, headers: Mapping[str, str], describe: Callable[[], Attributes]
+) -> Iterator[None]:
+    """A consumer span around one handler call, a child of the context the
+    message carries (read through the global propagator; a new trace when it
+    carries none). The message's baggage is current inside too."""
+    parent = propagate.extract(headers) if headers else otel_context.Context()
+    span = _tracer.start_span(name, context=parent, kind=trace.SpanKind.CONSUMER)
+    if span.is_recording():
+        span.set_attributes(describe())
+    token = otel_context.attach(parent)
+    try:
+        with trace.use_span(span, end_on_exit=True):
+            yield
+    finally:
+        otel_context.detach(token)
