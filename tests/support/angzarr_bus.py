@@ -289,9 +289,7 @@ class AngzarrBus:
                     "replay_policy": "instant",
                 },
             }
-            created = await self._api(
-                f"CONSUMER.CREATE.{name}.{queue}.{subject_filter}", request
-            )
+            created = await self._api(f"CONSUMER.CREATE.{name}.{queue}.{subject_filter}", request)
             error = created.get("error")
         if error:
             raise AngzarrBusError(f"Failed to create consumer: {error.get('description')}")
@@ -370,6 +368,6 @@ class AngzarrConsumer:
                 continue
             try:
                 ok = await self.handler(event_book, msg)
-            except Exception:  # a handler failure, as dispatch_to_handlers reports it
+            except Exception:  # noqa: BLE001 - any handler failure is a NAK (dispatch.rs)
                 ok = False
             await msg.respond(b"+ACK" if ok else b"-NAK")
