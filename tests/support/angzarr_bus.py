@@ -153,7 +153,7 @@ class AngzarrBus:
         self.created: list[str] = []  # streams this bus created (for the tests' cleanup)
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = "angzarr") -> AngzarrBus:
+    async def connect(cls, url: str | list[str], prefix: str = "angzarr") -> AngzarrBus:
         return cls(await nats.connect(url, allow_reconnect=True), prefix)
 
     async def close(self) -> None:
