@@ -153,13 +153,13 @@ async def _look(ctx: StoreContext) -> Verdict | None:
 async def lookup(ctx: StoreContext, subject: str) -> Position:
     """The aggregate's position from its last commit (any replica)."""
     last = await ctx.wire.reads.direct_last(ctx.stream, subject)
-    return _remember(ctx, subject, None if last is None else last[:2])
+    return await _remember(ctx, subject, None if last is None else last[:2])
 
 
 async def leader_position(ctx: StoreContext, subject: str) -> Position:
     """The aggregate's position as the stream leader knows it."""
     last = await ctx.wire.reads.leader_last(ctx.stream, subject)
-    return _remember(ctx, subject, last)
+    return await _remember(ctx, subject, last)
 
 
 async def fresh_position(ctx: StoreContext, subject: str) -> Position:
@@ -171,11 +171,55 @@ async def fresh_position(ctx: StoreContext, subject: str) -> Position:
     return pos
 
 
-def _remember(ctx: StoreContext, subject: str, last: tuple[bytes, int] | None) -> Position:
+async def _remember(ctx: StoreContext, subject: str, last: tuple[bytes, int] | None) -> Position:
     if last is None:
         return NEW
     payload, seq = last
     book = _codec.decode_book(payload, subject=subject, stream_sequence=seq)
-    pos = Position(_codec.commit_span(book, subject=subject, stream_sequence=seq)[1], seq)
+    if _codec.elsewhere(book, subject):
+        nxt = await _timeline_next(ctx, subject, seq)
+    else:
+        nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)[1]
+    pos = Position(nxt, seq)
     ctx.cache.put(subject, pos)
     return pos
+
+
+async def _timeline_next(ctx: StoreContext, subject: str, last: int) -> int:
+    """The next sequence of the subject's own timeline when its last message
+    (at stream sequence `last`) is another edition's commit (angzarr's bus
+    puts every edition on one subject): the subject's commits are read up to
+    `last` (Direct Get pages, then the leader for what a lagging replica
+    missed), the last one of the timeline tells. Costs a read of the whole
+    subject, once: the position is cached, and this process's own appends
+    keep it.
+
+    Raises:
+        CodecError: a commit of the timeline is not a commit (see `commit_span`).
+    """
+    reads = ctx.wire.reads
+    nxt, start = 0, 1
+    while start <= last:
+        payloads, end, more = await reads.direct_batch(ctx.stream, subject, start, 1000, 1 << 21)
+        if not payloads:
+            break
+        seqs = await reads.direct_sequences(ctx.stream, subject, start, len(payloads))
+        for payload, seq in zip(payloads, seqs, strict=False):
+            nxt = _timeline_step(payload, subject, seq, nxt)
+        start = end + 1
+        if not more:
+            break
+    while start <= last:
+        got = await reads.leader_next(ctx.stream, subject, start)
+        if got is None:
+            break
+        nxt = _timeline_step(got[0], subject, got[1], nxt)
+        start = got[1] + 1
+    return nxt
+
+
+def _timeline_step(payload: bytes, subject: str, seq: int, nxt: int) -> int:
+    book = _codec.decode_book(payload, subject=subject, stream_sequence=seq)
+    if _codec.elsewhere(book, subject):
+        return nxt
+    return _codec.commit_span(book, subject=subject, stream_sequence=seq)[1]

@@ -219,10 +219,15 @@ class AngzarrBus:
             )
         self.created.append(name)
 
-    async def publish(self, event_book: core_pb2.EventBook, *, traceparent: str = "") -> int:
+    async def publish(
+        self, event_book: core_pb2.EventBook, *, traceparent: str = "", ensure: bool = True
+    ) -> int:
         """`NatsEventBus::publish`; the stream sequence of the stored book.
 
-        `traceparent` stands for an active OpenTelemetry span (the `otel` feature).
+        `traceparent` stands for an active OpenTelemetry span (the `otel`
+        feature). `ensure=False` leaves out the stream get-or-create (a test
+        of the read side on a stream that already captures the subject, such
+        as the single layout's, where angzarr's own create would be refused).
 
         Raises:
             AngzarrBusError: where angzarr's publish fails (no cover, a root that
@@ -239,7 +244,8 @@ class AngzarrBus:
                 f"{len(cover.root.value)}"
             )
         root = uuid.UUID(bytes=cover.root.value)
-        await self.ensure_stream(cover.domain)
+        if ensure:
+            await self.ensure_stream(cover.domain)
         headers: dict[str, str] = {}
         if cover.correlation_id:
             headers[HEADER_CORRELATION] = cover.correlation_id

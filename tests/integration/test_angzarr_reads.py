@@ -1,0 +1,149 @@
+"""Commits angzarr's bus wrote are first-class: loads, iteration, appends after
+them, projectors and subscriptions read the books it publishes on the
+aggregate's one subject (all editions together), and a book out of sequence
+is an error naming where it is."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+import angzarr_es
+from angzarr_es import ANY, CodecError, ConcurrencyError, Delivery, filters
+from angzarr_es.config import Config
+from angzarr_es.pb import player_pb2
+from tests.support.angzarr_bus import AngzarrBus, book
+from tests.support.bus import Recorder
+
+DOMAIN = "player"
+
+
+@pytest.fixture
+async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
+    async with await AngzarrBus.connect(config.nats.url, config.nats.subject_prefix) as bus:
+        yield bus
+        await bus.delete_created()
+
+
+def deposit(cents: int) -> player_pb2.FundsDeposited:
+    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
+
+
+async def publish(
+    bus: AngzarrBus, root: uuid.UUID, first: int, cents: list[int], **cover: object
+) -> int:
+    """angzarr's bus publishing one book (on the stream that captures it)."""
+    made = book(DOMAIN, root, first, [deposit(c) for c in cents], **cover)  # type: ignore[arg-type]
+    return await bus.publish(made, ensure=False)
+
+
+def amounts(events: list[angzarr_es.RecordedEvent]) -> list[int]:
+    return [e.event.amount_cents for e in events]  # type: ignore[attr-defined]
+
+
+async def test_load_and_iter_read_books_angzarr_published(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    # The main timeline as angzarr names it: no edition, "angzarr", or "".
+    await publish(angzarr, root, 0, [1, 2], correlation_id="wf-1")
+    await publish(angzarr, root, 2, [3], edition="angzarr")
+    await publish(angzarr, root, 3, [4], edition="", next_sequence=False)
+    store = client.store(DOMAIN)
+    history = await store.load(root)
+    assert amounts(history.events) == [1, 2, 3, 4]
+    assert [e.sequence for e in history.events] == [0, 1, 2, 3]
+    assert history.events[0].type_name == "examples.player.FundsDeposited"
+    assert history.events[0].correlation_id == "wf-1"
+    assert history.next_sequence == 4
+    assert amounts([e async for e in store.iter(root)]) == [1, 2, 3, 4]
+    client.clear_cache()
+    assert amounts((await store.load(str(root), from_sequence=2)).events) == [3, 4]
+
+
+async def test_other_editions_on_the_shared_subject_are_passed_over(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2])
+    await publish(angzarr, root, 2, [50], edition="what-if")  # diverged at 2
+    await publish(angzarr, root, 2, [3], edition="angzarr")
+    await publish(angzarr, root, 3, [51], edition="what-if")
+    store = client.store(DOMAIN)
+    assert amounts((await store.load(root)).events) == [1, 2, 3]
+    # The subject's last message is the edition's: the position still is
+    # the main timeline's, from a process that never read the aggregate.
+    async with await angzarr_es.connect(config=client.config) as other:
+        assert await other.store(DOMAIN).next_sequence(root) == 3
+        done = await other.store(DOMAIN).append(root, [deposit(4)], expected=3)
+    assert (done.first_sequence, done.next_sequence) == (3, 4)
+    assert amounts((await store.load(root)).events) == [1, 2, 3, 4]
+
+
+async def test_appends_after_angzarr_books_keep_server_enforced_concurrency(
+    client: angzarr_es.Client, angzarr: AngzarrBus, config: Config
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1])
+    store = client.store(DOMAIN)
+    assert (await store.load(root)).next_sequence == 1
+    # angzarr writes behind this client's back: its cached position is stale,
+    # and only the server's expected-last-subject-sequence check can tell.
+    await publish(angzarr, root, 1, [2])
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append(root, [deposit(9)], expected=1)
+    assert caught.value.actual == 2
+    # Another edition's book moves the subject, not the main timeline:
+    # `expected` still holds and the append goes through.
+    await publish(angzarr, root, 1, [60], edition="what-if")
+    await store.append(root, [deposit(3)], expected=2)
+    await publish(angzarr, root, 2, [61], edition="what-if")
+    await store.append(root, [deposit(4)], expected=ANY)
+    history = await store.load(root)
+    assert amounts(history.events) == [1, 2, 3, 4]
+    assert history.next_sequence == 4
+
+
+@pytest.mark.parametrize(
+    ("first", "found"),
+    [(3, "events 3..3 where 2.. was due"), (1, "events 1..1 where 2.. was due")],
+    ids=["gap", "duplicate"],
+)
+async def test_an_angzarr_book_out_of_sequence_is_a_codec_error(
+    client: angzarr_es.Client, angzarr: AngzarrBus, first: int, found: str
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2])
+    seq = await publish(angzarr, root, first, [3])
+    store = client.store(DOMAIN)
+    subject = store.subject(root)
+    for read in (store.load(root), anext(aiter(store.iter(root, from_sequence=2)))):
+        with pytest.raises(CodecError) as caught:
+            await read
+        assert caught.value.subject == subject
+        assert caught.value.stream_sequence == seq
+        assert found in str(caught.value)
+        assert subject in str(caught.value)
+
+
+async def test_projectors_and_subscriptions_receive_angzarr_books(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1], edition="angzarr", correlation_id="wf")
+    await publish(angzarr, root, 1, [70], edition="what-if")
+    seen = Recorder()
+    async with client.projector("interop", filters.domain(DOMAIN), seen):
+        await seen.wait_count(2)
+    got: list[Delivery] = list(seen.seen)
+    assert [(d.root, d.edition, amounts(d.events)) for d in got] == [
+        (str(root), "", [1]),
+        (str(root), "what-if", [70]),
+    ]
+    assert got[0].events[0].correlation_id == "wf"
+    assert got[0].headers.get("Angzarr-Correlation") == "wf"
+    async with client.subscribe(filters.aggregate(DOMAIN, root)) as sub:
+        first = await anext(aiter(sub))
+    assert (first.edition, amounts(first.events)) == ("", [1])
