@@ -23,6 +23,7 @@ from angzarr_es._provision import ProvisionPlan
 from angzarr_es.bus import (
     Bus,
     CatchUp,
+    Delivery,
     Handler,
     Projector,
     ProjectorSettings,
@@ -237,6 +238,32 @@ class Client(ProjectorFactory[Projector]):
             self._config.nats.subject_prefix,
             correlation_id,
             edition,
+        )
+
+    async def index_correlation(self, delivery: Delivery) -> None:
+        """Add the correlation index entry of a commit another writer stored
+        without one, so that `events_by_correlation` finds it.
+
+        angzarr's bus stamps the correlation id (cover and `Angzarr-Correlation`
+        header) but writes no index entry. Run this as the handler of one
+        durable projector over everything, e.g.
+        `client.projector("angzarr-es-correlation-index", filters.everything(),
+        client.index_correlation)`, or `angzarr-es index-correlation`. This
+        store's own commits, and commits without a correlation id, are passed
+        over; a repeated delivery writes an entry the reader ignores.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError: the entry was not stored
+                (a projector retries the delivery).
+        """
+        await _correlation.index_commit(
+            self._wire,
+            self._ctx.stream,
+            self._config.nats.subject_prefix,
+            delivery.subject,
+            delivery.stream_sequence,
+            delivery.book,
+            delivery.headers,
         )
 
     async def delete_edition(self, edition: str) -> int:

@@ -17,6 +17,17 @@ the id and starts at the entry's sequence. Hence:
   purged with its edition, yields nothing;
 - so the index never disagrees with the events.
 
+Commits someone else stored (angzarr's bus stamps the correlation id in the
+cover and an `Angzarr-Correlation` header, and writes no entry) are indexed
+afterwards by `index_commit`, run by a durable projector (`angzarr-es
+index-correlation`): its entry names the commit's stream sequence
+(`commit_seq`), and the reader reads that very message and keeps it on the
+same checks. Such entries are idempotent (`Nats-Msg-Id` from the commit's
+stream sequence within the duplicate window; the reader de-duplicates by
+stream sequence beyond it), and they appear as soon as the projector has
+handled the commit: until then (the indexer behind or not running) the
+commit is missing from the answer.
+
 Measured alternative (docs/operations.md): writing the commit and the entry as
 one atomic batch (server >= 2.12) costs about 3 ms per commit on a one-replica
 file stream, because the server stages every batch in a temporary file store;
@@ -27,6 +38,7 @@ without a correlation id are published exactly as before: no entry, no header.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 
 import msgspec
@@ -36,9 +48,10 @@ from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats import Wire
 from angzarr_es._nats.messages import H_MSG_ID
 from angzarr_es.errors import InvalidAggregateId
+from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import Subjects
 
-__all__ = ["by_correlation", "index_subject", "write_entry"]
+__all__ = ["by_correlation", "index_commit", "index_subject", "write_entry"]
 
 # Index entries read per Direct Get batch, and commits fetched concurrently.
 INDEX_PAGE = 1000
@@ -46,11 +59,20 @@ INDEX_BYTES = 1024 * 1024
 FETCH_CONCURRENCY = 32
 
 
+# angzarr's bus header for the correlation id (src/bus/nats/config.rs).
+H_CORRELATION = "Angzarr-Correlation"
+# The Nats-Msg-Id of this store's commits: random (`<24 hex>-<sequence>`) or
+# an idempotency key's (`key-<32 hex>`, `.<stream seq>` per derivation).
+_OURS = re.compile(r"[0-9a-f]{24}-[0-9]+|key-[0-9a-f]{32}(\.[0-9]+)*")
+
+
 class Entry(msgspec.Struct, frozen=True, array_like=True):
-    """One index entry: the commit's subject and its first sequence."""
+    """One index entry: the commit's subject and its first sequence; for a
+    commit indexed after it was stored, its stream sequence too."""
 
     subject: str
     first_sequence: int
+    commit_seq: int = 0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -68,16 +90,25 @@ def index_subject(prefix: str, correlation_id: str) -> str:
 
 
 async def write_entry(
-    wire: Wire, stream: str, entry_subject: str, subject: str, first_sequence: int
+    wire: Wire,
+    stream: str,
+    entry_subject: str,
+    subject: str,
+    first_sequence: int,
+    commit_seq: int = 0,
 ) -> None:
-    """Store the index entry for a commit about to be published.
+    """Store the index entry for a commit about to be published (or, with
+    `commit_seq`, for the commit stored at that stream sequence).
 
     Raises:
         StoreTimeout, StoreUnavailable, StoreError: it was not stored; the
             commit must not be published.
     """
-    payload = _encode(Entry(subject, first_sequence))
-    headers = {H_MSG_ID: f"ix-{secrets.token_hex(12)}"}
+    # An entry written first stays `[subject, first]`, as it always was.
+    fields = (subject, first_sequence, commit_seq) if commit_seq else (subject, first_sequence)
+    payload = _encode(fields)
+    msg_id = f"ixc-{stream}-{commit_seq}" if commit_seq else f"ix-{secrets.token_hex(12)}"
+    headers = {H_MSG_ID: msg_id}
     attempts = wire.cfg.append_attempts
     for attempt in range(1, attempts + 1):
         try:
@@ -89,6 +120,34 @@ async def write_entry(
         if ack.error is not None:
             raise ack.error.as_error(f"index {subject} under {entry_subject}")
         return
+
+
+async def index_commit(
+    wire: Wire,
+    stream: str,
+    prefix: str,
+    subject: str,
+    stream_seq: int,
+    book: core_pb2.EventBook,
+    headers: dict[str, str],
+) -> bool:
+    """Index a stored commit that has no entry: one stamped with a correlation
+    id (its `Angzarr-Correlation` header, else its cover) and not written by
+    this store (whose commits carry their entries). True if an entry was written.
+
+    Raises:
+        StoreTimeout, StoreUnavailable, StoreError: the entry was not stored.
+    """
+    cid = headers.get(H_CORRELATION) or book.cover.correlation_id
+    if not cid or not book.pages or _OURS.fullmatch(headers.get(H_MSG_ID, "")):
+        return False
+    try:
+        entry_subject = index_subject(prefix, cid)
+    except (TypeError, InvalidAggregateId):
+        return False  # an id no entry subject can hold: nothing to index it by
+    first = book.pages[0].header.sequence
+    await write_entry(wire, stream, entry_subject, subject, first, stream_seq)
+    return True
 
 
 def _parse(prefix: str, subject: str) -> tuple[str, str, str] | None:
@@ -136,16 +195,23 @@ async def by_correlation(
     """
     entries = await _entries(wire, stream, index_subject(prefix, correlation_id))
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+    # An entry on an edition's own subject names its edition; one on an
+    # aggregate's subject may be for any edition angzarr put there (the
+    # commit's cover tells, below).
     wanted = [
         (seq, entry, where)
         for seq, entry in entries
-        if (where := _parse(prefix, entry.subject)) is not None and where[2] == edition
+        if (where := _parse(prefix, entry.subject)) is not None
+        and (where[2] == edition or (entry.commit_seq and not where[2]))
     ]
 
     async def fetch(seq: int, entry: Entry) -> tuple[bytes, int] | None:
         async with limit:
             # The leader: a lagging replica could miss a landed commit.
-            return await wire.reads.leader_next(stream, entry.subject, seq + 1)
+            got = await wire.reads.leader_next(stream, entry.subject, entry.commit_seq or seq + 1)
+            if entry.commit_seq and (got is None or got[1] != entry.commit_seq):
+                return None  # the indexed commit is gone (purged)
+            return got
 
     commits = await asyncio.gather(*(fetch(seq, entry) for seq, entry, _ in wanted))
     found: dict[int, tuple[tuple[str, str], list[RecordedEvent]]] = {}
@@ -154,11 +220,19 @@ async def by_correlation(
             continue
         payload, commit_seq = commit
         book = _codec.decode_book(payload, subject=entry.subject, stream_sequence=commit_seq)
-        if book.cover.correlation_id != correlation_id or not book.pages:
+        stamped = book.cover.correlation_id
+        # A commit indexed afterwards may carry the id in its header only.
+        if stamped != correlation_id and (stamped or not entry.commit_seq):
             continue
-        if book.pages[0].header.sequence != entry.first_sequence:
+        if not book.pages or book.pages[0].header.sequence != entry.first_sequence:
+            continue
+        # angzarr puts every edition on the aggregate's subject: its cover tells.
+        timeline = book.cover.edition.name if _codec.elsewhere(book, entry.subject) else where[2]
+        if timeline != edition:
             continue
         events = _codec.recorded(book, subject=entry.subject)
+        if not stamped:
+            events = [msgspec.structs.replace(e, correlation_id=correlation_id) for e in events]
         found[commit_seq] = ((where[0], where[1]), events)
     out: dict[tuple[str, str], list[RecordedEvent]] = {}
     for commit_seq in sorted(found):

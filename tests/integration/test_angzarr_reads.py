@@ -14,8 +14,9 @@ import angzarr_es
 from angzarr_es import ANY, CodecError, ConcurrencyError, Delivery, filters
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
-from tests.support.bus import Recorder
+from tests.support.bus import WAIT, Recorder
 
 DOMAIN = "player"
 
@@ -147,3 +148,40 @@ async def test_projectors_and_subscriptions_receive_angzarr_books(
     async with client.subscribe(filters.aggregate(DOMAIN, root)) as sub:
         first = await anext(aiter(sub))
     assert (first.edition, amounts(first.events)) == ("", [1])
+
+
+# -- correlation: commits angzarr stamped, indexed afterwards ----------------------
+
+
+async def by_correlation(
+    client: angzarr_es.Client, cid: str, edition: str | None = None
+) -> dict[str, list[int]]:
+    found = await client.events_by_correlation(cid, edition=edition)
+    return {root: amounts(events) for (_, root), events in found.items()}
+
+
+async def test_events_by_correlation_finds_angzarr_commits_once_indexed(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await publish(angzarr, a, 0, [1], correlation_id="wf")
+    await publish(angzarr, a, 1, [2], correlation_id="other")
+    await publish(angzarr, b, 0, [3, 4], correlation_id="wf", edition="angzarr")
+    await publish(angzarr, a, 1, [80], correlation_id="wf", edition="what-if")
+    # A commit carrying the id in its header only (the cover left empty).
+    headers = {"Angzarr-Correlation": "wf"}
+    only_header = book(DOMAIN, c, 0, [deposit(5)]).SerializeToString()
+    await jsadmin.publish(client, client.store(DOMAIN).subject(c), only_header, headers)
+    ours = uuid.uuid4()
+    await client.store(DOMAIN).append(ours, [deposit(6)], expected=0, correlation_id="wf")
+    # Before the indexer ran: only this store's own commit.
+    assert await by_correlation(client, "wf") == {str(ours): [6]}
+    for name in ("index", "index-again"):  # a second indexer adds nothing new
+        async with client.projector(name, filters.everything(), client.index_correlation) as p:
+            await p.wait(lambda s: s.handled == 6, timeout=WAIT)
+    found = await by_correlation(client, "wf")
+    assert found == {str(a): [1], str(b): [3, 4], str(c): [5], str(ours): [6]}
+    found_events = await client.events_by_correlation("wf")
+    assert {e.correlation_id for events in found_events.values() for e in events} == {"wf"}
+    assert await by_correlation(client, "wf", edition="what-if") == {str(a): [80]}
+    assert await by_correlation(client, "other") == {str(a): [2]}
