@@ -26,12 +26,13 @@ from angzarr_es._types import ANY, Append, AppendResult, ExpectedVersion
 from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
+    InvalidEdition,
     InvalidSnapshot,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from angzarr_es.store import _correlation, _snapshots
+from angzarr_es.store import _correlation, _shared, _snapshots
 from angzarr_es.store._cache import NEW, Position
 from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
 from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
@@ -181,9 +182,12 @@ class Appender:
         pos = self._cache.get(subject)
         if pos is None:
             if expected == 0:
+                await self._not_angzarrs(subject)
                 return NEW  # the server checks the subject is empty: no lookup needed
             pos = await lookup(self._ctx, subject)
         if expected is ANY or expected == pos.next_sequence:
+            if not pos.stream_seq:
+                await self._not_angzarrs(subject)
             return pos
         # A mismatch: nothing is published, but our view may be behind (another
         # process wrote, or a lagging replica answered), so the stream leader
@@ -191,7 +195,28 @@ class Appender:
         pos = await leader_position(self._ctx, subject)
         if expected == pos.next_sequence:
             return pos
+        if not pos.stream_seq:  # what a load of angzarr's edition told the caller?
+            await self._not_angzarrs(subject)
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
+
+    async def _not_angzarrs(self, subject: str) -> None:
+        """Refuse to start an edition's own timeline on `subject` (empty)
+        when angzarr's bus already wrote that edition on the aggregate's
+        subject (`_shared`): its commits there would hide angzarr's from
+        every read.
+
+        Raises:
+            InvalidEdition: angzarr wrote the edition; nothing was sent.
+        """
+        if not self._edition:
+            return
+        base = subject[: -len(self._edition) - 1]
+        if await _shared.has_edition(self._ctx, base, self._edition):
+            raise InvalidEdition(
+                f"edition {self._edition!r} of {base} was written by angzarr on the "
+                "aggregate's subject: angzarr_es reads it, but appends only to editions "
+                "it keeps on their own subject (use another edition name)"
+            )
 
     async def _publish(
         self, subject: str, payload: bytes, pos: Position, count: int, keyed: Keyed | None

@@ -13,7 +13,7 @@ from angzarr_es._codec import RecordedEvent
 from angzarr_es._observe import CacheOutcome
 from angzarr_es._types import History, Snapshot, prepare_read
 from angzarr_es.errors import CodecError, StoreError
-from angzarr_es.store import _snapshots
+from angzarr_es.store import _shared, _snapshots
 from angzarr_es.store._cache import Position
 from angzarr_es.store._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es.store._context import StoreContext, check_stream, fresh_position
@@ -36,13 +36,14 @@ Page = tuple[list[bytes], int, bool]
 class Reader:
     """Reads the aggregates of one domain."""
 
-    __slots__ = ("_cache", "_ctx", "_domain", "_guess", "_hot", "_wire")
+    __slots__ = ("_cache", "_ctx", "_domain", "_edition", "_guess", "_hot", "_wire")
 
-    def __init__(self, ctx: StoreContext, domain: str) -> None:
+    def __init__(self, ctx: StoreContext, domain: str, edition: str = "") -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._domain = domain
+        self._edition = edition
         self._guess = ctx.guesses.setdefault(domain, Guess())
         self._hot = ctx.hot if ctx.hot.enabled else None
 
@@ -88,6 +89,13 @@ class Reader:
                         break
         if start > 1 and not scan.stream_seq:
             scan.complete = False  # nothing at or after the snapshot's commit
+        elif self._edition and not scan.stream_seq and scan.complete:
+            shared = await self._angzarr_edition(subject, lo, hi)
+            if shared is not None:
+                events, nxt = shared
+                if as_of is not None:
+                    events = _until(events, as_of)
+                return History(events=events, next_sequence=nxt, snapshot=snap)
         nxt = await self._finish(subject, scan)
         if hot is not None and hi is None and scan.complete and scan.stream_seq:
             # The whole history from `lo` on: the aggregate's entry from now.
@@ -132,6 +140,23 @@ class Reader:
             async for page in pages:
                 for event in page:
                     yield event
+        if self._edition and not scan.stream_seq and scan.complete:
+            shared = await self._angzarr_edition(subject, lo, hi)
+            for event in shared[0] if shared is not None else ():
+                yield event
+
+    async def _angzarr_edition(
+        self, subject: str, lo: int, hi: int | None
+    ) -> tuple[list[RecordedEvent], int] | None:
+        """The edition as angzarr wrote it on the aggregate's subject (`_shared`),
+        when the edition's own subject holds nothing: its events in [lo, hi)
+        and its next sequence; None if angzarr wrote none either."""
+        base = subject[: -len(self._edition) - 1]
+        found = await _shared.history(self._ctx, base, self._domain, self._edition)
+        if found is None:
+            return None
+        events, nxt = found
+        return [e for e in events if lo <= e.sequence and (hi is None or e.sequence < hi)], nxt
 
     # -- the hot-aggregate cache ---------------------------------------------------
 

@@ -40,7 +40,7 @@ class EventStore:
         self._edition = validate_edition(edition)
         self._subjects = ctx.subjects
         self._appender = Appender(ctx, self._domain, self._edition)
-        self._reader = Reader(ctx, self._domain)
+        self._reader = Reader(ctx, self._domain, self._edition)
 
     @property
     def domain(self) -> str:

@@ -185,3 +185,55 @@ async def test_events_by_correlation_finds_angzarr_commits_once_indexed(
     assert {e.correlation_id for events in found_events.values() for e in events} == {"wf"}
     assert await by_correlation(client, "wf", edition="what-if") == {str(a): [80]}
     assert await by_correlation(client, "other") == {str(a): [2]}
+
+
+# -- editions angzarr wrote on the aggregate's subject -----------------------------
+
+
+async def test_an_angzarr_edition_reads_as_main_up_to_its_divergence_then_its_own(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2])
+    await publish(angzarr, root, 2, [3])
+    await publish(angzarr, root, 2, [30, 40], edition="what-if")  # implicit divergence: 2
+    await publish(angzarr, root, 3, [4], edition="angzarr")
+    await publish(angzarr, root, 4, [50], edition="what-if")
+    what_if = client.store(DOMAIN, edition="what-if")
+    history = await what_if.load(root)
+    assert amounts(history.events) == [1, 2, 30, 40, 50]
+    assert [e.sequence for e in history.events] == [0, 1, 2, 3, 4]
+    assert history.next_sequence == 5
+    assert amounts([e async for e in what_if.iter(root)]) == [1, 2, 30, 40, 50]
+    assert amounts((await what_if.load(root, from_sequence=1, to_sequence=3)).events) == [2, 30]
+    # The main timeline and an edition nobody wrote are unchanged.
+    assert amounts((await client.store(DOMAIN).load(root)).events) == [1, 2, 3, 4]
+    assert (await client.store(DOMAIN, edition="other").load(root)).events == []
+
+
+async def test_an_angzarr_edition_out_of_sequence_is_a_codec_error(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2])
+    await publish(angzarr, root, 1, [20], edition="what-if")
+    seq = await publish(angzarr, root, 3, [40], edition="what-if")  # 2 is missing
+    with pytest.raises(CodecError) as caught:
+        await client.store(DOMAIN, edition="what-if").load(root)
+    assert caught.value.stream_sequence == seq
+    assert "events 3..3 where 2.. was due" in str(caught.value)
+
+
+async def test_appends_to_an_angzarr_edition_are_refused_with_the_reason(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1])
+    await publish(angzarr, root, 1, [20], edition="what-if")
+    what_if = client.store(DOMAIN, edition="what-if")
+    for expected in (0, ANY, 2):
+        with pytest.raises(angzarr_es.InvalidEdition, match="written by angzarr"):
+            await what_if.append(root, [deposit(9)], expected=expected)
+    assert amounts((await what_if.load(root)).events) == [1, 20]
+    done = await client.store(DOMAIN, edition="mine").append(root, [deposit(7)], expected=0)
+    assert done.next_sequence == 1
