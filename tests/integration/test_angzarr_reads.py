@@ -13,7 +13,7 @@ import pytest
 import angzarr_es
 from angzarr_es import ANY, CodecError, ConcurrencyError, Delivery, filters
 from angzarr_es.config import Config
-from angzarr_es.pb import player_pb2
+from angzarr_es.pb import core_pb2, player_pb2
 from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.bus import WAIT, Recorder
@@ -237,3 +237,21 @@ async def test_appends_to_an_angzarr_edition_are_refused_with_the_reason(
     assert amounts((await what_if.load(root)).events) == [1, 20]
     done = await client.store(DOMAIN, edition="mine").append(root, [deposit(7)], expected=0)
     assert done.next_sequence == 1
+
+
+@pytest.mark.skipif(
+    "divergences" not in core_pb2.Edition.DESCRIPTOR.fields_by_name,
+    reason="the schema lacks Edition.divergences",
+)
+async def test_an_explicit_divergence_takes_the_main_timeline_up_to_it(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2, 3])
+    # Branched at 1 for this domain (another domain's divergence is ignored);
+    # its first own event is at 1.
+    explicit = {"edition": "what-if", "divergences": [("hand", 0), (DOMAIN, 1)]}
+    await publish(angzarr, root, 1, [20, 30], **explicit)
+    history = await client.store(DOMAIN, edition="what-if").load(root)
+    assert amounts(history.events) == [1, 20, 30]
+    assert history.next_sequence == 3
