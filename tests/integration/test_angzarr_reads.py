@@ -49,9 +49,9 @@ async def test_load_and_iter_read_books_angzarr_published(
 ) -> None:
     root = uuid.uuid4()
     # The main timeline as angzarr names it: no edition, "angzarr", or "".
-    await publish(angzarr, root, 0, [1, 2], correlation_id="wf-1")
-    await publish(angzarr, root, 2, [3], edition="angzarr")
-    await publish(angzarr, root, 3, [4], edition="", next_sequence=False)
+    await publish(angzarr, root, 0, [1, 2], correlation_id="wf-1", edition=None)
+    await publish(angzarr, root, 2, [3], edition="angzarr", next_sequence=True)
+    await publish(angzarr, root, 3, [4])
     store = client.store(DOMAIN)
     history = await store.load(root)
     assert amounts(history.events) == [1, 2, 3, 4]

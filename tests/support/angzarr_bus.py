@@ -107,16 +107,20 @@ def book(
     events: Sequence[Message],
     *,
     correlation_id: str = "",
-    edition: str | None = None,
+    edition: str | None = "",
     divergences: Sequence[tuple[str, int]] = (),
     created_at: dt.datetime | None = None,
-    next_sequence: bool = True,
+    next_sequence: bool = False,
     type_prefix: str = TYPE_PREFIX,
 ) -> core_pb2.EventBook:
-    """An EventBook as angzarr's aggregate pipeline hands it to the bus: the
-    cover (16-byte root, domain, correlation id, edition when given), one page
-    per event with its sequence and time, events packed as `type_prefix` +
-    full name."""
+    """An EventBook as angzarr's aggregate hands it to the bus after a persist
+    (`persist_events` in `src/orchestration/aggregate/local/mod.rs`): the cover
+    with the 16-byte root, domain, correlation id and `Edition{name}` (the
+    command's edition, "" for the main timeline, divergences cleared), the new
+    pages with their sequence and time, events packed as `type_prefix` + full
+    name, and `next_sequence` left at 0. `edition=None` leaves the cover's
+    edition out; `divergences` and `next_sequence` add what other writers
+    may set."""
     out = core_pb2.EventBook()
     cover = out.cover
     cover.root.value = root.bytes if isinstance(root, uuid.UUID) else root
