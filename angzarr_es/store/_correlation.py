@@ -17,6 +17,14 @@ the id and starts at the entry's sequence. Hence:
   purged with its edition, yields nothing;
 - so the index never disagrees with the events.
 
+In per-domain layout (angzarr's, one stream per domain) the index has a
+stream of its own (`_streams.py`), whose sequences say nothing about a
+domain stream's, so an entry also carries `after`: the stream sequence of the
+aggregate's last commit when the entry was written (what the commit's
+expected-last-sequence header says). The commit that follows it on the
+subject in the domain stream is the entry's commit when it landed at all,
+and is read and checked the same way: one leader read per entry, as before.
+
 Measured alternative (docs/operations.md): writing the commit and the entry as
 one atomic batch (server >= 2.12) costs about 3 ms per commit on a one-replica
 file stream, because the server stages every batch in a temporary file store;
@@ -31,14 +39,18 @@ import secrets
 
 import msgspec
 
-from angzarr_es import _codec
+from angzarr_es import _codec, _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats import Wire
+from angzarr_es._nats.errors import STREAM_NAME_IN_USE
 from angzarr_es._nats.messages import H_MSG_ID
-from angzarr_es.errors import InvalidAggregateId
+from angzarr_es._streams import Streams
+from angzarr_es.errors import InvalidAggregateId, StoreError
+from angzarr_es.store._cache import Position
+from angzarr_es.store._context import StoreContext
 from angzarr_es.subjects import Subjects
 
-__all__ = ["by_correlation", "index_subject", "write_entry"]
+__all__ = ["by_correlation", "index", "index_subject", "write_entry"]
 
 # Index entries read per Direct Get batch, and commits fetched concurrently.
 INDEX_PAGE = 1000
@@ -51,6 +63,10 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 
     subject: str
     first_sequence: int
+    after: int = -1
+    """Per-domain layout: the stream sequence of the aggregate's last commit
+    before this one, in its domain stream (-1: the entry is in the commit's
+    own stream, before it; the single layout's entries end there)."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -68,15 +84,24 @@ def index_subject(prefix: str, correlation_id: str) -> str:
 
 
 async def write_entry(
-    wire: Wire, stream: str, entry_subject: str, subject: str, first_sequence: int
+    wire: Wire,
+    stream: str,
+    entry_subject: str,
+    subject: str,
+    first_sequence: int,
+    after: int = -1,
 ) -> None:
-    """Store the index entry for a commit about to be published.
+    """Store the index entry for a commit about to be published (`after`:
+    per-domain layout, the stream sequence it is expected to follow).
 
     Raises:
         StoreTimeout, StoreUnavailable, StoreError: it was not stored; the
             commit must not be published.
     """
-    payload = _encode(Entry(subject, first_sequence))
+    if after < 0:
+        payload = _encode((subject, first_sequence))  # as written before layouts
+    else:
+        payload = _encode(Entry(subject, first_sequence, after))
     headers = {H_MSG_ID: f"ix-{secrets.token_hex(12)}"}
     attempts = wire.cfg.append_attempts
     for attempt in range(1, attempts + 1):
@@ -89,6 +114,40 @@ async def write_entry(
         if ack.error is not None:
             raise ack.error.as_error(f"index {subject} under {entry_subject}")
         return
+
+
+async def index(ctx: StoreContext, entry_subject: str, subject: str, pos: Position) -> None:
+    """Store the index entry for a commit about to be published at `pos`, in
+    the layout's index stream (made on first use in per-domain layout).
+
+    Raises:
+        StoreTimeout, StoreUnavailable, StoreError: it was not stored.
+    """
+    streams = ctx.streams
+    if not streams.per_domain:
+        await write_entry(ctx.wire, streams.single, entry_subject, subject, pos.next_sequence)
+        return
+    if not ctx.index_ready:
+        await _ensure_index(ctx)
+    await write_entry(
+        ctx.wire, streams.correlation, entry_subject, subject, pos.next_sequence, pos.stream_seq
+    )
+
+
+async def _ensure_index(ctx: StoreContext) -> None:
+    """Per-domain layout: create the index's stream on its first use.
+
+    Raises:
+        StoreError: the server refused.
+    """
+    config = _provision.correlation_stream_config(ctx.cfg)
+    if await ctx.wire.js.stream_info(config.name, what="correlation stream") is None:
+        try:
+            await ctx.wire.js.stream_put(config, create=True, what=f"stream {config.name}")
+        except StoreError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+    ctx.index_ready = True
 
 
 def _parse(prefix: str, subject: str) -> tuple[str, str, str] | None:
@@ -124,17 +183,21 @@ async def _entries(wire: Wire, stream: str, subject: str) -> list[tuple[int, Ent
 
 
 async def by_correlation(
-    wire: Wire, stream: str, prefix: str, correlation_id: str, edition: str
+    wire: Wire, streams: Streams, correlation_id: str, edition: str
 ) -> dict[tuple[str, str], list[RecordedEvent]]:
     """Events of every commit stamped `correlation_id` in `edition`, per (domain, root).
 
-    Aggregates appear in the order of their first such commit; events in
-    sequence order.
+    Aggregates appear in the order of their first such commit (per-domain
+    layout: of its index entry); events in sequence order.
 
     Raises:
         InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable, StoreError
     """
-    entries = await _entries(wire, stream, index_subject(prefix, correlation_id))
+    prefix = streams.subjects.prefix
+    index = streams.correlation
+    if streams.per_domain and await wire.js.stream_info(index, what="correlation stream") is None:
+        return {}
+    entries = await _entries(wire, index, index_subject(prefix, correlation_id))
     limit = asyncio.Semaphore(FETCH_CONCURRENCY)
     wanted = [
         (seq, entry, where)
@@ -143,25 +206,33 @@ async def by_correlation(
     ]
 
     async def fetch(seq: int, entry: Entry) -> tuple[bytes, int] | None:
+        if entry.after >= 0:  # per-domain: after the aggregate's last commit then
+            stream, start = streams.of_subject(entry.subject), entry.after + 1
+        else:
+            stream, start = index, seq + 1
         async with limit:
             # The leader: a lagging replica could miss a landed commit.
-            return await wire.reads.leader_next(stream, entry.subject, seq + 1)
+            return await wire.reads.leader_next(stream, entry.subject, start)
 
     commits = await asyncio.gather(*(fetch(seq, entry) for seq, entry, _ in wanted))
-    found: dict[int, tuple[tuple[str, str], list[RecordedEvent]]] = {}
-    for (_, entry, where), commit in zip(wanted, commits, strict=True):
-        if commit is None or commit[1] in found:
+    # (stream, commit's sequence) -> (order, (domain, root), events)
+    found: dict[tuple[str, int], tuple[int, tuple[str, str], list[RecordedEvent]]] = {}
+    for (seq, entry, where), commit in zip(wanted, commits, strict=True):
+        if commit is None:
             continue
         payload, commit_seq = commit
+        at = (streams.of_subject(entry.subject), commit_seq)
+        if at in found:
+            continue
         book = _codec.decode_book(payload, subject=entry.subject, stream_sequence=commit_seq)
         if book.cover.correlation_id != correlation_id or not book.pages:
             continue
         if book.pages[0].header.sequence != entry.first_sequence:
             continue
         events = _codec.recorded(book, subject=entry.subject)
-        found[commit_seq] = ((where[0], where[1]), events)
+        order = seq if streams.per_domain else commit_seq
+        found[at] = (order, (where[0], where[1]), events)
     out: dict[tuple[str, str], list[RecordedEvent]] = {}
-    for commit_seq in sorted(found):
-        key, events = found[commit_seq]
+    for _, key, events in sorted(found.values(), key=lambda f: f[0]):
         out.setdefault(key, []).extend(events)
     return out
