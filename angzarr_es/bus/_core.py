@@ -11,7 +11,6 @@ from types import TracebackType
 from angzarr_es import _nats
 from angzarr_es._nats import Wire
 from angzarr_es._provision import ensure_dead_letters
-from angzarr_es.bus._catchup import CatchUp
 from angzarr_es.bus._delivery import (
     Delivery,
     Handler,
@@ -23,6 +22,7 @@ from angzarr_es.bus._delivery import (
     root_of,
 )
 from angzarr_es.bus._settings import ProjectorSettings, provision_consumer
+from angzarr_es.bus._span import homes, make_catch_up
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AngzarrESError,
@@ -210,7 +210,7 @@ class Bus:
 
             sub = await _nats.core_subscribe(self._wire, subject, on_core)
             return self._keep(sub.close)
-        reader = CatchUp(self._wire, self._cfg, subject, start, on_skip=on_skip)
+        reader = make_catch_up(self._wire, self._cfg, subject, start, on_skip)
         await reader.open()
 
         idle = asyncio.Event()
@@ -260,6 +260,9 @@ class Bus:
     async def provision(self) -> None:
         """Create the dead-letter stream and every `[[bus.nats.consumers]]` durable. Idempotent.
 
+        In per-domain layout a consumer whose filter spans domains is made in
+        every domain stream that exists (a projector makes it in later ones).
+
         Raises:
             ConsumerConfigError: an existing consumer conflicts with its definition.
             StoreError: the server refused.
@@ -274,7 +277,8 @@ class Bus:
                 backoff=tuple(spec.backoff),
                 max_ack_pending=spec.max_ack_pending,
             )
-            await provision_consumer(self._wire, self._cfg, settings)
+            for stream in await homes(self._wire, self._cfg, settings.subject):
+                await provision_consumer(self._wire, self._cfg, settings, stream)
 
 
 async def _call(handler: Handler, delivery: Delivery) -> None:

@@ -127,7 +127,7 @@ _UPDATABLE = ("ack_wait", "max_deliver", "max_ack_pending", "description")
 
 
 async def provision_consumer(
-    wire: Wire, cfg: NatsConfig, settings: ProjectorSettings
+    wire: Wire, cfg: NatsConfig, settings: ProjectorSettings, stream: str = ""
 ) -> m.DurableInfo:
     """Create the projector's durable consumer, or bring an existing one to its settings.
 
@@ -139,7 +139,7 @@ async def provision_consumer(
         StoreError: the server refused.
     """
     settings.check()
-    stream, name = cfg.stream_name, settings.durable
+    stream, name = stream or cfg.stream_name, settings.durable
     wanted = settings._consumer_config()
     for _ in range(3):
         info = await wire.js.consumer_info(stream, name)

@@ -42,15 +42,14 @@ Stored = tuple[int, core_pb2.EventBook]
 async def _books(ctx: StoreContext, subject: str) -> list[Stored]:
     """(stream sequence, book) of every message on `subject`."""
     reads = ctx.wire.reads
+    stream = ctx.streams.of_subject(subject)
     out: list[Stored] = []
     start = 1
     while True:
-        payloads, last, more = await reads.direct_batch(
-            ctx.stream, subject, start, PAGE, PAGE_BYTES
-        )
+        payloads, last, more = await reads.direct_batch(stream, subject, start, PAGE, PAGE_BYTES)
         if not payloads:
             return out
-        seqs = await reads.direct_sequences(ctx.stream, subject, start, len(payloads))
+        seqs = await reads.direct_sequences(stream, subject, start, len(payloads))
         for seq, payload in zip(seqs, payloads, strict=False):
             out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
         if not more:

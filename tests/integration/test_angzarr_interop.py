@@ -10,9 +10,11 @@ import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
-from angzarr_es.errors import AngzarrESError
+from angzarr_es.errors import StreamConfigError
 from angzarr_es.pb import player_pb2
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
+from tests.support.configs import with_nats
+from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
 
 SUBJECTS_OVERLAP = 10065
 
@@ -49,6 +51,27 @@ async def test_single_layout_after_angzarr_cannot_provision(
     await angzarr.publish(book("player", uuid.uuid4(), 0, [deposit(1)]))
     assert angzarr.created == [angzarr.stream_name("player")]
     async with await angzarr_es.connect(config=config) as client:
-        with pytest.raises(AngzarrESError) as caught:
+        # Not the raw 10065: which streams, and the setting that fixes it.
+        with pytest.raises(StreamConfigError) as caught:
             await client.provision()
-        assert getattr(caught.value, "err_code", 0) == SUBJECTS_OVERLAP
+    assert angzarr.stream_name("player") in str(caught.value)
+    assert 'stream_layout = "per-domain"' in str(caught.value)
+
+
+# -- the per-domain layout: angzarr's own, in both start orders --------------------
+
+
+@pytest.mark.parametrize("order", ["angzarr", "angzarr_es"])
+async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
+    config: Config, order: str
+) -> None:
+    cfg = with_nats(config, stream_layout="per-domain")
+
+    async def provision(client: angzarr_es.Client) -> object:
+        return await client.provision(domains=[DOMAIN])
+
+    try:
+        await both_ways(cfg, order, provision)
+    finally:
+        async with await angzarr_es.connect(config=cfg) as admin:
+            await delete_layout_streams(admin, cfg)

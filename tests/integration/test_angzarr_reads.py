@@ -1,7 +1,9 @@
 """Commits angzarr's bus wrote are first-class: loads, iteration, appends after
 them, projectors and subscriptions read the books it publishes on the
 aggregate's one subject (all editions together), and a book out of sequence
-is an error naming where it is."""
+is an error naming where it is. In both layouts: angzarr's own (per-domain,
+where its bus makes its streams as it does) and the single one (where its
+books are published on the stream that captures them)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,36 @@ from angzarr_es.pb import core_pb2, player_pb2
 from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.bus import WAIT, Recorder
+from tests.support.configs import with_nats
+from tests.support.interop import delete_layout_streams
 
 DOMAIN = "player"
+
+
+@pytest.fixture(params=["per-domain", "single"])
+def config(config: Config, request: pytest.FixtureRequest) -> Config:
+    return with_nats(config, stream_layout=request.param)
+
+
+@pytest.fixture
+async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
+    async with await angzarr_es.connect(config=config) as c:
+        await c.provision(domains=[DOMAIN])
+        yield c
+    async with await angzarr_es.connect(config=config) as admin:
+        if config.nats.stream_layout == "single":
+            for name in (config.nats.stream_name, config.nats.snapshot_stream):
+                await jsadmin.delete_stream(admin, name)
+        else:
+            await delete_layout_streams(admin, config)
 
 
 @pytest.fixture
 async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
     async with await AngzarrBus.connect(config.nats.url, config.nats.subject_prefix) as bus:
+        # The single layout's stream captures angzarr's subjects: its own
+        # stream create would be refused (test_angzarr_interop.py).
+        bus.ensure = config.nats.stream_layout == "per-domain"
         yield bus
         await bus.delete_created()
 
@@ -35,9 +60,9 @@ def deposit(cents: int) -> player_pb2.FundsDeposited:
 async def publish(
     bus: AngzarrBus, root: uuid.UUID, first: int, cents: list[int], **cover: object
 ) -> int:
-    """angzarr's bus publishing one book (on the stream that captures it)."""
+    """angzarr's bus publishing one book."""
     made = book(DOMAIN, root, first, [deposit(c) for c in cents], **cover)  # type: ignore[arg-type]
-    return await bus.publish(made, ensure=False)
+    return await bus.publish(made)
 
 
 def amounts(events: list[angzarr_es.RecordedEvent]) -> list[int]:

@@ -154,6 +154,8 @@ class AngzarrBus:
     def __init__(self, nc: NatsClient, prefix: str = "angzarr") -> None:
         self.nc = nc
         self.prefix = prefix
+        # False: publish without the stream get-or-create (see `publish`).
+        self.ensure = True
         self.created: list[str] = []  # streams this bus created (for the tests' cleanup)
 
     @classmethod
@@ -224,14 +226,15 @@ class AngzarrBus:
         self.created.append(name)
 
     async def publish(
-        self, event_book: core_pb2.EventBook, *, traceparent: str = "", ensure: bool = True
+        self, event_book: core_pb2.EventBook, *, traceparent: str = "", ensure: bool | None = None
     ) -> int:
         """`NatsEventBus::publish`; the stream sequence of the stored book.
 
         `traceparent` stands for an active OpenTelemetry span (the `otel`
-        feature). `ensure=False` leaves out the stream get-or-create (a test
-        of the read side on a stream that already captures the subject, such
-        as the single layout's, where angzarr's own create would be refused).
+        feature). `ensure=False` (default: the bus's `ensure`) leaves out the
+        stream get-or-create: a test of the read side on a stream that
+        already captures the subject, such as the single layout's, where
+        angzarr's own create would be refused.
 
         Raises:
             AngzarrBusError: where angzarr's publish fails (no cover, a root that
@@ -248,7 +251,7 @@ class AngzarrBus:
                 f"{len(cover.root.value)}"
             )
         root = uuid.UUID(bytes=cover.root.value)
-        if ensure:
+        if self.ensure if ensure is None else ensure:
             await self.ensure_stream(cover.domain)
         headers: dict[str, str] = {}
         if cover.correlation_id:

@@ -61,14 +61,9 @@ class Seen:
                 await self.changed.wait()
 
 
-async def until(probe: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `probe` (a condition on server state) until it holds."""
-    async with asyncio.timeout(WAIT):
-        while not await probe():
-            await asyncio.sleep(0.02)  # polling interval; the condition is re-checked
-
-
-async def both_ways(cfg: Config, order: str, provision: Callable[[angzarr_es.Client], Awaitable[object]]) -> None:
+async def both_ways(
+    cfg: Config, order: str, provision: Callable[[angzarr_es.Client], Awaitable[object]]
+) -> None:
     """Run the scenario; `provision` provisions a client for `DOMAIN`."""
     prefix = cfg.nats.subject_prefix
     shared = uuid.uuid4()
@@ -127,3 +122,13 @@ async def _exchange(
     assert sorted(handled) == sorted([str(shared)] * 4 + [str(r) for r in ours])
     info = await jsadmin.stream_info_json(client, stream)
     assert info["state"]["messages"] == commits
+
+
+async def delete_layout_streams(client: angzarr_es.Client, cfg: Config) -> None:
+    """Delete the per-domain layout's streams a scenario made under `cfg`
+    (the domain's, the correlation index's, the snapshots', the DLQ)."""
+    nats = cfg.nats
+    names = [nats.correlation_stream, nats.snapshot_stream, nats.dlq_stream]
+    names.append(f"{nats.subject_prefix.upper()}_{DOMAIN.upper()}")
+    for name in names:
+        await jsadmin.delete_stream(client, name)
