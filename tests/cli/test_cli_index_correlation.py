@@ -19,7 +19,7 @@ async def test_index_correlation_indexes_angzarr_commits(
     await client.provision()
     nats = client.config.nats
     roots = [uuid.uuid4(), uuid.uuid4()]
-    async with await AngzarrBus.connect(nats.url, nats.subject_prefix) as angzarr:
+    async with await AngzarrBus.connect(nats.servers, nats.subject_prefix) as angzarr:
         for root in roots:
             made = book("player", root, 0, [player_pb2.PlayerRegistered()], correlation_id="wf")
             await angzarr.publish(made, ensure=False)

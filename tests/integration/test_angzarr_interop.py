@@ -22,7 +22,7 @@ SUBJECTS_OVERLAP = 10065
 @pytest.fixture
 async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
     """angzarr's bus on the test's prefix; the streams it made are deleted after."""
-    async with await AngzarrBus.connect(config.nats.url, config.nats.subject_prefix) as bus:
+    async with await AngzarrBus.connect(config.nats.servers, config.nats.subject_prefix) as bus:
         yield bus
         await bus.delete_created()
 

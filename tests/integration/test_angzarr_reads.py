@@ -45,7 +45,7 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
 
 @pytest.fixture
 async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
-    async with await AngzarrBus.connect(config.nats.url, config.nats.subject_prefix) as bus:
+    async with await AngzarrBus.connect(config.nats.servers, config.nats.subject_prefix) as bus:
         # The single layout's stream captures angzarr's subjects: its own
         # stream create would be refused (test_angzarr_interop.py).
         bus.ensure = config.nats.stream_layout == "per-domain"

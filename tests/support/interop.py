@@ -12,7 +12,9 @@ turn, angzarr_es to aggregates of its own, and the scenario checks:
   decoded each (16-byte root, dense pages);
 - angzarr_es loads angzarr's books, appends after them with the server's
   check, and its projector receives every commit;
-- nothing is lost: the stream holds exactly the commits written.
+- nothing is lost: the stream holds exactly the commits written;
+- the domain's stream has the store's settings (`allow_direct`, the
+  configured replicas), whoever made it.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ async def both_ways(
     shared = uuid.uuid4()
     ours = [uuid.uuid4(), uuid.uuid4()]
     seen = Seen()
-    async with await AngzarrBus.connect(cfg.nats.url, prefix) as angzarr:
+    async with await AngzarrBus.connect(cfg.nats.servers, prefix) as angzarr:
         stream = angzarr.stream_name(DOMAIN)
         try:
             if order == "angzarr":
@@ -122,6 +124,10 @@ async def _exchange(
     assert sorted(handled) == sorted([str(shared)] * 4 + [str(r) for r in ours])
     info = await jsadmin.stream_info_json(client, stream)
     assert info["state"]["messages"] == commits
+    # Adopted or made by angzarr_es: the store's settings, angzarr's name and subjects.
+    assert info["config"]["allow_direct"] is True
+    assert info["config"]["num_replicas"] == client.config.nats.replicas
+    assert info["config"]["subjects"] == [f"{client.config.nats.subject_prefix}.events.{DOMAIN}.>"]
 
 
 async def delete_layout_streams(client: angzarr_es.Client, cfg: Config) -> None:
