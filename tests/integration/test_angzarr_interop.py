@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +17,13 @@ from angzarr_es.config import Config
 from angzarr_es.errors import StreamConfigError
 from angzarr_es.pb import player_pb2
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
+from tests.support.cli import add_nats_settings, write_config
+from tests.support.cluster import eventually
 from tests.support.configs import with_nats
 from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
 
 SUBJECTS_OVERLAP = 10065
+LAYOUT = 'stream_layout = "per-domain"\n'
 
 
 @pytest.fixture
@@ -73,5 +80,55 @@ async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
     try:
         await both_ways(cfg, order, provision)
     finally:
+        async with await angzarr_es.connect(config=cfg) as admin:
+            await delete_layout_streams(admin, cfg)
+
+
+# -- docs/angzarr.md's walkthrough ---------------------------------------------------
+
+WALKTHROUGH = re.findall(
+    r"```python\n(.*?)```",
+    (Path(__file__).resolve().parents[2] / "docs" / "angzarr.md").read_text(),
+    flags=re.S,
+)
+
+
+async def test_the_docs_walkthrough_runs(
+    config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's projector and `deposit`, against angzarr's bus: angzarr
+    writes first, the projector counts its deposits and ours."""
+    assert len(WALKTHROUGH) == 1
+    cfg = with_nats(config, stream_layout="per-domain")
+    conf = add_nats_settings(write_config(tmp_path / "angzarr-es.toml", cfg), LAYOUT)
+    script = tmp_path / "walkthrough.py"
+    script.write_text(WALKTHROUGH[0])
+    spec = importlib.util.spec_from_file_location("walkthrough", script)
+    assert spec is not None
+    assert spec.loader is not None
+    walkthrough = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(walkthrough)
+    monkeypatch.chdir(conf.parent)
+    player = uuid.uuid4()
+    stop = asyncio.Event()
+    running: asyncio.Task[None] | None = None
+    try:
+        async with await AngzarrBus.connect(cfg.nats.servers, cfg.nats.subject_prefix) as bus:
+            await bus.publish(book(DOMAIN, player, 0, [deposit(100), deposit(20)]))
+            running = asyncio.create_task(walkthrough.main(stop))
+            async with await angzarr_es.connect(config=cfg) as client:
+                await walkthrough.deposit(client, str(player), 3)
+
+                async def counted() -> bool | None:
+                    return walkthrough.balances.get(str(player)) == 123 or None
+
+                await eventually(counted, timeout=15, what="the projector to count 123")
+            stop.set()
+            await running
+            await bus.delete_created()
+    finally:
+        stop.set()
+        if running is not None and not running.done():
+            running.cancel()
         async with await angzarr_es.connect(config=cfg) as admin:
             await delete_layout_streams(admin, cfg)
