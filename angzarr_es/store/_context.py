@@ -16,6 +16,7 @@ from angzarr_es._observe import Observer
 from angzarr_es._streams import Streams
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import PermissionDenied, StoreError, StoreUnavailable, StreamConfigError
+from angzarr_es.pb import core_pb2
 from angzarr_es.store._cache import NEW, Position, PositionCache, Turns
 from angzarr_es.store._commits import Guess
 from angzarr_es.store._hot import HotCache
@@ -29,6 +30,7 @@ __all__ = [
     "leader_position",
     "lookup",
     "provisioned",
+    "subject_books",
 ]
 
 log = logging.getLogger("angzarr_es")
@@ -254,38 +256,49 @@ async def _remember(
 async def _timeline_next(ctx: StoreContext, stream: str, subject: str, last: int) -> int:
     """The next sequence of the subject's own timeline when its last message
     (at stream sequence `last`) is another edition's commit (angzarr's bus
-    puts every edition on one subject): the subject's commits are read up to
-    `last` (Direct Get pages, then the leader for what a lagging replica
-    missed), the last one of the timeline tells. Costs a read of the whole
+    puts every edition on one subject): the subject's commits up to `last`
+    are read, the last one of the timeline tells. Costs a read of the whole
     subject, once: the position is cached, and this process's own appends
     keep it.
 
     Raises:
         CodecError: a commit of the timeline is not a commit (see `commit_span`).
     """
+    nxt = 0
+    for seq, book in await subject_books(ctx, stream, subject, last):
+        if not _codec.elsewhere(book, subject):
+            nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)[1]
+    return nxt
+
+
+async def subject_books(
+    ctx: StoreContext, stream: str, subject: str, until: int = 0
+) -> list[tuple[int, core_pb2.EventBook]]:
+    """(stream sequence, book) of every message on `subject` (Direct Get
+    pages), at least up to stream sequence `until` (what a lagging replica
+    did not serve is read from the leader).
+
+    Raises:
+        CodecError: a message is not an EventBook.
+    """
     reads = ctx.wire.reads
-    nxt, start = 0, 1
-    while start <= last:
+    out: list[tuple[int, core_pb2.EventBook]] = []
+    start = 1
+    while True:
         payloads, end, more = await reads.direct_batch(stream, subject, start, 1000, 1 << 21)
         if not payloads:
             break
         seqs = await reads.direct_sequences(stream, subject, start, len(payloads))
-        for payload, seq in zip(payloads, seqs, strict=False):
-            nxt = _timeline_step(payload, subject, seq, nxt)
+        for seq, payload in zip(seqs, payloads, strict=False):
+            out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
         start = end + 1
         if not more:
             break
-    while start <= last:
+    while start <= until:
         got = await reads.leader_next(stream, subject, start)
         if got is None:
             break
-        nxt = _timeline_step(got[0], subject, got[1], nxt)
-        start = got[1] + 1
-    return nxt
-
-
-def _timeline_step(payload: bytes, subject: str, seq: int, nxt: int) -> int:
-    book = _codec.decode_book(payload, subject=subject, stream_sequence=seq)
-    if _codec.elsewhere(book, subject):
-        return nxt
-    return _codec.commit_span(book, subject=subject, stream_sequence=seq)[1]
+        payload, seq = got
+        out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
+        start = seq + 1
+    return out

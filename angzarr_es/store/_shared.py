@@ -28,33 +28,17 @@ from angzarr_es import _codec
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2
-from angzarr_es.store._context import StoreContext
+from angzarr_es.store._context import StoreContext, subject_books
 from angzarr_es.subjects import MAIN_EDITION
 
 __all__ = ["divergence", "has_edition", "history"]
-
-PAGE = 1000
-PAGE_BYTES = 2 * 1024 * 1024
 
 Stored = tuple[int, core_pb2.EventBook]
 
 
 async def _books(ctx: StoreContext, subject: str) -> list[Stored]:
     """(stream sequence, book) of every message on `subject`."""
-    reads = ctx.wire.reads
-    stream = ctx.streams.of_subject(subject)
-    out: list[Stored] = []
-    start = 1
-    while True:
-        payloads, last, more = await reads.direct_batch(stream, subject, start, PAGE, PAGE_BYTES)
-        if not payloads:
-            return out
-        seqs = await reads.direct_sequences(stream, subject, start, len(payloads))
-        for seq, payload in zip(seqs, payloads, strict=False):
-            out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
-        if not more:
-            return out
-        start = last + 1
+    return await subject_books(ctx, ctx.streams.of_subject(subject), subject)
 
 
 def _timeline(book: core_pb2.EventBook) -> str:
