@@ -16,10 +16,10 @@ from angzarr_es._observe import Observer
 from angzarr_es._streams import Streams
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import PermissionDenied, StoreError, StoreUnavailable, StreamConfigError
-from angzarr_es.pb import core_pb2
 from angzarr_es.store._cache import NEW, Position, PositionCache, Turns
 from angzarr_es.store._commits import Guess
 from angzarr_es.store._hot import HotCache
+from angzarr_es.store._whole import subject_books
 from angzarr_es.subjects import Subjects
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "leader_position",
     "lookup",
     "provisioned",
-    "subject_books",
 ]
 
 log = logging.getLogger("angzarr_es")
@@ -265,40 +264,7 @@ async def _timeline_next(ctx: StoreContext, stream: str, subject: str, last: int
         CodecError: a commit of the timeline is not a commit (see `commit_span`).
     """
     nxt = 0
-    for seq, book in await subject_books(ctx, stream, subject, last):
+    for seq, book in await subject_books(ctx.wire, stream, subject, last):
         if not _codec.elsewhere(book, subject):
             nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)[1]
     return nxt
-
-
-async def subject_books(
-    ctx: StoreContext, stream: str, subject: str, until: int = 0
-) -> list[tuple[int, core_pb2.EventBook]]:
-    """(stream sequence, book) of every message on `subject` (Direct Get
-    pages), at least up to stream sequence `until` (what a lagging replica
-    did not serve is read from the leader).
-
-    Raises:
-        CodecError: a message is not an EventBook.
-    """
-    reads = ctx.wire.reads
-    out: list[tuple[int, core_pb2.EventBook]] = []
-    start = 1
-    while True:
-        payloads, end, more = await reads.direct_batch(stream, subject, start, 1000, 1 << 21)
-        if not payloads:
-            break
-        seqs = await reads.direct_sequences(stream, subject, start, len(payloads))
-        for seq, payload in zip(seqs, payloads, strict=False):
-            out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
-        start = end + 1
-        if not more:
-            break
-    while start <= until:
-        got = await reads.leader_next(stream, subject, start)
-        if got is None:
-            break
-        payload, seq = got
-        out.append((seq, _codec.decode_book(payload, subject=subject, stream_sequence=seq)))
-        start = seq + 1
-    return out

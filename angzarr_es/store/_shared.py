@@ -28,17 +28,16 @@ from angzarr_es import _codec
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2
-from angzarr_es.store._context import StoreContext, subject_books
+from angzarr_es.store._context import StoreContext
+from angzarr_es.store._whole import Stored, subject_books
 from angzarr_es.subjects import MAIN_EDITION
 
 __all__ = ["divergence", "has_edition", "history"]
 
-Stored = tuple[int, core_pb2.EventBook]
-
 
 async def _books(ctx: StoreContext, subject: str) -> list[Stored]:
     """(stream sequence, book) of every message on `subject`."""
-    return await subject_books(ctx, ctx.streams.of_subject(subject), subject)
+    return await subject_books(ctx.wire, ctx.streams.of_subject(subject), subject)
 
 
 def _timeline(book: core_pb2.EventBook) -> str:

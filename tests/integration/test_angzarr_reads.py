@@ -280,3 +280,27 @@ async def test_an_explicit_divergence_takes_the_main_timeline_up_to_it(
     history = await client.store(DOMAIN, edition="what-if").load(root)
     assert amounts(history.events) == [1, 20, 30]
     assert history.next_sequence == 3
+
+
+async def test_snapshots_among_other_editions_books(
+    client: angzarr_es.Client, angzarr: AngzarrBus
+) -> None:
+    root = uuid.uuid4()
+    await publish(angzarr, root, 0, [1, 2])
+    await publish(angzarr, root, 1, [20], edition="what-if")
+    await publish(angzarr, root, 2, [3])
+    await publish(angzarr, root, 2, [30], edition="what-if")
+    await publish(angzarr, root, 3, [4])
+    await publish(angzarr, root, 3, [40, 50, 60], edition="what-if")  # the last message
+    store = client.store(DOMAIN)
+    state = player_pb2.PlayerState(balance_cents=3)
+    for sequence, after in ((1, [3, 4]), (3, []), (0, [2, 3, 4])):
+        await store.save_snapshot(root, state, sequence)
+        history = await store.load(root, snapshot=True)
+        assert history.snapshot is not None
+        assert history.snapshot.sequence == sequence
+        assert amounts(history.events) == after
+    # The edition reaches 5; the main timeline does not.
+    for beyond in (4, 5):
+        with pytest.raises(angzarr_es.InvalidSnapshot):
+            await store.save_snapshot(root, state, beyond)
