@@ -73,7 +73,7 @@ FETCH_CONCURRENCY = 32
 
 # angzarr's bus header for the correlation id (src/bus/nats/config.rs).
 H_CORRELATION = "Angzarr-Correlation"
-# The Nats-Msg-Id of this store's commits: random (`<24 hex>-<sequence>`) or
+# The Nats-Msg-Id of this store's commits (made in `_append`): random (`<24 hex>-<sequence>`) or
 # an idempotency key's (`key-<32 hex>`, `.<stream seq>` per derivation).
 _OURS = re.compile(r"[0-9a-f]{24}-[0-9]+|key-[0-9a-f]{32}(\.[0-9]+)*")
 

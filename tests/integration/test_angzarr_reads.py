@@ -206,6 +206,13 @@ async def test_events_by_correlation_finds_angzarr_commits_once_indexed(
             await p.wait(lambda s: s.handled == 6, timeout=WAIT)
     found = await by_correlation(client, "wf")
     assert found == {str(a): [1], str(b): [3, 4], str(c): [5], str(ours): [6]}
+    # One entry per commit: ours had its own, the repeat was de-duplicated.
+    nats = client.config.nats
+    index = nats.correlation_stream
+    entries = await jsadmin.stream_info_json(
+        client, index, subjects_filter=f"{nats.subject_prefix}.correlation.wf"
+    )
+    assert entries["state"]["subjects"] == {f"{nats.subject_prefix}.correlation.wf": 5}
     found_events = await client.events_by_correlation("wf")
     assert {e.correlation_id for events in found_events.values() for e in events} == {"wf"}
     assert await by_correlation(client, "wf", edition="what-if") == {str(a): [80]}
