@@ -55,7 +55,7 @@ from angzarr_es import _codec, _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats import Wire
 from angzarr_es._nats.errors import STREAM_NAME_IN_USE
-from angzarr_es._nats.messages import H_MSG_ID
+from angzarr_es._nats.messages import H_CORRELATION, H_MSG_ID
 from angzarr_es._streams import Streams
 from angzarr_es.errors import InvalidAggregateId, StoreError
 from angzarr_es.pb import core_pb2
@@ -71,8 +71,6 @@ INDEX_BYTES = 1024 * 1024
 FETCH_CONCURRENCY = 32
 
 
-# angzarr's bus header for the correlation id (src/bus/nats/config.rs).
-H_CORRELATION = "Angzarr-Correlation"
 # The Nats-Msg-Id of this store's commits (made in `_append`): random (`<24 hex>-<sequence>`) or
 # an idempotency key's (`key-<32 hex>`, `.<stream seq>` per derivation).
 _OURS = re.compile(r"[0-9a-f]{24}-[0-9]+|key-[0-9a-f]{32}(\.[0-9]+)*")

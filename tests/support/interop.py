@@ -30,7 +30,7 @@ from angzarr_es import filters
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from tests.support import jsadmin
-from tests.support.angzarr_bus import AngzarrBus, book
+from tests.support.angzarr_bus import HEADER_CORRELATION, AngzarrBus, book
 
 DOMAIN = "player"
 WAIT = 30.0
@@ -45,6 +45,7 @@ class Seen:
 
     def __init__(self) -> None:
         self.commits: list[tuple[uuid.UUID, int, int]] = []
+        self.correlation: dict[tuple[uuid.UUID, int], str] = {}  # Angzarr-Correlation headers
         self.changed = asyncio.Event()
 
     async def __call__(self, event_book: core_pb2.EventBook, msg: Msg) -> bool:
@@ -53,6 +54,8 @@ class Seen:
         first = pages[0].header.sequence
         assert [p.header.sequence for p in pages] == list(range(first, first + len(pages)))
         self.commits.append((root, first, len(pages)))
+        if msg.headers and HEADER_CORRELATION in msg.headers:
+            self.correlation[root, first] = msg.headers[HEADER_CORRELATION]
         self.changed.set()
         return True
 
@@ -112,6 +115,8 @@ async def _exchange(
         [(str(shared), 0, 2), (str(shared), 2, 1), (str(shared), 3, 1), (str(shared), 4, 1)]
         + [(str(root), 0, 2) for root in ours]
     )
+    # angzarr's consumer sees the correlation id where angzarr puts it.
+    assert seen.correlation == {(shared, 3): "wf", **{(root, 0): "wf" for root in ours}}
     history = await store.load(shared)
     assert [e.sequence for e in history.events] == [0, 1, 2, 3, 4]
     handled: list[str] = []
