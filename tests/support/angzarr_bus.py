@@ -301,6 +301,7 @@ class AngzarrBus:
                     "ack_policy": "explicit",
                     "replay_policy": "instant",
                 },
+                "action": "",  # async-nats's CreateOrUpdate
             }
             created = await self._api(f"CONSUMER.CREATE.{name}.{queue}.{subject_filter}", request)
             error = created.get("error")
