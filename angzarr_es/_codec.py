@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, EncodeError, Message
 
 from angzarr_es.errors import CodecError
 from angzarr_es.pb import core_pb2
+from angzarr_es.subjects import MAIN_EDITION
 
 __all__ = [
     "EPOCH",
@@ -34,6 +35,7 @@ __all__ = [
     "RecordedEvent",
     "commit_span",
     "decode_book",
+    "elsewhere",
     "encode_commit",
     "extend_irregular",
     "extend_recorded",
@@ -223,6 +225,26 @@ def decode_book(
             subject=subject,
             stream_sequence=stream_sequence,
         ) from exc
+
+
+def elsewhere(edition: str | core_pb2.EventBook, subject: str) -> bool:
+    """Whether a commit naming `edition` (or a book, by its cover) stored on
+    `subject` belongs to another timeline than the subject's.
+
+    angzarr's bus publishes every edition of an aggregate on the aggregate's
+    one subject and names the edition only in the cover; this store's own
+    what-if commits live on `<subject>.<edition>`. A commit belongs to the
+    subject's timeline when it names the main timeline ("" or "angzarr") or
+    the edition the subject ends with (angzarr's roots are UUIDs, never an
+    edition's name); any other is passed over by reads: its events are
+    another timeline's, not a gap in this one.
+    """
+    if not isinstance(edition, str):
+        cover = edition.cover
+        if not cover.HasField("edition"):
+            return False
+        edition = cover.edition.name
+    return bool(edition) and edition != MAIN_EDITION and not subject.endswith("." + edition)
 
 
 def commit_span(book: core_pb2.EventBook, *, subject: str, stream_sequence: int) -> tuple[int, int]:

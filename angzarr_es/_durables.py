@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("angzarr_es")
 
-Action = Literal["create", "update", "none", "blocked"]
+Action = Literal["create", "update", "none", "blocked", "kept"]
 """What provisioning does to a stream or a consumer."""
 
 # Settings a durable consumer cannot change in place, or that would make another
@@ -121,11 +121,11 @@ def configured_consumer_config(spec: ConsumerSpec) -> m.ConsumerConfig:
 
 
 def plan_consumer(
-    cfg: NatsConfig, wanted: m.ConsumerConfig, current: dict[str, Any] | None
+    cfg: NatsConfig, wanted: m.ConsumerConfig, current: dict[str, Any] | None, stream: str = ""
 ) -> ConsumerPlan:
     """What provisioning does to the durable consumer `wanted` on the event
-    stream, given the existing one's configuration as the server reports it
-    (None: there is none). Changes nothing; the start position of an
+    stream (`stream`, default the single layout's), given the existing one's
+    configuration as the server reports it (None: there is none). Changes nothing; the start position of an
     existing consumer is never a change (it applies only at creation)."""
     planned = ConsumerPlan(
         name=wanted.durable_name,
@@ -147,7 +147,7 @@ def plan_consumer(
     if conflicts:
         have_filter = str(current.get("filter_subject") or "")
         blocker = (
-            f"consumer {wanted.durable_name} on stream {cfg.stream_name} exists with a "
+            f"consumer {wanted.durable_name} on stream {stream or cfg.stream_name} exists with a "
             "conflicting definition: "
             + "; ".join(conflicts)
             + ". "
@@ -165,20 +165,20 @@ def plan_consumer(
 
 
 async def provision_consumer(
-    wire: Wire, cfg: NatsConfig, wanted: m.ConsumerConfig
+    wire: Wire, cfg: NatsConfig, wanted: m.ConsumerConfig, stream: str = ""
 ) -> m.DurableInfo:
-    """Create the durable consumer `wanted`, or bring an existing one to it
-    (`plan_consumer`). Idempotent.
+    """Create the durable consumer `wanted` on `stream` (default the single
+    layout's), or bring an existing one to it (`plan_consumer`). Idempotent.
 
     Raises:
         ConsumerConfigError: the existing consumer has another filter, ack or
             replay policy, or is a push consumer.
         StoreError: the server refused.
     """
-    stream, name = cfg.stream_name, wanted.durable_name
+    stream, name = stream or cfg.stream_name, wanted.durable_name
     for _ in range(3):
         info = await wire.js.consumer_info(stream, name)
-        planned = plan_consumer(cfg, wanted, None if info is None else info.config)
+        planned = plan_consumer(cfg, wanted, None if info is None else info.config, stream)
         if info is None:
             try:
                 return await wire.js.consumer_put(stream, wanted, "create")

@@ -59,16 +59,19 @@ def _time(value: str) -> str | None:
 
 async def check(
     wire: Wire,
-    wanted: m.StreamConfig,
-    differ: Callable[[dict[str, Any]], dict[str, str]],
+    event_stream: str,
+    differ: Callable[[str, dict[str, Any]], dict[str, str] | None],
     *,
+    required: bool = True,
     monitor_url: str = "",
     lag_threshold: int = DEFAULT_LAG_THRESHOLD,
 ) -> Health:
     """Collect a `Health` over `wire`; never raises for an unhealthy system.
 
-    `wanted` is the event stream's configuration; `differ(existing config)`
-    names the settings an existing event stream lacks.
+    `event_stream` names the event stream (a problem when missing and
+    `required`); `differ(name, existing config)` names the settings a stream
+    the store appends to lacks, None for a stream that is not one (the
+    per-domain layout has one per domain).
     """
     problems: list[str] = []
     now = dt.datetime.now(dt.UTC)
@@ -77,7 +80,7 @@ async def check(
         "server_url": wire.connected_url,
         "server_version": ".".join(map(str, wire.server_version)),
         "jetstream_enabled": wire.jetstream_enabled,
-        "event_stream": wanted.name,
+        "event_stream": event_stream,
         "monitor_url": monitor_url,
     }
     monitor = asyncio.create_task(_monitor(monitor_url)) if monitor_url else None
@@ -94,7 +97,7 @@ async def check(
             problems.append(f"JetStream: {account.error.description}")
         else:
             usage = _usage(account)
-            streams, consumers = await _streams(wire, wanted, differ)
+            streams, consumers = await _streams(wire, event_stream, differ, required)
     except StoreError as exc:
         reachable = wire.connected
         if not reachable:
@@ -125,7 +128,7 @@ async def check(
                 )
             if server.slow_consumers:
                 problems.append(f"server has seen {server.slow_consumers} slow consumer(s)")
-    problems.extend(_judge(wanted.name, usage, streams, consumers, lag_threshold))
+    problems.extend(_judge(event_stream, usage, streams, consumers, lag_threshold))
     return Health(
         **base,
         reachable=reachable,
@@ -153,7 +156,10 @@ def _usage(account: m.AccountInfo) -> JetStreamUsage:
 
 
 async def _streams(
-    wire: Wire, wanted: m.StreamConfig, differ: Callable[[dict[str, Any]], dict[str, str]]
+    wire: Wire,
+    event_stream: str,
+    differ: Callable[[str, dict[str, Any]], dict[str, str] | None],
+    required: bool,
 ) -> tuple[list[StreamStatus], list[ConsumerStatus]]:
     infos = await wire.js.stream_list()
     streams: list[StreamStatus] = []
@@ -161,7 +167,8 @@ async def _streams(
     for info in infos:
         config = info.config or {}
         name = str(config.get("name", ""))
-        is_events = name == wanted.name
+        differences = differ(name, config)
+        is_events = differences is not None
         st = info.state
         streams.append(
             StreamStatus(
@@ -178,13 +185,13 @@ async def _streams(
                 first_ts=_time(st.first_ts),
                 last_ts=_time(st.last_ts),
                 consumer_count=st.consumer_count,
-                config_differences=differ(config) if is_events else {},
+                config_differences=differences or {},
             )
         )
         if st.consumer_count:
             consumers.extend(await _consumers(wire, name))
-    if not any(s.is_event_stream for s in streams):
-        streams.insert(0, StreamStatus(name=wanted.name, present=False, is_event_stream=True))
+    if required and not any(s.name == event_stream for s in streams):
+        streams.insert(0, StreamStatus(name=event_stream, present=False, is_event_stream=True))
     return streams, consumers
 
 
@@ -223,6 +230,11 @@ def _judge(
         if s.config_differences:
             diff = ", ".join(f"{k}: {v}" for k, v in s.config_differences.items())
             out.append(f"stream {s.name} differs from the store's settings: {diff}")
+            if "allow_direct" in s.config_differences:
+                out.append(
+                    f"stream {s.name} does not serve Direct Get (allow_direct is off): "
+                    "reads go to its leader, one request per commit"
+                )
     for c in consumers:
         if c.num_pending > lag_threshold:
             out.append(f"consumer {c.stream}/{c.name} lags by {c.num_pending} messages")

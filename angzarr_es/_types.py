@@ -13,9 +13,9 @@ from google.protobuf.message import Message
 
 from angzarr_es import _codec
 from angzarr_es._codec import RecordedEvent
-from angzarr_es.errors import InvalidSnapshot
+from angzarr_es.errors import InvalidAggregateId, InvalidSnapshot
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import AggregateId, correlation_token
+from angzarr_es.subjects import AggregateId, correlation_token, root_bytes
 
 
 class Expected(enum.Enum):
@@ -223,6 +223,20 @@ def prepare_read(
     lo, hi = check_range(from_sequence, to_sequence)
     check_as_of(as_of, snapshot)
     return where(root), lo, hi
+
+
+def check_uuid_root(root: AggregateId) -> None:
+    """Per-domain layout (angzarr's): refuse an aggregate id that is not a UUID.
+
+    Raises:
+        InvalidAggregateId: `root` is not a UUID nor a UUID's text.
+    """
+    if len(root_bytes(root)) != 16:
+        raise InvalidAggregateId(
+            f"aggregate id {root!r} is not a UUID: in the per-domain layout (angzarr's) "
+            "every root must be a UUID, because angzarr reads Cover.root as 16 bytes "
+            "(Uuid::from_slice) and fails on anything else; use a uuid.UUID or its text"
+        )
 
 
 def check_snapshot(state: object, sequence: object, retention: object = 0) -> int:

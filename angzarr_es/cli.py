@@ -60,6 +60,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("status", "server, JetStream, stream and consumer health (--json, --watch)"),
     Command("show", "an aggregate's history with decoded events"),
     Command("tail", "follow live events on a subject filter"),
+    Command(
+        "index-correlation",
+        "index the correlation ids of commits angzarr's bus stored (a durable projector)",
+    ),
     Command("demo", "register a player, deposit, reload, and a rejected concurrent append"),
     Command("bench", "run the benchmark suite (python -m benchmarks ARGS...)", passthrough=True),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -21,6 +21,7 @@ from angzarr_es._provision import ProvisionPlan
 from angzarr_es.bus import (
     Bus,
     CatchUp,
+    Delivery,
     Handler,
     Projector,
     ProjectorSettings,
@@ -29,6 +30,7 @@ from angzarr_es.bus import (
 )
 from angzarr_es.bus._factory import ProjectorFactory
 from angzarr_es.bus._owned import Owned, close_after
+from angzarr_es.bus._span import make_catch_up, make_projector
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.errors import (
     ConfigError,
@@ -46,7 +48,12 @@ from angzarr_es.store import (
 from angzarr_es.store._cache import PositionCache
 from angzarr_es.store._context import check_stream, provisioned
 from angzarr_es.store._hot import HotCache
-from angzarr_es.subjects import Subjects, correlation_token, validate_edition
+from angzarr_es.subjects import (
+    Subjects,
+    correlation_token,
+    validate_domain,
+    validate_edition,
+)
 
 __all__ = ["Client", "connect"]
 
@@ -167,13 +174,21 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
 
         Pages through the server's subject index (one request per 100,000
         aggregates of all domains); holds one page and the set of domain names.
+        In per-domain layout: the domain streams of the stream list (ours and
+        angzarr's), in domain order, each asked for one aggregate.
 
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
+        if self._ctx.streams.per_domain:
+            async for domain in self._domain_streams_with_events():
+                yield domain
+            return
         seen: set[str] = set()
         subjects = self._subjects
-        pages = _discovery.subject_pages(self._wire, self._ctx.stream, subjects.all_aggregates())
+        pages = _discovery.subject_pages(
+            self._wire, self._ctx.streams.single, subjects.all_aggregates()
+        )
         async with contextlib.aclosing(pages):
             async for page in pages:
                 for subject in page:
@@ -182,6 +197,19 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
                         seen.add(domain)
                         yield domain
                 del page  # before the next page arrives: hold one at a time
+
+    async def _domain_streams_with_events(self) -> AsyncIterator[str]:
+        """Per-domain layout: the domains whose streams hold a main-timeline
+        aggregate (one STREAM.LIST per 256 streams, one Direct Get per domain)."""
+        for domain, stream in await _provision.domain_streams(self._wire, self._ctx.streams):
+            state = self._ctx.state(domain)
+            if not state.readable and not await check_stream(self._ctx, state, write=False):
+                continue
+            found = await self._wire.reads.direct_last(
+                stream, self._subjects.domain_aggregates(domain)
+            )
+            if found is not None:
+                yield domain
 
     async def has_events(self, domain: str) -> bool:
         """Whether any aggregate of `domain`, on any timeline, has a commit.
@@ -194,9 +222,10 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
             StoreTimeout, StoreUnavailable, StoreError
         """
         everything = self._subjects.domain_all(domain)
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
-        return await self._wire.reads.direct_last(self._ctx.stream, everything) is not None
+        state = self._ctx.state(domain)
+        if not state.readable and not await check_stream(self._ctx, state, write=False):
+            return False  # per-domain layout: the domain has no stream yet
+        return await self._wire.reads.direct_last(state.stream, everything) is not None
 
     async def events_by_correlation(
         self, correlation_id: str, *, edition: str | None = None
@@ -212,14 +241,32 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         """
         edition = validate_edition(edition)
         correlation_token(correlation_id)  # checked before anything is sent
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
+        if not self._ctx.streams.per_domain:
+            state = self._ctx.state("")
+            if not state.readable:
+                await check_stream(self._ctx, state, write=False)
         return await _correlation.by_correlation(
-            self._wire,
-            self._ctx.stream,
-            self._config.nats.subject_prefix,
-            correlation_id,
-            edition,
+            self._wire, self._ctx.streams, correlation_id, edition
+        )
+
+    async def index_correlation(self, delivery: Delivery) -> None:
+        """Add the correlation index entry of a commit another writer stored
+        without one, so that `events_by_correlation` finds it.
+
+        angzarr's bus stamps the correlation id (cover and `Angzarr-Correlation`
+        header) but writes no index entry. Run this as the handler of one
+        durable projector over everything, e.g.
+        `client.projector("angzarr-es-correlation-index", filters.everything(),
+        client.index_correlation)`, or `angzarr-es index-correlation`. This
+        store's own commits, and commits without a correlation id, are passed
+        over; a repeated delivery writes an entry the reader ignores.
+
+        Raises:
+            StoreTimeout, StoreUnavailable, StoreError: the entry was not stored
+                (a projector retries the delivery).
+        """
+        await _correlation.index_commit(
+            self._ctx, delivery.subject, delivery.stream_sequence, delivery.book, delivery.headers
         )
 
     async def delete_edition(self, edition: str) -> int:
@@ -235,14 +282,21 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         name = validate_edition(edition)
         if not name:
             raise InvalidEdition("the main timeline cannot be deleted")
-        n = self._config.nats
+        streams = self._ctx.streams
         # Snapshots first: a missing snapshot stream then fails before any
         # event goes (events went first before, leaving the edition half
         # deleted), and events whose snapshots are gone still load.
-        await _editions.purge(self._wire, n.snapshot_stream, self._subjects.edition_snapshots(name))
-        purged = await _editions.purge(
-            self._wire, n.stream_name, self._subjects.edition_events(name)
-        )
+        await _editions.purge(self._wire, streams.snapshots, self._subjects.edition_snapshots(name))
+        if streams.per_domain:
+            purged = 0
+            for domain, stream in await _provision.domain_streams(self._wire, streams):
+                purged += await _editions.purge(
+                    self._wire, stream, self._subjects.domain_aggregates(domain, name)
+                )
+        else:
+            purged = await _editions.purge(
+                self._wire, streams.single, self._subjects.edition_events(name)
+            )
         self._ctx.cache.clear()
         self._ctx.hot.clear()
         return purged
@@ -261,7 +315,9 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
 
     def _make_projector(self, settings: ProjectorSettings, handler: Handler) -> Projector:
         self._need_jetstream("projectors")
-        projector = Projector(self._wire, self._config.nats, settings, handler, self._ctx.observer)
+        projector = make_projector(
+            self._wire, self._config.nats, settings, handler, self._ctx.observer
+        )
         self._owned.add(projector)
         return projector
 
@@ -282,7 +338,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         """
         self._need_jetstream("catch-up subscriptions")
         subject = self.bus.filter(filter)
-        sub = CatchUp(self._wire, self._config.nats, subject, start, on_skip=on_skip)
+        sub = make_catch_up(self._wire, self._config.nats, subject, start, on_skip)
         self._owned.add(sub)
         return sub
 
@@ -319,16 +375,28 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         `/varz`, `/connz` and `/jsz`. Never raises for an unhealthy system:
         look at `Health.ok` and `Health.problems`.
         """
-        wanted = self.stream_config()
         url = self._config.nats.monitor_url if monitor_url is None else monitor_url
         found = await check_health(
             self._wire,
-            wanted,
-            lambda current: _provision.differences(wanted, current),
+            self._config.nats.stream_name,
+            self._differences,
+            required=not self._ctx.streams.per_domain,
             monitor_url=url,
             lag_threshold=lag_threshold,
         )
         return msgspec.structs.replace(found, cache=self._ctx.hot.stats())
+
+    def _differences(self, name: str, current: dict[str, Any]) -> dict[str, str] | None:
+        """What a stream the store appends to lacks; None for any other stream."""
+        streams = self._ctx.streams
+        if not streams.per_domain:
+            if name != streams.single:
+                return None
+            return _provision.differences(self.stream_config(), current)
+        domain = streams.domain_of_stream(name, list(current.get("subjects") or []))
+        if domain is None:
+            return None
+        return _provision.differences(self.stream_config(domain), current)
 
     def clear_cache(self) -> None:
         """Forget every aggregate position and cached history this client holds.
@@ -352,35 +420,65 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         """
         return await self._wire.js.stream_settings(name, what)
 
-    def stream_config(self) -> m.StreamConfig:
-        """The event stream's configuration as `provision()` applies it."""
-        return _provision.event_stream_config(self._config.nats, self._wire.server_version)
+    def stream_config(self, domain: str = "") -> m.StreamConfig:
+        """The event stream's configuration as `provision()` applies it: in
+        per-domain layout, `domain`'s stream (the correlation index's
+        without a domain).
 
-    async def plan_provision(self, *, bus: bool = False) -> ProvisionPlan:
+        Raises:
+            InvalidDomain: `domain` is not one safe subject token.
+        """
+        cfg = self._config.nats
+        if self._ctx.streams.per_domain and not domain:
+            return _provision.correlation_stream_config(cfg)
+        return _provision.event_stream_config(
+            cfg, self._wire.server_version, validate_domain(domain) if domain else ""
+        )
+
+    async def plan_provision(
+        self, *, bus: bool = False, domains: Sequence[str] = ()
+    ) -> ProvisionPlan:
         """What `provision()` would do, changing nothing: the event stream (the
         plan's `action`, `config`, `changes`, ...) and the snapshot stream; with
         `bus`, in JetStream mode, also what `bus.provision()` would do to the
         dead-letter stream and the configured consumers.
 
+        In per-domain layout (angzarr's) the plan's first stream is the
+        correlation index's; `plan.domains` lists every domain stream that
+        exists (angzarr's too: they would be adopted, i.e. updated in place
+        to the store's settings) and those of `domains` (created).
+
         Raises:
+            InvalidDomain: a bad name in `domains`.
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
             StoreUnavailable: JetStream is not enabled.
         """
-        return await _provision.plan(self._wire, self._config.nats, bus=bus)
+        return await _provision.plan(self._wire, self._config.nats, bus=bus, domains=domains)
 
-    async def provision(self) -> ProvisionPlan:
+    async def provision(self, *, domains: Sequence[str] = ()) -> ProvisionPlan:
         """Create the event stream, or update it to the store's settings, and
         create or update the snapshot stream. Idempotent.
+
+        In per-domain layout (angzarr's): the correlation and snapshot
+        streams, the streams of `domains` (created if missing) and every
+        domain stream that exists, angzarr's included (adopted: updated in
+        place, e.g. `allow_direct` turned on; `plan.domains[i].changes` says
+        what changed, and an update the server refuses leaves that stream as
+        it is, with action "kept").
 
         Returns the plan it carried out (`plan_provision()`).
 
         Raises:
+            InvalidDomain: a bad name in `domains`.
             ServerTooOld: the server lacks batch Direct Get (needs >= 2.11).
             StoreUnavailable: JetStream is not enabled.
             StreamConfigError: an existing stream has settings that cannot be
-                changed to the store's (retention, storage).
+                changed to the store's (retention, storage); or other
+                streams capture its subjects (single layout beside angzarr's
+                per-domain streams: the message says to set
+                `stream_layout = "per-domain"`).
         """
-        plan = await self.plan_provision()
-        await _provision.apply(self._wire, plan)
-        provisioned(self._ctx)
-        return plan
+        plan = await self.plan_provision(domains=domains)
+        done = await _provision.apply(self._wire, plan)
+        provisioned(self._ctx, [s.domain for s in done.domains if s.action != "kept"])
+        return done

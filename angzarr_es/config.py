@@ -7,6 +7,7 @@
     url = "nats://localhost:4222"     # or ["nats://a:4222", "nats://b:4222"], or "a,b"
     jetstream = true
     stream_name = "angzarr-events"
+    stream_layout = "single"          # or "per-domain": angzarr's bus layout, <PREFIX>_<DOMAIN>
     dlq_stream = "angzarr-dlq"        # dead letters, subjects <prefix>.dlq.<domain>
 
     [[bus.nats.consumers]]            # durable projectors made by `client.bus.provision()`
@@ -63,6 +64,9 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     url: str | list[str] = DEFAULT_URL
     jetstream: bool = True
     stream_name: str = "angzarr-events"
+    # "single": every domain in `stream_name`; "per-domain": angzarr's bus
+    # layout, domain D in stream <PREFIX>_<D> (docs/operations.md, "Stream layouts").
+    stream_layout: Literal["single", "per-domain"] = "single"
     subject_prefix: str = "angzarr"
     # Snapshots' own stream; "" derives it from stream_name ("-events" -> "-snapshots").
     snapshot_stream_name: str = ""
@@ -112,6 +116,14 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
             return self.snapshot_stream_name
         base = self.stream_name.removesuffix("-events")
         return base + "-snapshots"
+
+    @property
+    def correlation_stream(self) -> str:
+        """The correlation index's stream: the event stream in single layout,
+        `<stream_name minus "-events">-correlation` in per-domain layout."""
+        if self.stream_layout == "single":
+            return self.stream_name
+        return self.stream_name.removesuffix("-events") + "-correlation"
 
     @property
     def servers(self) -> list[str]:
@@ -253,6 +265,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 f"({n.snapshot_stream}) and dlq_stream must be three different streams",
             ),
         ]
+        if n.stream_layout == "per-domain":
+            checks += _per_domain_checks(n)
         for c in n.consumers:
             checks += [
                 (_token_ok(c.name), f"bus.nats.consumers: name {c.name!r} must be [A-Za-z0-9_-]"),
@@ -274,6 +288,41 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{where}: {message}")
+
+
+def _per_domain_checks(n: NatsConfig) -> list[tuple[bool, str]]:
+    """Per-domain layout: the prefix names streams (`<PREFIX>_<DOMAIN>`, no
+    dots allowed), and the project's other streams must never be taken for a
+    domain's."""
+    domains = n.subject_prefix.upper() + "_"
+    checks = [
+        (
+            "." not in n.subject_prefix,
+            f"bus.nats.subject_prefix = {n.subject_prefix!r}: the per-domain layout names "
+            "streams <PREFIX>_<DOMAIN>, so the prefix must be one token (no dots)",
+        )
+    ]
+    for key, name in (
+        ("the snapshot stream", n.snapshot_stream),
+        ("the correlation stream", n.correlation_stream),
+        ("bus.nats.dlq_stream", n.dlq_stream),
+    ):
+        checks.append(
+            (
+                not name.startswith(domains),
+                f"{key} ({name}) starts with {domains}, the names of the per-domain "
+                "layout's domain streams: rename it (bus.nats.stream_name, "
+                "snapshot_stream_name, dlq_stream)",
+            )
+        )
+    checks.append(
+        (
+            n.correlation_stream not in (n.snapshot_stream, n.dlq_stream),
+            f"the correlation stream ({n.correlation_stream}) must differ from the snapshot "
+            "and dead-letter streams",
+        )
+    )
+    return checks
 
 
 URL_SCHEMES = ("nats", "tls", "ws", "wss")

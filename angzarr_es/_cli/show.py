@@ -99,7 +99,7 @@ async def _explain_empty(
     subject = client.store(domain).subject(args.id)
     if next_sequence == 0:
         if not await client.has_events(domain):
-            stream = config.nats.stream_name
+            stream = client.store(domain).stream
             everything = domain_filter(config.nats.subject_prefix, domain)
             raise CommandError(
                 f"unknown domain {domain!r}: no events under {everything} in {stream}"

@@ -18,6 +18,8 @@ H_MSG_ID = "Nats-Msg-Id"
 # Ours: a random id per append call with an idempotency key, stored with the
 # commit, so that the commit found under the key is known to be this call's.
 H_APPEND_ID = "Angzarr-Append-Id"
+# angzarr's bus stamps its commits with their correlation id (src/bus/nats/config.rs).
+H_CORRELATION = "Angzarr-Correlation"
 # Atomic batch publish (nats-server 2.12+): every message of a batch carries
 # the batch's id and its 1-based position; the last one also the commit.
 H_BATCH_ID = "Nats-Batch-Id"

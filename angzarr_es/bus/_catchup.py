@@ -11,6 +11,7 @@ from angzarr_es import _nats
 from angzarr_es._lifecycle import OpensOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
+from angzarr_es._provision import create_domain_stream
 from angzarr_es.bus._delivery import (
     Delivery,
     SkipHandler,
@@ -48,9 +49,14 @@ class CatchUp(OpensOnEnter):
         *,
         window: int = 256,
         on_skip: SkipHandler | None = None,
+        stream: str = "",
+        domain: str = "",
     ) -> None:
         check_skip_handler(on_skip)
         self._wire = wire
+        self._stream = stream or cfg.stream_name
+        # Per-domain layout: the domain whose stream open() makes if missing.
+        self._domain = domain
         self._on_skip = on_skip
         self._cfg = cfg
         self._subject = subject
@@ -76,6 +82,9 @@ class CatchUp(OpensOnEnter):
         """Create the consumer and start pulling (done by the first `__anext__` otherwise)."""
         if self._puller is not None:
             return
+        if self._domain:  # as angzarr does before starting a consumer
+            await create_domain_stream(self._wire, self._cfg, self._domain)
+            self._domain = ""
         await self._create(self._resume_from())
 
     def _resume_from(self) -> Start:
@@ -86,7 +95,7 @@ class CatchUp(OpensOnEnter):
         return self._start
 
     async def _create(self, start: Start) -> None:
-        stream = self._cfg.stream_name
+        stream = self._stream
         self._name = "angzarr-sub-" + uuid.uuid4().hex[:16]
         config = m.ConsumerConfig(
             name=self._name,
@@ -146,7 +155,7 @@ class CatchUp(OpensOnEnter):
         if old is not None:
             await old.stop()
         with contextlib.suppress(StoreError):
-            await self._wire.js.consumer_delete(self._cfg.stream_name, self._name)
+            await self._wire.js.consumer_delete(self._stream, self._name)
         pause = 0.1
         while not self._closed:
             try:
@@ -225,7 +234,7 @@ class CatchUp(OpensOnEnter):
         if puller is not None:
             await puller.stop()
             try:
-                await self._wire.js.consumer_delete(self._cfg.stream_name, self._name)
+                await self._wire.js.consumer_delete(self._stream, self._name)
             except StoreError as exc:
                 # Its inactive threshold removes it anyway.
                 log.warning("could not delete subscription consumer %s: %s", self._name, exc)

@@ -12,7 +12,6 @@ from angzarr_es._durables import configured_consumer_config, provision_consumer
 from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._provision import ensure_dead_letters
-from angzarr_es.bus._catchup import CatchUp
 from angzarr_es.bus._delivery import (
     Delivery,
     Handler,
@@ -24,6 +23,7 @@ from angzarr_es.bus._delivery import (
     handling,
     root_of,
 )
+from angzarr_es.bus._span import homes, make_catch_up
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AngzarrESError,
@@ -200,7 +200,7 @@ class Bus:
 
             sub = await _nats.core_subscribe(self._wire, subject, on_core)
             return self._keep(sub.close)
-        reader = CatchUp(self._wire, self._cfg, subject, start, on_skip=on_skip)
+        reader = make_catch_up(self._wire, self._cfg, subject, start, on_skip)
         await reader.open()
 
         idle = asyncio.Event()
@@ -250,14 +250,20 @@ class Bus:
     async def provision(self) -> None:
         """Create the dead-letter stream and every `[[bus.nats.consumers]]` durable. Idempotent.
 
+        In per-domain layout a consumer whose filter spans domains is made in
+        every domain stream that exists (a projector makes it in later ones).
+
         Raises:
             ConsumerConfigError: an existing consumer conflicts with its definition.
             StoreError: the server refused.
         """
         await ensure_dead_letters(self._wire, self._cfg)
         for spec in self._cfg.consumers:
-            # As `plan_provision(bus=True)` plans it (a checked configuration).
-            await provision_consumer(self._wire, self._cfg, configured_consumer_config(spec))
+            # As `plan_provision(bus=True)` plans it (a checked configuration),
+            # in every stream the filter spans (per-domain layout).
+            wanted = configured_consumer_config(spec)
+            for stream in await homes(self._wire, self._cfg, spec.filter):
+                await provision_consumer(self._wire, self._cfg, wanted, stream)
 
 
 async def _call(handler: Handler, delivery: Delivery) -> None:

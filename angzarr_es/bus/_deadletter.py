@@ -56,8 +56,12 @@ class DeadLetters:
         projector: str,
         durable: str,
         observer: Observer | None = None,
+        *,
+        stream: str = "",
     ) -> None:
         self._wire = wire
+        # The stream the projector's consumer reads (its commits' stream).
+        self._stream = stream or cfg.stream_name
         self._cfg = cfg
         self._subjects = Subjects(cfg.subject_prefix)
         self._projector = projector
@@ -73,7 +77,7 @@ class DeadLetters:
         Raises:
             StoreError: the dead-letter stream refused it, or the server did not answer.
         """
-        stream = self._cfg.stream_name
+        stream = self._stream
         headers = {
             H_PROJECTOR: self._projector,
             H_ERROR: error[:MAX_ERROR_HEADER],
@@ -106,9 +110,7 @@ class DeadLetters:
             if await self._from_advisory(subject, data):
                 on_dead()
 
-        subject = MAX_DELIVERIES_ADVISORY.format(
-            stream=self._cfg.stream_name, consumer=self._durable
-        )
+        subject = MAX_DELIVERIES_ADVISORY.format(stream=self._stream, consumer=self._durable)
         return await _nats.core_subscribe(self._wire, subject, on_advisory)
 
     async def _from_advisory(self, subject: str, data: bytes) -> bool:
@@ -118,7 +120,7 @@ class DeadLetters:
         except msgspec.DecodeError:
             log.warning("projector %s: unreadable advisory on %s", self._projector, subject)
             return False
-        stream = self._cfg.stream_name
+        stream = self._stream
         try:
             message = await self._wire.js.msg_get(stream, m.MsgGetRequest(seq=advisory.stream_seq))
             if message is None:

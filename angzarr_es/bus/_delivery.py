@@ -19,7 +19,7 @@ from angzarr_es import _codec, _otel
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import AngzarrESError, InvalidAggregateId
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import parse_subject
+from angzarr_es.subjects import MAIN_EDITION, parse_subject
 
 __all__ = [
     "Delivery",
@@ -136,9 +136,14 @@ def decode_delivery(
         events=_codec.recorded(book, subject=subject),
         stream_sequence=stream_sequence,
         delivery_count=delivery_count,
-        edition=book.cover.edition.name,
+        edition=_edition(book.cover.edition.name),
         headers=headers if headers is not None else {},
     )
+
+
+def _edition(name: str) -> str:
+    """The edition of a commit ("" for the main timeline, which angzarr names "angzarr")."""
+    return "" if name == MAIN_EDITION else name
 
 
 def start_config(start: Start) -> dict[str, object]:

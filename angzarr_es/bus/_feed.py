@@ -42,9 +42,12 @@ class Feed:
         on_msg: Callable[[_nats.Pulled], None],
         wake: Callable[[], None],
         on_gone: Callable[[], None],
+        *,
+        stream: str = "",
     ) -> None:
         self._wire = wire
         self._cfg = cfg
+        self._stream = stream or cfg.stream_name
         self._name = settings.name
         self._durable = settings.durable
         self._pinned = settings.partition is not None
@@ -73,7 +76,7 @@ class Feed:
         """
         puller = _nats.Puller(
             self._wire,
-            self._cfg.stream_name,
+            self._stream,
             self._durable,
             self._receive,
             self.on_status,
@@ -154,7 +157,7 @@ class Feed:
         (re-creating it would replay from `start`)."""
         durable = self._durable
         try:
-            if await self._wire.js.consumer_info(self._cfg.stream_name, durable) is not None:
+            if await self._wire.js.consumer_info(self._stream, durable) is not None:
                 self._check_gone = False
                 return
         except StoreError as exc:  # unknown yet: asked again on a later pass

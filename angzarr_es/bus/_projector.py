@@ -50,7 +50,7 @@ from angzarr_es import _nats, _otel, tracing
 from angzarr_es._lifecycle import StartsOnEnter
 from angzarr_es._nats import Wire
 from angzarr_es._observe import Observer
-from angzarr_es._provision import ensure_dead_letters
+from angzarr_es._provision import create_domain_stream, ensure_dead_letters
 from angzarr_es.bus._deadletter import DeadLetters
 from angzarr_es.bus._delivery import Handler, Start, check_handler, decode_delivery, handling
 from angzarr_es.bus._feed import Feed
@@ -88,12 +88,19 @@ class Projector(StartsOnEnter):
         settings: ProjectorSettings,
         handler: Handler,
         observer: Observer | None = None,
+        *,
+        stream: str = "",
+        domain: str = "",
     ) -> None:
         settings.check()
         check_handler(handler)
         self._observer = observer
         self._wire = wire
         self._cfg = cfg
+        # The stream its consumer lives in (one domain's in per-domain layout).
+        self._stream = stream or cfg.stream_name
+        # Per-domain layout: the domain whose stream start() makes if missing.
+        self._domain = domain
         self._settings = settings
         self._handler = handler
         self._events = Subjects(cfg.subject_prefix).events_root
@@ -102,7 +109,9 @@ class Projector(StartsOnEnter):
             self._buffer = min(self._buffer, settings.max_ack_pending)
         self._in_hand = InHand()
         self._order = KeyOrder()
-        self._dead_letters = DeadLetters(wire, cfg, settings.name, settings.durable, observer)
+        self._dead_letters = DeadLetters(
+            wire, cfg, settings.name, settings.durable, observer, stream=self._stream
+        )
         self._settle = Settler(wire, settings.name, settings, self._dead_letters)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -112,7 +121,15 @@ class Projector(StartsOnEnter):
         self._stopping = False
         self._running = 0
         self._settled = asyncio.Event()
-        self._feed = Feed(wire, cfg, settings, self._on_msg, self._wake.set, self._settled.set)
+        self._feed = Feed(
+            wire,
+            cfg,
+            settings,
+            self._on_msg,
+            self._wake.set,
+            self._settled.set,
+            stream=self._stream,
+        )
         self._advisories: _nats.CoreSubscription | None = None
         # Set once a stop's drain time is over: no handler may start any more.
         self._halted = False
@@ -170,7 +187,9 @@ class Projector(StartsOnEnter):
         self._halted = False
         # The consumer first: on a stream that does not exist it fails, and
         # then no dead-letter stream is left behind either.
-        await provision_consumer(self._wire, self._cfg, self._settings)
+        if self._domain:  # as angzarr does before starting a consumer
+            await create_domain_stream(self._wire, self._cfg, self._domain)
+        await provision_consumer(self._wire, self._cfg, self._settings, self._stream)
         await ensure_dead_letters(self._wire, self._cfg)
         self._advisories = await self._dead_letters.follow_advisories(self._on_exceeded)
         try:
@@ -295,21 +314,26 @@ class Projector(StartsOnEnter):
         was_running = self._loop_task is not None  # also after its consumer was deleted
         await self.stop()
         self._settings = settings
-        await self._wire.js.consumer_delete(self._cfg.stream_name, settings.durable)
+        await self._wire.js.consumer_delete(self._stream, settings.durable)
         self._in_hand.orphan()
-        await provision_consumer(self._wire, self._cfg, settings)
+        await provision_consumer(self._wire, self._cfg, settings, self._stream)
         if was_running:
             await self.start()
 
+    async def checkpoints(self) -> dict[str, int]:
+        """Per stream it reads, the ack floor's stream sequence (one stream,
+        except a filter spanning domains in per-domain layout)."""
+        return {self._stream: await self.checkpoint()}
+
     async def checkpoint(self) -> int:
         """Stream sequence of the consumer's ack floor (every commit up to it is acked)."""
-        info = await self._wire.js.consumer_info(self._cfg.stream_name, self._settings.durable)
+        info = await self._wire.js.consumer_info(self._stream, self._settings.durable)
         return 0 if info is None else info.ack_floor.stream_seq
 
     async def delete(self) -> None:
         """Stop and remove the durable consumer (its checkpoint is lost)."""
         await self.stop()
-        await self._wire.js.consumer_delete(self._cfg.stream_name, self._settings.durable)
+        await self._wire.js.consumer_delete(self._stream, self._settings.durable)
 
     # -- receiving -----------------------------------------------------------
 

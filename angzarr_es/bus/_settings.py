@@ -93,7 +93,7 @@ class ProjectorStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def provision_consumer(
-    wire: Wire, cfg: NatsConfig, settings: ProjectorSettings
+    wire: Wire, cfg: NatsConfig, settings: ProjectorSettings, stream: str = ""
 ) -> m.DurableInfo:
     """Create the projector's durable consumer, or bring an existing one to its
     settings (`_durables.plan_consumer` says how). Idempotent. The start
@@ -106,7 +106,7 @@ async def provision_consumer(
         StoreError: the server refused.
     """
     settings.check()
-    return await _provision_consumer(wire, cfg, consumer_config(settings))
+    return await _provision_consumer(wire, cfg, consumer_config(settings), stream)
 
 
 def consumer_config(settings: ProjectorSettings) -> m.ConsumerConfig:

@@ -26,12 +26,13 @@ from angzarr_es._types import ANY, Append, AppendResult, ExpectedVersion
 from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
+    InvalidEdition,
     InvalidSnapshot,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from angzarr_es.store import _correlation, _snapshots
+from angzarr_es.store import _correlation, _shared, _snapshots
 from angzarr_es.store._cache import NEW, Position
 from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
 from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
@@ -66,15 +67,18 @@ class Keyed(NamedTuple):
 class Appender:
     """Appends commits to the aggregates of one domain and edition."""
 
-    __slots__ = ("_cache", "_ctx", "_domain", "_edition", "_turns", "_wire")
+    __slots__ = ("_angzarr", "_cache", "_ctx", "_domain", "_edition", "_stream", "_turns", "_wire")
 
-    def __init__(self, ctx: StoreContext, domain: str, edition: str) -> None:
+    def __init__(self, ctx: StoreContext, domain: str, edition: str, stream: str) -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._turns = ctx.turns
         self._domain = domain
         self._edition = edition
+        self._stream = stream
+        # Per-domain layout: commits carry angzarr's correlation header too.
+        self._angzarr = ctx.streams.per_domain
 
     async def append(self, root: AggregateId, args: Append[str]) -> AppendResult:
         """Store `args` (checked, `args.where` the aggregate's subject) as one commit."""
@@ -84,9 +88,10 @@ class Appender:
         if not packed:
             # Nothing to write, so no server check: read the current position.
             with nothing_sent(f"append to {subject}"):
-                pos = await fresh_position(self._ctx, subject)
+                pos = await fresh_position(self._ctx, subject, self._stream)
                 if expected is not ANY and expected != pos.next_sequence:
-                    pos = await leader_position(self._ctx, subject)  # a lagging replica?
+                    # A lagging replica?
+                    pos = await leader_position(self._ctx, subject, self._stream)
             if expected is not ANY and expected != pos.next_sequence:
                 raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
             return AppendResult(first_sequence=pos.next_sequence, next_sequence=pos.next_sequence)
@@ -136,10 +141,10 @@ class Appender:
                     # Each round starts with nothing of ours stored: a refusal
                     # that returns a position proves our attempts cannot land.
                     with nothing_sent(f"append to {subject}"):
-                        await _correlation.write_entry(
-                            self._wire, self._ctx.stream, entry, subject, pos.next_sequence
-                        )
-                result = await self._publish(subject, payload, pos, len(packed), keyed)
+                        await _correlation.index(self._ctx, entry, subject, pos)
+                result = await self._publish(
+                    subject, payload, pos, len(packed), keyed, correlation_id
+                )
                 if isinstance(result, AppendResult):
                     self._ctx.hot.appended(subject, pos, payload, result)
                     return result
@@ -181,20 +186,50 @@ class Appender:
         pos = self._cache.get(subject)
         if pos is None:
             if expected == 0:
+                await self._not_angzarrs(subject)
                 return NEW  # the server checks the subject is empty: no lookup needed
-            pos = await lookup(self._ctx, subject)
+            pos = await lookup(self._ctx, subject, self._stream)
         if expected is ANY or expected == pos.next_sequence:
+            if not pos.stream_seq:
+                await self._not_angzarrs(subject)
             return pos
         # A mismatch: nothing is published, but our view may be behind (another
         # process wrote, or a lagging replica answered), so the stream leader
         # decides, and gives the real position for the error.
-        pos = await leader_position(self._ctx, subject)
+        pos = await leader_position(self._ctx, subject, self._stream)
         if expected == pos.next_sequence:
             return pos
+        if not pos.stream_seq:  # what a load of angzarr's edition told the caller?
+            await self._not_angzarrs(subject)
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
+    async def _not_angzarrs(self, subject: str) -> None:
+        """Refuse to start an edition's own timeline on `subject` (empty)
+        when angzarr's bus already wrote that edition on the aggregate's
+        subject (`_shared`): its commits there would hide angzarr's from
+        every read.
+
+        Raises:
+            InvalidEdition: angzarr wrote the edition; nothing was sent.
+        """
+        if not self._edition:
+            return
+        base = subject[: -len(self._edition) - 1]
+        if await _shared.has_edition(self._ctx, base, self._edition):
+            raise InvalidEdition(
+                f"edition {self._edition!r} of {base} was written by angzarr on the "
+                "aggregate's subject: angzarr_es reads it, but appends only to editions "
+                "it keeps on their own subject (use another edition name)"
+            )
+
     async def _publish(
-        self, subject: str, payload: bytes, pos: Position, count: int, keyed: Keyed | None
+        self,
+        subject: str,
+        payload: bytes,
+        pos: Position,
+        count: int,
+        keyed: Keyed | None,
+        correlation_id: str,
     ) -> AppendResult | Position:
         """Publish one commit with retries on lost acks (under an idempotency
         key's ids when `keyed`, else a random id).
@@ -213,6 +248,8 @@ class Appender:
             headers[m.H_APPEND_ID] = own
         if _otel.ENABLED:  # the append span's context, as angzarr's bus reads it
             _otel.inject(headers)
+        if correlation_id and self._angzarr:
+            headers[m.H_CORRELATION] = correlation_id
         observer = self._ctx.observer
         if observer is not None:
             observer.commit_headers(headers)
@@ -231,7 +268,7 @@ class Appender:
             sent = clock()
             try:
                 ack = await self._wire.publish_commit(
-                    self._ctx.stream, subject, payload, headers, timeout
+                    self._stream, subject, payload, headers, timeout
                 )
             except StoreTimeout as exc:
                 unknown = True
@@ -349,7 +386,7 @@ class Appender:
         """
         try:
             return await self._wire.reads.leader_message(
-                self._ctx.stream, subject, seq=pos.stream_seq + 1
+                self._stream, subject, seq=pos.stream_seq + 1
             )
         except StoreError as exc:
             raise StoreTimeout(
@@ -389,7 +426,7 @@ class Appender:
                 return self._keyed_result(subject, found, keyed.own)
         window = self._ctx.cfg.duplicate_window + KEY_SKEW
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
-        stream = self._ctx.stream
+        stream = self._stream
         found = await self._wire.reads.leader_message(
             stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         )
@@ -404,7 +441,7 @@ class Appender:
     async def _at_sequence(self, subject: str, sequence: int) -> Stored | None:
         """The commit holding event `sequence` (a binary search of leader
         reads), or None if the aggregate has no such event."""
-        stream = self._ctx.stream
+        stream = self._stream
         try:
             seq = await _snapshots.covering_commit(self._wire, stream, subject, sequence)
         except InvalidSnapshot:
@@ -414,7 +451,7 @@ class Appender:
     async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
         """The result of the commit stored on `subject` at stream sequence
         `seq` under an idempotency key (None if it is gone)."""
-        found = await self._wire.reads.leader_message(self._ctx.stream, subject, seq=seq)
+        found = await self._wire.reads.leader_message(self._stream, subject, seq=seq)
         if found is None or found.seq != seq:
             return None
         return self._keyed_result(subject, found, own)
@@ -449,10 +486,10 @@ class Appender:
         is still being applied, so the leader can briefly still show `pos`:
         re-read a few times, with a short backoff, until it moves.
         """
-        real = await leader_position(self._ctx, subject)
+        real = await leader_position(self._ctx, subject, self._stream)
         for attempt in range(SETTLE_READS):
             if real.stream_seq != pos.stream_seq:
                 break
             await asyncio.sleep(0.001 * 2**attempt)
-            real = await leader_position(self._ctx, subject)
+            real = await leader_position(self._ctx, subject, self._stream)
         return real

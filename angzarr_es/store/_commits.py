@@ -26,7 +26,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from angzarr_es import _codec
-from angzarr_es._codec import RecordedEvent
+from angzarr_es._codec import RecordedEvent, elsewhere
 from angzarr_es.pb import core_pb2
 from angzarr_es.store import _typed
 
@@ -132,6 +132,9 @@ def decode_commits(
             if book is None:
                 parse = None
                 book = _plain(payload, index)
+            cover = book.cover
+            if cover.HasField("edition") and elsewhere(cover.edition.name, subject):
+                continue  # another timeline's commit on the shared subject
             pages = book.pages
             count = len(pages)
             nxt = book.next_sequence
@@ -170,7 +173,7 @@ def decode_commits(
             scan.next_sequence = nxt
             if last < lo:
                 continue
-            correlation_id = book.cover.correlation_id
+            correlation_id = cover.correlation_id
             if parse is not None:
                 # Typed view: each page's event.value is already the message. Taken
                 # when every selected event has the guessed type and the commit

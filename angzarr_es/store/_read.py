@@ -13,7 +13,7 @@ from angzarr_es._codec import RecordedEvent
 from angzarr_es._observe import CacheOutcome
 from angzarr_es._types import History, Snapshot, prepare_read
 from angzarr_es.errors import CodecError, StoreError
-from angzarr_es.store import _snapshots
+from angzarr_es.store import _shared, _snapshots
 from angzarr_es.store._cache import Position
 from angzarr_es.store._commits import Corrupt, Guess, Scan, decode_commits
 from angzarr_es.store._context import StoreContext, check_stream, fresh_position
@@ -36,13 +36,26 @@ Page = tuple[list[bytes], int, bool]
 class Reader:
     """Reads the aggregates of one domain."""
 
-    __slots__ = ("_cache", "_ctx", "_domain", "_guess", "_hot", "_wire")
+    __slots__ = (
+        "_cache",
+        "_ctx",
+        "_domain",
+        "_edition",
+        "_guess",
+        "_hot",
+        "_state",
+        "_stream",
+        "_wire",
+    )
 
-    def __init__(self, ctx: StoreContext, domain: str) -> None:
+    def __init__(self, ctx: StoreContext, domain: str, edition: str = "") -> None:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
         self._domain = domain
+        self._edition = edition
+        self._state = ctx.state(domain)
+        self._stream = self._state.stream
         self._guess = ctx.guesses.setdefault(domain, Guess())
         self._hot = ctx.hot if ctx.hot.enabled else None
 
@@ -88,6 +101,13 @@ class Reader:
                         break
         if start > 1 and not scan.stream_seq:
             scan.complete = False  # nothing at or after the snapshot's commit
+        elif self._edition and not scan.stream_seq and scan.complete:
+            shared = await self._angzarr_edition(subject, lo, hi)
+            if shared is not None:
+                events, nxt = shared
+                if as_of is not None:
+                    events = _until(events, as_of)
+                return History(events=events, next_sequence=nxt, snapshot=snap)
         nxt = await self._finish(subject, scan)
         if hot is not None and hi is None and scan.complete and scan.stream_seq:
             # The whole history from `lo` on: the aggregate's entry from now.
@@ -110,8 +130,8 @@ class Reader:
         to_sequence), holding one page of commits at a time; the arguments are
         checked when the iteration starts."""
         subject, lo, hi = prepare_read(root, from_sequence, to_sequence, where)
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
+        if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
+            return  # per-domain layout: a domain no one has written to
         scan = Scan(guess=self._guess)
         start, opening = 1, None
         if self._hot is not None:
@@ -132,6 +152,23 @@ class Reader:
             async for page in pages:
                 for event in page:
                     yield event
+        if self._edition and not scan.stream_seq and scan.complete:
+            shared = await self._angzarr_edition(subject, lo, hi)
+            for event in shared[0] if shared is not None else ():
+                yield event
+
+    async def _angzarr_edition(
+        self, subject: str, lo: int, hi: int | None
+    ) -> tuple[list[RecordedEvent], int] | None:
+        """The edition as angzarr wrote it on the aggregate's subject (`_shared`),
+        when the edition's own subject holds nothing: its events in [lo, hi)
+        and its next sequence; None if angzarr wrote none either."""
+        base = subject[: -len(self._edition) - 1]
+        found = await _shared.history(self._ctx, base, self._domain, self._edition)
+        if found is None:
+            return None
+        events, nxt = found
+        return [e for e in events if lo <= e.sequence and (hi is None or e.sequence < hi)], nxt
 
     # -- the hot-aggregate cache ---------------------------------------------------
 
@@ -148,13 +185,13 @@ class Reader:
             return None
         tail_seq = entry.tail_seq
         page = await self._wire.reads.direct_batch(
-            self._ctx.stream, subject, tail_seq, PAGE_COMMITS, page_bytes
+            self._stream, subject, tail_seq, PAGE_COMMITS, page_bytes
         )
         payloads, last = page[0], page[1]
         if not payloads or payloads[0] != entry.tail or (len(payloads) == 1 and last != tail_seq):
             # Not our tail at its sequence: a replica behind this process, or
             # the tail is gone (a purge, a deleted edition, a new stream).
-            held = await self._wire.reads.leader_next(self._ctx.stream, subject, tail_seq)
+            held = await self._wire.reads.leader_next(self._stream, subject, tail_seq)
             if held != (entry.tail, tail_seq):
                 hot.drop(subject)
                 hot.fallbacks += 1
@@ -196,7 +233,7 @@ class Reader:
     async def _finish(self, subject: str, scan: Scan) -> int:
         if scan.complete:
             return scan.next_sequence
-        return (await fresh_position(self._ctx, subject)).next_sequence
+        return (await fresh_position(self._ctx, subject, self._stream)).next_sequence
 
     async def _scan(
         self,
@@ -226,7 +263,7 @@ class Reader:
             while True:
                 if got is None:
                     got = await self._wire.reads.direct_batch(
-                        self._ctx.stream, subject, start, PAGE_COMMITS, page_bytes
+                        self._stream, subject, start, PAGE_COMMITS, page_bytes
                     )
                 payloads, last, more = got
                 got = None
@@ -238,7 +275,7 @@ class Reader:
                     break
                 start = last + 1
         else:
-            replay = self._wire.replayer.replay(self._ctx.stream, subject, start, PAGE_COMMITS)
+            replay = self._wire.replayer.replay(self._stream, subject, start, PAGE_COMMITS)
             async with aclosing(replay) as batches:
                 async for payloads, first, last in batches:
                     async for page in self._decode(
@@ -274,7 +311,7 @@ class Reader:
         while True:
             if got is None:
                 got = await self._wire.reads.direct_batch(
-                    self._ctx.stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
+                    self._stream, subject, begin, PAGE_COMMITS, LOAD_BYTES
                 )
             payloads, last, more = got
             got = None
@@ -297,7 +334,7 @@ class Reader:
     ) -> AsyncGenerator[list[RecordedEvent], None]:
         """The commits from stream sequence `begin`, one leader-served request each."""
         while scan.complete:
-            got = await self._wire.reads.leader_next(self._ctx.stream, subject, begin)
+            got = await self._wire.reads.leader_next(self._stream, subject, begin)
             if got is None:
                 return
             payload, seq = got
@@ -368,7 +405,7 @@ class Reader:
         """The error for a corrupt commit of the page from `start`, naming its stream sequence."""
         try:
             seqs = await self._wire.reads.direct_sequences(
-                self._ctx.stream, subject, start, bad.index + 1
+                self._stream, subject, start, bad.index + 1
             )
         except StoreError:  # only for the message: the corruption is the error
             seqs = []

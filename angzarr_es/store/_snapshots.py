@@ -22,10 +22,37 @@ from angzarr_es._nats import Wire
 from angzarr_es._types import Snapshot
 from angzarr_es.errors import CodecError, InvalidSnapshot
 from angzarr_es.pb import core_pb2
+from angzarr_es.store._whole import subject_books
 
 __all__ = ["covering_commit", "decode", "encode", "latest", "save"]
 
 H_COMMIT_SEQ = "Angzarr-Commit-Sequence"
+
+
+def _elsewhere(payload: bytes, subject: str, seq: int) -> bool:
+    """Whether a message is another edition's commit (angzarr's bus)."""
+    return _codec.elsewhere(
+        _codec.decode_book(payload, subject=subject, stream_sequence=seq), subject
+    )
+
+
+async def _covering_among_editions(
+    wire: Wire, stream: str, subject: str, sequence: int, until: int
+) -> int:
+    """`covering_commit` on a subject that also holds other editions' commits
+    (angzarr's bus puts every edition on the aggregate's subject), whose
+    sequences break the binary search: the subject is read whole.
+
+    Raises:
+        InvalidSnapshot: the timeline has no event `sequence`.
+    """
+    for seq, book in await subject_books(wire, stream, subject, until):
+        if _codec.elsewhere(book, subject):
+            continue
+        first, nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)
+        if first <= sequence < nxt:
+            return seq
+    raise InvalidSnapshot(f"{subject} has no event {sequence}; cannot snapshot it")
 
 
 def _first_and_next(payload: bytes, subject: str, seq: int) -> tuple[int, int]:
@@ -51,6 +78,8 @@ async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) 
         last = await wire.reads.leader_last(stream, subject)
     if last is None:
         raise InvalidSnapshot(f"{subject} has no events; cannot snapshot sequence {sequence}")
+    if _elsewhere(last[0], subject, last[1]):
+        return await _covering_among_editions(wire, stream, subject, sequence, last[1])
     first, nxt = _first_and_next(last[0], subject, last[1])
     if sequence >= nxt:
         raise InvalidSnapshot(
@@ -65,6 +94,8 @@ async def covering_commit(wire: Wire, stream: str, subject: str, sequence: int) 
         if hit is None or hit[1] > hi:
             hi = mid - 1
             continue
+        if _elsewhere(hit[0], subject, hit[1]):
+            return await _covering_among_editions(wire, stream, subject, sequence, last[1])
         start, _ = _first_and_next(hit[0], subject, hit[1])
         if start <= sequence:
             found = hit[1]

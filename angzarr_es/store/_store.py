@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
 
 from google.protobuf.message import Message
 
@@ -15,9 +16,11 @@ from angzarr_es._types import (
     ExpectedVersion,
     History,
     check_snapshot,
+    check_uuid_root,
     prepare_append,
     prepare_read,
 )
+from angzarr_es.errors import InvalidSnapshot
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
 from angzarr_es.store._context import StoreContext, check_stream, fresh_position
@@ -40,8 +43,12 @@ class EventStore:
         self._domain = validate_domain(domain)
         self._edition = validate_edition(edition)
         self._subjects = ctx.subjects
-        self._appender = Appender(ctx, self._domain, self._edition)
-        self._reader = Reader(ctx, self._domain)
+        self._state = ctx.state(self._domain)
+        self._stream = self._state.stream
+        # Per-domain layout: angzarr reads roots as 16-byte UUIDs, so other ids are refused.
+        self._where = self._uuid_subject if ctx.streams.per_domain else self._plain_subject
+        self._appender = Appender(ctx, self._domain, self._edition, self._stream)
+        self._reader = Reader(ctx, self._domain, self._edition)
 
     @property
     def domain(self) -> str:
@@ -53,9 +60,27 @@ class EventStore:
         """The edition this store writes and reads ("" for the main timeline)."""
         return self._edition
 
+    @property
+    def stream(self) -> str:
+        """The JetStream stream holding this domain's commits."""
+        return self._stream
+
     def subject(self, root: AggregateId) -> str:
-        """The NATS subject holding `root`'s commits."""
+        """The NATS subject holding `root`'s commits.
+
+        Raises:
+            InvalidAggregateId: a bad id; in per-domain layout, one that is
+                not a UUID (angzarr cannot read it).
+        """
+        return self._where(root)
+
+    def _plain_subject(self, root: AggregateId) -> str:
         return self._subjects.aggregate(self._domain, root, self._edition)
+
+    def _uuid_subject(self, root: AggregateId) -> str:
+        subject = self._subjects.aggregate(self._domain, root, self._edition)
+        check_uuid_root(root)
+        return subject
 
     def _snapshot_subject(self, root: AggregateId) -> str:
         return self._subjects.snapshot(self._domain, root, self._edition)
@@ -126,11 +151,11 @@ class EventStore:
             expected,
             correlation_id,
             idempotency_key,
-            self.subject,
+            self._where,
             self._ctx.cfg.type_url_prefix,
         )
-        if not self._ctx.writable:
-            await check_stream(self._ctx, write=True)
+        if not self._state.writable:
+            await check_stream(self._ctx, self._state, write=True)
         return await self._appender.append(root, args)
 
     async def save_snapshot(
@@ -154,12 +179,13 @@ class EventStore:
             InvalidAggregateId, CodecError
         """
         sequence = check_snapshot(state, sequence, retention)
+        events = self._where(root)
         subject = self._snapshot_subject(root)
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
+        if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
+            raise InvalidSnapshot(f"{events} has no events; cannot snapshot sequence {sequence}")
         with nothing_sent(f"save snapshot to {subject}"):
             commit = await _snapshots.covering_commit(
-                self._ctx.wire, self._ctx.stream, self.subject(root), sequence
+                self._ctx.wire, self._stream, events, sequence
             )
         await _snapshots.save(
             self._ctx.wire,
@@ -177,10 +203,10 @@ class EventStore:
         Raises:
             InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
         """
-        subject = self.subject(root)
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
-        return (await fresh_position(self._ctx, subject)).next_sequence
+        subject = self._where(root)
+        if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
+            return 0  # per-domain layout: a domain no one has written to
+        return (await fresh_position(self._ctx, subject, self._stream)).next_sequence
 
     async def load(
         self,
@@ -224,11 +250,11 @@ class EventStore:
         as_of: dt.datetime | None,
     ) -> History:
         subject, lo, hi = prepare_read(
-            root, from_sequence, to_sequence, self.subject, as_of=as_of, snapshot=snapshot
+            root, from_sequence, to_sequence, self._where, as_of=as_of, snapshot=snapshot
         )
         snapshots = self._snapshot_subject(root) if snapshot else None
-        if not self._ctx.readable:
-            await check_stream(self._ctx, write=False)
+        if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
+            return History(events=[], next_sequence=0)  # per-domain: a domain no one wrote to
         return await self._reader.load(subject, lo, hi, as_of, snapshots)
 
     def iter(
@@ -244,7 +270,7 @@ class EventStore:
             TypeError: a sequence that is not an int.
             InvalidAggregateId, CodecError, StoreTimeout, StoreUnavailable
         """
-        return self._reader.iter(root, from_sequence, to_sequence, self.subject)
+        return self._reader.iter(root, from_sequence, to_sequence, self._where)
 
     def list_roots(self) -> AsyncGenerator[str, None]:
         """Every aggregate id of this domain and edition, as given, in subject order.
@@ -257,6 +283,16 @@ class EventStore:
         Raises:
             StoreTimeout, StoreUnavailable, StoreError
         """
-        return _discovery.roots(
-            self._ctx.wire, self._ctx.stream, self._subjects, self._domain, self._edition
+        roots = _discovery.roots(
+            self._ctx.wire, self._stream, self._subjects, self._domain, self._edition
         )
+        return self._checked(roots) if self._ctx.streams.per_domain else roots
+
+    async def _checked(self, roots: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+        """`roots`, or nothing if the domain's stream does not exist (per-domain layout)."""
+        if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
+            await roots.aclose()
+            return  # a domain no one has written to
+        async with aclosing(roots):
+            async for root in roots:
+                yield root

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Literal
 
 from angzarr_es import _provision
@@ -50,9 +50,11 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
             prefix=nats.subject_prefix,
             snapshot_history=history,
             type_url_prefix=nats.type_url_prefix,
+            uuid_roots=nats.stream_layout == "per-domain",
         )
         self._bus = InMemoryBus(self._world, nats)
         self._provisioned = False
+        self._named: set[str] = set()  # domains given to provision(domains=...)
         # What close() stops first.
         self._owned: weakref.WeakSet[InMemoryProjector | InMemoryCatchUp] = weakref.WeakSet()
         self.dead_letters: list[DeadLetter] = []
@@ -148,16 +150,27 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
 
     # -- provisioning and closing ----------------------------------------------------
 
-    async def plan_provision(self, *, bus: bool = False) -> ProvisionPlan:
-        """What `provision()` would do: create both streams the first time,
-        nothing afterwards (the world keeps every event; see `Client.plan_provision`)."""
+    async def plan_provision(
+        self, *, bus: bool = False, domains: Sequence[str] = ()
+    ) -> ProvisionPlan:
+        """What `provision()` would do: create the streams the first time,
+        nothing afterwards (the world keeps every event; see `Client.plan_provision`).
+        In per-domain layout: the correlation and snapshot streams, and one
+        domain stream per domain written to or named in `domains`."""
         nats = self._config.nats
         action: Literal["create", "none"] = "none" if self._provisioned else "create"
+        names = sorted({validate_domain(d) for d in domains} | self._domains)
+        per_domain = nats.stream_layout == "per-domain"
+        first = (
+            _provision.correlation_stream_config(nats)
+            if per_domain
+            else _provision.event_stream_config(nats, SERVER_VERSION)
+        )
         streams = [
             StreamPlan(
-                role="event stream",
+                role="correlation stream" if per_domain else "event stream",
                 action=action,
-                config=_provision.event_stream_config(nats, SERVER_VERSION),
+                config=first,
             ),
             StreamPlan(
                 role="snapshot stream",
@@ -165,6 +178,16 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
                 config=_provision.snapshot_stream_config(nats),
             ),
         ]
+        if per_domain:
+            streams += [
+                StreamPlan(
+                    role="domain stream",
+                    domain=d,
+                    action="none" if d in self._domains else "create",
+                    config=_provision.event_stream_config(nats, SERVER_VERSION, d),
+                )
+                for d in names
+            ]
         consumers = [
             ConsumerPlan(
                 name=spec.name,
@@ -179,12 +202,18 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
         ]
         return ProvisionPlan(streams=streams, consumers=consumers)
 
-    async def provision(self) -> ProvisionPlan:
+    async def provision(self, *, domains: Sequence[str] = ()) -> ProvisionPlan:
         """See `Client.provision`: the plan, carried out (there is nothing to create)."""
         self._world.check_open()
-        plan = await self.plan_provision()
+        plan = await self.plan_provision(domains=domains)
         self._provisioned = True
+        self._named.update(domains)
         return plan
+
+    @property
+    def _domains(self) -> set[str]:
+        """Domains whose (imagined) streams exist: written to, or provisioned."""
+        return {k[0] for k in self._world.events} | self._named
 
     async def close(self, *, drain_timeout: float | None = 30.0) -> None:
         """Stop the projectors (each within `drain_timeout`) and close the

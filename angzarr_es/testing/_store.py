@@ -17,6 +17,7 @@ from angzarr_es._types import (
     ExpectedVersion,
     History,
     check_snapshot,
+    check_uuid_root,
     prepare_append,
     prepare_read,
 )
@@ -62,7 +63,10 @@ class InMemoryEventStore:
         return self._edition
 
     def _key(self, root: AggregateId) -> Key:
-        return (self._domain, self._edition, encode_root(root))
+        token = encode_root(root)
+        if self._world.uuid_roots:
+            check_uuid_root(root)
+        return (self._domain, self._edition, token)
 
     async def append(
         self,

@@ -65,6 +65,8 @@ class World:
     # Set by readers waiting for the next commit.
     waiters: set[asyncio.Event] = field(default_factory=set)
     closed: bool = False
+    # Per-domain layout (angzarr's): aggregate ids must be UUIDs.
+    uuid_roots: bool = False
     subjects: Subjects = field(init=False)
 
     def __post_init__(self) -> None:

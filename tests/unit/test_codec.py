@@ -146,3 +146,25 @@ def test_pack_names_a_missing_required_field() -> None:
 def test_pack_refuses_non_messages(bad: object) -> None:
     with pytest.raises(TypeError):
         _codec.pack(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("edition", "subject", "elsewhere"),
+    [
+        (None, "p.events.player.r", False),  # no edition in the cover
+        ("", "p.events.player.r", False),
+        ("angzarr", "p.events.player.r", False),  # angzarr's main-timeline name
+        ("what-if", "p.events.player.r", True),  # angzarr's edition on the shared subject
+        ("what-if", "p.events.player.r.what-if", False),  # our edition on its own subject
+        ("other", "p.events.player.r.what-if", True),
+        ("if", "p.events.player.r.what-if", True),  # a suffix of the token is not the token
+    ],
+)
+def test_elsewhere_tells_another_timelines_commit(
+    edition: str | None, subject: str, elsewhere: bool
+) -> None:
+    book = core_pb2.EventBook()
+    if edition is not None:
+        book.cover.edition.name = edition
+    assert _codec.elsewhere(book, subject) is elsewhere
+    assert _codec.elsewhere(edition or "", subject) is elsewhere
