@@ -3,6 +3,8 @@
 ClosesOnExit    gives the object; leaving awaits `close()`   (Client, Subscription)
 OpensOnEnter    awaits `open()`; leaving awaits `aclose()`   (CatchUp)
 StartsOnEnter   awaits `start()`; leaving awaits `stop()`    (Projector)
+CleansUpOnExit  `with`: calls `start()`; leaving calls `cleanup()`
+                                                  (EmbeddedServer, EmbeddedCluster)
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self, TypeVar
 
-__all__ = ["ClosesOnExit", "OpensOnEnter", "StartsOnEnter"]
+__all__ = ["CleansUpOnExit", "ClosesOnExit", "OpensOnEnter", "StartsOnEnter"]
 
 
 class _Closes(Protocol):
@@ -29,8 +31,15 @@ class _Starts(Protocol):
     async def stop(self) -> None: ...
 
 
+class _Runs(Protocol):
+    def start(self) -> Self: ...
+
+    def cleanup(self) -> None: ...
+
+
 _O = TypeVar("_O", bound=_Opens)
 _S = TypeVar("_S", bound=_Starts)
+_R = TypeVar("_R", bound=_Runs)
 
 
 class ClosesOnExit:
@@ -78,3 +87,18 @@ class StartsOnEnter:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class CleansUpOnExit:
+    """`with x:` calls `x.start()` and gives what it returns; leaving calls `x.cleanup()`."""
+
+    def __enter__(self: _R) -> _R:
+        return self.start()
+
+    def __exit__(
+        self: _Runs,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()

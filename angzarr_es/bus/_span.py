@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -380,15 +379,3 @@ class SpanningCatchUp(CatchUp):
         while not self._merged.empty():
             self._merged.get_nowait()
         self._merged.put_nowait(None)  # a reader waiting in another task ends
-
-    async def __aenter__(self) -> SpanningCatchUp:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

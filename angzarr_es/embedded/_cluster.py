@@ -7,8 +7,9 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
+from angzarr_es._lifecycle import CleansUpOnExit
 from angzarr_es.embedded._server import EmbeddedServer
 from angzarr_es.errors import StoreUnavailable
 
@@ -29,7 +30,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(CleansUpOnExit):
     """`size` clustered nats-servers with JetStream on loopback, named n1..nN,
     each with its own store directory under `root` (a temporary one if None).
 
@@ -78,7 +79,7 @@ class EmbeddedCluster:
     def url_of(self, name: str) -> str:
         return f"nats://127.0.0.1:{self.servers[name].port}"
 
-    def start(self) -> EmbeddedCluster:
+    def start(self) -> Self:
         """Start every server side by side (a clustered server is ready only
         once it sees its routes).
 
@@ -113,14 +114,3 @@ class EmbeddedCluster:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> EmbeddedCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

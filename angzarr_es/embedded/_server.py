@@ -32,8 +32,9 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
+from angzarr_es._lifecycle import CleansUpOnExit
 from angzarr_es.errors import StoreUnavailable
 
 try:
@@ -148,7 +149,7 @@ def dir_problem(path: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-class EmbeddedServer:
+class EmbeddedServer(CleansUpOnExit):
     """A nats-server child process with JetStream on loopback.
 
     With a `store_dir` given, `start` takes an exclusive lock on it (POSIX
@@ -270,7 +271,7 @@ class EmbeddedServer:
             lines.append(self.extra_config)
         return "\n".join(lines) + "\n"
 
-    def start(self) -> EmbeddedServer:
+    def start(self) -> Self:
         """Start the process and wait until it says it is ready.
 
         Raises:
@@ -435,14 +436,3 @@ class EmbeddedServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> EmbeddedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()

@@ -78,10 +78,6 @@ class Cluster(EmbeddedCluster):
     def __init__(self, size: int = 3, *, name: str = "angzarr-test") -> None:
         super().__init__(size, name=name)
 
-    def __enter__(self) -> Cluster:
-        self.start()
-        return self
-
     # -- faults ----------------------------------------------------------------
 
     def kill(self, name: str) -> None:
