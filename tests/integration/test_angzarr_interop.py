@@ -15,11 +15,11 @@ import pytest
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.errors import StreamConfigError
-from angzarr_es.pb import player_pb2
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
 from tests.support.cli import add_nats_settings, write_config
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
+from tests.support.events import deposit
 from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
 
 SUBJECTS_OVERLAP = 10065
@@ -32,10 +32,6 @@ async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
     async with await AngzarrBus.connect(config.nats.servers, config.nats.subject_prefix) as bus:
         yield bus
         await bus.delete_created()
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 # -- the single layout: the collision this project had ---------------------------

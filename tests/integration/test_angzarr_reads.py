@@ -20,6 +20,7 @@ from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.bus import WAIT, Recorder
 from tests.support.configs import with_nats
+from tests.support.events import deposit
 from tests.support.interop import delete_layout_streams
 
 DOMAIN = "player"
@@ -51,10 +52,6 @@ async def angzarr(config: Config) -> AsyncIterator[AngzarrBus]:
         bus.ensure = config.nats.stream_layout == "per-domain"
         yield bus
         await bus.delete_created()
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 async def publish(

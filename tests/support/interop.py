@@ -28,16 +28,13 @@ from nats.aio.msg import Msg
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
-from angzarr_es.pb import core_pb2, player_pb2
+from angzarr_es.pb import core_pb2
 from tests.support import jsadmin
 from tests.support.angzarr_bus import HEADER_CORRELATION, AngzarrBus, book
+from tests.support.events import deposit
 
 DOMAIN = "player"
 WAIT = 30.0
-
-
-def deposit(cents: int) -> player_pb2.FundsDeposited:
-    return player_pb2.FundsDeposited(amount_cents=cents, currency="EUR")
 
 
 class Seen:
