@@ -18,7 +18,8 @@ The main entry points:
   (durable projectors, catch-up subscriptions, core NATS).
 - `Observer`: subclass it to hear of appends, loads, retries, redeliveries and
   dead letters (`metrics.StoreMetrics` is one); `connect(observer=...)` or
-  `Client.observer` installs it.
+  `Client.observer` installs it. `Outcome` and `CacheOutcome` name what its
+  hooks are told.
 - `testing.InMemoryClient` / `testing.InMemoryEventStore`: the client, its
   stores and its bus without a server, for unit tests (`angzarr_es.testing`
   is loaded on first use).
@@ -35,7 +36,7 @@ import typing as _typing
 from angzarr_es import filters as filters
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._nats.messages import StreamConfig
-from angzarr_es._observe import Observer
+from angzarr_es._observe import CacheOutcome, Observer, Outcome
 from angzarr_es._provision import ConsumerPlan, ProvisionPlan, StreamPlan
 from angzarr_es._types import ANY, AppendResult, Expected, ExpectedVersion, History, Snapshot
 from angzarr_es.bus import (
@@ -86,6 +87,7 @@ __all__ = [
     "AppendResult",
     "AppendTooLarge",
     "Bus",
+    "CacheOutcome",
     "CatchUp",
     "Client",
     "CodecError",
@@ -106,6 +108,7 @@ __all__ = [
     "InvalidEdition",
     "InvalidSnapshot",
     "Observer",
+    "Outcome",
     "PermissionDenied",
     "Projector",
     "ProjectorSettings",

@@ -37,7 +37,7 @@ from angzarr_es.errors import (
     InvalidEdition,
 )
 from angzarr_es.filters import FilterLike
-from angzarr_es.health import DEFAULT_LAG_THRESHOLD, Health
+from angzarr_es.health import DEFAULT_LAG_THRESHOLD, CacheStats, Health
 from angzarr_es.store import (
     EventStore,
     StoreContext,
@@ -155,6 +155,21 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
     def closed(self) -> bool:
         """Whether the connection was closed for good (`close()`, or the server gone for good)."""
         return self._wire.closed
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (False while reconnecting, and once closed)."""
+        return self._wire.connected
+
+    @property
+    def max_payload(self) -> int:
+        """The connected server's max_payload: the largest commit it takes, in bytes."""
+        return self._wire.max_payload
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        """The hot-aggregate cache now (`Health.cache` without asking the server)."""
+        return self._ctx.hot.stats()
 
     def store(self, domain: str, edition: str | None = None) -> EventStore:
         """The event store of one domain, on the main timeline or on `edition`.
@@ -384,7 +399,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
             monitor_url=url,
             lag_threshold=lag_threshold,
         )
-        return msgspec.structs.replace(found, cache=self._ctx.hot.stats())
+        return msgspec.structs.replace(found, cache=self.cache_stats)
 
     def _differences(self, name: str, current: dict[str, Any]) -> dict[str, str] | None:
         """What a stream the store appends to lacks; None for any other stream."""

@@ -10,11 +10,8 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _provision
-from angzarr_es._nats import messages as js
-from angzarr_es._nats.errors import REPLICAS_NOT_SUPPORTED, api_error
 from angzarr_es.config import Config
-from tests.support import jsadmin
+from tests.support import internals, jsadmin
 from tests.support.cli import (
     add_nats_settings,
     one_error_line,
@@ -22,6 +19,7 @@ from tests.support.cli import (
     unreachable_fails,
     write_config,
 )
+from tests.support.jsadmin import messages as js
 
 
 def test_provision_without_a_server() -> None:
@@ -155,7 +153,7 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
             assert "would be created" not in done.stdout
 
             # A snapshot stream whose settings drifted: the dry run names the change.
-            wanted = _provision.snapshot_stream_config(n)
+            wanted = internals.snapshot_stream_config(n)
             drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
             await jsadmin.update_stream(client, drifted)
             done = run_cli("provision", "--dry-run", "--config", str(conf))
@@ -209,11 +207,6 @@ def conf_without_replicas(conf: Path) -> Path:
     plain = conf.with_name("r1.toml")
     plain.write_text(conf.read_text().replace("replicas = 3\n", ""))
     return plain
-
-
-def test_the_server_refusing_replicas_names_the_fix() -> None:
-    error = api_error("create stream x", 500, REPLICAS_NOT_SUPPORTED, "replicas > 1 not supported")
-    assert str(error).endswith("; set bus.nats.replicas = 1, or connect to a JetStream cluster")
 
 
 @pytest.fixture

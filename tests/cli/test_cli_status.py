@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import player_pb2
@@ -26,6 +25,7 @@ from tests.support.cli import (
     unreachable_fails,
     write_config,
 )
+from tests.support.jsadmin import messages as js
 
 
 def test_status_without_a_server() -> None:

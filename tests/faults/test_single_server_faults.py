@@ -25,7 +25,6 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.store._context import leader_position
 from tests.support import internals, jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
@@ -213,16 +212,14 @@ async def test_an_append_while_disconnected_sends_nothing(
         await store.append("p", [tagged("0")], expected=0)
         await asyncio.to_thread(server.kill)
         await eventually(
-            lambda: until(not internals.connection(client).is_connected),
+            lambda: until(not client.connected),
             timeout=10,
             what="the disconnect",
         )
         with pytest.raises(angzarr_es.StoreUnavailable, match="nothing sent"):
             await store.append("p", [tagged("1")], expected=angzarr_es.ANY)
         await asyncio.to_thread(server.start)
-        await eventually(
-            lambda: until(internals.connection(client).is_connected), timeout=10, what="reconnect"
-        )
+        await eventually(lambda: until(client.connected), timeout=10, what="reconnect")
         await store.append("p", [tagged("1")], expected=angzarr_es.ANY)  # the caller's retry
         hist = await store.load("p")
     assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
@@ -385,9 +382,7 @@ async def test_an_unanswered_read_is_sent_again_before_its_timeout(
         async def op() -> int:
             if read == "direct_get":
                 return await store.next_sequence("r")
-            return (
-                await leader_position(internals.context(store), store.subject("r"))
-            ).next_sequence
+            return await internals.leader_next_sequence(store, "r")
 
         proxy.swallow = True
         started = time.monotonic()

@@ -11,7 +11,6 @@ import pytest
 
 import angzarr_es
 from angzarr_es import filters
-from angzarr_es._nats import messages as js
 from angzarr_es.codec import RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
@@ -21,6 +20,7 @@ from tests.support.angzarr_schema import COORDINATOR, angzarr_book
 from tests.support.bus import Recorder
 from tests.support.configs import with_nats
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 
 @pytest.fixture(params=["direct", "consumer", "cached"])

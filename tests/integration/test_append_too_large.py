@@ -7,13 +7,12 @@ import pytest
 
 import angzarr_es
 from angzarr_es.pb import player_pb2
-from tests.support import internals
 
 
 async def test_one_event_over_max_payload_names_the_server_setting(
     client: angzarr_es.Client,
 ) -> None:
-    limit = internals.max_payload(client)
+    limit = client.max_payload
     store = client.store("player")
     with pytest.raises(angzarr_es.AppendTooLarge) as info:
         await store.append("big", [player_pb2.FundsWithdrawn(reason="x" * 2 * limit)], expected=0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 import angzarr_es
 from angzarr_es import ConfigError, filters
 from angzarr_es.bus import CatchUp, Delivery, Subscription
-from angzarr_es.bus._delivery import root_of
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, hand_pb2
@@ -42,15 +40,6 @@ def test_filters_follow_the_seed_and_the_prefix() -> None:
         filters.domain("a.b")
     with pytest.raises(TypeError):
         filters.resolve(3, "a")  # type: ignore[arg-type]
-
-
-def test_root_of_a_cover_inverts_root_bytes() -> None:
-    pid = uuid.uuid4()
-    cases: list[tuple[uuid.UUID | str, str]] = [(pid, str(pid)), ("p-7", "p-7"), ("é x", "é x")]
-    for root, text in cases:
-        cover = core_pb2.Cover(domain="player")
-        cover.root.value = root_bytes(root)
-        assert root_of(cover) == text
 
 
 # -- fixtures -----------------------------------------------------------------

@@ -8,7 +8,6 @@ import datetime as dt
 import gc
 import tracemalloc
 import uuid
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -17,9 +16,8 @@ import pytest
 import angzarr_es
 from angzarr_es import codec
 from angzarr_es.pb import player_pb2
-from angzarr_es.store import _discovery
 from angzarr_es.subjects import encode_root
-from tests.support import internals
+from tests.support import internals, jsadmin
 
 # nats-server sends at most this many subjects per STREAM.INFO page.
 SERVER_PAGE = 100_000
@@ -33,7 +31,11 @@ async def publish_acked(client: angzarr_es.Client, subjects: list[str], payload:
     Fire-and-forget publishes can be dropped by a busy server, so each carries a
     reply inbox and a window waits for all its acks.
     """
-    nc = internals.connection(client)
+    async with jsadmin.admin(client) as admin:  # a connection of its own
+        await _publish_acked(admin.nc, subjects, payload)
+
+
+async def _publish_acked(nc: Any, subjects: list[str], payload: bytes) -> None:
     inbox = nc.new_inbox()
     acked = 0
     target = 0
@@ -126,42 +128,6 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     assert [d async for d in client.list_domains()] == ["big", "small"]
     assert [r async for r in client.store("unused").list_roots()] == []
     assert [r async for r in client.store("big", "what-if").list_roots()] == []
-
-
-class FakeIndex:
-    """A server subject index whose contents change between pages."""
-
-    def __init__(self, page_size: int, states: list[list[str]]) -> None:
-        self.page_size = page_size
-        self.states = states
-        self.calls = 0
-
-    timeout = 2.0
-
-    @property
-    def js(self) -> Any:
-        return self
-
-    async def subjects_page(
-        self, stream: str, subjects_filter: str, offset: int, timeout: float
-    ) -> Any:
-        state = sorted(self.states[min(self.calls, len(self.states) - 1)])
-        self.calls += 1
-        page = state[offset : offset + self.page_size]
-        return SimpleNamespace(
-            total=len(state), state=SimpleNamespace(subjects=dict.fromkeys(page, 1))
-        )
-
-
-async def test_subjects_created_between_pages_are_not_listed_twice() -> None:
-    before = [f"s.{c}" for c in "bdfhjl"]
-    # After the first page (b, d, f), "a" and "c" appear before the window.
-    after = sorted([*before, "s.a", "s.c"])
-    index = FakeIndex(3, [before, after])
-    pages = [p async for p in _discovery.subject_pages(index, "x", "s.*")]  # type: ignore[arg-type]
-    listed = [s for p in pages for s in p]
-    assert listed == before
-    assert index.calls == 3
 
 
 async def test_listing_a_missing_stream_is_an_error(client: angzarr_es.Client) -> None:

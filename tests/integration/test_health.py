@@ -5,12 +5,12 @@ from __future__ import annotations
 import msgspec
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.health import Health
 from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
+from tests.support.jsadmin import messages as js
 
 
 async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None:

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 import angzarr_es
 from angzarr_es import ANY, CodecError, InvalidAggregateId, InvalidDomain, codec
-from angzarr_es._nats import messages as js
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.subjects import MAX_ID_BYTES
 from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
+from tests.support.jsadmin import messages as js
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ def test_ids_at_and_over_the_size_limit(env: Env, unit: str) -> None:
 
 def test_huge_events_up_to_max_payload(env: Env) -> None:
     store = env.client.store("player")
-    limit = internals.max_payload(env.client)
+    limit = env.client.max_payload
     big = "x" * (limit - 4096)
     env.run(store.append("huge", [event(big)], expected=0))
     assert env.run(store.load("huge")).events[0].event.reason == big  # type: ignore[attr-defined]

@@ -18,7 +18,6 @@ import pytest
 
 import angzarr_es
 from angzarr_es import ConsumerConfigError, Delivery, filters
-from angzarr_es._nats import messages as js
 from angzarr_es.bus import (
     H_DELIVERIES,
     H_ERROR,
@@ -32,6 +31,7 @@ from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 from tests.support.loadgen import until
 
 

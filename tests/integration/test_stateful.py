@@ -515,9 +515,7 @@ async def _events(events: Any) -> list[tuple[Any, ...]]:
 def test_cached_loads_match_loads_without_the_cache(shared: Shared) -> None:
     CacheMachine.shared = shared
     run_state_machine_as_test(CacheMachine, settings=search(40, 30))
-    totals = [
-        internals.context(c).hot.stats() for c in (shared.clients[0], shared.client(SMALL_CACHE))
-    ]
+    totals = [c.cache_stats for c in (shared.clients[0], shared.client(SMALL_CACHE))]
     # The run went through every path: served, missed, and found stale.
     assert sum(t.hits for t in totals)
     assert sum(t.misses for t in totals)

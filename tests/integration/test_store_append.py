@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from angzarr_es.store import _append as store_mod
 from tests.support import internals
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
 
 
@@ -245,7 +244,7 @@ async def test_a_commit_over_max_payload_is_refused_and_nothing_is_written(
     client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
-    limit = internals.max_payload(client)
+    limit = client.max_payload
     huge = player_pb2.FundsWithdrawn(reason="x" * limit)
     with pytest.raises(angzarr_es.AppendTooLarge) as info:
         await store.append("big", [huge], expected=0)
@@ -268,7 +267,7 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
     frozen = types.SimpleNamespace(
         UTC=real_dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: tick)
     )
-    monkeypatch.setattr(store_mod, "dt", frozen)
+    internals.append_clock(monkeypatch, frozen)
     a = client.store("player")
     await a.append("p", [deposit(1)], expected=0)
     async with await angzarr_es.connect(config=config) as other:
@@ -341,7 +340,7 @@ async def test_a_keyed_retry_finds_its_commit_behind_a_busy_window(
     duplicate window only, and a busy shared aggregate had more. The retry now
     reads the commit at `expected` first: where every attempt of the same
     command would have landed."""
-    monkeypatch.setattr(store_mod, "KEY_SEARCH", 3)
+    internals.key_search(monkeypatch, 3)
     store = client.store("player")
     async with await angzarr_es.connect(config=config) as other:
         rival = other.store("player")

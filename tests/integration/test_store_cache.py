@@ -17,7 +17,6 @@ import pytest
 
 import angzarr_es
 from angzarr_es import CodecError, History, RecordedEvent
-from angzarr_es._observe import CacheOutcome
 from angzarr_es.config import Config
 from tests.support import internals, jsadmin
 from tests.support.configs import with_nats
@@ -73,7 +72,7 @@ def assert_same(got: History, want: History) -> None:
 
 
 def stats(client: angzarr_es.Client) -> tuple[int, int, int]:
-    s = internals.context(client).hot.stats()
+    s = client.cache_stats
     return s.hits, s.misses, s.fallbacks
 
 
@@ -361,7 +360,7 @@ async def test_the_cache_keeps_within_its_bytes(config: Config) -> None:
         roots = [uuid.uuid4() for _ in range(300)]
         for root in roots:
             await store.append(root, [deposit(1), deposit(2)], expected=0)
-        s = internals.context(client).hot.stats()
+        s = client.cache_stats
         assert 0 < s.bytes <= s.max_bytes
         assert s.evictions > 0
         assert s.entries + s.evictions == len(roots)
@@ -390,10 +389,10 @@ async def test_cache_bytes_zero_turns_it_off(plain: angzarr_es.Client) -> None:
 async def test_health_and_the_observer_count_hits_misses_and_fallbacks(
     client: angzarr_es.Client, other: angzarr_es.Client
 ) -> None:
-    seen: list[tuple[str, CacheOutcome]] = []
+    seen: list[tuple[str, angzarr_es.CacheOutcome]] = []
 
     class Spy(angzarr_es.Observer):
-        def cache_load(self, domain: str, outcome: CacheOutcome) -> None:
+        def cache_load(self, domain: str, outcome: angzarr_es.CacheOutcome) -> None:
             seen.append((domain, outcome))
 
     client.observer = Spy()

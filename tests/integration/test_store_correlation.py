@@ -9,9 +9,10 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
+from angzarr_es.subjects import Subjects
 from tests.support import internals, jsadmin
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 
 async def messages(client: angzarr_es.Client) -> int:
@@ -85,19 +86,16 @@ async def test_a_refused_correlated_commit_is_not_reported(client: angzarr_es.Cl
 
 
 async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.Client) -> None:
-    from angzarr_es.store import _correlation
-
     store = client.store("player")
-    prefix, stream = client.config.nats.subject_prefix, client.config.nats.stream_name
-    entry = _correlation.index_subject(prefix, "wf")
+    entry = Subjects(client.config.nats.subject_prefix).correlation("wf")
     # A writer that died between its entry and its commit...
-    await _correlation.write_entry(internals.wire(client), stream, entry, store.subject("p"), 0)
+    await internals.write_correlation_entry(client, "wf", store.subject("p"), 0)
     assert await client.events_by_correlation("wf") == {}
     # ...and the commit that later took that slot under another workflow.
     await store.append("p", [deposit(1)], expected=0, correlation_id="other")
     assert await client.events_by_correlation("wf") == {}
     # An entry naming the right slot but a commit of another workflow.
-    await _correlation.write_entry(internals.wire(client), stream, entry, store.subject("p"), 1)
+    await internals.write_correlation_entry(client, "wf", store.subject("p"), 1)
     await store.append("p", [deposit(2)], expected=1)
     assert await client.events_by_correlation("wf") == {}
     # Garbage on the index subject is skipped.

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 
 async def test_provision_is_idempotent_and_applies_event_store_settings(
@@ -145,7 +145,7 @@ async def test_connect_with_a_url_ignores_a_bad_nats_url(
 ) -> None:
     monkeypatch.setenv("NATS_URL", "http://not-nats:4222")
     async with await angzarr_es.connect(nats_url) as client:  # `url` replaces NATS_URL
-        assert internals.connection(client).is_connected
+        assert client.connected
     with pytest.raises(angzarr_es.ConfigError, match=r"^connect\(url=\.\.\.\): .*'https'"):
         await angzarr_es.connect("https://x:4222")
 

@@ -17,12 +17,12 @@ from google.protobuf import any_pb2
 
 import angzarr_es
 from angzarr_es import codec
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2
 from tests.support import internals, jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 
 async def test_loads_page_correctly_when_stored_headers_are_large(
@@ -119,7 +119,7 @@ async def test_a_lagging_replica_never_hides_our_own_append(
         assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
         assert hist.next_sequence == 5
         assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
-        assert internals.context(writer).hot.stats().hits == (2 if cached else 0)
+        assert writer.cache_stats.hits == (2 if cached else 0)
     assert (await jsadmin.stream_info_json(client, client.config.nats.stream_name))["state"][
         "consumer_count"
     ] == 0

@@ -10,12 +10,12 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 
 @pytest.fixture(params=["direct", "consumer"])

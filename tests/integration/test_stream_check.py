@@ -14,13 +14,12 @@ import msgspec
 import pytest
 
 import angzarr_es
-from angzarr_es import _provision
-from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config, with_nats
 from tests.support.events import deposit
+from tests.support.jsadmin import messages as js
 
 WEEK = 7 * 24 * 3600
 # `nats stream add ... --max-age 7d` as angzarr's docs do it: allow_direct off.
@@ -35,7 +34,7 @@ async def hand_made(client: angzarr_es.Client, **settings: Any) -> None:
         subjects=[f"{nats.subject_prefix}.events.>", f"{nats.subject_prefix}.correlation.>"],
         **settings,
     )
-    for stream in (cfg, _provision.snapshot_stream_config(nats)):
+    for stream in (cfg, internals.snapshot_stream_config(nats)):
         reply = js.api_response(await jsadmin.create_stream(client, stream))
         assert reply.error is None, reply.error
 
@@ -170,7 +169,7 @@ async def test_a_snapshot_stream_without_direct_get_says_so(
     """The snapshot stream is not looked at beforehand: its Direct Get fails,
     and the error names allow_direct, not an election."""
     nats = client.config.nats
-    off = msgspec.structs.replace(_provision.snapshot_stream_config(nats), allow_direct=False)
+    off = msgspec.structs.replace(internals.snapshot_stream_config(nats), allow_direct=False)
     await jsadmin.update_stream(client, off)
     players = client.store("player")
     await players.append("p", [player_pb2.PlayerRegistered(name="a")], expected=0)

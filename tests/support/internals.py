@@ -11,17 +11,23 @@ inside the package changes this file, not the tests.
                             `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
                             position cache, the hot cache, per-subject turns
-    connection(client)      the client's nats-py connection (reconnect state)
+    leader_next_sequence(store, root)   a position read from the stream leader
     subscription_count(c)   how many subscriptions that connection holds
-    max_payload(client)     the connected server's limit on a message
     in_hand(projector) ...  a projector's unsettled deliveries, handler tasks,
                             stop state and feed
     break_catch_up(sub)     make a catch-up remake its consumer, as a lost
                             consumer or a stall would
     pending_replies(mux) .. the seam's own state: unanswered requests, the
                             reply inbox, the parser
+    write_correlation_entry, snapshot_stream_config, append_clock, key_search
+                            what the write path and provisioning do, one step of it
     check_capture_every ... knobs and state elsewhere: the core bus's capture
                             check, the embedded server, the eventsourcing loop
+
+What a user can see is read through the public API instead (`client.connected`,
+`client.max_payload`, `client.cache_stats`, `projector.stats`); what stays here
+is private for the reasons docs/design.md gives ("How the tests reach the
+implementation").
 
 Admin requests of the tests' own (streams, consumers, raw messages) go
 through `jsadmin`, on a connection of their own, never through these.
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from angzarr_es import Client, EventStore, Projector
+from angzarr_es import Client, EventStore, Projector, StreamConfig, _provision
 from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
@@ -44,8 +50,11 @@ from angzarr_es._nats.parser import FastParser
 from angzarr_es.bus import CatchUp, _core, _settings
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
+from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.store import StoreContext
+from angzarr_es.store import StoreContext, _append, _correlation
+from angzarr_es.store._context import leader_position as _leader_position
+from angzarr_es.subjects import Subjects
 
 if TYPE_CHECKING:  # an optional extra: importing it here would need it installed
     from angzarr_es.eventsourcing import Factory
@@ -61,14 +70,25 @@ def context(owner: Client | EventStore) -> StoreContext:
     return owner._ctx
 
 
-def connection(client: Client) -> NatsClient:
-    """The client's nats-py connection."""
-    return client._wire.nc
+async def leader_next_sequence(store: EventStore, root: str) -> int:
+    """The aggregate's next sequence as the stream leader reports it (one
+    request, remembered in the position cache as the store's own reads are)."""
+    return (await _leader_position(store._ctx, store.subject(root))).next_sequence
 
 
-def max_payload(client: Client) -> int:
-    """The connected server's max_payload, in bytes."""
-    return client._wire.max_payload
+async def write_correlation_entry(
+    client: Client, correlation_id: str, subject: str, first_sequence: int
+) -> None:
+    """Store a correlation index entry as a writer does before its commit
+    (a writer that died in between leaves one behind)."""
+    nats = client.config.nats
+    entry = Subjects(nats.subject_prefix).correlation(correlation_id)
+    await _correlation.write_entry(client._wire, nats.stream_name, entry, subject, first_sequence)
+
+
+def snapshot_stream_config(nats: NatsConfig) -> StreamConfig:
+    """The snapshot stream as provisioning makes it."""
+    return _provision.snapshot_stream_config(nats)
 
 
 def subscription_count(client: Client) -> int:
@@ -146,6 +166,16 @@ def check_capture_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None
     """How long the core bus trusts its last look at whether a stream captures
     its subjects (0: it looks before every publish)."""
     monkeypatch.setattr(_core, "CAPTURE_CHECK_TTL", seconds)
+
+
+def append_clock(monkeypatch: pytest.MonkeyPatch, clock: object) -> None:
+    """What the append path reads the time from (`dt`: `.datetime.now(tz)`, `.UTC`)."""
+    monkeypatch.setattr(_append, "dt", clock)
+
+
+def key_search(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
+    """How many commits of the duplicate window a retry looks its key up in."""
+    monkeypatch.setattr(_append, "KEY_SEARCH", commits)
 
 
 def loop_thread(factory: Factory) -> threading.Thread:

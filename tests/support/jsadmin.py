@@ -22,6 +22,10 @@ from angzarr_es import Client
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as js
 
+# The request and reply structs of these calls, for the tests that build or
+# decode them: `from tests.support.jsadmin import messages as js`.
+messages = js
+
 
 @asynccontextmanager
 async def admin(client: Client) -> AsyncIterator[Wire]:

@@ -20,7 +20,6 @@ from angzarr_es import ConcurrencyError, History, StoreTimeout, StoreUnavailable
 from angzarr_es._nats import Wire
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from angzarr_es.store._context import leader_position
 from tests.support import internals
 from tests.support.cluster import eventually
 
@@ -178,7 +177,7 @@ class PublishSpy:
 async def _leader_load(store: angzarr_es.EventStore, root: str) -> History:
     """A load no replica's lag can shorten: learn the aggregate's last commit
     from the stream leader first, so the store reads any missing tail there."""
-    await leader_position(internals.context(store), store.subject(root))
+    await internals.leader_next_sequence(store, root)
     return await store.load(root)
 
 

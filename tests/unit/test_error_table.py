@@ -161,3 +161,10 @@ def test_permission_violations() -> None:
     assert sub is not None
     assert (sub.subject, sub.subscription) == (None, True)
     assert table.violation(nats.errors.Error("nats: slow consumer")) is None
+
+
+def test_the_server_refusing_replicas_names_the_fix() -> None:
+    error = table.api_error(
+        "create stream x", 500, table.REPLICAS_NOT_SUPPORTED, "replicas > 1 not supported"
+    )
+    assert str(error).endswith("; set bus.nats.replicas = 1, or connect to a JetStream cluster")

@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from angzarr_es import InvalidAggregateId, InvalidDomain
+from angzarr_es.bus._delivery import root_of
+from angzarr_es.pb import core_pb2
 from angzarr_es.subjects import (
     MAX_ID_BYTES,
     canonical_root,
@@ -139,3 +141,12 @@ def test_filters_follow_the_seed_examples() -> None:
 def test_parse_subject_inverts_the_mapping(domain: str, root: str) -> None:
     subject = f"angzarr.events.{domain}.{encode_root(root)}"
     assert parse_subject("angzarr", subject) == (domain, root)
+
+
+def test_root_of_a_cover_inverts_root_bytes() -> None:
+    pid = uuid.uuid4()
+    cases: list[tuple[uuid.UUID | str, str]] = [(pid, str(pid)), ("p-7", "p-7"), ("é x", "é x")]
+    for root, text in cases:
+        cover = core_pb2.Cover(domain="player")
+        cover.root.value = root_bytes(root)
+        assert root_of(cover) == text

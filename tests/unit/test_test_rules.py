@@ -66,6 +66,77 @@ def private_uses(source: str, filename: str = "<test>") -> list[tuple[int, str]]
     return sorted(found)
 
 
+# Files outside tests/unit (whose files are the unit tests of the modules they
+# import, private ones included) that import a private module of the package,
+# each with its reason. Every other test reaches the package through its
+# public modules, tests/support/internals.py and tests/support/jsadmin.py.
+ALLOWED_IMPORTS: dict[str, str] = {
+    "eventsourcing/test_parts.py": (
+        "the unit tests of the eventsourcing recorders' parts (here, not in unit/, "
+        "because this folder's conftest skips them without the optional extra)"
+    ),
+    "integration/test_atomic_batch.py": "the seam's own test: a Wire's atomic batch on a server",
+    "integration/test_wire_requests.py": "the seam's own test: a Wire's requests on a server",
+    "integration/test_contract.py": "typed against the store contract it checks (_contract)",
+    "integration/test_contract_client.py": "typed against the client contract it checks",
+    "integration/conftest.py": "the contract tests' backend fixture, typed by the contract",
+}
+
+
+def private_imports(source: str, filename: str = "<test>") -> list[tuple[int, str]]:
+    """(line, module) of every private module of angzarr_es that `source` imports."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "angzarr_es" and any(_private(p) for p in parts[1:]):
+                found.append((node.lineno, name))
+                break
+    return found
+
+
+def _import_offenders() -> list[str]:
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        where = path.relative_to(TESTS).as_posix()
+        if SUPPORT in path.parents or where.startswith("unit/") or where in ALLOWED_IMPORTS:
+            continue
+        found += [f"tests/{where}:{n} imports {m}" for n, m in private_imports(path.read_text())]
+    return found
+
+
+def test_tests_import_no_private_module() -> None:
+    assert _import_offenders() == [], "use tests/support/internals.py, jsadmin or a public module"
+
+
+def test_every_allowed_import_is_still_needed() -> None:
+    assert [w for w in ALLOWED_IMPORTS if not private_imports((TESTS / w).read_text())] == []
+
+
+def test_the_rule_sees_each_form_of_private_import() -> None:
+    source = """
+import angzarr_es._nats.api
+from angzarr_es.store._context import leader_position
+from angzarr_es.bus import _core
+from angzarr_es import Client, _provision
+from angzarr_es.bus import CatchUp
+import angzarr_es.testing
+from tests.support import internals
+"""
+    assert [m for _, m in private_imports(source)] == [
+        "angzarr_es._nats.api",
+        "angzarr_es.store._context",
+        "angzarr_es.bus._core",
+        "angzarr_es._provision",
+    ]
+
+
 def _offenders() -> list[str]:
     found = []
     for path in sorted(TESTS.rglob("*.py")):
