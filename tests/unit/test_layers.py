@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "angzarr_es.store": 4,
     "angzarr_es.bus": 4,
     "angzarr_es._provision": 3,
+    "angzarr_es._stream_configs": 3,
     "angzarr_es._durables": 3,
     "angzarr_es._health": 3,
     "angzarr_es.embedded": 2,
