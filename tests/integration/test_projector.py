@@ -803,8 +803,13 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     from the server's MAX_DELIVERIES advisory."""
     await append_many(client, ["lost"], 1)
     seen = Recorder()
+    # The consumer made beforehand, as a deployment makes it (`provision`).
+    spec = ConsumerSpec(
+        name="proj", filter=client.bus.filter(filters.domain("player")), max_deliver=2, ack_wait=0.4
+    )
+    async with await angzarr_es.connect(config=with_nats(client.config, consumers=[spec])) as ops:
+        await ops.bus.provision()
     p = client.projector("proj", filters.domain("player"), seen, max_deliver=2, ack_wait=0.4)
-    await internals.provision_consumer(client, p)
     stream = client.config.nats.stream_name
     steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
     async with jsadmin.admin(client) as other:  # the process that dies

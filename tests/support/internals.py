@@ -47,7 +47,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.parser import FastParser
-from angzarr_es.bus import CatchUp, _core, _settings
+from angzarr_es.bus import CatchUp, _core
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.config import NatsConfig
@@ -186,8 +186,3 @@ def loop_thread(factory: Factory) -> threading.Thread:
 def ready_event(server: EmbeddedServer) -> threading.Event:
     """Set by the embedded server's log reader once the server is ready."""
     return server._ready
-
-
-async def provision_consumer(client: Client, projector: Projector) -> None:
-    """Create the projector's durable consumer without starting the projector."""
-    await _settings.provision_consumer(client._wire, client.config.nats, projector.settings)
