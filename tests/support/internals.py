@@ -1,7 +1,8 @@
 """The tests' one door into the library's internals.
 
-Tests outside `tests/support` touch no private attribute
-(`tests/unit/test_test_rules.py` checks it). What they need of the
+Tests outside `tests/support` touch no private attribute, and outside
+`tests/unit` import no private module but in the files listed there with their
+reason (`tests/unit/test_test_rules.py` checks both). What they need of the
 implementation, to inject a fault where it happens or to see what only the
 implementation knows, comes from here, named after what it is for; a rename
 inside the package changes this file, not the tests.
@@ -11,8 +12,9 @@ inside the package changes this file, not the tests.
                             `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
                             position cache, the hot cache, per-subject turns
-    leader_next_sequence(store, root)   a position read from the stream leader
-    subscription_count(c)   how many subscriptions that connection holds
+    leader_next_sequence(store, root)
+                            a position read from the stream leader
+    subscription_count(c)   how many subscriptions the client's connection holds
     in_hand(projector) ...  a projector's unsettled deliveries, handler tasks,
                             stop state and feed
     break_catch_up(sub)     make a catch-up remake its consumer, as a lost
