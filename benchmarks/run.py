@@ -1,6 +1,7 @@
 """The benchmark run: start a nats-server, measure every operation against its
 baselines, write JSON, Markdown and a chart; with `--cluster`, measure the
-appends and the cold and hot loads again on a three-server R3 cluster."""
+appends, the cold and hot loads and the layouts again on a three-server R3
+cluster."""
 
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cluster",
         action="store_true",
-        help="also measure appends and cold and hot loads on a three-server R3 cluster "
-        "started on loopback",
+        help="also measure appends, cold and hot loads and the two stream layouts (with "
+        "where the domain streams' leaders go) on a three-server R3 cluster started on loopback",
     )
     args = parser.parse_args(argv)
     if args.out is None:
