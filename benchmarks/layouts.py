@@ -82,13 +82,14 @@ async def _provision(
 ) -> list[str]:
     """Provision `client`'s streams and those of `domains` (per-domain
     layout), each name added to `made`; the streams holding the commits (of
-    `domains`, or with none the single stream)."""
+    `domains`, in their order, or with none the single stream)."""
     plan = await client.plan_provision(domains=domains)
     made.extend(p.config.name for p in plan.streams if p.config.name not in made)
     await client.provision(domains=domains)
     if not domains:
         return [plan.events.config.name]
-    return [p.config.name for p in plan.domains if p.domain in domains]
+    names = {p.domain: p.config.name for p in plan.domains}
+    return [names[domain] for domain in domains]
 
 
 async def bench_layouts(run: Run, server: Server) -> None:

@@ -160,7 +160,7 @@ def leader_table(spread: LeaderSpread) -> list[str]:
         "|---|---:|---|",
     ]
     for server, count in spread.per_server.items():
-        led = sorted(name for name, leader in spread.leaders.items() if leader == server)
+        led = [name for name, leader in spread.leaders.items() if leader == server]
         lines.append(f"| {server} | {count} | {', '.join(led)} |")
     lines.append("")
     return lines
