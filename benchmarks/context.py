@@ -127,7 +127,7 @@ class Run:
         for m in measured:
             s = m.stats
             print(
-                f"  {s.op:<34} {s.contender:<26} p50 {s.p50:9.1f}us  p99 {s.p99:9.1f}us"
+                f"  {s.op:<41} {s.contender:<26} p50 {s.p50:9.1f}us  p99 {s.p99:9.1f}us"
                 f"  {s.ops_per_s:9.0f}/s",
                 flush=True,
             )

@@ -132,7 +132,7 @@ async def _layouts(run: Run, server: Server) -> AsyncIterator[tuple[Layout, Layo
     """A client pair in each layout, on streams of its own (deleted after on a
     server the run did not start)."""
     async with contextlib.AsyncExitStack() as stack:
-        made: list[Layout] = []
+        pair: list[Layout] = []
         for contender, letter in ((OURS, "s"), (OURS_PER_DOMAIN, "d")):
             cold = await _connect(stack, server, letter, 0)
             streams: list[str] = []
@@ -141,8 +141,8 @@ async def _layouts(run: Run, server: Server) -> AsyncIterator[tuple[Layout, Layo
                 stack.push_async_callback(drop_streams, cold, streams)
             [stream] = await _provision(cold, streams, [DOMAIN] if letter == "d" else [])
             hot = await _connect(stack, server, letter, HOT_CACHE_BYTES)
-            made.append(Layout(contender, cold, hot, RawClient(run.raw.nc, stream), streams))
-        yield made[0], made[1]
+            pair.append(Layout(contender, cold, hot, RawClient(run.raw.nc, stream), streams))
+        yield pair[0], pair[1]
 
 
 async def _connect(
