@@ -353,7 +353,9 @@ async def test_metrics_add_no_second_trace_header(
 
 def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
     """The tests of test_trace_modes.py that pass in a new pytest process."""
-    env = {**os.environ, "ANGZARR_TEST_NATS_URL": nats_url, "PYTHONPATH": str(ROOT)}
+    # This checkout first, then the caller's path (where opentelemetry may live).
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "ANGZARR_TEST_NATS_URL": nats_url, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *plugins,
          "tests/integration/test_trace_modes.py"],
