@@ -178,10 +178,10 @@ async def traced(
         return result
 
 
-def inject(headers: dict[str, str]) -> None:
-    """Write the current context into a commit's headers, through the global
-    propagator (W3C `traceparent`/`tracestate`, and `baggage`, by default).
-    Nothing is written when there is no trace.
+def inject(headers: dict[str, str], context: otel_context.Context | None = None) -> None:
+    """Write `context` (default: the current one) into a commit's headers,
+    through the global propagator (W3C `traceparent`/`tracestate`, and
+    `baggage`, by default). No `traceparent` when there is no trace.
 
     The `traceparent` keeps only the sampled flag, as angzarr's bus writes
     it: the Python SDK also sets W3C level 2's random-trace-id flag (`03`),
@@ -190,7 +190,7 @@ def inject(headers: dict[str, str]) -> None:
     trace. A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
     dropped: every commit stores its headers, and the store allows a commit
     1 KiB of them against the server's max_payload."""
-    propagate.inject(headers)
+    propagate.inject(headers, context)
     parent = _V00.fullmatch(headers.get(TRACEPARENT, ""))
     if parent is not None and parent[1] not in ("00", "01"):
         sampled = int(parent[1], 16) & 1

@@ -173,7 +173,7 @@ def inject(headers: dict[str, str]) -> TraceContext:
     parent = current()
     sent = parent.child() if parent is not None else TraceContext.new()
     if OTEL:
-        _otel.propagate.inject(headers, _otel.trace.set_span_in_context(_otel_span(sent)))
+        _otel.inject(headers, _otel.trace.set_span_in_context(_otel_span(sent)))
         return sent
     headers[HEADER] = sent.traceparent
     # W3C caps a useful tracestate at 512 characters; a longer one (from an

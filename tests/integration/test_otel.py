@@ -379,6 +379,23 @@ async def test_metrics_add_no_second_trace_header(
     assert carried.span_id == f"{append.context.span_id:016x}"
 
 
+async def test_an_instrumented_commit_outside_a_trace_leaves_long_baggage_out(
+    client: angzarr_es.Client,
+) -> None:
+    """No tracer provider and no trace: the instrumented client writes the
+    traceparent of a new trace through the same writer, so a baggage past
+    512 characters stays out of the commit."""
+    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+    token = otel_context.attach(baggage.set_baggage("big", "x" * 600))
+    try:
+        await client.store("player").append("big", [player_pb2.FundsDeposited()], expected=0)
+    finally:
+        otel_context.detach(token)
+    headers = await stored_headers(client, "player", "big")
+    assert tracing.TraceContext.parse(headers["traceparent"]) is not None
+    assert "baggage" not in headers
+
+
 def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
     """The tests of test_trace_modes.py that pass in a new pytest process."""
     # This checkout first, then the caller's path (where opentelemetry may live).
