@@ -204,6 +204,12 @@ async def test_a_trace_around_an_append_continues_in_angzarrs_consumer(
     sent = Trace(f"{append.context.trace_id:032x}", f"{append.context.span_id:016x}")
     assert parents == [(store.subject(root), sent)]
     assert parent_of(process) == append.context.span_id
+    # The subject angzarr's consumer read is the destination of both spans.
+    for span in (append, process):
+        assert attributes(span, "messaging.system", "messaging.destination.name") == {
+            "messaging.system": "nats",
+            "messaging.destination.name": store.subject(root),
+        }
     assert seen == ["c-1"]  # the correlation header beside the trace context
 
 
