@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -402,11 +403,40 @@ async def test_an_instrumented_commit_outside_a_trace_leaves_long_baggage_out(
     assert "baggage" not in headers
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """This environment for a child process: this checkout first on its path,
+    then the caller's path (where opentelemetry may be installed)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def test_the_docs_example_runs(nats_url: str, tmp_path: Path) -> None:
+    """docs/operations.md's program: the handler runs in the order's trace,
+    and the console exporter prints the three spans."""
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## Tracing") :]
+    section = section[: section.index("\n## ", 1)]
+    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    script = tmp_path / "traced.py"
+    script.write_text(example)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_child_env(NATS_URL=nats_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    order = re.findall(r"^order in trace (\w+)$", done.stdout, flags=re.M)
+    assert order == re.findall(r"^receipt in trace (\w+)$", done.stdout, flags=re.M)
+    assert len(order) == 1
+    for name in ("place order", "append player", "process player"):
+        assert f'"name": "{name}"' in done.stdout
+
+
 def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
     """The tests of test_trace_modes.py that pass in a new pytest process."""
-    # This checkout first, then the caller's path (where opentelemetry may live).
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "ANGZARR_TEST_NATS_URL": nats_url, "PYTHONPATH": path}
+    env = _child_env(ANGZARR_TEST_NATS_URL=nats_url)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *plugins,
          "tests/integration/test_trace_modes.py"],
