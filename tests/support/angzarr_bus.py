@@ -239,10 +239,11 @@ class AngzarrBus:
         """`NatsEventBus::publish`; the stream sequence of the stored book.
 
         `trace` stands for the current span of a build with the `otel`
-        feature (its headers as `angzarr_otel.headers` writes them). `ensure=False` (default: the bus's `ensure`) leaves out the
-        stream get-or-create: a test of the read side on a stream that
-        already captures the subject, such as the single layout's, where
-        angzarr's own create would be refused.
+        feature (its headers as `angzarr_otel.headers` writes them).
+        `ensure=False` (default: the bus's `ensure`) leaves out the stream
+        get-or-create: a test of the read side on a stream that already
+        captures the subject, such as the single layout's, where angzarr's
+        own create would be refused.
 
         Raises:
             AngzarrBusError: where angzarr's publish fails (no cover, a root that
