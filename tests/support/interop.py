@@ -133,13 +133,3 @@ async def _exchange(
     assert info["config"]["allow_direct"] is True
     assert info["config"]["num_replicas"] == client.config.nats.replicas
     assert info["config"]["subjects"] == [f"{client.config.nats.subject_prefix}.events.{DOMAIN}.>"]
-
-
-async def delete_layout_streams(client: angzarr_es.Client, cfg: Config) -> None:
-    """Delete the per-domain layout's streams a scenario made under `cfg`
-    (the domain's, the correlation index's, the snapshots', the DLQ)."""
-    nats = cfg.nats
-    names = [nats.correlation_stream, nats.snapshot_stream, nats.dlq_stream]
-    names.append(f"{nats.subject_prefix.upper()}_{DOMAIN.upper()}")
-    for name in names:
-        await jsadmin.delete_stream(client, name)
