@@ -144,6 +144,7 @@ async def test_every_subcommand_in_the_per_domain_layout(
     assert health["ok"]
     events = [s["name"] for s in health["streams"] if s["is_event_stream"]]
     assert events == [angzarr.stream_name("player")]
+    assert health["event_stream"] == ""  # no single event stream in this layout
 
     # demo: a new player in the per-domain layout (a UUID root)
     code, out, err = await asyncio.to_thread(cli, "demo", *conf)
