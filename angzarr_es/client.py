@@ -397,7 +397,8 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         domain = streams.domain_of_stream(name, list(current.get("subjects") or []))
         if domain is None:
             return None
-        return _provision.differences(self.stream_config(domain), current)
+        wanted = _provision.kept_as_is(self.stream_config(domain), current, domain=True)
+        return _provision.differences(wanted, current)
 
     def clear_cache(self) -> None:
         """Forget every aggregate position and cached history this client holds.

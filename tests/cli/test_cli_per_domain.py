@@ -81,6 +81,7 @@ async def test_provision_adopts_angzarrs_stream_and_lists_what_it_changed(
     assert out.startswith(f"correlation stream {per_domain.nats.correlation_stream} on ")
     assert f"domain stream {stream} exists and would be updated" in out
     assert "  allow_direct: False -> True" in out
+    assert "  discard:" not in out  # no limit: angzarr's "old" discards nothing, left as it is
     assert (await stream_config(per_domain, stream))["allow_direct"] is False
     args = ("provision", "--domain", "hand", "--config", str(pd_conf))
     code, out, err = await asyncio.to_thread(cli, *args)
