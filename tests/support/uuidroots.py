@@ -57,7 +57,10 @@ class Ids:
         return msgspec.structs.replace(d, root=self.out(d.root))
 
 
-class UuidStore:
+class _Seen:
+    """One of a client's parts seen through `Ids`: what is not overridden
+    goes to the part itself."""
+
     def __init__(self, inner: Any, ids: Ids) -> None:
         self._inner = inner
         self._ids = ids
@@ -65,6 +68,8 @@ class UuidStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+
+class UuidStore(_Seen):
     def subject(self, root: Any) -> str:
         return str(self._inner.subject(self._ids.into(root)))
 
@@ -88,14 +93,7 @@ class UuidStore:
             yield self._ids.out(root)
 
 
-class UuidCatchUp:
-    def __init__(self, inner: Any, ids: Ids) -> None:
-        self._inner = inner
-        self._ids = ids
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
+class UuidCatchUp(_Seen):
     @property
     def subject(self) -> str:
         head, _, token = str(self._inner.subject).rpartition(".")
@@ -115,14 +113,7 @@ class UuidCatchUp:
         await self._inner.__aexit__(*exc)
 
 
-class UuidBus:
-    def __init__(self, inner: Any, ids: Ids) -> None:
-        self._inner = inner
-        self._ids = ids
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
+class UuidBus(_Seen):
     def subject(self, domain: str, root: Any) -> str:
         return str(self._inner.subject(domain, self._ids.into(root)))
 
