@@ -442,29 +442,17 @@ async def _overlap(wire: Wire, wanted: m.StreamConfig, *, per_domain: bool) -> s
             "Another layout holds these events: with one stream over all domains set "
             'bus.nats.stream_layout = "single" (and stream_name to it).'
         )
-    if await _domain_streams_only(wire, wanted, found):
+    # angzarr's per-domain streams are named <PREFIX>_<DOMAIN>.
+    angzarr = wanted.subjects[0].partition(".")[0].upper() + "_"
+    if any(name.startswith(angzarr) for name in found):
         return text + (
             "That is angzarr's per-domain layout (one stream <PREFIX>_<DOMAIN> per domain): "
             'set bus.nats.stream_layout = "per-domain" to share its streams.'
         )
     return text + (
-        "Set bus.nats.stream_name to that stream to use it (provisioning then brings it "
-        "to the store's settings), or another bus.nats.subject_prefix."
+        "Delete that stream, or give this store another bus.nats.subject_prefix, "
+        "so that one stream holds each subject."
     )
-
-
-async def _domain_streams_only(wire: Wire, wanted: m.StreamConfig, names: list[str]) -> bool:
-    """Whether every stream of `names` is a per-domain layout's domain stream
-    under the prefix of `wanted` (the single layout's event stream):
-    `<PREFIX>_<DOMAIN>` over `<prefix>.events.<domain>.>` (angzarr's, or ours)."""
-    prefix = wanted.subjects[0].removesuffix(".events.>")
-    layout = Streams(NatsConfig(subject_prefix=prefix, stream_layout="per-domain"))
-    for name in names:
-        current = await wire.js.stream_settings(name)
-        subjects = list((current or {}).get("subjects") or [])
-        if layout.domain_of_stream(name, subjects) is None:
-            return False
-    return True
 
 
 def replicas_blocker(replicas: int) -> str:
