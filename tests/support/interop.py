@@ -138,16 +138,6 @@ async def _exchange(
     assert info["config"]["subjects"] == [f"{client.config.nats.subject_prefix}.events.{DOMAIN}.>"]
 
 
-async def delete_layout_streams(client: angzarr_es.Client, cfg: Config) -> None:
-    """Delete the per-domain layout's streams a scenario made under `cfg`
-    (the domain's, the correlation index's, the snapshots', the DLQ)."""
-    nats = cfg.nats
-    names = [nats.correlation_stream, nats.snapshot_stream, nats.dlq_stream]
-    names.append(f"{nats.subject_prefix.upper()}_{DOMAIN.upper()}")
-    for name in names:
-        await jsadmin.delete_stream(client, name)
-
-
 @contextlib.asynccontextmanager
 async def beside_angzarr(config: Config) -> AsyncIterator[tuple[angzarr_es.Client, AngzarrBus]]:
     """A client in the per-domain layout with `DOMAIN` provisioned, and
@@ -162,7 +152,7 @@ async def beside_angzarr(config: Config) -> AsyncIterator[tuple[angzarr_es.Clien
             yield client, angzarr
         finally:
             await angzarr.delete_created()
-            await delete_layout_streams(client, cfg)
+            await jsadmin.delete_layout_streams(client, cfg)
 
 
 async def consume_parents(angzarr: AngzarrBus, count: int) -> list[tuple[str, Trace | None]]:
