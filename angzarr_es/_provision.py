@@ -42,6 +42,7 @@ from angzarr_es._stream_configs import (
     dlq_stream_config,
     event_stream_config,
     explain_deleting,
+    kept_as_is,
     snapshot_stream_config,
 )
 from angzarr_es._streams import Streams
@@ -70,6 +71,7 @@ __all__ = [
     "ensure_event_stream",
     "event_stream_config",
     "explain_deleting",
+    "kept_as_is",
     "plan",
     "snapshot_stream_config",
 ]
@@ -293,9 +295,16 @@ async def _overlap(wire: Wire, wanted: m.StreamConfig, *, per_domain: bool) -> s
             "Another layout holds these events: with one stream over all domains set "
             'bus.nats.stream_layout = "single" (and stream_name to it).'
         )
+    # angzarr's per-domain streams are named <PREFIX>_<DOMAIN>.
+    angzarr = wanted.subjects[0].partition(".")[0].upper() + "_"
+    if any(name.startswith(angzarr) for name in found):
+        return text + (
+            "That is angzarr's per-domain layout (one stream <PREFIX>_<DOMAIN> per domain): "
+            'set bus.nats.stream_layout = "per-domain" to share its streams.'
+        )
     return text + (
-        "That is angzarr's per-domain layout (one stream <PREFIX>_<DOMAIN> per domain): "
-        'set bus.nats.stream_layout = "per-domain" to share its streams.'
+        "Delete that stream, or give this store another bus.nats.subject_prefix, "
+        "so that one stream holds each subject."
     )
 
 
@@ -319,11 +328,7 @@ async def _plan_events(
         blocker = await _overlap(wire, wanted, per_domain=role != "event stream")
         action: Action = "blocked" if blocker else "create"
         return StreamPlan(role=role, action=action, config=wanted, blocker=blocker, domain=domain)
-    have = int(current.get("num_replicas", 1) or 1)
-    if have > wanted.num_replicas:
-        # Fewer copies never makes an event store safer: an operator who
-        # scaled the stream up (say to R3) keeps it, whatever the default.
-        wanted = msgspec.structs.replace(wanted, num_replicas=have)
+    wanted = kept_as_is(wanted, current, domain=bool(domain))
     changes = differences(wanted, current)
     if not changes:
         return StreamPlan(role=role, action="none", config=wanted, current=current, domain=domain)

@@ -26,6 +26,7 @@ __all__ = [
     "dlq_stream_config",
     "event_stream_config",
     "explain_deleting",
+    "kept_as_is",
     "snapshot_stream_config",
 ]
 
@@ -122,6 +123,20 @@ def differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, st
         if have != value:
             out[key] = f"{have!r} -> {value!r}"
     return out
+
+
+def kept_as_is(wanted: m.StreamConfig, current: dict[str, Any], *, domain: bool) -> m.StreamConfig:
+    """`wanted` with what an existing stream keeps: more replicas than
+    configured (fewer copies never makes an event store safer: an operator
+    who scaled the stream up, say to R3, keeps it); and, for a domain stream,
+    angzarr's `discard` "old" while it has no limit (nothing is ever
+    discarded then, so adopting the stream leaves that setting alone)."""
+    have = int(current.get("num_replicas", 1) or 1)
+    if have > wanted.num_replicas:
+        wanted = msgspec.structs.replace(wanted, num_replicas=have)
+    if domain and current.get("discard") == "old" and not _limited(current):
+        wanted = msgspec.structs.replace(wanted, discard="old")
+    return wanted
 
 
 def deleting_settings(

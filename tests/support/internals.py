@@ -24,7 +24,9 @@ inside the package changes this file, not the tests.
     write_correlation_entry, snapshot_stream_config, append_clock, key_search
                             what the write path and provisioning do, one step of it
     check_capture_every ... knobs and state elsewhere: the core bus's capture
-                            check, the embedded server, the eventsourcing loop
+                            check, how often spanning lanes look for new
+                            domain streams, the embedded server, the
+                            eventsourcing loop
 
 What a user can see is read through the public API instead (`client.connected`,
 `client.max_payload`, `client.cache_stats`, `projector.stats`); what stays here
@@ -49,7 +51,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.parser import FastParser
-from angzarr_es.bus import CatchUp, _core
+from angzarr_es.bus import CatchUp, _core, _span
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.config import NatsConfig
@@ -188,3 +190,9 @@ def loop_thread(factory: Factory) -> threading.Thread:
 def ready_event(server: EmbeddedServer) -> threading.Event:
     """Set by the embedded server's log reader once the server is ready."""
     return server._ready
+
+
+def discover_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """How often a projector or catch-up subscription spanning the per-domain
+    layout's streams lists them to find a new domain's."""
+    monkeypatch.setattr(_span, "DISCOVER_EVERY", seconds)
