@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 import angzarr_es
+from angzarr_es import ANY
 from angzarr_es.config import Config
-from angzarr_es.errors import StreamConfigError
+from angzarr_es.errors import InvalidAggregateId, StreamConfigError
 from angzarr_es.pb import player_pb2
+from angzarr_es.testing import InMemoryClient
+from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
 from tests.support.cli import add_nats_settings, write_config
 from tests.support.cluster import eventually
@@ -82,6 +85,32 @@ async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
     finally:
         async with await angzarr_es.connect(config=cfg) as admin:
             await delete_layout_streams(admin, cfg)
+
+
+# 16 bytes of text would pass for a root on angzarr's side (`Uuid::from_slice`)
+# and name another aggregate there than the subject does here.
+NOT_UUIDS = ["player-7", "abcdefghijklmnop", "\u00e9" * 8, uuid.UUID(int=7).hex]
+
+
+@pytest.mark.parametrize("bad", NOT_UUIDS)
+async def test_per_domain_layout_refuses_ids_angzarr_cannot_read(config: Config, bad: str) -> None:
+    cfg = with_nats(config, stream_layout="per-domain")
+    memory = InMemoryClient(config=cfg)
+    async with await angzarr_es.connect(config=cfg) as client:
+        await client.provision(domains=[DOMAIN])
+        try:
+            for backend in (client, memory):
+                store = backend.store(DOMAIN)
+                with pytest.raises(InvalidAggregateId, match=r"is not a UUID: .*Uuid::from_slice"):
+                    await store.append(bad, [deposit(1)], expected=0)
+                with pytest.raises(InvalidAggregateId, match="is not a UUID"):
+                    await store.load(bad)
+                for good in (uuid.UUID(int=7), str(uuid.UUID(int=7)).upper()):
+                    await store.append(good, [deposit(2)], expected=ANY)
+            info = await jsadmin.stream_info_json(client, client.store(DOMAIN).stream)
+            assert info["state"]["messages"] == 2  # the refused appends sent nothing
+        finally:
+            await delete_layout_streams(client, cfg)
 
 
 # -- docs/angzarr.md's walkthrough ---------------------------------------------------
