@@ -51,6 +51,7 @@ __all__ = [
     "ANGZARR_COMMIT",
     "DEFAULT_EDITION",
     "HEADER_CORRELATION",
+    "TYPE_PREFIX",
     "AngzarrBus",
     "AngzarrBusError",
     "AngzarrConsumer",
