@@ -40,6 +40,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import weakref
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -68,14 +69,17 @@ log = logging.getLogger("angzarr_es")
 
 # The task running a projector handler, seen from anything the handler awaits
 # (asyncio.wait_for runs its awaitable in a task of its own on Python 3.11).
-_handler_task: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.ContextVar(
-    "angzarr_es_projector_handler", default=None
+# A weak reference: the task's own context holds it, and a strong one would
+# make every handled delivery a reference cycle left for the garbage collector.
+_handler_task: contextvars.ContextVar[weakref.ref[asyncio.Task[None]] | None] = (
+    contextvars.ContextVar("angzarr_es_projector_handler", default=None)
 )
 
 
 def handler_task() -> asyncio.Task[None] | None:
     """The projector handler task the caller runs in (or was started from), if any."""
-    return _handler_task.get()
+    ref = _handler_task.get()
+    return None if ref is None else ref()
 
 
 class Projector(StartsOnEnter):
@@ -208,7 +212,7 @@ class Projector(StartsOnEnter):
             # A stop is under way. From one of our handlers, return at once
             # (that stop may be waiting for this very handler); else wait for
             # it, and finish the job if it was cancelled half way.
-            if _handler_task.get() is not None:
+            if handler_task() is not None:
                 return
             await running.wait()
         if self._loop_task is None:
@@ -281,7 +285,7 @@ class Projector(StartsOnEnter):
         """The tasks stop() must not wait for: itself, and the handler it was
         called from (directly, through asyncio.wait_for, or from a task that
         handler started while it runs)."""
-        return {asyncio.current_task(), _handler_task.get()}
+        return {asyncio.current_task(), handler_task()}
 
     async def _drain(self, timeout: float | None) -> None:
         """Wait up to `timeout` for the running handlers (and those stop() starts),
@@ -387,7 +391,8 @@ class Projector(StartsOnEnter):
         return msg is not None and msg.delivered >= self._settings.max_deliver
 
     async def _handle(self, subject: str, key: Key, seq: int) -> None:
-        _handler_task.set(asyncio.current_task())
+        me = asyncio.current_task()
+        _handler_task.set(None if me is None else weakref.ref(me))
         try:
             msg = self._in_hand[seq]
             if msg.delivered > 1 and self._observer is not None:
