@@ -427,9 +427,16 @@ async def _overlap(wire: Wire, wanted: m.StreamConfig, *, per_domain: bool) -> s
             "Another layout holds these events: with one stream over all domains set "
             'bus.nats.stream_layout = "single" (and stream_name to it).'
         )
+    # angzarr's per-domain streams are named <PREFIX>_<DOMAIN>.
+    angzarr = wanted.subjects[0].partition(".")[0].upper() + "_"
+    if any(name.startswith(angzarr) for name in found):
+        return text + (
+            "That is angzarr's per-domain layout (one stream <PREFIX>_<DOMAIN> per domain): "
+            'set bus.nats.stream_layout = "per-domain" to share its streams.'
+        )
     return text + (
-        "That is angzarr's per-domain layout (one stream <PREFIX>_<DOMAIN> per domain): "
-        'set bus.nats.stream_layout = "per-domain" to share its streams.'
+        "Delete that stream, or give this store another bus.nats.subject_prefix, "
+        "so that one stream holds each subject."
     )
 
 
