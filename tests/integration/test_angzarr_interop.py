@@ -30,7 +30,7 @@ from tests.support.cli import (
 )
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
-from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
+from tests.support.interop import DOMAIN, both_ways
 
 SUBJECTS_OVERLAP = 10065
 LAYOUT = 'stream_layout = "per-domain"\n'
@@ -91,7 +91,7 @@ async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
         await both_ways(cfg, order, provision)
     finally:
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)
 
 
 # 16 bytes of text would pass for a root on angzarr's side (`Uuid::from_slice`)
@@ -117,7 +117,7 @@ async def test_per_domain_layout_refuses_ids_angzarr_cannot_read(config: Config,
             info = await jsadmin.stream_info_json(client, client.store(DOMAIN).stream)
             assert info["state"]["messages"] == 2  # the refused appends sent nothing
         finally:
-            await delete_layout_streams(client, cfg)
+            await jsadmin.delete_layout_streams(client, cfg)
 
 
 # -- docs/angzarr.md's walkthrough ---------------------------------------------------
@@ -170,7 +170,7 @@ async def test_the_docs_walkthrough_runs(
         if running is not None and not running.done():
             running.cancel()
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)
 
 
 async def test_the_docs_walkthrough_commands_run(config: Config, tmp_path: Path) -> None:
@@ -209,4 +209,4 @@ async def test_the_docs_walkthrough_commands_run(config: Config, tmp_path: Path)
             assert info["config"]["allow_direct"] is True  # adopted
     finally:
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)
