@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import secrets
-from typing import NamedTuple
 
 from google.protobuf import any_pb2
 
@@ -27,11 +26,10 @@ from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
     InvalidEdition,
-    InvalidSnapshot,
     StoreError,
     StoreTimeout,
 )
-from angzarr_es.store import _correlation, _refusals, _shared, _snapshots
+from angzarr_es.store import _correlation, _refusals, _shared
 from angzarr_es.store._cache import NEW, Position
 from angzarr_es.store._context import (
     StoreContext,
@@ -40,6 +38,7 @@ from angzarr_es.store._context import (
     leader_tail,
     lookup,
 )
+from angzarr_es.store._keys import Keyed, Keys
 from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
 from angzarr_es.subjects import AggregateId, root_bytes
 
@@ -51,28 +50,25 @@ COMMIT_OVERHEAD = 1024
 SETTLE_READS = 6
 # How often an `expected=ANY` append re-reads and retries after losing a race.
 ANY_ATTEMPTS = 64
-# Looking for an idempotency key's commit: from this much before the server's
-# duplicate window (clock skew between client and server), and at most this
-# many commits of the aggregate read one by one.
-KEY_SKEW = 10.0
-KEY_SEARCH = 1000
 # Ids derived in a row for a key whose commits were deleted (one per deletion
 # within the duplicate window).
 KEY_DERIVATIONS = 64
 
 
-class Keyed(NamedTuple):
-    """An append's idempotency key as sent: the commit's Nats-Msg-Id, and this
-    call's own Angzarr-Append-Id."""
-
-    msg_id: str
-    own: str
-
-
 class Appender:
     """Appends commits to the aggregates of one domain and edition."""
 
-    __slots__ = ("_angzarr", "_cache", "_ctx", "_domain", "_edition", "_stream", "_turns", "_wire")
+    __slots__ = (
+        "_angzarr",
+        "_cache",
+        "_ctx",
+        "_domain",
+        "_edition",
+        "_keys",
+        "_stream",
+        "_turns",
+        "_wire",
+    )
 
     def __init__(self, ctx: StoreContext, domain: str, edition: str, stream: str) -> None:
         self._ctx = ctx
@@ -82,6 +78,7 @@ class Appender:
         self._domain = domain
         self._edition = edition
         self._stream = stream
+        self._keys = Keys(ctx, stream)
         # Per-domain layout: commits carry angzarr's correlation header too.
         self._angzarr = ctx.streams.per_domain
 
@@ -174,7 +171,7 @@ class Appender:
                 raise
             # The aggregate moved: perhaps by this idempotency key's earlier append.
             try:
-                earlier = await self._keyed(subject, keyed, expected, conflict.actual)
+                earlier = await self._keys.find(subject, keyed, expected, conflict.actual)
             except StoreError as exc:
                 # Whether the key's command is stored is what the caller asks.
                 raise StoreTimeout(
@@ -297,7 +294,7 @@ class Appender:
                         # cluster answers a retry that way).
                         return self._committed(subject, pos, count, ack.seq)
                     try:
-                        earlier = await self._earlier(subject, ack.seq, own)
+                        earlier = await self._keys.earlier(subject, ack.seq, own)
                     except StoreError as exc:
                         # Stored (by this call or an earlier one with the key):
                         # never "nothing stored", whatever the read met.
@@ -408,70 +405,6 @@ class Appender:
             return self._found(subject, pos, count, winner, own)
         raise exc
 
-    async def _keyed(
-        self, subject: str, keyed: Keyed, expected: ExpectedVersion, actual: int
-    ) -> AppendResult | None:
-        """The commit stored on `subject` under this idempotency key (this
-        call's own, or an earlier call's): the one at `expected` first, where
-        every attempt of a command retried with the same `expected` lands, then
-        among the first KEY_SEARCH commits of the server's duplicate window.
-
-        The nemesis found why the first look is needed: on a busy aggregate the
-        window held more than KEY_SEARCH commits, and a command whose earlier
-        calls had timed out was refused (ConcurrencyError) although stored.
-        """
-        msg_id = keyed.msg_id
-        if expected is not ANY:
-            found = await self._at_sequence(subject, expected)
-            if found is None and actual > expected:
-                # A read showed the aggregate past `expected`, this one shows no
-                # commit there: a server behind the leader answered (_refusals).
-                raise StoreTimeout(
-                    f"append to {subject}: the aggregate was read at {actual}, then without "
-                    f"a commit holding event {expected} (a server behind the stream leader "
-                    "answered)"
-                )
-            if found is not None and (
-                found.msg_id == msg_id or found.msg_id.startswith(msg_id + ".")
-            ):
-                return self._keyed_result(subject, found, keyed.own)
-        window = self._ctx.cfg.duplicate_window + KEY_SKEW
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
-        stream = self._stream
-        found = await self._wire.reads.leader_message(
-            stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        )
-        for _ in range(KEY_SEARCH):
-            if found is None:
-                return None
-            if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
-                return self._keyed_result(subject, found, keyed.own)
-            found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
-        return None
-
-    async def _at_sequence(self, subject: str, sequence: int) -> Stored | None:
-        """The commit holding event `sequence` (a binary search of leader
-        reads), or None if the aggregate has no such event."""
-        stream = self._stream
-        try:
-            seq = await _snapshots.covering_commit(self._wire, stream, subject, sequence)
-        except InvalidSnapshot:
-            return None
-        return await self._wire.reads.leader_message(stream, subject, seq=seq)
-
-    async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
-        """The result of the commit stored on `subject` at stream sequence
-        `seq` under an idempotency key (None if it is gone: the subject shows
-        later commits instead, or `_refusals.deleted`)."""
-        found = await self._wire.reads.leader_message(self._stream, subject, seq=seq)
-        if found is None and not await _refusals.deleted(
-            self._ctx, self._stream, subject, Position(0, seq)
-        ):
-            raise StoreTimeout(f"no commit at {seq}: a server behind the stream leader answered")
-        if found is None or found.seq != seq:
-            return None
-        return self._keyed_result(subject, found, own)
-
     def _found(
         self, subject: str, pos: Position, count: int, landed: Stored, own: str
     ) -> AppendResult:
@@ -479,21 +412,8 @@ class Appender:
         an idempotency key (`own`: this call's append id) it may be another
         call's commit, so its own span is taken."""
         if own:
-            return self._keyed_result(subject, landed, own)
+            return self._keys.result(subject, landed, own)
         return self._committed(subject, pos, count, landed.seq)
-
-    def _keyed_result(self, subject: str, stored: Stored, own: str) -> AppendResult:
-        """The result of a commit stored under an idempotency key: a duplicate
-        unless it carries `own`, this call's append id."""
-        seq = stored.seq
-        book = _codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
-        first, nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)
-        duplicate = stored.append_id != own
-        if not duplicate:  # this call's own commit: where the aggregate now stands
-            self._cache.put(subject, Position(nxt, seq))
-        return AppendResult(
-            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=duplicate
-        )
 
     async def _conflict(self, subject: str, pos: Position) -> Position:
         """The leader's position after a refusal that proved nothing of ours
