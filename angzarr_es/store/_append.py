@@ -460,6 +460,7 @@ class Appender:
         last = 0 if tail is None else tail.seq
         if last < pos.stream_seq:
             if tail is None and await _refusals.deleted(self._ctx, self._stream, subject, pos):
+                self._cache.drop(subject)  # no read can lower it
                 return real
             return None
         if tail is None or last == pos.stream_seq:  # a rival's write never applied
