@@ -15,6 +15,7 @@ hand-made W3C headers).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -60,6 +61,9 @@ NATS = "nats"
 # (W3C caps a useful tracestate at 512 characters; angzarr_es.tracing does the same).
 BOUNDED = ("tracestate", "baggage")
 MAX_VALUE = 512
+TRACEPARENT = "traceparent"
+# A version-00 traceparent: version, trace id, span id, flags (W3C).
+_V00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-([0-9a-f]{2})")
 
 
 def attributes(
@@ -174,15 +178,23 @@ async def traced(
         return result
 
 
-def inject(headers: dict[str, str]) -> None:
-    """Write the current context into a commit's headers, through the global
-    propagator (W3C `traceparent`/`tracestate`, and `baggage`, by default).
-    Nothing is written when there is no trace.
+def inject(headers: dict[str, str], context: otel_context.Context | None = None) -> None:
+    """Write `context` (default: the current one) into a commit's headers,
+    through the global propagator (W3C `traceparent`/`tracestate`, and
+    `baggage`, by default). No `traceparent` when there is no trace.
 
-    A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
+    The `traceparent` keeps only the sampled flag, as angzarr's bus writes
+    it: the Python SDK also sets W3C level 2's random-trace-id flag (`03`),
+    and the propagator of angzarr's Rust SDK (opentelemetry_sdk 0.31)
+    refuses version-00 flags above `02`, so its consumers would start a new
+    trace. A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
     dropped: every commit stores its headers, and the store allows a commit
     1 KiB of them against the server's max_payload."""
-    propagate.inject(headers)
+    propagate.inject(headers, context)
+    parent = _V00.fullmatch(headers.get(TRACEPARENT, ""))
+    if parent is not None and parent[1] not in ("00", "01"):
+        sampled = int(parent[1], 16) & 1
+        headers[TRACEPARENT] = f"{parent.string[:-2]}0{sampled}"
     for name in BOUNDED:
         if len(headers.get(name, "")) > MAX_VALUE:
             del headers[name]

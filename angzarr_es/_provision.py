@@ -56,6 +56,7 @@ __all__ = [
     "ensure_event_stream",
     "event_stream_config",
     "explain_deleting",
+    "kept_as_is",
     "plan",
     "snapshot_stream_config",
 ]
@@ -227,6 +228,20 @@ def differences(wanted: m.StreamConfig, current: dict[str, Any]) -> dict[str, st
         if have != value:
             out[key] = f"{have!r} -> {value!r}"
     return out
+
+
+def kept_as_is(wanted: m.StreamConfig, current: dict[str, Any], *, domain: bool) -> m.StreamConfig:
+    """`wanted` with what an existing stream keeps: more replicas than
+    configured (fewer copies never makes an event store safer: an operator
+    who scaled the stream up, say to R3, keeps it); and, for a domain stream,
+    angzarr's `discard` "old" while it has no limit (nothing is ever
+    discarded then, so adopting the stream leaves that setting alone)."""
+    have = int(current.get("num_replicas", 1) or 1)
+    if have > wanted.num_replicas:
+        wanted = msgspec.structs.replace(wanted, num_replicas=have)
+    if domain and current.get("discard") == "old" and not _limited(current):
+        wanted = msgspec.structs.replace(wanted, discard="old")
+    return wanted
 
 
 def deleting_settings(
@@ -460,11 +475,7 @@ async def _plan_events(
         blocker = await _overlap(wire, wanted, per_domain=role != "event stream")
         action: Action = "blocked" if blocker else "create"
         return StreamPlan(role=role, action=action, config=wanted, blocker=blocker, domain=domain)
-    have = int(current.get("num_replicas", 1) or 1)
-    if have > wanted.num_replicas:
-        # Fewer copies never makes an event store safer: an operator who
-        # scaled the stream up (say to R3) keeps it, whatever the default.
-        wanted = msgspec.structs.replace(wanted, num_replicas=have)
+    wanted = kept_as_is(wanted, current, domain=bool(domain))
     changes = differences(wanted, current)
     if not changes:
         return StreamPlan(role=role, action="none", config=wanted, current=current, domain=domain)

@@ -376,11 +376,12 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         look at `Health.ok` and `Health.problems`.
         """
         url = self._config.nats.monitor_url if monitor_url is None else monitor_url
+        per_domain = self._ctx.streams.per_domain
         found = await check_health(
             self._wire,
-            self._config.nats.stream_name,
+            "" if per_domain else self._config.nats.stream_name,
             self._differences,
-            required=not self._ctx.streams.per_domain,
+            required=not per_domain,
             monitor_url=url,
             lag_threshold=lag_threshold,
         )
@@ -396,7 +397,8 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         domain = streams.domain_of_stream(name, list(current.get("subjects") or []))
         if domain is None:
             return None
-        return _provision.differences(self.stream_config(domain), current)
+        wanted = _provision.kept_as_is(self.stream_config(domain), current, domain=True)
+        return _provision.differences(wanted, current)
 
     def clear_cache(self) -> None:
         """Forget every aggregate position and cached history this client holds.

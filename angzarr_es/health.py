@@ -153,6 +153,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     rtt_ms: float | None = None
     jetstream_enabled: bool = False
     event_stream: str = ""
+    """The single layout's event stream; "" in per-domain layout, where every
+    domain stream is an event stream (`StreamStatus.is_event_stream`)."""
     jetstream: JetStreamUsage | None = None
     streams: list[StreamStatus] = []
     consumers: list[ConsumerStatus] = []

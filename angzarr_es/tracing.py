@@ -1,13 +1,14 @@
 """Trace context on commits: OpenTelemetry when it is installed, W3C headers by hand when not.
 
     with tracing.span():                       # or tracing.continue_from(headers)
-        await store.append(pid, events, expected=n)   # commit carries `traceparent`
+        await store.append(pid, events, expected=n)   # commit carries this trace
 
 **With `opentelemetry-api` installed** (`pip install 'angzarr-es[otel]'`;
 `OTEL` is True) the store and the bus use OpenTelemetry, as angzarr's own
 bus does: every commit carries the trace context the global propagator
 writes for the append's span (W3C `traceparent`/`tracestate` by default, and
-`baggage` when there is some), and the library makes spans through the
+`baggage` when there is some; the flags only the sampled bit, which is what
+angzarr's consumers accept), and the library makes spans through the
 global tracer provider: `append <domain>` (producer), `load <domain>`
 (client), and `process <domain>` (consumer) around each projector or
 subscription handler call, a child of the context the commit carries, with
@@ -173,7 +174,7 @@ def inject(headers: dict[str, str]) -> TraceContext:
     parent = current()
     sent = parent.child() if parent is not None else TraceContext.new()
     if OTEL:
-        _otel.propagate.inject(headers, _otel.trace.set_span_in_context(_otel_span(sent)))
+        _otel.inject(headers, _otel.trace.set_span_in_context(_otel_span(sent)))
         return sent
     headers[HEADER] = sent.traceparent
     # W3C caps a useful tracestate at 512 characters; a longer one (from an

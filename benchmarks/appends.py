@@ -4,15 +4,18 @@ position cached, looked up or new, and an append that is refused as stale."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+from google.protobuf.message import Message
 
 from angzarr_es import ConcurrencyError
 from angzarr_es.pb import player_pb2
+from angzarr_es.store import EventStore
 from benchmarks import peers
 from benchmarks.commits import commit, event
 from benchmarks.contenders import CODEC, FLOOR, NAIVE, OURS, OURS_HOT, OURS_ONE, WIRE
 from benchmarks.context import DOMAIN, Run, sync
-from benchmarks.harness import Case
+from benchmarks.harness import Case, Op
 from benchmarks.wire import WireClient
 
 
@@ -22,26 +25,10 @@ def _append_cases(run: Run, count: int) -> list[Case]:
     events = [event(i) for i in range(count)]
     cases: list[Case] = []
 
-    ours_root = uuid.uuid4()
-    ours_next = [0]
-
-    async def ours(_: int) -> object:
-        result = await store.append(ours_root, events, expected=ours_next[0])
-        ours_next[0] = result.next_sequence
-        return result
-
-    cases.append(Case(OURS, ours))
-
+    cases.append(Case(OURS, cached_appender(store, events)))
     # The same with the hot-aggregate cache on: each append also extends the
     # aggregate's cached history from the payload it sent.
-    hot, hot_root, hot_next = run.hot.store(DOMAIN), uuid.uuid4(), [0]
-
-    async def ours_hot(_: int) -> object:
-        result = await hot.append(hot_root, events, expected=hot_next[0])
-        hot_next[0] = result.next_sequence
-        return result
-
-    cases.append(Case(OURS_HOT, ours_hot))
+    cases.append(Case(OURS_HOT, cached_appender(run.hot.store(DOMAIN), events)))
 
     floor_subject = store.subject(uuid.uuid4())
     floor_payload = commit(DOMAIN, b"floor", 0, events)
@@ -82,6 +69,20 @@ def _append_cases(run: Run, count: int) -> list[Case]:
 
     cases.append(Case(CODEC, sync(codec_append)))
     return cases
+
+
+def cached_appender(store: EventStore, events: Sequence[Message]) -> Op:
+    """Appends of `events` to a new aggregate of `store`, each expecting the
+    position the last one returned (cached, so no lookup)."""
+    root = uuid.uuid4()
+    position = [0]
+
+    async def append(_: int) -> object:
+        result = await store.append(root, events, expected=position[0])
+        position[0] = result.next_sequence
+        return result
+
+    return append
 
 
 def _wire_appender(

@@ -1,5 +1,6 @@
-"""`python -m benchmarks --cluster`: the appends and the cold and hot loads on
-R3 streams of three nats-servers clustered on loopback
+"""`python -m benchmarks --cluster`: the appends, the cold and hot loads and
+the two stream layouts (with where the domain streams' leaders went) on R3
+streams of three nats-servers clustered on loopback
 (`angzarr_es.embedded.EmbeddedCluster`, started by `run`)."""
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import nats
 from benchmarks.appends import bench_appends
 from benchmarks.context import Run, Server, connect
 from benchmarks.hot import bench_hot
+from benchmarks.layouts import bench_layouts
 from benchmarks.loads import bench_loads
 from benchmarks.sizes import Sizes
 
 
-async def run_cluster(sizes: Sizes, urls: list[str], tmp: Path) -> Run:
-    """The appends and the cold and hot loads on R3 streams, every contender
-    connected to the first server (the stream leader may be any of the three)."""
+async def run_cluster(sizes: Sizes, urls: list[str], names: list[str], tmp: Path) -> Run:
+    """The appends, the cold and hot loads and the layouts on R3 streams, every
+    contender connected to the first server (the stream leader may be any of
+    the three); `names` are the servers' names, in the order of `urls`."""
     await _jetstream_ready(urls[0])
-    server = Server(urls[0], replicas=3)
+    server = Server(urls[0], replicas=3, servers=tuple(names))
     async with connect(server, sizes, tmp, with_peers=False, pg_dsn=None) as run:
         run.notes.append(
             f"R3 streams on three nats-servers on loopback; every client connected to "
@@ -30,6 +33,7 @@ async def run_cluster(sizes: Sizes, urls: list[str], tmp: Path) -> Run:
         await bench_appends(run)
         await bench_loads(run)
         await bench_hot(run)
+        await bench_layouts(run, server)
     return run
 
 

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -36,13 +37,16 @@ def config(
     prefix: str = PREFIX,
     replicas: int = 1,
     cache_bytes: int = 0,
+    layout: Literal["single", "per-domain"] = "single",
 ) -> Config:
     """The client configuration every contender built on angzarr_es uses: without
     the hot-aggregate cache unless `cache_bytes` is given (the cases of the cache
-    use a client of their own, so that every other row measures what it did)."""
+    use a client of their own, so that every other row measures what it did),
+    in the single stream layout unless told."""
     nats = NatsConfig(
         url=url,
         stream_name=stream,
+        stream_layout=layout,
         subject_prefix=prefix,
         replicas=replicas,
         replay="consumer" if replay == "consumer" else "direct",
@@ -61,6 +65,8 @@ class Server:
     replicas: int = 1
     stream: str = STREAM
     prefix: str = PREFIX
+    servers: tuple[str, ...] = ()
+    """The cluster's server names, when this run started it."""
 
     @classmethod
     def elsewhere(cls, url: str, replicas: int) -> Server:
@@ -74,6 +80,17 @@ class Server:
 
     def config(self, replay: str, cache_bytes: int = 0) -> Config:
         return config(self.url, replay, self.stream, self.prefix, self.replicas, cache_bytes)
+
+
+class LeaderSpread(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a cluster put the leaders of new R`replicas` streams."""
+
+    replicas: int
+    leaders: dict[str, str]
+    """Stream -> the server leading it."""
+    per_server: dict[str, int]
+    """Server -> how many of the streams it leads (every server of the cluster
+    when the run knows them, those leading none too)."""
 
 
 @dataclass
@@ -99,6 +116,7 @@ class Run:
     memory: dict[str, dict[str, float]] = field(default_factory=dict)
     cache_memory: dict[str, dict[str, float]] = field(default_factory=dict)
     server_version: str = ""
+    leaders: LeaderSpread | None = None
 
     @property
     def store(self) -> EventStore:
@@ -109,7 +127,7 @@ class Run:
         for m in measured:
             s = m.stats
             print(
-                f"  {s.op:<34} {s.contender:<26} p50 {s.p50:9.1f}us  p99 {s.p99:9.1f}us"
+                f"  {s.op:<41} {s.contender:<26} p50 {s.p50:9.1f}us  p99 {s.p99:9.1f}us"
                 f"  {s.ops_per_s:9.0f}/s",
                 flush=True,
             )
@@ -151,7 +169,7 @@ async def connect(
         stack.push_async_callback(ours.close)
         if server.external:
             names = (server.stream, ours.config.nats.snapshot_stream)
-            stack.push_async_callback(_drop_streams, ours, names)
+            stack.push_async_callback(drop_streams, ours, names)
         await ours.provision()
         ours_consumer = await angzarr_es.connect(config=server.config("consumer"))
         stack.push_async_callback(ours_consumer.close)
@@ -204,7 +222,7 @@ async def connect(
         )
 
 
-async def _drop_streams(client: angzarr_es.Client, names: Sequence[str]) -> None:
+async def drop_streams(client: angzarr_es.Client, names: Sequence[str]) -> None:
     """Delete the run's streams on a server it did not start; say so if one stays."""
     for name in names:
         try:

@@ -11,13 +11,20 @@ from benchmarks.commits import commit, event
 from benchmarks.contenders import CODEC, FLOOR, FLOOR_DECODED, NAIVE, OURS, OURS_CONSUMER, WIRE
 from benchmarks.context import DOMAIN, Run, sync
 from benchmarks.harness import Case
+from benchmarks.raw import RawClient
 from benchmarks.wire import WireClient
 
 
 async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> int:
     """Write `total` events to `root` in commits of `per_commit`, pipelined;
     returns the last commit's stream sequence, once every replica has it."""
-    subject = run.store.subject(root)
+    return await fill_subject(run.raw, run.store.subject(root), root, total, per_commit)
+
+
+async def fill_subject(
+    raw: RawClient, subject: str, root: uuid.UUID, total: int, per_commit: int
+) -> int:
+    """`fill` of `root`'s `subject` in `raw`'s stream."""
     payloads = [
         commit(
             DOMAIN,
@@ -27,8 +34,8 @@ async def fill(run: Run, root: uuid.UUID, total: int, per_commit: int) -> int:
         )
         for first in range(0, total, per_commit)
     ]
-    last = await run.raw.bulk_fill(subject, payloads)
-    await run.raw.replicated(subject, last)
+    last = await raw.bulk_fill(subject, payloads)
+    await raw.replicated(subject, last)
     return last
 
 

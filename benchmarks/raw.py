@@ -48,7 +48,13 @@ def _decode_events(book: core_pb2.EventBook, out: list[Message]) -> None:
         out.append(packed if cls is None else cls.FromString(packed.value))
 
 
+class Stepdown(msgspec.Struct):
+    success: bool = False
+    error: dict[str, object] | None = None
+
+
 decode_ack = msgspec.json.Decoder(Ack).decode
+decode_stepdown = msgspec.json.Decoder(Stepdown).decode
 encode_json = msgspec.json.Encoder().encode
 
 
@@ -81,6 +87,21 @@ class RawClient:
 
     async def close(self) -> None:
         await self.nc.close()
+
+    # -- admin -----------------------------------------------------------------
+
+    async def move_leader(self, stream: str, to: str) -> str:
+        """Ask `stream`'s leader to step down in favour of server `to` (a
+        STREAM.LEADER.STEPDOWN naming it, nats-server >= 2.11); the server's
+        refusal, or "" once it accepted."""
+        body = encode_json({"placement": {"preferred": to}})
+        reply = await self.nc.request(
+            f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=TIMEOUT
+        )
+        answer = decode_stepdown(reply.data)
+        if answer.error is not None:
+            return str(answer.error.get("description", answer.error))
+        return "" if answer.success else f"no success in {reply.data!r}"
 
     # -- appends ---------------------------------------------------------------
 

@@ -16,9 +16,11 @@ from benchmarks.contenders import (
     NAIVE,
     OURS,
     OURS_HOT,
+    OURS_PER_DOMAIN,
     PEERS,
     WIRE,
 )
+from benchmarks.context import LeaderSpread
 from benchmarks.harness import Measured, Stats
 from benchmarks.targets import Target, targets
 
@@ -30,6 +32,8 @@ class Results(msgspec.Struct, frozen=True, kw_only=True):
     memory: dict[str, dict[str, float]]
     targets: list[Target]
     cache_memory: dict[str, dict[str, float]] = {}
+    leaders: LeaderSpread | None = None
+    """On a cluster: where the leaders of new per-domain streams went."""
 
 
 def verdict(t: Target, yes: str = "yes", no: str = "**no**") -> str:
@@ -139,7 +143,27 @@ def markdown(data: Results) -> str:
                 f"{got['rss_per_event']:.0f} B | {got['estimate_per_event']:.0f} B |"
             )
         lines.append("")
+    if data.leaders is not None:
+        lines += leader_table(data.leaders)
     return "\n".join(lines)
+
+
+def leader_table(spread: LeaderSpread) -> list[str]:
+    """The leader spread as a section of the Markdown report."""
+    lines = [
+        f"## Stream leaders: {len(spread.leaders)} new R{spread.replicas} per-domain streams",
+        "",
+        "angzarr_es asks for no placement: nats-server's meta leader gives each new "
+        "stream a preferred leader picked at random among its online peers.",
+        "",
+        "| server | streams led | which |",
+        "|---|---:|---|",
+    ]
+    for server, count in spread.per_server.items():
+        led = [name for name, leader in spread.leaders.items() if leader == server]
+        lines.append(f"| {server} | {count} | {', '.join(led)} |")
+    lines.append("")
+    return lines
 
 
 def chart(path: Path, title: str, measured: Sequence[Measured]) -> None:
@@ -183,6 +207,7 @@ def write(
     memory: dict[str, dict[str, float]],
     *,
     cache_memory: dict[str, dict[str, float]] | None = None,
+    leaders: LeaderSpread | None = None,
     sync_always: bool = False,
     chart_png: bool = True,
 ) -> list[Path]:
@@ -198,6 +223,7 @@ def write(
         memory=memory,
         targets=judged,
         cache_memory=cache_memory,
+        leaders=leaders,
     )
     paths = [out / f"results-{suffix}.json", out / f"results-{suffix}.md"]
     paths[0].write_bytes(msgspec.json.format(msgspec.json.encode(data)) + b"\n")
@@ -213,7 +239,17 @@ def write(
 
 SUMMARY_START = "<!-- summary:start (written by python -m benchmarks) -->"
 SUMMARY_END = "<!-- summary:end -->"
-SUMMARY_COLUMNS = (OURS, OURS_HOT, FLOOR, FLOOR_DECODED, WIRE, NAIVE, *PEERS, *CACHED_PEERS)
+SUMMARY_COLUMNS = (
+    OURS,
+    OURS_PER_DOMAIN,
+    OURS_HOT,
+    FLOOR,
+    FLOOR_DECODED,
+    WIRE,
+    NAIVE,
+    *PEERS,
+    *CACHED_PEERS,
+)
 MODES = (
     ("default", "default file store"),
     ("sync-always", "`sync_interval: always`"),
@@ -276,6 +312,13 @@ def summary(out: Path) -> str:
                 f"{got['rss_growth_mb']:.1f} MiB (bound {got['max_bytes'] / 2**20:g} MiB), "
                 f"{got['rss_per_event']:.0f} B per cached event |" + " |" * (len(present) - 1)
             )
+        if data.leaders is not None:
+            counts = ", ".join(f"{k} {n}" for k, n in data.leaders.per_server.items())
+            lines += [
+                "",
+                f"Leaders of {len(data.leaders.leaders)} new R{data.leaders.replicas} "
+                f"per-domain streams, per server: {counts}.",
+            ]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The benchmark run: start a nats-server, measure every operation against its
 baselines, write JSON, Markdown and a chart; with `--cluster`, measure the
-appends and the cold and hot loads again on a three-server R3 cluster."""
+appends, the cold and hot loads and the layouts again on a three-server R3
+cluster."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from benchmarks.cluster import run_cluster
 from benchmarks.context import Run, Server, connect
 from benchmarks.harness import filesystem, machine
 from benchmarks.hot import bench_hot
+from benchmarks.layouts import bench_layouts
 from benchmarks.loads import bench_loads
 from benchmarks.memory import bench_cache_memory, bench_iter
 from benchmarks.sizes import PRESETS, Sizes
@@ -46,6 +48,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, server: Server, tmp: P
         await bench_conflicts(run)
         await bench_loads(run)
         await bench_hot(run)
+        await bench_layouts(run, server)
         await bench_writers(run)
         await bench_iter(run)
         await bench_cache_memory(run)
@@ -100,8 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cluster",
         action="store_true",
-        help="also measure appends and cold and hot loads on a three-server R3 cluster "
-        "started on loopback",
+        help="also measure appends, cold and hot loads and the two stream layouts (with "
+        "where the domain streams' leaders go) on a three-server R3 cluster started on loopback",
     )
     args = parser.parse_args(argv)
     if args.out is None:
@@ -170,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name="angzarr-bench",
                     sync_always=args.sync_always,
                 ) as three:
-                    cluster = run_on(args.loop, run_cluster(sizes, three.urls, Path(tmp)))
+                    cluster = run_on(
+                        args.loop, run_cluster(sizes, three.urls, list(three.servers), Path(tmp))
+                    )
     meta["seconds"] = f"{time.perf_counter() - t0:.1f}"
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = mode if preset == "full" else f"{mode}-{preset}"
@@ -184,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.results,
         run.memory,
         cache_memory=run.cache_memory,
+        leaders=run.leaders,
         sync_always=args.sync_always,
         chart_png=args.chart,
     )
@@ -199,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.notes,
             cluster.results,
             {},
+            leaders=cluster.leaders,
             sync_always=args.sync_always,
             chart_png=args.chart,
         )

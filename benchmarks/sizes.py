@@ -23,6 +23,8 @@ class Sizes:
     writers: int
     writer_appends: int
     writer_rounds: int
+    # On a cluster: new per-domain streams whose leaders are counted per server.
+    spread_domains: int
 
 
 PRESETS = {
@@ -40,6 +42,7 @@ PRESETS = {
         writers=64,
         writer_appends=40,
         writer_rounds=5,
+        spread_domains=12,
     ),
     "quick": Sizes(
         samples=400,
@@ -55,6 +58,7 @@ PRESETS = {
         writers=64,
         writer_appends=15,
         writer_rounds=3,
+        spread_domains=12,
     ),
     "tiny": Sizes(
         samples=20,
@@ -70,5 +74,6 @@ PRESETS = {
         writers=64,
         writer_appends=2,
         writer_rounds=1,
+        spread_domains=3,
     ),
 }

@@ -15,10 +15,12 @@ from benchmarks.contenders import (
     OURS,
     OURS_HOT,
     OURS_ONE,
+    OURS_PER_DOMAIN,
     PEERS,
     POSTGRES,
 )
 from benchmarks.harness import Stats
+from benchmarks.layouts import OPS as LAYOUT_OPS
 
 CACHED = "append 1 event (cached)"
 TEN = "append 10 events (cached)"
@@ -55,6 +57,7 @@ def targets(
     _appends(table, sync_always)
     _loads(table)
     _hot(table)
+    _layouts(table)
     _writers(table, results)
     _peers(table, sync_always)
     _memory(table, memory)
@@ -207,6 +210,17 @@ def _hot(table: _Table) -> None:
         for peer in CACHED_PEERS:
             table.ratio(f"{op}: p50 against {peer}", ours, table.get(op, peer), "p50", 1.0)
         table.context = False
+
+
+def _layouts(table: _Table) -> None:
+    for op in LAYOUT_OPS:
+        table.ratio(
+            f"{op}: per-domain p50 <= 1.1x single p50",
+            table.get(op, OURS_PER_DOMAIN),
+            table.get(op, OURS),
+            "p50",
+            1.1,
+        )
 
 
 def _peers(table: _Table, sync_always: bool) -> None:

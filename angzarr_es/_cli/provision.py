@@ -1,5 +1,8 @@
-"""`angzarr-es provision [--dry-run]`: create or update the event stream, the
-snapshot and dead-letter streams, and the configured durable consumers."""
+"""`angzarr-es provision [--dry-run] [--domain NAME ...]`: create or update the
+event stream, the snapshot and dead-letter streams, and the configured
+durable consumers. In per-domain layout (angzarr's): the correlation stream
+first, then every domain stream that exists (adopted) and those of
+`--domain` (created), each with what changed."""
 
 from __future__ import annotations
 
@@ -26,32 +29,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would change; change nothing"
     )
+    parser.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help='stream_layout = "per-domain": also create the stream of domain NAME '
+        "(repeatable; existing domain streams are always adopted)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    return asyncio.run(_run(config, dry_run=args.dry_run))
+    return asyncio.run(_run(config, dry_run=args.dry_run, domains=args.domain))
 
 
-async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
+async def _run(config: angzarr_es.Config, *, dry_run: bool, domains: list[str]) -> int:
     async with await angzarr_es.connect(config=config) as client:
         where = (
             f"on {redact_url(client.config.nats.servers[0])} (nats-server {client.server_version})"
         )
         if dry_run:
-            plan = await client.plan_provision(bus=True)
+            plan = await client.plan_provision(bus=True, domains=domains)
             action = _DRY[plan.action]
             if plan.action == "blocked" and plan.current is None:
                 action = "cannot be created"
-            print(f"stream {plan.config.name} {where} {action}")
+            print(f"{_label(plan.events)} {plan.config.name} {where} {action}")
             _describe(plan)
             if plan.action == "blocked":
                 print(f"blocked: {plan.blocker}")
                 return 1
             return _side_plan(plan)
-        plan = await client.provision()
-        print(f"stream {plan.config.name} {where} {_DONE[plan.action]}")
+        plan = await client.provision(domains=domains)
+        print(f"{_label(plan.events)} {plan.config.name} {where} {_DONE[plan.action]}")
         _changes(plan.events)
+        for stream in plan.domains:
+            _domain_done(stream)
         n = client.config.nats
         print(f"snapshot stream {n.snapshot_stream} is in place")
         if n.jetstream:
@@ -62,9 +75,32 @@ async def _run(config: angzarr_es.Config, *, dry_run: bool) -> int:
         return 0
 
 
+def _label(stream: StreamPlan) -> str:
+    """How the plan's first stream is named: "stream" for the single layout's
+    event stream, its role otherwise (the per-domain layout's correlation stream)."""
+    return "stream" if stream.role == "event stream" else stream.role
+
+
+def _domain_done(stream: StreamPlan) -> None:
+    """What provisioning did to one domain stream (per-domain layout)."""
+    name = f"domain stream {stream.config.name} (domain {stream.domain})"
+    if stream.action == "kept":
+        print(
+            f"{name} is used as it is; the server refused the update: {stream.blocker}; "
+            "reads without allow_direct go to its leader"
+        )
+        return
+    if stream.action == "update":
+        print(f"{name} adopted, updated in place (existing -> wanted):")
+    else:
+        print(f"{name} {_DONE[stream.action]}")
+    _changes_only(stream)
+
+
 def _side_plan(plan: ProvisionPlan) -> int:
-    """What provisioning would do to the snapshot and dead-letter streams and
-    the configured consumers; 1 if a consumer cannot be brought to its definition."""
+    """What provisioning would do to the other streams (snapshots, dead
+    letters, per-domain layout: the domain streams) and the configured
+    consumers; 1 if one cannot be brought to its definition."""
     blocked = 0
     for stream in plan.streams[1:]:
         name = f"{stream.role} {stream.config.name}"
@@ -72,6 +108,9 @@ def _side_plan(plan: ProvisionPlan) -> int:
             print(f"{name} exists; subject {stream.config.subjects[-1]} would be added")
         else:
             _say(name, stream.action, stream.changes)
+        if stream.action == "blocked":
+            print(f"blocked: {stream.blocker}")
+            blocked = 1
     for consumer in plan.consumers:
         name = (
             f"consumer {consumer.name} ({consumer.filter}, max_deliver {consumer.max_deliver}, "
@@ -106,5 +145,9 @@ def _describe(plan: ProvisionPlan) -> None:
 def _changes(stream: StreamPlan) -> None:
     if stream.changes:
         print("differences from the existing stream (existing -> wanted):")
-        for key, change in stream.changes.items():
-            print(f"  {key}: {change}")
+        _changes_only(stream)
+
+
+def _changes_only(stream: StreamPlan) -> None:
+    for key, change in stream.changes.items():
+        print(f"  {key}: {change}")

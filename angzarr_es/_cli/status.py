@@ -126,7 +126,7 @@ def _unreachable(config: angzarr_es.Config, monitor: str | None, exc: StoreError
     return Health(
         checked_at=dt.datetime.now(dt.UTC),
         reachable=False,
-        event_stream=config.nats.stream_name,
+        event_stream="" if config.nats.stream_layout == "per-domain" else config.nats.stream_name,
         monitor_url=config.nats.monitor_url if monitor is None else monitor,
         problems=[
             f"server unreachable: {exc}"

@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+LAYOUT_OPS = (
+    "append 1 event (cached), by layout",
+    "load 100 events (1/commit), by layout",
+    "hot load 100 events (1/commit), by layout",
+)
 
 
 def benchmarks(
@@ -85,6 +90,13 @@ def test_benchmarks_run_end_to_end(tmp_path: Path) -> None:
     assert bound["evictions"] > 0
     assert bound["cache_bytes"] <= bound["max_bytes"]
     assert any(n.startswith("hot cache, aggregates of 1 commit, beyond the bound") for n in names)
+    # Both stream layouts in the same rounds, each on streams of its own.
+    for op in LAYOUT_OPS:
+        assert (op, "angzarr_es") in ops, op
+        assert (op, "angzarr_es (per-domain)") in ops, op
+        assert f"{op}: per-domain p50 <= 1.1x single p50" in names
+    assert any("BENCHD_PLAYER (per-domain)" in note for note in data["notes"])
+    assert data["leaders"] is None  # counted on a cluster only
     for key in ("python", "nats-server", "nats-py", "msgspec", "protobuf", "cpu", "cores"):
         assert data["machine"][key]
     command = shlex.join(["python", "-m", "benchmarks", "--tiny", "--out", str(tmp_path)])
@@ -221,6 +233,44 @@ def test_benchmarks_on_a_loopback_cluster_and_uvloop(tmp_path: Path) -> None:
         ("hot load 100 events (1/commit)", "raw nats-py (floor)"),
     ):
         assert (op, contender) in ops
+    for op in LAYOUT_OPS:
+        assert {(op, "angzarr_es"), (op, "angzarr_es (per-domain)")} <= ops
+    # The leaders of new R3 domain streams, counted on every server.
+    leaders = cluster["leaders"]
+    assert leaders["replicas"] == 3
+    assert list(leaders["leaders"]) == [f"BENCHD_DOMAIN{i}" for i in (1, 2, 3)]
+    assert set(leaders["leaders"].values()) <= {"n1", "n2", "n3"}
+    assert sorted(leaders["per_server"]) == ["n1", "n2", "n3"]
+    assert sum(leaders["per_server"].values()) == 3
+    # The layouts were compared on one leader (or the note says they were not).
+    note = next(n for n in cluster["notes"] if n.startswith("layouts:"))
+    assert "both led by n" in note or "not moved" in note, note
+    table = (tmp_path / "results-cluster-tiny-uvloop.md").read_text()
+    assert "## Stream leaders: 3 new R3 per-domain streams" in table
+
+
+def test_the_leader_spread_is_reported_in_the_table_and_the_summary(tmp_path: Path) -> None:
+    from benchmarks import report
+    from benchmarks.context import LeaderSpread
+
+    spread = LeaderSpread(
+        replicas=3,
+        leaders={"A_X": "n2", "A_Y": "n2", "A_Z": "n3"},
+        per_server={"n1": 0, "n2": 2, "n3": 1},
+    )
+    report.write(tmp_path, "cluster", {}, [], [], {}, leaders=spread, chart_png=False)
+    table = (tmp_path / "results-cluster.md").read_text()
+    assert "| n1 | 0 |  |" in table
+    assert "| n2 | 2 | A_X, A_Y |" in table
+    assert "| n3 | 1 | A_Z |" in table
+    assert "Leaders of 3 new R3 per-domain streams, per server: n1 0, n2 2, n3 1." in (
+        report.summary(tmp_path)
+    )
+    # Results written before the spread was reported still read.
+    (tmp_path / "results-default.json").write_bytes(
+        (tmp_path / "results-cluster.json").read_bytes().replace(b'"leaders"', b'"unused"')
+    )
+    assert "p50 per operation, default file store" in report.summary(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from angzarr_es.config import Config
 from tests.support import jsadmin
 from tests.support.cluster import Cluster, eventually
 from tests.support.configs import fresh_config
-from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
+from tests.support.interop import DOMAIN, both_ways
 
 
 @pytest.mark.parametrize("order", ["angzarr", "angzarr_es"])
@@ -48,4 +48,4 @@ async def test_per_domain_r3_lives_beside_angzarr_in_both_start_orders(
         await both_ways(cfg, order, provision)
     finally:
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import angzarr_es
 from angzarr_es import ConfigError, PermissionDenied, StoreUnavailable
 from angzarr_es.embedded import EmbeddedServer
 from tests.support import jsadmin
+from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.authkit import Operator, TLSFiles, user_key
+from tests.support.cli import add_nats_settings, run_cli, write_config
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
 
@@ -168,3 +171,58 @@ async def test_an_account_that_may_not_subscribe_to_inboxes(serve: Any) -> None:
     with pytest.raises(PermissionDenied, match="_INBOX"):
         await angzarr_es.connect(config=fresh_config(server.url, user="mute", password="m"))
     assert time.monotonic() - started < 2
+
+
+NO_STREAM_UPDATES = """
+authorization {
+  users = [
+    { user: admin, password: a }
+    { user: app, password: p, permissions: { publish: { deny: ["$JS.API.STREAM.UPDATE.>"] } } }
+  ]
+}
+"""
+
+
+async def test_an_angzarr_stream_that_may_not_be_updated_is_kept_and_read_from_its_leader(
+    serve: Any, tmp_path: Path
+) -> None:
+    """Per-domain layout, an account that may not update streams: angzarr's
+    stream (allow_direct off) is adopted as it is, every read falls back to
+    its leader, and provision and status say so (API and command line)."""
+    server = serve(NO_STREAM_UPDATES)
+    probe = fresh_config(server.url, user="app", password="p", stream_layout="per-domain")
+    prefix = probe.nats.subject_prefix
+    root = uuid.uuid4()
+    async with await AngzarrBus.connect(f"nats://admin:a@127.0.0.1:{server.port}", prefix) as bus:
+        await bus.publish(book("player", root, 0, [deposit(1), deposit(2)]))
+        stream = bus.stream_name("player")
+    async with await angzarr_es.connect(config=probe) as client:
+        plan = await client.provision()
+        (kept,) = plan.domains
+        assert (kept.config.name, kept.action) == (stream, "kept")
+        assert "allow_direct" in kept.changes
+        assert "STREAM.UPDATE" in kept.blocker.upper(), kept.blocker
+        store = client.store("player")
+        assert [e.sequence for e in (await store.load(root)).events] == [0, 1]
+        await store.append(root, [deposit(3)], expected=2)
+        assert [e.sequence async for e in store.iter(root)] == [0, 1, 2]
+        assert [r async for r in store.list_roots()] == [str(root)]
+        assert [d async for d in client.list_domains()] == ["player"]
+        health = await client.health()
+        assert (
+            f"stream {stream} does not serve Direct Get (allow_direct is off): reads go to its "
+            "leader, one request per commit"
+        ) in health.problems
+    conf = add_nats_settings(
+        write_config(tmp_path / "angzarr-es.toml", probe),
+        'user = "app"\npassword = "p"\nstream_layout = "per-domain"\n',
+    )
+    done = await asyncio.to_thread(run_cli, "provision", "--config", str(conf))
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"domain stream {stream} (domain player) is used as it is; the server refused the update"
+    ) in done.stdout
+    assert "reads without allow_direct go to its leader" in done.stdout
+    done = await asyncio.to_thread(run_cli, "status", "--config", str(conf))
+    assert done.returncode == 1, done.stdout
+    assert f"stream {stream} does not serve Direct Get (allow_direct is off)" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -12,36 +13,41 @@ from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.testing import InMemoryClient
 from tests.support import jsadmin
 from tests.support.configs import with_nats
+from tests.support.uuidroots import UuidClient
+
+BACKENDS = ["memory", "direct", "consumer", "cached"]
+# The same in the per-domain layout (angzarr's), whose ids must be UUIDs: the
+# tests' string ids are mapped to UUIDs and back (tests/support/uuidroots.py).
+PER_DOMAIN = ["memory/per-domain", "direct/per-domain", "consumer/per-domain", "cached/per-domain"]
 
 
-@pytest.fixture(params=["memory", "direct", "consumer", "cached"])
+@pytest.fixture(params=BACKENDS + PER_DOMAIN)
 async def backend(request: pytest.FixtureRequest, config: Config) -> AsyncIterator[ClientProtocol]:
     """One implementation: the in-memory client, a real client with one replay
     strategy and no cache, or one with the hot-aggregate cache (the default
-    settings); all with a `[[bus.nats.consumers]]` entry "configured" for
-    every player subject."""
+    settings), in the single or the per-domain stream layout; all with a
+    `[[bus.nats.consumers]]` entry "configured" for every player subject."""
+    kind, _, layout = str(request.param).partition("/")
     spec = ConsumerSpec(
         name="configured", filter=f"{config.nats.subject_prefix}.events.player.>", max_deliver=3
     )
-    cfg = with_nats(config, consumers=[spec])
-    if request.param == "memory":
+    cfg = with_nats(config, consumers=[spec], stream_layout=layout or "single")
+    if kind == "memory":
         memory = InMemoryClient(config=cfg)
         await memory.provision()
-        yield memory
+        yield _seen(memory, layout)
         return
-    if request.param != "cached":
-        cfg = with_nats(cfg, replay=request.param, cache_bytes=0)
+    if kind != "cached":
+        cfg = with_nats(cfg, replay=kind, cache_bytes=0)
     async with await angzarr_es.connect(config=cfg) as client:
         await client.provision()
-        yield client
+        yield _seen(client, layout)
         if not client.closed:
-            await _delete_streams(client, cfg)
+            await jsadmin.delete_layout_streams(client, cfg)
             return
     async with await angzarr_es.connect(config=cfg) as admin:  # the test closed it
-        await _delete_streams(admin, cfg)
+        await jsadmin.delete_layout_streams(admin, cfg)
 
 
-async def _delete_streams(client: angzarr_es.Client, cfg: Config) -> None:
-    nats = cfg.nats
-    for stream in (nats.stream_name, nats.snapshot_stream, nats.dlq_stream):
-        await jsadmin.delete_stream(client, stream)
+def _seen(client: Any, layout: str) -> Any:
+    return UuidClient(client) if layout else client

@@ -16,11 +16,12 @@ import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.errors import StreamConfigError
 from angzarr_es.pb import player_pb2
+from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
 from tests.support.cli import add_nats_settings, write_config
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
-from tests.support.interop import DOMAIN, both_ways, delete_layout_streams
+from tests.support.interop import DOMAIN, both_ways
 
 SUBJECTS_OVERLAP = 10065
 LAYOUT = 'stream_layout = "per-domain"\n'
@@ -81,7 +82,7 @@ async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
         await both_ways(cfg, order, provision)
     finally:
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)
 
 
 # -- docs/angzarr.md's walkthrough ---------------------------------------------------
@@ -131,4 +132,4 @@ async def test_the_docs_walkthrough_runs(
         if running is not None and not running.done():
             running.cancel()
         async with await angzarr_es.connect(config=cfg) as admin:
-            await delete_layout_streams(admin, cfg)
+            await jsadmin.delete_layout_streams(admin, cfg)

@@ -20,7 +20,6 @@ from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.bus import WAIT, Recorder
 from tests.support.configs import with_nats
-from tests.support.interop import delete_layout_streams
 
 DOMAIN = "player"
 
@@ -40,7 +39,7 @@ async def client(config: Config) -> AsyncIterator[angzarr_es.Client]:
             for name in (config.nats.stream_name, config.nats.snapshot_stream):
                 await jsadmin.delete_stream(admin, name)
         else:
-            await delete_layout_streams(admin, config)
+            await jsadmin.delete_layout_streams(admin, config)
 
 
 @pytest.fixture

@@ -291,6 +291,28 @@ async def test_bad_aggregate_ids_are_refused(store: Store, bad: object) -> None:
         await store.load(bad)  # type: ignore[arg-type]
 
 
+async def test_ids_angzarr_cannot_read_are_refused_in_its_layout(backend: Backend) -> None:
+    """In per-domain layout (angzarr's) a root must be a UUID: angzarr's
+    consumers read `Cover.root` as 16 bytes. The single layout takes any id."""
+    raw: Backend = getattr(backend, "inner", backend)  # the ids as given, unmapped
+    store = raw.store("player")
+    if raw.config.nats.stream_layout == "single":
+        await store.append("plain", [deposit(1)], expected=0)
+        assert (await store.load("plain")).next_sequence == 1
+        return
+    for call in (
+        lambda: store.append("plain", [deposit(1)], expected=0),
+        lambda: store.load("plain"),
+        lambda: store.next_sequence(uuid.uuid4().hex),  # 32 hex digits: no UUID text
+        lambda: store.save_snapshot("plain", balance(1), 0),
+    ):
+        with pytest.raises(angzarr_es.InvalidAggregateId, match=r"not a UUID.*16 bytes"):
+            await call()
+    with pytest.raises(angzarr_es.InvalidAggregateId, match="not a UUID"):
+        [e async for e in store.iter("plain")]
+    assert [r async for r in store.list_roots()] == []
+
+
 @pytest.mark.parametrize("bad", ["", "a.b", "*", ">", "has space", "x" * 200, None])
 def test_bad_domains_are_refused(stores: StoreFactory, bad: object) -> None:
     with pytest.raises(angzarr_es.InvalidDomain):

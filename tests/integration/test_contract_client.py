@@ -9,9 +9,14 @@ tests did not run."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 import angzarr_es
 from angzarr_es import Delivery, filters
 from angzarr_es._contract import ClientProtocol as Backend
+from tests.support import internals
 from tests.support.bus import WAIT, Recorder
 from tests.support.events import deposit
 
@@ -33,8 +38,12 @@ async def test_stream_sequences_increase_with_every_commit(backend: Backend) -> 
         (await players.append("b", [deposit(4)], expected=0, correlation_id="wf")).stream_sequence,
         (await players.append("a", [deposit(5)], expected=1, idempotency_key="k")).stream_sequence,
     ]
-    assert seqs[0] > 0
-    assert seqs == sorted(set(seqs)), seqs
+    assert min(seqs) > 0
+    # Per stream: the per-domain layout has one per domain (hands' is another).
+    mine = [seqs[0], seqs[2], seqs[3]]
+    assert mine == sorted(set(mine)), seqs
+    if backend.config.nats.stream_layout == "single":
+        assert seqs == sorted(set(seqs)), seqs
     again = await players.append("a", [deposit(5)], expected=1, idempotency_key="k")
     assert (again.duplicate, again.stream_sequence) == (True, seqs[-1])
     assert (await players.append("a", [], expected=2)).stream_sequence == 0
@@ -44,7 +53,12 @@ async def test_the_client_provisions_closes_and_refuses_work_after(backend: Back
     async with backend as same:
         assert same is backend
         plan = await backend.provision()  # the fixture provisioned: nothing to do
-        assert (plan.action, plan.events.role) == ("none", "event stream")
+        first = (
+            "event stream"
+            if backend.config.nats.stream_layout == "single"
+            else "correlation stream"
+        )
+        assert (plan.action, plan.events.role) == ("none", first)
         assert backend.config.nats.consumers[0].name == "configured"
         await backend.store("player").append("p", [deposit(1)], expected=0)
         assert await backend.has_events("player")
@@ -152,3 +166,52 @@ async def test_a_live_subscription_delivers_new_commits(backend: Backend) -> Non
     await seen.wait_count(1)
     await sub.close()
     assert [(d.root, d.stream_sequence) for d in seen.seen] == [("new", stored.stream_sequence)]
+
+
+# -- filters spanning domains: in per-domain layout, spanning streams -------------
+
+
+async def test_a_projector_over_every_domain_takes_each_domains_commits(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In per-domain layout a filter spanning domains spans their streams: one
+    lane per stream, and a domain first written while it runs is found."""
+    internals.discover_every(monkeypatch, 0.05)
+    await backend.store("player").append("a", [deposit(1)], expected=0)
+    await backend.store("hand").append("h", [deposit(2)], expected=0)
+    seen = Recorder()
+    async with backend.projector("every", filters.everything(), seen) as p:
+        await p.wait(lambda s: s.handled >= 2, timeout=WAIT)
+        await backend.store("table").append("t", [deposit(3)], expected=0)  # a new domain
+        await backend.store("player").append("a", [deposit(4)], expected=1)
+        await p.wait(lambda s: s.handled >= 4, timeout=WAIT)
+    assert sorted((d.domain, d.root, d.events[0].sequence) for d in seen.seen) == [
+        ("hand", "h", 0),
+        ("player", "a", 0),
+        ("player", "a", 1),
+        ("table", "t", 0),
+    ]
+    # One aggregate's commits in order (each domain's lane keeps its stream's).
+    assert [d.events[0].sequence for d in seen.seen if d.root == "a"] == [0, 1]
+    await backend.store("hand").append("h", [deposit(5)], expected=1)
+    again = Recorder()
+    async with backend.projector("every", filters.everything(), again) as p:
+        await again.wait_count(1)  # resumes: only the new commit
+    assert [(d.domain, d.root) for d in again.seen] == [("hand", "h")]
+    await p.delete()
+
+
+async def test_a_catch_up_subscription_over_every_domain(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    internals.discover_every(monkeypatch, 0.05)
+    await backend.store("player").append("a", [deposit(1)], expected=0)
+    await backend.store("hand").append("h", [deposit(2)], expected=0)
+    async with backend.subscribe(filters.everything(), start="all") as sub:
+        async with asyncio.timeout(WAIT):
+            got = [await anext(sub), await anext(sub)]
+        assert sorted((d.domain, d.root) for d in got) == [("hand", "h"), ("player", "a")]
+        await backend.store("table").append("t", [deposit(3)], expected=0)  # a new domain
+        async with asyncio.timeout(WAIT):
+            new = await anext(sub)
+        assert (new.domain, new.root, new.events[0].event.amount_cents) == ("table", "t", 3)  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import msgspec
 
 import angzarr_es
@@ -11,6 +13,8 @@ from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.health import Health
 from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
+from tests.support.angzarr_bus import AngzarrBus, book
+from tests.support.configs import with_nats
 
 
 async def _durable(client: angzarr_es.Client, config: Config, name: str) -> None:
@@ -133,3 +137,37 @@ async def test_every_page_of_streams_and_consumers_is_read() -> None:
     assert health.jetstream.streams == 262
     assert len(health.consumers) == 260
     assert {c.name for c in health.consumers} == {f"c{i}" for i in range(260)}
+
+
+async def test_per_domain_layout_each_domain_stream_is_an_event_stream(config: Config) -> None:
+    """No single event stream to miss; each domain stream (angzarr's too) is
+    judged by the store's settings until provisioning adopts it."""
+    cfg = with_nats(config, stream_layout="per-domain")
+    root = uuid.uuid4()
+    async with (
+        await AngzarrBus.connect(cfg.nats.servers, cfg.nats.subject_prefix) as bus,
+        await angzarr_es.connect(config=cfg) as client,
+    ):
+        try:
+            health = await client.health()
+            assert (health.ok, health.event_stream, health.stream) == (True, "", None)
+            await bus.publish(book("player", root, 0, [player_pb2.PlayerRegistered(name="a")]))
+            stream = bus.stream_name("player")
+            health = await client.health()
+            assert [s.name for s in health.streams if s.is_event_stream] == [stream]
+            assert health.stream is not None
+            assert health.stream.config_differences["allow_direct"] == "False -> True"
+            assert (
+                f"stream {stream} does not serve Direct Get (allow_direct is off): reads go "
+                "to its leader, one request per commit"
+            ) in health.problems
+            await client.provision()
+            await client.store("hand").append(root, [player_pb2.PlayerRegistered()], expected=0)
+            health = await client.health()
+            assert health.ok, health.problems
+            assert sorted(s.name for s in health.streams if s.is_event_stream) == [
+                bus.stream_name("hand"),
+                stream,
+            ]
+        finally:
+            await jsadmin.delete_layout_streams(client, cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -20,21 +21,22 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-import nats
 import prometheus_client as prom
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import angzarr_es
 from angzarr_es import filters, metrics, tracing
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from tests.support import otel
+from tests.support.angzarr_bus import book
+from tests.support.angzarr_otel import Trace
 from tests.support.bus import stored_headers
+from tests.support.interop import DOMAIN, beside_angzarr, consume_parents, deposit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,40 +178,73 @@ async def test_a_trace_around_an_append_continues_in_a_projector_handler(
     assert ours.span_id == f"{process.context.span_id:016x}"
 
 
-async def test_an_angzarr_style_consumer_continues_the_trace(
-    client: angzarr_es.Client, config: Config, nats_url: str, spans: InMemorySpanExporter
+async def test_a_trace_around_an_append_continues_in_angzarrs_consumer(
+    config: Config, spans: InMemorySpanExporter
 ) -> None:
-    """A reader written as angzarr's NATS bus reads (src/bus/nats/consumer.rs
-    and otel.rs): a durable pull consumer on the domain's subjects, the
-    `traceparent`/`tracestate` headers extracted with the W3C propagator only
-    (the one its bootstrap installs), the consume span parented on them."""
+    """In the per-domain layout, angzarr's consumer (tests/support/angzarr_bus.py:
+    a durable pull consumer on the domain's stream; the headers extracted as
+    `otel.rs` and angzarr's W3C-only propagator do) parents its `bus.consume`
+    span on the append span, as the projector parents its `process` span."""
     root = uuid.uuid4()
-    with otel.ROOT.start_as_current_span("request") as request:
-        await client.store("player").append(root, [player_pb2.FundsDeposited()], expected=0)
-    (append,) = otel.span_named("append player")
-    assert append.context is not None
+    async with beside_angzarr(config) as (client, angzarr):
+        store = client.store(DOMAIN)
+        with otel.ROOT.start_as_current_span("request") as request:
+            await store.append(root, [deposit(1)], expected=0, correlation_id="c-1")
+        parents = await consume_parents(angzarr, 1)
+        seen: list[str] = []
 
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        prefix = config.nats.subject_prefix
-        sub = await js.pull_subscribe(
-            f"{prefix}.events.player.>", durable="angzarr-style", stream=config.nats.stream_name
-        )
-        (msg,) = await sub.fetch(1, timeout=10)
-        await msg.ack()
-    finally:
-        await nc.close()
-    headers = msg.headers or {}
-    assert "traceparent" in headers  # the exact, lower-case name angzarr's extractor asks for
-    assert "baggage" not in headers  # none was set
-    carried = TraceContextTextMapPropagator().extract(headers)
-    with otel.ROOT.start_as_current_span("bus.consume", context=carried, kind=SpanKind.CONSUMER):
-        pass
-    (consume,) = otel.span_named("bus.consume")
-    assert consume.context is not None
-    assert consume.context.trace_id == request.get_span_context().trace_id
-    assert parent_of(consume) == append.context.span_id
+        async def handler(d: angzarr_es.Delivery) -> None:
+            seen.append(d.headers["Angzarr-Correlation"])
+
+        async with client.projector("traced", filters.domain(DOMAIN), handler) as p:
+            await p.wait(lambda s: s.handled == 1, timeout=20)
+    (append,) = otel.span_named(f"append {DOMAIN}")
+    (process,) = otel.span_named(f"process {DOMAIN}")
+    assert append.context is not None
+    assert append.context.trace_id == request.get_span_context().trace_id
+    sent = Trace(f"{append.context.trace_id:032x}", f"{append.context.span_id:016x}")
+    assert parents == [(store.subject(root), sent)]
+    assert parent_of(process) == append.context.span_id
+    # The subject angzarr's consumer read is the destination of both spans.
+    for span in (append, process):
+        assert attributes(span, "messaging.system", "messaging.destination.name") == {
+            "messaging.system": "nats",
+            "messaging.destination.name": store.subject(root),
+        }
+    assert seen == ["c-1"]  # the correlation header beside the trace context
+
+
+async def test_a_trace_angzarr_publishes_continues_in_a_projector_handler(
+    config: Config, spans: InMemorySpanExporter
+) -> None:
+    """angzarr's publish writes `traceparent` and an empty `tracestate`: the
+    projector's `process` span is a child of angzarr's span."""
+    sent = Trace("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    root = uuid.uuid4()
+    current: list[tracing.TraceContext | None] = []
+
+    async def handler(d: angzarr_es.Delivery) -> None:
+        current.append(tracing.current())
+
+    async with beside_angzarr(config) as (client, angzarr):
+        await angzarr.publish(book(DOMAIN, root, 0, [deposit(1)]), trace=sent)
+        async with client.projector("traced", filters.domain(DOMAIN), handler) as p:
+            await p.wait(lambda s: s.handled == 1, timeout=20)
+        subject = client.store(DOMAIN).subject(root)
+    (process,) = otel.span_named(f"process {DOMAIN}")
+    assert process.parent is not None
+    assert (process.parent.trace_id, process.parent.span_id) == (
+        int(sent.trace_id, 16),
+        int(sent.span_id, 16),
+    )
+    assert process.parent.is_remote
+    assert attributes(process, "messaging.system", "messaging.destination.name") == {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+    }
+    ((handling,),) = [current]
+    assert handling is not None
+    assert handling.trace_id == sent.trace_id
 
 
 async def test_a_subscription_handler_runs_in_a_consumer_span(
@@ -351,9 +386,57 @@ async def test_metrics_add_no_second_trace_header(
     assert carried.span_id == f"{append.context.span_id:016x}"
 
 
+async def test_an_instrumented_commit_outside_a_trace_leaves_long_baggage_out(
+    client: angzarr_es.Client,
+) -> None:
+    """No tracer provider and no trace: the instrumented client writes the
+    traceparent of a new trace through the same writer, so a baggage past
+    512 characters stays out of the commit."""
+    metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+    token = otel_context.attach(baggage.set_baggage("big", "x" * 600))
+    try:
+        await client.store("player").append("big", [player_pb2.FundsDeposited()], expected=0)
+    finally:
+        otel_context.detach(token)
+    headers = await stored_headers(client, "player", "big")
+    assert tracing.TraceContext.parse(headers["traceparent"]) is not None
+    assert "baggage" not in headers
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """This environment for a child process: this checkout first on its path,
+    then the caller's path (where opentelemetry may be installed)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def test_the_docs_example_runs(nats_url: str, tmp_path: Path) -> None:
+    """docs/operations.md's program: the handler runs in the order's trace,
+    and the console exporter prints the three spans."""
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    section = docs[docs.index("## Tracing") :]
+    section = section[: section.index("\n## ", 1)]
+    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    script = tmp_path / "traced.py"
+    script.write_text(example)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_child_env(NATS_URL=nats_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    order = re.findall(r"^order in trace (\w+)$", done.stdout, flags=re.M)
+    assert order == re.findall(r"^receipt in trace (\w+)$", done.stdout, flags=re.M)
+    assert len(order) == 1
+    for name in ("place order", "append player", "process player"):
+        assert f'"name": "{name}"' in done.stdout
+
+
 def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
     """The tests of test_trace_modes.py that pass in a new pytest process."""
-    env = {**os.environ, "ANGZARR_TEST_NATS_URL": nats_url, "PYTHONPATH": str(ROOT)}
+    env = _child_env(ANGZARR_TEST_NATS_URL=nats_url)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *plugins,
          "tests/integration/test_trace_modes.py"],
@@ -373,8 +456,11 @@ def test_each_mode_in_a_fresh_process(nats_url: str) -> None:
         "test_the_package_is_missing",
         "test_uninstrumented_commits_carry_no_trace",
         "test_an_instrumented_commit_carries_a_new_span_of_the_current_trace",
+        "test_angzarrs_consumer_reads_the_hand_made_headers",
+        "test_a_trace_angzarr_publishes_continues_in_a_hand_made_handler",
     }
     assert _passed_in_a_fresh_process(nats_url) == {
+        "test_angzarrs_consumer_continues_the_callers_trace",
         "test_without_a_trace_nothing_is_written",
         "test_the_current_context_is_carried_on_unchanged",
     }

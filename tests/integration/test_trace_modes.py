@@ -10,7 +10,9 @@ mode, hiding the package with tests/support/no_otel.py.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import uuid
 
 import msgspec
 import prometheus_client as prom
@@ -18,9 +20,13 @@ import pytest
 
 import angzarr_es
 from angzarr_es import filters, metrics, tracing
+from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.tracing import TraceContext
+from tests.support.angzarr_bus import book
+from tests.support.angzarr_otel import Trace
 from tests.support.bus import stored_headers
+from tests.support.interop import DOMAIN, beside_angzarr, consume_parents, deposit
 
 PARENT = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", state="k=v")
 TRACE_HEADERS = {"traceparent", "tracestate", "baggage"}
@@ -104,6 +110,83 @@ async def test_an_instrumented_commit_carries_a_new_span_of_the_current_trace(
     assert handled is not None
     assert handled.trace_id == sent.trace_id
     assert handled.span_id not in (sent.span_id, PARENT.span_id)
+
+
+@hand_made
+async def test_angzarrs_consumer_reads_the_hand_made_headers(config: Config) -> None:
+    """Per-domain layout, an instrumented client: angzarr's consumer parents its
+    span on the commit's span (a child of the caller's), or on the new trace
+    a commit appended outside any trace starts."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    async with beside_angzarr(config) as (client, angzarr):
+        metrics.instrument(client, metrics.StoreMetrics(prom.CollectorRegistry()))
+        store = client.store(DOMAIN)
+        with tracing.use(PARENT):
+            await store.append(a, [deposit(1)], expected=0, correlation_id="c-1")
+        await store.append(b, [deposit(1)], expected=0)
+        sent = [
+            TraceContext.parse(h["traceparent"], h.get("tracestate", ""))
+            for h in [await stored_headers(client, DOMAIN, str(r)) for r in (a, b)]
+        ]
+        parents = await consume_parents(angzarr, 2)
+    assert sent[0] is not None
+    assert sent[1] is not None
+    assert (sent[0].trace_id, sent[0].state) == (PARENT.trace_id, "k=v")
+    assert parents == [
+        (store.subject(a), Trace(PARENT.trace_id, sent[0].span_id, True, "k=v")),
+        (store.subject(b), Trace(sent[1].trace_id, sent[1].span_id, True, "")),
+    ]
+
+
+@hand_made
+async def test_a_trace_angzarr_publishes_continues_in_a_hand_made_handler(
+    config: Config,
+) -> None:
+    sent = Trace(PARENT.trace_id, PARENT.span_id)
+    seen: list[TraceContext | None] = []
+    got = asyncio.Event()
+
+    async def handler(d: angzarr_es.Delivery) -> None:
+        seen.append(tracing.current())
+        got.set()
+
+    async with beside_angzarr(config) as (client, angzarr):
+        await angzarr.publish(book(DOMAIN, uuid.uuid4(), 0, [deposit(1)]), trace=sent)
+        async with client.projector("traced", filters.domain(DOMAIN), handler):
+            await asyncio.wait_for(got.wait(), 20)
+    (handling,) = seen
+    assert handling is not None
+    assert handling.trace_id == PARENT.trace_id
+    assert handling.span_id != PARENT.span_id
+
+
+@pytest.mark.usefixtures("no_provider")
+async def test_angzarrs_consumer_continues_the_callers_trace(config: Config) -> None:
+    """No tracer provider: the caller's span is what angzarr's consumer
+    continues, its W3C level 2 random-trace-id flag (`03`, as the Python
+    SDK sets it) cleared so that angzarr's propagator accepts it."""
+    from opentelemetry import context, trace
+
+    level2 = trace.SpanContext(
+        int(PARENT.trace_id, 16),
+        int(PARENT.span_id, 16),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(0x03),  # sampled, random trace id
+        trace_state=trace.TraceState([("k", "v")]),
+    )
+    a, b = uuid.uuid4(), uuid.uuid4()
+    async with beside_angzarr(config) as (client, angzarr):
+        store = client.store(DOMAIN)
+        with tracing.use(PARENT):
+            await store.append(a, [deposit(1)], expected=0)
+        token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(level2)))
+        try:
+            await store.append(b, [deposit(1)], expected=0)
+        finally:
+            context.detach(token)
+        parents = await consume_parents(angzarr, 2)
+    carried = Trace(PARENT.trace_id, PARENT.span_id, True, "k=v")
+    assert parents == [(store.subject(a), carried), (store.subject(b), carried)]
 
 
 @pytest.mark.usefixtures("no_provider")

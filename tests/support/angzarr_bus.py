@@ -16,14 +16,16 @@ the async-nats 0.38.0 calls it makes. What it does, request by request:
   else fails the publish); the edition only in `cover.edition`, never in the
   subject; the payload the `EventBook` as given; headers `Angzarr-Correlation`
   when the cover has a correlation id, and the W3C trace context when a trace
-  is active (`otel.rs`: `traceparent`, `tracestate`). No `Nats-Msg-Id`, no
-  expected-sequence header: the server checks nothing.
+  is active (`otel.rs`: `traceparent`, `tracestate`; `angzarr_otel`). No
+  `Nats-Msg-Id`, no expected-sequence header: the server checks nothing.
 - Consume: a durable pull consumer whose name and durable name are the queue
   name, filter `{prefix}.events.{domain}.>` (a domain is required), deliver
   all, explicit ack, got or created (`CONSUMER.INFO`, then `CONSUMER.CREATE`);
   pulls of 200 messages expiring after 30 s with a 5 s idle heartbeat
   (async-nats's `stream().heartbeat(5s)`); an undecodable payload is acked,
   a handler failure is `-NAK`ed (immediate redelivery), success `+ACK`ed.
+  Each decoded message's `bus.consume` span is parented on the trace context
+  its headers carry, as `otel.rs` extracts it (`AngzarrConsumer.parents`).
 
 Events inside the books are packed with type URL
 `type.googleapis.com/<full name>` (prost's and protobuf's `Any.pack` default).
@@ -46,6 +48,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from angzarr_es.pb import core_pb2
+from tests.support import angzarr_otel
+from tests.support.angzarr_otel import Trace
 
 __all__ = [
     "ANGZARR_COMMIT",
@@ -226,15 +230,20 @@ class AngzarrBus:
         self.created.append(name)
 
     async def publish(
-        self, event_book: core_pb2.EventBook, *, traceparent: str = "", ensure: bool | None = None
+        self,
+        event_book: core_pb2.EventBook,
+        *,
+        trace: Trace | None = None,
+        ensure: bool | None = None,
     ) -> int:
         """`NatsEventBus::publish`; the stream sequence of the stored book.
 
-        `traceparent` stands for an active OpenTelemetry span (the `otel`
-        feature). `ensure=False` (default: the bus's `ensure`) leaves out the
-        stream get-or-create: a test of the read side on a stream that
-        already captures the subject, such as the single layout's, where
-        angzarr's own create would be refused.
+        `trace` stands for the current span of a build with the `otel`
+        feature (its headers as `angzarr_otel.headers` writes them).
+        `ensure=False` (default: the bus's `ensure`) leaves out the stream
+        get-or-create: a test of the read side on a stream that already
+        captures the subject, such as the single layout's, where angzarr's
+        own create would be refused.
 
         Raises:
             AngzarrBusError: where angzarr's publish fails (no cover, a root that
@@ -256,8 +265,8 @@ class AngzarrBus:
         headers: dict[str, str] = {}
         if cover.correlation_id:
             headers[HEADER_CORRELATION] = cover.correlation_id
-        if traceparent:
-            headers["traceparent"] = traceparent
+        if trace is not None:
+            headers.update(angzarr_otel.headers(trace))
         reply = await self.nc.request(
             self.subject(cover.domain, root),
             event_book.SerializeToString(),
@@ -321,6 +330,8 @@ class AngzarrConsumer:
         self.name = name
         self.handler = handler
         self.undecodable = 0
+        self.parents: list[tuple[str, Trace | None]] = []
+        """(subject, the parent of its `bus.consume` span) per decoded message."""
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Any = None
@@ -380,6 +391,7 @@ class AngzarrConsumer:
                 self.undecodable += 1
                 await msg.respond(b"+ACK")  # ack to prevent redelivery of bad messages
                 continue
+            self.parents.append((msg.subject, angzarr_otel.parent(msg.headers)))
             try:
                 ok = await self.handler(event_book, msg)
             except Exception:  # noqa: BLE001 - any handler failure is a NAK (dispatch.rs)

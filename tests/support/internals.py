@@ -21,7 +21,9 @@ inside the package changes this file, not the tests.
     pending_replies(mux) .. the seam's own state: unanswered requests, the
                             reply inbox, the parser
     check_capture_every ... knobs and state elsewhere: the core bus's capture
-                            check, the embedded server, the eventsourcing loop
+                            check, how often spanning lanes look for new
+                            domain streams, the embedded server, the
+                            eventsourcing loop
 
 Admin requests of the tests' own (streams, consumers, raw messages) go
 through `jsadmin`, on a connection of their own, never through these.
@@ -41,7 +43,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.parser import FastParser
-from angzarr_es.bus import CatchUp, _core, _settings
+from angzarr_es.bus import CatchUp, _core, _settings, _span
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.embedded import EmbeddedServer
@@ -161,3 +163,9 @@ def ready_event(server: EmbeddedServer) -> threading.Event:
 async def provision_consumer(client: Client, projector: Projector) -> None:
     """Create the projector's durable consumer without starting the projector."""
     await _settings.provision_consumer(client._wire, client.config.nats, projector.settings)
+
+
+def discover_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """How often a projector or catch-up subscription spanning the per-domain
+    layout's streams lists them to find a new domain's."""
+    monkeypatch.setattr(_span, "DISCOVER_EVERY", seconds)

@@ -20,8 +20,9 @@ turn, angzarr_es to aggregates of its own, and the scenario checks:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.msg import Msg
 
@@ -31,6 +32,8 @@ from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
 from tests.support import jsadmin
 from tests.support.angzarr_bus import HEADER_CORRELATION, AngzarrBus, book
+from tests.support.angzarr_otel import Trace
+from tests.support.configs import with_nats
 
 DOMAIN = "player"
 WAIT = 30.0
@@ -135,11 +138,37 @@ async def _exchange(
     assert info["config"]["subjects"] == [f"{client.config.nats.subject_prefix}.events.{DOMAIN}.>"]
 
 
-async def delete_layout_streams(client: angzarr_es.Client, cfg: Config) -> None:
-    """Delete the per-domain layout's streams a scenario made under `cfg`
-    (the domain's, the correlation index's, the snapshots', the DLQ)."""
-    nats = cfg.nats
-    names = [nats.correlation_stream, nats.snapshot_stream, nats.dlq_stream]
-    names.append(f"{nats.subject_prefix.upper()}_{DOMAIN.upper()}")
-    for name in names:
-        await jsadmin.delete_stream(client, name)
+@contextlib.asynccontextmanager
+async def beside_angzarr(config: Config) -> AsyncIterator[tuple[angzarr_es.Client, AngzarrBus]]:
+    """A client in the per-domain layout with `DOMAIN` provisioned, and
+    angzarr's bus on the same server and prefix; their streams deleted after."""
+    cfg = with_nats(config, stream_layout="per-domain")
+    async with (
+        await AngzarrBus.connect(cfg.nats.servers, cfg.nats.subject_prefix) as angzarr,
+        await angzarr_es.connect(config=cfg) as client,
+    ):
+        await client.provision(domains=[DOMAIN])
+        try:
+            yield client, angzarr
+        finally:
+            await angzarr.delete_created()
+            await jsadmin.delete_layout_streams(client, cfg)
+
+
+async def consume_parents(angzarr: AngzarrBus, count: int) -> list[tuple[str, Trace | None]]:
+    """Run angzarr's consumer on `DOMAIN` until it has decoded `count` commits:
+    (subject, the parent of its `bus.consume` span) for each."""
+
+    handled = 0
+    done = asyncio.Event()
+
+    async def handle(event_book: core_pb2.EventBook, msg: Msg) -> bool:
+        nonlocal handled
+        handled += 1  # dispatched after its parent was extracted
+        if handled == count:
+            done.set()
+        return True
+
+    async with await angzarr.consumer("angzarr-traced", DOMAIN, handle) as consumer:
+        await asyncio.wait_for(done.wait(), WAIT)
+    return consumer.parents

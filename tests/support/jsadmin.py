@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from angzarr_es import Client
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as js
+from angzarr_es.config import Config
 
 
 @asynccontextmanager
@@ -79,6 +80,24 @@ async def update_stream(client: Client, config: js.StreamConfig) -> bytes:
 async def delete_stream(client: Client, name: str) -> None:
     """Remove a test stream (deny_delete forbids deleting messages, not the stream)."""
     await api(client, f"$JS.API.STREAM.DELETE.{name}")
+
+
+async def stream_names(client: Client, subject: str) -> list[str]:
+    """STREAM.NAMES of the streams capturing any subject `subject` matches."""
+    async with admin(client) as wire:
+        return await wire.js.stream_names(subject)
+
+
+async def delete_layout_streams(client: Client, config: Config) -> None:
+    """Delete every stream a test made under `config`'s names and prefix, in
+    either layout: the event stream, the snapshot, dead-letter and
+    correlation streams, and any domain stream (`<PREFIX>_<DOMAIN>`, ours or
+    angzarr's) capturing the prefix's events."""
+    nats = config.nats
+    names = [nats.stream_name, nats.snapshot_stream, nats.dlq_stream, nats.correlation_stream]
+    names += await stream_names(client, f"{nats.subject_prefix}.events.>")
+    for name in dict.fromkeys(names):
+        await delete_stream(client, name)
 
 
 async def purge(client: Client, stream: str, subjects_filter: str = "", *, keep: int = 0) -> int:

@@ -49,6 +49,8 @@ def test_helm_values_use_the_seed_keys_and_the_library_defaults() -> None:
     assert loaded.nats.stream_name == nats["streamName"]
     assert loaded.nats.replicas == nats["replicas"]
     assert loaded.nats.monitor_url == nats["monitorUrl"]
+    # Beside angzarr's coordinator, whose bus makes a stream per domain.
+    assert loaded.nats.stream_layout == "per-domain"
 
 
 def test_compose_cluster_is_three_routed_jetstream_servers() -> None:
