@@ -109,7 +109,7 @@ async def test_a_stored_publish_a_deposed_leader_refuses_is_found_in_the_leaders
     no request more than a genuine conflict costs."""
     store = await frozen_behind(rig, "r")
     rig.faults.reset()
-    rig.faults.stale("publish", 1, 1, refusal)
+    rig.faults.arm("publish", 1, 1, refusal)
     got = await call(rig, store, "r", key)
     assert isinstance(got, AppendResult), got
     assert (got.first_sequence, got.next_sequence, got.duplicate) == (3, 4, False)
@@ -128,9 +128,9 @@ async def test_a_deposed_leader_answering_publish_and_reads_then_stepping_down(
     new leader's answer decides."""
     store = await frozen_behind(rig, "r")
     rig.faults.reset()
-    rig.faults.stale("publish", 1, 2, refusal)
+    rig.faults.arm("publish", 1, 2, refusal)
     for kind in ("msg_get", "direct_get", "stream_info"):
-        rig.faults.stale(kind, 1, 4)
+        rig.faults.arm(kind, 1, 4)
     got = await call(rig, store, "r", key)
     assert isinstance(got, AppendResult), got
     assert (got.first_sequence, got.next_sequence, got.duplicate) == (3, 4, False)
@@ -149,9 +149,9 @@ async def test_a_deposed_leader_that_never_steps_down_makes_the_outcome_unknown(
     monkeypatch.setattr(_refusals, "DEPOSED_LEADER", 0.2)
     store = await frozen_behind(rig, "r")
     rig.faults.reset()
-    rig.faults.stale("publish", 1, MANY, refusal)
+    rig.faults.arm("publish", 1, MANY, refusal)
     for kind in ("msg_get", "direct_get", "stream_info"):
-        rig.faults.stale(kind, 1, MANY)
+        rig.faults.arm(kind, 1, MANY)
     got = await call(rig, store, "r", key)
     assert isinstance(got, StoreTimeout), got
     assert "retry with the same idempotency key" in str(got)
@@ -174,9 +174,9 @@ async def test_an_aggregate_the_deposed_leader_never_saw(rig: Rig, key: str) -> 
     for i in range(3):
         await store.append("r", [tagged(f"after-{i}")], expected=i)
     rig.faults.reset()
-    rig.faults.stale("publish", 1, 1)
+    rig.faults.arm("publish", 1, 1)
     for kind in ("msg_get", "direct_get", "stream_info"):
-        rig.faults.stale(kind, 1, 2)
+        rig.faults.arm(kind, 1, 2)
     got = await call(rig, store, "r", key)
     assert isinstance(got, AppendResult), got
     assert (got.first_sequence, got.duplicate) == (3, False)
@@ -195,7 +195,7 @@ async def test_a_genuine_conflict_costs_no_request_more(rig: Rig, refusal: str) 
     await rig.other.store("player").append("r", [tagged("rival")], expected=3)
     rig.faults.reset()
     if refusal == CONFLICTED:
-        rig.faults.stale("publish", 1, 1, CONFLICTED)
+        rig.faults.arm("publish", 1, 1, CONFLICTED)
     got = await call(rig, store, "r", "")
     assert isinstance(got, ConcurrencyError), got
     assert (got.expected, got.actual) == (3, 4)

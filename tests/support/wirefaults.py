@@ -122,7 +122,7 @@ class WireFaults:
         self.fired.clear()
         self._seen.clear()
 
-    def stale(self, kind: str, first: int, last: int, mode: str = STALE) -> WireFaults:
+    def arm(self, kind: str, first: int, last: int, mode: str = STALE) -> WireFaults:
         """Arm `mode` on the `first`..`last` requests of `kind`."""
         return self.add(*(Fault(kind, n, mode) for n in range(first, last + 1)))
 
@@ -151,7 +151,7 @@ class WireFaults:
         message = json.loads(self._stale_get).get("message")
         return int(message["seq"]) if message else 0
 
-    async def _stale(self, kind: str, subject: str, real: Msg, payload: bytes) -> Msg:
+    def _stale(self, kind: str, subject: str, real: Msg, payload: bytes) -> Msg:
         """`real`, the live answer, as the frozen copy would have given it."""
         nc = internals.wire(self.client).nc
         if kind == "publish":
@@ -209,7 +209,7 @@ class WireFaults:
         nc = internals.wire(self.client).nc
         if mode == STALE:
             real = await self._real(subject, payload, headers, timeout, what, resend)
-            return await self._stale(kind, subject, real, payload)
+            return self._stale(kind, subject, real, payload)
         if mode in (STALE_IN_PROCESS, CONFLICTED):
             if mode == STALE_IN_PROCESS:
                 await self._real(subject, payload, headers, timeout, what, resend)
