@@ -15,7 +15,7 @@ from angzarr_es import _codec
 from angzarr_es._codec import RecordedEvent
 from angzarr_es.errors import InvalidAggregateId, InvalidSnapshot
 from angzarr_es.pb import core_pb2
-from angzarr_es.subjects import AggregateId, correlation_token, root_bytes
+from angzarr_es.subjects import AggregateId, as_uuid, correlation_token
 
 
 class Expected(enum.Enum):
@@ -228,10 +228,13 @@ def prepare_read(
 def check_uuid_root(root: AggregateId) -> None:
     """Per-domain layout (angzarr's): refuse an aggregate id that is not a UUID.
 
+    Its UTF-8 being 16 bytes is not enough: angzarr would read those bytes as
+    a UUID, another aggregate than the one on the subject.
+
     Raises:
         InvalidAggregateId: `root` is not a UUID nor a UUID's text.
     """
-    if len(root_bytes(root)) != 16:
+    if as_uuid(root) is None:
         raise InvalidAggregateId(
             f"aggregate id {root!r} is not a UUID: in the per-domain layout (angzarr's) "
             "every root must be a UUID, because angzarr reads Cover.root as 16 bytes "

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_ID_BYTES",
     "AggregateId",
     "Subjects",
+    "as_uuid",
     "canonical_root",
     "correlation_token",
     "decode_root",
@@ -210,15 +211,28 @@ def decode_root(token: str) -> str:
     return root
 
 
+def as_uuid(root: AggregateId) -> uuid.UUID | None:
+    """`root` as a UUID: a `uuid.UUID`, or a UUID's text in any form
+    `canonical_root` accepts; None for any other id (16 bytes of text too).
+
+    Raises:
+        InvalidAggregateId: not a str nor a UUID, or empty.
+    """
+    if isinstance(root, uuid.UUID):
+        return root
+    text = canonical_root(root)
+    if len(text) == 36 and _CANONICAL_UUID.fullmatch(text):
+        return uuid.UUID(text)
+    return None
+
+
 def root_bytes(root: AggregateId) -> bytes:
     """Bytes for `Cover.root.value`: a UUID's 16 bytes (also for a UUID's text
     in any form `canonical_root` accepts), else the id's UTF-8."""
-    if isinstance(root, uuid.UUID):
-        return root.bytes
-    text = canonical_root(root)
-    if len(text) == 36 and _CANONICAL_UUID.fullmatch(text):
-        return uuid.UUID(text).bytes
-    return text.encode("utf-8", "surrogatepass")
+    found = as_uuid(root)
+    if found is not None:
+        return found.bytes
+    return canonical_root(root).encode("utf-8", "surrogatepass")
 
 
 def events_filter(prefix: str, domain: str | None = None) -> str:

@@ -4,6 +4,7 @@ it creates, and what it refuses."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -14,7 +15,9 @@ from angzarr_es import _provision
 from angzarr_es._nats import messages as js
 from angzarr_es._nats.errors import REPLICAS_NOT_SUPPORTED, api_error
 from angzarr_es.config import Config
+from angzarr_es.pb import player_pb2
 from tests.support import jsadmin
+from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.cli import (
     add_nats_settings,
     one_error_line,
@@ -229,3 +232,25 @@ async def test_the_max_age_warning_is_given_once(
     assert done.stderr.count("JetStream will DELETE events") == 1, done.stderr
     assert "bus.nats.max_age = 604800s" in done.stderr
     assert '"max_age": 604800000000000' in done.stdout
+
+
+async def test_provision_in_single_layout_beside_angzarr_names_the_fix(
+    conf: Path, config: Config
+) -> None:
+    """angzarr's bus made its per-domain stream first: one line naming the
+    stream and the setting, exit status 1, nothing created."""
+    prefix = config.nats.subject_prefix
+    async with await AngzarrBus.connect(config.nats.servers, prefix) as angzarr:
+        await angzarr.publish(book("player", uuid.uuid4(), 0, [player_pb2.FundsDeposited()]))
+        try:
+            done = run_cli("provision", "--config", str(conf))
+            assert done.returncode == 1, done.stderr
+            line = one_error_line(done.stderr)
+            assert angzarr.stream_name("player") in line
+            assert 'stream_layout = "per-domain"' in line
+            assert "10065" not in line
+            async with await angzarr_es.connect(config=config) as client:
+                info = js.stream_info(await jsadmin.stream_info(client, config.nats.stream_name))
+                assert info.error is not None  # not created
+        finally:
+            await angzarr.delete_created()

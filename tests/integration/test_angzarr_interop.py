@@ -13,12 +13,21 @@ from pathlib import Path
 import pytest
 
 import angzarr_es
+from angzarr_es import ANY
 from angzarr_es.config import Config
-from angzarr_es.errors import StreamConfigError
+from angzarr_es.errors import InvalidAggregateId, StreamConfigError
 from angzarr_es.pb import player_pb2
+from angzarr_es.testing import InMemoryClient
 from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, AngzarrBusError, book
-from tests.support.cli import add_nats_settings, write_config
+from tests.support.cli import (
+    add_nats_settings,
+    run_cli,
+    start_cli,
+    stderr_lines,
+    stop,
+    write_config,
+)
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
 from tests.support.interop import DOMAIN, both_ways
@@ -85,13 +94,42 @@ async def test_per_domain_layout_lives_beside_angzarr_in_both_start_orders(
             await jsadmin.delete_layout_streams(admin, cfg)
 
 
+# 16 bytes of text would pass for a root on angzarr's side (`Uuid::from_slice`)
+# and name another aggregate there than the subject does here.
+NOT_UUIDS = ["player-7", "abcdefghijklmnop", "\u00e9" * 8, uuid.UUID(int=7).hex]
+
+
+@pytest.mark.parametrize("bad", NOT_UUIDS)
+async def test_per_domain_layout_refuses_ids_angzarr_cannot_read(config: Config, bad: str) -> None:
+    cfg = with_nats(config, stream_layout="per-domain")
+    memory = InMemoryClient(config=cfg)
+    async with await angzarr_es.connect(config=cfg) as client:
+        await client.provision(domains=[DOMAIN])
+        try:
+            for backend in (client, memory):
+                store = backend.store(DOMAIN)
+                with pytest.raises(InvalidAggregateId, match=r"is not a UUID: .*Uuid::from_slice"):
+                    await store.append(bad, [deposit(1)], expected=0)
+                with pytest.raises(InvalidAggregateId, match="is not a UUID"):
+                    await store.load(bad)
+                for good in (uuid.UUID(int=7), str(uuid.UUID(int=7)).upper()):
+                    await store.append(good, [deposit(2)], expected=ANY)
+            info = await jsadmin.stream_info_json(client, client.store(DOMAIN).stream)
+            assert info["state"]["messages"] == 2  # the refused appends sent nothing
+        finally:
+            await jsadmin.delete_layout_streams(client, cfg)
+
+
 # -- docs/angzarr.md's walkthrough ---------------------------------------------------
 
-WALKTHROUGH = re.findall(
-    r"```python\n(.*?)```",
-    (Path(__file__).resolve().parents[2] / "docs" / "angzarr.md").read_text(),
-    flags=re.S,
-)
+PAGE = (Path(__file__).resolve().parents[2] / "docs" / "angzarr.md").read_text()
+WALKTHROUGH = re.findall(r"```python\n(.*?)```", PAGE, flags=re.S)
+COMMANDS = [
+    line.split("#")[0].rstrip(" &").split()[2:]
+    for block in re.findall(r"```console\n(.*?)```", PAGE, flags=re.S)
+    for line in block.splitlines()
+    if line.startswith("$ angzarr-es ")
+]
 
 
 async def test_the_docs_walkthrough_runs(
@@ -131,5 +169,44 @@ async def test_the_docs_walkthrough_runs(
         stop.set()
         if running is not None and not running.done():
             running.cancel()
+        async with await angzarr_es.connect(config=cfg) as admin:
+            await jsadmin.delete_layout_streams(admin, cfg)
+
+
+async def test_the_docs_walkthrough_commands_run(config: Config, tmp_path: Path) -> None:
+    """The page's commands, after angzarr made its stream: `provision` adopts
+    it, `index-correlation` (here for one commit, not in the background)
+    makes angzarr's commit findable, `tail player` shows angzarr's next one."""
+    provision, index, tail = COMMANDS
+    assert provision[-1] == "provision"
+    assert index[-1] == "index-correlation"
+    assert tail[-2:] == ["tail", "player"]
+    cfg = with_nats(config, stream_layout="per-domain")
+    add_nats_settings(write_config(tmp_path / "angzarr-es.toml", cfg), LAYOUT)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with await AngzarrBus.connect(cfg.nats.servers, cfg.nats.subject_prefix) as bus:
+            await bus.publish(book(DOMAIN, first, 0, [deposit(1)], correlation_id="wf"))
+            done = await asyncio.to_thread(run_cli, *provision, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            assert f"updating stream {bus.stream_name(DOMAIN)} " in done.stderr
+            done = await asyncio.to_thread(run_cli, *index, "--count", "1", cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            tailing = start_cli(*tail, "--count", "1", cwd=tmp_path)
+            try:
+                await asyncio.to_thread(
+                    stderr_lines(tailing).until, lambda line: line.startswith("tailing ")
+                )
+                await bus.publish(book(DOMAIN, second, 0, [deposit(2)]))
+                (line,) = await asyncio.to_thread(tailing.rest)
+            finally:
+                stop(tailing)
+            assert f"player/{second}" in line
+        async with await angzarr_es.connect(config=cfg) as client:
+            found = await client.events_by_correlation("wf")
+            assert [root for _, root in found] == [str(first)]
+            info = await jsadmin.stream_info_json(client, bus.stream_name(DOMAIN))
+            assert info["config"]["allow_direct"] is True  # adopted
+    finally:
         async with await angzarr_es.connect(config=cfg) as admin:
             await jsadmin.delete_layout_streams(admin, cfg)

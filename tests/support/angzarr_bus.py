@@ -46,6 +46,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from angzarr_es.pb import core_pb2
 from tests.support import angzarr_otel
@@ -55,6 +56,8 @@ __all__ = [
     "ANGZARR_COMMIT",
     "DEFAULT_EDITION",
     "HEADER_CORRELATION",
+    "NO_RESPONDERS",
+    "TYPE_PREFIX",
     "AngzarrBus",
     "AngzarrBusError",
     "AngzarrConsumer",
@@ -66,6 +69,7 @@ ANGZARR_COMMIT = "f97af362"
 DEFAULT_EDITION = "angzarr"  # config.rs: the main timeline's edition name
 HEADER_CORRELATION = "Angzarr-Correlation"  # config.rs
 TYPE_PREFIX = "type.googleapis.com/"
+NO_RESPONDERS = 503  # AngzarrBusError.err_code of a publish nothing answered
 IDLE_HEARTBEAT = 5.0  # consumer.rs
 PULL_BATCH = 200  # async-nats StreamBuilder defaults
 PULL_EXPIRES = 30.0
@@ -267,12 +271,20 @@ class AngzarrBus:
             headers[HEADER_CORRELATION] = cover.correlation_id
         if trace is not None:
             headers.update(angzarr_otel.headers(trace))
-        reply = await self.nc.request(
-            self.subject(cover.domain, root),
-            event_book.SerializeToString(),
-            timeout=5,
-            headers=headers or None,
-        )
+        try:
+            reply = await self.nc.request(
+                self.subject(cover.domain, root),
+                event_book.SerializeToString(),
+                timeout=5,
+                headers=headers or None,
+            )
+        except NoRespondersError as exc:
+            # async-nats's PublishErrorKind::StreamNotFound: nothing stores the
+            # subject yet (on a cluster, a stream just created may not be
+            # reachable from every server at once).
+            raise AngzarrBusError(
+                "Publish ack failed: no stream found for given subject", NO_RESPONDERS
+            ) from exc
         ack: dict[str, Any] = json.loads(reply.data)
         error = ack.get("error")
         if error:
