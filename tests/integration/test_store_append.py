@@ -17,6 +17,7 @@ from angzarr_es._nats import messages as js
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.store import _append as store_mod
+from angzarr_es.store import _keys
 from tests.support import internals
 from tests.support.events import deposit
 from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
@@ -341,7 +342,7 @@ async def test_a_keyed_retry_finds_its_commit_behind_a_busy_window(
     duplicate window only, and a busy shared aggregate had more. The retry now
     reads the commit at `expected` first: where every attempt of the same
     command would have landed."""
-    monkeypatch.setattr(store_mod, "KEY_SEARCH", 3)
+    monkeypatch.setattr(_keys, "KEY_SEARCH", 3)
     store = client.store("player")
     async with await angzarr_es.connect(config=config) as other:
         rival = other.store("player")
