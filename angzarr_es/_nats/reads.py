@@ -169,6 +169,13 @@ class Reads:
         )
         return None if got is None else (got.data, got.seq)
 
+    async def leader_tail(self, stream: str, subject: str) -> Stored | None:
+        """Like `leader_last`, with the ids the commit carries (whose it is)."""
+        got = await self._js.msg_get(
+            stream, m.MsgGetRequest(last_by_subj=subject), f"read last commit of {subject}"
+        )
+        return None if got is None else _stored(got)
+
     async def leader_next(self, stream: str, subject: str, seq: int) -> tuple[bytes, int] | None:
         """(payload, stream sequence) of the first message on `subject` at or after
         stream sequence `seq`, answered by the stream leader."""
@@ -184,14 +191,7 @@ class Reads:
         stored at or after `start_time` (RFC 3339), from the stream leader."""
         request = m.MsgGetRequest(seq=seq, next_by_subj=subject, start_time=start_time)
         got = await self._js.msg_get(stream, request, f"read {subject}")
-        if got is None:
-            return None
-        return Stored(
-            got.data,
-            header_value(got.hdrs, m.H_MSG_ID),
-            header_value(got.hdrs, m.H_APPEND_ID),
-            got.seq,
-        )
+        return None if got is None else _stored(got)
 
     async def _leader_batch(
         self, stream: str, subject: str, start: int, batch: int, max_bytes: int
@@ -212,6 +212,12 @@ class Reads:
             if max_bytes and size >= max_bytes:
                 break
         return found, True
+
+
+def _stored(got: m.StoredMessage) -> Stored:
+    return Stored(
+        got.data, header_value(got.hdrs, m.H_MSG_ID), header_value(got.hdrs, m.H_APPEND_ID), got.seq
+    )
 
 
 def _more_after(got: Collector, batch: int, max_bytes: int, subject_len: int) -> bool:

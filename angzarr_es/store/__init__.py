@@ -1,7 +1,9 @@
 """The JetStream event store: one literal subject per aggregate, one message per commit.
 
 _store.py        EventStore: the public store of one domain, delegating below
-_append.py       the append path: positions, publish with retries, idempotency keys
+_append.py       the append path: positions, publish with retries, lost acks
+_refusals.py     what a refused publish proves (a deposed stream leader answers too)
+_keys.py         idempotency keys: the commit stored under a key, and its result
 _read.py         the read path: Direct Get pages, replay, leader tail, decoding
 _context.py      StoreContext (what a client's stores share), position lookups
 _commits.py      decoding a page of commits into events

@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import hashlib
 import secrets
-from typing import NamedTuple
 
 from google.protobuf import any_pb2
 
@@ -27,14 +26,19 @@ from angzarr_es.errors import (
     AppendTooLarge,
     ConcurrencyError,
     InvalidEdition,
-    InvalidSnapshot,
     StoreError,
     StoreTimeout,
-    StoreUnavailable,
 )
-from angzarr_es.store import _correlation, _shared, _snapshots
+from angzarr_es.store import _correlation, _refusals, _shared
 from angzarr_es.store._cache import NEW, Position
-from angzarr_es.store._context import StoreContext, fresh_position, leader_position, lookup
+from angzarr_es.store._context import (
+    StoreContext,
+    fresh_position,
+    leader_position,
+    leader_tail,
+    lookup,
+)
+from angzarr_es.store._keys import Keyed, Keys
 from angzarr_es.store._outcomes import nothing_sent, nothing_stored, unknown_outcome
 from angzarr_es.subjects import AggregateId, root_bytes
 
@@ -46,28 +50,25 @@ COMMIT_OVERHEAD = 1024
 SETTLE_READS = 6
 # How often an `expected=ANY` append re-reads and retries after losing a race.
 ANY_ATTEMPTS = 64
-# Looking for an idempotency key's commit: from this much before the server's
-# duplicate window (clock skew between client and server), and at most this
-# many commits of the aggregate read one by one.
-KEY_SKEW = 10.0
-KEY_SEARCH = 1000
 # Ids derived in a row for a key whose commits were deleted (one per deletion
 # within the duplicate window).
 KEY_DERIVATIONS = 64
 
 
-class Keyed(NamedTuple):
-    """An append's idempotency key as sent: the commit's Nats-Msg-Id, and this
-    call's own Angzarr-Append-Id."""
-
-    msg_id: str
-    own: str
-
-
 class Appender:
     """Appends commits to the aggregates of one domain and edition."""
 
-    __slots__ = ("_angzarr", "_cache", "_ctx", "_domain", "_edition", "_stream", "_turns", "_wire")
+    __slots__ = (
+        "_angzarr",
+        "_cache",
+        "_ctx",
+        "_domain",
+        "_edition",
+        "_keys",
+        "_stream",
+        "_turns",
+        "_wire",
+    )
 
     def __init__(self, ctx: StoreContext, domain: str, edition: str, stream: str) -> None:
         self._ctx = ctx
@@ -77,6 +78,7 @@ class Appender:
         self._domain = domain
         self._edition = edition
         self._stream = stream
+        self._keys = Keys(ctx, stream)
         # Per-domain layout: commits carry angzarr's correlation header too.
         self._angzarr = ctx.streams.per_domain
 
@@ -164,12 +166,12 @@ class Appender:
                 detail=f"expected=ANY lost the race for the next sequence {ANY_ATTEMPTS} times "
                 f"in a row (the aggregate is at {pos.next_sequence})",
             )
-        except ConcurrencyError:
+        except ConcurrencyError as conflict:
             if keyed is None:
                 raise
             # The aggregate moved: perhaps by this idempotency key's earlier append.
             try:
-                earlier = await self._keyed(subject, keyed, expected)
+                earlier = await self._keys.find(subject, keyed, expected, conflict.actual)
             except StoreError as exc:
                 # Whether the key's command is stored is what the caller asks.
                 raise StoreTimeout(
@@ -263,6 +265,8 @@ class Appender:
         # unanswered publish again): an earlier copy may have been stored.
         slow = self._wire.resend_after(timeout)
         clock = asyncio.get_running_loop().time
+        # Since when refusals have proved nothing (_refusals), and how many.
+        doubted, doubts = 0.0, 0
         while attempt < attempts:
             attempt += 1
             sent = clock()
@@ -290,7 +294,7 @@ class Appender:
                         # cluster answers a retry that way).
                         return self._committed(subject, pos, count, ack.seq)
                     try:
-                        earlier = await self._earlier(subject, ack.seq, own)
+                        earlier = await self._keys.earlier(subject, ack.seq, own)
                     except StoreError as exc:
                         # Stored (by this call or an earlier one with the key):
                         # never "nothing stored", whatever the read met.
@@ -333,34 +337,30 @@ class Appender:
                     StoreTimeout(f"append to {subject}: an earlier attempt is still in process"),
                 )
             if err.err_code in CONFLICT_CODES:
-                if unknown:
-                    winner = await self._winner(subject, pos)
-                    if winner is not None and winner.msg_id == msg_id:
-                        return self._found(subject, pos, count, winner, own)
-                    # A rival holds the slot our attempts expected: none of
-                    # them can land any more.
-                    unknown = winner is None
-                try:
-                    real = await self._settled_position(subject, pos)
-                except StoreError as exc:
-                    if unknown:
-                        raise unknown_outcome(f"append to {subject}", exc) from exc
-                    if isinstance(exc, StoreTimeout):
-                        raise nothing_stored(f"append to {subject}", exc) from exc
-                    raise
-                if real.stream_seq == pos.stream_seq:
-                    # 10164: a rival proposal was in flight but never applied
-                    # (it failed): the slot may still be ours.
-                    if attempt < attempts:
-                        continue
-                    text = f"append to {subject}: a rival write was reported but never applied"
-                    raise StoreTimeout(text) if unknown else StoreUnavailable(text)
-                if unknown:  # our slot's first commit is unknown, yet the aggregate moved
-                    raise StoreTimeout(
-                        f"append to {subject}: outcome unknown: the aggregate moved on "
-                        "while an attempt was unanswered"
-                    )
-                return real
+                if not unknown and _refusals.refutes(err, pos):
+                    # A commit past the slot every attempt expected: none can land.
+                    return await self._conflict(subject, pos)
+                # An attempt may be stored (one went unanswered, or this refusal
+                # came from a server that lags: _refusals): the leader's commits decide.
+                found = await self._doubted(subject, msg_id, pos, count, own)
+                if found is not None:
+                    return found
+                unknown = True
+                doubted, doubts = doubted or clock(), doubts + 1
+                if clock() - doubted < _refusals.DEPOSED_LEADER:
+                    await asyncio.sleep(min(0.25, 0.005 * 2**doubts))
+                    attempt -= 1  # a re-check, not an attempt
+                    continue
+                # The next call looks the position up afresh (a stream made anew
+                # leaves a cached position no read can lower).
+                self._cache.drop(subject)
+                raise StoreTimeout(
+                    f"append to {subject}: outcome unknown: for {_refusals.DEPOSED_LEADER:g}s "
+                    "refused, yet the leader's reads showed neither this commit nor a rival's "
+                    "in its slot (a server behind this process's view, such as a deposed stream "
+                    "leader, kept answering, or a rival's write never applied); retry with the "
+                    "same idempotency key"
+                )
             refused = err.as_error(f"append to {subject}")
             if unknown:
                 raise unknown_outcome(f"append to {subject}", refused) from refused
@@ -405,57 +405,6 @@ class Appender:
             return self._found(subject, pos, count, winner, own)
         raise exc
 
-    async def _keyed(
-        self, subject: str, keyed: Keyed, expected: ExpectedVersion
-    ) -> AppendResult | None:
-        """The commit stored on `subject` under this idempotency key (this
-        call's own, or an earlier call's): the one at `expected` first, where
-        every attempt of a command retried with the same `expected` lands, then
-        among the first KEY_SEARCH commits of the server's duplicate window.
-
-        The nemesis found why the first look is needed: on a busy aggregate the
-        window held more than KEY_SEARCH commits, and a command whose earlier
-        calls had timed out was refused (ConcurrencyError) although stored.
-        """
-        msg_id = keyed.msg_id
-        if expected is not ANY:
-            found = await self._at_sequence(subject, expected)
-            if found is not None and (
-                found.msg_id == msg_id or found.msg_id.startswith(msg_id + ".")
-            ):
-                return self._keyed_result(subject, found, keyed.own)
-        window = self._ctx.cfg.duplicate_window + KEY_SKEW
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=window)
-        stream = self._stream
-        found = await self._wire.reads.leader_message(
-            stream, subject, start_time=since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        )
-        for _ in range(KEY_SEARCH):
-            if found is None:
-                return None
-            if found.msg_id == msg_id or found.msg_id.startswith(msg_id + "."):
-                return self._keyed_result(subject, found, keyed.own)
-            found = await self._wire.reads.leader_message(stream, subject, seq=found.seq + 1)
-        return None
-
-    async def _at_sequence(self, subject: str, sequence: int) -> Stored | None:
-        """The commit holding event `sequence` (a binary search of leader
-        reads), or None if the aggregate has no such event."""
-        stream = self._stream
-        try:
-            seq = await _snapshots.covering_commit(self._wire, stream, subject, sequence)
-        except InvalidSnapshot:
-            return None
-        return await self._wire.reads.leader_message(stream, subject, seq=seq)
-
-    async def _earlier(self, subject: str, seq: int, own: str) -> AppendResult | None:
-        """The result of the commit stored on `subject` at stream sequence
-        `seq` under an idempotency key (None if it is gone)."""
-        found = await self._wire.reads.leader_message(self._stream, subject, seq=seq)
-        if found is None or found.seq != seq:
-            return None
-        return self._keyed_result(subject, found, own)
-
     def _found(
         self, subject: str, pos: Position, count: int, landed: Stored, own: str
     ) -> AppendResult:
@@ -463,33 +412,65 @@ class Appender:
         an idempotency key (`own`: this call's append id) it may be another
         call's commit, so its own span is taken."""
         if own:
-            return self._keyed_result(subject, landed, own)
+            return self._keys.result(subject, landed, own)
         return self._committed(subject, pos, count, landed.seq)
 
-    def _keyed_result(self, subject: str, stored: Stored, own: str) -> AppendResult:
-        """The result of a commit stored under an idempotency key: a duplicate
-        unless it carries `own`, this call's append id."""
-        seq = stored.seq
-        book = _codec.decode_book(stored.data, subject=subject, stream_sequence=seq)
-        first, nxt = _codec.commit_span(book, subject=subject, stream_sequence=seq)
-        duplicate = stored.append_id != own
-        if not duplicate:  # this call's own commit: where the aggregate now stands
-            self._cache.put(subject, Position(nxt, seq))
-        return AppendResult(
-            first_sequence=first, next_sequence=nxt, stream_sequence=seq, duplicate=duplicate
-        )
+    async def _conflict(self, subject: str, pos: Position) -> Position:
+        """The leader's position after a refusal that proved nothing of ours
+        can land (for the error, or a new round of `expected=ANY`)."""
+        try:
+            real, _ = await self._settled_position(subject, pos)
+        except StoreTimeout as exc:
+            raise nothing_stored(f"append to {subject}", exc) from exc
+        return real
 
-    async def _settled_position(self, subject: str, pos: Position) -> Position:
-        """The leader's position after a conflict on `pos`.
+    async def _settled_position(
+        self, subject: str, pos: Position
+    ) -> tuple[Position, Stored | None]:
+        """The leader's position after a conflict on `pos`, and its last commit.
 
         In a cluster the server may refuse us (10164) while the rival's commit
         is still being applied, so the leader can briefly still show `pos`:
         re-read a few times, with a short backoff, until it moves.
         """
-        real = await leader_position(self._ctx, subject, self._stream)
+        real, tail = await leader_tail(self._ctx, subject, self._stream)
         for attempt in range(SETTLE_READS):
             if real.stream_seq != pos.stream_seq:
                 break
             await asyncio.sleep(0.001 * 2**attempt)
-            real = await leader_position(self._ctx, subject, self._stream)
+            real, tail = await leader_tail(self._ctx, subject, self._stream)
+        return real, tail
+
+    async def _doubted(
+        self, subject: str, msg_id: str, pos: Position, count: int, own: str
+    ) -> AppendResult | Position | None:
+        """After a refusal that proves nothing (`_refusals`): our result if the
+        leader shows our commit in the slot after `pos`, its position if a
+        rival's (or the subject was deleted: no attempt can land), None while
+        in doubt: the slot still free, or the leader's answer behind `pos`
+        (a deposed leader still answering; its "nothing there" proves nothing).
+
+        No extra request when the rival's commit is the last one. The real
+        leader may have stored this publish: a failed read is an unknown outcome.
+        """
+        try:
+            real, tail = await self._settled_position(subject, pos)
+        except StoreError as exc:
+            raise unknown_outcome(f"append to {subject}", exc) from exc
+        last = 0 if tail is None else tail.seq
+        if last < pos.stream_seq:
+            if tail is None and await _refusals.deleted(self._ctx, self._stream, subject, pos):
+                self._cache.drop(subject)  # no read can lower it
+                return real
+            return None
+        if tail is None or last == pos.stream_seq:  # a rival's write never applied
+            return None
+        if _refusals.opens_slot(tail, subject, pos):
+            winner: Stored | None = tail
+        else:
+            winner = await self._winner(subject, pos)
+        if winner is None:
+            return None
+        if winner.msg_id == msg_id:
+            return self._found(subject, pos, count, winner, own)
         return real

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from angzarr_es import _codec, _provision
-from angzarr_es._nats import Wire
+from angzarr_es._nats import Stored, Wire
 from angzarr_es._nats.errors import PROVISION_HINT, STREAM_NOT_FOUND
 from angzarr_es._observe import Observer
 from angzarr_es._streams import Streams
@@ -28,6 +28,7 @@ __all__ = [
     "check_stream",
     "fresh_position",
     "leader_position",
+    "leader_tail",
     "lookup",
     "provisioned",
 ]
@@ -225,6 +226,16 @@ async def leader_position(ctx: StoreContext, subject: str, stream: str = "") -> 
     stream = stream or ctx.streams.of_subject(subject)
     last = await ctx.wire.reads.leader_last(stream, subject)
     return await _remember(ctx, subject, last, stream)
+
+
+async def leader_tail(
+    ctx: StoreContext, subject: str, stream: str = ""
+) -> tuple[Position, Stored | None]:
+    """Like `leader_position`, with the last commit as read (its ids say whose it is)."""
+    stream = stream or ctx.streams.of_subject(subject)
+    last = await ctx.wire.reads.leader_tail(stream, subject)
+    pos = await _remember(ctx, subject, None if last is None else (last.data, last.seq), stream)
+    return pos, last
 
 
 async def fresh_position(ctx: StoreContext, subject: str, stream: str = "") -> Position:

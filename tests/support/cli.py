@@ -131,9 +131,13 @@ class Lines:
 
     def _read(self) -> None:
         assert self.stream is not None
-        for line in self.stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+        try:
+            for line in self.stream:
+                self._queue.put(line.rstrip("\n"))
+        except (ValueError, OSError):
+            pass  # `stop()` closed the pipe while a grandchild still held it open
+        finally:
+            self._queue.put(None)
 
     def until(self, predicate: Callable[[str], bool], timeout: float = 20.0) -> str:
         """The first new line matching `predicate`; fails on EOF or after `timeout`."""

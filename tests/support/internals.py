@@ -21,7 +21,8 @@ inside the package changes this file, not the tests.
                             consumer or a stall would
     pending_replies(mux) .. the seam's own state: unanswered requests, the
                             reply inbox, the parser
-    write_correlation_entry, snapshot_stream_config, append_clock, key_search
+    write_correlation_entry, snapshot_stream_config, append_clock, key_search,
+    deposed_leader_wait
                             what the write path and provisioning do, one step of it
     check_capture_every ... knobs and state elsewhere: the core bus's capture
                             check, how often spanning lanes look for new
@@ -56,7 +57,7 @@ from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.store import StoreContext, _append, _correlation
+from angzarr_es.store import StoreContext, _append, _correlation, _keys, _refusals
 from angzarr_es.store._context import leader_position as _leader_position
 from angzarr_es.subjects import Subjects
 
@@ -179,7 +180,13 @@ def append_clock(monkeypatch: pytest.MonkeyPatch, clock: object) -> None:
 
 def key_search(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
     """How many commits of the duplicate window a retry looks its key up in."""
-    monkeypatch.setattr(_append, "KEY_SEARCH", commits)
+    monkeypatch.setattr(_keys, "KEY_SEARCH", commits)
+
+
+def deposed_leader_wait(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """How long a refusal that proves nothing is re-checked before an append's
+    outcome is reported unknown (a deposed stream leader's window)."""
+    monkeypatch.setattr(_refusals, "DEPOSED_LEADER", seconds)
 
 
 def loop_thread(factory: Factory) -> threading.Thread:

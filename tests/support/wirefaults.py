@@ -7,10 +7,15 @@ JetStream error replies), at exactly the request it names.
     faults = WireFaults(client)
     faults.add(Fault("publish", 1, DROP_REPLY))   # the first publish is stored, its ack lost
     faults.add(Fault("msg_get", 1, UNAVAILABLE))  # then one leader read answers 10008
+
+A deposed stream leader (paused while the others elected a new one, not yet
+aware) is `STALE`: `await faults.freeze(stream, subject)` takes its copy of
+the stream, and each request a STALE fault hits is answered from that copy.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +38,17 @@ REFUSED = "refused"
 """JetStream answers some other error (500): the request was refused."""
 DISCONNECTED = "disconnected"
 """The connection is down when it is sent: nothing goes out."""
+
+STALE = "stale"
+"""Answered by a deposed leader from its copy of the stream (`freeze`): a
+publish is stored all the same (the new leader got it too) but refused with
+10071 naming the subject's last sequence in the copy; a read of a message
+stored since finds nothing, a read of the subject's last one the copy's."""
+STALE_IN_PROCESS = "stale_in_process"
+"""A publish stored, but refused with 10164 (a deposed leader with a proposal
+on the subject left in flight when it was paused)."""
+CONFLICTED = "conflicted"
+"""A publish not sent, refused with 10164 (a rival's write in flight)."""
 
 MODES = (DROP_REPLY, LOSE, NO_RESPONDERS, UNAVAILABLE, REFUSED, DISCONNECTED)
 
@@ -88,6 +104,11 @@ class WireFaults:
         self._real: Callable[..., Awaitable[Msg]] = mux.ask
         self._prefix = self.client.config.nats.subject_prefix
         self._seen: dict[str, int] = {}
+        # The deposed leader's copy of the stream (`freeze`).
+        self._stale_seq = 0
+        self._stale_get = b"{}"
+        self._stale_direct: Msg | None = None
+        self._stale_subject = ""
         mux.ask = self._ask  # type: ignore[method-assign]
 
     def add(self, *faults: Fault) -> WireFaults:
@@ -100,6 +121,61 @@ class WireFaults:
         self.trace.clear()
         self.fired.clear()
         self._seen.clear()
+
+    def arm(self, kind: str, first: int, last: int, mode: str = STALE) -> WireFaults:
+        """Arm `mode` on the `first`..`last` requests of `kind`."""
+        return self.add(*(Fault(kind, n, mode) for n in range(first, last + 1)))
+
+    async def freeze(self, stream: str, subject: str) -> None:
+        """Take the copy of `stream` a leader paused now would answer from:
+        its last sequence, and the last message on `subject` (as STREAM.MSG.GET
+        and Direct Get answer it)."""
+        paused, self.paused = self.paused, True
+        try:
+            wire = internals.wire(self.client)
+            info = await wire.js.stream_info(stream)
+            assert info is not None
+            self._stale_seq = info.state.last_seq
+            get = b'{"last_by_subj":"%s"}' % subject.encode()
+            self._stale_get = (
+                await self._real(f"$JS.API.STREAM.MSG.GET.{stream}", get, None, 2.0, "freeze")
+            ).data
+            self._stale_direct = await self._real(
+                f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None, 2.0, "freeze"
+            )
+            self._stale_subject = subject
+        finally:
+            self.paused = paused
+
+    def _stale_last(self) -> int:
+        message = json.loads(self._stale_get).get("message")
+        return int(message["seq"]) if message else 0
+
+    def _stale(self, kind: str, subject: str, real: Msg, payload: bytes) -> Msg:
+        """`real`, the live answer, as the frozen copy would have given it."""
+        nc = internals.wire(self.client).nc
+        if kind == "publish":
+            last = self._stale_last()
+            data = _error_reply(subject, 400, 10071, f"wrong last sequence: {last}")
+            return Msg(_client=nc, subject="", data=data, headers=None)
+        if kind == "direct_get":
+            seq = int((real.headers or {}).get("Nats-Sequence", "0"))
+            assert self._stale_direct is not None, "freeze() first"
+            return real if seq <= self._stale_seq else self._stale_direct
+        if kind == "stream_info":
+            reply = json.loads(real.data)
+            state = reply.get("state", {})
+            state["last_seq"] = min(int(state.get("last_seq", 0)), self._stale_seq)
+            if not self._stale_last():
+                (state.get("subjects") or {}).pop(self._stale_subject, None)
+            return Msg(_client=nc, subject="", data=json.dumps(reply).encode(), headers=None)
+        message = json.loads(real.data).get("message")
+        if message is None or int(message["seq"]) <= self._stale_seq:
+            return real
+        if json.loads(payload).get("last_by_subj") == self._stale_subject:
+            return Msg(_client=nc, subject="", data=self._stale_get, headers=None)
+        data = _error_reply(subject, 404, 10037, "no message found")
+        return Msg(_client=nc, subject="", data=data, headers=None)
 
     def restore(self) -> None:
         internals.wire(self.client).mux.ask = self._real  # type: ignore[method-assign,assignment]
@@ -131,6 +207,14 @@ class WireFaults:
         if mode == DISCONNECTED:
             raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
         nc = internals.wire(self.client).nc
+        if mode == STALE:
+            real = await self._real(subject, payload, headers, timeout, what, resend)
+            return self._stale(kind, subject, real, payload)
+        if mode in (STALE_IN_PROCESS, CONFLICTED):
+            if mode == STALE_IN_PROCESS:
+                await self._real(subject, payload, headers, timeout, what, resend)
+            data = _error_reply(subject, 400, 10164, "wrong last sequence")
+            return Msg(_client=nc, subject="", data=data, headers=None)
         if kind == "direct_get" and mode in (UNAVAILABLE, REFUSED):
             # Direct Get answers with a status, not a JSON error.
             status = "503" if mode == UNAVAILABLE else "500"

@@ -1,0 +1,70 @@
+"""What a refused publish proves, and what it does not.
+
+A publish carries the subject's expected last stream sequence; a refusal
+(10071 "wrong last sequence: N", 10164) usually means a rival's commit holds
+the slot. But in a cluster every server that believes it leads the stream
+answers: a leader that was paused (SIGSTOP, a frozen VM) while the others
+elected a new one keeps answering from its stale copy until it notices, which
+in nats-server is when a peer on the higher term answers its first raft
+heartbeat (sent once it has sent nothing for 1 s; at once when it resumes
+from a longer pause). Meanwhile the new leader stores the same publish, and
+the client takes whichever answer comes first: the stale one, which needs no
+raft round trip. Found by the nemesis (docs/reliability.md).
+
+So a refusal proves that no attempt can land only when it names a last
+sequence past the one every attempt expected (`refutes`): that commit is
+stored on every server that has it, and it is not ours. Anything else is
+checked against the leader's commits (`Appender._doubted`), and a subject
+that reads as empty is taken as deleted only from a server that has the
+stream up to the commit this process saw there (`deleted`).
+"""
+
+from __future__ import annotations
+
+from angzarr_es import _codec
+from angzarr_es._nats import Stored
+from angzarr_es._nats import messages as m
+from angzarr_es._nats.errors import WRONG_LAST_SEQUENCE
+from angzarr_es.errors import StoreError
+from angzarr_es.store._cache import Position
+from angzarr_es.store._context import StoreContext
+
+__all__ = ["DEPOSED_LEADER", "deleted", "opens_slot", "refutes"]
+
+DEPOSED_LEADER = 2.0
+"""Seconds a refusal that proves nothing is re-checked (the publish sent again,
+with the same id) before the outcome is reported unknown: nats-server's raft
+heartbeat is 1 s, so a deposed leader that runs learns of the new term within
+about a second; the rest is margin for a loaded host."""
+
+
+def refutes(err: m.ApiError, pos: Position) -> bool:
+    """Whether a conflict refusal proves that no attempt expecting `pos` can
+    land: a 10071 naming a last sequence past `pos.stream_seq`."""
+    if err.err_code != WRONG_LAST_SEQUENCE:
+        return False
+    last = err.description.rpartition(":")[2].strip()
+    return last.isdigit() and int(last) > pos.stream_seq
+
+
+def opens_slot(tail: Stored, subject: str, pos: Position) -> bool:
+    """Whether `tail`, a commit on `subject`, is the first one after `pos`
+    (it starts at `pos.next_sequence`): then it is the one that took the slot."""
+    book = _codec.decode_book(tail.data, subject=subject, stream_sequence=tail.seq)
+    if _codec.elsewhere(book, subject):  # another edition's (angzarr's bus)
+        return False
+    first, _ = _codec.commit_span(book, subject=subject, stream_sequence=tail.seq)
+    return first == pos.next_sequence
+
+
+async def deleted(ctx: StoreContext, stream: str, subject: str, pos: Position) -> bool:
+    """Whether `subject`, on which this process saw the commit at
+    `pos.stream_seq`, was emptied since (its edition deleted): one STREAM.INFO
+    whose answer shows the stream up to that sequence (so not a stale
+    server's) and no message on the subject. False when it cannot tell."""
+    try:
+        info = await ctx.wire.js.subjects_page(stream, subject, 0, ctx.wire.timeout)
+    except StoreError:
+        return False
+    state = info.state
+    return state.last_seq >= pos.stream_seq and not (state.subjects or {}).get(subject)
