@@ -14,7 +14,7 @@ from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import PROVISION_HINT
 from angzarr_es._streams import Streams
 from angzarr_es.config import NatsConfig
-from angzarr_es.subjects import Subjects
+from angzarr_es.subjects import Subjects, validate_domain
 
 __all__ = [
     "ATOMIC_SERVER",
@@ -28,6 +28,8 @@ __all__ = [
     "explain_deleting",
     "kept_as_is",
     "snapshot_stream_config",
+    "store_differences",
+    "store_stream_config",
 ]
 
 # Atomic batch publish: 2.12.
@@ -192,3 +194,35 @@ def explain_deleting(name: str, found: dict[str, str], current: dict[str, Any]) 
         f"stream {name} can delete the events the store appends: {said}. {fix}, or set "
         'bus.nats.stream_check = "warn" to append anyway.'
     )
+
+
+def store_stream_config(
+    cfg: NatsConfig, server_version: tuple[int, int, int], domain: str = ""
+) -> m.StreamConfig:
+    """The event stream's configuration as provisioning applies it: in
+    per-domain layout, `domain`'s stream (the correlation index's without a
+    domain); `Client.stream_config`.
+
+    Raises:
+        InvalidDomain: `domain` is not one safe subject token.
+    """
+    if Streams(cfg).per_domain and not domain:
+        return correlation_stream_config(cfg)
+    return event_stream_config(cfg, server_version, validate_domain(domain) if domain else "")
+
+
+def store_differences(
+    cfg: NatsConfig, server_version: tuple[int, int, int], name: str, current: dict[str, Any]
+) -> dict[str, str] | None:
+    """What stream `name` (`current`: its configuration as the server reports
+    it) lacks of what the store appends to; None for any other stream."""
+    streams = Streams(cfg)
+    if not streams.per_domain:
+        if name != streams.single:
+            return None
+        return differences(store_stream_config(cfg, server_version), current)
+    domain = streams.domain_of_stream(name, list(current.get("subjects") or []))
+    if domain is None:
+        return None
+    wanted = kept_as_is(store_stream_config(cfg, server_version, domain), current, domain=True)
+    return differences(wanted, current)

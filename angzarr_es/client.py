@@ -18,6 +18,7 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ProvisionPlan
+from angzarr_es._stream_configs import store_differences, store_stream_config
 from angzarr_es.bus import (
     Bus,
     CatchUp,
@@ -51,7 +52,6 @@ from angzarr_es.store._hot import HotCache
 from angzarr_es.subjects import (
     Subjects,
     correlation_token,
-    validate_domain,
     validate_edition,
 )
 
@@ -404,16 +404,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
 
     def _differences(self, name: str, current: dict[str, Any]) -> dict[str, str] | None:
         """What a stream the store appends to lacks; None for any other stream."""
-        streams = self._ctx.streams
-        if not streams.per_domain:
-            if name != streams.single:
-                return None
-            return _provision.differences(self.stream_config(), current)
-        domain = streams.domain_of_stream(name, list(current.get("subjects") or []))
-        if domain is None:
-            return None
-        wanted = _provision.kept_as_is(self.stream_config(domain), current, domain=True)
-        return _provision.differences(wanted, current)
+        return store_differences(self._config.nats, self._wire.server_version, name, current)
 
     def clear_cache(self) -> None:
         """Forget every aggregate position and cached history this client holds.
@@ -445,12 +436,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         Raises:
             InvalidDomain: `domain` is not one safe subject token.
         """
-        cfg = self._config.nats
-        if self._ctx.streams.per_domain and not domain:
-            return _provision.correlation_stream_config(cfg)
-        return _provision.event_stream_config(
-            cfg, self._wire.server_version, validate_domain(domain) if domain else ""
-        )
+        return store_stream_config(self._config.nats, self._wire.server_version, domain)
 
     async def plan_provision(
         self, *, bus: bool = False, domains: Sequence[str] = ()
