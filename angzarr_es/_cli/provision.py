@@ -12,9 +12,10 @@ import asyncio
 import msgspec
 
 import angzarr_es
-from angzarr_es import ProvisionPlan, StreamPlan
-from angzarr_es._cli.common import load_config
+from angzarr_es import InvalidDomain, ProvisionPlan, StreamPlan
+from angzarr_es._cli.common import load_config, usage_error
 from angzarr_es.config import redact_url
+from angzarr_es.subjects import validate_domain
 
 _DRY = {
     "create": "would be created",
@@ -40,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for domain in args.domain:  # a bad name is a usage error, before any connection
+        try:
+            validate_domain(domain)
+        except InvalidDomain as exc:
+            raise usage_error(f"--domain: {exc}") from None
     config = load_config(args)
     return asyncio.run(_run(config, dry_run=args.dry_run, domains=args.domain))
 

@@ -21,7 +21,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
-from angzarr_es._nats.errors import connect_error, refused, translated
+from angzarr_es._nats.errors import UNREACHABLE_HINT, connect_error, refused, translated
 from angzarr_es._nats.parser import FastParser, parse_headers, report_handler_error
 from angzarr_es.config import NatsConfig, redact_url
 from angzarr_es.errors import ConfigError, StoreUnavailable
@@ -470,7 +470,7 @@ async def open_connection(
     except _GaveUp:
         if not fatal.done():
             raise StoreUnavailable(
-                f"cannot connect to NATS at {where}: no answer in time"
+                f"cannot connect to NATS at {where}: no answer in time{UNREACHABLE_HINT}"
             ) from None
         cause = fatal.result()
         raise connect_error(where, cause, reason(cause)) from cause

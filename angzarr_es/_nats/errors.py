@@ -192,7 +192,15 @@ def connect_error(where: str, cause: BaseException, reason: str) -> StoreError:
     (`reason` says it for a person: nats-py's timeouts say nothing)."""
     if refused(cause):
         return PermissionDenied(f"NATS at {where} refused the credentials: {reason}", code=403)
-    return StoreUnavailable(f"cannot connect to NATS at {where}: {reason}")
+    # Nothing answered: say where to look (other causes name their own fix).
+    hint = UNREACHABLE_HINT if isinstance(cause, (OSError, TimeoutError)) else ""
+    return StoreUnavailable(f"cannot connect to NATS at {where}: {reason}{hint}")
+
+
+UNREACHABLE_HINT = (
+    " (is nats-server running there? `angzarr-es server` starts one; "
+    "NATS_URL or [bus.nats] url says where to connect)"
+)
 
 
 # nats-server: Permissions Violation for Publish to "<subject>" / Subscription to ...

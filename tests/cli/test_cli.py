@@ -432,7 +432,7 @@ def test_a_server_that_never_answers_is_a_timeout(conf: Path) -> None:
     # Each server is tried twice, and the message says so with the time it took.
     assert re.search(
         rf"cannot connect to NATS at {re.escape(url)}: 2 attempts timed out after "
-        r"0\.25s each \(connect_timeout\), \d+\.\ds in all$",
+        r"0\.25s each \(connect_timeout\), \d+\.\ds in all \(is nats-server running there\? ",
         line,
     ), line
 
@@ -448,7 +448,7 @@ def test_a_connect_timeout_names_the_attempts_and_the_time_taken(tmp_path: Path)
     line = one_error_line(done.stderr)
     m = re.search(
         rf"cannot connect to NATS at {re.escape(url)}: 2 attempts timed out after 0\.25s "
-        r"each \(connect_timeout\), (\d+\.\d)s in all$",
+        r"each \(connect_timeout\), (\d+\.\d)s in all \(is nats-server running there\? ",
         line,
     )
     assert m is not None, line
@@ -510,3 +510,19 @@ def test_a_server_without_jetstream(plain_nats_url: str) -> None:
     done = run_cli("provision", env=env)
     assert done.returncode == 1
     assert "does not have JetStream enabled" in one_error_line(done.stderr)
+
+
+def test_a_bad_domain_name_is_a_usage_error_before_any_connection() -> None:
+    done = run_cli("provision", "--domain", "a b", env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert line.startswith("angzarr-es: error: --domain: domain 'a b' must be")
+    assert "cannot connect" not in line
+
+
+def test_no_server_names_where_to_look() -> None:
+    done = run_cli("status", "--json", env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 1
+    done = run_cli("show", "player", "x", env=cli_env(NATS_URL=UNREACHABLE))
+    assert done.returncode == 1
+    assert "`angzarr-es server` starts one" in one_error_line(done.stderr)

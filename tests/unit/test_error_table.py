@@ -145,7 +145,9 @@ def test_connect_errors(cause: BaseException, expected: type[e.StoreError]) -> N
     err = table.connect_error("nats://h:4222", cause, "why")
     assert type(err) is expected
     assert "nats://h:4222" in str(err)
-    assert str(err).endswith("why")
+    # Nothing answered: the message says where to look.
+    unanswered = isinstance(cause, (OSError, TimeoutError)) and expected is e.StoreUnavailable
+    assert str(err).endswith("why" + (table.UNREACHABLE_HINT if unanswered else ""))
 
 
 def test_permission_violations() -> None:
