@@ -353,9 +353,10 @@ def extend_recorded(
     append = out.append
     kinds = _kinds
     mark = len(out)
-    # No URL is "\0": the first page always looks its kind up, so an empty URL
-    # (no event) is seen there or at a change of URL, never per page.
-    type_url = "\0"
+    # None is no URL: the first page always looks its kind up, so an empty URL
+    # (no event) is seen there or at a change of URL, never per page. (A
+    # sentinel string is a URL someone can store: "\0" was, found by Hypothesis.)
+    type_url: str | None = None
     name = ""
     cls: type[Message] | None = None
     for page in selected:

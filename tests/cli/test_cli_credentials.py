@@ -55,6 +55,7 @@ def test_nkey_auth_without_the_nkeys_package_names_the_extra(
 @pytest.mark.parametrize(
     "seed",
     ["SUnotaseed", "not base32 at all!", user_key().public],  # a public key is not a seed
+    ids=["not-a-seed", "not-base32", "a-public-key"],  # the same ids in every process
 )
 def test_a_bad_nkey_seed_is_one_line_that_does_not_show_it(tmp_path: Path, seed: str) -> None:
     conf = settings(tmp_path, f'nkey_seed = "{seed}"')
