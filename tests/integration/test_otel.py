@@ -439,7 +439,7 @@ def _passed_in_a_fresh_process(nats_url: str, *plugins: str) -> set[str]:
     """The tests of test_trace_modes.py that pass in a new pytest process."""
     env = _child_env(ANGZARR_TEST_NATS_URL=nats_url)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *plugins,
+        [sys.executable, "-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider", *plugins,
          "tests/integration/test_trace_modes.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
