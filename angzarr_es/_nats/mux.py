@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Coroutine
+from typing import Any, NamedTuple
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.connection import FastClient, serve_directly, settle_subscriptions
 from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translate, translated
+from angzarr_es._nats.tap import Batch, Message, OnBatch, OnRequest, Reply, Request, Tap
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
 
 __all__ = ["Collector", "Mux", "feed", "resend_after"]
@@ -151,6 +152,8 @@ class Mux:
         self._next_token = 0
         # Set when the server refuses our reply-inbox subscription.
         self._sub_denied: PermissionDenied | None = None
+        # Handed every request and batch read when set (angzarr_es.testing.faults).
+        self.tap: Tap | None = None
 
     async def start(self, settle_timeout: float) -> None:
         """Subscribe to the reply inbox; the server has the interest on return.
@@ -239,7 +242,42 @@ class Mux:
             raise StoreUnavailable(f"{what}: {NO_RESPONDERS}", code=503)
         return msg
 
-    async def ask(
+    def ask(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+        what: str,
+        resend: float = 0.0,
+    ) -> Coroutine[Any, Any, Msg]:
+        """Publish with a reply subject on the shared inbox; await it for the one
+        reply (`_ask`), through the tap when one is set."""
+        tap = self.tap
+        if tap is None or tap.on_request is None:
+            return self._ask(subject, payload, headers, timeout, what, resend)
+        return self._tapped(tap.on_request, subject, payload, headers, timeout, what, resend)
+
+    async def _tapped(
+        self,
+        on_request: OnRequest,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        timeout: float,
+        what: str,
+        resend: float,
+    ) -> Msg:
+        async def forward(request: Request) -> Reply:
+            sent = None if request.headers is None else dict(request.headers)
+            msg = await self._ask(request.subject, request.payload, sent, timeout, what, resend)
+            return Reply(msg.data, msg.headers)
+
+        reply = await on_request(Request(subject, payload, headers, what), forward)
+        got = None if reply.headers is None else dict(reply.headers)
+        return Msg(_client=self.nc, subject="", reply="", data=reply.data, headers=got)
+
+    async def _ask(
         self,
         subject: str,
         payload: bytes,
@@ -343,7 +381,38 @@ class Mux:
 
     # -- many replies ----------------------------------------------------------------
 
-    async def gather(
+    def gather(
+        self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""
+    ) -> Coroutine[Any, Any, Collector]:
+        """Send one request; await it for its replies (`_gather`), through the
+        tap when one is set."""
+        tap = self.tap
+        if tap is None or tap.on_batch is None:
+            return self._gather(subject, body, expect, what, inbox)
+        return self._tapped_batch(tap.on_batch, subject, body, expect, what, inbox)
+
+    async def _tapped_batch(
+        self, on_batch: OnBatch, subject: str, body: bytes, expect: int, what: str, inbox: str
+    ) -> Collector:
+        async def forward(request: Request) -> Batch:
+            got = await self._gather(request.subject, request.payload, expect, what, inbox)
+            return Batch(
+                [Message(data, reply, seq) for data, reply, seq in got.replies],
+                got.status,
+                got.last_seq,
+                got.pending,
+            )
+
+        batch = await on_batch(Request(subject, body, None, what), forward)
+        collector = Collector(expect, subject, what)
+        collector.replies = [(r.data, r.reply, r.sequence) for r in batch.messages]
+        collector.size = sum(len(r.data) for r in batch.messages)
+        collector.status = batch.status
+        collector.last_seq, collector.pending = batch.last_sequence, batch.pending
+        collector.done.set_result(None)
+        return collector
+
+    async def _gather(
         self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""
     ) -> Collector:
         """Send one request and collect its replies until `expect` messages or a status.

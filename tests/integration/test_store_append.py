@@ -10,15 +10,25 @@ import types
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Forward, Reply, Request
 from tests.support import internals
 from tests.support.events import deposit
-from tests.support.jsadmin import messages as js
-from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
+from tests.support.wirefaults import (
+    DROP_REPLY,
+    LOSE,
+    Fault,
+    WireFaults,
+    ack_of,
+    is_commit,
+    last_by_subject,
+)
 
 
 async def test_of_n_racing_writers_with_the_same_expected_exactly_one_wins(
@@ -131,111 +141,108 @@ async def test_a_burst_of_any_appends_in_one_process_all_land(
 
 
 async def test_a_conflict_known_from_the_cache_raises_without_publishing(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1), deposit(2)], expected=0)
     published: list[str] = []
-    real = internals.wire(client).publish_commit
 
-    async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
-        published.append(subject)
-        return await real(stream, subject, *args, **kwargs)
+    async def spy(request: Request, forward: Forward) -> Reply:
+        if is_commit(client, request):
+            published.append(request.subject)
+        return await forward(request)
 
-    monkeypatch.setattr(internals.wire(client), "publish_commit", spy)
-    with pytest.raises(angzarr_es.ConcurrencyError):
+    with faults.intercept(client, on_request=spy), pytest.raises(angzarr_es.ConcurrencyError):
         await store.append(pid, [deposit(3)], expected=1)
     assert published == []
 
 
-async def test_load_then_append_costs_one_round_trip(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_load_then_append_costs_one_round_trip(client: angzarr_es.Client) -> None:
     store = client.store("player")
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
     await store.load(pid)
     calls: list[str] = []
-    mux = internals.wire(client).mux  # every request and batch read goes through the mux
-    for name in ("ask", "gather"):
-        real = getattr(mux, name)
 
-        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kwargs)
+    async def request(request: Request, forward: Forward) -> Reply:
+        calls.append("request")
+        return await forward(request)
 
-        monkeypatch.setattr(mux, name, spy)
-    await store.append(pid, [deposit(2)], expected=1)
-    assert calls == ["ask"]
+    async def batch(request: Request, forward: BatchForward) -> Batch:
+        calls.append("batch")
+        return await forward(request)
+
+    with faults.intercept(client, on_request=request, on_batch=batch):
+        await store.append(pid, [deposit(2)], expected=1)
+    assert calls == ["request"]
 
 
-async def test_a_lost_ack_is_retried_without_writing_twice(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_lost_ack_is_retried_without_writing_twice(client: angzarr_es.Client) -> None:
     store = client.store("player")
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
-    real = internals.wire(client).publish_commit
-    attempts: list[js.PubAck] = []
+    attempts: list[dict[str, Any]] = []
 
-    async def lose_first_ack(*args: Any, **kwargs: Any) -> js.PubAck:
-        ack = await real(*args, **kwargs)  # the commit IS stored...
-        attempts.append(ack)
-        if len(attempts) == 1:
-            raise angzarr_es.StoreTimeout("ack lost")  # ...but the caller never hears
-        return ack
+    async def lose_first_ack(request: Request, forward: Forward) -> Reply:
+        reply = await forward(request)  # the commit IS stored...
+        if is_commit(client, request):
+            attempts.append(ack_of(reply))
+            if len(attempts) == 1:
+                raise angzarr_es.StoreTimeout("ack lost")  # ...but the caller never hears
+        return reply
 
-    monkeypatch.setattr(internals.wire(client), "publish_commit", lose_first_ack)
-    res = await store.append(pid, [deposit(2), deposit(3)], expected=1)
+    with faults.intercept(client, on_request=lose_first_ack):
+        res = await store.append(pid, [deposit(2), deposit(3)], expected=1)
     assert (res.first_sequence, res.next_sequence) == (1, 3)
     assert len(attempts) == 2
     # Single server: the retry is refused by the expected-sequence check (10071)
     # or recognised as a duplicate; either way it is reported as our success.
     second = attempts[1]
-    assert second.duplicate or (second.error is not None and second.error.err_code == 10071)
-    assert res.stream_sequence == attempts[0].seq
+    assert second.get("duplicate") or second.get("error", {}).get("err_code") == 10071
+    assert res.stream_sequence == attempts[0]["seq"]
     hist = await store.load(pid)
     assert [e.event.amount_cents for e in hist.events] == [1, 2, 3]  # type: ignore[attr-defined]
 
 
 async def test_a_lost_ack_then_a_real_conflict_is_still_a_conflict(
-    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, config: Config
 ) -> None:
     store = client.store("player")
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
     async with await angzarr_es.connect(config=config) as other:
-        real = internals.wire(client).publish_commit
         calls = 0
 
-        async def other_wins_while_ack_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+        async def other_wins_while_ack_lost(request: Request, forward: Forward) -> Reply:
             nonlocal calls
-            calls += 1
-            if calls == 1:
-                # Our first attempt never reaches the server; another writer wins.
-                await other.store("player").append(pid, [deposit(99)], expected=1)
-                raise angzarr_es.StoreTimeout("request lost")
-            return await real(*args, **kwargs)
+            if is_commit(client, request):
+                calls += 1
+                if calls == 1:
+                    # Our first attempt never reaches the server; another writer wins.
+                    await other.store("player").append(pid, [deposit(99)], expected=1)
+                    raise angzarr_es.StoreTimeout("request lost")
+            return await forward(request)
 
-        monkeypatch.setattr(internals.wire(client), "publish_commit", other_wins_while_ack_lost)
-        with pytest.raises(angzarr_es.ConcurrencyError) as info:
+        with (
+            faults.intercept(client, on_request=other_wins_while_ack_lost),
+            pytest.raises(angzarr_es.ConcurrencyError) as info,
+        ):
             await store.append(pid, [deposit(2)], expected=1)
     assert info.value.actual == 2
     amounts = [e.event.amount_cents for e in (await store.load(pid)).events]  # type: ignore[attr-defined]
     assert amounts == [1, 99]
 
 
-async def test_every_attempt_timing_out_raises_store_timeout(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_every_attempt_timing_out_raises_store_timeout(client: angzarr_es.Client) -> None:
     store = client.store("player")
 
-    async def never(*args: Any, **kwargs: Any) -> js.PubAck:
-        raise angzarr_es.StoreTimeout("no ack")
+    async def never(request: Request, forward: Forward) -> Reply:
+        if is_commit(client, request):
+            raise angzarr_es.StoreTimeout("no ack")
+        return await forward(request)
 
-    monkeypatch.setattr(internals.wire(client), "publish_commit", never)
-    with pytest.raises(angzarr_es.StoreTimeout):
+    with faults.intercept(client, on_request=never), pytest.raises(angzarr_es.StoreTimeout):
         await store.append("p", [deposit(1)], expected=0)
     assert await store.next_sequence("p") == 0
 
@@ -273,19 +280,21 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
     async with await angzarr_es.connect(config=config) as other:
         b = other.store("player")
         await b.load("p")
-        real = internals.wire(other).publish_commit
         calls = 0
 
-        async def first_attempt_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+        async def first_attempt_lost(request: Request, forward: Forward) -> Reply:
             nonlocal calls
-            calls += 1
-            if calls == 1:  # B's request never arrives; A wins the slot
-                await a.append("p", [deposit(10)], expected=1)
-                raise angzarr_es.StoreTimeout("lost")
-            return await real(*args, **kwargs)
+            if is_commit(other, request):
+                calls += 1
+                if calls == 1:  # B's request never arrives; A wins the slot
+                    await a.append("p", [deposit(10)], expected=1)
+                    raise angzarr_es.StoreTimeout("lost")
+            return await forward(request)
 
-        monkeypatch.setattr(internals.wire(other), "publish_commit", first_attempt_lost)
-        with pytest.raises(angzarr_es.ConcurrencyError) as info:
+        with (
+            faults.intercept(other, on_request=first_attempt_lost),
+            pytest.raises(angzarr_es.ConcurrencyError) as info,
+        ):
             await b.append("p", [deposit(10)], expected=1)
     assert info.value.actual == 2
     amounts = [e.event.amount_cents for e in (await a.load("p")).events]  # type: ignore[attr-defined]
@@ -293,23 +302,29 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
 
 
 async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client,
 ) -> None:
     store = client.store("player")
     for i in range(6):
         await store.append("e", [deposit(i)], expected=i)
     async with await angzarr_es.connect(config=client.config) as other:
-        real = internals.wire(other).reads.direct_last
+        lagged = 0
 
-        async def lagging(stream: str, subject: str, what: str = "") -> Any:
-            # A follower that has only four commits (no headers: the store reads none).
-            got = await internals.wire(other).reads.leader_next(stream, subject, 4)
-            return None if got is None else (*got, {})
+        async def lagging(request: Request, forward: Forward) -> Reply:
+            nonlocal lagged
+            target = last_by_subject(request)
+            if target is None:
+                return await forward(request)
+            # A follower that has only four commits answers with its last.
+            lagged += 1
+            stream, subject = target
+            body = msgspec.json.encode({"seq": 4, "next_by_subj": subject})
+            return await forward(Request(f"$JS.API.DIRECT.GET.{stream}", body, None, request.what))
 
-        monkeypatch.setattr(internals.wire(other).reads, "direct_last", lagging)
-        res = await other.store("player").append("e", [], expected=6)
+        with faults.intercept(other, on_request=lagging):
+            res = await other.store("player").append("e", [], expected=6)
         assert (res.first_sequence, res.next_sequence) == (6, 6)
-        assert real is not None
+        assert lagged
 
 
 async def test_a_stale_cached_stream_position_is_not_a_conflict(

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,10 @@ import msgspec
 
 import angzarr_es
 from angzarr_es import ConcurrencyError, History, StoreTimeout, StoreUnavailable
-from angzarr_es._nats import Wire
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
 from tests.support import internals
 from tests.support.cluster import eventually
 
@@ -144,30 +146,37 @@ async def check_ledger(cfg: Config, ledger: Ledger, roots: set[str]) -> int:
 
 
 class PublishSpy:
-    """Counts what the store sent: attempts per Nats-Msg-Id, duplicate acks, error codes."""
+    """Counts what the store sent: attempts per Nats-Msg-Id, duplicate acks,
+    error codes. Installed on `client` (through `angzarr_es.testing.faults`)
+    unless `install` is False, for a test that calls `observe` from its own
+    interception."""
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(self, client: angzarr_es.Client, *, install: bool = True) -> None:
         self.ids: collections.Counter[str] = collections.Counter()
         self.duplicates = 0
         self.codes: collections.Counter[int] = collections.Counter()
         self.trail: list[str] = []  # per ack: "ok", "dup" or the err_code
-        original = wire.publish_commit
+        if install:
+            self._installed = ExitStack()
+            self._installed.enter_context(faults.intercept(client, on_request=self.observe))
 
-        async def spy(
-            stream: str, subject: str, payload: bytes, headers: dict[str, str], timeout: float
-        ) -> Any:
-            self.ids[headers["Nats-Msg-Id"]] += 1
-            ack = await original(stream, subject, payload, headers, timeout)
-            if ack.duplicate:
-                self.duplicates += 1
-            if ack.error is not None:
-                self.codes[ack.error.err_code] += 1
-            self.trail.append(
-                "dup" if ack.duplicate else str(ack.error.err_code) if ack.error else "ok"
-            )
-            return ack
-
-        wire.publish_commit = spy  # type: ignore[method-assign]
+    async def observe(self, request: Request, forward: Forward) -> Reply:
+        """Send `request`, noting a publish's id and what its ack said."""
+        msg_id = (request.headers or {}).get("Nats-Msg-Id")
+        if msg_id is None:
+            return await forward(request)
+        self.ids[msg_id] += 1
+        reply = await forward(request)
+        ack = msgspec.json.decode(reply.data) if reply.data else {}
+        error = ack.get("error")
+        if ack.get("duplicate"):
+            self.duplicates += 1
+        if error is not None:
+            self.codes[error["err_code"]] += 1
+        self.trail.append(
+            "dup" if ack.get("duplicate") else str(error["err_code"]) if error else "ok"
+        )
+        return reply
 
     @property
     def retried(self) -> int:

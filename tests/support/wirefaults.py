@@ -1,8 +1,8 @@
-"""Failures injected at the wire seam: every request a client makes (publishes,
-JetStream API calls, single Direct Gets) goes through `Mux.ask`, so replacing
-it on one client's mux lets a test lose a request, drop the reply of one that
-was served, or answer it as the server does when it cannot (503 statuses,
-JetStream error replies), at exactly the request it names.
+"""Failures injected at the wire, through the public `angzarr_es.testing.faults`:
+every request a client makes with a reply (publishes, JetStream API calls,
+single Direct Gets) is handed to `WireFaults`, which can lose it, drop the
+reply of one that was served, or answer it as the server does when it cannot
+(503 statuses, JetStream error replies), at exactly the request it names.
 
     faults = WireFaults(client)
     faults.add(Fault("publish", 1, DROP_REPLY))   # the first publish is stored, its ack lost
@@ -16,14 +16,17 @@ the stream, and each request a STALE fault hits is answered from that copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
-from nats.aio.msg import Msg
+import msgspec
 
 from angzarr_es import Client
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
-from tests.support import internals
+from angzarr_es.testing import faults as wire
+from angzarr_es.testing.faults import Forward, Reply, Request
+from tests.support import jsadmin
 
 # What a failure does to the request it hits.
 DROP_REPLY = "drop_reply"
@@ -72,11 +75,24 @@ def kind_of(subject: str, prefix: str) -> str:
     return "other"
 
 
-def _error_reply(subject: str, code: int, err_code: int, description: str) -> bytes:
-    body = f'"code":{code},"err_code":{err_code},"description":"{description}"'
-    if subject.startswith("$JS.API."):
-        return b'{"type":"io.nats.jetstream.api.v1.error","error":{%s}}' % body.encode()
-    return b'{"error":{%s}}' % body.encode()  # a PubAck refusing the publish
+def is_commit(client: Client, request: Request) -> bool:
+    """Whether `request` is a publish of one of `client`'s commits."""
+    return kind_of(request.subject, client.config.nats.subject_prefix) == "publish"
+
+
+def ack_of(reply: Reply) -> dict[str, Any]:
+    """A PubAck as JSON: `seq`, `duplicate`, or `error` with its `err_code`."""
+    return msgspec.json.decode(reply.data) if reply.data else {}
+
+
+def last_by_subject(request: Request) -> tuple[str, str] | None:
+    """(stream, subject) of a Direct Get of a subject's last message; None
+    for any other request."""
+    head = "$JS.API.DIRECT.GET."
+    if not request.subject.startswith(head):
+        return None
+    stream, _, subject = request.subject[len(head) :].partition(".")
+    return (stream, subject) if subject else None
 
 
 @dataclass(frozen=True)
@@ -100,16 +116,15 @@ class WireFaults:
     paused: bool = False
 
     def __post_init__(self) -> None:
-        mux = internals.wire(self.client).mux
-        self._real: Callable[..., Awaitable[Msg]] = mux.ask
         self._prefix = self.client.config.nats.subject_prefix
         self._seen: dict[str, int] = {}
         # The deposed leader's copy of the stream (`freeze`).
         self._stale_seq = 0
         self._stale_get = b"{}"
-        self._stale_direct: Msg | None = None
+        self._stale_direct: Reply | None = None
         self._stale_subject = ""
-        mux.ask = self._ask  # type: ignore[method-assign]
+        self._installed = ExitStack()
+        self._installed.enter_context(wire.intercept(self.client, on_request=self._ask))
 
     def add(self, *faults: Fault) -> WireFaults:
         self.faults.extend(faults)
@@ -129,35 +144,24 @@ class WireFaults:
     async def freeze(self, stream: str, subject: str) -> None:
         """Take the copy of `stream` a leader paused now would answer from:
         its last sequence, and the last message on `subject` (as STREAM.MSG.GET
-        and Direct Get answer it)."""
-        paused, self.paused = self.paused, True
-        try:
-            wire = internals.wire(self.client)
-            info = await wire.js.stream_info(stream)
-            assert info is not None
-            self._stale_seq = info.state.last_seq
-            get = b'{"last_by_subj":"%s"}' % subject.encode()
-            self._stale_get = (
-                await self._real(f"$JS.API.STREAM.MSG.GET.{stream}", get, None, 2.0, "freeze")
-            ).data
-            self._stale_direct = await self._real(
-                f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None, 2.0, "freeze"
-            )
-            self._stale_subject = subject
-        finally:
-            self.paused = paused
+        and Direct Get answer it), read on a connection of the test's own."""
+        info = json.loads(await jsadmin.stream_info(self.client, stream))
+        self._stale_seq = int(info["state"]["last_seq"])
+        get = b'{"last_by_subj":"%s"}' % subject.encode()
+        self._stale_get = await jsadmin.api(self.client, f"$JS.API.STREAM.MSG.GET.{stream}", get)
+        direct = await jsadmin.direct_get_last(self.client, stream, subject)
+        self._stale_direct = Reply(direct.data, direct.headers)
+        self._stale_subject = subject
 
     def _stale_last(self) -> int:
         message = json.loads(self._stale_get).get("message")
         return int(message["seq"]) if message else 0
 
-    def _stale(self, kind: str, subject: str, real: Msg, payload: bytes) -> Msg:
+    def _stale(self, kind: str, request: Request, real: Reply) -> Reply:
         """`real`, the live answer, as the frozen copy would have given it."""
-        nc = internals.wire(self.client).nc
         if kind == "publish":
             last = self._stale_last()
-            data = _error_reply(subject, 400, 10071, f"wrong last sequence: {last}")
-            return Msg(_client=nc, subject="", data=data, headers=None)
+            return wire.error_reply(request, 400, 10071, f"wrong last sequence: {last}")
         if kind == "direct_get":
             seq = int((real.headers or {}).get("Nats-Sequence", "0"))
             assert self._stale_direct is not None, "freeze() first"
@@ -168,63 +172,48 @@ class WireFaults:
             state["last_seq"] = min(int(state.get("last_seq", 0)), self._stale_seq)
             if not self._stale_last():
                 (state.get("subjects") or {}).pop(self._stale_subject, None)
-            return Msg(_client=nc, subject="", data=json.dumps(reply).encode(), headers=None)
+            return Reply(json.dumps(reply).encode())
         message = json.loads(real.data).get("message")
         if message is None or int(message["seq"]) <= self._stale_seq:
             return real
-        if json.loads(payload).get("last_by_subj") == self._stale_subject:
-            return Msg(_client=nc, subject="", data=self._stale_get, headers=None)
-        data = _error_reply(subject, 404, 10037, "no message found")
-        return Msg(_client=nc, subject="", data=data, headers=None)
+        if json.loads(request.payload).get("last_by_subj") == self._stale_subject:
+            return Reply(self._stale_get)
+        return wire.error_reply(request, 404, 10037, "no message found")
 
     def restore(self) -> None:
-        internals.wire(self.client).mux.ask = self._real  # type: ignore[method-assign,assignment]
+        self._installed.close()
 
-    async def _ask(
-        self,
-        subject: str,
-        payload: bytes,
-        headers: dict[str, str] | None,
-        timeout: float,
-        what: str,
-        resend: float = 0.0,
-    ) -> Msg:
+    async def _ask(self, request: Request, forward: Forward) -> Reply:
         if self.paused:
-            return await self._real(subject, payload, headers, timeout, what, resend)
-        kind = kind_of(subject, self._prefix)
-        self.trace.append((kind, subject))
+            return await forward(request)
+        kind = kind_of(request.subject, self._prefix)
+        self.trace.append((kind, request.subject))
         n = self._seen[kind] = self._seen.get(kind, 0) + 1
         fault = next((f for f in self.faults if f.kind == kind and f.nth == n), None)
         if fault is None:
-            return await self._real(subject, payload, headers, timeout, what, resend)
+            return await forward(request)
         self.fired.append(fault)
-        mode = fault.mode
+        mode, what = fault.mode, request.what
         if mode == DROP_REPLY:
-            await self._real(subject, payload, headers, timeout, what, resend)
+            await forward(request)
             raise StoreTimeout(f"{what}: no answer from NATS in time (reply dropped)")
         if mode == LOSE:
             raise StoreTimeout(f"{what}: no answer from NATS in time (request lost)")
         if mode == DISCONNECTED:
             raise StoreUnavailable(f"{what}: not connected to NATS (nothing sent)")
-        nc = internals.wire(self.client).nc
         if mode == STALE:
-            real = await self._real(subject, payload, headers, timeout, what, resend)
-            return self._stale(kind, subject, real, payload)
+            return self._stale(kind, request, await forward(request))
         if mode in (STALE_IN_PROCESS, CONFLICTED):
             if mode == STALE_IN_PROCESS:
-                await self._real(subject, payload, headers, timeout, what, resend)
-            data = _error_reply(subject, 400, 10164, "wrong last sequence")
-            return Msg(_client=nc, subject="", data=data, headers=None)
+                await forward(request)
+            return wire.error_reply(request, 400, 10164, "wrong last sequence")
         if kind == "direct_get" and mode in (UNAVAILABLE, REFUSED):
             # Direct Get answers with a status, not a JSON error.
-            status = "503" if mode == UNAVAILABLE else "500"
-            return Msg(_client=nc, subject="", data=b"", headers={"Status": status})
+            return wire.status_reply("503" if mode == UNAVAILABLE else "500")
         if mode == NO_RESPONDERS:
-            return Msg(_client=nc, subject="", data=b"", headers={"Status": "503"})
+            return wire.status_reply("503")
         if mode == UNAVAILABLE:
-            data = _error_reply(subject, 503, 10008, "JetStream system temporarily unavailable")
-        elif mode == REFUSED:
-            data = _error_reply(subject, 500, 10999, "injected refusal")
-        else:
-            raise AssertionError(f"unknown fault mode {mode!r}")
-        return Msg(_client=nc, subject="", data=data, headers=None)
+            return wire.error_reply(request, 503, 10008, "JetStream system temporarily unavailable")
+        if mode == REFUSED:
+            return wire.error_reply(request, 500, 10999, "injected refusal")
+        raise AssertionError(f"unknown fault mode {mode!r}")

@@ -1,0 +1,149 @@
+"""Faults on the wire, for tests of code that uses a `Client`.
+
+`intercept` hands every request the client makes with a reply (a publish and
+its PubAck, a JetStream API call, a single Direct Get) to `on_request`, and
+every read answered by a batch of messages (a Direct Get batch, a replay
+pull) to `on_batch`, each with a `forward` that sends it as it would have
+gone. The function answers in its place, changes the answer, raises what the
+client raises for that failure, or waits. The types speak the NATS protocol,
+so a test written with them does not depend on the library's internals.
+
+    async def lose_the_ack(request: Request, forward: Forward) -> Reply:
+        await forward(request)                  # stored on the server...
+        raise StoreTimeout(f"{request.what}: reply lost")  # ...its ack lost
+
+    with faults.intercept(client, on_request=lose_the_ack):
+        await store.append(pid, events, expected=0)
+
+Failures the client reports for a request: `StoreTimeout` (no answer in
+time: the request may have been served), `StoreUnavailable` (not connected,
+nothing sent). A JetStream error reply is built with `error_reply`, a status
+reply (503: no responders) with `status_reply`. `operation(request)` names
+what a request is. Core NATS subscriptions and a projector's pulls are not
+intercepted: stop or restart the server for those (`angzarr_es.embedded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+
+from angzarr_es._nats.tap import (
+    Batch,
+    BatchForward,
+    Forward,
+    Message,
+    OnBatch,
+    OnRequest,
+    Reply,
+    Request,
+    Tap,
+)
+from angzarr_es.client import Client
+
+__all__ = [
+    "Batch",
+    "BatchForward",
+    "Forward",
+    "Message",
+    "OnBatch",
+    "OnRequest",
+    "Reply",
+    "Request",
+    "error_reply",
+    "intercept",
+    "operation",
+    "status_reply",
+]
+
+_API = "$JS.API."
+
+
+@contextmanager
+def intercept(
+    client: Client, *, on_request: OnRequest | None = None, on_batch: OnBatch | None = None
+) -> Iterator[None]:
+    """Route `client`'s requests through `on_request` and its batch reads
+    through `on_batch` inside the block (one interception per client at a time).
+
+    Raises:
+        RuntimeError: the client is intercepted already.
+    """
+    old = client.set_tap(Tap(on_request, on_batch))
+    if old is not None:
+        client.set_tap(old)
+        raise RuntimeError("this client is intercepted already: leave that block first")
+    try:
+        yield
+    finally:
+        client.set_tap(None)
+
+
+def operation(request: Request) -> str:
+    """The JetStream API operation a request is, e.g. "STREAM.INFO",
+    "DIRECT.GET", "STREAM.MSG.GET", "CONSUMER.CREATE"; "" for a publish or
+    any other subject."""
+    if not request.subject.startswith(_API):
+        return ""
+    words = request.subject[len(_API) :].split(".")
+    for known in _OPERATIONS:
+        if words[: len(known)] == known:
+            return ".".join(known)
+    return ".".join(words[:2])
+
+
+# Longest first: the operation is the API subject's leading words.
+_OPERATIONS = sorted(
+    (
+        w.split(".")
+        for w in (
+            "INFO",
+            "DIRECT.GET",
+            "STREAM.CREATE",
+            "STREAM.UPDATE",
+            "STREAM.INFO",
+            "STREAM.DELETE",
+            "STREAM.PURGE",
+            "STREAM.NAMES",
+            "STREAM.LIST",
+            "STREAM.MSG.GET",
+            "STREAM.MSG.DELETE",
+            "CONSUMER.CREATE",
+            "CONSUMER.DURABLE.CREATE",
+            "CONSUMER.INFO",
+            "CONSUMER.DELETE",
+            "CONSUMER.NAMES",
+            "CONSUMER.LIST",
+            "CONSUMER.MSG.NEXT",
+            "CONSUMER.UNPIN",
+        )
+    ),
+    key=len,
+    reverse=True,
+)
+
+
+def error_reply(request: Request, code: int, err_code: int, description: str) -> Reply:
+    """The reply JetStream sends when it refuses `request`: an API error for
+    an API call, a PubAck carrying the error for a publish.
+
+    `code` is the HTTP-like status (400, 404, 503), `err_code` JetStream's
+    own (10071: wrong last sequence; 10008: JetStream temporarily unavailable).
+    """
+    error = {"code": code, "err_code": err_code, "description": description}
+    if request.subject.startswith(_API):
+        body = {"type": "io.nats.jetstream.api.v1.error", "error": error}
+    else:
+        body = {"error": error}
+    return Reply(msgspec.json.encode(body))
+
+
+def status_reply(status: str, description: str = "") -> Reply:
+    """A status reply: "503" when nobody serves the subject (no responders,
+    a stream without a leader), "404"/"408" and so on for Direct Get."""
+    headers = {"Status": status}
+    if description:
+        headers["Description"] = description
+    return Reply(b"", headers)
