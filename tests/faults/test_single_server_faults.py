@@ -15,7 +15,7 @@ import gc
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 import nats.aio.client
@@ -25,6 +25,8 @@ import angzarr_es
 from angzarr_es import ANY, ConcurrencyError, StoreTimeout, StoreUnavailable
 from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Forward, Message, Reply, Request
 from tests.support import internals, jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
@@ -39,6 +41,7 @@ from tests.support.loadgen import (
     tagged,
     until,
 )
+from tests.support.wirefaults import ack_stream_sequence, with_pending
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -275,7 +278,7 @@ async def test_an_ack_that_never_arrives(server: EmbeddedServer, cfg: Config) ->
     """The server stores the commit but no reply ever reaches the client."""
     async with through_proxy(server, cfg) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(internals.wire(client))
+        spy = PublishSpy(client)
         await store.append("a", [tagged("0")], expected=0)
         proxy.swallow = True
         started = time.monotonic()
@@ -347,7 +350,7 @@ async def test_an_unanswered_publish_is_sent_again_before_its_timeout(
     patient = config_of(msgspec.structs.replace(cfg.nats, request_timeout=10.0))
     async with through_proxy(server, patient) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(internals.wire(client))
+        spy = PublishSpy(client)
         await store.append("h", [tagged("0")], expected=0)
         proxy.swallow = True
         started = time.monotonic()
@@ -446,7 +449,7 @@ async def test_a_lost_ack_over_the_network_is_retried_once(
     a single server checks the expected sequence before de-duplicating."""
     async with through_proxy(server, cfg) as (client, proxy):
         store = client.store("player")
-        spy = PublishSpy(internals.wire(client))
+        spy = PublishSpy(client)
         await store.append("b", [tagged("0")], expected=0)
         proxy.swallow = True
         task = asyncio.create_task(
@@ -461,9 +464,7 @@ async def test_a_lost_ack_over_the_network_is_retried_once(
         assert [e.event.reason for e in hist.events] == ["0", "1"]  # type: ignore[attr-defined]
 
 
-async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
-    cfg: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(cfg: Config) -> None:
     """Direct Get may be answered by a replica that lags (measured on R3): a
     load and an iter still return what this process has seen committed, the
     missing tail read from the stream leader. (Without the hot-aggregate
@@ -471,34 +472,34 @@ async def test_direct_get_from_a_lagging_replica_is_completed_from_the_leader(
     config = config_of(msgspec.structs.replace(cfg.nats, cache_bytes=0))
     async with await angzarr_es.connect(config=config) as c:
         store = c.store("player")
-        for i in range(5):
-            await store.append("lag", [tagged(str(i))], expected=i)
-        wire = internals.wire(c)
+        seqs = [
+            (await store.append("lag", [tagged(str(i))], expected=i)).stream_sequence
+            for i in range(5)
+        ]
         subject = store.subject("lag")
-        seqs = await wire.reads.direct_sequences(cfg.nats.stream_name, subject, 1, 5)
-        real_batch, real_next = wire.reads.direct_batch, wire.reads.leader_next
         leader_reads = 0
 
-        async def lagging(stream: str, subj: str, start: int, batch: int, max_bytes: int) -> Any:
-            payloads, last, more = await real_batch(stream, subj, start, batch, max_bytes)
-            if start <= seqs[0]:  # this replica has only the first three commits
-                return payloads[:3], seqs[2], False
-            return payloads, last, more
+        async def lagging(request: Request, forward: BatchForward) -> Batch:
+            got = await forward(request)
+            if msgspec.json.decode(request.payload)["seq"] <= seqs[0]:
+                # this replica has only the first three commits
+                return Batch(got.messages[:3], "204", seqs[2], 0)
+            return got
 
-        async def leader_next(stream: str, subj: str, seq: int) -> Any:
+        async def leader_next(request: Request, forward: Forward) -> Reply:
             nonlocal leader_reads
-            leader_reads += 1
-            return await real_next(stream, subj, seq)
+            if faults.operation(request) == "STREAM.MSG.GET":
+                leader_reads += msgspec.json.decode(request.payload).get("next_by_subj") == subject
+            return await forward(request)
 
-        monkeypatch.setattr(wire.reads, "direct_batch", lagging)
-        monkeypatch.setattr(wire.reads, "leader_next", leader_next)
-        hist = await store.load("lag")
-        assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
-        assert hist.next_sequence == 5
-        assert leader_reads == 3  # commits 3 and 4, then the end
-        part = await store.load("lag", 1, 4)
-        assert [e.sequence for e in part.events] == [1, 2, 3]
-        assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+        with faults.intercept(c, on_request=leader_next, on_batch=lagging):
+            hist = await store.load("lag")
+            assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
+            assert hist.next_sequence == 5
+            assert leader_reads == 3  # commits 3 and 4, then the end
+            part = await store.load("lag", 1, 4)
+            assert [e.sequence for e in part.events] == [1, 2, 3]
+            assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
 
 
 async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
@@ -523,7 +524,7 @@ async def test_consumer_replay_outlives_its_consumer(cfg: Config) -> None:
 
 
 async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader(
-    server: EmbeddedServer, cfg: Config, monkeypatch: pytest.MonkeyPatch
+    server: EmbeddedServer, cfg: Config
 ) -> None:
     """An R1 replay consumer may be placed on a lagging replica (measured on R3):
     what this process has seen committed must still come back."""
@@ -532,18 +533,27 @@ async def test_consumer_replay_on_a_lagging_replica_is_completed_from_the_leader
         store = c.store("player")
         for i in range(5):
             await store.append("lag", [tagged(str(i))], expected=i)
-        real = internals.wire(c).replayer.replay
+        lagged = 0
 
-        async def lagging(stream: str, subject: str, start: int, batch: int) -> Any:
-            async for payloads, first, _last in real(stream, subject, start, batch):
-                if first <= 3:
-                    yield payloads[: 4 - first], first, 3
-                return
+        async def lagging(request: Request, forward: BatchForward) -> Batch:
+            """A replay consumer on a replica that has stream sequences up to 3:
+            its pull ends there, nothing pending."""
+            nonlocal lagged
+            got = await forward(request)
+            if faults.operation(request) != "CONSUMER.MSG.NEXT":
+                return got
+            kept = [m for m in got.messages if ack_stream_sequence(m.reply) <= 3]
+            if not kept:
+                return Batch([], "404")
+            lagged += 1
+            last = kept[-1]
+            return Batch([*kept[:-1], Message(last.data, with_pending(last.reply, 0))], got.status)
 
-        monkeypatch.setattr(internals.wire(c).replayer, "replay", lagging)
-        hist = await store.load("lag")
-        assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
-        assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+        with faults.intercept(c, on_batch=lagging):
+            hist = await store.load("lag")
+            assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
+            assert [e.sequence async for e in store.iter("lag", 2)] == [2, 3, 4]
+        assert lagged == 2
 
 
 async def test_a_server_that_accepts_but_never_answers_leaks_no_socket(

@@ -95,6 +95,28 @@ def last_by_subject(request: Request) -> tuple[str, str] | None:
     return (stream, subject) if subject else None
 
 
+def _ack_tokens(reply: str) -> list[str]:
+    """A pulled message's ack subject, `$JS.ACK.<stream>.<consumer>.<delivered>.
+    <stream seq>.<consumer seq>.<timestamp>.<pending>` (the form of a server
+    without a JetStream domain), as its tokens."""
+    tokens = reply.split(".")
+    assert len(tokens) == 9, reply
+    assert tokens[:2] == ["$JS", "ACK"], reply
+    return tokens
+
+
+def ack_stream_sequence(reply: str) -> int:
+    """The stream sequence a pulled message's ack subject names."""
+    return int(_ack_tokens(reply)[5])
+
+
+def with_pending(reply: str, pending: int) -> str:
+    """A pulled message's ack subject saying `pending` messages remain."""
+    tokens = _ack_tokens(reply)
+    tokens[8] = str(pending)
+    return ".".join(tokens)
+
+
 @dataclass(frozen=True)
 class Fault:
     """Fail the `nth` (1-based) request of `kind` as `mode` says."""
