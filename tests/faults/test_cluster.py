@@ -23,6 +23,8 @@ import pytest
 import angzarr_es
 from angzarr_es import filters
 from angzarr_es.config import Config
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
 from tests.support import internals, jsadmin
 from tests.support.cluster import Cluster, eventually, library_bytes, rss_mb
 from tests.support.loadgen import (
@@ -37,7 +39,7 @@ from tests.support.loadgen import (
     tagged,
     until,
 )
-from tests.support.wirefaults import DROP_REPLY, UNAVAILABLE, Fault, WireFaults
+from tests.support.wirefaults import DROP_REPLY, UNAVAILABLE, Fault, WireFaults, leader_read
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,7 +55,7 @@ class Load:
         self.shared = [f"shared-{k}" for k in range(3)]
         self.writers = [f"o{w}" for w in range(own)] + [f"s{w}" for w in range(shared)]
         # The spies keep every Nats-Msg-Id: off in the soak, whose memory is measured.
-        self.spies = [PublishSpy(internals.wire(c)) for c in clients] if spy else []
+        self.spies = [PublishSpy(c) for c in clients] if spy else []
         self.tasks: list[asyncio.Task[None]] = []
         for w, name in enumerate(self.writers):
             store = clients[w % len(clients)].store("player")
@@ -221,36 +223,34 @@ async def test_read_your_writes_against_lagging_followers(
     )
     tail_reads = 0
     loading = False
+
+    async def spy(request: Request, forward: Forward) -> Reply:
+        nonlocal tail_reads
+        tail_reads += loading and "next_by_subj" in (leader_read(request) or {})
+        return await forward(request)
+
     async with await angzarr_es.connect(config=config_of(nats)) as c:
-        wire = internals.wire(c)
-        original = wire.reads.leader_next
-
-        async def spy(stream: str, subject: str, seq: int) -> Any:
-            nonlocal tail_reads
-            tail_reads += loading
-            return await original(stream, subject, seq)
-
-        wire.reads.leader_next = spy  # type: ignore[method-assign]
-        store = c.store("player")
-        pairs = 0
-        nxt_of: dict[str, int] = {}
-        # Direct Get lags often (tens per thousand pairs); a consumer lands on a
-        # lagging replica rarely (0-6 in 15 s measured), so that variant only
-        # checks the property for a few seconds and reports the count.
-        deadline = time.monotonic() + (15 if replay == "direct" else 5)
-        while pairs < 3000 and time.monotonic() < deadline and tail_reads < 10:
-            pairs += 1
-            root = f"ryw-{pairs % 50}"
-            res = await store.append(root, [tagged(f"{pairs}")], expected=nxt_of.get(root, 0))
-            nxt_of[root] = res.next_sequence
-            loading = True
-            hist = await store.load(root)
-            tail = [e.event.reason async for e in store.iter(root, res.first_sequence)]  # type: ignore[attr-defined]
-            loading = False
-            assert hist.next_sequence == res.next_sequence
-            assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
-            assert tail == [f"{pairs}"]
-            assert await store.next_sequence(root) == res.next_sequence
+        with faults.intercept(c, on_request=spy):
+            store = c.store("player")
+            pairs = 0
+            nxt_of: dict[str, int] = {}
+            # Direct Get lags often (tens per thousand pairs); a consumer lands on a
+            # lagging replica rarely (0-6 in 15 s measured), so that variant only
+            # checks the property for a few seconds and reports the count.
+            deadline = time.monotonic() + (15 if replay == "direct" else 5)
+            while pairs < 3000 and time.monotonic() < deadline and tail_reads < 10:
+                pairs += 1
+                root = f"ryw-{pairs % 50}"
+                res = await store.append(root, [tagged(f"{pairs}")], expected=nxt_of.get(root, 0))
+                nxt_of[root] = res.next_sequence
+                loading = True
+                hist = await store.load(root)
+                tail = [e.event.reason async for e in store.iter(root, res.first_sequence)]  # type: ignore[attr-defined]
+                loading = False
+                assert hist.next_sequence == res.next_sequence
+                assert hist.events[-1].event.reason == f"{pairs}"  # type: ignore[attr-defined]
+                assert tail == [f"{pairs}"]
+                assert await store.next_sequence(root) == res.next_sequence
     print(
         f"\nread-your-writes ({replay}, cache {cache_bytes}): {pairs} append+load pairs, "
         f"{tail_reads} leader tail reads"
@@ -445,46 +445,39 @@ async def test_a_keyed_repeat_on_r3_is_read_not_assumed(cluster: Cluster, r3: Co
             assert len((await sa.load(f"c{i}")).events) == 1
 
 
-async def test_a_retry_while_the_first_attempt_is_in_flight(
-    cluster: Cluster, r3: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_retry_while_the_first_attempt_is_in_flight(cluster: Cluster, r3: Config) -> None:
     """Clustered dedupe answers 10158 ("duplicate message id is in process")
     while the first attempt is still being proposed: the store must wait it
     out and report one success, never a second commit."""
     async with await angzarr_es.connect(config=r3) as client:
-        wire = internals.wire(client)
-        spy = PublishSpy(wire)
-        observed = wire.publish_commit  # the spy, wrapping the real one
+        spy = PublishSpy(client, install=False)
         in_flight: list[asyncio.Future[Any]] = []
         first_of: set[str] = set()
 
-        async def late_first_ack(
-            stream: str, subject: str, payload: bytes, headers: dict[str, str], t: float
-        ) -> Any:
-            msg_id = headers["Nats-Msg-Id"]
-            if msg_id not in first_of:
+        async def late_first_ack(request: Request, forward: Forward) -> Reply:
+            msg_id = (request.headers or {}).get("Nats-Msg-Id")
+            if msg_id is not None and msg_id not in first_of:
                 first_of.add(msg_id)
-                sent = observed(stream, subject, payload, headers, t)
-                in_flight.append(asyncio.ensure_future(sent))
+                in_flight.append(asyncio.ensure_future(spy.observe(request, forward)))
                 await asyncio.sleep(0)  # let it reach the socket first: the retry follows it
                 raise angzarr_es.StoreTimeout("the first ack is late")
-            return await observed(stream, subject, payload, headers, t)
+            return await spy.observe(request, forward)
 
-        monkeypatch.setattr(wire, "publish_commit", late_first_ack)
-        store = client.store("player")
-        outcomes: list[object] = []
-        for i in range(30):
-            try:
-                res = await store.append(f"f{i}", [tagged(str(i))], expected=0)
-                outcomes.append(res.first_sequence)
-            except angzarr_es.StoreTimeout as exc:  # allowed: every attempt was "in process"
-                outcomes.append(exc)
-            if spy.codes[10158] >= 3:
-                break
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        for i in range(len(outcomes)):
-            hist = await store.load(f"f{i}")
-            assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
+        with faults.intercept(client, on_request=late_first_ack):
+            store = client.store("player")
+            outcomes: list[object] = []
+            for i in range(30):
+                try:
+                    res = await store.append(f"f{i}", [tagged(str(i))], expected=0)
+                    outcomes.append(res.first_sequence)
+                except angzarr_es.StoreTimeout as exc:  # allowed: every attempt was "in process"
+                    outcomes.append(exc)
+                if spy.codes[10158] >= 3:
+                    break
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            for i in range(len(outcomes)):
+                hist = await store.load(f"f{i}")
+                assert [e.event.reason for e in hist.events] == [str(i)]  # type: ignore[attr-defined]
     print(
         f"\nin-flight retries: {len(outcomes)} appends; acks seen {spy.trail}; "
         f"outcomes {collections.Counter(type(o).__name__ for o in outcomes)}"

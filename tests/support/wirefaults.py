@@ -95,6 +95,15 @@ def last_by_subject(request: Request) -> tuple[str, str] | None:
     return (stream, subject) if subject else None
 
 
+def leader_read(request: Request) -> dict[str, Any] | None:
+    """The body of a STREAM.MSG.GET (a read the stream leader answers:
+    `seq`, `last_by_subj`, `next_by_subj`); None for any other request."""
+    if wire.operation(request) != "STREAM.MSG.GET":
+        return None
+    body: dict[str, Any] = msgspec.json.decode(request.payload or b"{}")
+    return body
+
+
 def _ack_tokens(reply: str) -> list[str]:
     """A pulled message's ack subject, `$JS.ACK.<stream>.<consumer>.<delivered>.
     <stream seq>.<consumer seq>.<timestamp>.<pending>` (the form of a server
