@@ -13,14 +13,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 import angzarr_es
 from angzarr_es import CodecError, History, RecordedEvent
 from angzarr_es.config import Config
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Forward, Reply, Request
 from tests.support import internals, jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
+from tests.support.wirefaults import replica_page
 
 
 @pytest.fixture
@@ -38,27 +42,19 @@ async def plain(client: angzarr_es.Client) -> AsyncIterator[angzarr_es.Client]:
 
 
 @contextlib.contextmanager
-def requests(client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def requests(client: angzarr_es.Client) -> Iterator[list[str]]:
     """Every request `client` sends while the block runs (its `what`)."""
     sent: list[str] = []
-    mux = internals.wire(client).mux
-    ask, gather = mux.ask, mux.gather
 
-    async def counted_ask(
-        subject: str, payload: bytes, headers: Any, timeout: float, what: str, *rest: Any
-    ) -> Any:
-        sent.append(what)
-        return await ask(subject, payload, headers, timeout, what, *rest)
+    async def counted(request: Request, forward: Forward) -> Reply:
+        sent.append(request.what)
+        return await forward(request)
 
-    async def counted_gather(
-        subject: str, body: bytes, expect: int, what: str, inbox: str = ""
-    ) -> Any:
-        sent.append(what)
-        return await gather(subject, body, expect, what, inbox)
+    async def counted_batch(request: Request, forward: BatchForward) -> Batch:
+        sent.append(request.what)
+        return await forward(request)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(mux, "ask", counted_ask)
-        patch.setattr(mux, "gather", counted_gather)
+    with faults.intercept(client, on_request=counted, on_batch=counted_batch):
         yield sent
 
 
@@ -77,13 +73,13 @@ def stats(client: angzarr_es.Client) -> tuple[int, int, int]:
 
 
 async def test_a_cached_load_is_one_request_whatever_the_history(
-    client: angzarr_es.Client, plain: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, plain: angzarr_es.Client
 ) -> None:
     store, root = client.store("player"), uuid.uuid4()
     for i in range(300):
         await store.append(root, [deposit(i)], expected=i)
     for _ in range(3):
-        with requests(client, monkeypatch) as sent:
+        with requests(client) as sent:
             hist = await store.load(root)
         assert len(sent) == 1, sent
         assert_same(hist, await plain.store("player").load(root))
@@ -94,14 +90,13 @@ async def test_a_loaded_aggregate_is_cached_and_appends_extend_it_without_readin
     client: angzarr_es.Client,
     other: angzarr_es.Client,
     plain: angzarr_es.Client,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = uuid.uuid4()
     for i in range(0, 20, 4):
         await other.store("player").append(root, [deposit(i + k) for k in range(4)], expected=i)
     store = client.store("player")
     await store.load(root)  # a miss: the whole history, now cached
-    with requests(client, monkeypatch) as sent:
+    with requests(client) as sent:
         for i in range(20, 23):
             await store.append(root, [deposit(i)], expected=i, correlation_id="wf")
         hist = await store.load(root)
@@ -116,26 +111,25 @@ async def test_another_clients_commits_come_in_the_same_request(
     client: angzarr_es.Client,
     other: angzarr_es.Client,
     plain: angzarr_es.Client,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store, theirs, root = client.store("player"), other.store("player"), uuid.uuid4()
     await store.append(root, [deposit(0)], expected=0)
     await theirs.append(root, [deposit(1), deposit(2)], expected=1)
     await theirs.append(root, [deposit(3)], expected=3)
-    with requests(client, monkeypatch) as sent:
+    with requests(client) as sent:
         hist = await store.load(root)
     assert len(sent) == 1
     assert_same(hist, await plain.store("player").load(root))
     # ... and the entry now holds them: appending at the new position extends it.
     await store.append(root, [deposit(4)], expected=4)
-    with requests(client, monkeypatch) as sent:
+    with requests(client) as sent:
         hist = await store.load(root)
     assert len(sent) == 1
     assert_same(hist, await plain.store("player").load(root))
 
 
 async def test_ranges_as_of_and_iter_are_served_from_the_entry(
-    client: angzarr_es.Client, plain: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, plain: angzarr_es.Client
 ) -> None:
     store, root = client.store("player"), uuid.uuid4()
     stamps = []
@@ -144,7 +138,7 @@ async def test_ranges_as_of_and_iter_are_served_from_the_entry(
         stamps.append(dt.datetime.now(dt.UTC))
     ref = plain.store("player")
     for lo, hi in ((0, None), (3, 7), (11, None), (12, None), (20, None), (5, 5), (0, 1)):
-        with requests(client, monkeypatch) as sent:
+        with requests(client) as sent:
             got = await store.load(root, lo, hi)
             seen = [e async for e in store.iter(root, lo, hi)]
         assert len(sent) == 2, (lo, hi, sent)
@@ -152,7 +146,7 @@ async def test_ranges_as_of_and_iter_are_served_from_the_entry(
         assert_same(got, want)
         assert view(seen) == view(want.events)
     for when in (stamps[0], stamps[5], stamps[-1], stamps[0] - dt.timedelta(days=1)):
-        with requests(client, monkeypatch) as sent:
+        with requests(client) as sent:
             got = await store.load(root, as_of=when)
         assert len(sent) == 1
         assert_same(got, await ref.load(root, as_of=when))
@@ -171,7 +165,7 @@ async def test_iter_streams_what_came_after_the_entry(
 
 
 async def test_snapshot_loads_seed_the_entry_and_are_served_from_it(
-    client: angzarr_es.Client, plain: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, plain: angzarr_es.Client
 ) -> None:
     store, root = client.store("player"), uuid.uuid4()
     for i in range(10):
@@ -187,7 +181,7 @@ async def test_snapshot_loads_seed_the_entry_and_are_served_from_it(
         entry = internals.context(fresh).hot.get(cold.subject(root))
         assert entry is not None
         assert entry.base == 7
-        with requests(fresh, monkeypatch) as sent:
+        with requests(fresh) as sent:
             again = await cold.load(root, snapshot=True)
         assert len(sent) == 2, sent  # the snapshot, and the events from the entry's tail
         assert_same(again, want)
@@ -261,7 +255,6 @@ async def test_a_replica_behind_this_process_is_completed_from_the_leader(
     client: angzarr_es.Client,
     other: angzarr_es.Client,
     plain: angzarr_es.Client,
-    monkeypatch: pytest.MonkeyPatch,
     replica_has: str,
 ) -> None:
     store, root = client.store("player"), uuid.uuid4()
@@ -270,17 +263,17 @@ async def test_a_replica_behind_this_process_is_completed_from_the_leader(
     await other.store("player").append(root, [deposit(4)], expected=4)
     # This client learns of the other's commit without reading it (a position lookup).
     assert await store.next_sequence(root) == 5
-    reads = internals.wire(client).reads
-    real = reads.direct_batch
 
-    async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
+    async def lagging(request: Request, forward: BatchForward) -> Batch:
         # A follower without our last commit, or with it but not the other's.
-        payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
-        return ([], 0, False) if replica_has == "nothing" else (payloads[:1], start, False)
+        got = await forward(request)
+        if replica_has == "nothing":
+            return replica_page(got, 0, 0)
+        return replica_page(got, 1, msgspec.json.decode(request.payload)["seq"])
 
-    monkeypatch.setattr(reads, "direct_batch", lagging)
-    assert_same(await store.load(root), await plain.store("player").load(root))
-    assert_same(await store.load(root, 2), await plain.store("player").load(root, 2))
+    with faults.intercept(client, on_batch=lagging):
+        assert_same(await store.load(root), await plain.store("player").load(root))
+        assert_same(await store.load(root, 2), await plain.store("player").load(root, 2))
     assert stats(client) == (2, 0, 0)
 
 
@@ -414,7 +407,6 @@ async def test_a_tail_that_fills_its_page_is_followed_by_the_next_page(
     client: angzarr_es.Client,
     other: angzarr_es.Client,
     plain: angzarr_es.Client,
-    monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
     """A server with a large max_payload may answer the read from the tail
@@ -422,21 +414,19 @@ async def test_a_tail_that_fills_its_page_is_followed_by_the_next_page(
     store, root = client.store("player"), uuid.uuid4()
     await store.append(root, [deposit(0)], expected=0)
     await other.store("player").append(root, [deposit(1), deposit(2)], expected=1)
-    reads = internals.wire(client).reads
-    real = reads.direct_batch
     pages: list[int] = []
 
-    async def spy(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
-        payloads, last, more = await real(stream, subject, start, batch, max_bytes)
-        if not pages:
-            payloads, last, more = payloads[:1], start, True  # as if the tail filled the page
-        pages.append(len(payloads))
-        return payloads, last, more
+    async def spy(request: Request, forward: BatchForward) -> Batch:
+        got = await forward(request)
+        if not pages:  # as if the tail filled the page
+            got = replica_page(got, 1, msgspec.json.decode(request.payload)["seq"], more=True)
+        pages.append(len(got.messages))
+        return got
 
-    monkeypatch.setattr(reads, "direct_batch", spy)
     want = await plain.store("player").load(root)
-    if how == "iter":
-        assert view([e async for e in store.iter(root)]) == view(want.events)
-    else:
-        assert_same(await store.load(root), want)
+    with faults.intercept(client, on_batch=spy):
+        if how == "iter":
+            assert view([e async for e in store.iter(root)]) == view(want.events)
+        else:
+            assert_same(await store.load(root), want)
     assert pages == [1, 1]  # the tail alone, then the other's commit

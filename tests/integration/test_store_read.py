@@ -9,7 +9,6 @@ import contextlib
 import datetime as real_dt
 import uuid
 from contextlib import aclosing
-from typing import Any
 
 import msgspec
 import pytest
@@ -19,10 +18,13 @@ import angzarr_es
 from angzarr_es import codec
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2
-from tests.support import internals, jsadmin
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Request
+from tests.support import jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
 from tests.support.jsadmin import messages as js
+from tests.support.wirefaults import replica_page
 
 
 async def test_loads_page_correctly_when_stored_headers_are_large(
@@ -99,7 +101,7 @@ async def test_a_cancelled_replay_leaves_no_consumer(config: Config) -> None:
 
 @pytest.mark.parametrize("cached", [False, True])
 async def test_a_lagging_replica_never_hides_our_own_append(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch, cached: bool
+    client: angzarr_es.Client, cached: bool
 ) -> None:
     config = client.config if cached else with_nats(client.config, cache_bytes=0)
     async with await angzarr_es.connect(config=config) as writer:
@@ -107,18 +109,16 @@ async def test_a_lagging_replica_never_hides_our_own_append(
         pid = uuid.uuid4()
         for i in range(5):
             await store.append(pid, [deposit(i)], expected=i)
-        real = internals.wire(writer).reads.direct_batch
 
-        async def lagging(stream: str, subject: str, start: int, batch: int, max_bytes: int) -> Any:
+        async def lagging(request: Request, forward: BatchForward) -> Batch:
             # A follower that has only the first three commits.
-            payloads, _, _ = await real(stream, subject, start, batch, max_bytes)
-            return payloads[:3], 3, False
+            return replica_page(await forward(request), 3, 3)
 
-        monkeypatch.setattr(internals.wire(writer).reads, "direct_batch", lagging)
-        hist = await store.load(pid)
-        assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
-        assert hist.next_sequence == 5
-        assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
+        with faults.intercept(writer, on_batch=lagging):
+            hist = await store.load(pid)
+            assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
+            assert hist.next_sequence == 5
+            assert [e.sequence async for e in store.iter(pid)] == [0, 1, 2, 3, 4]
         assert writer.cache_stats.hits == (2 if cached else 0)
     assert (await jsadmin.stream_info_json(client, client.config.nats.stream_name))["state"][
         "consumer_count"

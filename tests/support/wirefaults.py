@@ -25,7 +25,7 @@ import msgspec
 from angzarr_es import Client
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
 from angzarr_es.testing import faults as wire
-from angzarr_es.testing.faults import Forward, Reply, Request
+from angzarr_es.testing.faults import Batch, Forward, Reply, Request
 from tests.support import jsadmin
 
 # What a failure does to the request it hits.
@@ -93,6 +93,15 @@ def last_by_subject(request: Request) -> tuple[str, str] | None:
         return None
     stream, _, subject = request.subject[len(head) :].partition(".")
     return (stream, subject) if subject else None
+
+
+def replica_page(got: Batch, keep: int, last: int, *, more: bool = False) -> Batch:
+    """A Direct Get batch answered as a replica that lags would: the first
+    `keep` messages of `got`, ending at stream sequence `last`, with `more`
+    messages said to remain or none."""
+    if not keep and not more:
+        return Batch([], "404")
+    return Batch(got.messages[:keep], "204", last, keep + 1 if more else 0)
 
 
 def leader_read(request: Request) -> dict[str, Any] | None:
