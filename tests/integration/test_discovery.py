@@ -17,7 +17,9 @@ import angzarr_es
 from angzarr_es import codec
 from angzarr_es.pb import player_pb2
 from angzarr_es.subjects import encode_root
-from tests.support import internals, jsadmin
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
+from tests.support import jsadmin
 
 # nats-server sends at most this many subjects per STREAM.INFO page.
 SERVER_PAGE = 100_000
@@ -106,28 +108,26 @@ async def test_list_roots_pages_through_200k_aggregates_in_bounded_memory(
     del subjects
 
     pages = 0
-    request = internals.wire(client).mux.request
 
-    async def counting_request(subject: str, body: bytes = b"", **kw: Any) -> Any:
+    async def counting(request: Request, forward: Forward) -> Reply:
         nonlocal pages
-        if subject.startswith("$JS.API.STREAM.INFO.") and b"subjects_filter" in body:
+        if faults.operation(request) == "STREAM.INFO" and b"subjects_filter" in request.payload:
             pages += 1
-        return await request(subject, body, **kw)
+        return await forward(request)
 
-    internals.wire(client).mux.request = counting_request  # type: ignore[method-assign,assignment]
+    with faults.intercept(client, on_request=counting):
+        # One full server page versus three: if the client held every id, the big
+        # listing would need more than twice the memory of the small one.
+        small_peak = await traced_listing(client.store("small"), set(small_ids))
+        assert pages == 1
+        pages = 0
+        big_peak = await traced_listing(client.store("big"), set(big_ids))
+        assert pages == -(-BIG // SERVER_PAGE) == 3
+        assert big_peak < 1.5 * small_peak, (big_peak, small_peak)
 
-    # One full server page versus three: if the client held every id, the big
-    # listing would need more than twice the memory of the small one.
-    small_peak = await traced_listing(client.store("small"), set(small_ids))
-    assert pages == 1
-    pages = 0
-    big_peak = await traced_listing(client.store("big"), set(big_ids))
-    assert pages == -(-BIG // SERVER_PAGE) == 3
-    assert big_peak < 1.5 * small_peak, (big_peak, small_peak)
-
-    assert [d async for d in client.list_domains()] == ["big", "small"]
-    assert [r async for r in client.store("unused").list_roots()] == []
-    assert [r async for r in client.store("big", "what-if").list_roots()] == []
+        assert [d async for d in client.list_domains()] == ["big", "small"]
+        assert [r async for r in client.store("unused").list_roots()] == []
+        assert [r async for r in client.store("big", "what-if").list_roots()] == []
 
 
 async def test_listing_a_missing_stream_is_an_error(client: angzarr_es.Client) -> None:

@@ -4,7 +4,6 @@ holds, and where a snapshot load starts reading."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 import pytest
@@ -12,7 +11,9 @@ import pytest
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.pb import core_pb2, player_pb2
-from tests.support import internals, jsadmin
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Forward, Reply, Request
+from tests.support import jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
 from tests.support.jsadmin import messages as js
@@ -59,29 +60,28 @@ async def test_a_snapshot_load_starts_at_the_covering_commit(
         seqs.append(res.stream_sequence)
         await client.store("player").append(f"noise-{n}", [deposit(0)], expected=0)
     await store.save_snapshot("p", player_pb2.PlayerState(balance_cents=1), 41)
-    wire = internals.wire(client)
     starts: list[int] = []
-    direct_batch, consumer_replay = wire.reads.direct_batch, wire.replayer.replay
 
-    async def spy_batch(stream: str, subject: str, start: int, *args: Any) -> Any:
-        starts.append(start)
-        return await direct_batch(stream, subject, start, *args)
+    async def replay_start(request: Request, forward: Forward) -> Reply:
+        if faults.operation(request) == "CONSUMER.CREATE":
+            starts.append(msgspec.json.decode(request.payload)["config"]["opt_start_seq"])
+        return await forward(request)
 
-    def spy_replay(stream: str, subject: str, start: int, batch: int) -> Any:
-        starts.append(start)
-        return consumer_replay(stream, subject, start, batch)
+    async def batch_start(request: Request, forward: BatchForward) -> Batch:
+        if faults.operation(request) == "DIRECT.GET":
+            starts.append(msgspec.json.decode(request.payload)["seq"])
+        return await forward(request)
 
-    wire.reads.direct_batch = spy_batch  # type: ignore[method-assign,assignment]
-    wire.replayer.replay = spy_replay  # type: ignore[method-assign]
     client.clear_cache()  # a cold load (the appends made "p" a cached aggregate)
-    hist = await store.load("p", snapshot=True)
-    assert [e.sequence for e in hist.events] == list(range(42, 60))
-    assert hist.next_sequence == 60
-    # Event 41 is in the 21st commit: the read starts there, not at 1.
-    assert starts[0] == seqs[20]
-    starts.clear()
-    await store.load("p")
-    assert starts[0] == 1
+    with faults.intercept(client, on_request=replay_start, on_batch=batch_start):
+        hist = await store.load("p", snapshot=True)
+        assert [e.sequence for e in hist.events] == list(range(42, 60))
+        assert hist.next_sequence == 60
+        # Event 41 is in the 21st commit: the read starts there, not at 1.
+        assert starts[0] == seqs[20]
+        starts.clear()
+        await store.load("p")
+        assert starts[0] == 1
 
 
 async def test_the_snapshot_stream_keeps_the_latest_plus_history(
