@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
 import angzarr_es
 from angzarr_es.config import Config
-from tests.support import internals, jsadmin
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
+from tests.support import jsadmin
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
+from tests.support.faultproxy import FaultProxy
 from tests.support.jsadmin import messages as js
 
 
@@ -92,14 +94,19 @@ async def test_a_configured_max_age_warns_that_events_will_be_deleted(
     assert any("DELETE" in r.message for r in caplog.records)
 
 
-async def test_provision_refuses_a_server_that_is_too_old(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(
-        type(internals.wire(client)), "server_version", property(lambda self: (2, 10, 22))
-    )
-    with pytest.raises(angzarr_es.ServerTooOld, match=r"2\.11"):
-        await client.provision()
+async def test_provision_refuses_a_server_that_is_too_old(client: angzarr_es.Client) -> None:
+    """A server announcing 2.10.22 in its INFO (rewritten on the way)."""
+    port = int(client.connected_url.rpartition(":")[2])
+    proxy = await FaultProxy(port).start()
+    real = f'"version":"{client.server_version}"'.encode()
+    proxy.rewrite = lambda data: data.replace(real, b'"version":"2.10.22"')
+    try:
+        async with await angzarr_es.connect(config=client.config.with_url(proxy.url)) as old:
+            assert old.server_version == "2.10.22"
+            with pytest.raises(angzarr_es.ServerTooOld, match=r"2\.11"):
+                await old.provision()
+    finally:
+        await proxy.close()
 
 
 async def test_appending_without_a_stream_says_so(config: Config) -> None:
@@ -119,25 +126,25 @@ async def test_appending_without_a_stream_says_so(config: Config) -> None:
             await store.next_sequence("x")
         with pytest.raises(angzarr_es.StoreUnavailable, match=missing):
             await client.events_by_correlation("wf")  # was {}: "no events"
-        # Failures together share one probe (an election must not cost one per read).
-        wire = internals.wire(client)
-        asked: list[str] = []
-        real = wire.mux.request
+    # Failures together share one probe (an election must not cost one per
+    # read): a new client, which has not looked at the stream yet.
+    asked: list[str] = []
 
-        async def counting(subject: str, *args: Any, **kwargs: Any) -> Any:
-            asked.append(subject)
-            return await real(subject, *args, **kwargs)
+    async def counting(request: Request, forward: Forward) -> Reply:
+        asked.append(faults.operation(request))
+        return await forward(request)
 
-        wire.probe.forget()
-        wire.mux.request = counting  # type: ignore[method-assign]
-        got = await asyncio.gather(
-            *(store.load(f"y{i}") for i in range(20)),
-            *(store.append(f"z{i}", [deposit(1)], expected=0) for i in range(20)),
-            return_exceptions=True,
-        )
+    async with await angzarr_es.connect(config=config) as client:
+        store = client.store("player")
+        with faults.intercept(client, on_request=counting):
+            got = await asyncio.gather(
+                *(store.load(f"y{i}") for i in range(20)),
+                *(store.append(f"z{i}", [deposit(1)], expected=0) for i in range(20)),
+                return_exceptions=True,
+            )
         assert all(isinstance(e, angzarr_es.StoreUnavailable) for e in got), got
         assert all("does not exist" in str(e) for e in got), got
-        assert sum(s.startswith("$JS.API.STREAM.INFO.") for s in asked) == 1
+        assert asked.count("STREAM.INFO") == 1
 
 
 async def test_connect_with_a_url_ignores_a_bad_nats_url(

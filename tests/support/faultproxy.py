@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class FaultProxy:
@@ -13,6 +14,8 @@ class FaultProxy:
     - `cut()` closes every proxied connection (the client sees a dropped socket).
     - `swallow = True` silently discards bytes from the server to the client
       (acks and replies never arrive; the client's writes still go through).
+    - `rewrite`, when set, is applied to each chunk from the server to the
+      client (e.g. the version a server announces in its INFO line).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -20,6 +23,7 @@ class FaultProxy:
         self.port = 0
         self.swallow = False
         self.swallowed = 0
+        self.rewrite: Callable[[bytes], bytes] | None = None
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -53,6 +57,8 @@ class FaultProxy:
                 if down and self.swallow:
                     self.swallowed += len(data)
                     continue
+                if down and self.rewrite is not None:
+                    data = self.rewrite(data)
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
