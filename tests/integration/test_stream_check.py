@@ -16,6 +16,8 @@ import pytest
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
 from tests.support import internals, jsadmin
 from tests.support.configs import fresh_config, with_nats
 from tests.support.events import deposit
@@ -178,30 +180,28 @@ async def test_a_snapshot_stream_without_direct_get_says_so(
 
 
 async def test_the_look_costs_one_request_per_client(
-    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, config: Config
 ) -> None:
     asked: list[str] = []
 
-    def counting(c: angzarr_es.Client) -> None:
-        real = internals.wire(c).js.stream_info
+    async def counting(request: Request, forward: Forward) -> Reply:
+        if faults.operation(request) == "STREAM.INFO":
+            asked.append(request.subject.rpartition(".")[2])
+        return await forward(request)
 
-        async def stream_info(name: str, **kwargs: Any) -> Any:
-            asked.append(name)
-            return await real(name, **kwargs)
-
-        monkeypatch.setattr(internals.wire(c).js, "stream_info", stream_info)
-
-    counting(client)  # provisioned: it knows the stream already
     players = client.store("player")
-    for n in range(10):
-        await players.append("p", [deposit(n)], expected=n)
-        await players.load("p")
+    with faults.intercept(client, on_request=counting):  # provisioned: it knows the stream
+        for n in range(10):
+            await players.append("p", [deposit(n)], expected=n)
+            await players.load("p")
     assert asked == []
     async with await angzarr_es.connect(config=config) as fresh:
-        counting(fresh)
         store = fresh.store("player")
-        await asyncio.gather(*(store.append(f"q{n}", [deposit(n)], expected=0) for n in range(8)))
-        for n in range(10):
-            await store.load("p")
-            await store.append("p", [deposit(n)], expected=10 + n)
+        with faults.intercept(fresh, on_request=counting):
+            await asyncio.gather(
+                *(store.append(f"q{n}", [deposit(n)], expected=0) for n in range(8))
+            )
+            for n in range(10):
+                await store.load("p")
+                await store.append("p", [deposit(n)], expected=10 + n)
     assert asked == [config.nats.stream_name]
