@@ -13,6 +13,7 @@ process's event loop policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -62,6 +63,14 @@ def nats_url() -> Iterator[str]:
 @pytest.fixture
 def config(nats_url: str) -> Config:
     return fresh_config(nats_url)
+
+
+@pytest.fixture
+def interceptions() -> Iterator[contextlib.ExitStack]:
+    """Interceptions (`angzarr_es.testing.faults.intercept`) a test enters
+    with `interceptions.enter_context(...)`, left when the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -77,6 +77,9 @@ ALLOWED_IMPORTS: dict[str, str] = {
     ),
     "integration/test_atomic_batch.py": "the seam's own test: a Wire's atomic batch on a server",
     "integration/test_wire_requests.py": "the seam's own test: a Wire's requests on a server",
+    "integration/test_catchup_unowned.py": (
+        "the catch-up module's own test: a CatchUp on a connection no client owns"
+    ),
     "integration/test_contract.py": "typed against the store contract it checks (_contract)",
     "integration/test_contract_client.py": "typed against the client contract it checks",
     "integration/conftest.py": "the contract tests' backend fixture, typed by the contract",
