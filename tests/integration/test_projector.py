@@ -26,6 +26,8 @@ from angzarr_es.bus import (
     H_SUBJECT,
 )
 from angzarr_es.config import Config, ConsumerSpec
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Forward, Reply, Request
 from tests.support import internals, jsadmin
 from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
@@ -723,7 +725,7 @@ async def test_a_reset_to_a_bad_start_changes_nothing(client: angzarr_es.Client)
 
 
 async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
-    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client,
 ) -> None:
     """A 409 "Consumer Deleted" is checked with a consumer info request; while
     that request cannot be answered, the running commit must stay ours."""
@@ -732,8 +734,10 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     async def slow(d: Delivery) -> None:
         await release.wait()
 
-    async def unanswered(*args: object) -> object:
-        raise angzarr_es.StoreTimeout("consumer info: no answer from NATS in time")
+    async def unanswered(request: Request, forward: Forward) -> Reply:
+        if faults.operation(request) == "CONSUMER.INFO":
+            raise angzarr_es.StoreTimeout(f"{request.what}: no answer from NATS in time")
+        return await forward(request)
 
     await append_many(client, ["a"], 1)
     a, b = Recorder(slow), Recorder()
@@ -741,11 +745,10 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     await pa.start()
     await a.wait_count(1)
     async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
-        monkeypatch.setattr(internals.wire(client).js, "consumer_info", unanswered)
-        internals.feed(pa).on_status("409", "Consumer Deleted")  # as a cluster sends when it moves
-        with pytest.raises(TimeoutError):
-            await b.wait_count(1, timeout=1.8)  # three times ack_wait
-        monkeypatch.undo()
+        with faults.intercept(client, on_request=unanswered):
+            internals.feed(pa).on_status("409", "Consumer Deleted")  # as a cluster sends it
+            with pytest.raises(TimeoutError):
+                await b.wait_count(1, timeout=1.8)  # three times ack_wait
         release.set()
         await pa.wait(lambda s: s.handled == 1, timeout=WAIT)
         await pa.stop()

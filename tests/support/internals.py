@@ -65,11 +65,6 @@ if TYPE_CHECKING:  # an optional extra: importing it here would need it installe
     from angzarr_es.eventsourcing import Factory
 
 
-def wire(client: Client) -> Wire:
-    """The client's one connection and its requests (the store's, the bus's)."""
-    return client._wire
-
-
 def context(owner: Client | EventStore) -> StoreContext:
     """What the stores of a client share (a store's is its client's)."""
     return owner._ctx
