@@ -18,7 +18,9 @@ from angzarr_es._nats.errors import (
 )
 from angzarr_es._nats.mux import Mux
 
-__all__ = ["JetStream", "ack_metadata"]
+__all__ = ["API", "JetStream", "ack_metadata", "operation"]
+
+API = "$JS.API."
 
 ACCOUNT_INFO = "$JS.API.INFO"
 STREAM_INFO = "$JS.API.STREAM.INFO.{stream}"
@@ -38,6 +40,46 @@ CONSUMER_LIST = "$JS.API.CONSUMER.LIST.{stream}"
 CONSUMER_UNPIN = "$JS.API.CONSUMER.UNPIN.{stream}.{consumer}"
 CONSUMER_NEXT = "$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+
+# The operation names of the API subjects above and of those only the tests'
+# own admin requests use, longest first: a subject's operation is its leading words.
+_OPERATIONS = sorted(
+    {
+        template[len(API) :].partition("{")[0].rstrip(".")
+        for template in (
+            ACCOUNT_INFO,
+            STREAM_INFO,
+            STREAM_CREATE,
+            STREAM_UPDATE,
+            STREAM_DELETE,
+            STREAM_PURGE,
+            STREAM_NAMES,
+            STREAM_LIST,
+            STREAM_MSG_GET,
+            DIRECT_GET,
+            CONSUMER_CREATE,
+            CONSUMER_INFO,
+            CONSUMER_DELETE,
+            CONSUMER_LIST,
+            CONSUMER_UNPIN,
+            CONSUMER_NEXT,
+        )
+    }
+    | {"CONSUMER.DURABLE.CREATE", "CONSUMER.NAMES", "STREAM.MSG.DELETE"},
+    key=lambda name: -name.count("."),
+)
+
+
+def operation(subject: str) -> str:
+    """The JetStream API operation `subject` asks for ("STREAM.INFO",
+    "DIRECT.GET", ...); "" for a subject outside the API."""
+    if not subject.startswith(API):
+        return ""
+    rest = subject[len(API) :]
+    for name in _OPERATIONS:
+        if rest == name or rest.startswith(name + "."):
+            return name
+    return ".".join(rest.split(".")[:2])
 
 
 def ack_metadata(reply: str) -> tuple[str, int, int, int, int, int]:

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 
 import msgspec
 
+from angzarr_es._nats import api
 from angzarr_es._nats.tap import (
     Batch,
     BatchForward,
@@ -52,13 +53,12 @@ __all__ = [
     "OnRequest",
     "Reply",
     "Request",
+    "Tap",
     "error_reply",
     "intercept",
     "operation",
     "status_reply",
 ]
-
-_API = "$JS.API."
 
 
 @contextmanager
@@ -85,44 +85,7 @@ def operation(request: Request) -> str:
     """The JetStream API operation a request is, e.g. "STREAM.INFO",
     "DIRECT.GET", "STREAM.MSG.GET", "CONSUMER.CREATE"; "" for a publish or
     any other subject."""
-    if not request.subject.startswith(_API):
-        return ""
-    words = request.subject[len(_API) :].split(".")
-    for known in _OPERATIONS:
-        if words[: len(known)] == known:
-            return ".".join(known)
-    return ".".join(words[:2])
-
-
-# Longest first: the operation is the API subject's leading words.
-_OPERATIONS = sorted(
-    (
-        w.split(".")
-        for w in (
-            "INFO",
-            "DIRECT.GET",
-            "STREAM.CREATE",
-            "STREAM.UPDATE",
-            "STREAM.INFO",
-            "STREAM.DELETE",
-            "STREAM.PURGE",
-            "STREAM.NAMES",
-            "STREAM.LIST",
-            "STREAM.MSG.GET",
-            "STREAM.MSG.DELETE",
-            "CONSUMER.CREATE",
-            "CONSUMER.DURABLE.CREATE",
-            "CONSUMER.INFO",
-            "CONSUMER.DELETE",
-            "CONSUMER.NAMES",
-            "CONSUMER.LIST",
-            "CONSUMER.MSG.NEXT",
-            "CONSUMER.UNPIN",
-        )
-    ),
-    key=len,
-    reverse=True,
-)
+    return api.operation(request.subject)
 
 
 def error_reply(request: Request, code: int, err_code: int, description: str) -> Reply:
@@ -133,7 +96,7 @@ def error_reply(request: Request, code: int, err_code: int, description: str) ->
     own (10071: wrong last sequence; 10008: JetStream temporarily unavailable).
     """
     error = {"code": code, "err_code": err_code, "description": description}
-    if request.subject.startswith(_API):
+    if request.subject.startswith(api.API):
         body = {"type": "io.nats.jetstream.api.v1.error", "error": error}
     else:
         body = {"error": error}

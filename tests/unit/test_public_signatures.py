@@ -15,12 +15,14 @@ import msgspec
 import angzarr_es
 from angzarr_es import codec, config, embedded, filters, health, metrics, testing, tracing
 from angzarr_es.pb import core_pb2
+from angzarr_es.testing import faults
 
 PUBLIC_MODULES: tuple[ModuleType, ...] = (
     angzarr_es,
     codec,
     config,
     embedded,
+    faults,
     filters,
     health,
     metrics,
