@@ -16,7 +16,7 @@ from angzarr_es._health import check as check_health
 from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
-from angzarr_es._nats.tap import Tap
+from angzarr_es._nats.wire import TapPoint
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ProvisionPlan
 from angzarr_es._stream_configs import store_differences, store_stream_config
@@ -167,12 +167,11 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         """The connected server's max_payload: the largest commit it takes, in bytes."""
         return self._wire.max_payload
 
-    def set_tap(self, tap: Tap | None) -> Tap | None:
-        """Hand this client's requests and batch reads to `tap` (None: stop);
-        returns the tap it replaces. For tests: `angzarr_es.testing.faults`."""
-        mux = self._wire.mux
-        old, mux.tap = mux.tap, tap
-        return old
+    @property
+    def tap(self) -> TapPoint:
+        """Where faults are put on this client's connection, for tests:
+        `angzarr_es.testing.faults` uses it."""
+        return TapPoint(self._wire)
 
     @property
     def cache_stats(self) -> CacheStats:

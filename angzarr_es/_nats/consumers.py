@@ -168,6 +168,12 @@ class Puller:
         """Subscribe to the reply inbox."""
         with translated(f"pull from {self.consumer}"):
             self._sub = await self.wire.nc.subscribe(self._inbox, cb=self._on_reply)
+        self.wire.pullers.add(self)
+
+    @property
+    def inbox(self) -> str:
+        """The subject the server sends this consumer's messages and statuses to."""
+        return self._inbox
 
     async def _on_reply(self, msg: Msg) -> None:
         self.last_seen = time.monotonic()
@@ -229,6 +235,7 @@ class Puller:
 
     async def stop(self) -> None:
         """Unsubscribe the inbox; late replies are dropped."""
+        self.wire.pullers.discard(self)
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()

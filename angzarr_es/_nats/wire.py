@@ -16,6 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -28,10 +29,14 @@ from angzarr_es._nats.mux import Mux, resend_after
 from angzarr_es._nats.probe import StreamProbe
 from angzarr_es._nats.reads import Reads
 from angzarr_es._nats.replay import Replayer
+from angzarr_es._nats.tap import Tap
 from angzarr_es.config import NatsConfig, redact_url
 from angzarr_es.errors import AngzarrESError, StoreTimeout, StoreUnavailable
 
-__all__ = ["BatchMessage", "Wire"]
+if TYPE_CHECKING:  # consumers.py imports this module
+    from angzarr_es._nats.consumers import Puller
+
+__all__ = ["BatchMessage", "TapPoint", "Wire"]
 
 BatchMessage = tuple[str, bytes, dict[str, str]]
 """One message of an atomic batch: (subject, payload, its own headers)."""
@@ -57,6 +62,8 @@ class Wire:
         self.probe = StreamProbe(self.mux, self.js)
         self.reads = Reads(self.mux, self.js, self.probe)
         self.replayer = Replayer(self.mux, self.js)
+        # The consumers' pull inboxes open on this connection (`TapPoint.pull_status`).
+        self.pullers: set[Puller] = set()
         self._liveness: asyncio.Task[None] | None = None
         self.mux.on_slow = self._check_alive
 
@@ -257,3 +264,30 @@ class Wire:
         if msg.headers and msg.headers.get(m.STATUS) == "503":
             raise StoreUnavailable(f"{what}: no stream captures this subject")
         return m.pub_ack(msg.data)
+
+
+class TapPoint:
+    """Where faults are put on one client's connection: its tap, and the
+    statuses its consumers' pulls are sent."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+
+    def set(self, tap: Tap | None) -> Tap | None:
+        """Hand the connection's requests and batch reads to `tap` (None:
+        stop); returns the tap it replaces."""
+        mux = self._wire.mux
+        old, mux.tap = mux.tap, tap
+        return old
+
+    async def pull_status(self, consumer: str, status: str, description: str = "") -> int:
+        """Send each open pull of `consumer` on this connection the status
+        message the server would (e.g. "409", "Consumer Deleted"), over NATS;
+        returns how many were sent."""
+        headers = {m.STATUS: status, m.H_DESCRIPTION: description}
+        inboxes = [p.inbox for p in self._wire.pullers if p.consumer == consumer]
+        with translated(f"status to {consumer}"):
+            for inbox in inboxes:
+                await self._wire.nc.publish(inbox, b"", headers=headers)
+            await self._wire.nc.flush()
+        return len(inboxes)

@@ -19,8 +19,10 @@ Failures the client reports for a request: `StoreTimeout` (no answer in
 time: the request may have been served), `StoreUnavailable` (not connected,
 nothing sent). A JetStream error reply is built with `error_reply`, a status
 reply (503: no responders) with `status_reply`. `operation(request)` names
-what a request is. Core NATS subscriptions and a projector's pulls are not
-intercepted: stop or restart the server for those (`angzarr_es.embedded`).
+what a request is. A projector's or catch-up's pulls are not intercepted;
+`pull_status` sends them a status as the server would (409 "Consumer
+Deleted"). Core NATS subscriptions: stop or restart the server
+(`angzarr_es.embedded`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from angzarr_es._nats.tap import (
     Request,
     Tap,
 )
+from angzarr_es._nats.wire import TapPoint
 from angzarr_es.client import Client
 
 __all__ = [
@@ -54,9 +57,11 @@ __all__ = [
     "Reply",
     "Request",
     "Tap",
+    "TapPoint",
     "error_reply",
     "intercept",
     "operation",
+    "pull_status",
     "status_reply",
 ]
 
@@ -71,14 +76,24 @@ def intercept(
     Raises:
         RuntimeError: the client is intercepted already.
     """
-    old = client.set_tap(Tap(on_request, on_batch))
+    point = client.tap
+    old = point.set(Tap(on_request, on_batch))
     if old is not None:
-        client.set_tap(old)
+        point.set(old)
         raise RuntimeError("this client is intercepted already: leave that block first")
     try:
         yield
     finally:
-        client.set_tap(None)
+        point.set(None)
+
+
+async def pull_status(client: Client, consumer: str, status: str, description: str = "") -> int:
+    """Send every open pull of the consumer named `consumer` on `client`'s
+    connection (a projector's, a catch-up subscription's) a status as the
+    server sends it, over NATS: "409" "Consumer Deleted" as a cluster sends
+    when the consumer moves, "409" "Leadership Change", "408" "Request
+    Timeout". Returns how many pulls got it (0: none open now)."""
+    return await client.tap.pull_status(consumer, status, description)
 
 
 def operation(request: Request) -> str:

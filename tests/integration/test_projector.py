@@ -725,7 +725,7 @@ async def test_a_reset_to_a_bad_start_changes_nothing(client: angzarr_es.Client)
 
 
 async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
-    client: angzarr_es.Client,
+    client: angzarr_es.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 409 "Consumer Deleted" is checked with a consumer info request; while
     that request cannot be answered, the running commit must stay ours."""
@@ -746,9 +746,11 @@ async def test_in_progress_acks_go_on_while_a_deleted_consumer_is_checked(
     await a.wait_count(1)
     async with client.projector("proj", filters.domain("player"), b, ack_wait=0.6):
         with faults.intercept(client, on_request=unanswered):
-            internals.feed(pa).on_status("409", "Consumer Deleted")  # as a cluster sends it
+            # As a cluster sends it when the consumer moves (to both projectors' pulls).
+            assert await faults.pull_status(client, "proj", "409", "Consumer Deleted") == 2
             with pytest.raises(TimeoutError):
                 await b.wait_count(1, timeout=1.8)  # three times ack_wait
+        assert "is consumer proj still there?" in caplog.text  # the check was made
         release.set()
         await pa.wait(lambda s: s.handled == 1, timeout=WAIT)
         await pa.stop()

@@ -53,7 +53,6 @@ from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.parser import FastParser
 from angzarr_es.bus import CatchUp, _core, _span
-from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
 from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
@@ -117,11 +116,6 @@ def handlers_running(projector: Projector) -> int:
 def stopping(projector: Projector) -> bool:
     """Whether a stop is under way."""
     return projector._stopping
-
-
-def feed(projector: Projector) -> Feed:
-    """The projector's pulls (to hand it a status as the server would send it)."""
-    return projector._feed
 
 
 def break_catch_up(sub: CatchUp) -> None:

@@ -75,6 +75,7 @@ HANDED_OUT = {
     "InMemoryProjector",
     "Projector",
     "Subscription",
+    "TapPoint",
 }
 
 
