@@ -43,9 +43,24 @@ __all__ = [
     "traced",
     "traced_append",
     "traced_load",
+    "use_provider",
 ]
 
 T = TypeVar("T")
+
+
+def use_provider(provider: Any) -> None:
+    """Make the library's spans with `provider`'s tracer (None: the global provider's).
+
+    Raises:
+        RuntimeError: opentelemetry is not installed.
+    """
+    if not ENABLED:
+        raise RuntimeError("a tracer provider needs opentelemetry: pip install 'angzarr-es[otel]'")
+    global _tracer
+    _tracer = (trace if provider is None else provider).get_tracer("angzarr_es")
+
+
 Attributes = dict[str, str | int | bool]
 
 # Messaging semantic conventions (https://opentelemetry.io/docs/specs/semconv/messaging/).

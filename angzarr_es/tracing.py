@@ -48,11 +48,27 @@ __all__ = [
     "current",
     "extract",
     "inject",
+    "set_tracer_provider",
     "span",
     "use",
 ]
 
 HEADER = "traceparent"
+
+
+def set_tracer_provider(provider: object) -> None:
+    """Make the library's spans with `provider` (an OpenTelemetry
+    `TracerProvider`) instead of the global one; None goes back to the
+    global provider. As OpenTelemetry instrumentations take a
+    `tracer_provider`: for a test that records spans, or an application with
+    a provider of its own for this library.
+
+    Raises:
+        RuntimeError: opentelemetry is not installed.
+    """
+    _otel.use_provider(provider)
+
+
 OTEL = _otel.ENABLED
 """Whether OpenTelemetry carries the trace context (`opentelemetry-api` is installed)."""
 STATE_HEADER = "tracestate"

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    return otel.record(monkeypatch)
+def spans() -> Iterator[InMemorySpanExporter]:
+    with otel.recording() as exporter:
+        yield exporter
 
 
 def attributes(span: ReadableSpan, *keys: str) -> dict[str, Any]:
@@ -455,6 +457,7 @@ def test_each_mode_in_a_fresh_process(nats_url: str) -> None:
     With a global tracer provider: the library's spans go to it."""
     assert _passed_in_a_fresh_process(nats_url, "-p", "tests.support.no_otel") == {
         "test_the_package_is_missing",
+        "test_a_tracer_provider_needs_the_package",
         "test_uninstrumented_commits_carry_no_trace",
         "test_an_instrumented_commit_carries_a_new_span_of_the_current_trace",
         "test_angzarrs_consumer_reads_the_hand_made_headers",

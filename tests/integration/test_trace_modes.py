@@ -72,6 +72,12 @@ def test_the_package_is_missing() -> None:
 
 
 @hand_made
+def test_a_tracer_provider_needs_the_package() -> None:
+    with pytest.raises(RuntimeError, match=r"pip install 'angzarr-es\[otel\]'"):
+        tracing.set_tracer_provider(object())
+
+
+@hand_made
 async def test_uninstrumented_commits_carry_no_trace(client: angzarr_es.Client) -> None:
     assert client.observer is None
     with tracing.use(PARENT):

@@ -2,8 +2,8 @@
 
 OpenTelemetry lets a process set its global tracer provider once, and every
 commit appended under a provider carries a trace context; so that the rest of
-the suite keeps running with none, `record(monkeypatch)` hands the library a
-tracer of a provider of our own for one test instead. `ROOT` starts the
+the suite keeps running with none, `recording()` hands the library a
+provider of our own for one test instead (`tracing.set_tracer_provider`). `ROOT` starts the
 traces a test follows, from the same provider. The plugin
 `-p tests.support.otel` (a fresh process: tests/integration/test_otel.py)
 sets that provider as the global one, to check that the library finds it.
@@ -11,15 +11,18 @@ sets that provider as the global one, to check that the library finds it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from angzarr_es import _otel
+from angzarr_es import tracing
 
-__all__ = ["EXPORTER", "PROVIDER", "ROOT", "record", "span_named"]
+__all__ = ["EXPORTER", "PROVIDER", "ROOT", "recording", "span_named"]
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider()
@@ -28,11 +31,15 @@ ROOT = PROVIDER.get_tracer("tests")
 """Starts the traces a test follows."""
 
 
-def record(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """The library's spans recorded for this test; the exporter emptied."""
-    monkeypatch.setattr(_otel, "_tracer", PROVIDER.get_tracer("angzarr_es"))
+@contextmanager
+def recording() -> Iterator[InMemorySpanExporter]:
+    """The library's spans recorded inside the block; the exporter emptied."""
+    tracing.set_tracer_provider(PROVIDER)
     EXPORTER.clear()
-    return EXPORTER
+    try:
+        yield EXPORTER
+    finally:
+        tracing.set_tracer_provider(None)
 
 
 def span_named(name: str) -> list[ReadableSpan]:
