@@ -103,7 +103,7 @@ class InMemoryEventStore:
             return AppendResult(first_sequence=first, next_sequence=first)
         # Encoded and decoded as the JetStream store does: the bus delivers
         # the same bytes, and events come back exactly as they would.
-        now = dt.datetime.now(dt.UTC)
+        now = world.clock()
         subject = world.subjects.aggregate(self._domain, root, self._edition)
         data = _codec.encode_commit(
             domain=self._domain,
@@ -183,7 +183,10 @@ class InMemoryEventStore:
                 f"aggregate is at next sequence {nxt}; cannot snapshot sequence {sequence}"
             )
         # Stored and read back as the JetStream store stores and reads it.
-        payload = _snapshots.encode(state, sequence, retention, self._world.type_url_prefix)
+        world = self._world
+        payload = _snapshots.encode(
+            state, sequence, retention, world.type_url_prefix, world.clock()
+        )
         kept = [*self._world.snapshots.get(key, []), _snapshots.decode(payload, str(key))]
         self._world.snapshots[key] = kept[-(1 + self._world.snapshot_history) :]
 
