@@ -11,9 +11,9 @@ streams are found by listing the streams every `[bus.nats]
 stream_discovery_interval` seconds (5 by default) while running; a lane made
 after the projector's consumers first existed starts at its stream's first
 commit (everything in a stream that appeared later is new to the projector),
-so nothing of a new domain is missed. A filter
-confined to one domain reads that domain's stream alone, created first if
-missing (as angzarr does before starting a consumer).
+so nothing of a new domain is missed. A filter confined to one domain reads
+that domain's stream alone, created first if missing (as angzarr does before
+starting a consumer).
 """
 
 from __future__ import annotations
