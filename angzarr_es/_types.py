@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Callable, Iterable
 from typing import Generic, Literal, TypeVar
 
@@ -145,6 +146,30 @@ def check_as_of(as_of: object, snapshot: bool) -> None:
         raise ValueError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
     if snapshot:
         raise ValueError("as_of cannot be combined with snapshot=True")
+
+
+Clock = Callable[[], dt.datetime]
+"""What the time of a commit or snapshot is read from (aware datetimes)."""
+utc_now: Clock = functools.partial(dt.datetime.now, dt.UTC)
+
+
+def check_clock(clock: object) -> Clock:
+    """Validate a client's `clock=` (None: `utc_now`), calling it once.
+
+    Raises:
+        TypeError: not callable, or it did not return a timezone-aware datetime.
+    """
+    if clock is None:
+        return utc_now
+    if not callable(clock):
+        raise TypeError(f"clock must be a function returning a datetime, got {clock!r}")
+    now = clock()
+    if not isinstance(now, dt.datetime) or now.utcoffset() is None:
+        raise TypeError(
+            f"clock() returned {now!r}; it must return a timezone-aware datetime "
+            "(e.g. lambda: datetime.now(UTC))"
+        )
+    return clock
 
 
 # -- arguments, checked alike by every store ------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from angzarr_es._nats.wire import TapPoint
 from angzarr_es._observe import Observer
 from angzarr_es._provision import ProvisionPlan
 from angzarr_es._stream_configs import store_differences, store_stream_config
+from angzarr_es._types import Clock, check_clock, utc_now
 from angzarr_es.bus import (
     Bus,
     CatchUp,
@@ -66,16 +68,19 @@ async def connect(
     *,
     config: Config | None = None,
     observer: Observer | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> Client:
     """Connect to NATS.
 
     The server is `url` if given, else the one in `config`, else `NATS_URL`,
     else nats://localhost:4222. With no `config`, `Config.load()` reads the
-    environment. `observer` becomes `Client.observer`.
+    environment. `observer` becomes `Client.observer`. `clock` gives the
+    `created_at` of appends and snapshots (default `datetime.now(UTC)`; called
+    once here to check it).
 
     Raises:
-        TypeError: `url` is not a string or a list of strings, or `config`
-            not a `Config`.
+        TypeError: `url` is not a string or a list of strings, `config` not a
+            `Config`, or `clock` not a function returning an aware datetime.
         ConfigError: invalid configuration.
         StoreUnavailable: no server could be reached.
         PermissionDenied: the server refused the credentials.
@@ -100,16 +105,24 @@ async def connect(
     if url is not None:
         config = config.with_url(url)
         where = "connect(url=...)"
+    now = check_clock(clock)
     config.validate(where)
     wire = await Wire.connect(config.nats)
-    return Client(wire, config, observer=observer)
+    return Client(wire, config, observer=observer, clock=now)
 
 
 class Client(ClosesOnExit, ProjectorFactory[Projector]):
     """A connection to NATS: provisions the stream and hands out stores,
     projectors (`projector(name, [filter,] handler, ...)`) and subscriptions."""
 
-    def __init__(self, wire: Wire, config: Config, *, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        wire: Wire,
+        config: Config,
+        *,
+        observer: Observer | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self._wire = wire
         self._config = config
         self._ctx = StoreContext(
@@ -118,6 +131,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
             cache=PositionCache(config.nats.cache_size),
             observer=observer,
             hot=HotCache(config.nats.cache_bytes),
+            clock=clock,
         )
         self._subjects = Subjects(config.nats.subject_prefix)
         self._bus: Bus | None = None

@@ -17,8 +17,9 @@
     [cli]
     proto_modules = ["shop.orders_pb2"]   # imported by `angzarr-es show` / `tail`
 
-Durations (`max_age`, `duplicate_window`, the timeouts, a consumer's
-`ack_wait` and `backoff`) are seconds, or in the file a string such as
+Durations (`max_age`, `duplicate_window`, the timeouts,
+`deposed_leader_wait`, `stream_discovery_interval`, a consumer's `ack_wait`
+and `backoff`) are seconds, or in the file a string such as
 `"7d"`, `"12h"`, `"1h30m"`, `"90s"` or `"500ms"`. `NATS_URL` and
 `BUS_BACKEND` override the file.
 """
@@ -35,6 +36,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from angzarr_es._durations import DURATIONS, EXAMPLES, is_duration_key, read_durations
 from angzarr_es.errors import ConfigError
 
 __all__ = ["BusConfig", "CliConfig", "Config", "ConsumerSpec", "NatsConfig"]
@@ -80,6 +82,13 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     connect_timeout: float = 2.0
     # Attempts for one append when acks are lost (same Nats-Msg-Id each time).
     append_attempts: int = 3
+    # Seconds an append re-checks a refusal that proves nothing (a deposed
+    # stream leader's, during a leader change) before its outcome is reported
+    # unknown (StoreTimeout); 0 reports it at once (docs/reliability.md).
+    deposed_leader_wait: float = 2.0
+    # Per-domain layout: seconds between two listings of the domain streams by
+    # a projector or subscription spanning them (a new domain's is found so).
+    stream_discovery_interval: float = 5.0
     # Aggregate positions kept (entries).
     cache_size: int = 100_000
     # Bytes of decoded histories kept for loads in one request (0: off);
@@ -181,7 +190,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 table = msgspec.toml.decode(raw, type=dict[str, Any])
             except msgspec.DecodeError as exc:
                 raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
-            _read_durations(table, where)
+            read_durations(table, where)
             try:
                 config = msgspec.convert(table, type=cls)
             except msgspec.ValidationError as exc:
@@ -244,6 +253,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             (n.request_timeout > 0, "bus.nats.request_timeout must be > 0 seconds"),
             (n.connect_timeout > 0, "bus.nats.connect_timeout must be > 0 seconds"),
             (n.append_attempts >= 1, "bus.nats.append_attempts must be >= 1"),
+            (n.deposed_leader_wait >= 0, "bus.nats.deposed_leader_wait must be >= 0 seconds"),
+            (
+                n.stream_discovery_interval > 0,
+                "bus.nats.stream_discovery_interval must be > 0 seconds",
+            ),
             (n.cache_size >= 0, "bus.nats.cache_size must be >= 0"),
             (n.cache_bytes >= 0, "bus.nats.cache_bytes must be >= 0 (0 turns the cache off)"),
             (_token_ok(n.stream_name), "bus.nats.stream_name must be one token of [A-Za-z0-9_-]"),
@@ -274,7 +288,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 (c.ack_wait > 0, f"bus.nats.consumers[{c.name}].ack_wait must be > 0"),
                 (all(b >= 0 for b in c.backoff), f"bus.nats.consumers[{c.name}].backoff < 0"),
             ]
-        for key in ("max_age", "duplicate_window", "request_timeout", "connect_timeout"):
+        for key in DURATIONS:
             checks.append(
                 (math.isfinite(getattr(n, key)), f"bus.nats.{key} must be a finite number")
             )
@@ -406,8 +420,8 @@ def _explained(message: str) -> str:
     field = _field_type(key)
     if isinstance(field, msgspec.inspect.LiteralType):
         text += f" (valid: {', '.join(repr(v) for v in field.values)})"
-    elif _DURATION_KEY.fullmatch(key):
-        text += f" (a duration: seconds, or a string such as {_DURATION_EXAMPLES})"
+    elif is_duration_key(key):
+        text += f" (a duration: seconds, or a string such as {EXAMPLES})"
     return f"{key}: {text}"
 
 
@@ -429,76 +443,3 @@ def _field_type(key: str) -> msgspec.inspect.Type | None:
             return None
         node = found.type
     return node
-
-
-# -- durations ---------------------------------------------------------------------------
-
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w|y))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w|y)")
-_DURATION_EXAMPLES = '"7d", "12h", "1h30m", "90s" or "500ms"'
-_DURATION_KEY = re.compile(
-    r"bus\.nats\.(max_age|duplicate_window|request_timeout|connect_timeout"
-    r"|consumers\[\d+\]\.(ack_wait|backoff(\[\d+\])?))"
-)
-
-
-def _parse_duration(text: str) -> float:
-    """Seconds in `text`: a number, or number-unit pairs with units ms, s, m,
-    h, d, w and y (365 days), e.g. "7d", "1h30m", "1.5s".
-
-    Raises:
-        ValueError: not such a duration.
-    """
-    compact = text.strip().replace(" ", "")
-    try:
-        return float(compact)
-    except ValueError:
-        pass
-    if not _DURATION.fullmatch(compact):
-        raise ValueError(f"not a duration: {text!r}")
-    return sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(compact))
-
-
-def _read_durations(table: dict[str, Any], where: str) -> None:
-    """Replace the duration strings of a decoded file by seconds, in place.
-
-    Raises:
-        ConfigError: a string that is not a duration.
-    """
-    bus = table.get("bus")
-    nats = bus.get("nats") if isinstance(bus, dict) else None
-    if not isinstance(nats, dict):
-        return
-    for key in ("max_age", "duplicate_window", "request_timeout", "connect_timeout"):
-        if key in nats:
-            nats[key] = _seconds(nats[key], f"bus.nats.{key}", where)
-    consumers = nats.get("consumers")
-    for i, consumer in enumerate(consumers if isinstance(consumers, list) else []):
-        if not isinstance(consumer, dict):
-            continue
-        at = f"bus.nats.consumers[{i}]"
-        if "ack_wait" in consumer:
-            consumer["ack_wait"] = _seconds(consumer["ack_wait"], f"{at}.ack_wait", where)
-        backoff = consumer.get("backoff")
-        if isinstance(backoff, list):
-            consumer["backoff"] = [
-                _seconds(v, f"{at}.backoff[{j}]", where) for j, v in enumerate(backoff)
-            ]
-
-
-def _seconds(value: object, key: str, where: str) -> object:
-    """A duration string as seconds; any other value as it is (msgspec judges it).
-
-    Raises:
-        ConfigError: a string that is not a duration.
-    """
-    if not isinstance(value, str):
-        return value
-    try:
-        return _parse_duration(value)
-    except ValueError:
-        raise ConfigError(
-            f"{where}: {key}: {value!r} is not a duration: give seconds (a number) "
-            f"or a string such as {_DURATION_EXAMPLES}"
-        ) from None

@@ -7,12 +7,13 @@ domain stream, each a plain `Projector` or `CatchUp` with the same settings
 Guarantees: each lane keeps its stream's order, so an aggregate's commits
 are handled in order (an aggregate lives in one stream); there is no order
 between domains, also with `concurrency=1` (which holds per lane). New domain
-streams are found by listing the streams every `DISCOVER_EVERY` seconds while
-running; a lane made after the projector's consumers first existed starts at
-its stream's first commit (everything in a stream that appeared later is
-new to the projector), so nothing of a new domain is missed. A filter
-confined to one domain reads that domain's stream alone, created first if
-missing (as angzarr does before starting a consumer).
+streams are found by listing the streams every `[bus.nats]
+stream_discovery_interval` seconds (5 by default) while running; a lane made
+after the projector's consumers first existed starts at its stream's first
+commit (everything in a stream that appeared later is new to the projector),
+so nothing of a new domain is missed. A filter confined to one domain reads
+that domain's stream alone, created first if missing (as angzarr does before
+starting a consumer).
 """
 
 from __future__ import annotations
@@ -45,9 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("angzarr_es")
-
-# Seconds between two listings of the domain streams while a lane set runs.
-DISCOVER_EVERY = 5.0
 
 
 def stream_of(cfg: NatsConfig, subject_filter: str) -> tuple[str, str] | None:
@@ -225,7 +223,7 @@ class SpanningProjector(Projector):
 
     async def _rediscover(self) -> None:
         while True:
-            await asyncio.sleep(DISCOVER_EVERY)
+            await asyncio.sleep(self._cfg.stream_discovery_interval)
             try:
                 await self._discover()
             except StoreError as exc:
@@ -345,7 +343,7 @@ class SpanningCatchUp(CatchUp):
 
     async def _rediscover(self) -> None:
         while not self._closed:
-            await asyncio.sleep(DISCOVER_EVERY)
+            await asyncio.sleep(self._cfg.stream_discovery_interval)
             try:
                 await self._discover()
             except StoreError as exc:

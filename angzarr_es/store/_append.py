@@ -11,7 +11,6 @@ the commit, or a rival's in its slot, the outcome is unknown (StoreTimeout).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import secrets
 
@@ -61,6 +60,7 @@ class Appender:
     __slots__ = (
         "_angzarr",
         "_cache",
+        "_clock",
         "_ctx",
         "_domain",
         "_edition",
@@ -74,6 +74,7 @@ class Appender:
         self._ctx = ctx
         self._wire = ctx.wire
         self._cache = ctx.cache
+        self._clock = ctx.clock
         self._turns = ctx.turns
         self._domain = domain
         self._edition = edition
@@ -133,7 +134,7 @@ class Appender:
                     first_sequence=pos.next_sequence,
                     events=packed,
                     correlation_id=correlation_id,
-                    created_at=dt.datetime.now(dt.UTC),
+                    created_at=self._clock(),
                     edition=self._edition,
                 )
                 size = len(payload) + len(subject) + COMMIT_OVERHEAD
@@ -347,7 +348,8 @@ class Appender:
                     return found
                 unknown = True
                 doubted, doubts = doubted or clock(), doubts + 1
-                if clock() - doubted < _refusals.DEPOSED_LEADER:
+                wait = self._ctx.cfg.deposed_leader_wait
+                if clock() - doubted < wait:
                     await asyncio.sleep(min(0.25, 0.005 * 2**doubts))
                     attempt -= 1  # a re-check, not an attempt
                     continue
@@ -355,8 +357,8 @@ class Appender:
                 # leaves a cached position no read can lower).
                 self._cache.drop(subject)
                 raise StoreTimeout(
-                    f"append to {subject}: outcome unknown: for {_refusals.DEPOSED_LEADER:g}s "
-                    "refused, yet the leader's reads showed neither this commit nor a rival's "
+                    f"append to {subject}: outcome unknown: refused for {wait:g}s "
+                    "(bus.nats.deposed_leader_wait), yet the leader's reads showed neither this commit nor a rival's "
                     "in its slot (a server behind this process's view, such as a deposed stream "
                     "leader, kept answering, or a rival's write never applied); retry with the "
                     "same idempotency key"

@@ -14,6 +14,7 @@ from angzarr_es._nats import Stored, Wire
 from angzarr_es._nats.errors import PROVISION_HINT, STREAM_NOT_FOUND
 from angzarr_es._observe import Observer
 from angzarr_es._streams import Streams
+from angzarr_es._types import Clock, utc_now
 from angzarr_es.config import NatsConfig
 from angzarr_es.errors import PermissionDenied, StoreError, StoreUnavailable, StreamConfigError
 from angzarr_es.store._cache import NEW, Position, PositionCache, Turns
@@ -78,6 +79,8 @@ class StoreContext:
     observer: Observer | None = None
     # Decoded histories of the aggregates this client works on (off: 0 bytes).
     hot: HotCache = field(default_factory=lambda: HotCache(0))
+    # What commits and snapshots are stamped with (`connect(clock=...)`).
+    clock: Clock = utc_now
     # Per domain: the event type its next commit is expected to hold (_commits).
     guesses: dict[str, Guess] = field(default_factory=dict)
     # Per subject: the turn an `expected=ANY` append waits for.

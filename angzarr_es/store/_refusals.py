@@ -29,13 +29,13 @@ from angzarr_es.errors import StoreError
 from angzarr_es.store._cache import Position
 from angzarr_es.store._context import StoreContext
 
-__all__ = ["DEPOSED_LEADER", "deleted", "opens_slot", "refutes"]
+__all__ = ["deleted", "opens_slot", "refutes"]
 
-DEPOSED_LEADER = 2.0
-"""Seconds a refusal that proves nothing is re-checked (the publish sent again,
-with the same id) before the outcome is reported unknown: nats-server's raft
-heartbeat is 1 s, so a deposed leader that runs learns of the new term within
-about a second; the rest is margin for a loaded host."""
+# How long a refusal that proves nothing is re-checked (the publish sent again,
+# with the same id) before the outcome is reported unknown is `[bus.nats]
+# deposed_leader_wait`, 2 s by default: nats-server's raft heartbeat is 1 s, so
+# a deposed leader that runs learns of the new term within about a second; the
+# rest is margin for a loaded host.
 
 
 def refutes(err: m.ApiError, pos: Position) -> bool:

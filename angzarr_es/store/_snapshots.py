@@ -110,8 +110,9 @@ def encode(
     sequence: int,
     retention: int,
     type_url_prefix: str,
+    created_at: dt.datetime,
 ) -> bytes:
-    """One snapshot as stored, stamped with the time now.
+    """One snapshot as stored, stamped with `created_at`.
 
     Raises:
         TypeError: `state` is not a protobuf message.
@@ -119,7 +120,7 @@ def encode(
     name = core_pb2.SnapshotRetention.Name(retention)
     snap = core_pb2.Snapshot(sequence=sequence, retention=name)
     snap.state.CopyFrom(_codec.pack(state, type_url_prefix))
-    snap.created_at.FromDatetime(dt.datetime.now(dt.UTC))
+    snap.created_at.FromDatetime(created_at)
     return snap.SerializeToString()
 
 

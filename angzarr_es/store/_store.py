@@ -191,7 +191,9 @@ class EventStore:
             self._ctx.wire,
             self._ctx.cfg.snapshot_stream,
             subject,
-            _snapshots.encode(state, sequence, retention, self._ctx.cfg.type_url_prefix),
+            _snapshots.encode(
+                state, sequence, retention, self._ctx.cfg.type_url_prefix, self._ctx.clock()
+            ),
             commit,
         )
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
 
 from angzarr_es import _provision
 from angzarr_es._codec import RecordedEvent
 from angzarr_es._lifecycle import ClosesOnExit
 from angzarr_es._provision import ConsumerPlan, ProvisionPlan, StreamPlan
+from angzarr_es._types import check_clock
 from angzarr_es.bus import Handler, ProjectorSettings, SkipHandler, Start, Subscription
 from angzarr_es.bus._factory import ProjectorFactory
 from angzarr_es.bus._owned import stop_together
@@ -38,10 +40,18 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
 
     `config` gives the subject prefix, `snapshot_history`, `type_url_prefix`
     and the `[[bus.nats.consumers]]` entries; nothing connects anywhere.
+    `clock` is as in `connect()`.
+
+    Raises:
+        TypeError: `clock` is not a function returning a timezone-aware datetime.
     """
 
     def __init__(
-        self, *, config: Config | None = None, snapshot_history: int | None = None
+        self,
+        *,
+        config: Config | None = None,
+        snapshot_history: int | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self._config = config if config is not None else Config()
         nats = self._config.nats
@@ -51,6 +61,7 @@ class InMemoryClient(ClosesOnExit, ProjectorFactory[InMemoryProjector]):
             snapshot_history=history,
             type_url_prefix=nats.type_url_prefix,
             uuid_roots=nats.stream_layout == "per-domain",
+            clock=check_clock(clock),
         )
         self._bus = InMemoryBus(self._world, nats)
         self._provisioned = False

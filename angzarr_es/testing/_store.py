@@ -103,7 +103,6 @@ class InMemoryEventStore:
             return AppendResult(first_sequence=first, next_sequence=first)
         # Encoded and decoded as the JetStream store does: the bus delivers
         # the same bytes, and events come back exactly as they would.
-        now = dt.datetime.now(dt.UTC)
         subject = world.subjects.aggregate(self._domain, root, self._edition)
         data = _codec.encode_commit(
             domain=self._domain,
@@ -111,10 +110,11 @@ class InMemoryEventStore:
             first_sequence=first,
             events=packed,
             correlation_id=correlation_id,
-            created_at=now,
+            created_at=world.clock(),
             edition=self._edition,
         )
-        seq = world.record(subject, data, now, self._edition)
+        # The stream's own time (what `start=<datetime>` reads) is the server's, not the clock's.
+        seq = world.record(subject, data, dt.datetime.now(dt.UTC), self._edition)
         book = _codec.decode_book(data, subject=subject, stream_sequence=seq)
         written = _codec.recorded(book, subject=subject)
         world.events[key] = [*history, *written]
@@ -183,7 +183,10 @@ class InMemoryEventStore:
                 f"aggregate is at next sequence {nxt}; cannot snapshot sequence {sequence}"
             )
         # Stored and read back as the JetStream store stores and reads it.
-        payload = _snapshots.encode(state, sequence, retention, self._world.type_url_prefix)
+        world = self._world
+        payload = _snapshots.encode(
+            state, sequence, retention, world.type_url_prefix, world.clock()
+        )
         kept = [*self._world.snapshots.get(key, []), _snapshots.decode(payload, str(key))]
         self._world.snapshots[key] = kept[-(1 + self._world.snapshot_history) :]
 

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from angzarr_es._codec import TYPE_URL_PREFIX, RecordedEvent
-from angzarr_es._types import AppendResult, Snapshot
+from angzarr_es._types import AppendResult, Clock, Snapshot, utc_now
 from angzarr_es.bus import Start
 from angzarr_es.bus._delivery import start_config
 from angzarr_es.errors import StoreUnavailable
@@ -67,6 +67,8 @@ class World:
     closed: bool = False
     # Per-domain layout (angzarr's): aggregate ids must be UUIDs.
     uuid_roots: bool = False
+    # What commits and snapshots are stamped with.
+    clock: Clock = utc_now
     subjects: Subjects = field(init=False)
 
     def __post_init__(self) -> None:

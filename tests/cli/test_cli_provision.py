@@ -13,7 +13,7 @@ import pytest
 import angzarr_es
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.angzarr_bus import AngzarrBus, book
 from tests.support.cli import (
     add_nats_settings,
@@ -156,7 +156,8 @@ async def test_provision_dry_run_looks_the_side_streams_up(config: Config, tmp_p
             assert "would be created" not in done.stdout
 
             # A snapshot stream whose settings drifted: the dry run names the change.
-            wanted = internals.snapshot_stream_config(n)
+            plan = await client.plan_provision()  # what provisioning makes it
+            wanted = next(s.config for s in plan.streams if s.role == "snapshot stream")
             drifted = msgspec.structs.replace(wanted, max_msgs_per_subject=7)
             await jsadmin.update_stream(client, drifted)
             done = run_cli("provision", "--dry-run", "--config", str(conf))

@@ -25,7 +25,7 @@ import pytest
 import angzarr_es
 from angzarr_es import ANY, AppendResult, ExpectedVersion
 from angzarr_es.errors import ConcurrencyError, StoreTimeout
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.configs import fresh_config
 from tests.support.loadgen import _leader_load, tagged
 from tests.support.wirefaults import CONFLICTED, STALE, STALE_IN_PROCESS, WireFaults
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.timeout(120)
 
 MANY = 400
 """Requests of one kind a deposed leader answers when it never steps down."""
+QUICK = 0.2
+"""`deposed_leader_wait` (seconds) where a test waits it out."""
 
 
 @dataclass
@@ -45,8 +47,12 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(nats_url: str) -> AsyncIterator[Rig]:
-    config = fresh_config(nats_url, request_timeout=1.0)
+async def rig(nats_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """Two clients on a fresh stream, the first one's wire under `faults`;
+    `deposed_leader_wait` is the default (2 s) unless the test parametrizes
+    `rig` indirectly with another."""
+    settings = {"deposed_leader_wait": request.param} if hasattr(request, "param") else {}
+    config = fresh_config(nats_url, request_timeout=1.0, **settings)
     async with (
         await angzarr_es.connect(config=config) as client,
         await angzarr_es.connect(config=config) as other,
@@ -137,15 +143,16 @@ async def test_a_deposed_leader_answering_publish_and_reads_then_stepping_down(
     assert "publish#3" in trace(rig)
 
 
+@pytest.mark.parametrize("rig", [QUICK], indirect=True, ids=["wait0.2"])
 @pytest.mark.parametrize("refusal", REFUSALS)
 @pytest.mark.parametrize("key", KEYS, ids=["unkeyed", "keyed"])
 async def test_a_deposed_leader_that_never_steps_down_makes_the_outcome_unknown(
-    rig: Rig, refusal: str, key: str, monkeypatch: pytest.MonkeyPatch
+    rig: Rig, refusal: str, key: str
 ) -> None:
     """Every request answered by the old leader while the call lasts: the
-    outcome is unknown (StoreTimeout, retry with the key), never a conflict;
-    the retry, once it has stepped down, finds the command stored."""
-    internals.deposed_leader_wait(monkeypatch, 0.2)
+    outcome is unknown (StoreTimeout, retry with the key) once
+    `deposed_leader_wait` has passed, never a conflict; the retry, once it
+    has stepped down, finds the command stored."""
     store = await frozen_behind(rig, "r")
     rig.faults.reset()
     rig.faults.arm("publish", 1, MANY, refusal)
@@ -154,6 +161,7 @@ async def test_a_deposed_leader_that_never_steps_down_makes_the_outcome_unknown(
     got = await call(rig, store, "r", key)
     assert isinstance(got, StoreTimeout), got
     assert "retry with the same idempotency key" in str(got)
+    assert f"refused for {QUICK:g}s (bus.nats.deposed_leader_wait)" in str(got)
     assert await reasons(rig, "r") == ["before-0", "before-1", "acked", "cmd"]
     if key:
         rig.faults.reset()
@@ -233,14 +241,13 @@ async def test_an_edition_another_process_deleted_is_no_doubt(
     assert trace(rig)[:3] == ["publish#1", "msg_get#1", "stream_info#1"]
 
 
-async def test_a_stream_made_anew_costs_one_unknown_outcome(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("rig", [QUICK], indirect=True, ids=["wait0.2"])
+async def test_a_stream_made_anew_costs_one_unknown_outcome(rig: Rig) -> None:
     """Deleted and provisioned again under a client: its cached position names
     a stream sequence the new stream has not reached, so the new leader's
-    refusals look like a deposed leader's until the bound; then StoreTimeout,
-    the cached position dropped, and the next call lands."""
-    internals.deposed_leader_wait(monkeypatch, 0.2)
+    refusals look like a deposed leader's until the bound
+    (`deposed_leader_wait`); then StoreTimeout, the cached position dropped,
+    and the next call lands."""
     store = rig.client.store("player")
     for i in range(3):
         await store.append("r", [tagged(f"old-{i}")], expected=i)

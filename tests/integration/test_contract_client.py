@@ -10,15 +10,29 @@ tests did not run."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from typing import Any
 
 import pytest
 
 import angzarr_es
 from angzarr_es import Delivery, filters
 from angzarr_es._contract import ClientProtocol as Backend
-from tests.support import internals
+from angzarr_es.config import Config
+from angzarr_es.pb.player_pb2 import PlayerRegistered
+from angzarr_es.testing import InMemoryClient
+from tests.support import jsadmin
 from tests.support.bus import WAIT, Recorder
+from tests.support.configs import fresh_config
 from tests.support.events import deposit
+
+
+@pytest.fixture
+def config(nats_url: str) -> Config:
+    """The `backend` fixture's base: spanning projectors and subscriptions
+    look for new domain streams every 50 ms, not 5 s (tests below wait for
+    a domain first written while they run)."""
+    return fresh_config(nats_url, stream_discovery_interval=0.05)
 
 
 def test_the_testing_module_comes_with_the_package() -> None:
@@ -171,12 +185,9 @@ async def test_a_live_subscription_delivers_new_commits(backend: Backend) -> Non
 # -- filters spanning domains: in per-domain layout, spanning streams -------------
 
 
-async def test_a_projector_over_every_domain_takes_each_domains_commits(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_projector_over_every_domain_takes_each_domains_commits(backend: Backend) -> None:
     """In per-domain layout a filter spanning domains spans their streams: one
     lane per stream, and a domain first written while it runs is found."""
-    internals.discover_every(monkeypatch, 0.05)
     await backend.store("player").append("a", [deposit(1)], expected=0)
     await backend.store("hand").append("h", [deposit(2)], expected=0)
     seen = Recorder()
@@ -201,10 +212,7 @@ async def test_a_projector_over_every_domain_takes_each_domains_commits(
     await p.delete()
 
 
-async def test_a_catch_up_subscription_over_every_domain(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    internals.discover_every(monkeypatch, 0.05)
+async def test_a_catch_up_subscription_over_every_domain(backend: Backend) -> None:
     await backend.store("player").append("a", [deposit(1)], expected=0)
     await backend.store("hand").append("h", [deposit(2)], expected=0)
     async with backend.subscribe(filters.everything(), start="all") as sub:
@@ -215,3 +223,46 @@ async def test_a_catch_up_subscription_over_every_domain(
         async with asyncio.timeout(WAIT):
             new = await anext(sub)
         assert (new.domain, new.root, new.events[0].event.amount_cents) == ("table", "t", 3)  # type: ignore[attr-defined]
+
+
+# -- the clock ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["memory", "server"])
+async def test_commits_and_snapshots_are_stamped_by_the_clients_clock(
+    config: Config, memory: bool
+) -> None:
+    """`clock=`: deterministic `created_at` (tests, replays), in memory and on a server."""
+    tick = dt.datetime(2030, 1, 2, 3, 4, 5, 6000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    client: Backend = (
+        InMemoryClient(config=config, clock=lambda: tick)
+        if memory
+        else await angzarr_es.connect(config=config, clock=lambda: tick)
+    )
+    async with client:
+        await client.provision()
+        store = client.store("player")
+        try:
+            await store.append("p", [deposit(1)], expected=0)
+            await store.append("p", [deposit(2), deposit(3)], expected=1)
+            await store.save_snapshot("p", PlayerRegistered(name="a"), 2)
+            assert [e.created_at for e in (await store.load("p")).events] == [tick] * 3
+            snapshot = (await store.load("p", snapshot=True)).snapshot
+            assert snapshot is not None
+            assert snapshot.created_at == tick
+        finally:
+            if isinstance(client, angzarr_es.Client):
+                await jsadmin.delete_stream(client, config.nats.stream_name)
+                await jsadmin.delete_stream(client, config.nats.snapshot_stream)
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [dt.datetime.now, "now", lambda: dt.datetime(2030, 1, 1), lambda: 0.0],
+    ids=["naive now", "a string", "naive", "a number"],
+)
+async def test_a_clock_that_gives_no_aware_datetime_is_refused(config: Config, clock: Any) -> None:
+    with pytest.raises(TypeError, match="clock"):
+        InMemoryClient(config=config, clock=clock)
+    with pytest.raises(TypeError, match="clock"):
+        await angzarr_es.connect(config=config, clock=clock)

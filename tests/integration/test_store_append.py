@@ -5,8 +5,7 @@ size limit."""
 from __future__ import annotations
 
 import asyncio
-import datetime as real_dt
-import types
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -270,14 +269,13 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
 ) -> None:
     # Same command, same clock tick: the two writers' commits are byte-identical,
     # so only the per-call Nats-Msg-Id tells them apart.
-    tick = real_dt.datetime(2026, 1, 1, tzinfo=real_dt.UTC)
-    frozen = types.SimpleNamespace(
-        UTC=real_dt.UTC, datetime=types.SimpleNamespace(now=lambda tz=None: tick)
-    )
-    internals.append_clock(monkeypatch, frozen)
-    a = client.store("player")
-    await a.append("p", [deposit(1)], expected=0)
-    async with await angzarr_es.connect(config=config) as other:
+    tick = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    async with (
+        await angzarr_es.connect(config=config, clock=lambda: tick) as first,
+        await angzarr_es.connect(config=config, clock=lambda: tick) as other,
+    ):
+        a = first.store("player")
+        await a.append("p", [deposit(1)], expected=0)
         b = other.store("player")
         await b.load("p")
         calls = 0
@@ -297,8 +295,9 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
         ):
             await b.append("p", [deposit(10)], expected=1)
     assert info.value.actual == 2
-    amounts = [e.event.amount_cents for e in (await a.load("p")).events]  # type: ignore[attr-defined]
-    assert amounts == [1, 10]
+    stored = (await client.store("player").load("p")).events
+    assert [e.event.amount_cents for e in stored] == [1, 10]  # type: ignore[attr-defined]
+    assert {e.created_at for e in stored} == {tick}  # every commit stamped by the clock
 
 
 async def test_an_empty_append_double_checks_a_lagging_answer_with_the_leader(
@@ -345,21 +344,25 @@ async def test_a_stale_cached_stream_position_is_not_a_conflict(
     assert amounts == [2, 3]
 
 
+BUSY = 1000
+"""Commits of the duplicate window a keyed retry's search reads at most
+(docs/design.md, "Append" 7)."""
+
+
 async def test_a_keyed_retry_finds_its_commit_behind_a_busy_window(
-    client: angzarr_es.Client, config: Config, monkeypatch: pytest.MonkeyPatch
+    client: angzarr_es.Client, config: Config
 ) -> None:
     """Found by the nemesis (issue 20): a keyed command whose calls all ended
     in StoreTimeout, retried with its key and `expected` once the aggregate
     had moved on, was refused with ConcurrencyError although its commit was
-    stored: the key was looked for among the first KEY_SEARCH commits of the
+    stored: the key was looked for among the first 1,000 commits (BUSY) of the
     duplicate window only, and a busy shared aggregate had more. The retry now
     reads the commit at `expected` first: where every attempt of the same
     command would have landed."""
-    internals.key_search(monkeypatch, 3)
     store = client.store("player")
     async with await angzarr_es.connect(config=config) as other:
         rival = other.store("player")
-        for i in range(5):  # more than KEY_SEARCH commits in the window before ours
+        for i in range(BUSY):  # as many commits in the window as the search reads
             await rival.append("busy", [deposit(i)], expected=i)
         faults = WireFaults(client).add(
             Fault("publish", 1, DROP_REPLY),  # stored, ack lost
@@ -368,10 +371,10 @@ async def test_a_keyed_retry_finds_its_commit_behind_a_busy_window(
             Fault("msg_get", 1, LOSE),  # and the check for it fails
         )
         with pytest.raises(angzarr_es.StoreTimeout):
-            await store.append("busy", [deposit(5)], expected=5, idempotency_key="cmd")
+            await store.append("busy", [deposit(BUSY)], expected=BUSY, idempotency_key="cmd")
         faults.restore()
-        await rival.append("busy", [deposit(6)], expected=6)
-    again = await store.append("busy", [deposit(5)], expected=5, idempotency_key="cmd")
-    assert (again.first_sequence, again.next_sequence, again.duplicate) == (5, 6, True)
+        await rival.append("busy", [deposit(BUSY + 1)], expected=BUSY + 1)
+    again = await store.append("busy", [deposit(BUSY)], expected=BUSY, idempotency_key="cmd")
+    assert (again.first_sequence, again.next_sequence, again.duplicate) == (BUSY, BUSY + 1, True)
     amounts = [e.event.amount_cents for e in (await store.load("busy")).events]  # type: ignore[attr-defined]
-    assert amounts == [0, 1, 2, 3, 4, 5, 6]
+    assert amounts == list(range(BUSY + 2))

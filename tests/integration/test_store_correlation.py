@@ -10,7 +10,7 @@ import pytest
 
 import angzarr_es
 from angzarr_es.subjects import Subjects
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.events import deposit
 from tests.support.jsadmin import messages as js
 
@@ -88,14 +88,21 @@ async def test_a_refused_correlated_commit_is_not_reported(client: angzarr_es.Cl
 async def test_entries_without_a_landed_commit_yield_nothing(client: angzarr_es.Client) -> None:
     store = client.store("player")
     entry = Subjects(client.config.nats.subject_prefix).correlation("wf")
+
+    async def entry_alone(first_sequence: int) -> None:
+        """An index entry as docs/operations.md ("Correlation") describes it,
+        stored as a writer stores it before its commit."""
+        payload = msgspec.json.encode([store.subject("p"), first_sequence])
+        assert (await jsadmin.publish(client, entry, payload)).error is None
+
     # A writer that died between its entry and its commit...
-    await internals.write_correlation_entry(client, "wf", store.subject("p"), 0)
+    await entry_alone(0)
     assert await client.events_by_correlation("wf") == {}
     # ...and the commit that later took that slot under another workflow.
     await store.append("p", [deposit(1)], expected=0, correlation_id="other")
     assert await client.events_by_correlation("wf") == {}
     # An entry naming the right slot but a commit of another workflow.
-    await internals.write_correlation_entry(client, "wf", store.subject("p"), 1)
+    await entry_alone(1)
     await store.append("p", [deposit(2)], expected=1)
     assert await client.events_by_correlation("wf") == {}
     # Garbage on the index subject is skipped.

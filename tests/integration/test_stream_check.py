@@ -36,9 +36,15 @@ async def hand_made(client: angzarr_es.Client, **settings: Any) -> None:
         subjects=[f"{nats.subject_prefix}.events.>", f"{nats.subject_prefix}.correlation.>"],
         **settings,
     )
-    for stream in (cfg, internals.snapshot_stream_config(nats)):
+    for stream in (cfg, await snapshot_stream_config(client)):
         reply = js.api_response(await jsadmin.create_stream(client, stream))
         assert reply.error is None, reply.error
+
+
+async def snapshot_stream_config(client: angzarr_es.Client) -> angzarr_es.StreamConfig:
+    """The snapshot stream as provisioning makes it (the dry run shows it)."""
+    plan = await client.plan_provision()
+    return next(s.config for s in plan.streams if s.role == "snapshot stream")
 
 
 async def messages(client: angzarr_es.Client) -> int:
@@ -170,8 +176,7 @@ async def test_a_snapshot_stream_without_direct_get_says_so(
 ) -> None:
     """The snapshot stream is not looked at beforehand: its Direct Get fails,
     and the error names allow_direct, not an election."""
-    nats = client.config.nats
-    off = msgspec.structs.replace(internals.snapshot_stream_config(nats), allow_direct=False)
+    off = msgspec.structs.replace(await snapshot_stream_config(client), allow_direct=False)
     await jsadmin.update_stream(client, off)
     players = client.store("player")
     await players.append("p", [player_pb2.PlayerRegistered(name="a")], expected=0)

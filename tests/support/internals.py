@@ -7,30 +7,25 @@ implementation, to inject a fault where it happens or to see what only the
 implementation knows, comes from here, named after what it is for; a rename
 inside the package changes this file, not the tests.
 
-    wire(client)            the client's Wire: spy on or replace one of its
-                            requests (`wire.publish_commit`, `wire.reads.*`,
-                            `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
                             position cache, the hot cache, per-subject turns
     leader_next_sequence(store, root)
                             a position read from the stream leader
     subscription_count(c)   how many subscriptions the client's connection holds
     in_hand(projector) ...  a projector's unsettled deliveries, handler tasks,
-                            stop state and feed
+                            stop state
     break_catch_up(sub)     make a catch-up remake its consumer, as a lost
                             consumer or a stall would
     pending_replies(mux) .. the seam's own state: unanswered requests, the
                             reply inbox, the parser
-    write_correlation_entry, snapshot_stream_config, append_clock, key_search,
-    deposed_leader_wait
-                            what the write path and provisioning do, one step of it
-    check_capture_every ... knobs and state elsewhere: the core bus's capture
-                            check, how often spanning lanes look for new
-                            domain streams, the embedded server, the
-                            eventsourcing loop
+    loop_thread, ready_event
+                            threads elsewhere: the eventsourcing loop, the
+                            embedded server's log reader
 
 What a user can see is read through the public API instead (`client.connected`,
-`client.max_payload`, `client.cache_stats`, `projector.stats`); what stays here
+`client.max_payload`, `client.cache_stats`, `projector.stats`), and what a
+user may set through settings and keywords (`[bus.nats] deposed_leader_wait`,
+`stream_discovery_interval`, `connect(clock=...)`); what stays here
 is private for the reasons docs/design.md gives ("How the tests reach the
 implementation").
 
@@ -44,21 +39,18 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
-import pytest
 from nats.aio.client import Client as NatsClient
 
-from angzarr_es import Client, EventStore, Projector, StreamConfig, _provision
+from angzarr_es import Client, EventStore, Projector
 from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient
 from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.parser import FastParser
-from angzarr_es.bus import CatchUp, _core, _span
+from angzarr_es.bus import CatchUp
 from angzarr_es.bus._inhand import InHand
-from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
-from angzarr_es.store import StoreContext, _append, _correlation, _keys, _refusals
+from angzarr_es.store import StoreContext
 from angzarr_es.store._context import leader_position as _leader_position
-from angzarr_es.subjects import Subjects
 
 if TYPE_CHECKING:  # an optional extra: importing it here would need it installed
     from angzarr_es.eventsourcing import Factory
@@ -73,21 +65,6 @@ async def leader_next_sequence(store: EventStore, root: str) -> int:
     """The aggregate's next sequence as the stream leader reports it (one
     request, remembered in the position cache as the store's own reads are)."""
     return (await _leader_position(store._ctx, store.subject(root))).next_sequence
-
-
-async def write_correlation_entry(
-    client: Client, correlation_id: str, subject: str, first_sequence: int
-) -> None:
-    """Store a correlation index entry as a writer does before its commit
-    (a writer that died in between leaves one behind)."""
-    nats = client.config.nats
-    entry = Subjects(nats.subject_prefix).correlation(correlation_id)
-    await _correlation.write_entry(client._wire, nats.stream_name, entry, subject, first_sequence)
-
-
-def snapshot_stream_config(nats: NatsConfig) -> StreamConfig:
-    """The snapshot stream as provisioning makes it."""
-    return _provision.snapshot_stream_config(nats)
 
 
 def subscription_count(client: Client) -> int:
@@ -156,28 +133,6 @@ def stream_reader(client: Client) -> object:
 # -- elsewhere in the package ----------------------------------------------------------
 
 
-def check_capture_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """How long the core bus trusts its last look at whether a stream captures
-    its subjects (0: it looks before every publish)."""
-    monkeypatch.setattr(_core, "CAPTURE_CHECK_TTL", seconds)
-
-
-def append_clock(monkeypatch: pytest.MonkeyPatch, clock: object) -> None:
-    """What the append path reads the time from (`dt`: `.datetime.now(tz)`, `.UTC`)."""
-    monkeypatch.setattr(_append, "dt", clock)
-
-
-def key_search(monkeypatch: pytest.MonkeyPatch, commits: int) -> None:
-    """How many commits of the duplicate window a retry looks its key up in."""
-    monkeypatch.setattr(_keys, "KEY_SEARCH", commits)
-
-
-def deposed_leader_wait(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """How long a refusal that proves nothing is re-checked before an append's
-    outcome is reported unknown (a deposed stream leader's window)."""
-    monkeypatch.setattr(_refusals, "DEPOSED_LEADER", seconds)
-
-
 def loop_thread(factory: Factory) -> threading.Thread:
     """The thread the eventsourcing factory's loop runs on."""
     return factory.datastore.bridge._thread
@@ -186,9 +141,3 @@ def loop_thread(factory: Factory) -> threading.Thread:
 def ready_event(server: EmbeddedServer) -> threading.Event:
     """Set by the embedded server's log reader once the server is ready."""
     return server._ready
-
-
-def discover_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """How often a projector or catch-up subscription spanning the per-domain
-    layout's streams lists them to find a new domain's."""
-    monkeypatch.setattr(_span, "DISCOVER_EVERY", seconds)

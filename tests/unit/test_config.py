@@ -159,6 +159,10 @@ def test_redact_url_hides_passwords_and_tokens(url: str, shown: str) -> None:
         ("[bus.nats]\nmax_age = inf\n", "bus.nats.max_age"),
         ("[bus.nats]\nconnect_timeout = inf\n", "bus.nats.connect_timeout"),
         ("[bus.nats]\nrequest_timeout = nan\n", "bus.nats.request_timeout"),
+        ("[bus.nats]\ndeposed_leader_wait = -1\n", "bus.nats.deposed_leader_wait must be >= 0"),
+        ("[bus.nats]\ndeposed_leader_wait = inf\n", "bus.nats.deposed_leader_wait"),
+        ("[bus.nats]\nstream_discovery_interval = 0\n", "stream_discovery_interval must be > 0"),
+        ("[bus.nats]\nstream_discovery_interval = nan\n", "bus.nats.stream_discovery_interval"),
         ("[[bus.nats.consumers]]\nname = 'p'\nfilter = 'x'\nbackoff = [inf]\n", "consumers[p]"),
     ],
 )
@@ -206,11 +210,13 @@ def test_every_duration_takes_units(tmp_path: Path) -> None:
     text = (
         "[bus.nats]\n"
         'duplicate_window = "2m"\nrequest_timeout = "250ms"\nconnect_timeout = "3s"\n'
+        'deposed_leader_wait = "1.5s"\nstream_discovery_interval = "1m"\n'
         "[[bus.nats.consumers]]\n"
         'name = "p"\nfilter = "x"\nack_wait = "1m"\nbackoff = ["1s", 5, "1m"]\n'
     )
     n = Config.load(write(tmp_path, text), {}).nats
     assert (n.duplicate_window, n.request_timeout, n.connect_timeout) == (120.0, 0.25, 3.0)
+    assert (n.deposed_leader_wait, n.stream_discovery_interval) == (1.5, 60.0)
     assert (n.consumers[0].ack_wait, n.consumers[0].backoff) == (60.0, [1.0, 5.0, 60.0])
 
 
@@ -220,6 +226,7 @@ def test_every_duration_takes_units(tmp_path: Path) -> None:
         ('max_age = "7x"', "bus.nats.max_age"),
         ('max_age = "d"', "bus.nats.max_age"),
         ('connect_timeout = "soon"', "bus.nats.connect_timeout"),
+        ('stream_discovery_interval = "often"', "bus.nats.stream_discovery_interval"),
         ('[[bus.nats.consumers]]\nname = "p"\nfilter = "x"\nbackoff = ["1s", "1q"]', "backoff[1]"),
     ],
 )
