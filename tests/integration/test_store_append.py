@@ -17,7 +17,6 @@ from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from tests.support import internals
 from tests.support.events import deposit
-from tests.support.jsadmin import messages as js
 from tests.support.wirefaults import DROP_REPLY, LOSE, Fault, WireFaults
 
 
@@ -139,7 +138,7 @@ async def test_a_conflict_known_from_the_cache_raises_without_publishing(
     published: list[str] = []
     real = internals.wire(client).publish_commit
 
-    async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> js.PubAck:
+    async def spy(stream: str, subject: str, *args: Any, **kwargs: Any) -> Any:
         published.append(subject)
         return await real(stream, subject, *args, **kwargs)
 
@@ -177,9 +176,9 @@ async def test_a_lost_ack_is_retried_without_writing_twice(
     pid = uuid.uuid4()
     await store.append(pid, [deposit(1)], expected=0)
     real = internals.wire(client).publish_commit
-    attempts: list[js.PubAck] = []
+    attempts: list[Any] = []
 
-    async def lose_first_ack(*args: Any, **kwargs: Any) -> js.PubAck:
+    async def lose_first_ack(*args: Any, **kwargs: Any) -> Any:
         ack = await real(*args, **kwargs)  # the commit IS stored...
         attempts.append(ack)
         if len(attempts) == 1:
@@ -209,7 +208,7 @@ async def test_a_lost_ack_then_a_real_conflict_is_still_a_conflict(
         real = internals.wire(client).publish_commit
         calls = 0
 
-        async def other_wins_while_ack_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+        async def other_wins_while_ack_lost(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
@@ -231,7 +230,7 @@ async def test_every_attempt_timing_out_raises_store_timeout(
 ) -> None:
     store = client.store("player")
 
-    async def never(*args: Any, **kwargs: Any) -> js.PubAck:
+    async def never(*args: Any, **kwargs: Any) -> Any:
         raise angzarr_es.StoreTimeout("no ack")
 
     monkeypatch.setattr(internals.wire(client), "publish_commit", never)
@@ -276,7 +275,7 @@ async def test_a_lost_ack_retry_never_claims_an_identical_rival_commit(
         real = internals.wire(other).publish_commit
         calls = 0
 
-        async def first_attempt_lost(*args: Any, **kwargs: Any) -> js.PubAck:
+        async def first_attempt_lost(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:  # B's request never arrives; A wins the slot
