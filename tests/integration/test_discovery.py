@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 import angzarr_es
 from angzarr_es import codec
@@ -33,21 +35,21 @@ async def publish_acked(client: angzarr_es.Client, subjects: list[str], payload:
     Fire-and-forget publishes can be dropped by a busy server, so each carries a
     reply inbox and a window waits for all its acks.
     """
-    async with jsadmin.admin(client) as admin:  # a connection of its own
-        await _publish_acked(admin.nc, subjects, payload)
+    async with jsadmin.admin(client) as nc:  # a connection of its own
+        await _publish_acked(nc, subjects, payload)
 
 
-async def _publish_acked(nc: Any, subjects: list[str], payload: bytes) -> None:
+async def _publish_acked(nc: NatsClient, subjects: list[str], payload: bytes) -> None:
     inbox = nc.new_inbox()
     acked = 0
     target = 0
     errors: list[bytes] = []
     window_done = asyncio.Event()
 
-    async def on_ack(msg: object) -> None:
+    async def on_ack(msg: Msg) -> None:
         nonlocal acked
         acked += 1
-        data: bytes = msg.data  # type: ignore[attr-defined]
+        data = msg.data
         if b'"error"' in data:
             errors.append(data)
         if acked >= target:

@@ -817,8 +817,7 @@ async def test_a_commit_whose_last_delivery_expires_is_dead_lettered(
     p = client.projector("proj", filters.domain("player"), seen, max_deliver=2, ack_wait=0.4)
     stream = client.config.nats.stream_name
     steal = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.proj"
-    async with jsadmin.admin(client) as other:  # the process that dies
-        nc = other.nc
+    async with jsadmin.admin(client) as nc:  # the process that dies
         inbox = nc.new_inbox()
         thief = await nc.subscribe(inbox)
         await nc.publish(steal, b'{"batch": 1, "no_wait": true}', reply=inbox)

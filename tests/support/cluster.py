@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
+import nats.errors
 
 import angzarr_es
 from angzarr_es.config import Config
@@ -40,14 +41,14 @@ async def eventually(
     """Poll `probe` until it returns something other than None; fail after `timeout`.
 
     Errors raised by the probe count as "not yet" (a cluster in election
-    answers with timeouts and 503s).
+    answers with timeouts and 503s), the store's and nats-py's (jsadmin's).
     """
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:
         try:
             got = await probe()
-        except (StoreError, TimeoutError, ConnectionError) as exc:
+        except (StoreError, nats.errors.Error, TimeoutError, ConnectionError) as exc:
             got, last = None, exc
         if got is not None:
             return got
