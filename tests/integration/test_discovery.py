@@ -8,7 +8,6 @@ import datetime as dt
 import gc
 import tracemalloc
 import uuid
-from typing import Any
 
 import msgspec
 import pytest

@@ -18,7 +18,7 @@ from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Forward, Reply, Request
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.configs import fresh_config, with_nats
 from tests.support.events import deposit
 from tests.support.jsadmin import messages as js
