@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import msgspec
 
-from angzarr_es import _provision
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import BusConfig, Config, NatsConfig
+from angzarr_es.testing import InMemoryClient
 from tests.support.deploy import compose_services, deploy_json, deploy_yaml
 
 DEFAULTS = NatsConfig()
 
 
-def test_snapshot_stream_json_is_what_provision_applies_with_r3() -> None:
-    wanted = msgspec.to_builtins(
-        _provision.snapshot_stream_config(msgspec.structs.replace(DEFAULTS, replicas=3))
-    )
+async def test_snapshot_stream_json_is_what_provision_applies_with_r3() -> None:
+    nats = msgspec.structs.replace(DEFAULTS, replicas=3)
+    plan = await InMemoryClient(config=Config(bus=BusConfig(nats=nats))).plan_provision()
+    (snapshots,) = [s.config for s in plan.streams if s.role == "snapshot stream"]
+    wanted = msgspec.to_builtins(snapshots)
     assert deploy_json("angzarr-snapshots.stream.json") == wanted
     assert wanted["name"] == DEFAULTS.snapshot_stream == "angzarr-snapshots"
 
