@@ -1,12 +1,17 @@
 """Source rules for the tests: they reach nothing private that a user could not.
 
-An AST walk of `tests/`, outside `tests/support`: no `thing._name` (and no
-`setattr(thing, "_name", ...)`, `monkeypatch.setattr("pkg._mod.NAME", ...)`),
-except on `self` and `cls`, the tests' own classes. What a test needs of the
-implementation (a client's wire to inject a fault, a projector's unsettled
-deliveries) comes from `tests/support/internals.py`, the one door, so that a
-rename inside the package changes one file; admin requests go through
-`tests/support/jsadmin.py` on a connection of their own.
+An AST walk of all of `tests/`, its support modules included: no
+`thing._name` (and no `setattr(thing, "_name", ...)`,
+`monkeypatch.setattr("pkg._mod.NAME", ...)`), except on `self` and `cls`, the
+tests' own classes; and no import of a private module of the package, except
+in the unit tests of private modules (tests/unit, named after them) and the
+few other own tests of a private module listed with their reason. Faults are
+injected through the public `angzarr_es.testing.faults` (a client's requests,
+batch reads and pull statuses, in NATS terms), settings and keywords
+(`deposed_leader_wait`, `stream_discovery_interval`, `connect(clock=...)`,
+`tracing.set_tracer_provider`) and real servers, proxies and clusters; what
+the tests observe, through public properties and stats; admin requests go
+through `tests/support/jsadmin.py`, nats-py on a connection of its own.
 
 The walk cannot tell whose attribute it is, so the few private names of other
 libraries that tests rightly use are listed in ALLOWED, each with its reason.
@@ -18,7 +23,6 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-SUPPORT = TESTS / "support"
 
 ALLOWED: dict[tuple[str, str], str] = {
     ("unit/test_parser.py", "_process_headers"): (
@@ -68,8 +72,8 @@ def private_uses(source: str, filename: str = "<test>") -> list[tuple[int, str]]
 
 # Files outside tests/unit (whose files are the unit tests of the modules they
 # import, private ones included) that import a private module of the package,
-# each with its reason. Every other test reaches the package through its
-# public modules, tests/support/internals.py and tests/support/jsadmin.py.
+# each with its reason: the own tests of a private module. Every other test,
+# and every support module, reaches the package through its public modules.
 ALLOWED_IMPORTS: dict[str, str] = {
     "eventsourcing/test_parts.py": (
         "the unit tests of the eventsourcing recorders' parts (here, not in unit/, "
@@ -108,14 +112,14 @@ def _import_offenders() -> list[str]:
     found = []
     for path in sorted(TESTS.rglob("*.py")):
         where = path.relative_to(TESTS).as_posix()
-        if SUPPORT in path.parents or where.startswith("unit/") or where in ALLOWED_IMPORTS:
+        if where.startswith("unit/") or where in ALLOWED_IMPORTS:
             continue
         found += [f"tests/{where}:{n} imports {m}" for n, m in private_imports(path.read_text())]
     return found
 
 
 def test_tests_import_no_private_module() -> None:
-    assert _import_offenders() == [], "use tests/support/internals.py, jsadmin or a public module"
+    assert _import_offenders() == [], "use a public module (angzarr_es.testing.faults for faults)"
 
 
 def test_every_allowed_import_is_still_needed() -> None:
@@ -130,7 +134,7 @@ from angzarr_es.bus import _core
 from angzarr_es import Client, _provision
 from angzarr_es.bus import CatchUp
 import angzarr_es.testing
-from tests.support import internals
+from tests.support import jsadmin
 """
     assert [m for _, m in private_imports(source)] == [
         "angzarr_es._nats.api",
@@ -143,8 +147,6 @@ from tests.support import internals
 def _offenders() -> list[str]:
     found = []
     for path in sorted(TESTS.rglob("*.py")):
-        if SUPPORT in path.parents:
-            continue
         where = path.relative_to(TESTS).as_posix()
         for line, name in private_uses(path.read_text(), str(path)):
             if (where, name) not in ALLOWED:
@@ -153,14 +155,13 @@ def _offenders() -> list[str]:
 
 
 def test_tests_reach_no_private_attribute() -> None:
-    assert _offenders() == [], "use tests/support/internals.py or a public API"
+    assert _offenders() == [], "use a public API (angzarr_es.testing.faults for faults)"
 
 
 def test_every_allowed_entry_is_still_needed() -> None:
     used = {
         (path.relative_to(TESTS).as_posix(), name)
         for path in TESTS.rglob("*.py")
-        if SUPPORT not in path.parents
         for _, name in private_uses(path.read_text(), str(path))
     }
     assert set(ALLOWED) - used == set()
