@@ -19,8 +19,6 @@ inside the package changes this file, not the tests.
                             stop state and feed
     break_catch_up(sub)     make a catch-up remake its consumer, as a lost
                             consumer or a stall would
-    pending_replies(mux) .. the seam's own state: unanswered requests, the
-                            reply inbox, the parser
     write_correlation_entry, snapshot_stream_config, append_clock, key_search,
     deposed_leader_wait
                             what the write path and provisioning do, one step of it
@@ -45,13 +43,9 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from nats.aio.client import Client as NatsClient
 
 from angzarr_es import Client, EventStore, Projector, StreamConfig, _provision
 from angzarr_es._nats import Wire
-from angzarr_es._nats.connection import FastClient
-from angzarr_es._nats.mux import Mux
-from angzarr_es._nats.parser import FastParser
 from angzarr_es.bus import CatchUp, _core, _span
 from angzarr_es.bus._feed import Feed
 from angzarr_es.bus._inhand import InHand
@@ -132,36 +126,6 @@ def feed(projector: Projector) -> Feed:
 def break_catch_up(sub: CatchUp) -> None:
     """Make `sub` remake its consumer on its next read."""
     sub._broken = True
-
-
-# -- the seam itself -------------------------------------------------------------------
-
-
-def pending_replies(mux: Mux) -> int:
-    """Requests the mux still waits an answer for."""
-    return len(mux._replies)
-
-
-def inbox_served_directly(wire: Wire) -> bool:
-    """Whether the mux's reply inbox is read straight from the parser."""
-    sub, nc = wire.mux._inbox_sub, wire.nc
-    return isinstance(nc, FastClient) and sub is not None and sub._id in nc.direct
-
-
-def parser(nc: NatsClient) -> FastParser:
-    """The parser a connection reads with (`FastParser` on our connections)."""
-    assert isinstance(nc, FastClient)
-    return nc._ps
-
-
-def line_prefix(parser: FastParser) -> bytes:
-    """The MSG line prefix the parser remembers from the last batch reply."""
-    return parser._prefix
-
-
-def stream_reader(client: Client) -> object:
-    """The asyncio stream reader of the client's socket (replaced on each reconnect)."""
-    return client._wire.nc._transport._io_reader  # type: ignore[union-attr]
 
 
 # -- elsewhere in the package ----------------------------------------------------------
