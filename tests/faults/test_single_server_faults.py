@@ -365,7 +365,7 @@ async def test_an_unanswered_read_is_sent_again_before_its_timeout(
         async def op() -> int:
             if read == "direct_get":
                 return await store.next_sequence("r")
-            return await internals.leader_next_sequence(store, "r")
+            return await store.next_sequence("r", leader=True)
 
         proxy.swallow = True
         started = time.monotonic()

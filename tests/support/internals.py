@@ -12,8 +12,6 @@ inside the package changes this file, not the tests.
                             `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
                             position cache, the hot cache, per-subject turns
-    leader_next_sequence(store, root)
-                            a position read from the stream leader
     subscription_count(c)   how many subscriptions the client's connection holds
     in_hand(projector) ...  a projector's unsettled deliveries, handler tasks,
                             stop state and feed
@@ -52,7 +50,6 @@ from angzarr_es.bus._inhand import InHand
 from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.store import StoreContext, _append, _correlation, _keys, _refusals
-from angzarr_es.store._context import leader_position as _leader_position
 from angzarr_es.subjects import Subjects
 
 if TYPE_CHECKING:  # an optional extra: importing it here would need it installed
@@ -67,12 +64,6 @@ def wire(client: Client) -> Wire:
 def context(owner: Client | EventStore) -> StoreContext:
     """What the stores of a client share (a store's is its client's)."""
     return owner._ctx
-
-
-async def leader_next_sequence(store: EventStore, root: str) -> int:
-    """The aggregate's next sequence as the stream leader reports it (one
-    request, remembered in the position cache as the store's own reads are)."""
-    return (await _leader_position(store._ctx, store.subject(root))).next_sequence
 
 
 async def write_correlation_entry(

@@ -20,7 +20,6 @@ from angzarr_es import ConcurrencyError, History, StoreTimeout, StoreUnavailable
 from angzarr_es._nats import Wire
 from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
-from tests.support import internals
 from tests.support.cluster import eventually
 
 TYPED = (StoreUnavailable, StoreTimeout, ConcurrencyError)
@@ -177,7 +176,7 @@ class PublishSpy:
 async def _leader_load(store: angzarr_es.EventStore, root: str) -> History:
     """A load no replica's lag can shorten: learn the aggregate's last commit
     from the stream leader first, so the store reads any missing tail there."""
-    await internals.leader_next_sequence(store, root)
+    await store.next_sequence(root, leader=True)
     return await store.load(root)
 
 
