@@ -12,11 +12,6 @@ inside the package changes this file, not the tests.
                             `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
                             position cache, the hot cache, per-subject turns
-    subscription_count(c)   how many subscriptions the client's connection holds
-    in_hand(projector) ...  a projector's unsettled deliveries, handler tasks,
-                            stop state and feed
-    break_catch_up(sub)     make a catch-up remake its consumer, as a lost
-                            consumer or a stall would
     write_correlation_entry, snapshot_stream_config, append_clock, key_search,
     deposed_leader_wait
                             what the write path and provisioning do, one step of it
@@ -26,7 +21,8 @@ inside the package changes this file, not the tests.
                             eventsourcing loop
 
 What a user can see is read through the public API instead (`client.connected`,
-`client.max_payload`, `client.cache_stats`, `projector.stats`); what stays here
+`client.max_payload`, `client.cache_stats`, `client.subscription_count`,
+`projector.stats`, `projector.in_hand`); what stays here
 is private for the reasons docs/design.md gives ("How the tests reach the
 implementation").
 
@@ -36,17 +32,14 @@ through `jsadmin`, on a connection of their own, never through these.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from angzarr_es import Client, EventStore, Projector, StreamConfig, _provision
+from angzarr_es import Client, EventStore, StreamConfig, _provision
 from angzarr_es._nats import Wire
-from angzarr_es.bus import CatchUp, _core, _span
-from angzarr_es.bus._feed import Feed
-from angzarr_es.bus._inhand import InHand
+from angzarr_es.bus import _core, _span
 from angzarr_es.config import NatsConfig
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.store import StoreContext, _append, _correlation, _keys, _refusals
@@ -79,44 +72,6 @@ async def write_correlation_entry(
 def snapshot_stream_config(nats: NatsConfig) -> StreamConfig:
     """The snapshot stream as provisioning makes it."""
     return _provision.snapshot_stream_config(nats)
-
-
-def subscription_count(client: Client) -> int:
-    """How many subscriptions the client's connection holds (leak checks)."""
-    return len(client._wire.nc._subs)
-
-
-# -- projectors and catch-ups ------------------------------------------------------
-
-
-def in_hand(projector: Projector) -> InHand:
-    """The deliveries a projector took and has not settled, by stream sequence."""
-    return projector._in_hand
-
-
-def handler_tasks(projector: Projector) -> set[asyncio.Task[None]]:
-    """The projector's handler tasks not yet finished."""
-    return projector._tasks
-
-
-def handlers_running(projector: Projector) -> int:
-    """How many handler calls are under way."""
-    return projector._running
-
-
-def stopping(projector: Projector) -> bool:
-    """Whether a stop is under way."""
-    return projector._stopping
-
-
-def feed(projector: Projector) -> Feed:
-    """The projector's pulls (to hand it a status as the server would send it)."""
-    return projector._feed
-
-
-def break_catch_up(sub: CatchUp) -> None:
-    """Make `sub` remake its consumer on its next read."""
-    sub._broken = True
 
 
 # -- elsewhere in the package ----------------------------------------------------------

@@ -11,9 +11,11 @@ server's raw reply, for the caller to decode as it needs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from nats.aio.msg import Msg
@@ -180,3 +182,49 @@ async def publish_unacked(client: Client, subject: str, payload: bytes) -> None:
     async with admin(client) as wire:
         await wire.nc.publish(subject, payload)
         await wire.nc.flush()
+
+
+# -- watching and speaking as the server -----------------------------------------------
+
+
+@asynccontextmanager
+async def watch(client: Client, subject: str) -> AsyncIterator[list[Msg]]:
+    """The messages published on `subject` while the block runs, as a
+    subscriber of our own sees them (JetStream API requests too: a pull
+    request's reply subject is the inbox its answers go to)."""
+    seen: list[Msg] = []
+
+    async def keep(msg: Msg) -> None:
+        seen.append(msg)
+
+    async with admin(client) as wire:
+        sub = await wire.nc.subscribe(subject, cb=keep)
+        # Two round trips: nats-py's PING can overtake a still-buffered SUB.
+        await wire.nc.flush()
+        await wire.nc.flush()
+        try:
+            yield seen
+        finally:
+            await sub.unsubscribe()
+
+
+async def send_status(client: Client, subject: str, status: int, description: str) -> None:
+    """A message holding only a status line, as the server answers a pull
+    request (409 "Consumer Deleted", 503 no leader, ...). nats-py publishes no
+    status line, so it goes out on a raw socket (a plain connection without
+    credentials, as the test servers are); returns once the server has it."""
+    url = urlsplit(client.config.nats.servers[0])
+    reader, writer = await asyncio.open_connection(url.hostname, url.port or 4222)
+    try:
+        await reader.readline()  # the server's INFO
+        head = f"NATS/1.0 {status} {description}\r\n\r\n".encode()
+        writer.write(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
+            b"HPUB %b %d %d\r\n%b\r\nPING\r\n" % (subject.encode(), len(head), len(head), head)
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), 5)
+        assert answer == b"PONG\r\n", answer
+    finally:
+        writer.close()
+        await writer.wait_closed()
