@@ -11,20 +11,19 @@ inside the package changes this file, not the tests.
                             requests (`wire.publish_commit`, `wire.reads.*`,
                             `wire.js.*`, `wire.mux.request`, ...)
     context(client|store)   the StoreContext a client's stores share: the
-                            position cache, the hot cache, per-subject turns
+                            hot cache's entries (a cache made blind on purpose)
     write_correlation_entry, snapshot_stream_config, append_clock, key_search,
     deposed_leader_wait
                             what the write path and provisioning do, one step of it
-    check_capture_every ... knobs and state elsewhere: the core bus's capture
-                            check, how often spanning lanes look for new
-                            domain streams, the embedded server, the
-                            eventsourcing loop
+    check_capture_every, discover_every
+                            timing knobs: the core bus's capture check, how
+                            often spanning lanes look for new domain streams
 
 What a user can see is read through the public API instead (`client.connected`,
 `client.max_payload`, `client.cache_stats`, `client.subscription_count`,
-`projector.stats`, `projector.in_hand`); what stays here
-is private for the reasons docs/design.md gives ("How the tests reach the
-implementation").
+`projector.stats`, `projector.in_hand`, `store.next_sequence(root, leader=True)`);
+what stays here is private for the reasons docs/design.md gives ("How the
+tests reach the implementation").
 
 Admin requests of the tests' own (streams, consumers, raw messages) go
 through `jsadmin`, on a connection of their own, never through these.
@@ -32,21 +31,14 @@ through `jsadmin`, on a connection of their own, never through these.
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
-
 import pytest
 
 from angzarr_es import Client, EventStore, StreamConfig, _provision
 from angzarr_es._nats import Wire
 from angzarr_es.bus import _core, _span
 from angzarr_es.config import NatsConfig
-from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.store import StoreContext, _append, _correlation, _keys, _refusals
 from angzarr_es.subjects import Subjects
-
-if TYPE_CHECKING:  # an optional extra: importing it here would need it installed
-    from angzarr_es.eventsourcing import Factory
 
 
 def wire(client: Client) -> Wire:
@@ -97,16 +89,6 @@ def deposed_leader_wait(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None
     """How long a refusal that proves nothing is re-checked before an append's
     outcome is reported unknown (a deposed stream leader's window)."""
     monkeypatch.setattr(_refusals, "DEPOSED_LEADER", seconds)
-
-
-def loop_thread(factory: Factory) -> threading.Thread:
-    """The thread the eventsourcing factory's loop runs on."""
-    return factory.datastore.bridge._thread
-
-
-def ready_event(server: EmbeddedServer) -> threading.Event:
-    """Set by the embedded server's log reader once the server is ready."""
-    return server._ready
 
 
 def discover_every(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
