@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -558,6 +559,32 @@ async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) 
         assert not p.running
         info = await jsadmin.stream_info(c, bus_config.nats.dlq_stream)
         assert b"stream not found" in info
+
+
+async def test_in_hand_counts_what_every_lane_holds(bus_config: Config) -> None:
+    """In the per-domain layout a projector spanning domains runs one lane per
+    domain stream: `in_hand` is theirs together."""
+    cfg = with_nats(bus_config, stream_layout="per-domain")
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> None:
+        await release.wait()
+
+    async with await angzarr_es.connect(config=cfg) as c:
+        try:
+            for domain in ("player", "table"):
+                await c.store(domain).append(uuid.uuid4(), [deposit(0)], expected=0)
+            async with c.projector("lanes", filters.everything(), Recorder(held)) as p:
+                await eventually(
+                    lambda: until(p.in_hand == 2), timeout=WAIT, what="a commit in each lane"
+                )
+                release.set()
+                await p.wait(lambda s: s.handled == 2, timeout=WAIT)
+                assert p.in_hand == 0
+        finally:
+            release.set()
+            await jsadmin.delete_layout_streams(c, cfg)
+            await delete_dlq(c)
 
 
 async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -> None:
