@@ -3,10 +3,10 @@
 An AST walk of `tests/`, outside `tests/support`: no `thing._name` (and no
 `setattr(thing, "_name", ...)`, `monkeypatch.setattr("pkg._mod.NAME", ...)`),
 except on `self` and `cls`, the tests' own classes. What a test needs of the
-implementation (a client's wire to inject a fault, a projector's unsettled
-deliveries) comes from `tests/support/internals.py`, the one door, so that a
-rename inside the package changes one file; admin requests go through
-`tests/support/jsadmin.py` on a connection of their own.
+implementation (a client's wire to inject a fault, a hot-cache entry) comes
+from `tests/support/internals.py`, the one door, so that a rename inside the
+package changes one file; admin requests go through `tests/support/jsadmin.py`
+on a connection of their own.
 
 The walk cannot tell whose attribute it is, so the few private names of other
 libraries that tests rightly use are listed in ALLOWED, each with its reason.
