@@ -188,6 +188,13 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         return TapPoint(self._wire)
 
     @property
+    def subscription_count(self) -> int:
+        """How many subscriptions the connection holds now: the reply inbox, and
+        what each running projector, catch-up and `bus` subscription holds.
+        Back to where it was once they are stopped and closed (a leak check)."""
+        return self._wire.subscription_count
+
+    @property
     def cache_stats(self) -> CacheStats:
         """The hot-aggregate cache now (`Health.cache` without asking the server)."""
         return self._ctx.hot.stats()

@@ -30,6 +30,7 @@ __all__ = [
     "FastClient",
     "RawHandler",
     "abandon",
+    "is_served_directly",
     "open_connection",
     "serve_directly",
     "settle_subscriptions",
@@ -203,6 +204,18 @@ class FastClient(NatsClient):
         # A TLS connection or none: never a silent plaintext one.
         self.tls_wanted = False
 
+    @property
+    def parser(self) -> FastParser:
+        """The parser this connection reads with."""
+        return self._ps
+
+    @property
+    def reads_sooner(self) -> bool:
+        """Whether the current connection's reader offers received bytes to
+        the parser as they arrive (installed again on every reconnect)."""
+        reader = getattr(self._transport, "_io_reader", None)
+        return reader is not None and "feed_data" in vars(reader)
+
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         # Called with the server's first INFO before nats-py decides on TLS and
         # before it sends CONNECT (with any credentials): a server that offers
@@ -333,6 +346,11 @@ def serve_directly(nc: NatsClient, sub: Subscription, handler: RawHandler) -> No
     sid = getattr(sub, "_id", None)
     if isinstance(nc, FastClient) and isinstance(sid, int):
         nc.direct[sid] = handler
+
+
+def is_served_directly(nc: NatsClient, sub: Subscription) -> bool:
+    """Whether `serve_directly` routes `sub`'s messages (False on a plain nats-py client)."""
+    return isinstance(nc, FastClient) and getattr(sub, "_id", None) in nc.direct
 
 
 def stop_serving(nc: NatsClient, sub: Subscription) -> None:

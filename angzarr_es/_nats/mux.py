@@ -21,7 +21,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from angzarr_es._nats import messages as m
-from angzarr_es._nats.connection import FastClient, serve_directly, settle_subscriptions
+from angzarr_es._nats.connection import (
+    FastClient,
+    is_served_directly,
+    serve_directly,
+    settle_subscriptions,
+)
 from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translate, translated
 from angzarr_es._nats.tap import Batch, Message, OnBatch, OnRequest, Reply, Request, Tap
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
@@ -154,6 +159,17 @@ class Mux:
         self._sub_denied: PermissionDenied | None = None
         # Handed every request and batch read when set (angzarr_es.testing.faults).
         self.tap: Tap | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests sent and still waiting for their answer."""
+        return len(self._replies)
+
+    @property
+    def served_directly(self) -> bool:
+        """Whether the reply inbox is read straight from the parser (see `FastClient`)."""
+        sub = self._inbox_sub
+        return sub is not None and is_served_directly(self.nc, sub)
 
     async def start(self, settle_timeout: float) -> None:
         """Subscribe to the reply inbox; the server has the interest on return.

@@ -102,6 +102,12 @@ class FastParser(Parser):
         self._known: tuple[bytes, int] = (b"", 0)
         super().__init__(nc)
 
+    @property
+    def line_prefix(self) -> bytes:
+        """The MSG line up to its size that the last plain message started
+        with (the messages of a batch reply share it); b"" after a reset."""
+        return self._prefix
+
     def reset(self) -> None:
         super().reset()
         self._need = 0

@@ -182,6 +182,11 @@ class Wire:
         return redact_url(url.geturl()) if url is not None else ""
 
     @property
+    def subscription_count(self) -> int:
+        """How many subscriptions the connection holds now."""
+        return len(self.nc._subs)
+
+    @property
     def jetstream_enabled(self) -> bool:
         """Whether the connected server announced JetStream."""
         info = getattr(self.nc, "_server_info", {}) or {}

@@ -153,6 +153,12 @@ class Projector(StartsOnEnter):
         """Counters so far."""
         return self._settle.stats()
 
+    @property
+    def in_hand(self) -> int:
+        """Commits received and not yet settled (acked, handed back or
+        dead-lettered): those whose handler runs and those waiting their turn."""
+        return len(self._in_hand)
+
     async def wait(
         self, predicate: Callable[[ProjectorStats], bool], timeout: float | None = None
     ) -> ProjectorStats:

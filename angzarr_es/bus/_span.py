@@ -166,6 +166,10 @@ class SpanningProjector(Projector):
         )
 
     @property
+    def in_hand(self) -> int:
+        return sum(lane.in_hand for lane in self._lanes.values())
+
+    @property
     def running(self) -> bool:
         return self._watch is not None and all(lane.running for lane in self._lanes.values())
 

@@ -23,7 +23,12 @@ from angzarr_es._types import (
 from angzarr_es.errors import InvalidSnapshot
 from angzarr_es.store import _discovery, _snapshots
 from angzarr_es.store._append import Appender
-from angzarr_es.store._context import StoreContext, check_stream, fresh_position
+from angzarr_es.store._context import (
+    StoreContext,
+    check_stream,
+    fresh_position,
+    leader_position,
+)
 from angzarr_es.store._outcomes import nothing_sent
 from angzarr_es.store._read import Reader
 from angzarr_es.subjects import AggregateId, validate_domain, validate_edition
@@ -199,8 +204,14 @@ class EventStore:
 
     # -- reads ---------------------------------------------------------------
 
-    async def next_sequence(self, root: AggregateId) -> int:
+    async def next_sequence(self, root: AggregateId, *, leader: bool = False) -> int:
         """The aggregate's next sequence (0 if it has no events).
+
+        Read by Direct Get from any replica, never older than what this client
+        has seen. With `leader=True` the stream leader answers (one
+        `STREAM.MSG.GET`): no replica's lag can make it older than any commit
+        acknowledged so far, and this client's loads of the aggregate then read
+        what a lagging replica still misses from the leader.
 
         Raises:
             InvalidAggregateId, StoreTimeout, StoreUnavailable, CodecError
@@ -208,6 +219,8 @@ class EventStore:
         subject = self._where(root)
         if not self._state.readable and not await check_stream(self._ctx, self._state, write=False):
             return 0  # per-domain layout: a domain no one has written to
+        if leader:
+            return (await leader_position(self._ctx, subject, self._stream)).next_sequence
         return (await fresh_position(self._ctx, subject, self._stream)).next_sequence
 
     async def load(

@@ -157,8 +157,8 @@ class InMemoryEventStore:
                     break
         return History(events=events, next_sequence=len(history), snapshot=snap)
 
-    async def next_sequence(self, root: AggregateId) -> int:
-        """See `EventStore.next_sequence`."""
+    async def next_sequence(self, root: AggregateId, *, leader: bool = False) -> int:
+        """See `EventStore.next_sequence` (one copy: `leader` changes nothing)."""
         key = self._key(root)
         self._world.check_open()
         return len(self._world.events.get(key, []))

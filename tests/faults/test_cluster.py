@@ -25,7 +25,7 @@ from angzarr_es import filters
 from angzarr_es.config import Config
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Forward, Reply, Request
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.cluster import Cluster, eventually, library_bytes, rss_mb
 from tests.support.loadgen import (
     TYPED,
@@ -325,7 +325,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
     clients.append(await angzarr_es.connect(config=cfg))  # the projectors'
     for c in clients:  # nats-py opens its reply subscription on the first request
         await jsadmin.account_info(c)
-    subs_before = [internals.subscription_count(c) for c in clients]
+    subs_before = [c.subscription_count for c in clients]
     samples: list[float] = []
     projected: list[set[str]] = [set() for _ in range(4)]
 
@@ -378,7 +378,7 @@ async def test_soak_mixed_load(cluster: Cluster, r3: Config) -> None:
         gc.collect()
         held = library_bytes(tracemalloc.take_snapshot()) / 1e6
         tracemalloc.stop()
-        leftover = [internals.subscription_count(c) for c in clients]
+        leftover = [c.subscription_count for c in clients]
         info = await cluster.stream_info(clients[0], stream)
     finally:
         for p in projectors:

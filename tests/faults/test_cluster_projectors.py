@@ -26,7 +26,7 @@ import pytest
 import angzarr_es
 from angzarr_es import Delivery, filters
 from angzarr_es.config import Config
-from tests.support import internals, jsadmin, projector_proc
+from tests.support import jsadmin, projector_proc
 from tests.support.cluster import Cluster, eventually, library_bytes, r3_stream, rss_mb
 from tests.support.loadgen import (
     TYPED,
@@ -403,7 +403,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
     clients.append(await angzarr_es.connect(config=consumer_cfg))
     for c in clients:  # nats-py opens its reply subscription on the first request
         await jsadmin.account_info(c)
-    subs_before = [internals.subscription_count(c) for c in clients]
+    subs_before = [c.subscription_count for c in clients]
     tallies = [Tally() for _ in range(4)]
     projectors = [
         clients[i % 2].projector(
@@ -453,7 +453,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
                 info = await consumer_state(clients[0], stream, p.settings.durable)
                 print(
                     f"projector {i}: {len(missing)} missing, e.g. {missing[:3]}; {p.stats}; "
-                    f"running {p.running}; in hand {len(internals.in_hand(p))}; "
+                    f"running {p.running}; in hand {p.in_hand}; "
                     f"pending {info.get('num_pending')} ack pending "
                     f"{info.get('num_ack_pending')} redelivered {info.get('num_redelivered')} "
                     f"waiting {info.get('num_waiting')}"
@@ -473,7 +473,7 @@ async def test_soak_with_projectors(cluster: Cluster, r3: Config) -> None:
         stats = [p.stats for p in projectors]
         for p in projectors:
             await p.delete()
-        leftover = [internals.subscription_count(c) for c in clients]
+        leftover = [c.subscription_count for c in clients]
         after_delete = await eventually(
             lambda: _no_consumers(clients[0], stream),
             timeout=15,

@@ -22,7 +22,6 @@ import pytest
 
 import angzarr_es
 from angzarr_es.embedded import LOCK_FILE, EmbeddedServer
-from tests.support import internals
 from tests.support.cli import Lines, one_error_line, run_cli, start_cli, stop
 from tests.support.configs import fresh_config
 from tests.support.events import deposit
@@ -165,16 +164,33 @@ def test_a_start_interrupted_while_waiting_leaves_no_server(
     """Ctrl-C during start: `with` never reaches __exit__, so start itself
     must stop the process and release the directory."""
     data = tmp_path / "data"
+    hung = tmp_path / "nats-server"  # a server that never says it is ready
+    hung.write_text("#!/bin/sh\necho starting >&2\nexec tail -f /dev/null\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("NATS_SERVER_BIN", str(hung))
     server = EmbeddedServer(store_dir=data, monitor_port=None)
+    main = threading.main_thread()
+    assert threading.current_thread() is main  # where Ctrl-C lands
 
-    def interrupted(timeout: float | None = None) -> bool:
-        raise KeyboardInterrupt
+    def ctrl_c() -> None:
+        # Once its log reader has the first line, start() waits for "ready".
+        deadline = time.monotonic() + 10
+        while not server.log and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling interval, not a wait for an event
+        signal.pthread_kill(main.ident or 0, signal.SIGINT)
 
-    monkeypatch.setattr(internals.ready_event(server), "wait", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        server.start()
-    assert server.proc is None
-    monkeypatch.undo()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    presser = threading.Thread(target=ctrl_c)
+    try:
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            server.start()
+        assert server.proc is None
+    finally:
+        presser.join()
+        signal.signal(signal.SIGINT, previous)
+        server.stop()  # nothing left running when the test fails
+    monkeypatch.undo()  # the real nats-server again
     with EmbeddedServer(store_dir=data, monitor_port=None) as again:  # not locked
         assert again.running
 

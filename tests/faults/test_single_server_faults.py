@@ -27,7 +27,7 @@ from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Batch, BatchForward, Forward, Message, Reply, Request
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.cluster import eventually
 from tests.support.configs import fresh_config
 from tests.support.faultproxy import FaultProxy
@@ -160,23 +160,6 @@ async def test_server_restart_during_a_long_iter(server: EmbeddedServer, cfg: Co
         assert len(seen) == 1200
     else:
         assert isinstance(outcome, (StoreUnavailable, StoreTimeout))
-
-
-async def test_replies_are_read_sooner_again_after_a_reconnect(
-    server: EmbeddedServer, cfg: Config
-) -> None:
-    async with await angzarr_es.connect(config=cfg) as client:
-        store = client.store("player")
-        await store.append("p", [tagged("0")], expected=0)
-        first = internals.stream_reader(client)
-        assert "feed_data" in vars(first)
-        await restart(server)
-        hist = await eventually(lambda: store.load("p"), timeout=10, what="load after restart")
-        reader = internals.stream_reader(client)
-        assert reader is not first
-        assert "feed_data" in vars(reader)  # offered on the new connection too
-        assert [e.sequence for e in hist.events] == [0]
-        assert (await store.append("p", [tagged("1")], expected=1)).next_sequence == 2
 
 
 async def test_load_and_append_issued_while_the_server_is_down(
@@ -385,7 +368,7 @@ async def test_an_unanswered_read_is_sent_again_before_its_timeout(
         async def op() -> int:
             if read == "direct_get":
                 return await store.next_sequence("r")
-            return await internals.leader_next_sequence(store, "r")
+            return await store.next_sequence("r", leader=True)
 
         proxy.swallow = True
         started = time.monotonic()

@@ -38,6 +38,7 @@ async def test_new_aggregate_is_empty(store: Store) -> None:
     assert hist.events == []
     assert hist.next_sequence == 0
     assert await store.next_sequence(pid) == 0
+    assert await store.next_sequence(pid, leader=True) == 0
 
 
 async def test_sequences_start_at_zero_and_stay_dense(store: Store) -> None:
@@ -52,6 +53,7 @@ async def test_sequences_start_at_zero_and_stay_dense(store: Store) -> None:
     assert [e.sequence for e in hist.events] == [0, 1, 2, 3, 4]
     assert hist.next_sequence == 5
     assert await store.next_sequence(pid) == 5
+    assert await store.next_sequence(pid, leader=True) == 5
 
 
 async def test_events_round_trip_exactly(store: Store) -> None:

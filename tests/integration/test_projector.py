@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -28,7 +29,7 @@ from angzarr_es.bus import (
 from angzarr_es.config import Config, ConsumerSpec
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Forward, Reply, Request
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.bus import WAIT, Recorder, delete_dlq
 from tests.support.cluster import eventually
 from tests.support.configs import with_nats
@@ -418,7 +419,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         await release.wait()
 
     await append_many(client, ["a", "b", "c"], 2)
-    subs_before = internals.subscription_count(client)
+    subs_before = client.subscription_count
     tasks_before = len(asyncio.all_tasks())
     seen = Recorder(blocking)
     p = client.projector("proj", filters.domain("player"), seen, concurrency=2)
@@ -430,7 +431,7 @@ async def test_stop_drains_in_flight_handlers_and_leaks_nothing(client: angzarr_
         release.set()
         await stopping
     assert p.stats.handled == 2  # the in-flight ones finished and were acked
-    assert internals.subscription_count(client) == subs_before
+    assert client.subscription_count == subs_before
     assert len(asyncio.all_tasks()) == tasks_before
     raw = await jsadmin.consumer_info(client, client.config.nats.stream_name, "proj")
     info = msgspec.json.decode(raw)
@@ -488,7 +489,7 @@ async def test_commits_on_their_last_delivery_are_handled_when_stopping(
     await seen.wait_count(1)  # one running (concurrency 1) ...
 
     await eventually(
-        lambda: until(len(internals.in_hand(p)) == 6),
+        lambda: until(p.in_hand == 6),
         timeout=WAIT,
         what="five more commits in hand",
     )
@@ -562,6 +563,32 @@ async def test_starting_on_a_missing_stream_creates_nothing(bus_config: Config) 
         assert b"stream not found" in info
 
 
+async def test_in_hand_counts_what_every_lane_holds(bus_config: Config) -> None:
+    """In the per-domain layout a projector spanning domains runs one lane per
+    domain stream: `in_hand` is theirs together."""
+    cfg = with_nats(bus_config, stream_layout="per-domain")
+    release = asyncio.Event()
+
+    async def held(d: Delivery) -> None:
+        await release.wait()
+
+    async with await angzarr_es.connect(config=cfg) as c:
+        try:
+            for domain in ("player", "table"):
+                await c.store(domain).append(uuid.uuid4(), [deposit(0)], expected=0)
+            async with c.projector("lanes", filters.everything(), Recorder(held)) as p:
+                await eventually(
+                    lambda: until(p.in_hand == 2), timeout=WAIT, what="a commit in each lane"
+                )
+                release.set()
+                await p.wait(lambda s: s.handled == 2, timeout=WAIT)
+                assert p.in_hand == 0
+        finally:
+            release.set()
+            await jsadmin.delete_layout_streams(c, cfg)
+            await delete_dlq(c)
+
+
 async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -> None:
     """A handler past drain_timeout is cancelled; its cancellation must not
     start the aggregate's next commit (which then ran after stop() returned)."""
@@ -577,16 +604,20 @@ async def test_after_the_drain_time_nothing_runs_on(client: angzarr_es.Client) -
     await p.start()
 
     await eventually(
-        lambda: until(len(internals.in_hand(p)) == 3 and bool(started)),
+        lambda: until(p.in_hand == 3 and bool(started)),
         timeout=WAIT,
         what="three commits in hand",
     )
     await p.stop(drain_timeout=0.3)
     assert started == [1]
-    assert not internals.handler_tasks(p)
-    assert internals.handlers_running(p) == 0
+    assert not [t for t in asyncio.all_tasks() if p.runs(t)]  # no handler left
     # Last deliveries that could not run are dead-lettered, never dropped.
     assert p.stats.dead_lettered == 3
+    # No handler is counted running either: a restart has its whole concurrency.
+    hang.set()
+    await client.store("player").append("a", [deposit(3)], expected=3)
+    async with p:
+        await eventually(lambda: until(started == [1, 4]), timeout=WAIT, what="a:#4 handled")
 
 
 async def test_reset_from_a_handler_replays_that_handler_s_commit(
@@ -599,14 +630,14 @@ async def test_reset_from_a_handler_replays_that_handler_s_commit(
         calls.append(d.stream_sequence)
         if len(calls) == 1:
             p = holder[0]
-            first = internals.in_hand(p)[1]
             await p.reset("all")
 
             # Still running when the new consumer delivers this commit again:
             # it was taken for the old delivery, acked by this call, and
-            # never replayed.
+            # never replayed. (The stop handed back or detached all it held,
+            # and the replay delivers in order: the first in hand is #1.)
             await eventually(
-                lambda: until(internals.in_hand(p).get(1) not in (None, first)),
+                lambda: until(p.in_hand >= 1),
                 timeout=WAIT,
                 what="the replay's first delivery",
             )
@@ -636,7 +667,7 @@ async def test_reset_from_a_handler_of_the_only_commit_neither_stalls_nor_acks_e
             await p.reset("all")
 
             await eventually(
-                lambda: until(1 in internals.in_hand(p) or len(calls) > 1),
+                lambda: until(p.in_hand == 1 or len(calls) > 1),
                 timeout=WAIT,
                 what="the replay's delivery",
             )
@@ -693,7 +724,7 @@ async def test_a_restart_after_a_stop_from_a_handler_keeps_the_aggregate_s_order
         await p.start()  # the supervisor, while a:#1 still runs
 
         await eventually(
-            lambda: until(2 in internals.in_hand(p) or "start 2" in log),
+            lambda: until(p.in_hand >= 1 or "start 2" in log),
             timeout=WAIT,
             what="a:#2 handed back and delivered again",
         )
@@ -957,9 +988,7 @@ async def test_closing_the_client_lets_running_handlers_ack(bus_config: Config, 
     await asyncio.wait_for(in_handler.wait(), WAIT)
     if how == "cancelled_close":
         closing = asyncio.create_task(client.close())
-        await eventually(
-            lambda: until(internals.stopping(p)), timeout=WAIT, what="the stop under way"
-        )
+        await eventually(lambda: until(not p.running), timeout=WAIT, what="the stop under way")
         closing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await closing

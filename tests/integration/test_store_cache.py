@@ -21,7 +21,7 @@ from angzarr_es import CodecError, History, RecordedEvent
 from angzarr_es.config import Config
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Batch, BatchForward, Forward, Reply, Request
-from tests.support import internals, jsadmin
+from tests.support import jsadmin
 from tests.support.configs import with_nats
 from tests.support.events import deposit
 from tests.support.wirefaults import replica_page
@@ -178,9 +178,8 @@ async def test_snapshot_loads_seed_the_entry_and_are_served_from_it(
         want = await ref.load(root, snapshot=True)
         assert_same(got, want)
         assert got.snapshot == want.snapshot
-        entry = internals.context(fresh).hot.get(cold.subject(root))
-        assert entry is not None
-        assert entry.base == 7
+        s = fresh.cache_stats
+        assert (s.entries, s.events) == (1, 3)  # one entry, of events 7, 8, 9
         with requests(fresh) as sent:
             again = await cold.load(root, snapshot=True)
         assert len(sent) == 2, sent  # the snapshot, and the events from the entry's tail
@@ -363,9 +362,12 @@ async def test_the_cache_keeps_within_its_bytes(config: Config) -> None:
         # One history larger than a quarter of the cache is never kept.
         big = uuid.uuid4()
         await store.append(big, [deposit(i) for i in range(200)], expected=0)
-        assert internals.context(client).hot.get(store.subject(big)) is None
+        s = client.cache_stats
+        assert s.events == 2 * s.entries  # every entry is a root of two events
         assert len((await store.load(big)).events) == 200
-        assert internals.context(client).hot.get(store.subject(big)) is None
+        assert stats(client)[1] == 2  # a miss: not kept by the append
+        s = client.cache_stats
+        assert s.events == 2 * s.entries  # nor by the load
         await jsadmin.delete_stream(client, cfg.nats.stream_name)
         await jsadmin.delete_stream(client, cfg.nats.snapshot_stream)
 

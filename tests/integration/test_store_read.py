@@ -21,9 +21,11 @@ from angzarr_es.pb import core_pb2
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Batch, BatchForward, Request
 from tests.support import jsadmin
+from tests.support.cluster import eventually
 from tests.support.configs import with_nats
 from tests.support.events import deposit
 from tests.support.jsadmin import messages as js
+from tests.support.loadgen import until
 from tests.support.wirefaults import replica_page
 
 
@@ -233,3 +235,19 @@ async def test_an_unknown_event_type_stays_available_as_any(client: angzarr_es.C
     assert event.event.value == b"\x08\x2a"
     res = await store.append("u", [deposit(1)], expected=1)
     assert res.first_sequence == 1
+
+
+async def test_next_sequence_from_the_leader_asks_the_stream_leader(
+    client: angzarr_es.Client,
+) -> None:
+    store, root = client.store("player"), uuid.uuid4()
+    await store.append(root, [deposit(0), deposit(1)], expected=0)
+    async with jsadmin.watch(client, "$JS.API.>") as requests:
+        assert await store.next_sequence(root) == 2
+        assert await store.next_sequence(root, leader=True) == 2
+        await eventually(lambda: until(len(requests) >= 2), timeout=10, what="both reads")
+    stream = client.config.nats.stream_name
+    assert [m.subject.rpartition(stream)[0] for m in requests] == [
+        "$JS.API.DIRECT.GET.",  # any replica
+        "$JS.API.STREAM.MSG.GET.",  # the leader
+    ]

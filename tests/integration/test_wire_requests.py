@@ -16,8 +16,9 @@ from angzarr_es._nats import Wire
 from angzarr_es._nats.connection import FastClient as _Client
 from angzarr_es._nats.mux import SWEEP_INTERVAL
 from angzarr_es.config import NatsConfig
+from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.errors import StoreTimeout, StoreUnavailable
-from tests.support import internals
+from tests.support.cluster import eventually
 
 
 async def interest_registered(nc: NatsClient) -> None:
@@ -58,10 +59,10 @@ async def test_concurrent_requests_get_their_own_replies(wire: Wire, nats_url: s
             *(wire.mux.request(f"echo.{i % 7}", body) for i, body in enumerate(bodies))
         )
         assert [r.data for r in replies] == [b[::-1] for b in bodies]
-        assert not internals.pending_replies(wire.mux)  # nothing left behind
+        assert not wire.mux.pending  # nothing left behind
     # Replies were handed over in the reader task, not through nats-py's queue.
     assert isinstance(wire.nc, _Client)
-    assert internals.inbox_served_directly(wire)
+    assert wire.mux.served_directly
 
 
 async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> None:
@@ -74,7 +75,7 @@ async def test_a_request_nobody_answers_times_out(wire: Wire, nats_url: str) -> 
             await wire.mux.request("silent", b"x", timeout=0.2, what="ask silent")
         waited = time.monotonic() - started
         assert 0.2 <= waited < 0.2 + SWEEP_INTERVAL + 1.0
-        assert not internals.pending_replies(wire.mux)
+        assert not wire.mux.pending
     finally:
         await silent.close()
 
@@ -96,7 +97,7 @@ async def test_close_fails_pending_requests(wire: Wire, nats_url: str) -> None:
     try:
         pending = asyncio.ensure_future(wire.mux.request("silent2", b"x", timeout=5))
         await asyncio.wait_for(arrived.wait(), 5)
-        assert internals.pending_replies(wire.mux) == 1
+        assert wire.mux.pending == 1
         await wire.close()
         with pytest.raises(StoreUnavailable, match="closed"):
             await asyncio.wait_for(pending, 2)
@@ -129,7 +130,7 @@ async def test_headers_reach_the_responder(wire: Wire, nats_url: str) -> None:
 def count_takes(nc: _Client) -> list[int]:
     """Record the bytes `FastParser.take` dispatches from the socket callback."""
     taken: list[int] = []
-    parser = internals.parser(nc)
+    parser = nc.parser
     take = parser.take
 
     def counting(data: bytes) -> int:
@@ -152,3 +153,25 @@ async def test_replies_are_dispatched_as_they_arrive(wire: Wire, nats_url: str) 
     # so the replies were dispatched in the socket callback (all of them but
     # one arriving behind a server PING, which the reader task then handles).
     assert sum(1 for n in taken if n) >= 19
+
+
+async def test_replies_are_read_sooner_again_after_a_reconnect() -> None:
+    """The socket reader is replaced on each reconnect: the new one offers
+    its bytes to the parser too."""
+    with EmbeddedServer(monitor_port=None) as server:
+        wire = await Wire.connect(NatsConfig(url=server.url))
+        try:
+            nc = wire.nc
+            assert isinstance(nc, _Client)
+            assert nc.reads_sooner
+            await asyncio.to_thread(server.kill)
+            await asyncio.to_thread(server.start)  # the same port
+
+            async def reconnected() -> bool | None:
+                return True if wire.connected and nc.stats["reconnects"] else None
+
+            await eventually(reconnected, timeout=10, what="the reconnect")
+            assert nc.reads_sooner  # offered on the new connection too
+            assert (await wire.js.account_info()).streams == 0
+        finally:
+            await wire.close()

@@ -225,3 +225,27 @@ async def publish_unacked(client: Client, subject: str, payload: bytes) -> None:
     async with admin(client) as nc:
         await nc.publish(subject, payload)
         await nc.flush()
+
+
+# -- watching and speaking as the server -----------------------------------------------
+
+
+@asynccontextmanager
+async def watch(client: Client, subject: str) -> AsyncIterator[list[Msg]]:
+    """The messages published on `subject` while the block runs, as a
+    subscriber of our own sees them (JetStream API requests too: a pull
+    request's reply subject is the inbox its answers go to)."""
+    seen: list[Msg] = []
+
+    async def keep(msg: Msg) -> None:
+        seen.append(msg)
+
+    async with admin(client) as nc:
+        sub = await nc.subscribe(subject, cb=keep)
+        # Two round trips: nats-py's PING can overtake a still-buffered SUB.
+        await nc.flush()
+        await nc.flush()
+        try:
+            yield seen
+        finally:
+            await sub.unsubscribe()

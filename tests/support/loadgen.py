@@ -22,7 +22,6 @@ from angzarr_es.config import Config
 from angzarr_es.pb import player_pb2
 from angzarr_es.testing import faults
 from angzarr_es.testing.faults import Forward, Reply, Request
-from tests.support import internals
 from tests.support.cluster import eventually
 
 TYPED = (StoreUnavailable, StoreTimeout, ConcurrencyError)
@@ -186,7 +185,7 @@ class PublishSpy:
 async def _leader_load(store: angzarr_es.EventStore, root: str) -> History:
     """A load no replica's lag can shorten: learn the aggregate's last commit
     from the stream leader first, so the store reads any missing tail there."""
-    await internals.leader_next_sequence(store, root)
+    await store.next_sequence(root, leader=True)
     return await store.load(root)
 
 

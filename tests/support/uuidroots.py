@@ -79,8 +79,8 @@ class UuidStore(_Seen):
     async def load(self, root: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._inner.load(self._ids.into(root), *args, **kwargs)
 
-    async def next_sequence(self, root: Any) -> int:
-        return int(await self._inner.next_sequence(self._ids.into(root)))
+    async def next_sequence(self, root: Any, **kwargs: Any) -> int:
+        return int(await self._inner.next_sequence(self._ids.into(root), **kwargs))
 
     def iter(self, root: Any, *args: Any, **kwargs: Any) -> Any:
         return self._inner.iter(self._ids.into(root), *args, **kwargs)

@@ -14,7 +14,6 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 from angzarr_es._nats.parser import FastParser, parse_headers
-from tests.support import internals
 
 DIRECT_SID = 7
 
@@ -358,7 +357,7 @@ def test_a_batch_reply_reuses_the_line_it_has_seen() -> None:
     )
     asyncio.run(feed(parser, [stream]))
     assert [len(c[4]) for c in rec.calls] == list(range(50))
-    assert internals.line_prefix(parser) == b"MSG _INBOX.a.1 %d " % DIRECT_SID
+    assert parser.line_prefix == b"MSG _INBOX.a.1 %d " % DIRECT_SID
 
 
 def test_take_dispatches_the_leading_direct_messages_and_leaves_the_rest() -> None:
