@@ -15,6 +15,7 @@ JetStream's error replies are translated in `errors`, in one table.
     reads.py        Direct Get (any replica) and leader reads
     replay.py       replay through an ephemeral ordered consumer
     consumers.py    core subscriptions, pull requests and acks for the bus
+    tap.py          a test's hook on requests and batch reads (testing.faults)
 """
 
 from angzarr_es._nats import errors as errors

@@ -20,6 +20,9 @@ out what only a server has (`health`, `stream_settings`, `stream_config`,
 and timing: handlers run one at a time, a failed delivery is retried at once
 up to `max_deliver`, then kept in `InMemoryClient.dead_letters`.
 `InMemoryEventStore(domain)` alone is a store with a world of its own.
+
+`angzarr_es.testing.faults` is for tests against a real server: a client's
+requests and batch reads handed to the test, to lose, refuse or change.
 """
 
 from angzarr_es.testing._bus import DeadLetter, InMemoryBus, InMemoryCatchUp, InMemoryProjector
