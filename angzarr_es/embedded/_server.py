@@ -304,8 +304,11 @@ class EmbeddedServer(CleansUpOnExit):
             raise
         try:
             self._write_lock_pids()
-            self._reader = threading.Thread(target=self._read_log, daemon=True)
-            self._reader.start()
+            reader = threading.Thread(target=self._read_log, daemon=True)
+            reader.start()
+            # Only a started thread can be joined: a Ctrl-C inside start()
+            # must not leave stop() joining one that never ran.
+            self._reader = reader
             ready = self._ready.wait(self.ready_timeout)
         except BaseException:
             # Ctrl-C while waiting: `with` never reaches __exit__, so no
