@@ -14,12 +14,16 @@ raft round trip. Found by the nemesis (docs/reliability.md).
 So a refusal proves that no attempt can land only when it names a last
 sequence past the one every attempt expected (`refutes`): that commit is
 stored on every server that has it, and it is not ours. Anything else is
-checked against the leader's commits (`Appender._doubted`), and a subject
-that reads as empty is taken as deleted only from a server that has the
-stream up to the commit this process saw there (`deleted`).
+checked against the leader's commits (`Appender._doubted`; the eventsourcing
+recorders' `Writer._holder`), and re-checked for a while when they show
+neither ours nor a rival's in the slot (`Doubts`); a subject that reads as
+empty is taken as deleted only from a server that has the stream up to the
+commit this process saw there (`deleted`).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from angzarr_es import _codec
 from angzarr_es._nats import Stored
@@ -29,7 +33,7 @@ from angzarr_es.errors import StoreError
 from angzarr_es.store._cache import Position
 from angzarr_es.store._context import StoreContext
 
-__all__ = ["deleted", "opens_slot", "refutes"]
+__all__ = ["Doubts", "deleted", "opens_slot", "refutes"]
 
 # How long a refusal that proves nothing is re-checked (the publish sent again,
 # with the same id) before the outcome is reported unknown is `[bus.nats]
@@ -38,13 +42,41 @@ __all__ = ["deleted", "opens_slot", "refutes"]
 # rest is margin for a loaded host.
 
 
-def refutes(err: m.ApiError, pos: Position) -> bool:
-    """Whether a conflict refusal proves that no attempt expecting `pos` can
-    land: a 10071 naming a last sequence past `pos.stream_seq`."""
+def refutes(err: m.ApiError, expected: int) -> bool:
+    """Whether a conflict refusal proves that no attempt expecting the last
+    stream sequence `expected` can land: a 10071 naming a last sequence past
+    it. (For an atomic batch, whose refusal does not say which subject it is
+    about, `expected` is the highest any of its subjects expected.)"""
     if err.err_code != WRONG_LAST_SEQUENCE:
         return False
     last = err.description.rpartition(":")[2].strip()
-    return last.isdigit() and int(last) > pos.stream_seq
+    return last.isdigit() and int(last) > expected
+
+
+class Doubts:
+    """Refusals that proved nothing, and the leader's reads after them
+    neither: each is re-checked by sending the publish again (same id, so it
+    is stored once) after a pause of 10 ms, 20 ms, ... (0.25 s at most),
+    until `wait` seconds (`deposed_leader_wait`) have passed since the first;
+    then the outcome is unknown."""
+
+    __slots__ = ("_count", "_since", "_wait")
+
+    def __init__(self, wait: float) -> None:
+        self._wait = wait
+        self._since: float | None = None
+        self._count = 0
+
+    async def pause(self) -> bool:
+        """Pause before the next re-check; False at once when `wait` has passed."""
+        now = asyncio.get_running_loop().time()
+        if self._since is None:
+            self._since = now
+        self._count += 1
+        if now - self._since >= self._wait:
+            return False
+        await asyncio.sleep(min(0.25, 0.005 * 2**self._count))
+        return True
 
 
 def opens_slot(tail: Stored, subject: str, pos: Position) -> bool:

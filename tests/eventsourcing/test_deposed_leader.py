@@ -70,14 +70,6 @@ class Rig:
         stored = await asyncio.to_thread(self.rival.select_events, originator)
         return [e.originator_version for e in stored]
 
-    def trace(self) -> list[str]:
-        seen: dict[str, int] = {}
-        out = []
-        for kind, _ in self.faults.trace:
-            seen[kind] = seen.get(kind, 0) + 1
-            out.append(f"{kind}#{seen[kind]}")
-        return out
-
 
 @pytest.fixture
 async def rig(nats_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
@@ -134,7 +126,7 @@ async def test_a_stored_insert_a_deposed_leader_refuses_is_found_in_the_leaders_
     got = await rig.insert([event(a, 4)])
     assert isinstance(got, list), got
     assert await rig.versions(a) == [1, 2, 3, 4]
-    assert rig.trace() == ["publish#1", "msg_get#1"]
+    assert rig.faults.numbered() == ["publish#1", "msg_get#1"]
 
 
 @pytest.mark.parametrize("refusal", REFUSALS)
@@ -167,7 +159,7 @@ async def test_a_deposed_leader_answering_publish_and_reads_then_stepping_down(
     got = await rig.insert([event(a, 4)])
     assert isinstance(got, list), got
     assert await rig.versions(a) == [1, 2, 3, 4]
-    assert "publish#3" in rig.trace()
+    assert "publish#3" in rig.faults.numbered()
 
 
 @pytest.mark.parametrize("rig", [QUICK], indirect=True, ids=["wait0.2"])
@@ -204,7 +196,7 @@ async def test_a_genuine_conflict_is_still_an_integrity_error(rig: Rig, refusal:
     assert isinstance(got, IntegrityError), got
     assert await rig.versions(a) == [1, 2, 3, 4]
     if refusal == STALE:
-        assert rig.trace() == ["publish#1", "msg_get#1"]
+        assert rig.faults.numbered() == ["publish#1", "msg_get#1"]
 
 
 async def test_a_genuine_conflict_on_a_later_subject_of_a_batch(rig: Rig) -> None:

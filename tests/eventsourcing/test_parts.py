@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from angzarr_es._nats.errors import ATOMIC_PUBLISH_DISABLED, BATCH_TOO_LARGE
+from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AppendTooLarge,
     CodecError,
@@ -273,6 +274,7 @@ class _OldServer:
     server_version = (2, 11, 0)
     max_payload = 1 << 20
     timeout = 1.0
+    cfg = NatsConfig()
 
     async def publish_batch(self, *args: object) -> None:
         raise AssertionError("a batch was sent to a server that would store it piecemeal")

@@ -186,6 +186,16 @@ class WireFaults:
         self.fired.clear()
         self._seen.clear()
 
+    def numbered(self) -> list[str]:
+        """The trace as "kind#n" (the n-th request of that kind), e.g.
+        ["publish#1", "msg_get#1"]."""
+        seen: dict[str, int] = {}
+        out = []
+        for kind, _ in self.trace:
+            seen[kind] = seen.get(kind, 0) + 1
+            out.append(f"{kind}#{seen[kind]}")
+        return out
+
     def arm(self, kind: str, first: int, last: int, mode: str = STALE) -> WireFaults:
         """Arm `mode` on the `first`..`last` requests of `kind`."""
         return self.add(*(Fault(kind, n, mode) for n in range(first, last + 1)))
