@@ -16,6 +16,7 @@ from angzarr_es import _provision
 from angzarr_es._nats import Wire
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import STREAM_NAME_IN_USE
+from angzarr_es._nats.wire import TapPoint
 from angzarr_es.errors import StoreError
 from angzarr_es.eventsourcing._bridge import LoopThread
 from angzarr_es.eventsourcing._errors import translated
@@ -63,6 +64,8 @@ class Datastore:
             self.bridge.close()
             raise
         shared = Shared(self.wire, self.stream, PositionCache(CACHE_SIZE), {})
+        self.tap = TapPoint(self.wire)
+        """Where faults are put on this factory's connection (`angzarr_es.testing.faults`)."""
         self.writer = Writer(shared)
         self.reader = Reader(shared)
         # Closed on close(), on garbage collection, or at exit: never a thread left behind.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import msgspec
 
@@ -47,6 +48,15 @@ from angzarr_es._nats.tap import (
 from angzarr_es._nats.wire import TapPoint
 from angzarr_es.client import Client
 
+
+class Tapped(Protocol):
+    """What has a connection faults can be put on: a `Client`, an eventsourcing
+    factory's `datastore`."""
+
+    @property
+    def tap(self) -> TapPoint: ...
+
+
 __all__ = [
     "Batch",
     "BatchForward",
@@ -58,6 +68,7 @@ __all__ = [
     "Request",
     "Tap",
     "TapPoint",
+    "Tapped",
     "error_reply",
     "intercept",
     "operation",
@@ -68,20 +79,20 @@ __all__ = [
 
 @contextmanager
 def intercept(
-    client: Client | TapPoint,
+    client: Tapped,
     *,
     on_request: OnRequest | None = None,
     on_batch: OnBatch | None = None,
 ) -> Iterator[None]:
     """Route `client`'s requests through `on_request` and its batch reads
     through `on_batch` inside the block (one interception per client at a time).
-    `client` may also be the `TapPoint` of a connection no client owns: an
-    eventsourcing factory's, `TapPoint(factory.datastore.wire)`.
+    `client` is a `Client`, or anything else with a connection's `tap`: an
+    eventsourcing factory's `factory.datastore`.
 
     Raises:
         RuntimeError: the client is intercepted already.
     """
-    point = client if isinstance(client, TapPoint) else client.tap
+    point = client.tap
     old = point.set(Tap(on_request, on_batch))
     if old is not None:
         point.set(old)

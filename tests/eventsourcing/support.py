@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import unittest
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
 from eventsourcing.utils import Environment
 
 from angzarr_es.eventsourcing import Factory
+from tests.support import jsadmin
 
 MODULE = "angzarr_es.eventsourcing"
 
@@ -34,20 +37,23 @@ def environment(nats_url: str, **extra: str) -> dict[str, str]:
 
 def drop_stream(nats_url: str, stream: str) -> None:
     """Delete `stream` (if it exists) through a connection of its own."""
-    factory = Factory({"NATS_URL": nats_url, "ANGZARR_ES_STREAM": stream})
-    try:
-        ds = factory.datastore
-        ds.run(ds.wire.js.stream_delete(stream), f"delete {stream}")
-    finally:
-        factory.close()
+    asyncio.run(jsadmin.delete_stream(jsadmin.at(nats_url), stream))
+
+
+def _server_and_stream(factory: Factory) -> tuple[str, str]:
+    """The server and the stream the factory's settings name."""
+    url, stream = factory.env.get("NATS_URL"), factory.env.get("ANGZARR_ES_STREAM")
+    assert url is not None, "NATS_URL"
+    assert stream is not None, "ANGZARR_ES_STREAM"
+    return url, stream
 
 
 def stream_state(factory: Factory) -> Any:
-    """The server's account of the factory's stream (messages, last sequence, ...)."""
-    ds = factory.datastore
-    info = ds.run(ds.wire.js.stream_info(ds.stream), "stream info")
-    assert info is not None
-    return info.state
+    """The server's account of the factory's stream (messages, last sequence, ...),
+    asked on a connection of its own to the server its settings name."""
+    url, stream = _server_and_stream(factory)
+    info = asyncio.run(jsadmin.stream_info_json(jsadmin.at(url), stream))
+    return SimpleNamespace(**info["state"])
 
 
 class WithNats(unittest.TestCase):
@@ -77,3 +83,9 @@ class WithNats(unittest.TestCase):
         patcher = mock.patch.dict(os.environ, self.settings)
         patcher.start()
         self.addCleanup(patcher.stop)
+
+
+def consumer_count(factory: Factory) -> int:
+    """How many consumers the factory's stream has, asked on a connection of its own."""
+    url, stream = _server_and_stream(factory)
+    return len(asyncio.run(jsadmin.consumer_names(jsadmin.at(url), stream)))

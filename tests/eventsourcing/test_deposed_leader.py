@@ -29,7 +29,6 @@ from eventsourcing.utils import Environment
 
 import angzarr_es
 from angzarr_es.eventsourcing import Factory
-from angzarr_es.testing import faults as wire
 from tests.eventsourcing.support import environment
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
@@ -86,7 +85,7 @@ async def rig(nats_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Ri
     admin = await angzarr_es.connect(config=fresh_config(nats_url))
     try:
         recorder = factory.application_recorder()
-        faults = WireFaults(admin, on=wire.TapPoint(factory.datastore.wire), prefix=f"{stream}.app")
+        faults = WireFaults(admin, on=factory.datastore, prefix=f"{stream}.app")
         faults.paused = True
         yield Rig(recorder, other.application_recorder(), faults, stream)
         faults.restore()

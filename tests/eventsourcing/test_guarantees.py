@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -22,7 +23,10 @@ from eventsourcing.persistence import (
 )
 
 from angzarr_es.eventsourcing import Factory
-from tests.eventsourcing.support import WithNats, stream_state
+from angzarr_es.testing import faults
+from angzarr_es.testing.faults import Batch, BatchForward, Request
+from tests.eventsourcing.support import WithNats, consumer_count, stream_state
+from tests.support.wirefaults import replica_page
 
 WAIT = 30.0
 """Seconds a thread may take to see what it waits for (a failure, not a pause)."""
@@ -137,23 +141,24 @@ class TestSecondConnection(WithNats):
         recorder = self.make_factory().application_recorder()
         a = uuid4()
         ids = recorder.insert_events([event(a, v) for v in range(1, 6)])
-        reads = recorder.datastore.wire.reads  # type: ignore[attr-defined]
         behind = (ids or [0])[1]  # the replica has the first two only
 
-        async def lagging_batch(
-            stream: str, subject: str, start: int, batch: int, max_bytes: int
-        ) -> tuple[list[bytes], int, bool]:
-            payloads, _, _ = await real_batch(stream, subject, start, batch, max_bytes)
-            kept = payloads[: max(0, behind - start + 1)]
-            return kept, (start + len(kept) - 1 if kept else 0), False
+        cut: list[int] = []
 
-        real_batch = reads.direct_batch
-        reads.direct_batch = lagging_batch
-        try:
+        async def lagging(request: Request, forward: BatchForward) -> Batch:
+            got = await forward(request)
+            if faults.operation(request) != "DIRECT.GET":
+                return got
+            start = msgspec.json.decode(request.payload)["seq"]
+            keep = max(0, behind - start + 1)
+            if keep < len(got.messages):
+                cut.append(start)
+            return replica_page(got, keep, start + keep - 1 if keep else 0)
+
+        with faults.intercept(recorder.datastore, on_batch=lagging):  # type: ignore[attr-defined]
             assert [n.id for n in recorder.select_notifications(None, 10)] == ids
             assert [e.originator_version for e in recorder.select_events(a)] == [1, 2, 3, 4, 5]
-        finally:
-            reads.direct_batch = real_batch
+        assert cut  # the replica's answers were short
 
 
 class TestNotificationIds(WithNats):
@@ -275,10 +280,9 @@ class TestSubscriptions(WithNats):
         recorder = factory.application_recorder()
         subscription = recorder.subscribe()
         admin = self.make_factory()
-        ds = admin.datastore
 
         def consumers() -> int:
-            return len(ds.run(ds.wire.js.consumer_list(ds.stream), "consumers"))
+            return consumer_count(admin)
 
         assert consumers() == 1
         ended: list[bool] = []
@@ -298,10 +302,10 @@ class TestSubscriptions(WithNats):
 
     def test_leaving_the_with_block_deletes_the_consumer(self) -> None:
         recorder = self.make_factory().application_recorder()
-        ds = self.make_factory().datastore
+        admin = self.make_factory()
         with recorder.subscribe():
-            assert len(ds.run(ds.wire.js.consumer_list(ds.stream), "consumers")) == 1
-        assert ds.run(ds.wire.js.consumer_list(ds.stream), "consumers") == []
+            assert consumer_count(admin) == 1
+        assert consumer_count(admin) == 0
 
 
 def test_a_closed_factory_refuses_at_once(nats_url: str) -> None:

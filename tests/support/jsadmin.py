@@ -16,19 +16,44 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from angzarr_es import Client
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import BusConfig, Config, NatsConfig
 from tests.support import jsmessages as js
 
 # The request and reply structs of these calls, for the tests that build or
 # decode them: `from tests.support.jsadmin import messages as js`.
 messages = js
+
+
+class Configured(Protocol):
+    """Whose servers, credentials and TLS the admin connection uses: a
+    `Client`, or `at(url)` for a server no client of the test is connected to."""
+
+    @property
+    def config(self) -> Config: ...
+
+
+@dataclass(frozen=True)
+class At:
+    """The servers of a NatsConfig, for admin requests without a client."""
+
+    nats: NatsConfig
+
+    @property
+    def config(self) -> Config:
+        return Config(bus=BusConfig(nats=self.nats))
+
+
+def at(url: str) -> At:
+    """The admin target of the server at `url` (no credentials, no TLS)."""
+    return At(NatsConfig(url=url))
+
 
 # The API's error code for an account without JetStream.
 JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
@@ -62,7 +87,7 @@ def connect_options(config: NatsConfig) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def admin(client: Client) -> AsyncIterator[NatsClient]:
+async def admin(client: Configured) -> AsyncIterator[NatsClient]:
     """A nats-py connection of our own to `client`'s servers, closed on leaving."""
     nc = NatsClient()
     await nc.connect(**connect_options(client.config.nats))
@@ -73,7 +98,7 @@ async def admin(client: Client) -> AsyncIterator[NatsClient]:
 
 
 async def request(
-    client: Client, subject: str, body: bytes = b"", headers: dict[str, str] | None = None
+    client: Configured, subject: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> Msg:
     """One request on a connection of our own, within the config's request_timeout."""
     async with admin(client) as nc:
@@ -82,7 +107,7 @@ async def request(
         )
 
 
-async def api(client: Client, subject: str, body: bytes = b"") -> bytes:
+async def api(client: Configured, subject: str, body: bytes = b"") -> bytes:
     """Any JetStream API request; the raw JSON reply."""
     return (await request(client, subject, body)).data
 
@@ -94,18 +119,18 @@ def _body(message: object) -> bytes:
 # -- streams -------------------------------------------------------------------
 
 
-async def account_info(client: Client) -> bytes:
+async def account_info(client: Configured) -> bytes:
     return await api(client, "$JS.API.INFO")
 
 
-async def stream_info(client: Client, name: str, *, subjects_filter: str = "") -> bytes:
+async def stream_info(client: Configured, name: str, *, subjects_filter: str = "") -> bytes:
     """STREAM.INFO; with `subjects_filter`, the per-subject counts too."""
     body = msgspec.json.encode({"subjects_filter": subjects_filter}) if subjects_filter else b""
     return await api(client, f"$JS.API.STREAM.INFO.{name}", body)
 
 
 async def stream_info_json(
-    client: Client, name: str, *, subjects_filter: str = ""
+    client: Configured, name: str, *, subjects_filter: str = ""
 ) -> dict[str, Any]:
     """STREAM.INFO decoded to plain JSON (config, state, cluster)."""
     info: dict[str, Any] = msgspec.json.decode(
@@ -114,22 +139,22 @@ async def stream_info_json(
     return info
 
 
-async def create_stream(client: Client, config: js.StreamConfig | dict[str, Any]) -> bytes:
+async def create_stream(client: Configured, config: js.StreamConfig | dict[str, Any]) -> bytes:
     """STREAM.CREATE from a stream config (a Struct or the JSON dict)."""
     name = config["name"] if isinstance(config, dict) else config.name
     return await api(client, f"$JS.API.STREAM.CREATE.{name}", _body(config))
 
 
-async def update_stream(client: Client, config: js.StreamConfig) -> bytes:
+async def update_stream(client: Configured, config: js.StreamConfig) -> bytes:
     return await api(client, f"$JS.API.STREAM.UPDATE.{config.name}", _body(config))
 
 
-async def delete_stream(client: Client, name: str) -> None:
+async def delete_stream(client: Configured, name: str) -> None:
     """Remove a test stream (deny_delete forbids deleting messages, not the stream)."""
     await api(client, f"$JS.API.STREAM.DELETE.{name}")
 
 
-async def stream_names(client: Client, subject: str) -> list[str]:
+async def stream_names(client: Configured, subject: str) -> list[str]:
     """STREAM.NAMES of the streams capturing any subject `subject` matches."""
     body = js.encode({"subject": subject})
     reply: dict[str, Any] = msgspec.json.decode(await api(client, "$JS.API.STREAM.NAMES", body))
@@ -141,7 +166,7 @@ async def stream_names(client: Client, subject: str) -> list[str]:
     return names
 
 
-async def delete_layout_streams(client: Client, config: Config) -> None:
+async def delete_layout_streams(client: Configured, config: Config) -> None:
     """Delete every stream a test made under `config`'s names and prefix, in
     either layout: the event stream, the snapshot, dead-letter and
     correlation streams, and any domain stream (`<PREFIX>_<DOMAIN>`, ours or
@@ -153,7 +178,9 @@ async def delete_layout_streams(client: Client, config: Config) -> None:
         await delete_stream(client, name)
 
 
-async def purge(client: Client, stream: str, subjects_filter: str = "", *, keep: int = 0) -> int:
+async def purge(
+    client: Configured, stream: str, subjects_filter: str = "", *, keep: int = 0
+) -> int:
     """STREAM.PURGE of `stream` (only `subjects_filter`, when given; keeping
     the last `keep` messages); how many messages went."""
     body: dict[str, Any] = {}
@@ -169,20 +196,20 @@ async def purge(client: Client, stream: str, subjects_filter: str = "", *, keep:
 
 
 async def get_message(
-    client: Client, stream: str, *, seq: int = 0, last_by_subj: str = "", next_by_subj: str = ""
+    client: Configured, stream: str, *, seq: int = 0, last_by_subj: str = "", next_by_subj: str = ""
 ) -> bytes:
     """STREAM.MSG.GET: by sequence, the last on a subject, or the next on one from `seq`."""
     request = js.MsgGetRequest(seq=seq, last_by_subj=last_by_subj, next_by_subj=next_by_subj)
     return await api(client, f"$JS.API.STREAM.MSG.GET.{stream}", _body(request))
 
 
-async def direct_get_last(client: Client, stream: str, subject: str) -> Msg:
+async def direct_get_last(client: Configured, stream: str, subject: str) -> Msg:
     """DIRECT.GET of the last message on `subject`, with its headers."""
     body = msgspec.json.encode({"last_by_subj": subject})
     return await request(client, f"$JS.API.DIRECT.GET.{stream}", body)
 
 
-async def delete_message(client: Client, stream: str, seq: int) -> bytes:
+async def delete_message(client: Configured, stream: str, seq: int) -> bytes:
     return await api(
         client, f"$JS.API.STREAM.MSG.DELETE.{stream}", _body(js.MsgGetRequest(seq=seq))
     )
@@ -191,22 +218,22 @@ async def delete_message(client: Client, stream: str, seq: int) -> bytes:
 # -- consumers -----------------------------------------------------------------
 
 
-async def consumer_names(client: Client, stream: str) -> list[str]:
+async def consumer_names(client: Configured, stream: str) -> list[str]:
     raw = await api(client, f"$JS.API.CONSUMER.NAMES.{stream}")
     names: list[str] = msgspec.json.decode(raw).get("consumers") or []
     return names
 
 
-async def consumer_info(client: Client, stream: str, name: str) -> bytes:
+async def consumer_info(client: Configured, stream: str, name: str) -> bytes:
     return await api(client, f"$JS.API.CONSUMER.INFO.{stream}.{name}")
 
 
-async def create_consumer(client: Client, stream: str, name: str, body: bytes) -> bytes:
+async def create_consumer(client: Configured, stream: str, name: str, body: bytes) -> bytes:
     """CONSUMER.CREATE of a durable `name`; `body` is the encoded create request."""
     return await api(client, f"$JS.API.CONSUMER.CREATE.{stream}.{name}", body)
 
 
-async def delete_consumer(client: Client, stream: str, name: str) -> bytes:
+async def delete_consumer(client: Configured, stream: str, name: str) -> bytes:
     return await api(client, f"$JS.API.CONSUMER.DELETE.{stream}.{name}")
 
 
@@ -214,13 +241,13 @@ async def delete_consumer(client: Client, stream: str, name: str) -> bytes:
 
 
 async def publish(
-    client: Client, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    client: Configured, subject: str, payload: bytes, headers: dict[str, str] | None = None
 ) -> js.PubAck:
     """Store `payload` on a stream subject as it is, bypassing the store's checks."""
     return js.pub_ack((await request(client, subject, payload, headers)).data)
 
 
-async def publish_unacked(client: Client, subject: str, payload: bytes) -> None:
+async def publish_unacked(client: Configured, subject: str, payload: bytes) -> None:
     """A core NATS publish, flushed to the server (no ack is asked for)."""
     async with admin(client) as nc:
         await nc.publish(subject, payload)
@@ -231,7 +258,7 @@ async def publish_unacked(client: Client, subject: str, payload: bytes) -> None:
 
 
 @asynccontextmanager
-async def watch(client: Client, subject: str) -> AsyncIterator[list[Msg]]:
+async def watch(client: Configured, subject: str) -> AsyncIterator[list[Msg]]:
     """The messages published on `subject` while the block runs, as a
     subscriber of our own sees them (JetStream API requests too: a pull
     request's reply subject is the inbox its answers go to)."""

@@ -9,7 +9,7 @@ reply of one that was served, or answer it as the server does when it cannot
     faults.add(Fault("msg_get", 1, UNAVAILABLE))  # then one leader read answers 10008
 
 An eventsourcing factory's connection is put under faults with `on=` (its
-`TapPoint`) and `prefix=` (the recorder's `<stream>.<app>`, whose stored
+`factory.datastore`) and `prefix=` (the recorder's `<stream>.<app>`, whose stored
 events are then the "publish" requests), `client` serving only the test's
 own admin requests (`freeze`).
 
@@ -154,7 +154,7 @@ class WireFaults:
     """Replaces `client`'s `Mux.ask`; records every request as (kind, subject)."""
 
     client: Client
-    on: wire.TapPoint | None = None
+    on: wire.Tapped | None = None
     """The connection to put faults on, when not `client`'s own."""
     prefix: str | None = None
     """What "publish" requests start with (`<prefix>.events.`); `client`'s subject prefix if None."""
