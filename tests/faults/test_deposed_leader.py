@@ -28,7 +28,14 @@ from angzarr_es.errors import ConcurrencyError, StoreTimeout
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
 from tests.support.loadgen import _leader_load, tagged
-from tests.support.wirefaults import CONFLICTED, STALE, STALE_IN_PROCESS, WireFaults
+from tests.support.wirefaults import (
+    CONFLICTED,
+    DROP_REPLY,
+    LOSE,
+    STALE,
+    STALE_IN_PROCESS,
+    WireFaults,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,6 +43,9 @@ MANY = 400
 """Requests of one kind a deposed leader answers when it never steps down."""
 QUICK = 0.2
 """`deposed_leader_wait` (seconds) where a test waits it out."""
+STALE_READS = 6
+"""Reads of each kind a deposed leader answers before it steps down, where a
+keyed retry's reads meet it: more than its key search makes without waiting."""
 
 
 @dataclass
@@ -168,6 +178,49 @@ async def test_a_deposed_leader_that_never_steps_down_makes_the_outcome_unknown(
         again = await call(rig, store, "r", key)
         assert isinstance(again, AppendResult), again
         assert (again.first_sequence, again.duplicate) == (3, True)
+
+
+@pytest.mark.parametrize("rig", [1.0], indirect=True, ids=["wait1"])
+@pytest.mark.parametrize("cache", ["ahead", "dropped"])
+async def test_a_keyed_retry_whose_reads_a_deposed_leader_answers_finds_its_commit(
+    rig: Rig, cache: str
+) -> None:
+    """A keyed command stored, its call reported StoreTimeout; its retry (the
+    same key and `expected`) reads the aggregate before publishing, and the
+    old leader answers: its copy shows the aggregate behind `expected`, where
+    every attempt of the command lands. That proves nothing: the reads are
+    re-checked until the old leader has stepped down, and the retry returns
+    the stored commit (`duplicate`), never a ConcurrencyError.
+
+    "ahead": every ack lost and the check after them too, then a load of this
+    process cached the aggregate past `expected`, so the retry asks the leader
+    (msg_get#1). "dropped": the first call met the old leader for the whole
+    `deposed_leader_wait`, which drops the cached position, so the retry looks
+    it up (direct_get#1), then asks the leader."""
+    store = await frozen_behind(rig, "r")
+    rig.faults.reset()
+    if cache == "ahead":
+        rig.faults.arm("publish", 1, 3, DROP_REPLY)
+        rig.faults.arm("msg_get", 1, 1, LOSE)
+    else:
+        rig.faults.arm("publish", 1, MANY)
+        for kind in ("msg_get", "direct_get", "stream_info"):
+            rig.faults.arm(kind, 1, MANY)
+    got = await call(rig, store, "r", "k1")
+    assert isinstance(got, StoreTimeout), got
+    assert await reasons(rig, "r") == ["before-0", "before-1", "acked", "cmd"]
+    if cache == "ahead":
+        assert (await store.load("r")).next_sequence == 4
+    rig.faults.reset()
+    rig.faults.arm("publish", 1, MANY)
+    for kind in ("msg_get", "direct_get", "stream_info"):
+        rig.faults.arm(kind, 1, STALE_READS)
+    again = await call(rig, store, "r", "k1")
+    assert isinstance(again, AppendResult), (again, trace(rig))
+    assert (again.first_sequence, again.next_sequence, again.duplicate) == (3, 4, True)
+    assert again.stream_sequence == 4
+    assert "publish#1" not in trace(rig)
+    assert await reasons(rig, "r") == ["before-0", "before-1", "acked", "cmd"]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=["unkeyed", "keyed"])
