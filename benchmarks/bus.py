@@ -37,19 +37,20 @@ import msgspec
 
 import angzarr_es
 from angzarr_es import Delivery, filters
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import Config
 from angzarr_es.embedded import EmbeddedServer
 from angzarr_es.pb import core_pb2, player_pb2
 from angzarr_es.store import EventStore
 from angzarr_es.subjects import root_bytes
+from benchmarks.connection import connection
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "bus.json"
 QUICK_OUT = Path(tempfile.gettempdir()) / "angzarr-es-bench" / "bus.json"
 
 
 def _config(url: str, tag: str, *, jetstream: bool = True) -> Config:
-    nats = NatsConfig(
-        url=url,
+    nats = msgspec.structs.replace(
+        connection(url),
         jetstream=jetstream,
         stream_name=f"bench-{tag}",
         subject_prefix=f"bench{tag}",

@@ -19,7 +19,8 @@ import sys
 import msgspec
 
 import angzarr_es
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import Config
+from benchmarks.connection import connection
 from benchmarks.memchild import peak_rss, reset_peak
 
 LOADERS = 16
@@ -28,8 +29,12 @@ LOADERS = 16
 async def main(argv: list[str]) -> dict[str, float]:
     url, stream, prefix, domain, tag, count_arg, bound_arg = argv
     count, bound = int(count_arg), int(bound_arg)
-    nats = NatsConfig(
-        url=url, stream_name=stream, subject_prefix=prefix, cache_bytes=bound, cache_size=1024
+    nats = msgspec.structs.replace(
+        connection(url),
+        stream_name=stream,
+        subject_prefix=prefix,
+        cache_bytes=bound,
+        cache_size=1024,
     )
     config = Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
     async with await angzarr_es.connect(config=config) as client:

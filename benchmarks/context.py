@@ -17,6 +17,7 @@ import angzarr_es
 from angzarr_es.config import Config, NatsConfig
 from angzarr_es.store import EventStore
 from benchmarks import peers
+from benchmarks.connection import connection, nats_options
 from benchmarks.contenders import WIRE
 from benchmarks.harness import Case, Measured, measure
 from benchmarks.raw import RawClient
@@ -43,8 +44,8 @@ def config(
     the hot-aggregate cache unless `cache_bytes` is given (the cases of the cache
     use a client of their own, so that every other row measures what it did),
     in the single stream layout unless told."""
-    nats = NatsConfig(
-        url=url,
+    nats = msgspec.structs.replace(
+        connection(url),
         stream_name=stream,
         stream_layout=layout,
         subject_prefix=prefix,
@@ -177,7 +178,7 @@ async def connect(
         stack.push_async_callback(rival.close)
         hot = await angzarr_es.connect(config=server.config("direct", HOT_CACHE_BYTES))
         stack.push_async_callback(hot.close)
-        raw = await RawClient.connect(url, server.stream)
+        raw = await RawClient.connect(url, server.stream, **nats_options(ours.config.nats))
         stack.push_async_callback(raw.close)
         recorders: list[peers.Recorder] = []
         notes: list[str] = []

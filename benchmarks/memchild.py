@@ -19,7 +19,8 @@ from typing import Literal
 import msgspec
 
 import angzarr_es
-from angzarr_es.config import Config, NatsConfig
+from angzarr_es.config import Config
+from benchmarks.connection import connection
 
 
 def _status(field: str) -> int:
@@ -49,7 +50,9 @@ async def main(argv: list[str]) -> dict[str, float]:
     url, stream, prefix, domain, root, replay, mode = argv
     assert replay in ("direct", "consumer")
     strategy: Literal["direct", "consumer"] = "direct" if replay == "direct" else "consumer"
-    nats = NatsConfig(url=url, stream_name=stream, subject_prefix=prefix, replay=strategy)
+    nats = msgspec.structs.replace(
+        connection(url), stream_name=stream, subject_prefix=prefix, replay=strategy
+    )
     config = Config(bus=msgspec.structs.replace(Config().bus, nats=nats))
     async with await angzarr_es.connect(config=config) as client:
         store = client.store(domain)

@@ -71,10 +71,11 @@ class RawClient:
         self._leftover: list[str] = []
 
     @classmethod
-    async def connect(cls, url: str, stream: str) -> RawClient:
-        """Connect to `url` (comma-separated URLs: a cluster)."""
+    async def connect(cls, url: str, stream: str, **options: Any) -> RawClient:
+        """Connect to `url` (comma-separated URLs: a cluster); `options` are
+        nats-py's (credentials, TLS: `benchmarks.connection.nats_options`)."""
         servers = [u.strip() for u in url.split(",") if u.strip()]
-        nc = await nats.connect(servers, name="bench-raw")
+        nc = await nats.connect(servers, name="bench-raw", **options)
         raw = cls(nc, stream)
         await nc.subscribe(raw._inbox, cb=raw._on_direct)
         return raw

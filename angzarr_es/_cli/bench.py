@@ -10,6 +10,9 @@ import sys
 
 from angzarr_es._cli.common import load_config, usage_error
 
+CONFIG_ENV = "ANGZARR_ES_BENCH_CONFIG"
+"""The configuration file the benchmarks connect as (`bench --config`)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Its own arguments are those the parser does not know (`passthrough`).
@@ -29,8 +32,10 @@ def run(args: argparse.Namespace) -> int:
         extra = extra[1:]
     env = dict(os.environ)
     if args.config:
-        # The benchmarks read NATS_URL; hand them the configured servers.
+        # The benchmarks read NATS_URL; hand them the configured servers, and
+        # the file for how to connect to them (credentials, TLS, timeouts).
         env["NATS_URL"] = ",".join(config.nats.servers)
+        env[CONFIG_ENV] = os.path.abspath(args.config)
     return subprocess.call([sys.executable, "-m", module, *extra], env=env)
 
 

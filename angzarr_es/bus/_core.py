@@ -98,8 +98,9 @@ class Bus:
         """Core mode: send `book` on its aggregate's subject, at most once.
 
         The subject comes from `book.cover` (domain, the root read as a UUID
-        when it is 16 bytes, else UTF-8, and the edition's token for a what-if
-        timeline); pass `root` to override the root.
+        when it is 16 bytes not all ASCII, else as UTF-8 text, and the
+        edition's token for a what-if timeline); pass `root` to override the
+        root (a 16-byte id of non-ASCII text would read as a UUID).
 
         A stream capturing the subject (the event store's, provisioned in
         core mode too) would store the book as one more commit of the

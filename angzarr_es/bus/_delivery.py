@@ -169,13 +169,16 @@ def start_config(start: Start) -> dict[str, object]:
 
 
 def root_of(cover: core_pb2.Cover) -> str:
-    """The aggregate id in a cover: 16 bytes read as a UUID, anything else as UTF-8.
+    """The aggregate id in a cover: 16 bytes read as a UUID, unless all are
+    ASCII (a 16-character text id: no RFC 9562 UUID is, its variant byte has
+    the top bit set), anything else as UTF-8. A 16-byte id of non-ASCII text
+    reads as a UUID: `bus.publish(book, root=...)` names it.
 
     Raises:
         InvalidAggregateId: empty or not UTF-8.
     """
     raw = cover.root.value
-    if len(raw) == 16:
+    if len(raw) == 16 and not raw.isascii():
         return str(uuid.UUID(bytes=raw))
     try:
         text = raw.decode("utf-8", "surrogatepass")

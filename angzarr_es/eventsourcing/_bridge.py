@@ -96,13 +96,16 @@ class LoopThread:
             coro.close()
             raise RuntimeError("a recorder was called from its own event loop thread")
         future = self.submit(coro)
+        # Waited apart from the result: a TimeoutError `coro` raises (a
+        # StoreTimeout, with what is known of the outcome) is its own.
+        done, _ = concurrent.futures.wait([future], timeout)
+        if not done:
+            future.cancel()
+            raise CallTimeout(f"no result in {timeout:g}s")
         try:
-            return future.result(timeout)
+            return future.result()
         except concurrent.futures.CancelledError:
             raise Closed("closed during the call") from None
-        except TimeoutError:
-            future.cancel()
-            raise CallTimeout(f"no result in {timeout:g}s") from None
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         """Run `callback` on the loop soon (nothing if the loop is closed)."""

@@ -11,6 +11,8 @@ way the library reads its own settings.
     ORIGINATOR_ID_TYPE    uuid (default) or text
     NATS_REQUEST_TIMEOUT  2: seconds to wait for one answer from NATS
     NATS_CONNECT_TIMEOUT  2
+    NATS_DEPOSED_LEADER_WAIT  2: seconds an insert re-checks refusals that prove
+                          nothing (a deposed stream leader's) before its outcome is unknown
     NATS_CREDENTIALS      a .creds file (JWT and nkey seed)
     NATS_NKEY_SEED        an nkey seed
     NATS_USER, NATS_PASSWORD, NATS_TOKEN
@@ -52,9 +54,10 @@ _CONNECTION_KEYS = {
     "tls_cert": "NATS_TLS_CERT",
     "tls_key": "NATS_TLS_KEY",
 }
-_TIMEOUT_KEYS = {
+_TIMEOUT_KEYS = {  # each 2 seconds by default
     "request_timeout": "NATS_REQUEST_TIMEOUT",
     "connect_timeout": "NATS_CONNECT_TIMEOUT",
+    "deposed_leader_wait": "NATS_DEPOSED_LEADER_WAIT",
 }
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

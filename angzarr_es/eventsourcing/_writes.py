@@ -9,18 +9,29 @@ Concurrency is checked by the server: the first message of each subject (an
 aggregate sequence, or an upstream application's tracking records) carries
 `Nats-Expected-Last-Subject-Sequence`, the stream sequence of the subject's
 last record as this process knows it (from a cache fed by reads and writes,
-one Direct Get on a miss, or nothing for an aggregate's first version). A
-refusal (10071, 10164) re-reads the subjects from the stream leader: an
-insert whose version (or notification id) is not after the last one raises
-the library's `IntegrityError`; otherwise the insert is sent again at the new
-positions.
+one Direct Get on a miss, or nothing for an aggregate's first version). The
+first message also carries a `Nats-Msg-Id` (random per insert).
 
-Lost acknowledgements: the same messages are sent again, with the same
-`Nats-Msg-Id` on the first one (random per insert). A resent batch that was
-stored is refused whole (10201); a resent single message is refused as a
-conflict on a single server (the expected sequence is checked before the
-duplicate); either way the first message after the expected sequence is
-read from the leader, and when it carries our id the insert succeeded.
+A refusal (10071, 10164) proves that the insert cannot land only when it is
+a 10071 naming a last sequence past every slot the insert expected
+(`store._refusals.refutes`): in a cluster, a stream leader that was paused
+while the others elected a new one still answers for a moment, and refuses
+at once (10071 naming its stale copy's last sequence, or 10164) a publish
+the new leader stores all the same. Any other refusal is decided by the
+stream leader's reads of the slots (`_holder`): our id in the first
+subject's slot is success; a rival's record in a slot, a conflict; no record
+(or a read behind what this process saw: the deposed leader's) is a doubt,
+re-checked by sending the insert again with the same id for up to
+NATS_DEPOSED_LEADER_WAIT (`store._refusals.Doubts`), then an unknown outcome
+(`StoreTimeout`, the library's `OperationalError`). After a conflict the
+subjects are re-read from the leader: an insert whose version (or
+notification id) is not after the last one raises the library's
+`IntegrityError`; otherwise the insert is sent again at the new positions.
+
+Lost acknowledgements: the same messages are sent again, with the same id.
+A resent batch that was stored is refused whole (10201); a resent single
+message is refused as a conflict on a single server (the expected sequence
+is checked before the duplicate); either way the slots decide, as above.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ from angzarr_es._nats.errors import (
 from angzarr_es._nats.wire import BatchMessage
 from angzarr_es._provision import ATOMIC_SERVER
 from angzarr_es.errors import StoreError, StoreTimeout, StoreUnavailable
-from angzarr_es.eventsourcing._layout import Layout
+from angzarr_es.eventsourcing._layout import Layout, stream_subjects
 from angzarr_es.eventsourcing._records import (
     decode_event,
     decode_tracking,
@@ -57,6 +68,7 @@ from angzarr_es.eventsourcing._records import (
     encode_tracking,
 )
 from angzarr_es.eventsourcing._shared import Shared
+from angzarr_es.store import _refusals
 from angzarr_es.store._cache import NEW, Position
 
 __all__ = ["MAX_MESSAGES", "Writer"]
@@ -73,6 +85,8 @@ BATCHES_IN_FLIGHT = 32
 """Batches one factory has open at once (a stream takes at most 50)."""
 _HEADROOM = 512
 """Bytes per message for its subject and headers, against the server's max_payload."""
+RIVAL = 0
+"""`Writer._holder`: another's record holds a slot (no stream sequence is 0)."""
 
 
 class Part(NamedTuple):
@@ -83,11 +97,23 @@ class Part(NamedTuple):
     tracking: bool
 
 
+class Slot(NamedTuple):
+    """Where an insert expects a subject's first message to go."""
+
+    subject: str
+    expected: int
+    """The subject's last stream sequence the message carries as expected."""
+    offset: int
+    """Its place in the insert (its stream sequence, the first one's + offset)."""
+
+
 class Writer:
     """Inserts of one factory (one connection, one stream)."""
 
     def __init__(self, shared: Shared) -> None:
         self._wire, self._stream, self._positions, self._written = shared
+        # Every subject of the stream (`_holder` reads one stream sequence).
+        self._everything = stream_subjects(self._stream)[0]
         self._batches = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
     async def insert(
@@ -147,17 +173,20 @@ class Writer:
             _check(parts, positions)
             msg_id = "es-" + secrets.token_hex(12)
             messages: list[BatchMessage] = []
+            slots: list[Slot] = []
             # Only a subject's first message may carry the expected sequence (10164 otherwise).
             unseen = set(parts)
-            for subject, payload in records:
+            for offset, (subject, payload) in enumerate(records):
                 headers: dict[str, str] = {}
                 if not messages:
                     headers[m.H_MSG_ID] = msg_id
                 if subject in unseen:
                     unseen.discard(subject)
-                    headers[m.H_EXPECTED_LAST_SUBJECT_SEQ] = str(positions[subject].stream_seq)
+                    expected = positions[subject].stream_seq
+                    headers[m.H_EXPECTED_LAST_SUBJECT_SEQ] = str(expected)
+                    slots.append(Slot(subject, expected, offset))
                 messages.append((subject, payload, headers))
-            first = await self._publish(messages, positions[records[0][0]].stream_seq, msg_id)
+            first = await self._publish(messages, slots, msg_id)
             if first is not None:
                 self._remember(records, parts, first)
                 return first
@@ -212,15 +241,19 @@ class Writer:
             self._positions.put(subject, Position(parts[subject].numbers[-1] + 1, seq))
 
     async def _publish(
-        self, messages: list[BatchMessage], expected: int, msg_id: str
+        self, messages: list[BatchMessage], slots: list[Slot], msg_id: str
     ) -> int | None:
-        """Send `messages` (resending on lost acknowledgements); the stream
-        sequence of the first one stored, or None after a conflict."""
+        """Send `messages` (resending on lost acknowledgements and doubted
+        refusals); the stream sequence of the first one stored, or None after
+        a conflict."""
         subject = messages[0][0]
         what = f"insert into {subject}" + (f" (+{len(messages) - 1})" if len(messages) > 1 else "")
         timeout = self._wire.timeout
+        # Whether an attempt may have been stored (unanswered, in process, or
+        # refused by a server that lags): then a refusal may be our own record.
         retried = False
         attempts = waits = 0
+        doubts = _refusals.Doubts(self._wire.cfg.deposed_leader_wait)
         while True:
             attempts += 1
             try:
@@ -229,8 +262,8 @@ class Writer:
                 retried = True
                 if attempts < ATTEMPTS:
                     continue
-                landed = await self._landed(subject, expected, msg_id, what)
-                if landed is not None:
+                landed = await self._holder(slots, msg_id, what)
+                if landed:
                     return landed
                 raise
             except StoreUnavailable as exc:
@@ -249,13 +282,32 @@ class Writer:
                     attempts -= 1
                     await asyncio.sleep(min(timeout, 0.002 * 2**waits))
                     continue
-            if code == BATCH_DUPLICATE_MSG_ID or (retried and code in CONFLICT_CODES):
-                landed = await self._landed(subject, expected, msg_id, what)
-                if landed is not None:
+            if code == BATCH_DUPLICATE_MSG_ID:
+                landed = await self._holder(slots, msg_id, what)
+                if landed:
                     return landed
-            if code in CONFLICT_CODES:
-                return None
-            raise err.as_error(what)
+            if code not in CONFLICT_CODES:
+                raise err.as_error(what)
+            if not retried and _refusals.refutes(err, max(s.expected for s in slots)):
+                return None  # a record past every slot: ours cannot land
+            landed = await self._holder(slots, msg_id, what)
+            if landed is not None:
+                return landed or None
+            # Neither ours nor a rival's in the slots: a server behind this
+            # process's view (a deposed stream leader) refused; send again.
+            retried = True
+            if await doubts.pause():
+                attempts -= 1  # a re-check, not an attempt
+                continue
+            wait = self._wire.cfg.deposed_leader_wait
+            for slot in slots:  # looked up afresh next time (a stream made anew)
+                self._positions.drop(slot.subject)
+            raise StoreTimeout(
+                f"{what}: outcome unknown: refused for {wait:g}s (NATS_DEPOSED_LEADER_WAIT), "
+                "yet the stream leader's reads showed neither this insert nor a rival's "
+                "record in its place (a server behind this process's view, such as a "
+                "deposed stream leader, kept answering)"
+            )
 
     async def _send(self, messages: list[BatchMessage], timeout: float) -> m.PubAck:
         if len(messages) == 1:
@@ -273,17 +325,38 @@ class Writer:
         async with self._batches:
             return await self._wire.publish_batch(messages, timeout)
 
-    async def _landed(self, subject: str, expected: int, msg_id: str, what: str) -> int | None:
-        """The stream sequence of our first message if an earlier attempt was
-        stored: the first message on `subject` after `expected` carries `msg_id`."""
+    async def _holder(self, slots: list[Slot], msg_id: str, what: str) -> int | None:
+        """Who holds the slots the insert expected, read from the stream
+        leader: the stream sequence of our first message if the insert is
+        stored, RIVAL if another's record holds a slot (ours cannot land),
+        None while in doubt (every slot free, or the answer from a server
+        behind: a deposed leader's "nothing there" proves nothing).
+
+        The first message after a slot's expected sequence is ours only if
+        the message `offset` before it is our first one (an insert's messages
+        have consecutive stream sequences).
+        """
+        reads = self._wire.reads
+        first, *others = slots
         try:
-            winner = await self._wire.reads.leader_message(self._stream, subject, seq=expected + 1)
+            held = await reads.leader_message(self._stream, first.subject, seq=first.expected + 1)
+            if held is not None:
+                return held.seq if held.msg_id == msg_id else RIVAL
+            for slot in others:
+                held = await reads.leader_message(self._stream, slot.subject, seq=slot.expected + 1)
+                if held is None:
+                    continue
+                start = held.seq - slot.offset
+                lead = await reads.leader_message(self._stream, self._everything, seq=start)
+                if lead is None:  # that server's copy ends before it: behind
+                    return None
+                ours = lead.seq == start and lead.msg_id == msg_id
+                return start if ours else RIVAL
         except (StoreTimeout, StoreUnavailable) as exc:
             raise StoreTimeout(
-                f"{what}: outcome unknown: no acknowledgement, and looking for it failed ({exc})"
+                f"{what}: outcome unknown: an attempt may be stored, and looking for it "
+                f"failed ({exc})"
             ) from exc
-        if winner is not None and winner.msg_id == msg_id:
-            return winner.seq
         return None
 
 

@@ -281,8 +281,8 @@ class Appender:
         # unanswered publish again): an earlier copy may have been stored.
         slow = self._wire.resend_after(timeout)
         clock = asyncio.get_running_loop().time
-        # Since when refusals have proved nothing (_refusals), and how many.
-        doubted, doubts = 0.0, 0
+        # Refusals that proved nothing, re-checked for a while (_refusals).
+        doubts = _refusals.Doubts(self._ctx.cfg.deposed_leader_wait)
         while attempt < attempts:
             attempt += 1
             sent = clock()
@@ -353,7 +353,7 @@ class Appender:
                     StoreTimeout(f"append to {subject}: an earlier attempt is still in process"),
                 )
             if err.err_code in CONFLICT_CODES:
-                if not unknown and _refusals.refutes(err, pos):
+                if not unknown and _refusals.refutes(err, pos.stream_seq):
                     # A commit past the slot every attempt expected: none can land.
                     return await self._conflict(subject, pos)
                 # An attempt may be stored (one went unanswered, or this refusal
@@ -362,12 +362,10 @@ class Appender:
                 if found is not None:
                     return found
                 unknown = True
-                doubted, doubts = doubted or clock(), doubts + 1
-                wait = self._ctx.cfg.deposed_leader_wait
-                if clock() - doubted < wait:
-                    await asyncio.sleep(min(0.25, 0.005 * 2**doubts))
+                if await doubts.pause():
                     attempt -= 1  # a re-check, not an attempt
                     continue
+                wait = self._ctx.cfg.deposed_leader_wait
                 # The next call looks the position up afresh (a stream made anew
                 # leaves a cached position no read can lower).
                 self._cache.drop(subject)

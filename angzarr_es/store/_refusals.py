@@ -14,9 +14,11 @@ raft round trip. Found by the nemesis (docs/reliability.md).
 So a refusal proves that no attempt can land only when it names a last
 sequence past the one every attempt expected (`refutes`): that commit is
 stored on every server that has it, and it is not ours. Anything else is
-checked against the leader's commits (`Appender._doubted`), and a subject
-that reads as empty is taken as deleted only from a server that has the
-stream up to the commit this process saw there (`deleted`).
+checked against the leader's commits (`Appender._doubted`; the eventsourcing
+recorders' `Writer._holder`), and re-checked for a while when they show
+neither ours nor a rival's in the slot (`Doubts`); a subject that reads as
+empty is taken as deleted only from a server that has the stream up to the
+commit this process saw there (`deleted`).
 
 Reads are answered by such a leader too, so a read showing the aggregate
 behind `expected` proves nothing to a call with an idempotency key: its
@@ -35,7 +37,7 @@ from angzarr_es.errors import StoreError, StoreTimeout
 from angzarr_es.store._cache import Position
 from angzarr_es.store._context import StoreContext, leader_position
 
-__all__ = ["caught_up", "deleted", "opens_slot", "refutes"]
+__all__ = ["Doubts", "caught_up", "deleted", "opens_slot", "refutes"]
 
 # How long a refusal that proves nothing is re-checked (the publish sent again,
 # with the same id) before the outcome is reported unknown is `[bus.nats]
@@ -44,13 +46,41 @@ __all__ = ["caught_up", "deleted", "opens_slot", "refutes"]
 # rest is margin for a loaded host.
 
 
-def refutes(err: m.ApiError, pos: Position) -> bool:
-    """Whether a conflict refusal proves that no attempt expecting `pos` can
-    land: a 10071 naming a last sequence past `pos.stream_seq`."""
+def refutes(err: m.ApiError, expected: int) -> bool:
+    """Whether a conflict refusal proves that no attempt expecting the last
+    stream sequence `expected` can land: a 10071 naming a last sequence past
+    it. (For an atomic batch, whose refusal does not say which subject it is
+    about, `expected` is the highest any of its subjects expected.)"""
     if err.err_code != WRONG_LAST_SEQUENCE:
         return False
     last = err.description.rpartition(":")[2].strip()
-    return last.isdigit() and int(last) > pos.stream_seq
+    return last.isdigit() and int(last) > expected
+
+
+class Doubts:
+    """Refusals that proved nothing, and the leader's reads after them
+    neither: each is re-checked by sending the publish again (same id, so it
+    is stored once) after a pause of 10 ms, 20 ms, ... (0.25 s at most),
+    until `wait` seconds (`deposed_leader_wait`) have passed since the first;
+    then the outcome is unknown."""
+
+    __slots__ = ("_count", "_since", "_wait")
+
+    def __init__(self, wait: float) -> None:
+        self._wait = wait
+        self._since: float | None = None
+        self._count = 0
+
+    async def pause(self) -> bool:
+        """Pause before the next re-check; False at once when `wait` has passed."""
+        now = asyncio.get_running_loop().time()
+        if self._since is None:
+            self._since = now
+        self._count += 1
+        if now - self._since >= self._wait:
+            return False
+        await asyncio.sleep(min(0.25, 0.005 * 2**self._count))
+        return True
 
 
 def opens_slot(tail: Stored, subject: str, pos: Position) -> bool:
@@ -92,10 +122,10 @@ async def caught_up(
     read behind it comes from a server behind the leader (a deposed leader
     still answering), or `expected` is ahead of the aggregate, and while a
     deposed leader may answer no read tells which. So the leader is read
-    again, 10 ms ... 0.25 s apart, for up to `deposed_leader_wait`. An empty
-    subject on which this process saw the commit at `seen.stream_seq` is
-    taken as deleted from one STREAM.INFO (`deleted`): no wait. Found by the
-    nemesis: a keyed retry got ConcurrencyError although its command was
+    again, paced as other doubts (`Doubts`), for up to `deposed_leader_wait`.
+    An empty subject on which this process saw the commit at
+    `seen.stream_seq` is taken as deleted from one STREAM.INFO (`deleted`):
+    no wait. Found by the nemesis: a keyed retry got ConcurrencyError although its command was
     stored, its reads (and the key search after them) answered by a deposed
     leader's copy.
 
@@ -104,9 +134,8 @@ async def caught_up(
             dropped), or a read failed: whether the key's command is stored
             is unknown.
     """
-    clock = asyncio.get_running_loop().time
     wait = ctx.cfg.deposed_leader_wait
-    since, doubts = clock(), 0
+    doubts = Doubts(wait)
     while pos.next_sequence < expected:
         if (
             not pos.stream_seq
@@ -116,7 +145,7 @@ async def caught_up(
         ):
             ctx.cache.drop(subject)  # no read can lower it
             return pos
-        if clock() - since >= wait:
+        if not await doubts.pause():
             # The next call looks the position up afresh (a stream made anew
             # leaves a cached position no read can lower).
             ctx.cache.drop(subject)
@@ -128,8 +157,6 @@ async def caught_up(
                 "whether the idempotency key's command is stored is unknown; retry with the "
                 "same key, or load the aggregate for the right `expected`"
             )
-        doubts += 1
-        await asyncio.sleep(min(0.25, 0.005 * 2**doubts))
         try:
             pos = await leader_position(ctx, subject, stream)
         except StoreError as exc:

@@ -68,15 +68,20 @@ __all__ = [
 
 @contextmanager
 def intercept(
-    client: Client, *, on_request: OnRequest | None = None, on_batch: OnBatch | None = None
+    client: Client | TapPoint,
+    *,
+    on_request: OnRequest | None = None,
+    on_batch: OnBatch | None = None,
 ) -> Iterator[None]:
     """Route `client`'s requests through `on_request` and its batch reads
     through `on_batch` inside the block (one interception per client at a time).
+    `client` may also be the `TapPoint` of a connection no client owns: an
+    eventsourcing factory's, `TapPoint(factory.datastore.wire)`.
 
     Raises:
         RuntimeError: the client is intercepted already.
     """
-    point = client.tap
+    point = client if isinstance(client, TapPoint) else client.tap
     old = point.set(Tap(on_request, on_batch))
     if old is not None:
         point.set(old)

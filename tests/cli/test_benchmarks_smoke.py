@@ -420,3 +420,29 @@ def test_only_full_runs_write_to_docs_unless_told(args: list[str], published: bo
         assert "docs" not in out.parts
         assert out == Path(tempfile.gettempdir()) / "angzarr-es-bench"
     assert run.parse_args([*args, "--out", "here"]).out == Path("here")
+
+
+@pytest.mark.timeout(120)
+async def test_benchmarks_connect_as_the_config_file_says(tmp_path: Path) -> None:
+    """`angzarr-es bench --config` hands the file to the run: the library's
+    contenders and the raw floor connect with its credentials (before, only
+    its URL went, and a server asking for a password refused them all)."""
+    from angzarr_es.embedded import EmbeddedServer
+
+    extra = "authorization { user: bench, password: s3cret }"
+    with EmbeddedServer(monitor_port=None, extra_config=extra) as server:
+        path = tmp_path / "angzarr.toml"
+        path.write_text(f'[bus.nats]\nurl = "{server.url}"\nuser = "bench"\npassword = "s3cret"\n')
+        args = ["--tiny", "--no-peers", "--no-chart", "--out", str(tmp_path / "out")]
+        done = await asyncio.to_thread(
+            benchmarks, args, NATS_URL=server.url, ANGZARR_ES_BENCH_CONFIG=str(path)
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        without = await asyncio.to_thread(benchmarks, ["--tiny", "--no-peers"], NATS_URL=server.url)
+        assert without.returncode != 0  # the same run without the file is refused
+    data = json.loads((tmp_path / "out" / "results-external-tiny.json").read_text())
+    ops = {(r["op"], r["contender"]) for r in data["results"]}
+    assert ("load 100 events (1/commit)", "angzarr_es") in ops
+    assert ("load 100 events (1/commit)", "raw nats-py (floor)") in ops
+    # The socket-only floor speaks no credentials: it says so and is left out.
+    assert ("load 100 events (1/commit)", "socket only (no client)") not in ops

@@ -393,6 +393,21 @@ def test_bench_passes_arguments_and_exit_status_through(tmp_path: Path) -> None:
     assert "args ['--quick', '-n', '5'] nats://example:4222" in done.stdout
 
 
+def test_bench_hands_the_config_file_to_the_benchmarks(tmp_path: Path) -> None:
+    pkg = tmp_path / "benchmarks"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(
+        "import os\nprint(os.environ['NATS_URL'], os.environ['ANGZARR_ES_BENCH_CONFIG'])\n"
+    )
+    (tmp_path / "bench.toml").write_text('[bus.nats]\nurl = "nats://a:4222,nats://b:4222"\n')
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = run_cli("bench", "--config", "bench.toml", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["nats://a:4222,nats://b:4222", str(tmp_path / "bench.toml")]
+
+
 def test_bench_without_the_package_says_so() -> None:
     done = run_cli("bench", env=cli_env(ANGZARR_ES_BENCH_MODULE="no_such_benchmarks"))
     assert done.returncode == 2

@@ -22,6 +22,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from angzarr_es._nats.errors import ATOMIC_PUBLISH_DISABLED, BATCH_TOO_LARGE
+from angzarr_es.config import NatsConfig
 from angzarr_es.errors import (
     AppendTooLarge,
     CodecError,
@@ -235,6 +236,21 @@ def test_a_call_past_its_timeout_is_cancelled() -> None:
         bridge.close()
 
 
+def test_a_timeout_the_call_raises_is_its_own_not_the_waits() -> None:
+    """A StoreTimeout (a TimeoutError) raised within the timeout keeps its
+    message (what is known of the outcome), not "no result in 30s"."""
+    bridge = LoopThread("test-bridge")
+
+    async def unknown() -> None:
+        raise StoreTimeout("insert: outcome unknown: refused for 2s")
+
+    try:
+        with pytest.raises(StoreTimeout, match="outcome unknown"):
+            bridge.call(unknown(), timeout=30)
+    finally:
+        bridge.close()
+
+
 def test_close_from_the_loop_thread_does_not_wait_for_itself() -> None:
     bridge = LoopThread("test-bridge")
     thread: list[Any] = []
@@ -258,6 +274,7 @@ class _OldServer:
     server_version = (2, 11, 0)
     max_payload = 1 << 20
     timeout = 1.0
+    cfg = NatsConfig()
 
     async def publish_batch(self, *args: object) -> None:
         raise AssertionError("a batch was sent to a server that would store it piecemeal")

@@ -102,12 +102,7 @@ async def call(rig: Rig, store: angzarr_es.EventStore, root: str, key: str) -> o
 
 
 def trace(rig: Rig) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for kind, _ in rig.faults.trace:
-        seen[kind] = seen.get(kind, 0) + 1
-        out.append(f"{kind}#{seen[kind]}")
-    return out
+    return rig.faults.numbered()
 
 
 REFUSALS = [STALE, STALE_IN_PROCESS]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -168,14 +169,19 @@ async def test_core_publish_sends_a_what_if_book_on_its_edition_s_subject(
         await c.bus.publish(book("player", "r2", deposit(2)))
         await deep.wait_count(2)
         await main.wait_count(1)
+        # A 16-character text id is 16 bytes too: it was read as a UUID.
+        await c.bus.publish(book("player", "sixteen-chars-id", deposit(3)))
+        uid = uuid.UUID("7d444840-9dc0-11d1-b245-5ffdce74fad2")
+        await c.bus.publish(book("player", str(uid), deposit(4)))
+        await main.wait_count(3)
         with pytest.raises(TypeError, match="EventBook"):
             await c.bus.publish("not a book")  # type: ignore[arg-type]
     prefix = core_config.nats.subject_prefix
-    assert [(d.subject, d.edition) for d in deep.seen] == [
+    assert [(d.subject, d.edition) for d in deep.seen[:2]] == [
         (f"{prefix}.events.player.r1.what-if", "what-if"),
         (f"{prefix}.events.player.r2", ""),
     ]
-    assert [d.root for d in main.seen] == ["r2"]
+    assert [d.root for d in main.seen] == ["r2", "sixteen-chars-id", str(uid)]
 
 
 async def test_core_mode_is_at_most_once(core_config: Config) -> None:

@@ -8,6 +8,11 @@ reply of one that was served, or answer it as the server does when it cannot
     faults.add(Fault("publish", 1, DROP_REPLY))   # the first publish is stored, its ack lost
     faults.add(Fault("msg_get", 1, UNAVAILABLE))  # then one leader read answers 10008
 
+An eventsourcing factory's connection is put under faults with `on=` (its
+`TapPoint`) and `prefix=` (the recorder's `<stream>.<app>`, whose stored
+events are then the "publish" requests), `client` serving only the test's
+own admin requests (`freeze`).
+
 A deposed stream leader (paused while the others elected a new one, not yet
 aware) is `STALE`: `await faults.freeze(stream, subject)` takes its copy of
 the stream, and each request a STALE fault hits is answered from that copy.
@@ -149,6 +154,10 @@ class WireFaults:
     """Replaces `client`'s `Mux.ask`; records every request as (kind, subject)."""
 
     client: Client
+    on: wire.TapPoint | None = None
+    """The connection to put faults on, when not `client`'s own."""
+    prefix: str | None = None
+    """What "publish" requests start with (`<prefix>.events.`); `client`'s subject prefix if None."""
     faults: list[Fault] = field(default_factory=list)
     trace: list[tuple[str, str]] = field(default_factory=list)
     fired: list[Fault] = field(default_factory=list)
@@ -156,7 +165,7 @@ class WireFaults:
     paused: bool = False
 
     def __post_init__(self) -> None:
-        self._prefix = self.client.config.nats.subject_prefix
+        self._prefix = self.prefix or self.client.config.nats.subject_prefix
         self._seen: dict[str, int] = {}
         # The deposed leader's copy of the stream (`freeze`).
         self._stale_seq = 0
@@ -164,7 +173,7 @@ class WireFaults:
         self._stale_direct: Reply | None = None
         self._stale_subject = ""
         self._installed = ExitStack()
-        self._installed.enter_context(wire.intercept(self.client, on_request=self._ask))
+        self._installed.enter_context(wire.intercept(self.on or self.client, on_request=self._ask))
 
     def add(self, *faults: Fault) -> WireFaults:
         self.faults.extend(faults)
@@ -176,6 +185,16 @@ class WireFaults:
         self.trace.clear()
         self.fired.clear()
         self._seen.clear()
+
+    def numbered(self) -> list[str]:
+        """The trace as "kind#n" (the n-th request of that kind), e.g.
+        ["publish#1", "msg_get#1"]."""
+        seen: dict[str, int] = {}
+        out = []
+        for kind, _ in self.trace:
+            seen[kind] = seen.get(kind, 0) + 1
+            out.append(f"{kind}#{seen[kind]}")
+        return out
 
     def arm(self, kind: str, first: int, last: int, mode: str = STALE) -> WireFaults:
         """Arm `mode` on the `first`..`last` requests of `kind`."""
