@@ -6,6 +6,9 @@ Every failure says what the stream may hold (`_outcomes`): until an attempt
 of the commit may have been stored (it went unanswered, or is "in process"),
 a failure means nothing was stored; after that, unless a leader read finds
 the commit, or a rival's in its slot, the outcome is unknown (StoreTimeout).
+With an idempotency key the outcome is the key's command's, which an earlier
+call may have stored: reads that cannot tell report it unknown too (`_keys`,
+`_refusals.caught_up`).
 """
 
 from __future__ import annotations
@@ -124,8 +127,7 @@ class Appender:
         keyed: Keyed | None,
     ) -> AppendResult:
         try:
-            with nothing_sent(f"append to {subject}"):
-                pos = await self._position_for(subject, expected)
+            pos = await self._position_for(subject, expected, keyed)
             cover_root = root_bytes(root)
             for _ in range(ANY_ATTEMPTS):
                 payload = _codec.encode_commit(
@@ -155,6 +157,10 @@ class Appender:
                 # one the caller expected, only our idea of the last commit's
                 # stream sequence was stale (an edition was deleted and rewritten
                 # since we cached it): publish again at the real position.
+                if keyed is not None and expected is not ANY and result.next_sequence < expected:
+                    result = await _refusals.caught_up(
+                        self._ctx, self._stream, subject, expected, result, pos
+                    )
                 if expected is not ANY and result.next_sequence != expected:
                     raise ConcurrencyError(expected, result.next_sequence, subject=subject)
                 if self._ctx.observer is not None:
@@ -184,26 +190,35 @@ class Appender:
                 raise
             return earlier
 
-    async def _position_for(self, subject: str, expected: ExpectedVersion) -> Position:
+    async def _position_for(
+        self, subject: str, expected: ExpectedVersion, keyed: Keyed | None
+    ) -> Position:
         """The position to append at, raising early when `expected` is already wrong."""
-        pos = self._cache.get(subject)
-        if pos is None:
-            if expected == 0:
+        with nothing_sent(f"append to {subject}"):
+            seen = pos = self._cache.get(subject)
+            if pos is None:
+                if expected == 0:
+                    await self._not_angzarrs(subject)
+                    return NEW  # the server checks the subject is empty: no lookup needed
+                pos = await lookup(self._ctx, subject, self._stream)
+            if expected is ANY or expected == pos.next_sequence:
+                if not pos.stream_seq:
+                    await self._not_angzarrs(subject)
+                return pos
+            # A mismatch: nothing is published, but our view may be behind (another
+            # process wrote, or a lagging replica answered), so the stream leader
+            # decides, and gives the real position for the error.
+            pos = await leader_position(self._ctx, subject, self._stream)
+            if expected == pos.next_sequence:
+                return pos
+            if not pos.stream_seq:  # what a load of angzarr's edition told the caller?
                 await self._not_angzarrs(subject)
-                return NEW  # the server checks the subject is empty: no lookup needed
-            pos = await lookup(self._ctx, subject, self._stream)
-        if expected is ANY or expected == pos.next_sequence:
-            if not pos.stream_seq:
-                await self._not_angzarrs(subject)
-            return pos
-        # A mismatch: nothing is published, but our view may be behind (another
-        # process wrote, or a lagging replica answered), so the stream leader
-        # decides, and gives the real position for the error.
-        pos = await leader_position(self._ctx, subject, self._stream)
-        if expected == pos.next_sequence:
-            return pos
-        if not pos.stream_seq:  # what a load of angzarr's edition told the caller?
-            await self._not_angzarrs(subject)
+        if keyed is not None and pos.next_sequence < expected:
+            # The key's command may be stored at `expected`: a read behind it may
+            # be a deposed leader's. Past the wait, whether it is stored is unknown.
+            pos = await _refusals.caught_up(self._ctx, self._stream, subject, expected, pos, seen)
+            if expected == pos.next_sequence:
+                return pos
         raise ConcurrencyError(expected, pos.next_sequence, subject=subject)
 
     async def _not_angzarrs(self, subject: str) -> None:

@@ -19,6 +19,10 @@ recorders' `Writer._holder`), and re-checked for a while when they show
 neither ours nor a rival's in the slot (`Doubts`); a subject that reads as
 empty is taken as deleted only from a server that has the stream up to the
 commit this process saw there (`deleted`).
+
+Reads are answered by such a leader too, so a read showing the aggregate
+behind `expected` proves nothing to a call with an idempotency key: its
+command, if an earlier call stored it, sits at `expected` (`caught_up`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from angzarr_es import _codec
 from angzarr_es._nats import Stored
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.errors import WRONG_LAST_SEQUENCE
-from angzarr_es.errors import StoreError
+from angzarr_es.errors import StoreError, StoreTimeout
 from angzarr_es.store._cache import Position
-from angzarr_es.store._context import StoreContext
+from angzarr_es.store._context import StoreContext, leader_position
 
-__all__ = ["Doubts", "deleted", "opens_slot", "refutes"]
+__all__ = ["Doubts", "caught_up", "deleted", "opens_slot", "refutes"]
 
 # How long a refusal that proves nothing is re-checked (the publish sent again,
 # with the same id) before the outcome is reported unknown is `[bus.nats]
@@ -100,3 +104,66 @@ async def deleted(ctx: StoreContext, stream: str, subject: str, pos: Position) -
         return False
     state = info.state
     return state.last_seq >= pos.stream_seq and not (state.subjects or {}).get(subject)
+
+
+async def caught_up(
+    ctx: StoreContext,
+    stream: str,
+    subject: str,
+    expected: int,
+    pos: Position,
+    seen: Position | None,
+) -> Position:
+    """For an append with an idempotency key: `pos`, a leader read showing
+    the aggregate behind `expected`, read again until it is not.
+
+    Every attempt of a command retried with the same `expected` lands at
+    `expected`: if the key's command is stored, the aggregate is past it. A
+    read behind it comes from a server behind the leader (a deposed leader
+    still answering), or `expected` is ahead of the aggregate, and while a
+    deposed leader may answer no read tells which. So the leader is read
+    again, paced as other doubts (`Doubts`), for up to `deposed_leader_wait`.
+    An empty subject on which this process saw the commit at
+    `seen.stream_seq` is taken as deleted from one STREAM.INFO (`deleted`):
+    no wait. Found by the nemesis: a keyed retry got ConcurrencyError although its command was
+    stored, its reads (and the key search after them) answered by a deposed
+    leader's copy.
+
+    Raises:
+        StoreTimeout: still behind after the wait (the cached position is
+            dropped), or a read failed: whether the key's command is stored
+            is unknown.
+    """
+    wait = ctx.cfg.deposed_leader_wait
+    doubts = Doubts(wait)
+    while pos.next_sequence < expected:
+        if (
+            not pos.stream_seq
+            and seen is not None
+            and seen.stream_seq
+            and await deleted(ctx, stream, subject, seen)
+        ):
+            ctx.cache.drop(subject)  # no read can lower it
+            return pos
+        if not await doubts.pause():
+            # The next call looks the position up afresh (a stream made anew
+            # leaves a cached position no read can lower).
+            ctx.cache.drop(subject)
+            raise StoreTimeout(
+                f"append to {subject}: the stream leader's reads showed the aggregate at "
+                f"{pos.next_sequence}, behind `expected` ({expected}), for {wait:g}s "
+                "(bus.nats.deposed_leader_wait): either `expected` is ahead of the aggregate, "
+                "or a server behind the stream leader (a deposed leader) kept answering, so "
+                "whether the idempotency key's command is stored is unknown; retry with the "
+                "same key, or load the aggregate for the right `expected`"
+            )
+        try:
+            pos = await leader_position(ctx, subject, stream)
+        except StoreError as exc:
+            raise StoreTimeout(
+                f"append to {subject}: a read showed the aggregate behind `expected`, and "
+                f"reading it again failed ({exc}); whether the idempotency key's command is "
+                "stored is unknown: retry with the same key",
+                err_code=exc.err_code,
+            ) from exc
+    return pos

@@ -28,7 +28,14 @@ from angzarr_es.errors import ConcurrencyError, StoreTimeout
 from tests.support import jsadmin
 from tests.support.configs import fresh_config
 from tests.support.loadgen import _leader_load, tagged
-from tests.support.wirefaults import CONFLICTED, STALE, STALE_IN_PROCESS, WireFaults
+from tests.support.wirefaults import (
+    CONFLICTED,
+    DROP_REPLY,
+    LOSE,
+    STALE,
+    STALE_IN_PROCESS,
+    WireFaults,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,6 +43,9 @@ MANY = 400
 """Requests of one kind a deposed leader answers when it never steps down."""
 QUICK = 0.2
 """`deposed_leader_wait` (seconds) where a test waits it out."""
+STALE_READS = 6
+"""Reads of each kind a deposed leader answers before it steps down, where a
+keyed retry's reads meet it: more than its key search makes without waiting."""
 
 
 @dataclass
@@ -163,6 +173,88 @@ async def test_a_deposed_leader_that_never_steps_down_makes_the_outcome_unknown(
         again = await call(rig, store, "r", key)
         assert isinstance(again, AppendResult), again
         assert (again.first_sequence, again.duplicate) == (3, True)
+
+
+@pytest.mark.parametrize("rig", [1.0], indirect=True, ids=["wait1"])
+@pytest.mark.parametrize("cache", ["at_expected", "ahead", "dropped"])
+async def test_a_keyed_retry_whose_reads_a_deposed_leader_answers_finds_its_commit(
+    rig: Rig, cache: str
+) -> None:
+    """A keyed command stored, its call reported StoreTimeout; its retry (the
+    same key and `expected`) reads the aggregate, and the old leader answers:
+    its copy shows the aggregate behind `expected`, where every attempt of the
+    command lands. That proves nothing: the reads are re-checked until the old
+    leader has stepped down, and the retry returns the stored commit
+    (`duplicate`), never a ConcurrencyError.
+
+    The first call's acks were lost, and the check after them too. "at_expected":
+    the retry publishes at the cached position; the real server refuses it,
+    naming the key's commit (proof of a conflict), and the read for the error
+    is the old leader's. "ahead": a load of this process then cached the
+    aggregate past `expected`, so the retry asks the leader before publishing
+    (msg_get#1). "dropped": instead the first call met the old leader for the
+    whole `deposed_leader_wait`, which drops the cached position, so the retry
+    looks it up (direct_get#1), then asks the leader."""
+    store = await frozen_behind(rig, "r")
+    rig.faults.reset()
+    if cache != "dropped":
+        rig.faults.arm("publish", 1, 3, DROP_REPLY)
+        rig.faults.arm("msg_get", 1, 1, LOSE)
+    else:
+        rig.faults.arm("publish", 1, MANY)
+        for kind in ("msg_get", "direct_get", "stream_info"):
+            rig.faults.arm(kind, 1, MANY)
+    got = await call(rig, store, "r", "k1")
+    assert isinstance(got, StoreTimeout), got
+    assert await reasons(rig, "r") == ["before-0", "before-1", "acked", "cmd"]
+    if cache == "ahead":
+        assert (await store.load("r")).next_sequence == 4
+    rig.faults.reset()
+    if cache != "at_expected":
+        rig.faults.arm("publish", 1, MANY)
+    for kind in ("msg_get", "direct_get", "stream_info"):
+        rig.faults.arm(kind, 1, STALE_READS)
+    again = await call(rig, store, "r", "k1")
+    assert isinstance(again, AppendResult), (again, trace(rig))
+    assert (again.first_sequence, again.next_sequence, again.duplicate) == (3, 4, True)
+    assert again.stream_sequence == 4
+    assert ("publish#1" in trace(rig)) == (cache == "at_expected")
+    assert await reasons(rig, "r") == ["before-0", "before-1", "acked", "cmd"]
+
+
+@pytest.mark.parametrize("rig", [QUICK], indirect=True, ids=["wait0.2"])
+async def test_a_keyed_append_whose_expected_is_ahead_of_the_aggregate(rig: Rig) -> None:
+    """No deposed leader this time: `expected` is ahead of the aggregate.
+    While one may answer, the leader's reads cannot tell this from the test
+    above, so a keyed call re-reads for `deposed_leader_wait`, then reports
+    the outcome unknown (StoreTimeout, naming both causes); without a key it
+    is a conflict at once. An edition deleted under this process's cached
+    position is proven empty by one STREAM.INFO: a conflict at once."""
+    store = rig.client.store("player")
+    for i in range(3):
+        await store.append("r", [tagged(f"ours-{i}")], expected=i)
+    rig.faults.reset()
+    rig.faults.paused = False
+    with pytest.raises(ConcurrencyError) as conflict:
+        await store.append("r", [tagged("cmd")], expected=5)
+    assert (conflict.value.expected, conflict.value.actual) == (5, 3)
+    assert trace(rig) == ["msg_get#1"]
+    rig.faults.reset()
+    with pytest.raises(StoreTimeout, match=r"either `expected` is ahead of the aggregate"):
+        await store.append("r", [tagged("cmd")], expected=5, idempotency_key="k")
+    assert trace(rig)[:2] == ["msg_get#1", "msg_get#2"]
+    assert "publish#1" not in trace(rig)
+    what_if = rig.client.store("player", edition="what-if")
+    await what_if.append("r", [tagged("old")], expected=0)
+    await rig.other.delete_edition("what-if")
+    rig.faults.reset()
+    with pytest.raises(ConcurrencyError) as conflict:
+        await what_if.append("r", [tagged("cmd")], expected=2, idempotency_key="k")
+    rig.faults.paused = True
+    assert (conflict.value.expected, conflict.value.actual) == (2, 0)
+    assert trace(rig)[:2] == ["msg_get#1", "stream_info#1"]
+    assert await reasons(rig, "r") == ["ours-0", "ours-1", "ours-2"]
+    assert await reasons(rig, "r", "what-if") == []
 
 
 @pytest.mark.parametrize("key", KEYS, ids=["unkeyed", "keyed"])
