@@ -83,9 +83,9 @@ class NatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     # Attempts for one append when acks are lost (same Nats-Msg-Id each time).
     append_attempts: int = 3
     # Seconds an append re-checks a refusal that proves nothing (a deposed
-    # stream leader's, during a leader change), or with an idempotency key a
-    # read behind `expected`, before its outcome is reported unknown
-    # (StoreTimeout); 0 reports it at once (docs/reliability.md).
+    # stream leader's, during a leader change) before its outcome is reported
+    # unknown (StoreTimeout), or with an idempotency key a read behind
+    # `expected` before it is a conflict; 0: at once (docs/reliability.md).
     deposed_leader_wait: float = 2.0
     # Per-domain layout: seconds between two listings of the domain streams by
     # a projector or subscription spanning them (a new domain's is found so).

@@ -7,8 +7,9 @@ of the commit may have been stored (it went unanswered, or is "in process"),
 a failure means nothing was stored; after that, unless a leader read finds
 the commit, or a rival's in its slot, the outcome is unknown (StoreTimeout).
 With an idempotency key the outcome is the key's command's, which an earlier
-call may have stored: reads that cannot tell report it unknown too (`_keys`,
-`_refusals.caught_up`).
+call may have stored: reads that cannot tell report it unknown too (`_keys`),
+and a read behind `expected` is read again while a deposed leader may still
+answer (`_refusals.caught_up`).
 """
 
 from __future__ import annotations

@@ -122,17 +122,21 @@ async def caught_up(
     read behind it comes from a server behind the leader (a deposed leader
     still answering), or `expected` is ahead of the aggregate, and while a
     deposed leader may answer no read tells which. So the leader is read
-    again, paced as other doubts (`Doubts`), for up to `deposed_leader_wait`.
-    An empty subject on which this process saw the commit at
-    `seen.stream_seq` is taken as deleted from one STREAM.INFO (`deleted`):
+    again, paced as other doubts (`Doubts`), for up to `deposed_leader_wait`,
+    the time the write path gives a deposed leader to stop answering: a read
+    still behind after it is the leader's, so the command is not stored and
+    `expected` is ahead (the caller's ConcurrencyError, as the in-memory store
+    gives it at once). An empty subject on which this process saw the commit
+    at `seen.stream_seq` is taken as deleted from one STREAM.INFO (`deleted`):
     no wait. Found by the nemesis: a keyed retry got ConcurrencyError although its command was
     stored, its reads (and the key search after them) answered by a deposed
     leader's copy.
 
+    Returns the last read: at or past `expected`, or behind it after the
+    wait (the cached position dropped).
+
     Raises:
-        StoreTimeout: still behind after the wait (the cached position is
-            dropped), or a read failed: whether the key's command is stored
-            is unknown.
+        StoreTimeout: a read failed: whether the key's command is stored is unknown.
     """
     wait = ctx.cfg.deposed_leader_wait
     doubts = Doubts(wait)
@@ -146,17 +150,10 @@ async def caught_up(
             ctx.cache.drop(subject)  # no read can lower it
             return pos
         if not await doubts.pause():
-            # The next call looks the position up afresh (a stream made anew
-            # leaves a cached position no read can lower).
+            # `expected` is ahead. The next call looks the position up afresh
+            # (a stream made anew leaves a cached position no read can lower).
             ctx.cache.drop(subject)
-            raise StoreTimeout(
-                f"append to {subject}: the stream leader's reads showed the aggregate at "
-                f"{pos.next_sequence}, behind `expected` ({expected}), for {wait:g}s "
-                "(bus.nats.deposed_leader_wait): either `expected` is ahead of the aggregate, "
-                "or a server behind the stream leader (a deposed leader) kept answering, so "
-                "whether the idempotency key's command is stored is unknown; retry with the "
-                "same key, or load the aggregate for the right `expected`"
-            )
+            return pos
         try:
             pos = await leader_position(ctx, subject, stream)
         except StoreError as exc:
