@@ -1,17 +1,17 @@
 """How the benchmarks connect: as `angzarr-es bench --config PATH` says, or the defaults.
 
-A module of its own, importing only the configuration, for the child
-processes that measure memory.
+A module of its own, importing only the configuration (and the connection
+module it maps it with), for the child processes that measure memory.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 from typing import Any
 
 import msgspec
 
+from angzarr_es._nats.connection import auth_options
 from angzarr_es.config import Config, NatsConfig
 
 CONFIG_ENV = "ANGZARR_ES_BENCH_CONFIG"
@@ -30,20 +30,4 @@ def connection(url: str) -> NatsConfig:
 def nats_options(nats: NatsConfig) -> dict[str, Any]:
     """nats-py's connect options for the credentials and TLS of `nats`, for
     the raw client (the floor) to connect as the library does."""
-    options: dict[str, Any] = {}
-    if nats.user is not None:
-        options["user"] = nats.user
-    if nats.password is not None:
-        options["password"] = nats.password
-    if nats.token is not None:
-        options["token"] = nats.token
-    if nats.credentials:
-        options["user_credentials"] = nats.credentials
-    if nats.nkey_seed:
-        options["nkeys_seed_str"] = nats.nkey_seed
-    if nats.tls_ca or nats.tls_cert:
-        context = ssl.create_default_context(cafile=nats.tls_ca)
-        if nats.tls_cert:
-            context.load_cert_chain(nats.tls_cert, nats.tls_key)
-        options["tls"] = context
-    return options
+    return auth_options(nats)

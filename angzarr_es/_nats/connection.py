@@ -86,6 +86,28 @@ def tls_context(cfg: NatsConfig) -> ssl.SSLContext:
     return context
 
 
+def auth_options(cfg: NatsConfig) -> dict[str, Any]:
+    """nats-py's connect options for `cfg`'s credentials and TLS.
+
+    Raises:
+        ConfigError: a TLS file is missing or not what its setting says.
+    """
+    options: dict[str, Any] = {}
+    if cfg.credentials:
+        options["user_credentials"] = cfg.credentials
+    if cfg.nkey_seed:
+        options["nkeys_seed_str"] = cfg.nkey_seed
+    if cfg.user is not None:
+        options["user"] = cfg.user
+    if cfg.password is not None:
+        options["password"] = cfg.password
+    if cfg.token is not None:
+        options["token"] = cfg.token
+    if cfg.tls_ca or cfg.tls_cert:
+        options["tls"] = tls_context(cfg)
+    return options
+
+
 NKEYS_EXTRA = "pip install 'angzarr-es[nkeys]'"
 
 
@@ -435,18 +457,7 @@ async def open_connection(
         "error_cb": on_error,
         "disconnected_cb": disconnected,
     }
-    if cfg.credentials:
-        options["user_credentials"] = cfg.credentials
-    if cfg.nkey_seed:
-        options["nkeys_seed_str"] = cfg.nkey_seed
-    if cfg.user is not None:
-        options["user"] = cfg.user
-    if cfg.password is not None:
-        options["password"] = cfg.password
-    if cfg.token is not None:
-        options["token"] = cfg.token
-    if cfg.tls_ca or cfg.tls_cert:
-        options["tls"] = tls_context(cfg)
+    options.update(auth_options(cfg))
     check_credentials(cfg)
     where = ", ".join(redact_url(u) for u in cfg.servers)
 
