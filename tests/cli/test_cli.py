@@ -377,32 +377,36 @@ def test_tail_without_a_server() -> None:
 # -- bench -----------------------------------------------------------------------------
 
 
-def test_bench_passes_arguments_and_exit_status_through(tmp_path: Path) -> None:
+def fake_benchmarks(tmp_path: Path, main: str) -> dict[str, str]:
+    """A `benchmarks` package in `tmp_path` whose `__main__` is `main`; the
+    CLI's environment that finds it (run from `tmp_path`: `python -m` puts the
+    working directory first on sys.path)."""
     pkg = tmp_path / "benchmarks"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text(
-        "import os, sys\nprint('args', sys.argv[1:], os.environ.get('NATS_URL'))\nsys.exit(3)\n"
-    )
+    (pkg / "__main__.py").write_text(main)
     env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    return env
+
+
+def test_bench_passes_arguments_and_exit_status_through(tmp_path: Path) -> None:
+    env = fake_benchmarks(
+        tmp_path,
+        "import os, sys\nprint('args', sys.argv[1:], os.environ.get('NATS_URL'))\nsys.exit(3)\n",
+    )
     env["NATS_URL"] = "nats://example:4222"
-    # From tmp_path: `python -m` puts the working directory first on sys.path.
     done = run_cli("bench", "--quick", "-n", "5", env=env, cwd=tmp_path)
     assert done.returncode == 3
     assert "args ['--quick', '-n', '5'] nats://example:4222" in done.stdout
 
 
 def test_bench_hands_the_config_file_to_the_benchmarks(tmp_path: Path) -> None:
-    pkg = tmp_path / "benchmarks"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text(
-        "import os\nprint(os.environ['NATS_URL'], os.environ['ANGZARR_ES_BENCH_CONFIG'])\n"
+    env = fake_benchmarks(
+        tmp_path,
+        "import os\nprint(os.environ['NATS_URL'], os.environ['ANGZARR_ES_BENCH_CONFIG'])\n",
     )
     (tmp_path / "bench.toml").write_text('[bus.nats]\nurl = "nats://a:4222,nats://b:4222"\n')
-    env = cli_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
     done = run_cli("bench", "--config", "bench.toml", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["nats://a:4222,nats://b:4222", str(tmp_path / "bench.toml")]
