@@ -31,6 +31,22 @@ except ImportError:  # pragma: no cover - depends on the environment
 else:
     ENABLED = True
     _tracer = trace.get_tracer("angzarr_es")
+    # The propagator OpenTelemetry set up from OTEL_PROPAGATORS (W3C trace
+    # context and baggage by default): none of the standard ones writes
+    # anything for an empty context. One the application sets is asked always.
+    _STANDARD_TEXTMAP = propagate.get_global_textmap()
+
+# Whether `use_provider` gave the library a provider of its own.
+_own_provider = False
+
+
+def active() -> bool:
+    """Whether a span of the library's could record: a tracer provider is set
+    (the global one, or the library's own). Without one a span is a no-op, so
+    appends and loads skip it (measured: 64 concurrent writers lost about a
+    fifth of their throughput to no-op spans and propagation)."""
+    return _own_provider or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
 
 __all__ = [
     "ENABLED",
@@ -57,8 +73,9 @@ def use_provider(provider: Any) -> None:
     """
     if not ENABLED:
         raise RuntimeError("a tracer provider needs opentelemetry: pip install 'angzarr-es[otel]'")
-    global _tracer
+    global _tracer, _own_provider
     _tracer = (trace if provider is None else provider).get_tracer("angzarr_es")
+    _own_provider = provider is not None
 
 
 Attributes = dict[str, str | int | bool]
@@ -108,7 +125,7 @@ def _destination(subject: Callable[[AggregateId], str], root: AggregateId) -> st
 
 
 def traced_append(
-    call: Awaitable[AppendResult],
+    call: Coroutine[Any, Any, AppendResult],
     domain: str,
     edition: str,
     root: AggregateId,
@@ -116,7 +133,10 @@ def traced_append(
     expected: ExpectedVersion,
     correlation_id: str,
 ) -> Coroutine[Any, Any, AppendResult]:
-    """`call` (one append) in a producer span, its context the commit's."""
+    """`call` (one append) in a producer span, its context the commit's;
+    `call` itself when no span could record (`active`)."""
+    if not active():
+        return call
 
     def before() -> Attributes:
         attrs = attributes(
@@ -139,7 +159,7 @@ def traced_append(
 
 
 def traced_load(
-    call: Awaitable[History],
+    call: Coroutine[Any, Any, History],
     domain: str,
     edition: str,
     root: AggregateId,
@@ -147,7 +167,10 @@ def traced_load(
     from_sequence: int,
     to_sequence: int | None,
 ) -> Coroutine[Any, Any, History]:
-    """`call` (one load) in a client span."""
+    """`call` (one load) in a client span; `call` itself when no span could
+    record (`active`)."""
+    if not active():
+        return call
 
     def before() -> Attributes:
         attrs = attributes(
@@ -204,7 +227,16 @@ def inject(headers: dict[str, str], context: otel_context.Context | None = None)
     refuses version-00 flags above `02`, so its consumers would start a new
     trace. A `tracestate` or `baggage` longer than `MAX_VALUE` characters is
     dropped: every commit stores its headers, and the store allows a commit
-    1 KiB of them against the server's max_payload."""
+    1 KiB of them against the server's max_payload.
+
+    An empty current context under the standard propagator writes nothing,
+    so it is not asked (most appends, when nothing is traced)."""
+    if (
+        context is None
+        and not otel_context.get_current()
+        and propagate.get_global_textmap() is _STANDARD_TEXTMAP
+    ):
+        return
     propagate.inject(headers, context)
     parent = _V00.fullmatch(headers.get(TRACEPARENT, ""))
     if parent is not None and parent[1] not in ("00", "01"):

@@ -467,6 +467,7 @@ def test_each_mode_in_a_fresh_process(nats_url: str) -> None:
         "test_angzarrs_consumer_continues_the_callers_trace",
         "test_without_a_trace_nothing_is_written",
         "test_the_current_context_is_carried_on_unchanged",
+        "test_an_untraced_append_asks_no_tracer_and_no_propagator",
     }
     assert _passed_in_a_fresh_process(nats_url, "-p", "tests.support.otel") == {
         "test_spans_go_to_the_global_tracer_provider",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import uuid
+from typing import Any
 
 import msgspec
 import prometheus_client as prom
@@ -210,6 +211,61 @@ async def test_the_current_context_is_carried_on_unchanged(client: angzarr_es.Cl
     assert TRACE_HEADERS & headers.keys() == {"traceparent", "tracestate"}
     assert (headers["traceparent"], headers["tracestate"]) == (PARENT.traceparent, "k=v")
     assert await _traced_by_projector(client) == PARENT
+
+
+@pytest.mark.usefixtures("no_provider")
+async def test_an_untraced_append_asks_no_tracer_and_no_propagator(
+    client: angzarr_es.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no tracer provider and nothing current, an append neither makes
+    a no-op span nor asks the standard propagator (measured: a fifth of 64
+    writers' throughput); a context to carry on, or a propagator the
+    application set, is asked as before."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.context import Context
+    from opentelemetry.propagators.textmap import DefaultSetter, TextMapPropagator
+
+    asked: list[str] = []
+    inject, start_span = propagate.inject, trace.ProxyTracer.start_span
+
+    def counted_inject(*args: object, **kwargs: object) -> None:
+        asked.append("inject")
+        inject(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_span(self: trace.ProxyTracer, *args: object, **kwargs: object) -> object:
+        asked.append("span")
+        return start_span(self, *args, **kwargs)
+
+    monkeypatch.setattr(propagate, "inject", counted_inject)
+    monkeypatch.setattr(trace.ProxyTracer, "start_span", counted_span)
+    store = client.store("player")
+    await store.append("a", [player_pb2.PlayerRegistered()], expected=0)
+    await store.load("a")
+    assert asked == []
+    with tracing.use(PARENT):
+        await store.append("a", [player_pb2.PlayerRegistered()], expected=1)
+    assert asked == ["inject"]
+
+    class Tagging(TextMapPropagator):
+        def inject(self, carrier: Any, context: Context | None = None, setter: Any = None) -> None:
+            DefaultSetter().set(carrier, "x-tag", "1")
+
+        def extract(
+            self, carrier: Any, context: Context | None = None, getter: Any = None
+        ) -> Context:
+            return context or Context()
+
+        @property
+        def fields(self) -> set[str]:
+            return {"x-tag"}
+
+    standard = propagate.get_global_textmap()
+    propagate.set_global_textmap(Tagging())
+    try:
+        await store.append("b", [player_pb2.PlayerRegistered()], expected=0)
+    finally:
+        propagate.set_global_textmap(standard)
+    assert (await stored_headers(client, "player", "b")).get("x-tag") == "1"
 
 
 async def test_spans_go_to_the_global_tracer_provider(client: angzarr_es.Client) -> None:
