@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from angzarr_es._nats.connection import auth_options
+from angzarr_es._nats.credentials import auth_options
 from angzarr_es.config import Config, NatsConfig
 
 CONFIG_ENV = "ANGZARR_ES_BENCH_CONFIG"

@@ -7,8 +7,10 @@ JetStream's error replies are translated in `errors`, in one table.
 
     wire.py         Wire: one connection and the parts below
     connection.py   connecting; nats-py's client with the store's shortcuts
+    credentials.py  credentials and TLS, checked, as nats-py's options
     parser.py       a faster reading of MSG/HMSG for that client
     mux.py          requests and batch reads over one reply inbox
+    collector.py    the replies of one batch read, as they come
     api.py          the JetStream API: subject templates, one method per operation
     messages.py     request and reply bodies, header names
     errors.py       the error table

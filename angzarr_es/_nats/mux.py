@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from angzarr_es._nats import messages as m
+from angzarr_es._nats.collector import Collector, feed
 from angzarr_es._nats.connection import (
     FastClient,
     is_served_directly,
@@ -28,7 +29,7 @@ from angzarr_es._nats.connection import (
     settle_subscriptions,
 )
 from angzarr_es._nats.errors import NO_RESPONDERS, Violation, translate, translated
-from angzarr_es._nats.tap import Batch, Message, OnBatch, OnRequest, Reply, Request, Tap
+from angzarr_es._nats.tap import Request, Tap, tapped_batch, tapped_request
 from angzarr_es.errors import PermissionDenied, StoreError, StoreTimeout, StoreUnavailable
 
 __all__ = ["Collector", "Mux", "feed", "resend_after"]
@@ -82,56 +83,6 @@ class _Resend:
         self.every = every
         self.due = due
         self.tokens = [token]
-
-
-class Collector:
-    """Replies to one multi-reply request, filled by the inbox callback."""
-
-    __slots__ = (
-        "deadline",
-        "done",
-        "expect",
-        "last_seq",
-        "pending",
-        "replies",
-        "size",
-        "status",
-        "subject",
-        "what",
-    )
-
-    def __init__(
-        self, expect: int, subject: str = "", what: str = "", deadline: float = 0.0
-    ) -> None:
-        self.subject = subject
-        self.what = what
-        self.deadline = deadline
-        self.replies: list[tuple[bytes, str, str]] = []
-        self.size = 0
-        self.expect = expect
-        self.last_seq = 0
-        self.pending = 0
-        self.status = ""
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-def feed(collector: Collector, data: bytes, reply: str, headers: dict[str, str] | None) -> None:
-    """Add one reply to `collector`, completing it on a status or the expected count."""
-    if collector.done.done():
-        return
-    status = headers.get(m.STATUS) if headers else None
-    if status is None:
-        seq = headers.get(m.H_SEQUENCE, "") if headers else ""
-        collector.replies.append((data, reply, seq))
-        collector.size += len(data)
-        if len(collector.replies) == collector.expect:
-            collector.done.set_result(None)
-        return
-    collector.status = status
-    if headers is not None:
-        collector.last_seq = int(headers.get(m.H_LAST_SEQ, "0") or 0)
-        collector.pending = int(headers.get(m.H_NUM_PENDING, "0") or 0)
-    collector.done.set_result(None)
 
 
 class Mux:
@@ -272,26 +223,12 @@ class Mux:
         tap = self.tap
         if tap is None or tap.on_request is None:
             return self._ask(subject, payload, headers, timeout, what, resend)
-        return self._tapped(tap.on_request, subject, payload, headers, timeout, what, resend)
-
-    async def _tapped(
-        self,
-        on_request: OnRequest,
-        subject: str,
-        payload: bytes,
-        headers: dict[str, str] | None,
-        timeout: float,
-        what: str,
-        resend: float,
-    ) -> Msg:
-        async def forward(request: Request) -> Reply:
-            sent = None if request.headers is None else dict(request.headers)
-            msg = await self._ask(request.subject, request.payload, sent, timeout, what, resend)
-            return Reply(msg.data, msg.headers)
-
-        reply = await on_request(Request(subject, payload, headers, what), forward)
-        got = None if reply.headers is None else dict(reply.headers)
-        return Msg(_client=self.nc, subject="", reply="", data=reply.data, headers=got)
+        return tapped_request(
+            tap.on_request,
+            lambda sent, body, head: self._ask(sent, body, head, timeout, what, resend),
+            self.nc,
+            Request(subject, payload, headers, what),
+        )
 
     async def _ask(
         self,
@@ -405,28 +342,12 @@ class Mux:
         tap = self.tap
         if tap is None or tap.on_batch is None:
             return self._gather(subject, body, expect, what, inbox)
-        return self._tapped_batch(tap.on_batch, subject, body, expect, what, inbox)
-
-    async def _tapped_batch(
-        self, on_batch: OnBatch, subject: str, body: bytes, expect: int, what: str, inbox: str
-    ) -> Collector:
-        async def forward(request: Request) -> Batch:
-            got = await self._gather(request.subject, request.payload, expect, what, inbox)
-            return Batch(
-                [Message(data, reply, seq) for data, reply, seq in got.replies],
-                got.status,
-                got.last_seq,
-                got.pending,
-            )
-
-        batch = await on_batch(Request(subject, body, None, what), forward)
-        collector = Collector(expect, subject, what)
-        collector.replies = [(r.data, r.reply, r.sequence) for r in batch.messages]
-        collector.size = sum(len(r.data) for r in batch.messages)
-        collector.status = batch.status
-        collector.last_seq, collector.pending = batch.last_sequence, batch.pending
-        collector.done.set_result(None)
-        return collector
+        return tapped_batch(
+            tap.on_batch,
+            lambda r: self._gather(r.subject, r.payload, expect, what, inbox),
+            Request(subject, body, None, what),
+            expect,
+        )
 
     async def _gather(
         self, subject: str, body: bytes, expect: int, what: str, inbox: str = ""

@@ -15,8 +15,9 @@ from typing import NamedTuple
 
 from angzarr_es._nats import messages as m
 from angzarr_es._nats.api import DIRECT_GET, DIRECT_GET_LAST, JetStream
+from angzarr_es._nats.collector import Collector
 from angzarr_es._nats.errors import status_error
-from angzarr_es._nats.mux import Collector, Mux
+from angzarr_es._nats.mux import Mux
 from angzarr_es._nats.probe import StreamProbe
 from angzarr_es.errors import StoreUnavailable
 

@@ -19,6 +19,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from angzarr_es._nats.collector import Collector
+
 __all__ = [
     "Batch",
     "BatchForward",
@@ -29,6 +34,8 @@ __all__ = [
     "Reply",
     "Request",
     "Tap",
+    "tapped_batch",
+    "tapped_request",
 ]
 
 
@@ -91,3 +98,44 @@ class Tap:
 
     on_request: OnRequest | None = None
     on_batch: OnBatch | None = None
+
+
+async def tapped_request(
+    on_request: OnRequest,
+    send: Callable[[str, bytes, dict[str, str] | None], Awaitable[Msg]],
+    nc: NatsClient,
+    request: Request,
+) -> Msg:
+    """`request` through `on_request`, `send` (the mux's own) as its forward."""
+
+    async def forward(request: Request) -> Reply:
+        headers = None if request.headers is None else dict(request.headers)
+        msg = await send(request.subject, request.payload, headers)
+        return Reply(msg.data, msg.headers)
+
+    reply = await on_request(request, forward)
+    got = None if reply.headers is None else dict(reply.headers)
+    return Msg(_client=nc, subject="", reply="", data=reply.data, headers=got)
+
+
+async def tapped_batch(
+    on_batch: OnBatch,
+    gather: Callable[[Request], Awaitable[Collector]],
+    request: Request,
+    expect: int,
+) -> Collector:
+    """`request` through `on_batch`, `gather` (the mux's own) as its forward."""
+
+    async def forward(request: Request) -> Batch:
+        got = await gather(request)
+        messages = [Message(data, reply, seq) for data, reply, seq in got.replies]
+        return Batch(messages, got.status, got.last_seq, got.pending)
+
+    batch = await on_batch(request, forward)
+    collector = Collector(expect, request.subject, request.what)
+    collector.replies = [(r.data, r.reply, r.sequence) for r in batch.messages]
+    collector.size = sum(len(r.data) for r in batch.messages)
+    collector.status = batch.status
+    collector.last_seq, collector.pending = batch.last_sequence, batch.pending
+    collector.done.set_result(None)
+    return collector
