@@ -325,24 +325,7 @@ class Client(ClosesOnExit, ProjectorFactory[Projector]):
         name = validate_edition(edition)
         if not name:
             raise InvalidEdition("the main timeline cannot be deleted")
-        streams = self._ctx.streams
-        # Snapshots first: a missing snapshot stream then fails before any
-        # event goes (events went first before, leaving the edition half
-        # deleted), and events whose snapshots are gone still load.
-        await _editions.purge(self._wire, streams.snapshots, self._subjects.edition_snapshots(name))
-        if streams.per_domain:
-            purged = 0
-            for domain, stream in await _provision.domain_streams(self._wire, streams):
-                purged += await _editions.purge(
-                    self._wire, stream, self._subjects.domain_aggregates(domain, name)
-                )
-        else:
-            purged = await _editions.purge(
-                self._wire, streams.single, self._subjects.edition_events(name)
-            )
-        self._ctx.cache.clear()
-        self._ctx.hot.clear()
-        return purged
+        return await _editions.delete(self._ctx, self._subjects, name)
 
     # -- the bus (angzarr_es.bus) ---------------------------------------------
 

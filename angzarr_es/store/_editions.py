@@ -10,9 +10,12 @@ and can never match such a filter.
 
 from __future__ import annotations
 
+from angzarr_es import _provision
 from angzarr_es._nats import Wire
+from angzarr_es.store._context import StoreContext
+from angzarr_es.subjects import Subjects
 
-__all__ = ["purge"]
+__all__ = ["delete", "purge"]
 
 
 async def purge(wire: Wire, stream: str, subjects_filter: str) -> int:
@@ -22,3 +25,28 @@ async def purge(wire: Wire, stream: str, subjects_filter: str) -> int:
         StoreTimeout, StoreUnavailable, StoreError
     """
     return await wire.js.stream_purge(stream, subjects_filter)
+
+
+async def delete(ctx: StoreContext, subjects: Subjects, name: str) -> int:
+    """Delete edition `name` (validated, not the main timeline) in every
+    stream holding it, snapshots first; returns how many commits went. The
+    client's position and hot caches are emptied (another process notices on
+    its next read or append of each aggregate).
+
+    Raises:
+        StoreTimeout, StoreUnavailable, StoreError
+    """
+    wire, streams = ctx.wire, ctx.streams
+    # Snapshots first: a missing snapshot stream then fails before any
+    # event goes (events went first before, leaving the edition half
+    # deleted), and events whose snapshots are gone still load.
+    await purge(wire, streams.snapshots, subjects.edition_snapshots(name))
+    if streams.per_domain:
+        purged = 0
+        for domain, stream in await _provision.domain_streams(wire, streams):
+            purged += await purge(wire, stream, subjects.domain_aggregates(domain, name))
+    else:
+        purged = await purge(wire, streams.single, subjects.edition_events(name))
+    ctx.cache.clear()
+    ctx.hot.clear()
+    return purged
